@@ -1,0 +1,20 @@
+"""One module per `essm-stream` subcommand.
+
+Each module defines HELP (one line), `add_arguments(parser)` and `run(args) -> int`. Modules import
+only argparse-level things at the top: heavy imports (torch, numba) happen inside `run`, so that
+`essm-stream --help` is instant and the runtime commands never import torch.
+"""
+
+# (subcommand, module under essm_stream.commands); a module that is not there yet is skipped.
+COMMANDS = [
+    ("train", "train"),
+    ("sweep", "sweep"),
+    ("ablate", "ablate"),
+    ("compile", "compile"),
+    ("warmup", "warmup"),
+    ("bench", "bench"),
+    ("run", "run"),
+    ("profile", "profile"),
+    ("control-eval", "control_eval"),
+    ("demo", "demo"),
+]
