@@ -19,3 +19,7 @@ class LinkError(BridgeError, ConnectionError):
 
 class BridgeTimeout(BridgeError, TimeoutError):
     """A reply did not arrive within the stated timeout."""
+
+
+class ConfigError(BridgeError, ValueError):
+    """A Link / emulator setting is unknown, of the wrong type or out of range."""
