@@ -1,0 +1,291 @@
+"""StreamEngine: B independent streams stepped one frame (or one block of frames) at a time.
+
+All streaming state lives here, preallocated at construction (RTNeural, mamba InferenceParams):
+the per-layer input history as a doubled ring buffer (each frame written at p and p + L, so the
+window is one contiguous slice), the ring of past outputs for the pooled head, the ring position
+and step count, and the scratch the kernel works in. A step crosses into numba once: every layer
+of every stream runs in compiled code (`kernels.stream_run`) and nothing is allocated.
+
+Budgets: K is an int, or per stream (B,); in `run` also per step (T,) or (T, B). Changing K takes
+effect at that step; the history is never reset, and since the raw inputs are kept, channels
+switched back on later are exact. Channels above K are neither convolved nor mixed.
+
+Bad input (wrong shape or dtype, K out of range, NaN/Inf) raises before any state changes, or,
+with nan_policy="zero", non-finite input values are read as 0 (counted in `replaced_inputs`).
+
+Torch-free: importing this module imports numpy, numba and the package's torch-free modules only.
+"""
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import kernels as _k
+from .errors import BudgetError, NonFiniteInputError, ShapeError, ConfigError
+from .program import StreamProgram
+
+__all__ = ["StreamEngine", "EngineState", "warmup"]
+
+NAN_POLICIES = ("raise", "zero")
+DTYPES = (np.float32, np.float64)
+
+
+@dataclass(frozen=True)
+class EngineState:
+    """A copy of everything that evolves while streaming (see StreamEngine.snapshot)."""
+    hist: np.ndarray
+    pool: np.ndarray
+    ist: np.ndarray
+    batch: int
+    dtype: np.dtype
+    fingerprint: tuple
+
+
+class StreamEngine:
+    """Step a StreamProgram over `batch` independent streams in float32 or float64.
+
+    eng.step(x_t, K) -> y_t      x_t (B, d_in), or (d_in,) when batch=1; y_t mirrors it.
+                                 Returns a view of the engine's output buffer, overwritten by the
+                                 next step (nothing allocates per step): copy it to keep it, or
+                                 pass out=.
+    eng.run(X, K) -> Y           X (T, d_in) (batch=1) or (T, B, d_in): one call for T frames,
+                                 bit-for-bit the same as T calls of step.
+    eng.reset(); s = eng.snapshot(); eng.restore(s)
+    """
+
+    def __init__(self, program: StreamProgram, batch: int = 1, dtype=np.float32,
+                 nan_policy: str = "raise", kernel: str = "numba"):
+        if not isinstance(program, StreamProgram):
+            raise ConfigError(f"StreamEngine needs a StreamProgram (StreamProgram.load(path)), got {type(program).__name__}")
+        if isinstance(batch, bool) or not isinstance(batch, numbers.Integral) or batch < 1:
+            raise ConfigError(f"batch must be an int >= 1, got {batch!r}")
+        dt = np.dtype(dtype)
+        if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise ConfigError(f"dtype must be np.float32 or np.float64, got {dt}")
+        if nan_policy not in NAN_POLICIES:
+            raise ConfigError(f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
+        if kernel not in ("numba", "ref"):
+            raise ConfigError(f"kernel must be 'numba' or 'ref' (plain numpy reference), got {kernel!r}")
+        cfg = program.cfg
+        self.program, self.cfg, self.batch, self.dtype = program, cfg, int(batch), dt
+        self.nan_policy = nan_policy
+        self._kernel_name = kernel
+        self._kernel = _k.stream_run if kernel == "numba" else _k.stream_run_ref
+        B, d, L, nl = self.batch, cfg.d_model, cfg.seq_len, cfg.n_layers
+        pooled = cfg.head == "mean" and cfg.pool_window > 1
+        self._dims = np.array([cfg.d_in, d, cfg.d_out, nl, L, cfg.k_max, cfg.d_gate,
+                               cfg.mlp_ratio * d, int(cfg.gated), int(cfg.mlp),
+                               cfg.pool_window if pooled else 1, int(pooled)], dtype=np.int64)
+        arrays = dict(program.arrays)
+        arrays["eps"] = np.array([cfg.ln_eps, cfg.gate_eps])
+        self._W, self._off = _k.pack_weights(arrays, self._dims, dt)
+        # state
+        self._hist = np.zeros(nl * B * d * 2 * L, dtype=dt)
+        self._pool = np.zeros(B * int(self._dims[10]) * cfg.d_out, dtype=dt)
+        self._ist = np.zeros(_k.N_IST, dtype=np.int64)
+        self._work = np.zeros(B * _k.work_len(self._dims), dtype=dt)
+        # step buffers (so that step allocates nothing)
+        self._x1 = np.zeros((1, B, cfg.d_in), dtype=dt)
+        self._K1 = np.zeros((1, B), dtype=np.int64)
+        self._y1 = np.zeros((1, B, cfg.d_out), dtype=dt)
+        self._x1_b, self._y1_b = self._x1[0], self._y1[0]
+        self._x1_v, self._y1_v = self._x1[0, 0], self._y1[0, 0]
+        self._nan_zero = nan_policy == "zero"
+        self._fingerprint = (id(program), B, dt.str, self._W.shape[0])
+
+    # -- properties ---------------------------------------------------------------------------
+    @property
+    def d_in(self) -> int:
+        return self.cfg.d_in
+
+    @property
+    def d_out(self) -> int:
+        return self.cfg.d_out
+
+    @property
+    def k_max(self) -> int:
+        return self.cfg.k_max
+
+    @property
+    def steps(self) -> int:
+        """Frames consumed since construction or the last reset."""
+        return int(self._ist[_k.IST_T])
+
+    @property
+    def replaced_inputs(self) -> int:
+        """Non-finite input values read as 0 under nan_policy='zero' since the last reset."""
+        return int(self._ist[_k.IST_NREPLACED])
+
+    def __repr__(self) -> str:
+        return (f"StreamEngine({self.program!r}, batch={self.batch}, dtype={self.dtype.name}, "
+                f"nan_policy={self.nan_policy!r}, steps={self.steps})")
+
+    # -- stepping -----------------------------------------------------------------------------
+    def _check_frame_array(self, x, what: str) -> None:
+        if not isinstance(x, np.ndarray):
+            raise ShapeError(f"{what} must be a numpy array of dtype {self.dtype.name}, got {type(x).__name__}")
+        if x.dtype != self.dtype:
+            raise ShapeError(f"{what} has dtype {x.dtype}, this engine runs in {self.dtype.name}: "
+                             f"pass x.astype(np.{self.dtype.name}) or build the engine with dtype=np.{x.dtype.name}")
+
+    def _set_step_budget(self, K) -> None:
+        if isinstance(K, numbers.Integral) and not isinstance(K, (bool, np.bool_)):
+            if not 1 <= K <= self.cfg.k_max:
+                raise BudgetError(f"budget K={int(K)} is out of range [1, {self.cfg.k_max}]")
+            self._K1.fill(K)
+            return
+        if isinstance(K, np.ndarray) and K.dtype.kind in "iu" and K.shape == (self.batch,):
+            np.copyto(self._K1[0], K, casting="unsafe")   # range checked by the kernel
+            return
+        raise BudgetError(f"budget K must be an int in [1, {self.cfg.k_max}] or an integer array of shape "
+                          f"({self.batch},) (one per stream), got {type(K).__name__} "
+                          f"{getattr(K, 'dtype', '')} {getattr(K, 'shape', K)!r}")
+
+    def step(self, x_t, K, out: np.ndarray | None = None) -> np.ndarray:
+        """One frame of every stream at budget K (int or (B,) ints) -> the output frame."""
+        self._check_frame_array(x_t, "x_t")
+        B, d_in = self.batch, self.cfg.d_in
+        if x_t.shape == (B, d_in):
+            np.copyto(self._x1_b, x_t)
+            ret = self._y1_b
+        elif B == 1 and x_t.shape == (d_in,):
+            np.copyto(self._x1_v, x_t)
+            ret = self._y1_v
+        else:
+            want = f"({B}, {d_in})" + (f" or ({d_in},)" if B == 1 else "")
+            raise ShapeError(f"x_t has shape {x_t.shape}, expected {want}")
+        self._set_step_budget(K)
+        status = self._kernel(self._x1, self._K1, self._W, self._off, self._dims, self._hist,
+                              self._pool, self._ist, self._work, self._y1, self._nan_zero)
+        if status != _k.OK:
+            self._raise(status, self._K1)
+        if out is not None:
+            np.copyto(out, ret)
+            return out
+        return ret
+
+    def _budgets_for_block(self, K, T: int) -> np.ndarray:
+        B, Kb = self.batch, self.cfg.k_max
+        if isinstance(K, numbers.Integral) and not isinstance(K, (bool, np.bool_)):
+            if not 1 <= K <= Kb:
+                raise BudgetError(f"budget K={int(K)} is out of range [1, {Kb}]")
+            return np.full((T, B), int(K), dtype=np.int64)
+        if hasattr(K, "numpy") and hasattr(K, "detach"):   # a torch LongTensor, as model(x, K) takes
+            K = K.detach().cpu().numpy()
+        if not isinstance(K, np.ndarray):
+            K = np.asarray(K)
+        if K.dtype.kind not in "iu":
+            raise BudgetError(f"budget K must be integers, got dtype {K.dtype}")
+        if K.ndim == 1 and K.shape[0] == T:                   # per step (same for every stream)
+            return np.ascontiguousarray(np.broadcast_to(K[:, None], (T, B)), dtype=np.int64)
+        if K.ndim == 1 and K.shape[0] == B:                   # per stream (same at every step)
+            return np.ascontiguousarray(np.broadcast_to(K[None, :], (T, B)), dtype=np.int64)
+        if K.ndim == 2 and K.shape in ((T, B), (1, B)):
+            return np.ascontiguousarray(np.broadcast_to(K, (T, B)), dtype=np.int64)
+        raise BudgetError(f"budget K of shape {K.shape} fits neither (T,)=({T},), (B,)=({B},) nor (T, B)=({T}, {B})")
+
+    def run(self, X, K, out: np.ndarray | None = None) -> np.ndarray:
+        """T frames in one call (no Python per step): X (T, d_in) if batch=1, or (T, B, d_in).
+
+        K: int, (T,) per step, (B,) per stream, or (T, B). A 1-D K whose length is both T and B
+        is read as per step. Returns (T, d_out) or (T, B, d_out).
+        """
+        self._check_frame_array(X, "X")
+        B, d_in = self.batch, self.cfg.d_in
+        if X.ndim == 3 and X.shape[1:] == (B, d_in):
+            X3, squeeze = X, False
+        elif X.ndim == 2 and B == 1 and X.shape[1] == d_in:
+            X3, squeeze = X.reshape(X.shape[0], 1, d_in), True
+        else:
+            want = f"(T, {B}, {d_in})" + (f" or (T, {d_in})" if B == 1 else "")
+            raise ShapeError(f"X has shape {X.shape}, expected {want}")
+        T = X3.shape[0]
+        Ks = self._budgets_for_block(K, T)
+        X3 = np.ascontiguousarray(X3)
+        if out is None:
+            Y = np.empty((T, B, self.cfg.d_out), dtype=self.dtype)
+        else:
+            want_shape = (T, self.cfg.d_out) if squeeze else (T, B, self.cfg.d_out)
+            if not isinstance(out, np.ndarray) or out.shape != want_shape or out.dtype != self.dtype \
+                    or not out.flags.c_contiguous:
+                raise ShapeError(f"out must be a C-contiguous {self.dtype.name} array of shape {want_shape}")
+            Y = out.reshape(T, B, self.cfg.d_out)
+        if T == 0:
+            return Y[:, 0] if squeeze else Y
+        status = self._kernel(X3, Ks, self._W, self._off, self._dims, self._hist, self._pool,
+                              self._ist, self._work, Y, self._nan_zero)
+        if status != _k.OK:
+            self._raise(status, Ks)
+        return Y[:, 0] if squeeze else Y
+
+    def _raise(self, status: int, Ks) -> None:
+        t, b, j, k = (int(self._ist[i]) for i in (_k.IST_ERR_T, _k.IST_ERR_B, _k.IST_ERR_J, _k.IST_ERR_K))
+        if status == _k.ERR_BUDGET:
+            raise BudgetError(f"budget K={k} at step {t}, stream {b} is out of range [1, {self.cfg.k_max}] "
+                              "(no state was changed)")
+        if status == _k.ERR_NONFINITE:
+            raise NonFiniteInputError(f"input holds NaN or Inf at step {t}, stream {b}, feature {j} "
+                                      "(no state was changed; nan_policy='zero' reads such values as 0)")
+        raise RuntimeError(f"kernel returned unknown status {status}")
+
+    # -- state --------------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Back to the state after construction: zero history (zero before the start), step 0."""
+        self._hist.fill(0)
+        self._pool.fill(0)
+        self._ist.fill(0)
+        self._work.fill(0)
+
+    def snapshot(self) -> EngineState:
+        """A copy of all streaming state; restore() it into this engine (or one of the same shape)."""
+        return EngineState(self._hist.copy(), self._pool.copy(), self._ist.copy(), self.batch,
+                           self.dtype, self._fingerprint[1:])
+
+    def restore(self, state: EngineState) -> None:
+        if not isinstance(state, EngineState):
+            raise ConfigError(f"restore needs an EngineState from snapshot(), got {type(state).__name__}")
+        if state.fingerprint != self._fingerprint[1:] or state.hist.shape != self._hist.shape \
+                or state.pool.shape != self._pool.shape:
+            raise ConfigError("this snapshot was taken from an engine of another shape (batch, dtype or program)")
+        np.copyto(self._hist, state.hist)
+        np.copyto(self._pool, state.pool)
+        np.copyto(self._ist, state.ist)
+
+    def warmup(self) -> None:
+        """Compile (or load from the on-disk cache) the kernel for this dtype, without touching state."""
+        s = self.snapshot()
+        self.step(np.zeros((self.batch, self.cfg.d_in), dtype=self.dtype), 1)
+        self.restore(s)
+
+
+def warmup(dtypes=(np.float32, np.float64)) -> dict:
+    """Compile the kernels for the given dtypes on a tiny program; the disk cache then serves every
+    later process (kernels do not depend on sizes). Returns seconds per dtype."""
+    import time
+    from .config import ESSMConfig
+    cfg = ESSMConfig(d_in=2, d_out=2, d_model=4, n_layers=1, seq_len=4, k_max=2, d_gate=2,
+                     head="mean", pool_window=2)
+    prog = tiny_program(cfg)
+    times = {}
+    for dt in dtypes:
+        t0 = time.perf_counter()
+        StreamEngine(prog, batch=1, dtype=dt).warmup()
+        times[np.dtype(dt).name] = time.perf_counter() - t0
+    return times
+
+
+def tiny_program(cfg, seed: int = 0) -> StreamProgram:
+    """A random program of the given config without torch (for warmup, tests and benchmarks)."""
+    from .program import expected_shapes
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for name, shape in expected_shapes(cfg).items():
+        scale = 1.0 / np.sqrt(shape[-1]) if len(shape) >= 2 else 0.1
+        arrays[name] = rng.standard_normal(shape) * scale
+    arrays["sigma"] = np.abs(arrays["sigma"]) + 0.1
+    for g in ("ln1.g", "ln2.g", "ln_f.g"):
+        if g in arrays:
+            arrays[g] = 1.0 + 0.1 * arrays[g]
+    return StreamProgram(cfg, arrays, provenance={"source_checkpoint": None})

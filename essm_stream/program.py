@@ -1,0 +1,288 @@
+"""StreamProgram: a frozen, torch-free, validated model ready to be stepped.
+
+File format (version 1): one safetensors file. Arrays are float64 under the names of
+`kernels.SEGMENTS` (without "eps"), stacked over layers where per layer, already laid out for the
+step (σ^{1/4} folded into M, D prepended: `Mcat` (n_layers, d, (K̄+1) d); filters reversed:
+`phir[l, k, τ'] = φ_k(L-1-τ')`), plus `sigma` (n_layers, K̄) for the record. The safetensors
+header's `__metadata__` holds one key, "essm_program", a JSON document:
+
+    {"format": "essm-stream-program", "format_version": 1,
+     "config": ESSMConfig.to_dict(), "seq_len": L, "k_max": K̄, "dtype": "float64",
+     "arrays": {name: [shape...]},
+     "provenance": {"created": ISO-8601 UTC, "package_version": str, "source_checkpoint": str|None,
+                    "source_sha256": str|None},
+     "frontend": dict|None, "budget_profile": dict|None}
+
+budget_profile (columns, one entry per listed budget):
+    {"K": [ints in 1..K̄, distinct], "accuracy": [float|None], "latency_s": [float|None],
+     "energy_j": [float|None], ...any further JSON keys (device, notes)}
+
+No pickle anywhere: safetensors + JSON only. Saving is atomic (temp file + os.replace).
+Loading checks everything and raises ProgramError naming what is wrong.
+"""
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import json
+import math
+import os
+import tempfile
+from typing import Any
+
+import numpy as np
+
+from .config import ESSMConfig
+from .errors import ConfigError, ProgramError
+
+FORMAT = "essm-stream-program"
+FORMAT_VERSION = 1
+META_KEY = "essm_program"
+META_KEYS = {"format", "format_version", "config", "seq_len", "k_max", "dtype", "arrays",
+             "provenance", "frontend", "budget_profile"}
+PROVENANCE_KEYS = {"created", "package_version", "source_checkpoint", "source_sha256"}
+PROFILE_COLUMNS = ("accuracy", "latency_s", "energy_j")
+
+
+def expected_shapes(cfg: ESSMConfig) -> dict[str, tuple[int, ...]]:
+    """Every array a program of this config holds, with its shape."""
+    d, nl, L, Kb = cfg.d_model, cfg.n_layers, cfg.seq_len, cfg.k_max
+    dg, dh = cfg.d_gate, cfg.mlp_ratio * cfg.d_model
+    s = {"inp.W": (d, cfg.d_in), "inp.b": (d,), "ln1.g": (nl, d), "ln1.b": (nl, d),
+         "phir": (nl, Kb, L), "Mcat": (nl, d, (Kb + 1) * d), "sigma": (nl, Kb),
+         "ln_f.g": (d,), "ln_f.b": (d,), "out.W": (cfg.d_out, d), "out.b": (cfg.d_out,)}
+    if cfg.gated:
+        s.update({"W1": (nl, dg, d), "b1": (nl, dg), "W2": (nl, Kb, dg), "b2": (nl, Kb)})
+    if cfg.mlp:
+        s.update({"ln2.g": (nl, d), "ln2.b": (nl, d), "fc1.W": (nl, dh, d), "fc1.b": (nl, dh),
+                  "fc2.W": (nl, d, dh), "fc2.b": (nl, d)})
+    return s
+
+
+def validate_budget_profile(profile: Any, k_max: int) -> dict | None:
+    """Check the budget profile schema (see module doc); return a plain-JSON deep copy."""
+    if profile is None:
+        return None
+    if not isinstance(profile, dict):
+        raise ProgramError(f"budget_profile must be a dict or None, got {type(profile).__name__}")
+    if "K" not in profile:
+        raise ProgramError("budget_profile needs a 'K' list of budgets")
+    Ks = profile["K"]
+    if not isinstance(Ks, list) or not Ks:
+        raise ProgramError("budget_profile['K'] must be a non-empty list of ints")
+    for K in Ks:
+        if isinstance(K, bool) or not isinstance(K, int) or not 1 <= K <= k_max:
+            raise ProgramError(f"budget_profile['K'] holds {K!r}; budgets are ints in [1, {k_max}]")
+    if len(set(Ks)) != len(Ks):
+        raise ProgramError(f"budget_profile['K'] has repeated budgets: {Ks}")
+    for col in PROFILE_COLUMNS:
+        if col not in profile:
+            continue
+        vals = profile[col]
+        if not isinstance(vals, list) or len(vals) != len(Ks):
+            raise ProgramError(f"budget_profile['{col}'] must be a list of {len(Ks)} numbers or None "
+                               f"(one per K), got {vals!r:.80}")
+        for v in vals:
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
+                raise ProgramError(f"budget_profile['{col}'] holds {v!r}; values are finite numbers or None")
+    for key in profile:
+        if not isinstance(key, str):
+            raise ProgramError(f"budget_profile keys must be strings, got {key!r}")
+    try:
+        return json.loads(json.dumps(profile, allow_nan=False))
+    except (TypeError, ValueError) as e:
+        raise ProgramError(f"budget_profile is not plain JSON: {e}") from None
+
+
+def _validate_frontend(frontend: Any) -> dict | None:
+    if frontend is None:
+        return None
+    if not isinstance(frontend, dict) or not all(isinstance(k, str) for k in frontend):
+        raise ProgramError(f"frontend must be a dict with string keys or None, got {frontend!r:.80}")
+    try:
+        return json.loads(json.dumps(frontend, allow_nan=False))
+    except (TypeError, ValueError) as e:
+        raise ProgramError(f"frontend parameters are not plain JSON: {e}") from None
+
+
+class StreamProgram:
+    """Arrays laid out for the step, the model config and the metadata slots; immutable arrays."""
+
+    def __init__(self, cfg: ESSMConfig, arrays: dict[str, np.ndarray], provenance: dict | None = None,
+                 frontend: dict | None = None, budget_profile: dict | None = None):
+        if not isinstance(cfg, ESSMConfig):
+            raise ProgramError(f"StreamProgram needs an ESSMConfig, got {type(cfg).__name__}")
+        self.cfg = cfg
+        self.arrays = self._check_arrays(cfg, arrays)
+        prov = {"created": None, "package_version": None, "source_checkpoint": None, "source_sha256": None}
+        prov.update(provenance or {})
+        unknown = set(prov) - PROVENANCE_KEYS
+        if unknown:
+            raise ProgramError(f"unknown provenance keys {sorted(unknown)}; known: {sorted(PROVENANCE_KEYS)}")
+        self.provenance = prov
+        self.frontend = _validate_frontend(frontend)
+        self.budget_profile = validate_budget_profile(budget_profile, cfg.k_max)
+        self.path: str | None = None
+
+    # -- properties ---------------------------------------------------------------------------
+    @property
+    def seq_len(self) -> int:
+        return self.cfg.seq_len
+
+    @property
+    def k_max(self) -> int:
+        return self.cfg.k_max
+
+    @property
+    def d_in(self) -> int:
+        return self.cfg.d_in
+
+    @property
+    def d_out(self) -> int:
+        return self.cfg.d_out
+
+    def __repr__(self) -> str:
+        c = self.cfg
+        return (f"StreamProgram(d_in={c.d_in}, d_model={c.d_model}, d_out={c.d_out}, n_layers={c.n_layers}, "
+                f"L={c.seq_len}, K̄={c.k_max}, variant={c.variant!r}, head={c.head!r})")
+
+    # -- validation ---------------------------------------------------------------------------
+    @staticmethod
+    def _check_arrays(cfg: ESSMConfig, arrays: dict) -> dict[str, np.ndarray]:
+        want = expected_shapes(cfg)
+        if not isinstance(arrays, dict):
+            raise ProgramError(f"program arrays must be a dict, got {type(arrays).__name__}")
+        missing = sorted(set(want) - set(arrays))
+        extra = sorted(set(arrays) - set(want))
+        if missing:
+            raise ProgramError(f"program is missing arrays {missing} (config variant={cfg.variant!r}, mlp={cfg.mlp})")
+        if extra:
+            raise ProgramError(f"program has unexpected arrays {extra} (config variant={cfg.variant!r}, mlp={cfg.mlp})")
+        out = {}
+        for name, shape in want.items():
+            a = arrays[name]
+            if not isinstance(a, np.ndarray):
+                raise ProgramError(f"array {name!r} must be a numpy array, got {type(a).__name__}")
+            if a.dtype != np.float64:
+                raise ProgramError(f"array {name!r} has dtype {a.dtype}, programs store float64")
+            if a.shape != shape:
+                raise ProgramError(f"array {name!r} has shape {a.shape}, expected {shape} for this config")
+            if not np.all(np.isfinite(a)):
+                raise ProgramError(f"array {name!r} holds NaN or Inf ({int(np.sum(~np.isfinite(a)))} values)")
+            a = np.ascontiguousarray(a).copy()
+            a.setflags(write=False)
+            out[name] = a
+        if np.any(out["sigma"] <= 0):
+            raise ProgramError("array 'sigma' must be > 0 (Hankel eigenvalues)")
+        return out
+
+    # -- metadata slots -----------------------------------------------------------------------
+    def set_budget_profile(self, profile: dict | None, save: bool | str = False) -> "StreamProgram":
+        """Validate and set the accuracy/latency/energy-per-K profile; save=True re-saves to
+        the file this program was loaded from / saved to, save=path saves there."""
+        self.budget_profile = validate_budget_profile(profile, self.cfg.k_max)
+        if save:
+            target = self.path if save is True else save
+            if target is None:
+                raise ProgramError("set_budget_profile(save=True) needs a program that was loaded or saved; pass a path")
+            self.save(target)
+        return self
+
+    def set_frontend(self, frontend: dict | None) -> "StreamProgram":
+        self.frontend = _validate_frontend(frontend)
+        return self
+
+    def metadata(self) -> dict:
+        return {
+            "format": FORMAT, "format_version": FORMAT_VERSION, "config": self.cfg.to_dict(),
+            "seq_len": self.cfg.seq_len, "k_max": self.cfg.k_max, "dtype": "float64",
+            "arrays": {k: list(v.shape) for k, v in self.arrays.items()},
+            "provenance": copy.deepcopy(self.provenance), "frontend": copy.deepcopy(self.frontend),
+            "budget_profile": copy.deepcopy(self.budget_profile),
+        }
+
+    # -- files --------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> str:
+        """Write atomically: a temp file in the same directory, fsync, then os.replace."""
+        from safetensors.numpy import save_file
+        path = os.fspath(path)
+        directory = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(directory):
+            raise ProgramError(f"cannot save program to {path!r}: directory {directory!r} does not exist")
+        meta = json.dumps(self.metadata(), allow_nan=False, sort_keys=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".essm", dir=directory)
+        os.close(fd)
+        try:
+            save_file({k: np.ascontiguousarray(v) for k, v in self.arrays.items()}, tmp,
+                      metadata={META_KEY: meta})
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        self.path = path
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "StreamProgram":
+        """Read and validate a program file; every problem raises ProgramError naming it."""
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise ProgramError(f"program file {path!r} does not exist")
+        try:
+            from safetensors import safe_open
+            with safe_open(path, framework="np") as f:
+                header = f.metadata() or {}
+                arrays = {k: f.get_tensor(k) for k in f.keys()}
+        except ProgramError:
+            raise
+        except Exception as e:  # safetensors raises its own errors for truncated / corrupt files
+            raise ProgramError(f"{path!r} is not a readable program file (truncated or corrupt "
+                               f"safetensors): {type(e).__name__}: {e}") from None
+        if META_KEY not in header:
+            raise ProgramError(f"{path!r} has no '{META_KEY}' metadata: not an essm-stream program "
+                               "(a checkpoint? compile it with `essm-stream compile`)")
+        try:
+            meta = json.loads(header[META_KEY])
+        except json.JSONDecodeError as e:
+            raise ProgramError(f"{path!r}: program metadata is not valid JSON: {e}") from None
+        prog = cls.from_metadata(meta, arrays, where=path)
+        prog.path = path
+        return prog
+
+    @classmethod
+    def from_metadata(cls, meta: Any, arrays: dict, where: str = "program") -> "StreamProgram":
+        if not isinstance(meta, dict):
+            raise ProgramError(f"{where}: metadata must be a JSON object")
+        if meta.get("format") != FORMAT:
+            raise ProgramError(f"{where}: format is {meta.get('format')!r}, expected {FORMAT!r}")
+        ver = meta.get("format_version")
+        if ver != FORMAT_VERSION:
+            raise ProgramError(f"{where}: program format_version {ver!r} is not supported (this "
+                               f"essm-stream reads version {FORMAT_VERSION}); recompile the checkpoint")
+        missing, extra = sorted(META_KEYS - set(meta)), sorted(set(meta) - META_KEYS)
+        if missing or extra:
+            raise ProgramError(f"{where}: metadata keys missing {missing}, unexpected {extra}")
+        try:
+            cfg = ESSMConfig.from_dict(meta["config"])
+        except ConfigError as e:
+            raise ProgramError(f"{where}: bad model config in metadata: {e}") from None
+        if meta["seq_len"] != cfg.seq_len or meta["k_max"] != cfg.k_max:
+            raise ProgramError(f"{where}: seq_len/k_max {meta['seq_len']}/{meta['k_max']} disagree with "
+                               f"the config's {cfg.seq_len}/{cfg.k_max}")
+        if meta["dtype"] != "float64":
+            raise ProgramError(f"{where}: dtype {meta['dtype']!r} is not supported (programs store float64)")
+        listed = meta["arrays"]
+        if not isinstance(listed, dict) or {k: tuple(v) for k, v in listed.items()} != \
+                {k: tuple(v.shape) for k, v in arrays.items()}:
+            raise ProgramError(f"{where}: the array list in the metadata does not match the arrays in the file")
+        prov = meta["provenance"]
+        if not isinstance(prov, dict) or set(prov) != PROVENANCE_KEYS:
+            raise ProgramError(f"{where}: provenance must have exactly the keys {sorted(PROVENANCE_KEYS)}")
+        try:
+            return cls(cfg, arrays, provenance=prov, frontend=meta["frontend"],
+                       budget_profile=meta["budget_profile"])
+        except ProgramError as e:
+            raise ProgramError(f"{where}: {e}") from None
