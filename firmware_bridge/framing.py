@@ -67,7 +67,7 @@ def cobs_encode_ref(data: bytes) -> bytes:
     """Consistent Overhead Byte Stuffing: output has no 0x00; the delimiter is not appended."""
     out = bytearray()
     block = bytearray()
-    for b in data:
+    for i, b in enumerate(data):
         if b == 0:
             out.append(len(block) + 1)
             out += block
@@ -78,6 +78,8 @@ def cobs_encode_ref(data: bytes) -> bytes:
                 out.append(0xFF)
                 out += block
                 block.clear()
+                if i == len(data) - 1:  # input ends on a full block: no empty trailing block
+                    return bytes(out)
     out.append(len(block) + 1)
     out += block
     return bytes(out)

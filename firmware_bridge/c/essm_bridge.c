@@ -26,6 +26,7 @@ size_t eb_cobs_encode(const uint8_t *in, size_t n, uint8_t *out, size_t cap)
             if (o >= cap) return 0;
             out[o++] = in[i];
             if (++code != 0xFF) continue; /* a full block of 254 ends here: no implied zero */
+            if (i + 1 == n) break;        /* input ends on a full block: no empty trailing block */
         }
         out[code_at] = code;
         if (o >= cap) return 0;
