@@ -286,7 +286,7 @@ def _gelu(x, xo, n):
 # The step
 # --------------------------------------------------------------------------------------------
 
-@njit
+@njit(fastmath=False)  # fastmath would assume no NaN/Inf and fold these checks away
 def check_inputs(X, Ks, dims, ist, nan_zero):
     """Status of a block before any state changes: OK, ERR_BUDGET or ERR_NONFINITE (where in ist)."""
     T, B, d_in = X.shape
@@ -309,6 +309,18 @@ def check_inputs(X, Ks, dims, ist, nan_zero):
                         ist[IST_ERR_J] = j
                         return ERR_NONFINITE
     return OK
+
+
+@njit(fastmath=False)
+def _load_frame(X, t, b, work, o, d_in, ist):
+    """work[o:o+d_in] = X[t, b] with NaN/Inf read as 0 (kept out of fastmath, which assumes finite)."""
+    for j in range(d_in):
+        v = X[t, b, j]
+        if np.isfinite(v):
+            work[o + j] = v
+        else:
+            work[o + j] = 0.0
+            ist[IST_NREPLACED] += 1
 
 
 @njit
@@ -358,13 +370,7 @@ def stream_run(X, Ks, W, off, dims, hist, pool, ist, work, Y, nan_zero):
                 kmax_t = Ks[t, b]
         # input projection h = W_in x + b_in (x sanitized into work first)
         for b in range(B):
-            wb = b * wl
-            for j in range(d_in):
-                v = X[t, b, j]
-                if not np.isfinite(v):  # only reachable with nan_zero: check_inputs passed
-                    v = 0.0
-                    ist[IST_NREPLACED] += 1
-                work[wb + sx + j] = v
+            _load_frame(X, t, b, work, b * wl + sx, d_in, ist)
         gemm_nt(work, sx, wl, W, off[O_INPW], d_in, d_in, work, sh, wl, B, d, False)
         for b in range(B):
             wb = b * wl

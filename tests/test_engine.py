@@ -1,0 +1,314 @@
+"""The streaming engine held to the torch model (float64) and to its plain numpy reference kernel.
+
+Tolerances (relative to the output's max magnitude): float64 <= 1e-9 (measured ~1e-15);
+float32 <= 2e-5 (measured ~3e-7; float32 accumulation over L taps and (K̄+1)d-long mixes).
+Chunked input equals per-step input bit for bit; snapshot/restore and reset are exact.
+"""
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from essm_stream.config import ESSMConfig
+from essm_stream.engine import StreamEngine, tiny_program
+from essm_stream.errors import BudgetError, ConfigError, NonFiniteInputError, ShapeError
+from essm_stream import kernels
+
+torch = pytest.importorskip("torch")
+from essm_stream.compile import compile_model  # noqa: E402
+from essm_stream.model import ESSMModel  # noqa: E402
+
+BUDGETS = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32]
+TOL = {np.float64: 1e-9, np.float32: 2e-5}
+
+
+def rel_err(a, b):
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
+
+
+def make_model(cfg, seed=0):
+    """A float64 model with random orthonormal filters and decaying σ (speed and exactness do not
+    depend on the filters being the Hankel ones; this keeps the test independent of hankel.py)."""
+    torch.manual_seed(seed)
+    m = ESSMModel(cfg, init_filters=False).double()
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.standard_normal((cfg.seq_len, cfg.k_max)))
+    sig = np.logspace(0, -12, cfg.k_max)
+    with torch.no_grad():
+        for blk in m.blocks:
+            blk.essm.phi.copy_(torch.from_numpy(q))
+            blk.essm.sigma.copy_(torch.from_numpy(sig))
+            if blk.essm.gated:
+                blk.essm.b1.normal_()
+                blk.essm.b2.normal_()
+            lns = [blk.ln1] + ([blk.ln2] if blk.has_mlp else [])
+            for ln in lns:
+                ln.weight.normal_(1.0, 0.1)
+                ln.bias.normal_(0.0, 0.1)
+    return m.eval()
+
+
+CFG = ESSMConfig(d_in=3, d_out=4, d_model=8, n_layers=2, seq_len=32, k_max=32, d_gate=8)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return make_model(CFG)
+
+
+@pytest.fixture(scope="module")
+def prog(model):
+    return compile_model(model)
+
+
+def engine_out(prog, x, K, dtype):
+    """x (B, T, d_in) float64 torch -> engine output (B, T, d_out), K as model(x, K) takes it."""
+    B = x.shape[0]
+    eng = StreamEngine(prog, batch=B, dtype=dtype)
+    X = np.ascontiguousarray(x.numpy().transpose(1, 0, 2)).astype(dtype)
+    if isinstance(K, torch.Tensor):
+        K = K.numpy().T if K.dim() == 2 else K.numpy()
+    return eng.run(X, K).transpose(1, 0, 2)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("T", [20, 32, 45])   # T < L, T = L, T > L (sliding window)
+def test_engine_matches_model_every_budget(model, prog, dtype, T):
+    x = torch.randn(2, T, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(T))
+    worst = 0.0
+    for K in BUDGETS:
+        y = model(x, K).detach().numpy()
+        err = rel_err(engine_out(prog, x, K, dtype), y)
+        worst = max(worst, err)
+        assert err <= TOL[dtype], f"{np.dtype(dtype).name} T={T} K={K}: relative error {err:.2e} > {TOL[dtype]}"
+    print(f"{np.dtype(dtype).name} T={T}: max relative error over K {worst:.2e}")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_budget_schedules_jump_up_and_down(model, prog, dtype):
+    T = 70
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(3, T, 3, dtype=torch.float64, generator=g)
+    # full budget, then 1 for longer than L (channels off), then back up: re-activated channels exact
+    per_step = torch.tensor([32] * 10 + [1] * 36 + [32, 2, 24, 4, 16, 3, 12, 6, 8, 32] + [5, 31] * 7)
+    per_stream = torch.randint(1, 33, (3, T), generator=g)                 # (B, T): each stream its own
+    for K in (per_step, per_stream):
+        err = rel_err(engine_out(prog, x, K, dtype), model(x, K).detach().numpy())
+        assert err <= TOL[dtype], f"schedule of shape {tuple(K.shape)}: relative error {err:.2e}"
+
+
+@pytest.mark.parametrize("variant,mlp,head", [("base", True, "step"), ("gate_only", False, "mean"),
+                                              ("dropout_only", True, "mean"), ("essm", False, "step")])
+def test_variants_and_heads(variant, mlp, head):
+    cfg = ESSMConfig(d_in=2, d_out=3, d_model=8, n_layers=2, seq_len=16, k_max=8, d_gate=4,
+                     variant=variant, mlp=mlp, head=head, pool_window=5)
+    m = make_model(cfg, seed=3)
+    prog = compile_model(m)
+    x = torch.randn(2, 30, 2, dtype=torch.float64)
+    K = torch.tensor([8, 1, 3, 8, 2] * 6)
+    err = rel_err(engine_out(prog, x, K, np.float64), m(x, K).detach().numpy())
+    assert err <= 1e-9, f"{variant} mlp={mlp} head={head}: {err:.2e}"
+
+
+def test_per_stream_budget_in_step(model, prog):
+    x = torch.randn(3, 12, 3, dtype=torch.float64)
+    Kb = np.array([1, 17, 32])
+    eng = StreamEngine(prog, batch=3, dtype=np.float64)
+    Y = np.stack([eng.step(np.ascontiguousarray(x[:, t].numpy()), Kb).copy() for t in range(12)], axis=1)
+    ref = model(x, torch.from_numpy(Kb)[:, None].expand(3, 12).contiguous()).detach().numpy()
+    assert rel_err(Y, ref) <= 1e-9
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_chunked_equals_per_step_bit_for_bit(prog, dtype):
+    rng = np.random.default_rng(1)
+    T, B = 60, 3
+    X = rng.standard_normal((T, B, 3)).astype(dtype)
+    K = rng.integers(1, 33, (T, B))
+    a = StreamEngine(prog, batch=B, dtype=dtype)
+    Y_step = np.stack([a.step(X[t], K[t]).copy() for t in range(T)])
+    b = StreamEngine(prog, batch=B, dtype=dtype)
+    parts, t0 = [], 0
+    for n in (7, 1, 25, 0, 27):
+        parts.append(b.run(X[t0:t0 + n], K[t0:t0 + n]))
+        t0 += n
+    assert np.array_equal(Y_step, np.concatenate(parts)), "chunked run differs from per-step"
+    assert np.array_equal(a.snapshot().hist, b.snapshot().hist)
+
+
+def test_single_stream_shapes_mirror_input(prog):
+    eng = StreamEngine(prog, batch=1, dtype=np.float64)
+    x = np.random.default_rng(0).standard_normal((10, 3))
+    y1 = np.stack([eng.step(x[t], 4).copy() for t in range(10)])
+    assert eng.step(x[0], 4).shape == (4,)
+    eng.reset()
+    assert eng.step(x[0][None], 4).shape == (1, 4)
+    eng.reset()
+    Y = eng.run(x, 4)
+    assert Y.shape == (10, 4) and np.array_equal(Y, y1)
+    eng.reset()
+    assert np.array_equal(eng.run(x[:, None, :], 4)[:, 0], y1)
+
+
+def test_snapshot_restore_and_reset(prog):
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((50, 2, 3))
+    eng = StreamEngine(prog, batch=2, dtype=np.float64)
+    first = eng.run(X[:40], 32).copy()
+    s = eng.snapshot()
+    a = eng.run(X[40:], 5).copy()
+    eng.run(X, 3)                     # wander off
+    eng.restore(s)
+    assert np.array_equal(eng.run(X[40:], 5), a)
+    eng.reset()
+    assert eng.steps == 0 and np.array_equal(eng.run(X[:40], 32), first)
+    other = StreamEngine(prog, batch=3, dtype=np.float64)
+    with pytest.raises(ConfigError, match="another shape"):
+        other.restore(s)
+
+
+def test_streams_are_independent(prog):
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((40, 5, 3))
+    K = rng.integers(1, 33, (40, 5))
+    Y = StreamEngine(prog, batch=5, dtype=np.float64).run(X, K)
+    for b in range(5):
+        y = StreamEngine(prog, batch=1, dtype=np.float64).run(np.ascontiguousarray(X[:, b]), K[:, b])
+        assert rel_err(Y[:, b], y) <= 1e-12
+
+
+def test_bad_input_raises_and_leaves_state(prog):
+    eng = StreamEngine(prog, batch=2, dtype=np.float32)
+    eng.run(np.ones((5, 2, 3), np.float32), 3)
+    before = eng.snapshot()
+    bad = [
+        (ShapeError, "shape", lambda: eng.step(np.ones((3,), np.float32), 3)),
+        (ShapeError, "dtype", lambda: eng.step(np.ones((2, 3), np.float64), 3)),
+        (ShapeError, "numpy array", lambda: eng.step([[1, 2, 3], [1, 2, 3]], 3)),
+        (BudgetError, "out of range", lambda: eng.step(np.ones((2, 3), np.float32), 33)),
+        (BudgetError, "out of range", lambda: eng.step(np.ones((2, 3), np.float32), 0)),
+        (BudgetError, "int", lambda: eng.step(np.ones((2, 3), np.float32), 2.0)),
+        (BudgetError, "step 0, stream 1", lambda: eng.step(np.ones((2, 3), np.float32), np.array([3, 40]))),
+        (BudgetError, "shape", lambda: eng.step(np.ones((2, 3), np.float32), np.array([3, 4, 5]))),
+        (BudgetError, "step 3, stream 0", lambda: eng.run(np.ones((5, 2, 3), np.float32), np.array([1, 2, 3, 0, 1]))),
+        (BudgetError, "integers", lambda: eng.run(np.ones((5, 2, 3), np.float32), np.ones(5))),
+        (ShapeError, "shape", lambda: eng.run(np.ones((5, 3), np.float32), 1)),
+    ]
+    xn = np.ones((6, 2, 3), np.float32)
+    xn[4, 1, 2] = np.nan
+    bad.append((NonFiniteInputError, "step 4, stream 1, feature 2", lambda: eng.run(xn, 2)))
+    xi = np.ones((2, 3), np.float32)
+    xi[0, 0] = np.inf
+    bad.append((NonFiniteInputError, "NaN or Inf", lambda: eng.step(xi, 2)))
+    for exc, msg, call in bad:
+        with pytest.raises(exc, match=msg):
+            call()
+        after = eng.snapshot()
+        assert np.array_equal(after.hist, before.hist) and np.array_equal(after.ist[:3], before.ist[:3]), msg
+
+
+def test_nan_policy_zero_reads_nonfinite_as_zero(prog):
+    X = np.random.default_rng(4).standard_normal((20, 1, 3))
+    Xz = X.copy()
+    X[5, 0, 1], X[9, 0, 0] = np.nan, -np.inf
+    Xz[5, 0, 1], Xz[9, 0, 0] = 0.0, 0.0
+    a = StreamEngine(prog, batch=1, dtype=np.float64, nan_policy="zero")
+    ya = a.run(X, 6)
+    yb = StreamEngine(prog, batch=1, dtype=np.float64).run(Xz, 6)
+    assert np.array_equal(ya, yb) and np.all(np.isfinite(ya)) and a.replaced_inputs == 2
+    with pytest.raises(ConfigError, match="nan_policy"):
+        StreamEngine(prog, nan_policy="ignore")
+
+
+def test_numba_kernel_matches_reference_kernel():
+    """stream_run vs stream_run_ref, same signature and state, pooled head, per-stream budgets."""
+    cfg = ESSMConfig(d_in=5, d_out=3, d_model=12, n_layers=2, seq_len=16, k_max=9, d_gate=5,
+                     head="mean", pool_window=4)
+    prog = tiny_program(cfg, seed=5)
+    fast = StreamEngine(prog, batch=5, dtype=np.float64)
+    ref = StreamEngine(prog, batch=5, dtype=np.float64, kernel="ref")
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((37, 5, 5))
+    K = rng.integers(1, 10, (37, 5))
+    yf, yr = fast.run(X, K), ref.run(X, K)
+    err = rel_err(yf, yr)
+    print(f"numba vs reference kernel: max relative error {err:.2e}")
+    assert err <= 1e-12
+    assert np.allclose(fast.snapshot().hist, ref.snapshot().hist, rtol=0, atol=1e-12)
+
+
+def test_gemm_nt_matches_reference():
+    rng = np.random.default_rng(6)
+    A, Bm = rng.standard_normal(400), rng.standard_normal(500)
+    for Ma, Nb, acc in ((7, 6, False), (4, 4, True), (1, 9, False), (5, 1, True)):
+        o1, o2 = np.ones(200), np.ones(200)
+        kernels.gemm_nt(A, 3, 41, Bm, 5, 37, 33, o1, 2, 13, Ma, Nb, acc)
+        kernels.gemm_nt_ref(A, 3, 41, Bm, 5, 37, 33, o2, 2, 13, Ma, Nb, acc)
+        assert np.allclose(o1, o2, rtol=1e-13, atol=1e-13)
+
+
+def test_engine_imports_and_steps_without_torch(tmp_path, prog):
+    path = str(tmp_path / "p.essm")
+    prog.save(path)
+    code = textwrap.dedent(f"""
+        import sys
+        sys.modules['torch'] = None            # any `import torch` now raises ImportError
+        import numpy as np
+        from essm_stream import StreamEngine, StreamProgram
+        p = StreamProgram.load({path!r})
+        e = StreamEngine(p, batch=1, dtype=np.float64)
+        y = e.run(np.ones((4, 3)), 5)
+        assert y.shape == (4, 4) and np.all(np.isfinite(y))
+        assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None]
+        print('ok')
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-2000:]
+
+
+def test_kernel_with_jit_disabled_matches(tmp_path):
+    """The kernel's Python source (NUMBA_DISABLE_JIT=1) gives what the compiled kernel gives."""
+    code = textwrap.dedent("""
+        import numpy as np
+        from essm_stream.config import ESSMConfig
+        from essm_stream.engine import StreamEngine, tiny_program
+        from essm_stream import numba_config
+        assert numba_config.JIT_DISABLED
+        cfg = ESSMConfig(d_in=2, d_out=2, d_model=5, n_layers=2, seq_len=6, k_max=3, d_gate=3,
+                         head="mean", pool_window=2)
+        e = StreamEngine(tiny_program(cfg, seed=1), batch=2, dtype=np.float64)
+        X = np.random.default_rng(0).standard_normal((9, 2, 2))
+        K = np.array([[3, 1], [1, 2], [2, 3]] * 3)
+        np.save(__import__('sys').argv[1], e.run(X, K))
+    """)
+    out = str(tmp_path / "y.npy")
+    env = dict(os.environ, NUMBA_DISABLE_JIT="1")
+    r = subprocess.run([sys.executable, "-c", code, out], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    cfg = ESSMConfig(d_in=2, d_out=2, d_model=5, n_layers=2, seq_len=6, k_max=3, d_gate=3,
+                     head="mean", pool_window=2)
+    e = StreamEngine(tiny_program(cfg, seed=1), batch=2, dtype=np.float64)
+    X = np.random.default_rng(0).standard_normal((9, 2, 2))
+    K = np.array([[3, 1], [1, 2], [2, 3]] * 3)
+    assert rel_err(np.load(out), e.run(X, K)) <= 1e-12
+
+
+def test_step_allocates_nothing(prog):
+    import tracemalloc
+    eng = StreamEngine(prog, batch=2, dtype=np.float32)
+    x = np.ones((2, 3), np.float32)
+    for _ in range(5):
+        eng.step(x, 7)
+    tracemalloc.start()
+    s0 = tracemalloc.take_snapshot()
+    for _ in range(200):
+        eng.step(x, 7)
+    s1 = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    grown = sum(st.size_diff for st in s1.compare_to(s0, "filename") if st.size_diff > 0
+                and "tracemalloc" not in str(st.traceback))
+    assert grown < 2048, f"200 steps retained {grown} bytes"
