@@ -1,0 +1,145 @@
+"""Training checkpoints: one safetensors file, JSON metadata, written atomically, loaded without pickle.
+
+Layout of a checkpoint file:
+- tensors `model.<name>`: the model's state_dict, the Hankel filters included (a loaded model never
+  recomputes them);
+- tensors `optim.<i>.<key>` and `rng.*` when training state is saved, so a run can resume;
+- metadata (str -> str): format, version, `config` (ESSMConfig JSON), `train` (JSON: step, args,
+  metrics, optimizer param_groups).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .config import ESSMConfig
+from .errors import ConfigError, ProgramError
+
+FORMAT = "essm-stream-checkpoint"
+VERSION = 1
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write to a temp file in the same directory, fsync, then rename over the target."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def save_checkpoint(path, model, optimizer=None, scheduler=None, train_state: dict | None = None) -> None:
+    """Save model (and optionally optimizer / scheduler / RNG state) atomically."""
+    import torch
+    from safetensors.torch import save
+
+    model = getattr(model, "module", model)  # unwrap DDP
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    train = dict(train_state or {})
+    if optimizer is not None:
+        sd = optimizer.state_dict()
+        for i, st in sd["state"].items():
+            for k, v in st.items():
+                t = v if isinstance(v, torch.Tensor) else torch.tensor(v)
+                tensors[f"optim.{i}.{k}"] = t.detach().cpu().contiguous()
+        train["optim_param_groups"] = sd["param_groups"]
+    if scheduler is not None:
+        train["scheduler"] = scheduler.state_dict()
+    tensors["rng.torch"] = torch.get_rng_state()
+    meta = {"format": FORMAT, "version": str(VERSION),
+            "config": json.dumps(model.cfg.to_dict()), "train": json.dumps(train, default=_json_default)}
+    atomic_write_bytes(path, save(tensors, metadata=meta))
+
+
+def _json_default(o):
+    try:
+        import numpy as np
+        if isinstance(o, np.generic):
+            return o.item()
+    except ImportError:
+        pass
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def read_checkpoint(path) -> tuple[dict, dict[str, Any]]:
+    """(tensors, metadata) after checking the format; raises ProgramError naming what is wrong."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    path = Path(path)
+    if not path.is_file():
+        raise ProgramError(f"checkpoint {str(path)!r} does not exist")
+    data = path.read_bytes()
+    try:
+        tensors = load(data)
+        from safetensors import safe_open  # metadata needs the file API
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, ValueError, OSError) as e:
+        raise ProgramError(f"{str(path)!r} is not a readable safetensors checkpoint: {e}") from None
+    if meta.get("format") != FORMAT:
+        raise ProgramError(f"{str(path)!r} is not an essm-stream checkpoint (format={meta.get('format')!r})")
+    if meta.get("version") != str(VERSION):
+        raise ProgramError(f"{str(path)!r} has checkpoint version {meta.get('version')!r}; this build reads {VERSION}")
+    try:
+        cfg = ESSMConfig.from_dict(json.loads(meta["config"]))
+        train = json.loads(meta.get("train", "{}"))
+    except (KeyError, json.JSONDecodeError, ConfigError) as e:
+        raise ProgramError(f"{str(path)!r} has a bad config in its metadata: {e}") from None
+    return tensors, {"config": cfg, "train": train}
+
+
+def load_checkpoint(path, device="cpu"):
+    """(model, meta): the model in eval mode with its stored filters; meta has 'config' and 'train'."""
+    import torch
+
+    from .model import ESSMModel
+
+    tensors, meta = read_checkpoint(path)
+    model = ESSMModel(meta["config"], init_filters=False)
+    state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    missing = sorted(set(model.state_dict()) - set(state))
+    extra = sorted(set(state) - set(model.state_dict()))
+    if missing or extra:
+        raise ProgramError(f"{str(path)!r} does not match its config: missing {missing[:5]}, unexpected {extra[:5]}")
+    for k, v in state.items():
+        if v.is_floating_point() and not torch.isfinite(v).all():
+            raise ProgramError(f"{str(path)!r}: tensor {k!r} holds NaN or Inf")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise ProgramError(f"{str(path)!r}: {e}") from None
+    meta["tensors"] = tensors
+    return model.to(device).eval(), meta
+
+
+def restore_training_state(meta: dict, optimizer=None, scheduler=None) -> int:
+    """Load optimizer / scheduler / RNG state saved by save_checkpoint; returns the saved step."""
+    import torch
+
+    tensors, train = meta["tensors"], meta["train"]
+    if optimizer is not None and "optim_param_groups" in train:
+        state: dict = {}
+        for k, v in tensors.items():
+            if k.startswith("optim."):
+                _, i, key = k.split(".", 2)
+                state.setdefault(int(i), {})[key] = v
+        optimizer.load_state_dict({"state": state, "param_groups": train["optim_param_groups"]})
+    if scheduler is not None and "scheduler" in train:
+        scheduler.load_state_dict(train["scheduler"])
+    if "rng.torch" in tensors:
+        torch.set_rng_state(tensors["rng.torch"])
+    return int(train.get("step", 0))
