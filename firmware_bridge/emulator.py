@@ -170,7 +170,7 @@ class DeviceEmulator:
         self.clock = time.monotonic
         self.injected = dict(bitflip=0, drop_byte=0, truncate=0, garbage=0, stall=0, disconnect=0,
                              frames_corrupted=0, rejects_expected=0)
-        self.sent = dict(sensor=0, telemetry=0, heartbeat=0, hello=0, budget_report=0, error=0, bytes=0,
+        self.sent = dict(frames=0, sensor=0, telemetry=0, heartbeat=0, hello=0, budget_report=0, error=0, bytes=0,
                          tx_dropped=0, frames_skipped=0)
         self.received: dict[str, int] = {}
         self.outputs: deque[Output] = deque(maxlen=1024)
@@ -186,7 +186,9 @@ class DeviceEmulator:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self.streaming = False
+        self.paused = False
         self.host_connected = threading.Event()
+        self._requests: deque[tuple[str, float]] = deque()
         self._t0 = 0.0
 
     # ------------------------------------------------------------------ lifecycle
@@ -224,6 +226,26 @@ class DeviceEmulator:
         with self._lock:
             self.streaming = on
             self._next_frame = self.clock()
+
+    def pause(self, on: bool = True) -> None:
+        """Stop (or resume) every periodic frame: sensor, telemetry, heartbeat. Replies continue."""
+        with self._lock:
+            self.paused = on
+            now = self.clock()
+            self._next_frame = self._next_tel = self._next_hb = now
+
+    def request_stall(self, seconds: float) -> None:
+        """Go silent and deaf for ``seconds`` (from the emulator thread, counted in injected['stall'])."""
+        self._requests.append(("stall", seconds))
+
+    def request_disconnect(self, down_s: float | None = None) -> None:
+        """Close the pty, reopen a new one after ``down_s`` (counted in injected['disconnect'])."""
+        self._requests.append(("disconnect", self.cfg.disconnect_s if down_s is None else down_s))
+
+    @property
+    def idle(self) -> bool:
+        """True when every queued byte has been written to the pty."""
+        return not self._tx
 
     def power_w(self, k: int | None = None) -> float:
         """The model's steady power at budget k (default: the current one)."""
@@ -269,6 +291,7 @@ class DeviceEmulator:
 
     def _send(self, m: Message, *, flags: int | None = None, faulty: bool = False) -> None:
         frame = self._encoder.encode(m, flags)
+        self.sent["frames"] += 1
         if faulty:
             c = self.cfg
             r = self._rng.random()
@@ -378,6 +401,14 @@ class DeviceEmulator:
             now = self.clock()
             # random stalls / disconnects, Poisson in time
             elapsed, last = now - last, now
+            if self._requests:
+                what, secs = self._requests.popleft()
+                if what == "stall":
+                    self.injected["stall"] += 1
+                    self._stop.wait(secs)
+                else:
+                    self.disconnect(secs)
+                continue
             if c.stall and self._rng.random() < c.stall * elapsed:
                 self.injected["stall"] += 1
                 self._stop.wait(c.stall_s)
@@ -399,8 +430,9 @@ class DeviceEmulator:
                 for m in self._decoder.feed(data):
                     self._handle(m)
             now = self.clock()
+            active = not self.paused and (self.host_connected.is_set() or not c.wait_for_hello)
             with self._lock:
-                if self.streaming:
+                if self.streaming and active:
                     if now - self._next_frame > 1.0:  # more than 1 s behind: skip, do not burst
                         skipped = int((now - self._next_frame) / period)
                         self.sent["frames_skipped"] += skipped
@@ -409,21 +441,24 @@ class DeviceEmulator:
                         self._send(self._sensor_frame(), faulty=True)
                         self.sent["sensor"] += 1
                         self._next_frame += period
-            if now >= self._next_tel:
+            if active and now >= self._next_tel:
                 self._send(self._telemetry(now), faulty=True)
                 self.sent["telemetry"] += 1
                 self._next_tel = max(self._next_tel + tel_period, now - 1.0)
-            if now >= self._next_hb:
+            if active and now >= self._next_hb:
                 self._send(Heartbeat(uptime_ms=self._uptime_ms()), faulty=True)
                 self.sent["heartbeat"] += 1
                 self._next_hb = max(self._next_hb + hb_period, now - 1.0)
             self._flush()
 
     def disconnect(self, down_s: float | None = None) -> None:
-        """Close the pty (the host sees a port error), wait, open a new one; seq restarts at 0."""
+        """Close the pty (the host sees a port error), wait, open a new one; seq restarts at 0.
+        Runs on the emulator thread; other threads call ``request_disconnect``."""
         self.injected["disconnect"] += 1
         log.info("emulator: disconnect for %.3f s", self.cfg.disconnect_s if down_s is None else down_s)
         self._close_pty()
+        if self.cfg.link_path and os.path.islink(self.cfg.link_path):
+            os.unlink(self.cfg.link_path)  # as udev removes /dev/ttyACM0 on unplug: no stale pts to open
         self.host_connected.clear()
         self._stop.wait(self.cfg.disconnect_s if down_s is None else down_s)
         self._open_pty()

@@ -401,9 +401,6 @@ class Link:
     def _tick(self) -> None:
         """Timers: heartbeats, heartbeat timeout, HELLO re-handshake with back-off."""
         now = self.clock()
-        if now >= self._next_hb:
-            self._next_hb = now + self.heartbeat_interval
-            self._send_quiet(Heartbeat(uptime_ms=int(now * 1000)))
         if self._state is LinkState.CONNECTED and now - self._last_rx > self.heartbeat_timeout:
             self._counters["heartbeat_timeouts"] += 1
             log.warning("link %s: no frame for %.3f s (timeout %.3f s)", self.url, now - self._last_rx,
@@ -411,6 +408,9 @@ class Link:
             self._set_state(LinkState.DISCONNECTED)
             self._hello_backoff = self.backoff_initial
             self._next_hello = now
+        if now >= self._next_hb:
+            self._next_hb = now + self.heartbeat_interval
+            self._send_quiet(Heartbeat(uptime_ms=int(now * 1000)))
         if self._state is not LinkState.CONNECTED and now >= self._next_hello:
             self._send_quiet(self.hello)
             self._next_hello = now + self._hello_backoff
