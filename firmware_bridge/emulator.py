@@ -2,7 +2,8 @@
 
     python -m firmware_bridge.emulator --rate 1000 --channels 6 --link /tmp/essm-dev
 
-prints the pty path (``/dev/pts/N``, or the stable ``--link`` symlink), then streams SENSOR_FRAMEs
+prints the pty path (``/dev/pts/N``, or the stable ``--link`` symlink; at exit a JSON summary of
+its counters on stderr), then streams SENSOR_FRAMEs
 once the host says HELLO, sends TELEMETRY from an INA219/INA226-style power model whose power
 follows the budget K (``P = p_idle_w + K * p_per_k_w``; energy integrated in µJ, monotonic),
 answers SET_BUDGET with BUDGET_REPORT and HEARTBEAT pings with acks, and injects faults (seeded):
@@ -24,12 +25,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
+import json
 import logging
 import math
 import os
 import pty
 import random
 import select
+import signal
 import sys
 import threading
 import time
@@ -174,6 +178,9 @@ class DeviceEmulator:
                          tx_dropped=0, frames_skipped=0)
         self.received: dict[str, int] = {}
         self.outputs: deque[Output] = deque(maxlen=1024)
+        # sensor frame -> OUTPUT naming it (ref_seq): the host's whole loop as the device sees it
+        self.loop_latency_s: deque[float] = deque(maxlen=100_000)
+        self._sent_at: dict[int, float] = {}
         self.k = self.cfg.k
         self.energy_uj = 0
         self.temperature_c = self.cfg.t_ambient_c
@@ -284,8 +291,8 @@ class DeviceEmulator:
     # ------------------------------------------------------------------ sending
     def _queue(self, frame: bytes) -> None:
         if len(self._tx) >= self.cfg.tx_buffer_frames:
-            self._tx.popleft()
-            self._tx_off = 0
+            # drop the oldest *whole* frame: never the one half written to the pty
+            del self._tx[1 if self._tx_off else 0]
             self.sent["tx_dropped"] += 1
         self._tx.append(frame)
 
@@ -316,19 +323,28 @@ class DeviceEmulator:
 
     def _flush(self) -> None:
         while self._tx:
-            head = self._tx[0]
+            # coalesce queued frames into one write (one syscall per ~32 KiB, not per frame)
+            parts, size = [self._tx[0][self._tx_off:]], len(self._tx[0]) - self._tx_off
+            for f in list(itertools.islice(self._tx, 1, 256)):
+                if size + len(f) > 32768:
+                    break
+                parts.append(f)
+                size += len(f)
             try:
-                n = os.write(self._master, head[self._tx_off:])
+                n = os.write(self._master, b"".join(parts))
             except BlockingIOError:
                 return
             except OSError as e:  # host side gone in a way a pty reports as EIO
                 log.debug("emulator write: %s", e)
                 return
             self.sent["bytes"] += n
-            self._tx_off += n
-            if self._tx_off >= len(head):
-                self._tx.popleft()
-                self._tx_off = 0
+            partial = n < size
+            n += self._tx_off  # bytes of the queue's head frames now on the wire
+            while self._tx and n >= len(self._tx[0]):
+                n -= len(self._tx.popleft())
+            self._tx_off = n
+            if partial:  # the pty buffer is full: come back after the next select
+                return
 
     # ------------------------------------------------------------------ receiving
     def _handle(self, m: Message) -> None:
@@ -354,6 +370,9 @@ class DeviceEmulator:
             self.k = m.k
         elif isinstance(m, Output):
             self.outputs.append(m)
+            t = self._sent_at.pop(m.ref_seq, None)
+            if t is not None:
+                self.loop_latency_s.append(self.clock() - t)
         elif isinstance(m, (SensorFrame, Telemetry)):
             self._send(Error(code=ErrorCode.UNKNOWN_TYPE, ref_seq=m.seq, text=f"device does not accept {name}"))
             self.sent["error"] += 1
@@ -437,7 +456,12 @@ class DeviceEmulator:
                         skipped = int((now - self._next_frame) / period)
                         self.sent["frames_skipped"] += skipped
                         self._next_frame += skipped * period
-                    while self._next_frame <= now:
+                    burst = 0
+                    while self._next_frame <= now and burst < 64:  # then flush, then read: stay responsive
+                        burst += 1
+                        self._sent_at[self._encoder.seq] = self.clock()
+                        if len(self._sent_at) > 4096:  # bounded: forget frames nobody answered
+                            self._sent_at.pop(next(iter(self._sent_at)))
                         self._send(self._sensor_frame(), faulty=True)
                         self.sent["sensor"] += 1
                         self._next_frame += period
@@ -488,18 +512,22 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(str(e))
     emu.start()
     print(emu.port, flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # terminate() still prints the summary
     try:
         if duration > 0:
             time.sleep(duration)
         else:
             while True:
                 time.sleep(3600)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):
         pass
     finally:
         emu.stop()
-        print(f"sent {emu.sent}\nreceived {emu.received}\ninjected {emu.injected}\n"
-              f"host->device decoder {emu._decoder.stats.as_dict()}", file=sys.stderr)
+        lat = np.asarray(emu.loop_latency_s) * 1e6
+        summary = dict(sent=emu.sent, received=emu.received, injected=emu.injected,
+                       host_to_device_decoder=emu._decoder.stats.as_dict(),
+                       loop_latency_us=lat.round().astype(int).tolist()[-20000:])
+        print(json.dumps(summary), file=sys.stderr, flush=True)
     return 0
 
 
