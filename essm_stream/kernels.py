@@ -116,7 +116,7 @@ def _tile4x4(A, pa, lda, Bm, pb, ldb, n, out, q, ldo, acc):
     B1 = Bm[pb + ldb:pb + ldb + n]
     B2 = Bm[pb + 2 * ldb:pb + 2 * ldb + n]
     B3 = Bm[pb + 3 * ldb:pb + 3 * ldb + n]
-    z = out[q] * 0
+    z = out.dtype.type(0)   # (out[q] * 0 would be float64: float32 * int64 promotes)
     s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = z
     s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = z
     for m in range(n):
@@ -188,7 +188,7 @@ def _tile1x4(A, pa, Bm, pb, ldb, n, out, q, ldo, acc):
     B1 = Bm[pb + ldb:pb + ldb + n]
     B2 = Bm[pb + 2 * ldb:pb + 2 * ldb + n]
     B3 = Bm[pb + 3 * ldb:pb + 3 * ldb + n]
-    z = out[q] * 0
+    z = out.dtype.type(0)   # (out[q] * 0 would be float64: float32 * int64 promotes)
     s0 = s1 = s2 = s3 = z
     for m in range(n):
         x = A0[m]
@@ -212,7 +212,7 @@ def _tile1x4(A, pa, Bm, pb, ldb, n, out, q, ldo, acc):
 def _tile1x1(A, pa, Bm, pb, n, out, q, acc):
     A0 = A[pa:pa + n]
     B0 = Bm[pb:pb + n]
-    s = out[q] * 0
+    s = out.dtype.type(0)
     for m in range(n):
         s += A0[m] * B0[m]
     if acc:

@@ -1,0 +1,35 @@
+"""essm-stream bench: run the benchmarks in the repository's bench/ directory."""
+HELP = "benchmark the engine against torch eager, naive torch, the numpy reference and ONNX Runtime"
+DESCRIPTION = ("Latency per step (median, p99, p99/p50) vs K for the edge and paper configs at B=1 and 32, "
+               "peers measured in the same run, machine limits (sgemm, bandwidth) and the roofline fraction. "
+               "Needs a source checkout (bench/) and torch; onnx + onnxruntime for the ONNX peer.")
+
+
+def add_arguments(p):
+    from argparse import SUPPRESS  # noqa: F401
+    p.add_argument("--configs", default="edge,paper", help="comma-separated: edge, paper, tiny")
+    p.add_argument("--batches", default="1,32", help="comma-separated stream counts B")
+    p.add_argument("--ks", default="1,2,4,8,16,32", help="comma-separated budgets")
+    p.add_argument("--peers", default="torch,naive,numpy,onnx", help="comma-separated peers to include (or 'none')")
+    p.add_argument("--quick", action="store_true", help="few steps per point (minutes -> seconds); numbers are noisy")
+    p.add_argument("--steps", type=int, default=0, help="timed steps per point for the engine (0: automatic)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    p.add_argument("--json", help="write all results to this JSON file")
+    p.add_argument("--doc", help="write the report (markdown) to this file, e.g. docs/PERFORMANCE.md")
+    p.add_argument("--plot", help="write latency-vs-K plot (PNG) here, e.g. docs/latency_vs_k.png")
+
+
+def run(a):
+    import importlib.util
+    import os
+
+    from essm_stream.errors import ConfigError
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    path = os.path.join(root, "bench", "bench_engine.py")
+    if not os.path.isfile(path):
+        raise ConfigError(f"benchmarks live in a source checkout: {path} not found")
+    spec = importlib.util.spec_from_file_location("essm_bench_engine", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.main(a)

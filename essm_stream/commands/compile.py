@@ -1,0 +1,61 @@
+"""essm-stream compile: checkpoint -> StreamProgram file."""
+HELP = "compile a trained checkpoint into a frozen, torch-free StreamProgram file"
+DESCRIPTION = ("Read a checkpoint written by `essm-stream train` (safetensors + JSON config), lay its "
+               "weights out for the streaming step (σ^1/4 folded into M, filters reversed) and write a "
+               "validated program file (safetensors + JSON metadata, no pickle, atomic write).")
+
+
+def add_arguments(p):
+    p.add_argument("checkpoint", help="model checkpoint (.safetensors) from `essm-stream train`")
+    p.add_argument("-o", "--output", help="program file to write (default: CHECKPOINT with suffix .essm)")
+    p.add_argument("--frontend", help="JSON file with frontend parameters to store in the program")
+    p.add_argument("--budget-profile", help="JSON file with a budget profile {K: [...], accuracy: [...], ...}")
+    p.add_argument("--verify", type=int, default=64, metavar="T",
+                   help="check the engine against the torch model on T random frames at K=1 and K=k_max (0: skip)")
+
+
+def run(a):
+    import json
+    import os
+
+    import numpy as np
+
+    from essm_stream.errors import ProgramError
+
+    try:
+        from essm_stream.checkpoint import load_checkpoint   # lazy: owned by the training side
+    except ImportError as e:
+        raise ProgramError(f"checkpoint support is unavailable ({e}); compile a model in Python with "
+                           "essm_stream.compile.compile_model") from None
+    from essm_stream.compile import compile_model
+
+    def read_json(path, what):
+        if not path:
+            return None
+        try:
+            with open(path) as f:
+                return json.load(f)
+        except (OSError, json.JSONDecodeError) as e:
+            raise ProgramError(f"cannot read {what} JSON {path!r}: {e}") from None
+
+    model, _meta = load_checkpoint(a.checkpoint)
+    prog = compile_model(model, source_checkpoint=a.checkpoint,
+                         frontend=read_json(a.frontend, "frontend"),
+                         budget_profile=read_json(a.budget_profile, "budget profile"))
+    out = a.output or os.path.splitext(a.checkpoint)[0] + ".essm"
+    if a.verify > 0:
+        import torch
+        from essm_stream.engine import StreamEngine
+        x = torch.randn(1, a.verify, prog.cfg.d_in, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        m64 = model.double().eval()
+        for K in sorted({1, prog.cfg.k_max}):
+            with torch.inference_mode():
+                ref = m64(x, K)[0].numpy()
+            y = StreamEngine(prog, batch=1, dtype=np.float64).run(x[0].numpy(), K)
+            err = float(np.max(np.abs(y - ref)) / max(np.max(np.abs(ref)), 1e-300))
+            if not err <= 1e-9:
+                raise ProgramError(f"verification failed: engine vs model relative error {err:.2e} at K={K}")
+            print(f"verified K={K}: engine == model (float64) to {err:.1e} relative over T={a.verify}")
+    prog.save(out)
+    print(f"wrote {out}: {prog!r}")
+    return 0
