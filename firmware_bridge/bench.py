@@ -78,14 +78,14 @@ def bench_codec(seconds: float) -> list[str]:
 
 
 def bench_pty_throughput(rates: list[float], seconds: float) -> list[str]:
-    rows = ["| frame | requested Hz | received frames/s | received kB/s | seq gaps | queue drops |",
-            "|---|---|---|---|---|---|"]
+    rows = ["| frame | requested Hz | received frames/s | received kB/s | seq gaps | host queue drops | "
+            "device TX drops |", "|---|---|---|---|---|---|---|"]
     for name, cfg in FRAMES.items():
         for rate in rates:
             cmd = [sys.executable, "-m", "firmware_bridge.emulator", "--rate-hz", str(rate), "--duration",
                    str(seconds + 3), "--telemetry-hz", "50", "--source", "noise",
                    *sum(([f"--{k.replace('_', '-')}", str(v)] for k, v in cfg.items()), [])]
-            p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             try:
                 path = p.stdout.readline().strip()
                 with Link(path, queue_size=1 << 16) as link:
@@ -99,11 +99,13 @@ def bench_pty_throughput(rates: list[float], seconds: float) -> list[str]:
                             n += 1
                     dt = time.monotonic() - t0
                     s1 = link.stats()
-                rows.append(f"| {name} | {rate:,.0f} | {n / dt:,.0f} | {(s1['bytes'] - s0['bytes']) / dt / 1e3:,.0f} | "
-                            f"{s1['seq_gaps'] - s0['seq_gaps']} | {s1['dropped_sensor'] - s0['dropped_sensor']} |")
             finally:
                 p.terminate()
-                p.wait(5)
+                _, err = p.communicate(timeout=10)
+            tx_dropped = json.loads(err.strip().splitlines()[-1])["sent"]["tx_dropped"]
+            rows.append(f"| {name} | {rate:,.0f} | {n / dt:,.0f} | {(s1['bytes'] - s0['bytes']) / dt / 1e3:,.0f} | "
+                        f"{s1['seq_gaps'] - s0['seq_gaps']} | {s1['dropped_sensor'] - s0['dropped_sensor']} | "
+                        f"{tx_dropped} |")
     return rows
 
 
@@ -155,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     rates = [1000, 20000] if a.quick else [1000, 5000, 20000]
     print(f"Command: `python -m firmware_bridge.bench{' --quick' if a.quick else ''}`  ")
     print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Linux "
-          f"{platform.release()}, Python {platform.python_version()}, numpy {np.__version__}\n")
+          f"{platform.release()}, Python {platform.python_version()}, numpy {np.__version__}, "
+          f"load average {os.getloadavg()[0]:.1f} at start\n")
     print("Codec (no I/O, one thread):\n")
     print("\n".join(bench_codec(seconds)) + "\n")
     print("pty throughput, device -> host (Link reader thread + consumer in this process):\n")
