@@ -106,6 +106,8 @@ class EmulatorConfig:
         for name in ("bitflip", "drop_byte", "truncate", "garbage"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"{name}={getattr(self, name)} is a probability per frame, expected 0..1")
+        if self.tx_buffer_frames < 2:
+            raise ConfigError(f"tx_buffer_frames={self.tx_buffer_frames} must be >= 2")
         if self.bitflip + self.drop_byte + self.truncate + self.garbage > 1:
             raise ConfigError("bitflip + drop_byte + truncate + garbage must not exceed 1")
 
@@ -426,14 +428,14 @@ class DeviceEmulator:
                     self.injected["stall"] += 1
                     self._stop.wait(secs)
                 else:
-                    self.disconnect(secs)
+                    self._disconnect(secs)
                 continue
             if c.stall and self._rng.random() < c.stall * elapsed:
                 self.injected["stall"] += 1
                 self._stop.wait(c.stall_s)
                 continue
             if c.disconnect and self._rng.random() < c.disconnect * elapsed:
-                self.disconnect()
+                self._disconnect()
                 continue
             # host -> device
             timeout = 0.0005 if self._tx else 0.002
@@ -475,7 +477,7 @@ class DeviceEmulator:
                 self._next_hb = max(self._next_hb + hb_period, now - 1.0)
             self._flush()
 
-    def disconnect(self, down_s: float | None = None) -> None:
+    def _disconnect(self, down_s: float | None = None) -> None:
         """Close the pty (the host sees a port error), wait, open a new one; seq restarts at 0.
         Runs on the emulator thread; other threads call ``request_disconnect``."""
         self.injected["disconnect"] += 1

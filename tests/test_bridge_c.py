@@ -92,3 +92,25 @@ def test_c_encoded_frames_decode_in_python(cli):
     wire = cli("encode", stdin=("\n".join(lines) + "\n").encode())
     d = Decoder()
     assert d.feed(wire) == msgs and d.stats.resyncs == 0
+
+
+def test_c_decoder_is_memory_safe_under_sanitizers(tmp_path):
+    """ASan + UBSan build fed the golden stream, random bytes and a long run without delimiters."""
+    exe = tmp_path / "bridge_cli_san"
+    cmd = [CC, "-std=c99", "-g", "-O1", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+           "-o", str(exe), str(C_DIR / "essm_bridge.c"), str(C_DIR / "bridge_cli.c")]
+    if subprocess.run(cmd, capture_output=True).returncode != 0:
+        pytest.skip(f"{CC} cannot build with -fsanitize=address,undefined here")
+    rng = random.Random(11)
+    junk = bytes(rng.randrange(256) for _ in range(200_000))
+    run = bytes(rng.randrange(1, 256) for _ in range(50_000))
+    for data in (golden.build()["stream.bin"], junk, run + b"\x00" + run):
+        p = subprocess.run([str(exe), "decode"], input=data, capture_output=True, timeout=60,
+                           env={**os.environ, "ASAN_OPTIONS": "detect_leaks=0"})
+        assert p.returncode == 0, p.stderr.decode()[-2000:]
+        assert p.stdout.decode() == golden.decode_report(data)
+    lines = golden.build()["messages.txt"]
+    p = subprocess.run([str(exe), "encode"], input=lines, capture_output=True, timeout=60,
+                       env={**os.environ, "ASAN_OPTIONS": "detect_leaks=0"})
+    assert p.returncode == 0, p.stderr.decode()[-2000:]
+    assert p.stdout == b"".join(bytes.fromhex(line.split()[5]) for line in lines.decode().splitlines())

@@ -18,7 +18,17 @@ from firmware_bridge.emulator import DeviceEmulator, EmulatorConfig
 from firmware_bridge.errors import ConfigError
 from firmware_bridge.link import Link, LinkState
 
-pytestmark = pytest.mark.skipif(not hasattr(os, "openpty") or sys.platform == "win32", reason="needs POSIX ptys")
+def _have_pty() -> bool:
+    try:
+        fds = os.openpty()
+    except (AttributeError, OSError):
+        return False
+    for fd in fds:
+        os.close(fd)
+    return True
+
+
+pytestmark = pytest.mark.skipif(not _have_pty(), reason="needs POSIX ptys (os.openpty failed: no /dev/pts?)")
 
 
 def wait_until(pred, timeout=3.0):
