@@ -41,7 +41,6 @@ import tty
 import wave
 from collections import deque
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -102,7 +101,8 @@ class EmulatorConfig:
         if self.sample_format not in ("f32", "i16"):
             raise ConfigError(f"sample_format={self.sample_format!r}, expected 'f32' or 'i16'")
         if not 1 <= self.channels <= 255 or self.samples_per_frame < 1:
-            raise ConfigError(f"channels={self.channels} must be 1..255, samples_per_frame={self.samples_per_frame} >= 1")
+            raise ConfigError(f"channels={self.channels} must be 1..255 and "
+                              f"samples_per_frame={self.samples_per_frame} >= 1")
         for name in ("bitflip", "drop_byte", "truncate", "garbage"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"{name}={getattr(self, name)} is a probability per frame, expected 0..1")
@@ -440,9 +440,9 @@ class DeviceEmulator:
             # host -> device
             timeout = 0.0005 if self._tx else 0.002
             try:
-                r, w, _ = select.select([self._master], [self._master] if self._tx else [], [], timeout)
+                r, _, _ = select.select([self._master], [self._master] if self._tx else [], [], timeout)
             except (OSError, ValueError):
-                r = w = []
+                r = []
             if r:
                 try:
                     data = os.read(self._master, 65536)

@@ -19,6 +19,43 @@ from .errors import ProtocolError
 
 log = logging.getLogger(__name__)
 
+
+# Why a received segment was rejected; ``reason`` names the Decoder counter it increments.
+class OversizeError(ProtocolError):
+    """More than MAX_ENCODED bytes without a delimiter."""
+
+    reason = "oversize"
+
+
+class CobsError(ProtocolError):
+    """The segment is not valid COBS (a zero byte inside, or a block running past the end)."""
+
+    reason = "cobs_errors"
+
+
+class ShortFrameError(ProtocolError):
+    """Fewer bytes than a header and a CRC."""
+
+    reason = "short"
+
+
+class CrcError(ProtocolError):
+    """The CRC-32C of a frame does not match its contents."""
+
+    reason = "crc_errors"
+
+
+class VersionError(ProtocolError):
+    """A frame carries a protocol version this side does not speak."""
+
+    reason = "bad_version"
+
+
+class HeaderError(ProtocolError):
+    """The header's payload length disagrees with the frame, or reserved flag bits are set."""
+
+    reason = "bad_header"
+
 PROTOCOL_VERSION = 1
 DELIMITER = 0x00
 HEADER = struct.Struct("<BBBHIH")  # version, type, flags, seq, timestamp_us, payload_len
@@ -92,13 +129,13 @@ def cobs_decode_ref(data: bytes) -> bytes:
     while i < n:
         code = data[i]
         if code == 0:
-            raise ProtocolError(f"COBS: zero byte inside a frame at offset {i}, expected 1..255")
+            raise CobsError(f"COBS: zero byte inside a frame at offset {i}, expected 1..255")
         end = i + code
         if end > n:
-            raise ProtocolError(f"COBS: block code {code} at offset {i} runs past the end ({n} bytes)")
+            raise CobsError(f"COBS: block code {code} at offset {i} runs past the end ({n} bytes)")
         block = data[i + 1 : end]
         if 0 in block:
-            raise ProtocolError(f"COBS: zero byte inside a frame at offset {i + 1 + block.index(0)}")
+            raise CobsError(f"COBS: zero byte inside a frame at offset {i + 1 + block.index(0)}")
         out += block
         i = end
         if code != 0xFF and i < n:
@@ -118,7 +155,7 @@ try:
         try:
             return _cobs.decode(data)
         except _cobs.DecodeError as e:
-            raise ProtocolError(f"COBS: {e}") from None
+            raise CobsError(f"COBS: {e}") from None
 
 except ImportError:  # pragma: no cover
     log.debug("cobs not importable; using the pure-Python COBS")
@@ -158,10 +195,10 @@ def unpack_frame(segment: bytes) -> tuple[Header, bytes]:
     Message-type and payload checks belong to ``protocol``.
     """
     if len(segment) > MAX_ENCODED:
-        raise ProtocolError(f"oversized frame: {len(segment)} stuffed bytes > MAX_ENCODED={MAX_ENCODED}")
+        raise OversizeError(f"oversized frame: {len(segment)} stuffed bytes > MAX_ENCODED={MAX_ENCODED}")
     raw = cobs_decode(segment)
     if len(raw) < HEADER_SIZE + CRC_SIZE:
-        raise ProtocolError(f"short frame: {len(raw)} bytes < {HEADER_SIZE + CRC_SIZE}")
+        raise ShortFrameError(f"short frame: {len(raw)} bytes < {HEADER_SIZE + CRC_SIZE}")
     body, (crc_rx,) = raw[:-CRC_SIZE], struct.unpack_from("<I", raw, len(raw) - CRC_SIZE)
     crc = crc32c(body)
     if crc != crc_rx:
@@ -170,15 +207,8 @@ def unpack_frame(segment: bytes) -> tuple[Header, bytes]:
     if h.version != PROTOCOL_VERSION:
         raise VersionError(f"protocol version {h.version}, expected {PROTOCOL_VERSION}")
     if h.length != len(body) - HEADER_SIZE:
-        raise ProtocolError(f"header says {h.length} payload bytes, frame carries {len(body) - HEADER_SIZE}")
+        raise HeaderError(f"header says {h.length} payload bytes, frame carries {len(body) - HEADER_SIZE}")
     if h.flags & ~FLAGS_KNOWN:
-        raise ProtocolError(f"reserved flag bits set: 0x{h.flags:02x}, known 0x{FLAGS_KNOWN:02x}")
+        raise HeaderError(f"reserved flag bits set: 0x{h.flags:02x}, known 0x{FLAGS_KNOWN:02x}")
     return h, body[HEADER_SIZE:]
 
-
-class CrcError(ProtocolError):
-    """The CRC-32C of a frame does not match its contents."""
-
-
-class VersionError(ProtocolError):
-    """A frame carries a protocol version this side does not speak."""

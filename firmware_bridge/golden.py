@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import struct
 import sys
 from pathlib import Path
 

@@ -118,14 +118,16 @@ class Link:
             if not isinstance(v, (int, float)) or v <= 0:
                 raise ConfigError(f"{name}={v!r} must be a positive number of seconds")
         if heartbeat_timeout <= heartbeat_interval:
-            raise ConfigError(f"heartbeat_timeout={heartbeat_timeout} must exceed heartbeat_interval={heartbeat_interval}")
+            raise ConfigError(f"heartbeat_timeout={heartbeat_timeout} must exceed "
+                              f"heartbeat_interval={heartbeat_interval}")
         self.url = url
         self.baudrate = baudrate
         self.heartbeat_interval = float(heartbeat_interval)
         self.heartbeat_timeout = float(heartbeat_timeout)
         self.reconnect = reconnect
         self.backoff_initial, self.backoff_max = float(backoff_initial), float(backoff_max)
-        self.hello = hello or Hello(role=Role.HOST, capabilities=CAP_OUTPUT | CAP_BUDGET | CAP_TELEMETRY, name="essm-host")
+        self.hello = hello or Hello(role=Role.HOST, capabilities=CAP_OUTPUT | CAP_BUDGET | CAP_TELEMETRY,
+                                    name="essm-host")
         self.clock = clock
         self.read_timeout = float(read_timeout)
         self.write_timeout = write_timeout

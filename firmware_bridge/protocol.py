@@ -23,7 +23,7 @@ import numpy as np
 
 from . import framing
 from .errors import ProtocolError
-from .framing import MAX_ENCODED, MAX_PAYLOAD, PROTOCOL_VERSION, CrcError, VersionError
+from .framing import MAX_ENCODED, MAX_PAYLOAD, PROTOCOL_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +247,8 @@ class Output(Message):
             raise ProtocolError(f"OUTPUT payload is {len(payload)} bytes, at least {_OUTPUT.size}")
         kind, ref, count = _OUTPUT.unpack_from(payload)
         if len(payload) != _OUTPUT.size + 4 * count:
-            raise ProtocolError(f"OUTPUT says {count} float32 values, payload carries {len(payload) - _OUTPUT.size} bytes")
+            raise ProtocolError(f"OUTPUT says {count} float32 values, "
+                                f"payload carries {len(payload) - _OUTPUT.size} bytes")
         values = np.frombuffer(payload, "<f4", count, _OUTPUT.size).astype(np.float32)
         return dict(values=values, kind=kind, ref_seq=ref)
 
@@ -340,7 +341,8 @@ class Error(Message):
     @classmethod
     def unpack_payload(cls, payload: bytes) -> dict:
         if not _ERROR.size <= len(payload) <= _ERROR.size + ERROR_TEXT_MAX:
-            raise ProtocolError(f"ERROR payload is {len(payload)} bytes, expected {_ERROR.size}..{_ERROR.size + ERROR_TEXT_MAX}")
+            raise ProtocolError(f"ERROR payload is {len(payload)} bytes, "
+                                f"expected {_ERROR.size}..{_ERROR.size + ERROR_TEXT_MAX}")
         code, ref = _ERROR.unpack_from(payload)
         return dict(code=code, ref_seq=ref, text=payload[_ERROR.size:].decode("utf-8", errors="replace"))
 
@@ -374,6 +376,8 @@ def decode_frame(segment: bytes) -> Message:
 
 class UnknownTypeError(ProtocolError):
     """A frame passed the CRC but carries a message type this side does not know."""
+
+    reason = "unknown_type"
 
 
 class Encoder:
@@ -449,9 +453,9 @@ class Decoder:
         st.bytes += len(data)
         out: list[Message] = []
         start, n = 0, len(data)
-        while start < n or start == 0:
+        while True:
             z = data.find(0, start)
-            if z < 0:
+            if z < 0:  # no delimiter in the rest: keep it for the next feed, within the bound
                 rest = n - start
                 if self._discarding:
                     st.bytes_discarded += rest
@@ -462,8 +466,8 @@ class Decoder:
                     self._discarding = True
                 else:
                     self._buf += data[start:]
-                break
-            if self._discarding:
+                return out
+            if self._discarding:  # the tail of an oversized run: already counted
                 st.bytes_discarded += z - start
                 self._discarding = False
             else:
@@ -473,10 +477,9 @@ class Decoder:
                     self._buf.clear()
                 else:
                     seg = data[start:z]
-                if seg:
+                if seg:  # empty segments are idle fill
                     self._segment(seg, out)
             start = z + 1
-        return out
 
     def _reject(self, reason: str, msg: str, nbytes: int) -> None:
         st = self.stats
@@ -489,18 +492,8 @@ class Decoder:
     def _segment(self, seg: bytes, out: list) -> None:
         try:
             m = decode_frame(seg)
-        except CrcError as e:
-            return self._reject("crc_errors", str(e), len(seg))
-        except VersionError as e:
-            return self._reject("bad_version", str(e), len(seg))
-        except UnknownTypeError as e:
-            return self._reject("unknown_type", str(e), len(seg))
-        except ProtocolError as e:
-            s = str(e)
-            reason = ("oversize" if s.startswith("oversized") else "cobs_errors" if s.startswith("COBS")
-                      else "short" if s.startswith("short") else "bad_header" if s.startswith(("header", "reserved"))
-                      else "bad_payload")
-            return self._reject(reason, s, len(seg))
+        except ProtocolError as e:  # payload checks raise plain ProtocolError: bad_payload
+            return self._reject(getattr(e, "reason", "bad_payload"), str(e), len(seg))
         st = self.stats
         st.frames += 1
         if self._last_seq is not None and m.TYPE != MsgType.HELLO:

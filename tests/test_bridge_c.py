@@ -16,7 +16,8 @@ from firmware_bridge.protocol import Decoder, Heartbeat, Output, SensorFrame, Te
 
 C_DIR = Path(golden.__file__).parent / "c"
 CC = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-pytestmark = pytest.mark.skipif(CC is None, reason="no C compiler (cc/gcc/clang) on PATH; set CC to run the C reference tests")
+pytestmark = pytest.mark.skipif(
+    CC is None, reason="no C compiler (cc/gcc/clang) on PATH; set CC to run the C reference tests")
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +69,8 @@ def test_python_stream_decoded_by_c_equals_python_decoder(cli):
     for i in range(400):
         m = rng.choice([
             SensorFrame(samples=np.array([rng.uniform(-5, 5) for _ in range(rng.randrange(0, 511))], np.float32)),
-            SensorFrame(samples=np.array([rng.randrange(-30000, 30000) for _ in range(rng.randrange(0, 1019))], np.int16)),
+            SensorFrame(samples=np.array([rng.randrange(-30000, 30000) for _ in range(rng.randrange(0, 1019))],
+                                         np.int16)),
             Output(values=np.zeros(rng.randrange(0, 20), np.float32), ref_seq=i),
             Telemetry(energy_uj=rng.randrange(1 << 64)), Heartbeat(token=i)])
         frame = encode(m, seq=(i * 3) & 0xFFFF, timestamp_us=i)

@@ -122,7 +122,8 @@ def test_budget_drives_power_and_energy_is_monotonic():
                 time.sleep(0.012)
                 readings.append(pm.read())
             assert readings[-1]["power_w"] == pytest.approx(1.0 + 0.1 * k, rel=1e-6)
-            assert readings[-1]["voltage_v"] * readings[-1]["current_a"] == pytest.approx(readings[-1]["power_w"], rel=1e-5)
+            last = readings[-1]
+            assert last["voltage_v"] * last["current_a"] == pytest.approx(last["power_w"], rel=1e-5)
             e = [r["energy_j"] for r in readings]
             t = [r["time_s"] for r in readings]
             assert e == sorted(e) and t == sorted(t)
