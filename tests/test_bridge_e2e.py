@@ -17,6 +17,7 @@ from firmware_bridge.adapters import SerialFrameSource, SerialOutputSink, Serial
 from firmware_bridge.emulator import DeviceEmulator, EmulatorConfig
 from firmware_bridge.errors import ConfigError
 from firmware_bridge.link import Link, LinkState
+from firmware_bridge.protocol import ErrorCode, SensorFrame
 
 def _have_pty() -> bool:
     try:
@@ -150,6 +151,19 @@ def test_recordings_npy_and_wav(tmp_path):
         m = link.recv_sensor(timeout=1.0)
     assert m.samples.dtype == np.int16 and m.scale == pytest.approx(1 / 32768)
     np.testing.assert_array_equal(m.samples, pcm[:16])
+
+
+def test_generated_int16_frames_and_device_error_reply():
+    with DeviceEmulator(rate_hz=500, channels=2, source="sine", sample_format="i16") as emu, Link(emu.port) as link:
+        m = link.recv_sensor(timeout=1.0)
+        assert m.samples.dtype == np.int16 and m.scale == pytest.approx(1 / 1024) and m.channels == 2
+        assert np.all(np.abs(m.as_float32()) <= 1.0 + 1 / 1024)
+        hello = link.recv(timeout=1.0)
+        assert hello.role == 1 and hello.sample_format == 2 and hello.name == "essm-emu"
+        seq = link.send(SensorFrame(samples=np.zeros(2, np.float32)))  # a host may not send sensor frames
+        err = link.recv(timeout=1.0)
+        assert err.code == ErrorCode.UNKNOWN_TYPE and err.ref_seq == seq and "SensorFrame" in err.text
+        assert link.stats()["rx_errors_reported"] == 1
 
 
 def test_emulator_config_rejects_bad_values():

@@ -61,6 +61,7 @@ _cobs_inputs = st.one_of(st.binary(max_size=600),
                          st.lists(st.one_of(st.just(b"\x00"), st.binary(max_size=5), _runs), max_size=4).map(b"".join))
 
 
+@settings(deadline=None)  # timing varies on a loaded shared CI box
 @given(_cobs_inputs)
 def test_crc_and_cobs_fast_paths_equal_refs(data):
     assert framing.crc32c(data) == framing.crc32c_ref(data)
@@ -70,6 +71,7 @@ def test_crc_and_cobs_fast_paths_equal_refs(data):
     assert framing.cobs_decode(enc) == framing.cobs_decode_ref(enc) == data
 
 
+@settings(deadline=None)  # timing varies on a loaded shared CI box
 @given(st.binary(max_size=300))
 def test_cobs_decoders_agree_on_arbitrary_input(data):
     # Both reject (ProtocolError) or both return the same bytes: the ref is what C mirrors.
@@ -101,7 +103,7 @@ def test_header_layout_is_little_endian_and_11_bytes():
 
 
 # ----------------------------------------------------------------------------- messages
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(messages, headers)
 def test_encode_decode_roundtrip(m, h):
     wire = encode(m, **h)
@@ -239,6 +241,7 @@ def test_fuzz_large_seeded_stream():
     assert d.stats.frames == len(keep) and d.stats.resyncs > 0.3 * (len(items) - len(keep))
 
 
+@settings(deadline=None)  # timing varies on a loaded shared CI box
 @given(st.binary(max_size=3000))
 def test_random_bytes_never_raise(data):
     d = Decoder()
