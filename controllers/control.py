@@ -1,0 +1,476 @@
+"""Budget controllers: `update(telemetry, dt=None) -> K`.
+
+Every controller keeps the K it last returned in `.k`, validates its keyword arguments, and has
+`reset()`. `notify(k_applied)` tells a controller which K was really applied (by a `MinOf` or a
+guard above it) so that its integrator tracks it instead of winding up.
+
+Composition: `MinOf([c1, c2, ...], floor=k_floor)` returns the minimum K any constraint allows,
+never below the floor (e.g. the profile's collapse boundary); `StaleGuard(c, ...)` holds K when
+telemetry stops, then goes to a safe K.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+
+import numpy as np
+
+from . import _check
+from .errors import ControlConfigError
+from .telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Controller", "FixedK", "LatencyController", "EnergyController", "PredictiveController",
+           "SlowdownKalman", "MinOf", "StaleGuard", "OndemandController"]
+
+
+def _tel(t) -> Telemetry:
+    if t is None:
+        return Telemetry()
+    if not isinstance(t, Telemetry):
+        raise ControlConfigError(f"update() needs a controllers.Telemetry, got {type(t).__name__}")
+    return t
+
+
+class Controller:
+    """Base: holds k_min, k_max and the last output `k`."""
+    name = "controller"
+
+    def __init__(self, k_min: int = 1, k_max: int = 32, k_init: int | None = None):
+        self.k_min, self.k_max = _check.k_range(k_min, k_max)
+        self.k_init = _check.integer("k_init", k_init, lo=self.k_min, hi=self.k_max, allow_none=True)
+        self.k = self.k_init if self.k_init is not None else self.k_max
+
+    def _clip(self, k: float) -> int:
+        return int(min(self.k_max, max(self.k_min, k)))
+
+    def update(self, telemetry: Telemetry | None = None, dt: float | None = None) -> int:
+        raise NotImplementedError
+
+    def notify(self, k_applied: int) -> None:
+        """The K actually applied this step (may differ from ours under MinOf / guards)."""
+
+    def reset(self) -> None:
+        self.k = self.k_init if self.k_init is not None else self.k_max
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(k={self.k}, k_min={self.k_min}, k_max={self.k_max})"
+
+
+class FixedK(Controller):
+    """Always the same K."""
+
+    def __init__(self, k: int, *, k_max: int = 32):
+        k = _check.integer("k", k, lo=1, hi=k_max)
+        super().__init__(1, k_max, k)
+        self.name = f"fixed K={k}"
+
+    def update(self, telemetry=None, dt=None) -> int:
+        return self.k
+
+
+class _IntegerOutput:
+    """Continuous command -> integer K with hysteresis and a minimum dwell between changes.
+
+    K moves only when the command leaves the band k ± hysteresis, and not sooner than
+    `dwell_steps` after the last change, except downwards when `urgent` (a real deadline miss):
+    safety does not wait, comfort does.
+    """
+
+    def __init__(self, hysteresis: float, dwell_steps: int):
+        self.hysteresis = _check.number("hysteresis", hysteresis, lo=0.5)
+        self.dwell_steps = _check.integer("dwell_steps", dwell_steps, lo=0)
+        self.since = 1 << 30
+
+    def apply(self, k: int, u: float, k_min: int, k_max: int, urgent: bool = False) -> int:
+        self.since += 1
+        if abs(u - k) < self.hysteresis:
+            return k
+        new = int(min(k_max, max(k_min, math.floor(u + 0.5))))
+        if new == k:
+            return k
+        if self.since < self.dwell_steps and not (urgent and new < k):
+            return k
+        self.since = 0
+        return new
+
+    def reset(self):
+        self.since = 1 << 30
+
+
+class LatencyController(Controller):
+    """PI control of step latency against a deadline.
+
+    Error (relative slack, clipped to [-1, 1] so one preemption spike cannot slam K to the floor):
+        e = clip((setpoint·deadline - lat) / (setpoint·deadline), -1, 1)
+    where lat is the `quantile` of the last `filter_window` step latencies, each capped at
+    `spike_cap`·deadline (default the p75 of 8, i.e. the 2nd-largest: on a jittery CPU the tail, not the median, decides
+    deadline misses, but one preemption spike that no K could have avoided must not hold the
+    quantile up for a whole window; quantile=0.5 = median). Positional PI in K units,
+    one update per step (dt in steps):
+        u = I + kp·e,   I += ki·e·dt   (not while u is saturated and e pushes further: anti-windup)
+    then integer K with hysteresis and a minimum dwell (K does not chatter); a real overrun may
+    lower K at once. Gains default to fractions of the K range: kp = 0.25 (k_max - k_min),
+    ki = 0.08 (k_max - k_min) per step, so that halving the latency headroom moves K by about a
+    quarter of the range at once and the rest over ~10 steps.
+    """
+    name = "latency PI"
+
+    def __init__(self, *, deadline_s: float, k_min: int = 1, k_max: int = 32, setpoint: float = 0.8,
+                 kp: float | None = None, ki: float | None = None, hysteresis: float = 1.0,
+                 dwell_steps: int = 3, filter_window: int = 8, quantile: float = 0.75,
+                 spike_cap: float = 1.25,
+                 k_init: int | None = None):
+        super().__init__(k_min, k_max, k_init)
+        self.deadline_s = _check.number("deadline_s", deadline_s, lo=0, lo_open=True)
+        self.setpoint = _check.number("setpoint", setpoint, lo=0, lo_open=True, hi=1.0)
+        span = max(1, self.k_max - self.k_min)
+        self.kp = _check.number("kp", 0.25 * span if kp is None else kp, lo=0)
+        self.ki = _check.number("ki", 0.08 * span if ki is None else ki, lo=0)
+        self.filter_window = _check.integer("filter_window", filter_window, lo=1)
+        self.quantile = _check.number("quantile", quantile, lo=0, hi=1)
+        self.spike_cap = _check.number("spike_cap", spike_cap, lo=1.0)
+        self._out = _IntegerOutput(hysteresis, dwell_steps)
+        self.reset()
+
+    @property
+    def target_s(self) -> float:
+        return self.setpoint * self.deadline_s
+
+    def reset(self) -> None:
+        super().reset()
+        self.integral = float(self.k)
+        self.u = float(self.k)
+        self._lat = deque(maxlen=self.filter_window)
+        self._lat_k = None
+        self._out.reset()
+
+    def update(self, telemetry=None, dt=None) -> int:
+        tel = _tel(telemetry)
+        if tel.latency_s is None:
+            return self.k                                   # nothing measured: hold
+        dt = 1.0 if dt is None else _check.number("dt", dt, lo=0)
+        self._lat.append(min(tel.latency_s, self.spike_cap * self.deadline_s))
+        lat = float(np.quantile(self._lat, self.quantile)) if len(self._lat) > 1 else tel.latency_s
+        target = self.target_s
+        e = min(1.0, max(-1.0, (target - lat) / target))
+        u = self.integral + self.kp * e
+        saturated = (u >= self.k_max and e > 0) or (u <= self.k_min and e < 0)
+        if not saturated:
+            self.integral = min(self.k_max, max(self.k_min, self.integral + self.ki * e * dt))
+        self.u = min(float(self.k_max), max(float(self.k_min), self.integral + self.kp * e))
+        urgent = tel.latency_s > self.deadline_s and lat > target
+        self.k = self._out.apply(self.k, self.u, self.k_min, self.k_max, urgent)
+        return self.k
+
+    def notify(self, k_applied: int) -> None:
+        # tracking anti-windup: never integrate far above what is really applied
+        if k_applied < self.k:
+            self.integral = min(self.integral, k_applied + 1.0)
+            self.k = max(self.k_min, min(self.k, k_applied + 1))
+
+
+class EnergyController(Controller):
+    """Average-power (power_w=) or energy-per-mission (mission_j= over mission_s=) target with a
+    token bucket.
+
+    Tokens (J) fill at the target power and drain by the measured energy (from the cumulative
+    `energy_j` counter); the bucket holds at most `bucket_s` seconds of target power, debt is
+    allowed and paid back over the same horizon. Each step picks the largest K whose predicted
+    energy fits the allowance  P·dt + tokens / (bucket_s / dt):
+        predicted(K) = idle_w·dt + scale · profile.energy(K)
+    `scale` tracks measured / profiled dynamic energy (EMA), so a slowed-down CPU (more energy per
+    step) is seen. With a mission target the power target is re-planned every step as
+    remaining energy / remaining time.
+    """
+    name = "energy"
+
+    def __init__(self, *, profile, power_w: float | None = None, mission_j: float | None = None,
+                 mission_s: float | None = None, idle_w: float = 0.0, bucket_s: float = 0.5,
+                 k_min: int = 1, k_max: int | None = None, ema: float = 0.05, k_init: int | None = None):
+        k_max = profile.k_max if k_max is None else k_max
+        super().__init__(k_min, k_max, k_init)
+        if profile.energy_j is None:
+            raise ControlConfigError("EnergyController needs a profile with an 'energy_j' column")
+        if (power_w is None) == (mission_j is None):
+            raise ControlConfigError("give exactly one of power_w= (average power) or mission_j= (with mission_s=)")
+        if mission_j is not None and mission_s is None:
+            raise ControlConfigError("mission_j= needs mission_s= (the mission duration in seconds)")
+        self.profile = profile
+        self.power_w = _check.number("power_w", power_w, lo=0, lo_open=True, allow_none=True)
+        self.mission_j = _check.number("mission_j", mission_j, lo=0, lo_open=True, allow_none=True)
+        self.mission_s = _check.number("mission_s", mission_s, lo=0, lo_open=True, allow_none=True)
+        self.idle_w = _check.number("idle_w", idle_w, lo=0)
+        self.bucket_s = _check.number("bucket_s", bucket_s, lo=0, lo_open=True)
+        self.ema = _check.number("ema", ema, lo=0, lo_open=True, hi=1.0)
+        self._e_k = np.array([profile.energy(k) for k in range(1, self.k_max + 1)])
+        self.reset()
+
+    def reset(self) -> None:
+        super().reset()
+        self.tokens = 0.0
+        self.scale = 1.0
+        self.spent_j = 0.0
+        self.elapsed_s = 0.0
+        self._last_e = None
+        self._dt = None
+
+    def target_power(self) -> float:
+        if self.power_w is not None:
+            return self.power_w
+        left_s = self.mission_s - self.elapsed_s
+        if left_s <= 0:
+            return 0.0
+        return max(0.0, (self.mission_j - self.spent_j) / left_s)
+
+    def update(self, telemetry=None, dt=None) -> int:
+        tel = _tel(telemetry)
+        dt = tel.dt_s if dt is None else dt
+        if tel.energy_j is None or dt is None:
+            return self.k
+        dt = _check.number("dt", dt, lo=0)
+        p = self.target_power()
+        if self._last_e is not None:
+            de = tel.energy_j - self._last_e
+            self.spent_j += de
+            self.elapsed_s += dt
+            self.tokens = min(self.tokens + p * dt - de, p * self.bucket_s)
+            k_used = tel.k if tel.k is not None else self.k
+            dyn = de - self.idle_w * dt
+            prof = self._e_k[k_used - 1]
+            if prof > 0 and dyn > 0:
+                self.scale += self.ema * (dyn / prof - self.scale)
+        self._last_e = tel.energy_j
+        if dt > 0:
+            self._dt = dt if self._dt is None else self._dt + 0.1 * (dt - self._dt)
+        if self._dt is None:
+            return self.k
+        horizon = max(1.0, self.bucket_s / self._dt)
+        allow = p * self._dt + self.tokens / horizon - self.idle_w * self._dt
+        fits = np.nonzero(self.scale * self._e_k[self.k_min - 1:] <= allow)[0]
+        self.k = self.k_min + int(fits[-1]) if len(fits) else self.k_min
+        return self.k
+
+
+class SlowdownKalman:
+    """Scalar Kalman filter on the slowdown s = measured latency / profiled latency (random walk).
+
+    Innovations are clipped to `clip` standard deviations (a preemption spike moves s by a bounded
+    amount) and the measurement noise R is re-estimated online from the innovations, so that
+    `upper(z)` = s + z·sqrt(R) is a pessimistic slowdown under jitter.
+    """
+
+    def __init__(self, *, q: float = 1e-3, r: float = 0.01, clip: float = 3.0, r_ema: float = 0.02, s0: float = 1.0):
+        self.q = _check.number("q", q, lo=0, lo_open=True)
+        self.r0 = _check.number("r", r, lo=0, lo_open=True)
+        self.clip = _check.number("clip", clip, lo=0, lo_open=True)
+        self.r_ema = _check.number("r_ema", r_ema, lo=0, lo_open=True, hi=1)
+        self.s0 = _check.number("s0", s0, lo=0, lo_open=True)
+        self.reset()
+
+    def reset(self):
+        self.s, self.P, self.R = self.s0, 1.0, self.r0
+
+    def update(self, z: float) -> float:
+        self.P += self.q
+        sd = math.sqrt(self.P + self.R)
+        innov = min(self.clip * sd, max(-self.clip * sd, z - self.s))
+        g = self.P / (self.P + self.R)
+        self.s += g * innov
+        self.P *= 1 - g
+        self.R = max(1e-6, self.R + self.r_ema * (innov * innov - self.R))
+        return self.s
+
+    def upper(self, z: float = 1.0) -> float:
+        return self.s + z * math.sqrt(self.R)
+
+
+class PredictiveController(Controller):
+    """Profile-based: the K maximising expected accuracy subject to predicted latency (and energy).
+
+        predicted latency(K) = s_up · profile.lat(K) <= margin · deadline
+        predicted energy(K)  = s_up · profile.energy(K) <= energy_j_per_step     (if given)
+    where s_up = ŝ + z·sqrt(R) from a SlowdownKalman fed with measured / profiled latency of the
+    K that ran. Among the feasible K the most accurate wins (ties: the smaller K); if none is
+    feasible, k_min. Increases wait `dwell_steps` after a change; decreases do not.
+    """
+    name = "predictive"
+
+    def __init__(self, *, profile, deadline_s: float, k_min: int = 1, k_max: int | None = None,
+                 margin: float = 0.9, z: float = 2.0, energy_j_per_step: float | None = None,
+                 dwell_steps: int = 5, kalman: SlowdownKalman | None = None, k_init: int | None = None):
+        k_max = profile.k_max if k_max is None else k_max
+        super().__init__(k_min, k_max, k_init)
+        if profile.latency_s is None or profile.accuracy is None:
+            raise ControlConfigError("PredictiveController needs a profile with 'latency_s' and 'accuracy'")
+        if energy_j_per_step is not None and profile.energy_j is None:
+            raise ControlConfigError("energy_j_per_step= needs a profile with an 'energy_j' column")
+        self.profile = profile
+        self.deadline_s = _check.number("deadline_s", deadline_s, lo=0, lo_open=True)
+        self.margin = _check.number("margin", margin, lo=0, lo_open=True, hi=1.0)
+        self.z = _check.number("z", z, lo=0)
+        self.energy_j_per_step = _check.number("energy_j_per_step", energy_j_per_step, lo=0, allow_none=True)
+        self.dwell_steps = _check.integer("dwell_steps", dwell_steps, lo=0)
+        self.kalman = kalman or SlowdownKalman()
+        ks = np.arange(1, self.k_max + 1)
+        self._lat = np.array([profile.lat(k) for k in ks])
+        self._acc = np.array([profile.acc(k) for k in ks])
+        self._en = None if profile.energy_j is None else np.array([profile.energy(k) for k in ks])
+        self.reset()
+
+    def reset(self) -> None:
+        super().reset()
+        self.kalman.reset()
+        self._since = 1 << 30
+
+    def choose(self, s_up: float) -> int:
+        lo = self.k_min - 1
+        ok = s_up * self._lat[lo:] <= self.margin * self.deadline_s
+        if self.energy_j_per_step is not None:
+            ok &= s_up * self._en[lo:] <= self.energy_j_per_step
+        idx = np.nonzero(ok)[0]
+        if not len(idx):
+            return self.k_min
+        acc = self._acc[lo:][idx]
+        best = idx[np.nonzero(acc >= acc.max() - 1e-12)[0][0]]
+        return self.k_min + int(best)
+
+    def update(self, telemetry=None, dt=None) -> int:
+        tel = _tel(telemetry)
+        self._since += 1
+        if tel.latency_s is None:
+            return self.k
+        k_ran = tel.k if tel.k is not None else self.k
+        self.kalman.update(tel.latency_s / self._lat[k_ran - 1])
+        new = self.choose(self.kalman.upper(self.z))
+        if new < self.k or (new > self.k and self._since >= self.dwell_steps):
+            self.k, self._since = new, 0
+        return self.k
+
+    def notify(self, k_applied: int) -> None:
+        if k_applied < self.k:
+            self.k = max(self.k_min, k_applied)
+
+
+class MinOf(Controller):
+    """The minimum K any constraint allows, never below `floor` (e.g. the collapse boundary).
+    Every child is updated every step with the same telemetry, then told the applied K."""
+    name = "min-of"
+
+    def __init__(self, controllers, *, floor: int = 1, k_max: int | None = None):
+        controllers = list(controllers)
+        if not controllers or not all(isinstance(c, Controller) for c in controllers):
+            raise ControlConfigError("MinOf needs a non-empty list of Controller instances")
+        k_max = max(c.k_max for c in controllers) if k_max is None else k_max
+        super().__init__(1, k_max)
+        self.floor = _check.integer("floor", floor, lo=1, hi=self.k_max)
+        self.controllers = controllers
+        self.name = " & ".join(c.name for c in controllers) + (f", floor {self.floor}" if self.floor > 1 else "")
+        self.k = max(self.floor, min(c.k for c in controllers))
+        self.binding: Controller | None = None
+
+    @classmethod
+    def from_profile(cls, controllers, profile, **kw) -> "MinOf":
+        """floor = the profile's collapse boundary (1 if it has no accuracy column)."""
+        return cls(controllers, floor=profile.collapse_boundary or 1, **kw)
+
+    def update(self, telemetry=None, dt=None) -> int:
+        ks = [c.update(telemetry, dt) for c in self.controllers]
+        i = int(np.argmin(ks))
+        self.binding = self.controllers[i]
+        self.k = max(self.floor, min(self.k_max, ks[i]))
+        for c in self.controllers:
+            c.notify(self.k)
+        return self.k
+
+    def notify(self, k_applied: int) -> None:
+        for c in self.controllers:
+            c.notify(k_applied)
+
+    def reset(self) -> None:
+        for c in self.controllers:
+            c.reset()
+        self.k = max(self.floor, min(c.k for c in self.controllers))
+
+
+class StaleGuard(Controller):
+    """Fallback when telemetry goes stale: hold the last K for `hold_s`, then go to `safe_k`.
+
+    Telemetry is fresh when all `require`d fields are measured; its time is `t_s` (else the clock
+    now). Entering and leaving the fallback is logged (warning / info).
+    """
+
+    def __init__(self, inner: Controller, *, hold_s: float = 0.1, safe_k: int = 1,
+                 require=("latency_s",), clock=None):
+        if not isinstance(inner, Controller):
+            raise ControlConfigError(f"StaleGuard wraps a Controller, got {type(inner).__name__}")
+        super().__init__(inner.k_min, inner.k_max, None)
+        self.inner = inner
+        self.hold_s = _check.number("hold_s", hold_s, lo=0)
+        self.safe_k = _check.integer("safe_k", safe_k, lo=1, hi=inner.k_max)
+        fields = set(Telemetry.__dataclass_fields__)
+        self.require = tuple(require)
+        bad = [f for f in self.require if f not in fields]
+        if bad:
+            raise ControlConfigError(f"require={bad} are not Telemetry fields ({sorted(fields)})")
+        self.clock = _check.clock_like("clock", clock)
+        self.name = inner.name
+        self.reset()
+
+    def reset(self) -> None:
+        self.inner.reset()
+        self.k = self.inner.k
+        self.last_fresh = self.clock.now()
+        self.state = "ok"                  # ok | hold | safe
+        self.fallbacks = 0
+
+    def update(self, telemetry=None, dt=None) -> int:
+        tel = _tel(telemetry)
+        now = self.clock.now()
+        if all(getattr(tel, f) is not None for f in self.require):
+            t = tel.t_s if tel.t_s is not None else now
+            self.last_fresh = max(self.last_fresh, t)
+        age = now - self.last_fresh
+        if age <= self.hold_s and (all(getattr(tel, f) is not None for f in self.require)):
+            if self.state == "safe":
+                log.info("telemetry back after %.3f s: leaving safe K=%d", age, self.safe_k)
+            self.state = "ok"
+            self.k = self.inner.update(tel, dt)
+        elif age <= self.hold_s:
+            self.state = "hold"            # nothing new yet: hold the last K
+        else:
+            if self.state != "safe":
+                log.warning("telemetry stale for %.3f s (> hold_s=%.3f): going to safe K=%d (%s)",
+                            age, self.hold_s, self.safe_k, self.name)
+                self.fallbacks += 1
+            self.state = "safe"
+            self.k = self.safe_k
+        return self.k
+
+    def notify(self, k_applied: int) -> None:
+        self.inner.notify(k_applied)
+
+
+class OndemandController(Controller):
+    """The Linux ondemand governor's rule, with K's headroom as the "frequency": above
+    `threshold` CPU utilisation jump straight to the maximum headroom (K = k_min); below, the
+    headroom grows in proportion to utilisation, K = k_max - (k_max - k_min)·util/threshold.
+    A baseline that reacts to load without measuring latency or knowing the model."""
+    name = "ondemand"
+
+    def __init__(self, *, threshold: float = 0.8, k_min: int = 1, k_max: int = 32, k_init: int | None = None):
+        super().__init__(k_min, k_max, k_init)
+        self.threshold = _check.number("threshold", threshold, lo=0, lo_open=True, hi=1.0)
+
+    def update(self, telemetry=None, dt=None) -> int:
+        tel = _tel(telemetry)
+        u = tel.cpu_util
+        if u is None:
+            return self.k
+        if u > self.threshold:
+            self.k = self.k_min
+        else:
+            self.k = self._clip(round(self.k_max - (self.k_max - self.k_min) * u / self.threshold))
+        return self.k
