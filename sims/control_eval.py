@@ -1,0 +1,310 @@
+"""Closed-loop budget control evaluation on the real engine under a real co-running CPU load.
+
+For every load scenario (step change, periodic bursts, random) and every controller (each fixed K
+of the profile, the latency PI, the predictive controller, their composition with the safety
+floor, the energy controller, the ondemand-style heuristic) the harness starts its own bounded
+load (`controllers.loadgen.CpuLoad`, pinned to the engine's core), runs the engine in a periodic
+loop for `duration_s`, and records a Trace. The clairvoyant oracle is computed from each recorded
+trace. Reported: deadline-miss rate, mean K, expected accuracy (profile), accuracy relative to the
+oracle, energy / mean power, settling time and overshoot after the step change.
+
+    python -m sims.control_eval --out docs/control        # or: essm-stream control-eval
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+
+log = logging.getLogger(__name__)
+
+EDGE = dict(d_in=40, d_out=12, d_model=64, n_layers=4, seq_len=128, k_max=32, d_gate=32)
+
+
+def edge_program(seed: int = 0):
+    """The realistic edge config (d=64, 4 layers, L=128, K̄=32) with random weights, no torch."""
+    from essm_stream.config import ESSMConfig
+    from essm_stream.engine import tiny_program
+    return tiny_program(ESSMConfig(**EDGE), seed=seed)
+
+
+def scenarios(duration_s: float, level: int = 2) -> dict:
+    from controllers.loadgen import burst_schedule, random_schedule, step_schedule
+    return {"step": step_schedule(0.3 * duration_s, 0.7 * duration_s, level),
+            "bursts": burst_schedule(duration_s / 4, 0.5, level, t_start=0.125 * duration_s),
+            "random": random_schedule(duration_s, seed=1, max_level=level, mean_hold_s=duration_s / 10)}
+
+
+def oracle(trace, profile, deadline_s: float, k_min: int = 1):
+    """Clairvoyant K per step from the recorded trace: the slowdown s_t = latency_t / profiled
+    latency(K_t) is known in advance, and the oracle runs the largest K with s_t·lat(K) <= deadline
+    (k_min if none fits, counted as a miss). Returns (K array, miss rate, mean expected accuracy)."""
+    import numpy as np
+    lat = profile.latency_s
+    s = trace.latency_s / lat[trace.k - 1]
+    fits = s[:, None] * lat[None, k_min - 1:] <= deadline_s             # (T, K)
+    any_fit = fits.any(1)
+    k = np.where(any_fit, k_min + (fits.shape[1] - 1 - np.argmax(fits[:, ::-1], 1)), k_min)
+    return k, float(1 - any_fit.mean()), float(profile.accuracy[k - 1].mean())
+
+
+def settling(trace, t_edge: float, t_end: float, band: float = 2.0):
+    """Steps after the edge until K enters final ± band and stays (final = median K over the last
+    half of [t_edge, t_end)), and the overshoot beyond final in the direction of the change."""
+    import numpy as np
+    idx = np.nonzero((trace.t_s >= t_edge) & (trace.t_s < t_end))[0]
+    if len(idx) < 4:
+        return None, None
+    k = trace.k[idx].astype(float)
+    final = float(np.median(k[len(k) // 2:]))
+    before = trace.k[max(0, idx[0] - 50):idx[0]]
+    k0 = float(np.median(before)) if len(before) else k[0]
+    outside = np.nonzero(np.abs(k - final) > band)[0]
+    settle = 0 if not len(outside) else int(outside[-1] + 1)
+    if settle >= len(k) // 2:
+        settle = None                                   # never settled within the segment
+    direction = np.sign(final - k0)
+    over = float(max(0.0, np.max(direction * (k - final)))) if direction != 0 else 0.0
+    return settle, over
+
+
+def build_controllers(profile, deadline_s: float, k_max: int, power_w: float, idle_w: float, clock=None):
+    from controllers import (EnergyController, FixedK, LatencyController, MinOf, OndemandController,
+                             PredictiveController, StaleGuard)
+    floor = profile.collapse_boundary or 1
+    fixed = {f"fixed K={k}": (lambda k=k: FixedK(k, k_max=k_max)) for k in profile.ks}
+    ctls = {
+        "latency PI": lambda: LatencyController(deadline_s=deadline_s, k_max=k_max),
+        "predictive": lambda: PredictiveController(profile=profile, deadline_s=deadline_s),
+        "pred & PI, floor": lambda: StaleGuard(MinOf([
+            PredictiveController(profile=profile, deadline_s=deadline_s),
+            LatencyController(deadline_s=deadline_s, k_max=k_max)], floor=floor),
+            hold_s=0.05, safe_k=floor, clock=clock),
+        "energy": lambda: EnergyController(profile=profile, power_w=power_w, idle_w=idle_w),
+        "ondemand": lambda: OndemandController(threshold=0.8, k_max=k_max),
+    }
+    return fixed, ctls
+
+
+def run_eval(program=None, *, sweep: str | None = None, duration_s: float = 4.0, period_s: float = 1e-3,
+             deadline_factor: float = 1.3, core: int = 0, load_kind: str = "memory", workers: int = 2,
+             scenario_names=("step", "bursts", "random"), fixed_ks=None, out_dir: str | None = None,
+             plot: bool = True, power_target_frac: float = 0.5, progress: bool = True) -> dict:
+    from tqdm.auto import tqdm
+
+    from controllers import BudgetProfile, CpuMonitor, PowerModel, RandomSource, Runner, build_profile
+    from controllers.loadgen import CpuLoad
+    from essm_stream.engine import StreamEngine
+
+    program = program or edge_program()
+    k_max = program.k_max
+    try:
+        os.sched_setaffinity(0, {core})
+    except (AttributeError, OSError) as e:
+        log.warning("could not pin to core %d (%s): the load may run elsewhere", core, e)
+    t0 = time.time()
+    prof_d = build_profile(program, sweep=sweep, steps=120, period_s=period_s)
+    if fixed_ks is not None:
+        prof_d = {**prof_d}
+    profile = BudgetProfile.from_dict(prof_d, k_max)
+    if fixed_ks is not None:
+        profile.ks = [k for k in profile.ks if k in set(fixed_ks)]
+    p99_full = prof_d["latency_p99_s"][-1]
+    deadline_s = deadline_factor * p99_full
+    pm = PowerModel()
+    # energy target: half-way between the dynamic power of K=1 and K=K̄ at this period (unloaded)
+    dyn_lo, dyn_hi = (pm.dyn_w * profile.lat(k) / period_s for k in (1, k_max))
+    power_w = pm.idle_w + dyn_lo + power_target_frac * (dyn_hi - dyn_lo)
+    log.info("deadline %.0f µs (%.2f x unloaded p99 at K=%d), energy target %.3f W", deadline_s * 1e6,
+             deadline_factor, k_max, power_w)
+    fixed, ctls = build_controllers(profile, deadline_s, k_max, power_w, pm.idle_w)
+    eng = StreamEngine(program)
+    results = {"config": {"deadline_s": deadline_s, "period_s": period_s, "duration_s": duration_s,
+                          "deadline_factor": deadline_factor, "core": core, "load_kind": load_kind,
+                          "workers": workers, "power_target_w": power_w, "idle_w": pm.idle_w,
+                          "dyn_w": pm.dyn_w, "cpus": os.cpu_count(), "program": repr(program)},
+               "profile": prof_d, "runs": {}}
+    traces = {}
+    scen = scenarios(duration_s, level=workers)
+    jobs = [(s, n, f) for s in scenario_names for n, f in list(fixed.items()) + list(ctls.items())]
+    with CpuLoad(core=core, max_workers=workers, max_s=len(jobs) * (duration_s + 2) + 60, kind=load_kind) as load:
+        for s_name, c_name, factory in tqdm(jobs, desc="control-eval", disable=not progress):
+            sched = scen[s_name]
+            ctl = factory()
+            eng.reset()
+            pm = PowerModel()
+            runner = Runner(eng, ctl, RandomSource(program.d_in), period_s=period_s, deadline_s=deadline_s,
+                            power=pm, cpu=CpuMonitor(cpus=[core], min_interval_s=0.02), profile=profile,
+                            on_step=lambda t, n, sched=sched: load.set_level(sched(t)),
+                            load_probe=lambda: load.level, name=c_name)
+            load.set_level(0)
+            tr = runner.run(duration_s=duration_s)
+            load.set_level(0)
+            time.sleep(0.05)
+            traces[(s_name, c_name)] = tr
+            results["runs"][f"{s_name}/{c_name}"] = summarize(tr, profile, deadline_s, power_w, pm, s_name, duration_s)
+    results["wall_s"] = time.time() - t0
+    if out_dir:
+        os.makedirs(out_dir, exist_ok=True)
+        with open(os.path.join(out_dir, "control_eval.json"), "w") as f:
+            json.dump(results, f, indent=1)
+        if plot:
+            plot_results(results, traces, profile, out_dir, scenario_names)
+    return results
+
+
+def summarize(tr, profile, deadline_s, power_w, pm, scenario, duration_s) -> dict:
+    s = tr.summary()
+    k_or, miss_or, acc_or = oracle(tr, profile, deadline_s)
+    s.update(oracle_accuracy=acc_or, oracle_miss_rate=miss_or, oracle_mean_k=float(k_or.mean()),
+             acc_vs_oracle=s["accuracy"] / acc_or if acc_or > 0 else float("nan"))
+    s["power_error"] = s["mean_power_w"] / power_w - 1
+    dyn_target = power_w - pm.idle_w
+    s["dyn_power_error"] = (s["mean_power_w"] - pm.idle_w) / dyn_target - 1
+    if scenario == "step":
+        s["settle_on"], s["overshoot_on"] = settling(tr, 0.3 * duration_s, 0.7 * duration_s)
+        s["settle_off"], s["overshoot_off"] = settling(tr, 0.7 * duration_s, duration_s)
+    return s
+
+
+def format_table(results: dict, scenario: str) -> str:
+    import numpy as np
+    rows = [(n.split("/", 1)[1], r) for n, r in results["runs"].items() if n.startswith(scenario + "/")]
+    head = ("| controller | miss rate | mean K | exp. acc | acc / oracle | mean power (W) | "
+            "settle on/off (steps) | overshoot on/off (K) |")
+    lines = [head, "|" + "---|" * 8]
+    for name, r in rows:
+        st = f"{r.get('settle_on')}/{r.get('settle_off')}" if "settle_on" in r else "–"
+        ov = f"{r.get('overshoot_on'):.0f}/{r.get('overshoot_off'):.0f}" if r.get("overshoot_on") is not None \
+            and r.get("overshoot_off") is not None else "–"
+        lines.append(f"| {name} | {100 * r['miss_rate']:.2f}% | {r['mean_k']:.1f} | {r['accuracy']:.4f} | "
+                     f"{100 * r['acc_vs_oracle']:.1f}% | {r['mean_power_w']:.4f} | {st} | {ov} |")
+    orc = [r for n, r in rows]
+    lines.append(f"| oracle (mean over runs) | {100 * np.mean([r['oracle_miss_rate'] for r in orc]):.2f}% | "
+                 f"{np.mean([r['oracle_mean_k'] for r in orc]):.1f} | "
+                 f"{np.mean([r['oracle_accuracy'] for r in orc]):.4f} | 100% | – | – | – |")
+    return "\n".join(lines)
+
+
+def dominance(results: dict, scenario: str) -> dict:
+    """Per controller: the best fixed K at no more misses (its accuracy), and whether any fixed K
+    is at least as good on both miss rate and accuracy (dominates it)."""
+    import numpy as np
+    runs = {n.split("/", 1)[1]: r for n, r in results["runs"].items() if n.startswith(scenario + "/")}
+    fixed = {n: r for n, r in runs.items() if n.startswith("fixed")}
+    out = {}
+    for n, r in runs.items():
+        if n.startswith("fixed"):
+            continue
+        ok = [f for f, fr in fixed.items() if fr["miss_rate"] <= r["miss_rate"]]
+        best = max(ok, key=lambda f: fixed[f]["accuracy"]) if ok else None
+        dom = [f for f, fr in fixed.items() if fr["miss_rate"] <= r["miss_rate"] and fr["accuracy"] >= r["accuracy"]]
+        out[n] = {"best_fixed_at_no_more_misses": best,
+                  "its_accuracy": None if best is None else fixed[best]["accuracy"],
+                  "dominated_by": dom}
+    return out
+
+
+def plot_results(results, traces, profile, out_dir, scenario_names):
+    import numpy as np
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    dl = results["config"]["deadline_s"]
+    show = ["latency PI", "predictive", "pred & PI, floor", "ondemand"]
+    for s in scenario_names:
+        fig, ax = plt.subplots(3, 1, figsize=(10, 8), sharex=True)
+        for n in show:
+            tr = traces[(s, n)]
+            ax[0].plot(tr.t_s, tr.k, lw=1, label=n, drawstyle="steps-post")
+        tr = traces[(s, "latency PI")]
+        k_or, _, _ = oracle(tr, profile, dl)
+        ax[0].plot(tr.t_s, k_or, lw=0.5, alpha=0.4, color="k", label="oracle (on latency PI's trace)")
+        ax[0].set_ylabel("K")
+        ax[0].legend(fontsize=7, ncol=3)
+        for n in ["fixed K=32", "latency PI", "pred & PI, floor"]:
+            if (s, n) in traces:
+                t = traces[(s, n)]
+                ax[1].plot(t.t_s, t.latency_s * 1e6, ".", ms=1.5, label=n, alpha=0.6)
+        ax[1].axhline(dl * 1e6, color="r", lw=1, label="deadline")
+        ax[1].set_yscale("log")
+        ax[1].set_ylabel("step latency (µs)")
+        ax[1].legend(fontsize=7, markerscale=5)
+        ax[2].plot(tr.t_s, tr.load, color="C3", drawstyle="steps-post", label="spinners running")
+        ax[2].plot(tr.t_s, tr.cpu_util * 2, color="C7", lw=0.7, label="core utilisation × 2")
+        ax[2].set_ylabel("load")
+        ax[2].set_xlabel("time (s)")
+        ax[2].legend(fontsize=7)
+        fig.suptitle(f"scenario '{s}': K, latency and load over time (deadline {dl * 1e6:.0f} µs)")
+        fig.tight_layout()
+        fig.savefig(os.path.join(out_dir, f"control_{s}.png"), dpi=110)
+        plt.close(fig)
+    fig, axs = plt.subplots(1, len(scenario_names), figsize=(5 * len(scenario_names), 4), squeeze=False)
+    for ax, s in zip(axs[0], scenario_names):
+        for n, r in results["runs"].items():
+            sc, name = n.split("/", 1)
+            if sc != s:
+                continue
+            fx = name.startswith("fixed")
+            ax.plot(100 * r["miss_rate"] + 1e-3, r["accuracy"], "o" if fx else "*", ms=5 if fx else 11,
+                    color="0.6" if fx else None, label=None if fx else name)
+            if fx:
+                ax.annotate(name[8:], (100 * r["miss_rate"] + 1e-3, r["accuracy"]), fontsize=6)
+        ax.set_xscale("log")
+        ax.set_xlabel("deadline-miss rate (%)")
+        ax.set_ylabel("expected accuracy")
+        ax.set_title(f"{s}: controllers (★) vs fixed K (●)", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, "control_pareto.png"), dpi=110)
+    plt.close(fig)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--program", help="a program file (default: random weights, edge config d=64, 4 layers, L=128, K̄=32)")
+    p.add_argument("--sweep", help="accuracy per K from this sweep JSON (default: the synthetic saturating curve)")
+    p.add_argument("--duration", type=float, default=4.0, help="seconds per (scenario, controller) run")
+    p.add_argument("--period", type=float, default=1e-3, help="control period in seconds")
+    p.add_argument("--deadline-factor", type=float, default=1.3,
+                   help="deadline = this x the unloaded p99 step latency at K̄ measured by the harness")
+    p.add_argument("--core", type=int, default=0, help="CPU core the engine and the load share")
+    p.add_argument("--load", choices=("memory", "spin"), default="memory", help="kind of co-running load")
+    p.add_argument("--workers", type=int, default=2, help="load processes at full load")
+    p.add_argument("--scenarios", default="step,bursts,random")
+    p.add_argument("--fixed-ks", help="comma-separated fixed K baselines (default: every K of the profile)")
+    p.add_argument("--out", default="control_eval_out", help="directory for control_eval.json and PNG plots")
+    p.add_argument("--no-plot", action="store_true")
+
+
+def run_from_args(a) -> int:
+    from essm_stream.program import StreamProgram
+    program = StreamProgram.load(a.program) if a.program else None
+    fixed_ks = [int(k) for k in a.fixed_ks.split(",")] if a.fixed_ks else None
+    names = tuple(s for s in a.scenarios.split(",") if s)
+    res = run_eval(program, sweep=a.sweep, duration_s=a.duration, period_s=a.period,
+                   deadline_factor=a.deadline_factor, core=a.core, load_kind=a.load, workers=a.workers,
+                   scenario_names=names, fixed_ks=fixed_ks, out_dir=a.out, plot=not a.no_plot)
+    c = res["config"]
+    print(f"deadline {c['deadline_s'] * 1e6:.0f} µs, period {c['period_s'] * 1e3:g} ms, "
+          f"energy target {c['power_target_w']:.4f} W, {c['duration_s']:g} s per run, wall {res['wall_s']:.0f} s")
+    for s in names:
+        print(f"\n### scenario: {s}\n")
+        print(format_table(res, s))
+        for n, d in dominance(res, s).items():
+            print(f"  {n}: best fixed K at <= its misses: {d['best_fixed_at_no_more_misses']} "
+                  f"(acc {d['its_accuracy']}), dominated by {d['dominated_by'] or 'none'}")
+    print(f"\nwrote {a.out}/control_eval.json" + ("" if a.no_plot else " and PNG plots"))
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return run_from_args(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
