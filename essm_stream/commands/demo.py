@@ -1,0 +1,191 @@
+"""essm-stream demo: the bundled keyword spotter on a live stream with an energy-aware budget."""
+HELP = "keyword spotting on a (bundled or live) 16 kHz stream with an energy-aware budget controller"
+DESCRIPTION = """\
+Runs the bundled ES-SSM keyword spotter (yes no up down left right on off stop go) on a stream and
+lets an energy-aware controller pick the spectral budget K every 20 ms step: K drops to 1 while the
+input is near its noise floor, and a token-bucket energy controller (average power = --budget x the
+power at K = 32) decides while there is sound. Detections print as they happen; K and CPU time per
+step show live; a summary and a plot come at the end.
+
+  essm-stream demo                  the bundled 40 s recording (unseen voices), paced in real time
+  essm-stream demo --fast           the same, as fast as possible
+  essm-stream demo --mic            the default microphone (Ctrl-C to stop)
+  essm-stream demo --wav FILE.wav   a 16 kHz mono 16-bit WAV
+  essm-stream demo --K 4            a fixed budget instead of the controller
+"""
+
+
+def add_arguments(p):
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--mic", action="store_true", help="listen to the microphone")
+    src.add_argument("--wav", help="a 16 kHz mono 16-bit WAV file instead of the bundled recording")
+    p.add_argument("--device", default=None, help="microphone device (name or index, see sounddevice)")
+    p.add_argument("--seconds", type=float, default=None, help="stop after this many seconds of audio")
+    p.add_argument("--fast", action="store_true", help="do not pace the recording in real time")
+    p.add_argument("--program", default=None, help="a keyword program (.essm); default: the bundled one")
+    p.add_argument("--K", type=int, default=None, help="fixed budget K instead of the energy-aware controller")
+    p.add_argument("--budget", type=float, default=0.4,
+                   help="controller's average power target as a fraction of the power at K = K̄")
+    p.add_argument("--threshold", type=float, default=None, help="detection threshold on the smoothed posterior")
+    p.add_argument("--chunk", type=int, default=320, help="samples per chunk read from the source (20 ms)")
+    p.add_argument("--plot", default="kws_demo.png", help="write the stream plot here ('' for none)")
+    p.add_argument("--quiet", action="store_true", help="no live status line")
+
+
+def _controller(prog, a):
+    """(controller or None, description)."""
+    if a.K is not None:
+        return None, f"fixed K={a.K}"
+    try:
+        from essm_stream.kws.control import kws_energy_controller
+        ctl = kws_energy_controller(prog, fraction=a.budget)
+    except ImportError as e:
+        import logging
+        logging.getLogger(__name__).warning("controllers package unavailable (%s): running at K = K̄", e)
+        return None, f"fixed K={prog.k_max} (no controllers package)"
+    return ctl, f"energy-aware: K=1 in quiet, token bucket at {a.budget:.0%} of K={prog.k_max} power while sound"
+
+
+def run(a):
+    import sys
+    import time
+
+    import numpy as np
+
+    from essm_stream.errors import ConfigError
+    from essm_stream.kws.evaluate import score_stream
+    from essm_stream.kws.sources import ArraySource, MicSource, WavSource
+    from essm_stream.kws.spotter import KeywordSpotter, load_program
+
+    prog = load_program(a.program)
+    ctl, how = _controller(prog, a)
+    sp = KeywordSpotter(prog, K=a.K if a.K is not None else prog.k_max, controller=ctl,
+                        threshold=a.threshold, record=True)
+    events = None
+    if a.mic:
+        src = MicSource(device=a.device, chunk=a.chunk)
+        what = "microphone"
+    elif a.wav:
+        src = WavSource(a.wav, chunk=a.chunk, realtime=not a.fast)
+        what = a.wav
+    else:
+        from essm_stream.kws.recording import load_recording
+        pcm, events = load_recording()
+        src = ArraySource(pcm, chunk=a.chunk, realtime=not a.fast)
+        what = f"bundled recording ({len(pcm) / 16000:.0f} s, {sum(e.label != 'speech' for e in events)} keywords)"
+    if a.seconds is not None and a.seconds <= 0:
+        raise ConfigError(f"--seconds must be > 0, got {a.seconds}")
+    print(f"keyword spotter: {prog!r}")
+    print(f"source: {what}; budget: {how}; {'as fast as possible' if a.fast else 'real time'}")
+    print(f"keywords: {' '.join(l for l in sp.labels if l not in ('unknown', 'silence'))}"
+          f"   threshold {sp.threshold}, step {1000 * sp.hop_s:.0f} ms")
+    tty = sys.stdout.isatty() and not a.quiet
+    dets, n_samples, last_status = [], 0, -1.0
+    t_wall = time.perf_counter()
+    try:
+        with src:
+            for chunk in src:
+                n_samples += len(chunk)
+                for d in sp.process(chunk):
+                    dets.append(d)
+                    line = f"  {d.time_s:7.2f} s  {d.label.upper():<6} score {d.score:.2f}   K={sp.K:<2d}"
+                    print(("\r" + " " * 78 + "\r" if tty else "") + line, flush=True)
+                t = n_samples / 16000
+                if tty and t - last_status >= 0.1:
+                    last_status = t
+                    print(f"\r  t={t:6.1f} s  K={sp.K:2d}  cpu/step={1e6 * sp.last_cpu_s:6.0f} µs  "
+                          f"mean K={sp.mean_K:5.1f}", end="", flush=True)
+                if a.seconds is not None and t >= a.seconds:
+                    break
+    except KeyboardInterrupt:
+        pass
+    wall = time.perf_counter() - t_wall
+    if tty:
+        print("\r" + " " * 78 + "\r", end="")
+    tr = sp.trace.arrays()
+    summary = _summary(sp, prog, tr, dets, events, n_samples / 16000, wall, getattr(src, "overflows", 0))
+    if events is not None:
+        s, _ = score_stream(dets, events, n_samples / 16000)
+        summary["score"] = s
+    _print_summary(summary)
+    if a.plot:
+        _plot(a.plot, tr, dets, events, sp, what, how)
+        print(f"plot: {a.plot}")
+    return 0
+
+
+def _summary(sp, prog, tr, dets, events, seconds, wall, overflows):
+    import numpy as np
+
+    prof = prog.budget_profile or {}
+    Ks, E = prof.get("K"), prof.get("energy_j")
+    e_of = (lambda k: float(np.interp(k, Ks, E))) if Ks and E else None
+    out = {"seconds": seconds, "wall_s": wall, "steps": sp.hops, "detections": dets, "mean_K": sp.mean_K,
+           "cpu_mean_us": 1e6 * float(np.mean(tr["cpu_s"])) if len(tr["cpu_s"]) else float("nan"),
+           "energy_j": sp.energy_j, "overflows": overflows}
+    if e_of is not None and len(tr["K"]):
+        out["energy_profile_j"] = float(sum(e_of(k) for k in tr["K"]))
+        out["energy_k32_j"] = len(tr["K"]) * e_of(prog.k_max)
+    return out
+
+
+def _print_summary(s):
+    print(f"\nsummary: {s['seconds']:.1f} s of audio in {s['wall_s']:.1f} s, {s['steps']} steps, "
+          f"{len(s['detections'])} detections")
+    sc = s.get("score")
+    if sc is not None:
+        print(f"  hits {sc.hits}/{sc.keywords} keywords ({100 * sc.hit_rate:.0f}%), false accepts {sc.false_accepts}"
+              + (f", latency after word end: median {sc.latency_median_s:.2f} s" if sc.latency_median_s is not None else ""))
+    print(f"  mean K {s['mean_K']:.1f}, engine CPU {s['cpu_mean_us']:.0f} µs/step (measured), "
+          f"modelled energy {1e3 * s['energy_j']:.1f} mJ")
+    if "energy_profile_j" in s:
+        r = s["energy_profile_j"] / s["energy_k32_j"]
+        print(f"  energy vs K=32 (budget profile): {1e3 * s['energy_profile_j']:.1f} mJ vs "
+              f"{1e3 * s['energy_k32_j']:.1f} mJ = {100 * r:.0f}% ({100 * (1 - r):.0f}% saved)")
+    if s["overflows"]:
+        print(f"  source overflows (chunks dropped): {s['overflows']}")
+
+
+def _plot(path, tr, dets, events, sp, what, how):
+    import io
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from essm_stream.checkpoint import atomic_write_bytes
+
+    t = tr["time_s"]
+    fig, ax = plt.subplots(3, 1, figsize=(11, 6.5), sharex=True, gridspec_kw={"height_ratios": [2, 1, 1]})
+    P = tr["posterior"]
+    kw = sp.keyword_ids
+    if len(P):
+        for j in kw:
+            ax[0].plot(t, P[:, j], lw=0.9, label=sp.labels[j])
+    ax[0].axhline(sp.threshold, color="k", ls=":", lw=0.8)
+    for e in events or []:
+        ax[0].axvspan(e.start_s, e.end_s, color="tab:green" if e.label != "speech" else "0.8", alpha=0.25, lw=0)
+        if e.label != "speech":
+            ax[0].text(e.start_s, 1.03, e.label, fontsize=7, color="tab:green")
+    for d in dets:
+        ax[0].plot([d.time_s], [d.score], "kv", ms=5)
+    ax[0].set_ylim(0, 1.12)
+    ax[0].set_ylabel("smoothed posterior")
+    ax[0].legend(ncol=10, fontsize=7, loc="upper right", bbox_to_anchor=(1, 1.25))
+    ax[0].set_title(f"{what} — {how}", fontsize=9, pad=22)
+    ax[1].step(t, tr["K"], where="post", lw=0.9)
+    ax[1].set_ylabel("budget K")
+    ax[1].set_ylim(0, sp.k_max + 2)
+    ax[2].plot(t, 1e6 * tr["cpu_s"], lw=0.5)
+    ax[2].set_ylabel("CPU µs / step")
+    ax[2].set_xlabel("stream time (s)")
+    if len(tr["cpu_s"]):
+        ax[2].set_ylim(0, np.percentile(1e6 * tr["cpu_s"], 99.5) * 1.2)
+    for a_ in ax:
+        a_.grid(alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())

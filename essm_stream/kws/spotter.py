@@ -1,0 +1,245 @@
+"""KeywordSpotter: PCM chunks in, keyword detections out, at a fixed budget K or one a controller picks.
+
+    spotter = KeywordSpotter()                      # the bundled model (essm_stream/assets)
+    for chunk in source:                            # any chunk size, int16 or float PCM at 16 kHz
+        for det in spotter.process(chunk):
+            print(det.label, det.score, det.time_s) # time from the start of the stream
+
+Per 10 ms hop: log-mel frame -> StreamEngine.step(frame, K) -> softmax of the pooled head ->
+moving average over `smoothing_s` -> a keyword fires when its smoothed posterior reaches
+`threshold`, no detection happened in the last `refractory_s`, and that keyword has re-armed (its
+posterior fell below `rearm * threshold` since it last fired: one word, one detection).
+
+With a controller, K is chosen before every hop by `controller.update(telemetry) -> K` from the
+previous hop's measurements (latency, CPU time, K, an energy estimate, input level); without one,
+K is fixed and a chunk's frames run in one engine call.
+
+Torch-free: numpy + numba (through the engine) only.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..program import StreamProgram
+from .frontend import LogMel
+
+ASSET_NAME = "kws_default.essm"
+
+
+def bundled_program_path() -> Path:
+    """Path of the program shipped inside the package (essm_stream/assets/kws_default.essm)."""
+    return Path(__file__).resolve().parent.parent / "assets" / ASSET_NAME
+
+
+def load_program(program=None) -> StreamProgram:
+    if program is None:
+        p = bundled_program_path()
+        if not p.is_file():
+            raise ConfigError(f"the bundled keyword model {p} is missing: reinstall essm-stream, or build it "
+                              "with `essm-stream kws-train --install`")
+        return StreamProgram.load(p)
+    if isinstance(program, StreamProgram):
+        return program
+    if isinstance(program, (str, os.PathLike)):
+        return StreamProgram.load(program)
+    raise ConfigError(f"program must be None (bundled), a path or a StreamProgram, got {type(program).__name__}")
+
+
+@dataclass(frozen=True)
+class Detection:
+    label: str
+    score: float          # smoothed posterior when it fired
+    time_s: float         # seconds from the stream start to the end of the hop that fired
+
+
+@dataclass
+class HopTrace:
+    """Per-hop record kept when KeywordSpotter(record=True) (for plots and summaries)."""
+    time_s: list = field(default_factory=list)
+    K: list = field(default_factory=list)
+    cpu_s: list = field(default_factory=list)
+    posterior: list = field(default_factory=list)   # (C,) smoothed posteriors per hop
+
+    def arrays(self) -> dict:
+        return {"time_s": np.asarray(self.time_s), "K": np.asarray(self.K, dtype=np.int64),
+                "cpu_s": np.asarray(self.cpu_s), "posterior": np.asarray(self.posterior)}
+
+
+class KeywordSpotter:
+    """See the module docstring. Unknown keyword arguments raise TypeError (they are keyword-only)."""
+
+    def __init__(self, program=None, *, K: int | None = None, controller=None, threshold: float | None = None,
+                 smoothing_s: float | None = None, refractory_s: float | None = None, rearm: float = 0.5,
+                 dtype=np.float32, record: bool = False, telemetry=None, idle_w: float = 0.0,
+                 dyn_w: float = 3.0):
+        self.program = load_program(program)
+        fe = self.program.frontend
+        if not isinstance(fe, dict) or fe.get("type") != "logmel" or fe.get("mean") is None:
+            raise ConfigError("this program has no keyword-spotting frontend (frontend slot of type 'logmel' "
+                              "with mean/std): build it with `essm-stream kws-train`")
+        self.labels = tuple(fe.get("labels", ()))
+        if len(self.labels) != self.program.d_out:
+            raise ConfigError(f"the program's frontend lists {len(self.labels)} labels for {self.program.d_out} outputs")
+        self.keyword_ids = np.array([i for i, l in enumerate(self.labels) if l not in ("unknown", "silence")])
+        det = fe.get("detector", {})
+        self.threshold = float(det.get("threshold", 0.7) if threshold is None else threshold)
+        self.smoothing_s = float(det.get("smoothing_s", 0.1) if smoothing_s is None else smoothing_s)
+        self.refractory_s = float(det.get("refractory_s", 1.0) if refractory_s is None else refractory_s)
+        if not 0 < self.threshold <= 1:
+            raise ConfigError(f"threshold must be in (0, 1], got {self.threshold}")
+        if self.smoothing_s < 0 or self.refractory_s < 0 or not 0 <= rearm <= 1:
+            raise ConfigError("smoothing_s and refractory_s must be >= 0 and rearm in [0, 1]")
+        self.rearm = float(rearm)
+        self.frontend = LogMel(fe, normalize=True)
+        self.stack = int(fe.get("stack", 1))             # log-mel frames per model step
+        if self.stack * self.frontend.n_mels != self.program.d_in:
+            raise ConfigError(f"frontend gives {self.stack} x {self.frontend.n_mels} features per step, "
+                              f"the model takes d_in={self.program.d_in}")
+        from ..engine import StreamEngine
+        self.engine = StreamEngine(self.program, batch=1, dtype=dtype)
+        self.k_max = self.program.k_max
+        if K is None:
+            K = self.k_max
+        self.K = self._check_K(K)
+        self.controller = controller
+        if controller is not None and not callable(getattr(controller, "update", None)):
+            raise ConfigError(f"controller must have update(telemetry) -> K, got {type(controller).__name__}")
+        self._observe = getattr(controller, "observe_level", None)   # optional: input level per step
+        self.telemetry = telemetry            # callable(spotter, hop info) -> telemetry object for the controller
+        self.hop_s = self.stack * self.frontend.hop / self.frontend.sr   # seconds per model step
+        self.n_smooth = max(1, int(round(self.smoothing_s / self.hop_s)))
+        self.record = record
+        self.idle_w, self.dyn_w = float(idle_w), float(dyn_w)
+        self._dtype = np.dtype(dtype)
+        self.reset()
+
+    def _check_K(self, K) -> int:
+        if isinstance(K, bool) or not isinstance(K, (int, np.integer)) or not 1 <= int(K) <= self.k_max:
+            raise ConfigError(f"K must be an int in [1, {self.k_max}], got {K!r}")
+        return int(K)
+
+    def reset(self) -> None:
+        """Back to the start of a stream: frontend, engine, smoothing, refractory and time all reset."""
+        self.frontend.reset()
+        self.engine.reset()
+        self._pending = np.zeros((0, self.frontend.n_mels), dtype=self._dtype)   # frames not yet stacked
+        C = len(self.labels)
+        self._ring = np.zeros((self.n_smooth, C))
+        self._ring_sum = np.zeros(C)
+        self._ring_pos = 0
+        self._last_fire_t = -np.inf
+        self._armed = np.ones(C, dtype=bool)
+        self.hops = 0
+        self.last_cpu_s = 0.0
+        self.last_latency_s = 0.0
+        self.cpu_total_s = 0.0
+        self.k_sum = 0
+        self.trace = HopTrace() if self.record else None
+
+    # -- per-hop pieces ----------------------------------------------------------------------
+    def _posterior(self, y: np.ndarray) -> np.ndarray:
+        z = y.astype(np.float64) - y.max()
+        p = np.exp(z)
+        return p / p.sum()
+
+    def _decide(self, p: np.ndarray, t: float, out: list) -> np.ndarray:
+        r = self._ring_pos
+        self._ring_sum += p - self._ring[r]
+        self._ring[r] = p
+        self._ring_pos = (r + 1) % self.n_smooth
+        n = min(self.hops + 1, self.n_smooth)
+        ps = self._ring_sum / n
+        self._armed |= ps < self.rearm * self.threshold
+        kw = self.keyword_ids
+        j = kw[int(np.argmax(ps[kw]))]
+        if ps[j] >= self.threshold and self._armed[j] and t - self._last_fire_t >= self.refractory_s \
+                and j == int(np.argmax(ps)):
+            out.append(Detection(self.labels[j], float(ps[j]), round(t, 4)))
+            self._last_fire_t = t
+            self._armed[j] = False
+        return ps
+
+    def _hop_done(self, K: int, cpu: float, ps: np.ndarray, t: float) -> None:
+        self.hops += 1
+        self.k_sum += K
+        self.cpu_total_s += cpu
+        if self.trace is not None:
+            self.trace.time_s.append(t)
+            self.trace.K.append(K)
+            self.trace.cpu_s.append(cpu)
+            self.trace.posterior.append(ps.astype(np.float32))
+
+    # -- public -------------------------------------------------------------------------------
+    def process(self, pcm) -> list[Detection]:
+        """Feed a chunk of 16 kHz mono PCM (int16, or float in [-1, 1]); return detections it completes."""
+        F = self.frontend.process(pcm).astype(self._dtype, copy=False)   # (n, n_mels)
+        if len(self._pending):
+            F = np.concatenate([self._pending, F])
+        m = len(F) // self.stack
+        self._pending = F[m * self.stack:].copy()
+        F = np.ascontiguousarray(F[: m * self.stack].reshape(m, self.stack * self.frontend.n_mels))
+        out: list[Detection] = []
+        if m == 0:
+            return out
+        # index of the last log-mel frame of model step i (its end time is when the step can run)
+        last_frame = self.frontend.frames - len(self._pending) - m * self.stack + self.stack - 1
+        if self.controller is None:
+            t0 = time.thread_time()
+            Y = self.engine.run(F, self.K)
+            cpu = (time.thread_time() - t0) / m
+            self.last_cpu_s = self.last_latency_s = cpu
+            for i in range(m):
+                t = self.frontend.frame_end_time(last_frame + i * self.stack)
+                ps = self._decide(self._posterior(Y[i]), t, out)
+                self._hop_done(self.K, cpu, ps, t)
+            return out
+        for i in range(m):
+            t = self.frontend.frame_end_time(last_frame + i * self.stack)
+            if self._observe is not None:
+                self._observe(self._level_db(F[i]))
+            self.K = self._check_K(self.controller.update(self._make_telemetry(t, F[i])))
+            c0, w0 = time.thread_time(), time.perf_counter()
+            y = self.engine.step(F[i], self.K)
+            self.last_cpu_s, self.last_latency_s = time.thread_time() - c0, time.perf_counter() - w0
+            ps = self._decide(self._posterior(y), t, out)
+            self._hop_done(self.K, self.last_cpu_s, ps, t)
+        return out
+
+    def _level_db(self, x: np.ndarray) -> float:
+        """Input level of a model step in dB (mean log-mel power of its frames, unnormalised)."""
+        n = self.frontend.n_mels
+        raw = x.reshape(self.stack, n).astype(np.float64) * self.frontend.std + self.frontend.mean
+        return float(10.0 / np.log(10.0) * raw.mean())
+
+    def _make_telemetry(self, t: float, frame: np.ndarray):
+        if self.telemetry is not None:
+            return self.telemetry(self, {"t": t, "frame": frame})
+        return default_telemetry(self, t)
+
+    @property
+    def energy_j(self) -> float:
+        """Modelled energy so far: idle_w x stream seconds + dyn_w x engine CPU seconds."""
+        return self.idle_w * self.hops * self.hop_s + self.dyn_w * self.cpu_total_s
+
+    @property
+    def mean_K(self) -> float:
+        return self.k_sum / max(1, self.hops)
+
+    def flush(self) -> list[Detection]:
+        """Nothing is buffered beyond an incomplete frame, which cannot be scored: returns []."""
+        return []
+
+
+def default_telemetry(spotter: "KeywordSpotter", t: float):
+    """The previous step's measurements as a controllers.Telemetry (imported lazily; fields the
+    spotter does not measure stay None). Energy is the spotter's model: idle_w x stream time +
+    dyn_w x engine CPU seconds (controllers.PowerModel's form, on the stream's clock)."""
+    from controllers import Telemetry
+    return Telemetry(t_s=t, k=spotter.K, latency_s=spotter.last_latency_s, deadline_s=spotter.hop_s,
+                     dt_s=spotter.hop_s, energy_j=spotter.energy_j)
