@@ -43,6 +43,7 @@ class KWSTrainConfig:
     lr: float = 3e-3
     seed: int = 0
     eval_every: int = 500
+    resume: bool = False           # continue from out/essm/last.safetensors (same config)
 
 
 def train_essm(data_dir, out_dir, kc: KWSTrainConfig = KWSTrainConfig(), progress: bool = True):
@@ -55,7 +56,7 @@ def train_essm(data_dir, out_dir, kc: KWSTrainConfig = KWSTrainConfig(), progres
     ds = stack_frames(ds, kc.stack)
     frontend = dict(frontend, stack=kc.stack)
     tc = TrainConfig(task="kws12", steps=kc.steps, batch_size=kc.batch_size, lr=kc.lr, seed=kc.seed,
-                     warmup_steps=100, eval_every=kc.eval_every, ckpt_every=kc.eval_every, out_dir=str(out_dir),
+                     warmup_steps=100, eval_every=kc.eval_every, ckpt_every=200, out_dir=str(out_dir), resume=kc.resume,
                      eval_k=(1, 4, 32), model=dict(d_model=kc.d_model, n_layers=kc.n_layers, d_gate=kc.d_gate,
                                                   head="mean", pool_window=kc.pool_window, k_max=32))
     summary = train(tc, ds=ds, progress=progress)
