@@ -17,25 +17,54 @@ import torch.nn.functional as F
 from .config import ESSMConfig, VARIANT_GATE, VARIANTS
 from .errors import BudgetError, ConfigError, ShapeError
 
-__all__ = ["ESSMConfig", "ESSMLayer", "ESSMBlock", "ESSMModel", "causal_conv_fft", "budget_mask"]
+__all__ = ["ESSMConfig", "ESSMLayer", "ESSMBlock", "ESSMModel", "causal_conv", "budget_mask"]
 
 
 def causal_conv_fft(u: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
-    """(Φ_k * u)(t) = Σ_{τ<L} φ_k(τ) u(t-τ), zero before the start.
+    """(Φ_k * u)(t) = Σ_{τ<L} φ_k(τ) u(t-τ), zero before the start, by FFT.
 
     u (B, T, d), phi (L, k) -> (B, T, k, d). The FFT size covers T + L - 1 (and at least 2L), so
     there is no wrap-around and for T > L it is the sliding-window FIR of the length-L filter.
     """
     B, T, d = u.shape
-    L = phi.shape[0]
+    L, k = phi.shape
     n = 1 << (max(2 * L, T + L - 1) - 1).bit_length()        # power of two >= max(2L, T+L-1)
     # FFT in float32 at least: half precision FFTs lose the small filters entirely.
     work = torch.promote_types(u.dtype, torch.float32)
     with torch.autocast(device_type=u.device.type, enabled=False):
-        uf = torch.fft.rfft(u.to(work), n=n, dim=1)                  # (B, F, d)
-        pf = torch.fft.rfft(phi.to(work), n=n, dim=0)                # (F, k)
-        y = torch.fft.irfft(uf.unsqueeze(2) * pf[None, :, :, None], n=n, dim=1)  # (B, n, k, d)
-    return y[:, :T]
+        uf = torch.fft.rfft(u.to(work).transpose(1, 2), n=n)                 # (B, d, F), time last
+        pf = torch.fft.rfft(phi.to(work).t(), n=n)                           # (k, F)
+        y = torch.fft.irfft(uf[:, None] * pf[None, :, None], n=n)[..., :T]   # (B, k, d, T)
+    return y.permute(0, 3, 1, 2)
+
+
+def causal_conv_toeplitz(u: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
+    """The same convolution as one matmul with the (banded) Toeplitz matrices of the filters.
+
+    O(k T^2 d) work but dense BLAS; for the short sequences of edge tasks it is several times
+    faster than the FFT path (whose (B, F, k, d) complex intermediates are memory-bound).
+    """
+    B, T, d = u.shape
+    L, k = phi.shape
+    lag = torch.arange(T, device=u.device)[:, None] - torch.arange(T, device=u.device)[None, :]  # t - s
+    inside = (lag >= 0) & (lag < L)
+    toep = phi.to(u.dtype)[lag.clamp(0, L - 1)] * inside[..., None].to(u.dtype)                # (T, T, k)
+    toep = toep.permute(2, 0, 1).reshape(k * T, T)                                             # [(k, t), s]
+    return torch.matmul(toep, u).view(B, k, T, d).permute(0, 2, 1, 3)                          # (B, T, k, d)
+
+
+TOEPLITZ_MAX_T = 256  # above this the FFT's O(T log T) wins over the Toeplitz matmul's O(T^2)
+
+
+def causal_conv(u: torch.Tensor, phi: torch.Tensor, method: str = "auto") -> torch.Tensor:
+    """Causal convolution of u (B, T, d) with every filter in phi (L, k) -> (B, T, k, d)."""
+    if method == "auto":
+        method = "toeplitz" if u.shape[1] <= TOEPLITZ_MAX_T else "fft"
+    if method == "fft":
+        return causal_conv_fft(u, phi)
+    if method == "toeplitz":
+        return causal_conv_toeplitz(u, phi)
+    raise ConfigError(f"conv method must be auto, fft or toeplitz, got {method!r}")
 
 
 def budget_mask(K, B: int, T: int, k_max: int, device) -> tuple[torch.Tensor, int]:
@@ -80,6 +109,7 @@ class ESSMLayer(nn.Module):
             raise ConfigError(f"k_max={k_max} cannot exceed seq_len={seq_len}")
         self.d, self.L, self.k_max, self.d_gate = d_model, seq_len, k_max, d_gate
         self.variant, self.gated, self.eps = variant, VARIANT_GATE[variant], gate_eps
+        self.conv_method = "auto"  # "fft" | "toeplitz": same result, different speed (tests pin each)
         if init_filters:
             from .hankel import spectral_filters
             sigma, phi = spectral_filters(seq_len, k_max)
@@ -131,7 +161,7 @@ class ESSMLayer(nn.Module):
         alpha = self.mixture_weights(u, Kt, k_used)                                 # (B, T, k)
         coef = alpha * self.sigma[:k_used].to(u.dtype) ** 0.25                     # (B, T, k)
         # Channels above the largest K in use are neither convolved nor mixed.
-        U = causal_conv_fft(u, self.phi[:, :k_used]).to(u.dtype)                   # (B, T, k, d)
+        U = causal_conv(u, self.phi[:, :k_used], self.conv_method).to(u.dtype)     # (B, T, k, d)
         V = (coef.unsqueeze(-1) * U).reshape(B, T, k_used * d)                     # (B, T, k*d)
         M = self.M[:k_used].permute(0, 2, 1).reshape(k_used * d, d)                # [k*d+j, i] = M[k, i, j]
         return F.linear(u, self.D) + V @ M

@@ -47,9 +47,28 @@ def test_layer_matches_reference_float64(layer64, K, T):
         assert err <= 1e-9, f"K={K} T={T}: float64 relative error {err:.2e} > 1e-9"
 
 
+@pytest.mark.parametrize("method", ["fft", "toeplitz"])
+@pytest.mark.parametrize("T", [20, 32, 77])
+def test_both_convolution_paths_match_reference(layer64, method, T):
+    """FFT (long sequences) and Toeplitz matmul (short ones) are the same operator."""
+    u = torch.randn(2, T, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(T))
+    layer64.conv_method = method
+    try:
+        y = layer64(u, torch.randint(1, 33, (T,), generator=torch.Generator().manual_seed(1)))
+        K = torch.randint(1, 33, (T,), generator=torch.Generator().manual_seed(1)).numpy()
+    finally:
+        layer64.conv_method = "auto"
+    w = layer64.export_weights()
+    for b in range(2):
+        err = rel_err(y[b].detach().numpy(), layer_ref(u[b].numpy(), w, K))
+        assert err <= 1e-9, f"{method} T={T}: {err:.2e}"
+
+
+@pytest.mark.parametrize("method", ["fft", "toeplitz"])
 @pytest.mark.parametrize("K", BUDGETS)
-def test_layer_matches_reference_float32(K):
+def test_layer_matches_reference_float32(K, method):
     layer = make_layer(dtype=torch.float32, seed=1)
+    layer.conv_method = method
     u = torch.randn(1, 40, 6, generator=torch.Generator().manual_seed(K))
     y = layer(u, K).detach().numpy()
     ref = layer_ref(u[0].numpy().astype(np.float64), layer.export_weights(), K)
