@@ -312,3 +312,17 @@ def test_step_allocates_nothing(prog):
     grown = sum(st.size_diff for st in s1.compare_to(s0, "filename") if st.size_diff > 0
                 and "tracemalloc" not in str(st.traceback))
     assert grown < 2048, f"200 steps retained {grown} bytes"
+
+
+def test_gelu_float32_rational_erf_matches_libm():
+    """float32 engines use a branch-free rational erf in GELU (vectorizes); float64 keeps libm erf."""
+    import math
+    x = np.linspace(-9, 9, 4001)
+    want = np.array([0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in x])
+    g32, g64 = x.astype(np.float32), x.copy()
+    kernels._gelu(g32, 0, len(x))
+    kernels._gelu(g64, 0, len(x))
+    err32 = float(np.max(np.abs(g32 - want) / np.maximum(1.0, np.abs(want))))
+    print(f"GELU float32 rational erf: max error {err32:.1e} (tol 1e-6); float64 {np.max(np.abs(g64 - want)):.1e}")
+    assert err32 <= 1e-6
+    assert np.max(np.abs(g64 - want)) <= 1e-15
