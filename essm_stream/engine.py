@@ -93,6 +93,13 @@ class StreamEngine:
         self._x1_b, self._y1_b = self._x1[0], self._y1[0]
         self._x1_v, self._y1_v = self._x1[0, 0], self._y1[0, 0]
         self._nan_zero = nan_policy == "zero"
+        # step() passes the same objects every call (state is updated in place), so build the
+        # argument tuple once: a step is then one shape/dtype check, two copies and the call
+        self._step_args = (self._x1, self._K1, self._W, self._off, self._dims, self._hist,
+                           self._pool, self._ist, self._work, self._y1, self._nan_zero)
+        self._k_max = int(cfg.k_max)
+        self._shape_b = (B, cfg.d_in)
+        self._shape_v = (cfg.d_in,) if B == 1 else None
         self._fingerprint = (id(program), B, dt.str, self._W.shape[0])
 
     # -- properties ---------------------------------------------------------------------------
@@ -145,6 +152,25 @@ class StreamEngine:
 
     def step(self, x_t, K, out: np.ndarray | None = None) -> np.ndarray:
         """One frame of every stream at budget K (int or (B,) ints) -> the output frame."""
+        # fast path (the common call: an int K in range, an ndarray frame of the engine's dtype
+        # and shape); anything else takes the checking path below, which explains what is wrong
+        if type(K) is int and 1 <= K <= self._k_max and type(x_t) is np.ndarray \
+                and x_t.dtype == self.dtype and out is None:
+            shp = x_t.shape
+            if shp == self._shape_b:
+                np.copyto(self._x1_b, x_t)
+                ret = self._y1_b
+            elif shp == self._shape_v:
+                np.copyto(self._x1_v, x_t)
+                ret = self._y1_v
+            else:
+                ret = None
+            if ret is not None:
+                self._K1.fill(K)
+                status = self._kernel(*self._step_args)   # NaN/Inf checked in the kernel first
+                if status != _k.OK:
+                    self._raise(status, self._K1)
+                return ret
         self._check_frame_array(x_t, "x_t")
         B, d_in = self.batch, self.cfg.d_in
         if x_t.shape == (B, d_in):
