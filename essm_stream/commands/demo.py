@@ -169,10 +169,10 @@ def _plot(path, tr, dets, events, sp, what, how):
             ax[0].text(e.start_s, 1.03, e.label, fontsize=7, color="tab:green")
     for d in dets:
         ax[0].plot([d.time_s], [d.score], "kv", ms=5)
-    ax[0].set_ylim(0, 1.12)
+    ax[0].set_ylim(0, 1.3)
     ax[0].set_ylabel("smoothed posterior")
-    ax[0].legend(ncol=10, fontsize=7, loc="upper right", bbox_to_anchor=(1, 1.25))
-    ax[0].set_title(f"{what} — {how}", fontsize=9, pad=22)
+    ax[0].legend(ncol=10, fontsize=7, loc="upper center", frameon=False)
+    fig.suptitle(f"{what} — {how}   (▼ detection, green: keyword, grey: other speech)", fontsize=9)
     ax[1].step(t, tr["K"], where="post", lw=0.9)
     ax[1].set_ylabel("budget K")
     ax[1].set_ylim(0, sp.k_max + 2)

@@ -7,7 +7,7 @@ def add_arguments(p):
     p.add_argument("--program", default="runs/kws/model/kws.essm")
     p.add_argument("--out", default="runs/kws/eval")
     p.add_argument("--baseline", default="runs/kws/model/results.json",
-                   help="results.json of kws-train, for the TC-ResNet8 accuracy (optional)")
+                   help="results.json of kws-train (or a baseline .json with 'acc'), for the TC-ResNet8 accuracy")
     p.add_argument("--keep-threshold", action="store_true",
                    help="do not store the threshold chosen on the validation stream in the program")
 
@@ -21,7 +21,8 @@ def run(a):
 
     b = None
     if a.baseline and Path(a.baseline).is_file():
-        b = json.loads(Path(a.baseline).read_text()).get("baseline", {}).get("acc")
+        j = json.loads(Path(a.baseline).read_text())
+        b = j.get("baseline", j).get("acc")          # kws-train's results.json, or the baseline's own
     r = evaluate_all(a.data, a.program, a.out, baseline_acc=b, set_threshold=not a.keep_threshold)
     print(format_table({"ES-SSM (engine)": r["sweep"]}))
     print(format_table({"ES-SSM (engine)": r["sweep"]}, metric="retention"))

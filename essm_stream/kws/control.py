@@ -19,7 +19,7 @@ class ActivityGate:
     """K = min(inner K, k_quiet) while the input is near its noise floor, else the inner K."""
 
     def __init__(self, inner, *, k_quiet: int = 1, margin_db: float = 6.0, hang_s: float = 0.6,
-                 step_s: float = 0.02, floor_rise_db_s: float = 1.0):
+                 step_s: float = 0.02, floor_rise_db_s: float = 3.0):
         if not callable(getattr(inner, "update", None)):
             raise ConfigError(f"inner controller must have update(telemetry) -> K, got {type(inner).__name__}")
         if k_quiet < 1 or margin_db <= 0 or hang_s < 0 or step_s <= 0:

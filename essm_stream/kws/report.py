@@ -133,7 +133,7 @@ def plot_report(sweep: dict, baseline_acc, rows, path) -> None:
     ax[1].set_ylabel("hit rate (%)")
     ax2.set_ylabel("false accepts per hour")
     ax[1].set_title("6-minute stream, unseen voices", fontsize=9)
-    ax[1].legend(fontsize=8, loc="lower right")
+    ax[1].legend(fontsize=8, loc="center right")
     for a in ax:
         a.grid(alpha=0.3)
     fig.tight_layout()
@@ -167,4 +167,19 @@ def evaluate_all(data_dir, program_path, out_dir, baseline_acc=None, set_thresho
            "stream_seconds": len(pcm) / 16000, "baseline_acc": baseline_acc}
     (out / "eval.json").write_text(json.dumps(res, indent=1))
     plot_report(sweep, baseline_acc, rows, out / "kws_eval.png")
+    (out / "report.md").write_text(markdown_report(res, prog))
     return res
+
+
+def markdown_report(res: dict, prog) -> str:
+    from ..sweep import format_table
+
+    sw = res["sweep"]
+    lines = ["### Clip accuracy per K (engine, unseen voices)", "",
+             format_table({"ES-SSM accuracy %": sw}), "", format_table({"ES-SSM retention %": sw}, metric="retention"),
+             "", f"Full accuracy (K = 32): {100 * sw['full_acc']:.2f}%."]
+    if res.get("baseline_acc") is not None:
+        lines.append(f"TC-ResNet8 baseline, same clips: {100 * res['baseline_acc']:.2f}%.")
+    lines += ["", f"### Streams ({res['stream_seconds'] / 60:.0f} min, unseen voices; threshold {res['threshold']} "
+              "chosen on the training-voice stream)", "", stream_table(res["stream"]), ""]
+    return "\n".join(lines)
