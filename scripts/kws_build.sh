@@ -7,6 +7,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${KWS_OUT:-runs/kws}"
 .venv/bin/essm-stream kws-data --out "$out/data"
-.venv/bin/essm-stream kws-train --data "$out/data" --out "$out/model" --steps "${KWS_STEPS:-3000}" --install
+.venv/bin/essm-stream kws-train --data "$out/data" --out "$out/model" --steps "${KWS_STEPS:-3400}" --install
 .venv/bin/essm-stream kws-eval --data "$out/data" --program essm_stream/assets/kws_default.essm --out "$out/eval" \
   --baseline "$out/model/results.json"

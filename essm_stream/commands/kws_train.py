@@ -5,7 +5,7 @@ HELP = "train the keyword ES-SSM on `kws-data` output, sweep K, compile with fro
 def add_arguments(p):
     p.add_argument("--data", default="runs/kws/data", help="the directory `essm-stream kws-data` wrote")
     p.add_argument("--out", default="runs/kws/model")
-    p.add_argument("--steps", type=int, default=1200)
+    p.add_argument("--steps", type=int, default=3400)
     p.add_argument("--d-model", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=5e-3)

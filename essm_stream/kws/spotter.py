@@ -77,7 +77,8 @@ class KeywordSpotter:
     def __init__(self, program=None, *, K: int | None = None, controller=None, threshold: float | None = None,
                  smoothing_s: float | None = None, refractory_s: float | None = None, rearm: float = 0.5,
                  dtype=np.float32, record: bool = False, telemetry=None, idle_w: float = 0.0,
-                 dyn_w: float = 3.0, energy_per_step=None):
+                 dyn_w: float = 3.0, energy_per_step=None, vad_margin_db: float | None = 6.0,
+                 vad_hang_s: float = 1.0):
         self.program = load_program(program)
         fe = self.program.frontend
         if not isinstance(fe, dict) or fe.get("type") != "logmel" or fe.get("mean") is None:
@@ -96,6 +97,10 @@ class KeywordSpotter:
         if self.smoothing_s < 0 or self.refractory_s < 0 or not 0 <= rearm <= 1:
             raise ConfigError("smoothing_s and refractory_s must be >= 0 and rearm in [0, 1]")
         self.rearm = float(rearm)
+        # Energy gate on detections: a keyword may fire only within vad_hang_s of a step whose input
+        # level rose vad_margin_db above the running noise floor (no speech energy, no keyword).
+        self.vad_margin_db = None if vad_margin_db is None else float(vad_margin_db)
+        self.vad_hang_s = float(vad_hang_s)
         self.frontend = LogMel(fe, normalize=True)
         self.stack = int(fe.get("stack", 1))             # log-mel frames per model step
         if self.stack * self.frontend.n_mels != self.program.d_in:
@@ -137,6 +142,8 @@ class KeywordSpotter:
         self._ring_sum = np.zeros(C)
         self._ring_pos = 0
         self._last_fire_t = -np.inf
+        self._floor_db = None
+        self._active_until = -np.inf
         self._armed = np.ones(C, dtype=bool)
         self.hops = 0
         self.last_cpu_s = 0.0
@@ -164,11 +171,23 @@ class KeywordSpotter:
         kw = self.keyword_ids
         j = kw[int(np.argmax(ps[kw]))]
         if ps[j] >= self.threshold and self._armed[j] and t - self._last_fire_t >= self.refractory_s \
-                and j == int(np.argmax(ps)):
+                and j == int(np.argmax(ps)) and t <= self._active_until:
             out.append(Detection(self.labels[j], float(ps[j]), round(t, 4)))
             self._last_fire_t = t
             self._armed[j] = False
         return ps
+
+    def _vad(self, level_db: float, t: float) -> None:
+        """Noise floor: follows the level down at once, up at 3 dB/s; speech = margin above it."""
+        if self.vad_margin_db is None:
+            self._active_until = np.inf
+            return
+        if self._floor_db is None or level_db < self._floor_db:
+            self._floor_db = level_db
+        else:
+            self._floor_db += 3.0 * self.hop_s
+        if level_db > self._floor_db + self.vad_margin_db:
+            self._active_until = t + self.vad_hang_s
 
     def _hop_done(self, K: int, cpu: float, ps: np.ndarray, t: float) -> None:
         self.hops += 1
@@ -204,13 +223,16 @@ class KeywordSpotter:
             self.last_cpu_s, self.last_latency_s = cpu, (time.perf_counter() - w0) / m
             for i in range(m):
                 t = self.frontend.frame_end_time(last_frame + i * self.stack)
+                self._vad(self._level_db(F[i]), t)
                 ps = self._decide(self._posterior(Y[i]), t, out)
                 self._hop_done(self.K, cpu, ps, t)
             return out
         for i in range(m):
             t = self.frontend.frame_end_time(last_frame + i * self.stack)
+            level = self._level_db(F[i])
+            self._vad(level, t)
             if self._observe is not None:
-                self._observe(self._level_db(F[i]))
+                self._observe(level)
             self.K = self._check_K(self.controller.update(self._make_telemetry(t, F[i])))
             c0, w0 = time.thread_time(), time.perf_counter()
             y = self.engine.step(F[i], self.K)
