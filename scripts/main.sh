@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
-# The main job: install, train a small ES-SSM once at K̄=32 with budget dropout on a generated task,
-# then print its budget sweep (accuracy at every runtime budget K, sweet spot, collapse boundary).
+# The main job: install the runtime (no torch) into .venv and run the bundled keyword-spotting
+# ES-SSM on the bundled recording as a live stream, with an energy-aware controller choosing the
+# spectral budget K every step. Extra arguments go to `essm-stream demo` (e.g. --fast, --mic).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh train,dev
-out="${ESSM_OUT:-runs/quickstart}"
-.venv/bin/essm-stream train --task digits --steps "${ESSM_STEPS:-800}" --layers 4 --lr 1e-2 --out "$out"
-.venv/bin/essm-stream sweep "$out/model.safetensors" --plot "$out/sweep.png" --json "$out/sweep.json"
+bash scripts/setup.sh ""
+exec .venv/bin/essm-stream demo --plot "${ESSM_DEMO_PLOT:-runs/kws_demo.png}" "$@"

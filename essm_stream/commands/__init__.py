@@ -17,4 +17,7 @@ COMMANDS = [
     ("profile", "profile"),
     ("control-eval", "control_eval"),
     ("demo", "demo"),
+    ("kws-data", "kws_data"),
+    ("kws-train", "kws_train"),
+    ("kws-eval", "kws_eval"),
 ]
