@@ -11,34 +11,15 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from .config import ESSMConfig
 from .errors import ConfigError, ProgramError
+from .fileio import atomic_write_bytes  # noqa: F401  (re-exported: callers import it from here)
 
 FORMAT = "essm-stream-checkpoint"
 VERSION = 1
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write to a temp file in the same directory, fsync, then rename over the target."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def save_checkpoint(path, model, optimizer=None, scheduler=None, train_state: dict | None = None) -> None:

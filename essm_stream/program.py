@@ -27,7 +27,6 @@ import datetime as _dt
 import json
 import math
 import os
-import tempfile
 from typing import Any
 
 import numpy as np
@@ -204,24 +203,16 @@ class StreamProgram:
     # -- files --------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> str:
         """Write atomically: a temp file in the same directory, fsync, then os.replace."""
-        from safetensors.numpy import save_file
+        from safetensors.numpy import save
+
+        from .fileio import atomic_write_bytes
         path = os.fspath(path)
         directory = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(directory):
             raise ProgramError(f"cannot save program to {path!r}: directory {directory!r} does not exist")
         meta = json.dumps(self.metadata(), allow_nan=False, sort_keys=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".essm", dir=directory)
-        os.close(fd)
-        try:
-            save_file({k: np.ascontiguousarray(v) for k, v in self.arrays.items()}, tmp,
-                      metadata={META_KEY: meta})
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write_bytes(path, save({k: np.ascontiguousarray(v) for k, v in self.arrays.items()},
+                                      metadata={META_KEY: meta}))
         self.path = path
         return path
 

@@ -69,7 +69,7 @@ def plot_sweeps(results: dict[str, dict], path, title: str = "ES-SSM budget swee
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .checkpoint import atomic_write_bytes
+    from .fileio import save_figure
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for name, r in results.items():
@@ -88,8 +88,4 @@ def plot_sweeps(results: dict[str, dict], path, title: str = "ES-SSM budget swee
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    import io
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_figure(fig, path)
