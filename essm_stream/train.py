@@ -130,6 +130,25 @@ def model_config_for(ds: SequenceDataset, overrides: dict) -> ESSMConfig:
     return ESSMConfig(**kw)
 
 
+def make_optimizer(model, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not on biases, LayerNorm gains or 1-D vectors)."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.98))
+
+
+def warmup_cosine(opt, warmup_steps: int, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over warmup_steps, then cosine decay to 5% of the peak at `steps`."""
+    def lr_lambda(step):
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        prog = min(1.0, (step - warmup_steps) / max(1, steps - warmup_steps))
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * prog))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+
+
 def _dist_info() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
 
@@ -152,18 +171,8 @@ def train(tc: TrainConfig, ds: SequenceDataset | None = None, progress: bool = T
     last = out / "last.safetensors"
 
     model = ESSMModel(cfg).to(device)
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=tc.lr, betas=(0.9, 0.98))
-
-    def lr_lambda(step):  # linear warm-up, then cosine to 5% of the peak
-        if step < tc.warmup_steps:
-            return (step + 1) / tc.warmup_steps
-        prog = min(1.0, (step - tc.warmup_steps) / max(1, tc.steps - tc.warmup_steps))
-        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * prog))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+    opt = make_optimizer(model, tc.lr, tc.weight_decay)
+    sched = warmup_cosine(opt, tc.warmup_steps, tc.steps)
     start, history = 0, []
     if tc.resume and last.is_file():
         loaded, meta = load_checkpoint(last, device=device)
