@@ -180,7 +180,8 @@ def load_utterances(path) -> list[Utterance]:
     z = np.load(path, allow_pickle=False)
     ends = np.cumsum(z["lengths"])
     starts = ends - z["lengths"]
-    return [Utterance(int(l), str(t), str(v), z["audio"][s:e]) for l, t, v, s, e in
+    audio = z["audio"]                      # read once: NpzFile re-reads an array on every access
+    return [Utterance(int(l), str(t), str(v), audio[s:e]) for l, t, v, s, e in
             zip(z["labels"], z["texts"], z["voices"], starts, ends)]
 
 
