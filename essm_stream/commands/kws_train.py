@@ -14,13 +14,33 @@ def add_arguments(p):
     p.add_argument("--baseline-epochs", type=int, default=6)
     p.add_argument("--install", action="store_true",
                    help="copy the compiled program to essm_stream/assets/kws_default.essm (the bundled model)")
+    g = p.add_argument_group("long clips (stream format; needs `python -m essm_stream.kws.longclips DATA` first)")
+    g.add_argument("--long", action="store_true",
+                   help="train on the long clips of DATA/long.npz (context before the word, label at the end), "
+                        "mixed with the 64-step clips; resumable from OUT/essm/last.safetensors")
+    g.add_argument("--init", default="runs/kws/model/essm/model.safetensors",
+                   help="checkpoint to start from with --long ('' = from scratch)")
+    g.add_argument("--p-short", type=float, default=0.25, help="share of 64-step minibatches with --long")
+    g.add_argument("--max-minutes", type=float, default=1e9, help="with --long: stop (checkpoint kept) after this")
 
 
 def run(a):
     import json
 
-    from essm_stream.kws.train import KWSTrainConfig, train_all
+    from essm_stream.kws.train import (
+        KWSTrainConfig,
+        LongTrainConfig,
+        finish_long,
+        train_all,
+    )
     from essm_stream.sweep import format_table
+
+    if a.long:
+        lc = LongTrainConfig(init=a.init, steps=a.steps, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
+                             p_short=a.p_short, max_minutes=a.max_minutes, d_model=a.d_model)
+        r = finish_long(a.data, a.out, lc, install=a.install)
+        print(format_table({"ES-SSM": r["essm"]["sweep"]}))
+        return 0
 
     kc = KWSTrainConfig(d_model=a.d_model, steps=a.steps, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
                         eval_every=max(1, a.steps // 3))

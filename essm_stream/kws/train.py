@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -136,6 +137,160 @@ def train_all(data_dir, out_dir, kc: KWSTrainConfig = KWSTrainConfig(), install:
     if install:
         dst = Path(__file__).resolve().parent.parent / "assets" / "kws_default.essm"
         dst.parent.mkdir(exist_ok=True)
+        shutil.copyfile(out / "kws.essm", dst)
+        res["installed"] = str(dst)
+    return res
+
+
+# ----------------------------------------------------------------------------- long-clip training
+@dataclass
+class LongTrainConfig:
+    """Fine-tune (or train) on stream-format clips (`longclips.py`), mixed with the 64-step clips."""
+    init: str = "runs/kws/model/essm/model.safetensors"   # start from this checkpoint ("" = from scratch)
+    steps: int = 3000
+    batch_size: int = 32
+    lr: float = 2e-3
+    warmup_steps: int = 50
+    weight_decay: float = 0.05
+    p_short: float = 0.25          # share of minibatches drawn from the 64-step clips (zero-history start)
+    min_steps: int = 128           # long clips are cropped to their last min_steps..all steps
+    d_model: int = 32              # from scratch only (init = "")
+    max_minutes: float = 1e9       # stop early (checkpoint kept) after this wall time
+    seed: int = 1
+    log_every: int = 25
+    eval_every: int = 300
+    ckpt_every: int = 50
+
+
+def train_long(data_dir, out_dir, lc: LongTrainConfig | None = None, stack: int = 2) -> dict:
+    """Budget-dropout training on long clips (label at the last step); resumable from out/last.safetensors.
+
+    Returns {"model", "ds" (the short clips, stacked), "frontend", "history", "steps_done", "seconds"}.
+    """
+    lc = lc or LongTrainConfig()
+    import math
+
+    import torch
+    import torch.nn.functional as F
+
+    from ..checkpoint import load_checkpoint, restore_training_state, save_checkpoint
+    from ..config import ESSMConfig
+    from ..model import ESSMModel
+    from ..train import TrainConfig, evaluate, make_optimizer, sample_budget
+
+    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads()))))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ds, frontend = load_features(data_dir)
+    ds = stack_frames(ds, stack)
+    frontend = dict(frontend, stack=stack)
+    z = np.load(Path(data_dir) / "long.npz")
+    XL, yL, XLt, yLt = z["X_train"], z["y_train"], z["X_test"], z["y_test"]
+    extra = sorted(Path(data_dir).glob("long_extra*.npz"))        # more training clips (other seeds)
+    if extra:
+        zs = [np.load(f) for f in extra]
+        XL = np.concatenate([XL] + [e["X_train"] for e in zs])
+        yL = np.concatenate([yL] + [e["y_train"] for e in zs])
+    log.info("long clips: %d train, %d test", len(yL), len(yLt))
+    last = out / "last.safetensors"
+    if last.is_file():
+        model, meta = load_checkpoint(last)
+    elif lc.init:
+        model, meta = load_checkpoint(lc.init)
+        meta = None
+    else:
+        model = ESSMModel(ESSMConfig(d_in=ds.d_in, d_out=ds.n_classes, seq_len=64, d_model=lc.d_model, n_layers=2,
+                                     d_gate=32, head="mean", pool_window=50, k_max=32))
+        meta = None
+    cfg = model.cfg
+    opt = make_optimizer(model, lc.lr, lc.weight_decay)
+    # train.warmup_cosine's schedule, except that the cosine follows whichever runs out first: the
+    # steps or the wall-time budget (max_minutes), so a time-bounded run still ends annealed.
+    clock = {"frac": 0.0}       # share of max_minutes spent
+
+    def lr_lambda(step):
+        if step < lc.warmup_steps:
+            return (step + 1) / lc.warmup_steps
+        prog = min(1.0, max(clock["frac"], (step - lc.warmup_steps) / max(1, lc.steps - lc.warmup_steps)))
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * prog))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+    start, history = 0, []
+    if meta is not None:
+        start = restore_training_state(meta, opt, sched)
+        history = list(meta["train"].get("history", []))
+        log.info("resumed %s at step %d", last, start)
+    tc = TrainConfig(task="kws12-long")                        # budget dropout: uniform K on 1..K̄
+    t0 = time.perf_counter()
+    ema = None
+
+    def ev():
+        rows = {}
+        for K in (4, 32):
+            rows[f"long K={K}"] = evaluate(model, XLt, yLt, K)
+            rows[f"clip K={K}"] = evaluate(model, ds.X_test, ds.y_test, K)
+        return rows
+
+    done = start
+    for step in range(start, lc.steps):
+        rng = np.random.default_rng((lc.seed, step))
+        short = rng.random() < lc.p_short
+        X, y = (ds.X_train, ds.y_train) if short else (XL, yL)
+        idx = rng.integers(0, len(X), lc.batch_size)
+        # Long clips cropped to their last 2L..3L steps: the stream's history varies (resets, start of
+        # the stream) and the shorter crops are cheaper (the Toeplitz convolution is O(T^2)).
+        T = X.shape[1] if short else int(rng.choice(np.arange(lc.min_steps, X.shape[1] + 1, 16)))
+        K = sample_budget(rng, tc, cfg, T)
+        model.train()
+        logits = model(torch.from_numpy(np.ascontiguousarray(X[idx, -T:])), K)
+        loss = F.cross_entropy(logits[:, -1].float(), torch.from_numpy(y[idx]))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        clock["frac"] = (time.perf_counter() - t0) / 60 / lc.max_minutes
+        sched.step()
+        lv = float(loss.detach())
+        ema = lv if ema is None else 0.98 * ema + 0.02 * lv
+        done = step + 1
+        if done % lc.log_every == 0:
+            log.info("step %d loss %.4f lr %.2e %.2f s/step", done, ema, sched.get_last_lr()[0],
+                     (time.perf_counter() - t0) / (done - start))
+        stop = (time.perf_counter() - t0) / 60 > lc.max_minutes
+        if done % lc.eval_every == 0 or done == lc.steps or stop:
+            accs = ev()
+            history.append({"step": done, "loss": ema, "acc": accs})
+            log.info("step %d eval %s", done, " ".join(f"{k}:{v:.3f}" for k, v in accs.items()))
+        if done % lc.ckpt_every == 0 or done == lc.steps or stop:
+            save_checkpoint(last, model, opt, sched, {"step": done, "history": history, "config": asdict(lc)})
+        if stop:
+            log.info("stopping at step %d: max_minutes %.1f reached", done, lc.max_minutes)
+            break
+    model.eval()
+    save_checkpoint(out / "model.safetensors", model, train_state={"step": done, "history": history,
+                                                                  "config": asdict(lc)})
+    return {"model": model, "ds": ds, "frontend": frontend, "history": history, "steps_done": done,
+            "seconds": time.perf_counter() - t0}
+
+
+def finish_long(data_dir, out_dir, lc: LongTrainConfig, install: bool = False) -> dict:
+    """train_long, then the clip sweep, the compiled program (out/kws.essm) and results.json."""
+    from ..sweep import budget_sweep
+
+    r = train_long(data_dir, Path(out_dir) / "essm", lc)
+    model, ds = r["model"], r["ds"]
+    sweep = budget_sweep(model, ds.X_test, ds.y_test, PROFILE_KS, progress=False)
+    note = (f"long-clip fine-tune: {r['steps_done']} steps from {lc.init or 'scratch'} "
+            f"({r['seconds']:.0f} s on CPU this leg)")
+    prog = build_program(model, r["frontend"], sweep, note=note)
+    out = Path(out_dir)
+    prog.save(out / "kws.essm")
+    res = {"essm": {"sweep": sweep, "train_s": r["seconds"], "steps": r["steps_done"], "config": asdict(lc),
+                    "history": r["history"], "params": int(sum(p.numel() for p in model.parameters())),
+                    "program_bytes": (out / "kws.essm").stat().st_size}}
+    (out / "results.json").write_text(json.dumps(res, indent=1))
+    if install:
+        dst = Path(__file__).resolve().parent.parent / "assets" / "kws_default.essm"
         shutil.copyfile(out / "kws.essm", dst)
         res["installed"] = str(dst)
     return res
