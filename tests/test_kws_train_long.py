@@ -6,9 +6,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from essm_stream.kws import data as D  # noqa: E402
-from essm_stream.kws.frontend import frontend_params  # noqa: E402
-from essm_stream.kws.train import LongTrainConfig, train_long  # noqa: E402
+from essm_stream.kws import data as D
+from essm_stream.kws.frontend import frontend_params
+from essm_stream.kws.train import LongTrainConfig, train_long
 
 
 def _fake_data(d):
