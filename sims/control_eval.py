@@ -39,14 +39,18 @@ def scenarios(duration_s: float, level: int = 2) -> dict:
 
 def oracle(trace, profile, deadline_s: float, k_min: int = 1):
     """Clairvoyant K per step from the recorded trace: the slowdown s_t = latency_t / profiled
-    latency(K_t) is known in advance, and the oracle runs the largest K with s_t·lat(K) <= deadline
-    (k_min if none fits, counted as a miss). Returns (K array, miss rate, mean expected accuracy)."""
+    latency(K_t) is known in advance, and the oracle runs, among the K with s_t·lat(K) <= deadline,
+    the one of highest expected accuracy (the smallest such K on ties; a measured sweep need not
+    rise monotonically with K), or k_min if none fits, counted as a miss.
+    Returns (K array, miss rate, mean expected accuracy)."""
     import numpy as np
     lat = profile.latency_s
     s = trace.latency_s / lat[trace.k - 1]
     fits = s[:, None] * lat[None, k_min - 1:] <= deadline_s             # (T, K)
     any_fit = fits.any(1)
-    k = np.where(any_fit, k_min + (fits.shape[1] - 1 - np.argmax(fits[:, ::-1], 1)), k_min)
+    acc = np.asarray(profile.accuracy[k_min - 1:], dtype=float)
+    score = np.where(fits, acc[None, :], -np.inf)                      # argmax: first (smallest) K on ties
+    k = np.where(any_fit, k_min + np.argmax(score, 1), k_min)
     return k, float(1 - any_fit.mean()), float(profile.accuracy[k - 1].mean())
 
 
