@@ -6,7 +6,11 @@ import numpy as np
 
 from essm_stream.kws import data as D
 from essm_stream.kws.frontend import frontend_params
-from essm_stream.kws.longclips import make_long_clip, make_long_features, n_samples_steps
+from essm_stream.kws.longclips import (
+    make_long_clip,
+    make_long_features,
+    n_samples_steps,
+)
 
 
 def _utt(label, n, f):

@@ -146,5 +146,5 @@ if __name__ == "__main__":
     if len(sys.argv) > 2:                       # python -m essm_stream.kws.longclips DATA EXTRA_SEED [N]
         print(build_extra(d, int(sys.argv[3]) if len(sys.argv) > 3 else 10000, int(sys.argv[2])))
     else:
-        print(build_long(d, n_train=int(os.environ.get("KWS_LONG_N", 10000))))
+        print(build_long(d, n_train=int(os.environ.get("KWS_LONG_N", "10000"))))
     print(f"{time.perf_counter() - t0:.0f} s")
