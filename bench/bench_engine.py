@@ -10,7 +10,6 @@ training.
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import subprocess

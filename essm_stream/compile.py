@@ -48,7 +48,7 @@ def compile_weights(weights: dict[str, np.ndarray], cfg: ESSMConfig) -> dict[str
     Ms = M * (sigma ** 0.25)[:, :, None, None]                                     # σ^{1/4} M_k
     out["Mcat"] = np.ascontiguousarray(
         np.concatenate([D[:, None], Ms], axis=1).transpose(0, 2, 1, 3).reshape(nl, d, (Kb + 1) * d))
-    has_gate = f"blocks.0.essm.W1" in w
+    has_gate = "blocks.0.essm.W1" in w
     if has_gate != cfg.gated:
         raise ProgramError(f"config variant {cfg.variant!r} {'has' if cfg.gated else 'has no'} gate, "
                            f"but the exported weights {'have' if has_gate else 'have no'} W1")

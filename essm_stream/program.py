@@ -23,7 +23,6 @@ Loading checks everything and raises ProgramError naming what is wrong.
 from __future__ import annotations
 
 import copy
-import datetime as _dt
 import json
 import math
 import os

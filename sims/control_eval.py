@@ -195,7 +195,6 @@ def format_table(results: dict, scenario: str) -> str:
 def dominance(results: dict, scenario: str) -> dict:
     """Per controller: the best fixed K at no more misses (its accuracy), and whether any fixed K
     is at least as good on both miss rate and accuracy (dominates it)."""
-    import numpy as np
     runs = {n.split("/", 1)[1]: r for n, r in results["runs"].items() if n.startswith(scenario + "/")}
     fixed = {n: r for n, r in runs.items() if n.startswith("fixed")}
     out = {}
@@ -212,7 +211,6 @@ def dominance(results: dict, scenario: str) -> dict:
 
 
 def plot_results(results, traces, profile, out_dir, scenario_names):
-    import numpy as np
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

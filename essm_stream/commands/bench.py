@@ -6,7 +6,6 @@ DESCRIPTION = ("Latency per step (median, p99, p99/p50) vs K for the edge and pa
 
 
 def add_arguments(p):
-    from argparse import SUPPRESS  # noqa: F401
     p.add_argument("--configs", default="edge,paper", help="comma-separated: edge, paper, tiny")
     p.add_argument("--batches", default="1,32", help="comma-separated stream counts B")
     p.add_argument("--ks", default="1,2,4,8,16,32", help="comma-separated budgets")

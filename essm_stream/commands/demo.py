@@ -50,8 +50,6 @@ def run(a):
     import sys
     import time
 
-    import numpy as np
-
     from essm_stream.errors import ConfigError
     from essm_stream.kws.evaluate import score_stream
     from essm_stream.kws.sources import ArraySource, MicSource, WavSource
@@ -147,14 +145,13 @@ def _print_summary(s):
 
 
 def _plot(path, tr, dets, events, sp, what, how):
-    import io
 
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from essm_stream.checkpoint import atomic_write_bytes
+    from essm_stream.fileio import save_figure
 
     t = tr["time_s"]
     fig, ax = plt.subplots(3, 1, figsize=(11, 6.5), sharex=True, gridspec_kw={"height_ratios": [2, 1, 1]})
@@ -185,7 +182,4 @@ def _plot(path, tr, dets, events, sp, what, how):
     for a_ in ax:
         a_.grid(alpha=0.3)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_figure(fig, path, dpi=110)

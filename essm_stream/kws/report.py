@@ -116,13 +116,12 @@ def stream_table(rows) -> str:
 
 
 def plot_report(sweep: dict, baseline_acc, rows, path) -> None:
-    import io
 
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..checkpoint import atomic_write_bytes
+    from ..fileio import save_figure
 
     fig, ax = plt.subplots(1, 2, figsize=(11, 4))
     K = sweep["K"]
@@ -158,10 +157,7 @@ def plot_report(sweep: dict, baseline_acc, rows, path) -> None:
     for a in ax:
         a.grid(alpha=0.3)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_figure(fig, path, dpi=110)
 
 
 def evaluate_all(data_dir, program_path, out_dir, baseline_acc=None, set_threshold: bool = True) -> dict:
