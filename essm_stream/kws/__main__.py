@@ -1,28 +1,17 @@
-"""`python -m essm_stream.kws data|train|eval ...`: the kws-* subcommands without the top-level CLI."""
-import argparse
-import importlib
-import logging
+"""`python -m essm_stream.kws data|train|eval ...`: shorthand for `essm-stream kws-data|kws-train|kws-eval`."""
 import sys
 
-NAMES = {"data": "kws_data", "train": "kws_train", "eval": "kws_eval"}
+from essm_stream.cli import main as cli_main
+
+NAMES = ("data", "train", "eval")
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m essm_stream.kws")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    for name, mod_name in NAMES.items():
-        mod = importlib.import_module(f"essm_stream.commands.{mod_name}")
-        sp = sub.add_parser(name, help=mod.HELP)
-        mod.add_arguments(sp)
-        sp.set_defaults(_run=mod.run)
-    a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from essm_stream.errors import ESSMError
-    try:
-        return int(a._run(a) or 0)
-    except ESSMError as e:
-        print(f"error: {e}", file=sys.stderr)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in NAMES:
+        print(f"usage: python -m essm_stream.kws {{{','.join(NAMES)}}} [--help] ...", file=sys.stderr)
         return 2
+    return cli_main([f"kws-{argv[0]}", *argv[1:]])
 
 
 if __name__ == "__main__":
