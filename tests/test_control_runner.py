@@ -90,25 +90,35 @@ def test_cpu_load_is_bounded_and_stops():
 @pytest.mark.slow
 def test_latency_controller_under_real_load():
     """Real engine, real co-running load on the same core: K drops under load and comes back.
-    The deadline is set from latencies measured here, unloaded, so a busy CI box still passes."""
+    A first pass at fixed K̄ through the same load schedule measures the step latency without and
+    with the load; the deadline's setpoint (0.8·deadline) is put at their geometric mean, so neither
+    a busy CI box nor a weak load makes the test flaky (a load that slows nothing is a skip)."""
     cfg = ESSMConfig(d_in=40, d_out=12, d_model=64, n_layers=4, seq_len=128, k_max=32, d_gate=32)
     eng = StreamEngine(tiny_program(cfg))
     eng.warmup()
     old = os.sched_getaffinity(0)
     core = min(old)
     os.sched_setaffinity(0, {core})
-    try:
-        base = Runner(eng, FixedK(32), RandomSource(40), period_s=1e-3).run(steps=300)
-        p75 = float(np.percentile(base.latency_s[50:], 75))
-        deadline = 1.6 * p75                                       # setpoint 0.8·deadline ≈ 1.3 × p75
-        ctl = LatencyController(deadline_s=deadline, k_max=32)
+    sched = step_schedule(1.5, 3.0, 3)
+
+    def run_under_load(ctl, deadline=None):
         with CpuLoad(core=core, max_workers=3, max_s=20.0, kind="memory") as load:
-            sched = step_schedule(1.5, 3.0, 3)
-            tr = Runner(eng, ctl, RandomSource(40), period_s=1e-3, deadline_s=deadline,
-                        on_step=lambda t, n: load.set_level(sched(t)), load_probe=lambda: load.level
-                        ).run(duration_s=4.5)
+            return Runner(eng, ctl, RandomSource(40), period_s=1e-3, deadline_s=deadline,
+                          on_step=lambda t, n: load.set_level(sched(t)), load_probe=lambda: load.level
+                          ).run(duration_s=4.5)
+    try:
+        ref = run_under_load(FixedK(32))
+        p_un = float(np.percentile(ref.latency_s[(ref.t_s > 0.5) & (ref.t_s < 1.5)], 75))
+        p_lo = float(np.median(ref.latency_s[(ref.t_s > 2.0) & (ref.t_s < 3.0)]))
+        if p_lo < 1.3 * p_un:
+            pytest.skip(f"the injected load slowed K=32 steps only {p_lo / p_un:.2f}x on this machine "
+                        f"({p_un * 1e6:.0f} -> {p_lo * 1e6:.0f} us): nothing for a controller to react to")
+        deadline = float(np.sqrt(p_un * p_lo)) / 0.8
+        ctl = LatencyController(deadline_s=deadline, k_max=32)
+        tr = run_under_load(ctl, deadline)
     finally:
         os.sched_setaffinity(0, old)
+    p75 = p_un
     before = tr.k[(tr.t_s > 0.5) & (tr.t_s < 1.5)].mean()
     during = tr.k[(tr.t_s > 2.0) & (tr.t_s < 3.0)].mean()
     after = tr.k[(tr.t_s > 3.8)].mean()
