@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from controllers import (ArraySource, BudgetProfile, FakeClock, FixedK, LatencyController, ListSink,
+from controllers import (ArraySource, BudgetProfile, FakeClock, FixedK, ListSink,
                          PowerModel, RandomSource, Runner, StaleGuard)
 from controllers.loadgen import CpuLoad, burst_schedule, random_schedule, step_schedule
 from essm_stream.config import ESSMConfig
@@ -87,44 +87,69 @@ def test_cpu_load_is_bounded_and_stops():
     assert all(p.returncode is not None for p in procs)
 
 
+_NICED_LOOP = r"""
+import json, os, sys
+import numpy as np
+os.nice(19)                       # the co-running load outranks the inference loop, as a robot's control task would
+os.sched_setaffinity(0, [__CORE__])
+from essm_stream.config import ESSMConfig
+from essm_stream.engine import StreamEngine, tiny_program
+from controllers import FixedK, LatencyController, RandomSource, Runner
+cfg = ESSMConfig(d_in=40, d_out=12, d_model=64, n_layers=4, seq_len=128, k_max=32, d_gate=32)
+eng = StreamEngine(tiny_program(cfg))
+eng.warmup()
+base = Runner(eng, FixedK(32), RandomSource(40), period_s=1e-3).run(steps=300)
+p75 = float(np.percentile(base.latency_s[50:], 75))
+deadline = 1.25 * p75             # setpoint 0.8 x deadline = the unloaded p75 at K=32
+print("READY", flush=True)
+sys.stdin.readline()
+tr = Runner(eng, LatencyController(deadline_s=deadline, k_max=32), RandomSource(40), period_s=1e-3,
+            deadline_s=deadline).run(duration_s=4.5)
+seg = lambda a, b: (tr.t_s > a) & (tr.t_s < b)
+print(json.dumps({"p75": p75, "deadline": deadline,
+                  "k": [float(tr.k[seg(*w)].mean()) for w in ((0.5, 1.5), (2.0, 3.0), (3.8, 4.5))],
+                  "lat": [float(np.median(tr.latency_s[seg(*w)])) for w in ((0.5, 1.5), (2.0, 3.0), (3.8, 4.5))]}))
+"""
+
+
 @pytest.mark.slow
 def test_latency_controller_under_real_load():
-    """Real engine, real co-running load on the same core: K drops under load and comes back.
-    A first pass at fixed K̄ through the same load schedule measures the step latency without and
-    with the load; the deadline's setpoint (0.8·deadline) is put at their geometric mean, so neither
-    a busy CI box nor a weak load makes the test flaky (a load that slows nothing is a skip)."""
-    cfg = ESSMConfig(d_in=40, d_out=12, d_model=64, n_layers=4, seq_len=128, k_max=32, d_gate=32)
-    eng = StreamEngine(tiny_program(cfg))
-    eng.warmup()
-    old = os.sched_getaffinity(0)
-    core = min(old)
-    os.sched_setaffinity(0, {core})
-    sched = step_schedule(1.5, 3.0, 3)
+    """Real engine, real co-running CPU load on the same core: K drops under load and comes back.
 
-    def run_under_load(ctl, deadline=None):
-        with CpuLoad(core=core, max_workers=3, max_s=20.0, kind="memory") as load:
-            return Runner(eng, ctl, RandomSource(40), period_s=1e-3, deadline_s=deadline,
-                          on_step=lambda t, n: load.set_level(sched(t)), load_probe=lambda: load.level
-                          ).run(duration_s=4.5)
+    The control loop runs in a child process at nice 19 while the parent switches spinner processes
+    (nice 0) on for 1.5-3.0 s of the 4.5 s run: the load then really takes the core from the loop
+    (at equal priority the sleeping 1 kHz loop wins every wake-up and the load barely shows). The
+    deadline comes from latencies measured in the child, so a busy CI box still passes."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    from controllers.loadgen import CpuLoad
+
+    core = min(os.sched_getaffinity(0))
+    child = subprocess.Popen([sys.executable, "-c", _NICED_LOOP.replace("__CORE__", str(core))],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        ref = run_under_load(FixedK(32))
-        p_un = float(np.percentile(ref.latency_s[(ref.t_s > 0.5) & (ref.t_s < 1.5)], 75))
-        p_lo = float(np.median(ref.latency_s[(ref.t_s > 2.0) & (ref.t_s < 3.0)]))
-        if p_lo < 1.3 * p_un:
-            pytest.skip(f"the injected load slowed K=32 steps only {p_lo / p_un:.2f}x on this machine "
-                        f"({p_un * 1e6:.0f} -> {p_lo * 1e6:.0f} us): nothing for a controller to react to")
-        deadline = float(np.sqrt(p_un * p_lo)) / 0.8
-        ctl = LatencyController(deadline_s=deadline, k_max=32)
-        tr = run_under_load(ctl, deadline)
+        assert child.stdout.readline().strip() == "READY", child.stderr.read()
+        with CpuLoad(core=core, max_workers=2, max_s=20.0, kind="spin") as load:
+            child.stdin.write("go\n")
+            child.stdin.flush()
+            time.sleep(1.5)
+            load.set_level(2)
+            time.sleep(1.5)
+            load.set_level(0)
+            out, err = child.communicate(timeout=60)
     finally:
-        os.sched_setaffinity(0, old)
-    p75 = p_un
-    before = tr.k[(tr.t_s > 0.5) & (tr.t_s < 1.5)].mean()
-    during = tr.k[(tr.t_s > 2.0) & (tr.t_s < 3.0)].mean()
-    after = tr.k[(tr.t_s > 3.8)].mean()
-    lat_before = np.median(tr.latency_s[(tr.t_s > 0.5) & (tr.t_s < 1.5)])
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == 0, err
+    r = json.loads(out.strip().splitlines()[-1])
+    before, during, after = r["k"]
     msg = (f"mean K before/during/after load: {before:.1f}/{during:.1f}/{after:.1f}; deadline "
-           f"{deadline * 1e6:.0f} µs, unloaded p75 at K=32 {p75 * 1e6:.0f} µs, median before {lat_before * 1e6:.0f} µs")
+           f"{r['deadline'] * 1e6:.0f} us; median latency {[round(x * 1e6) for x in r['lat']]} us")
     print(msg)
+    if r["lat"][1] < 1.2 * r["lat"][0] and during > before - 3:
+        pytest.skip(f"the injected load did not slow the loop on this machine: {msg}")
     assert during < before - 3, msg
     assert after > during + 3, msg
