@@ -158,6 +158,12 @@ class ESSMLayer(nn.Module):
             raise ShapeError(f"ESSMLayer expects u of shape (B, T, {self.d}), got {tuple(u.shape)}")
         B, T, d = u.shape
         Kt, k_used = budget_mask(self.k_max if K is None else K, B, T, self.k_max, u.device)
+        return self.forward_budget(u, Kt, k_used)
+
+    def forward_budget(self, u: torch.Tensor, Kt: torch.Tensor, k_used: int) -> torch.Tensor:
+        """forward() after validation: Kt (B, T) budgets, k_used = their maximum (the model
+        validates once and calls this per layer, so no per-layer checks or device syncs)."""
+        B, T, d = u.shape
         alpha = self.mixture_weights(u, Kt, k_used)                                 # (B, T, k)
         coef = alpha * self.sigma[:k_used].to(u.dtype) ** 0.25                     # (B, T, k)
         # Channels above the largest K in use are neither convolved nor mixed.
@@ -190,8 +196,8 @@ class ESSMBlock(nn.Module):
             self.fc2 = nn.Linear(cfg.mlp_ratio * cfg.d_model, cfg.d_model)
         self.has_mlp = cfg.mlp
 
-    def forward(self, x: torch.Tensor, K) -> torch.Tensor:
-        x = x + self.drop(self.essm(self.ln1(x), K))
+    def forward(self, x: torch.Tensor, Kt: torch.Tensor, k_used: int) -> torch.Tensor:
+        x = x + self.drop(self.essm.forward_budget(self.ln1(x), Kt, k_used))
         if self.has_mlp:
             x = x + self.drop(self.fc2(F.gelu(self.fc1(self.ln2(x)), approximate="none")))
         return x
@@ -227,10 +233,10 @@ class ESSMModel(nn.Module):
         if x.dim() != 3 or x.shape[-1] != self.cfg.d_in:
             raise ShapeError(f"ESSMModel expects x of shape (B, T, {self.cfg.d_in}), got {tuple(x.shape)}")
         K = self.cfg.k_max if K is None else K
-        budget_mask(K, x.shape[0], x.shape[1], self.cfg.k_max, x.device)  # fail before any work
+        Kt, k_used = budget_mask(K, x.shape[0], x.shape[1], self.cfg.k_max, x.device)  # fail before any work
         h = self.inp(x)
         for blk in self.blocks:
-            h = blk(h, K)
+            h = blk(h, Kt, k_used)
         y = self.out(self.ln_f(h))
         if self.cfg.head == "mean" and self.cfg.pool_window > 1:
             y = trailing_mean(y, self.cfg.pool_window)
