@@ -104,7 +104,7 @@ class SpeechEmbedding:
     """
 
     def __init__(self, params: dict, normalize: bool = True, gate_margin_db: float | None = None,
-                 gate_hang_s: float = 0.5, threads: int = 1):
+                 gate_hang_s: float = 1.0, threads: int = 1):
         if not isinstance(params, dict) or params.get("type") != "speech_embedding":
             raise ConfigError(f"SpeechEmbedding needs a frontend dict of type 'speech_embedding', got "
                               f"{str(params)[:80]!r}")
@@ -142,21 +142,32 @@ class SpeechEmbedding:
         """Seconds from the stream start to the last sample step i depends on."""
         return (self.mel_hop * (self.step * i + self.window - 1) + self.mel_win) / self.sr
 
-    def _mel_of(self, x: np.ndarray) -> np.ndarray:
-        """int16-scale float32 samples -> (n, 32) raw mel (the model's own dB-like scale).
+    def _mel_blocks(self, x: np.ndarray, first: bool) -> tuple[np.ndarray, int]:
+        """int16-scale float32 samples -> ((n, 32) raw mel of every complete block, samples consumed).
 
-        Always run on blocks of exactly 8 frames (1632 samples) starting at multiples of 1280, batched:
-        ONNX Runtime's results in quiet bins depend on the input length by up to several units, so a
-        fixed block shape (and batch 1: the results depend on the batch size too) is what makes the
-        streamed and whole-clip features identical."""
+        ONNX Runtime's mel in quiet bins depends on the input's length and batch size (by up to
+        several units), so both the streamed and the whole-clip paths run the same fixed blocks,
+        batch 1: frames 0-3 (992 samples) first, then 8 frames (1632 samples) every 1280 samples.
+        Block b >= 1 ends with frame 8 b + 3, so embedding j (frames 8 j .. 8 j + 75) is complete
+        with block j + 9, as soon as the last sample of its last frame arrives."""
+        out, pos = [], 0
+        if first:
+            b0 = self.mel_win + 3 * self.mel_hop
+            if len(x) < b0:
+                return np.zeros((0, N_MEL), dtype=np.float32), 0
+            out.append(self._run_mel(x[:b0]))
+            pos = 4 * self.mel_hop
         blk = self.mel_win + (self.step - 1) * self.mel_hop
-        n_blocks = 0 if len(x) < blk else (len(x) - blk) // self.hop + 1
-        if n_blocks == 0:
-            return np.zeros((0, N_MEL), dtype=np.float32)
-        B = np.lib.stride_tricks.sliding_window_view(x, blk)[:: self.hop][:n_blocks]
-        out = [np.asarray(self.mel_sess.run(None, {"input": np.ascontiguousarray(B[i:i + 1])})[0])
-               for i in range(n_blocks)]
-        return np.concatenate([o.reshape(-1, self.step, N_MEL) for o in out]).reshape(-1, N_MEL).astype(np.float32)
+        while pos + blk <= len(x):
+            out.append(self._run_mel(x[pos:pos + blk]))
+            pos += self.hop
+        if not out:
+            return np.zeros((0, N_MEL), dtype=np.float32), 0
+        return np.concatenate(out), pos
+
+    def _run_mel(self, x: np.ndarray) -> np.ndarray:
+        out = self.mel_sess.run(None, {"input": np.ascontiguousarray(x, dtype=np.float32)[None, :]})[0]
+        return np.asarray(out, dtype=np.float32).reshape(-1, N_MEL)
 
     def _embed(self, windows: np.ndarray) -> np.ndarray:
         """(n, 76, 32) transformed mel -> (n, 96)."""
@@ -176,15 +187,11 @@ class SpeechEmbedding:
         x = (pcm_to_float(pcm) * 32768.0).astype(np.float32)
         self.samples += len(x)
         buf = np.concatenate([self._tail, x]) if len(self._tail) else x
-        blk = self.mel_win + (self.step - 1) * self.mel_hop
-        nb = 0 if len(buf) < blk else (len(buf) - blk) // self.hop + 1     # whole 8-frame blocks
-        if nb:
-            M = self._mel_of(buf[: blk + (nb - 1) * self.hop])
-            self._tail = buf[nb * self.hop:].copy()
+        M, used = self._mel_blocks(buf, first=self.mel_frames == 0)
+        self._tail = buf[used:].copy()
+        if len(M):
             self._mel = np.concatenate([self._mel, M]) if len(self._mel) else M
             self.mel_frames += len(M)
-        else:
-            self._tail = buf.copy()
         m = 0 if len(self._mel) < self.window else (len(self._mel) - self.window) // self.step + 1
         if m == 0:
             self.last_levels_db = np.zeros(0)
@@ -194,6 +201,7 @@ class SpeechEmbedding:
                            for j in range(m)], dtype=np.float64)
         run = np.ones(m, dtype=bool)
         if self.gate_margin_db is not None:
+            run[:] = False
             for j in range(m):
                 lv = levels[j]
                 if self._floor is None or lv < self._floor:
@@ -201,7 +209,7 @@ class SpeechEmbedding:
                 else:
                     self._floor += 3.0 * self.hop / self.sr
                 self._quiet = 0 if lv > self._floor + self.gate_margin_db else self._quiet + 1
-                run[j] = self._quiet < self.gate_hang_steps or self._last is None
+                run[j] = self._quiet < self.gate_hang_steps or (self._last is None and not run[:j].any())
         W = self._mel[idx] / 10.0 + 2.0                               # (m, 76, 32)
         E = np.zeros((m, DIM), dtype=np.float32)
         if run.any():
@@ -222,18 +230,11 @@ class SpeechEmbedding:
         x = (pcm_to_float(y) * 32768.0).astype(np.float32)
         if len(x) < self.win:
             return np.zeros((0, DIM), dtype=np.float32)
-        M = self._mel_of(x)
-        m = (len(M) - self.window) // self.step + 1
-        idx = np.arange(m)[:, None] * self.step + np.arange(self.window)[None, :]
-        return self._normalise(self._embed(M[idx] / 10.0 + 2.0))
-
-    def raw_features_batch(self, X: np.ndarray) -> np.ndarray:
-        """(N, n) float PCM in [-1, 1] of equal length -> (N, steps, 96) unnormalised (for building data)."""
-        out = [self._embed(self._windows(x)) for x in X]
-        return np.stack(out)
+        return self._normalise(self._embed(self._windows(x)))
 
     def _windows(self, x: np.ndarray) -> np.ndarray:
-        M = self._mel_of((np.asarray(x, np.float64) * 32768.0).astype(np.float32))
+        """int16-scale float32 samples -> (steps, 76, 32) transformed mel windows."""
+        M, _ = self._mel_blocks(x, first=True)
         m = (len(M) - self.window) // self.step + 1
         idx = np.arange(m)[:, None] * self.step + np.arange(self.window)[None, :]
         return M[idx] / 10.0 + 2.0
