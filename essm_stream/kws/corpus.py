@@ -86,7 +86,8 @@ def build_banks(out, workers: int = 2, scale: float = 1.0, order=("train", "eval
     for sub in ("train", "eval", "neg"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     jobs = all_jobs(out, scale)
-    jobs.sort(key=lambda j: order.index(Path(j[0]).parent.name))
+    fam_first = {"festival": 0, "flite": 1, "espeak": 2}
+    jobs.sort(key=lambda j: (order.index(Path(j[0]).parent.name), fam_first[V.family_of(j[1])]))
     done = []
     with ProcessPoolExecutor(workers) as ex:
         for path, n, dt in ex.map(_job, jobs):

@@ -133,7 +133,7 @@ def build_sets(banks_dir, out_dir, name: str, kw_items, neg_items, babble_pool, 
                 continue
             x = sp if limit is None else sp[: int(limit * SR)]
             e = [t for t in evs if t[2] <= len(x) / SR]
-            r = np.random.default_rng((seed, kind, 0 if snr is None else int(snr)))
+            r = np.random.default_rng((seed, int(kind == "neg"), 0 if snr is None else int(snr)))
             pcm = to_int16(noisy(x, snr, r, babble_pool))
             meta = {"name": name, "kind": kind, "snr_db": snr, "seconds": len(pcm) / SR,
                     "keywords": sum(t[0] in D.KEYWORDS for t in e),
@@ -220,3 +220,24 @@ def pick_threshold(val_rows_kw: list[dict], val_rows_neg: list[dict], fa_target:
     if ok:
         return max(ok, key=lambda c: (c["hit_rate"], c["threshold"]))
     return min(cand, key=lambda c: (c["fa_per_hour"], -c["hit_rate"]))
+
+
+def main(argv=None) -> int:
+    """python -m essm_stream.kws.loso BANKS OUT [--families festival,flite,espeak] [--neg-noisy-s 600]"""
+    import argparse
+
+    ap = argparse.ArgumentParser(description="build the held-out and validation stream sets of each family")
+    ap.add_argument("banks")
+    ap.add_argument("out")
+    ap.add_argument("--families", default="festival,flite,espeak")
+    ap.add_argument("--neg-noisy-s", type=float, default=600.0,
+                    help="seconds of keyword-free speech rendered at each noisy SNR (clean: all of it)")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    for fam in a.families.split(","):
+        build_family_sets(a.banks, a.out, fam, a.neg_noisy_s)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

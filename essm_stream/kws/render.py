@@ -278,17 +278,22 @@ def render_train(banks_dir, out_dir, kind: str = "embedding", renders: dict | No
     """One features file per training bank: <out>/<kind>/<voice>.npz (X float16, y, kw, lens)."""
     from concurrent.futures import ProcessPoolExecutor
 
-    renders = renders or {"espeak": 1, "flite": 2, "festival": 2}
+    renders = renders or {"espeak": 1, "flite": 1, "festival": 1}
     out = Path(out_dir) / kind
     out.mkdir(parents=True, exist_ok=True)
+    if voices is None:                       # espeak-ng: every 3rd training variant, every 2nd validation one
+        sv = V.espeak_voices(test_only=False)[::3] + V.espeak_voices(test_only=True)[::2]
+        voices = list(sv) + list(V.family_voices("flite")) + list(V.family_voices("festival"))
     jobs = []
     for i, f in enumerate(sorted((Path(banks_dir) / "train").glob("*.npz"))):
         voice = f.stem.replace("_", ":", 1)
-        if voices is not None and voice not in voices:
+        if voice not in voices:
             continue
         fam = V.family_of(voice)
-        jobs.append((str(f), str(out / f.name), kind, renders.get(fam, 2), seed * 1000 + i, str(banks_dir)))
-    jobs.sort(key=lambda j: (V.family_of(Path(j[0]).stem.replace("_", ":", 1)) == "espeak", j[0]))
+        jobs.append((str(f), str(out / f.name), kind, renders.get(fam, 1), seed * 1000 + i, str(banks_dir)))
+    prio = {"flite:awb": 0, "flite:rms": 0, "espeak": 1, "festival": 2, "flite": 3}
+    jobs.sort(key=lambda j: (prio.get(Path(j[0]).stem.replace("_", ":", 1),
+                                      prio[V.family_of(Path(j[0]).stem.replace("_", ":", 1))]), j[0]))
     done = []
     with ProcessPoolExecutor(workers) as ex:
         for o, n in ex.map(_render_voice, jobs):
