@@ -63,6 +63,7 @@ def embedding_params(mean=None, std=None, **extra) -> dict:
     """The frontend description stored in a program (model hashes, framing, normalisation)."""
     d = model_dir()
     p = {"type": "speech_embedding", "source": SOURCE, "sample_rate": SAMPLE_RATE, "mel_win": MEL_WIN,
+         "hop_length": MEL_HOP * STEP,                  # samples per output step (what the controllers read)
          "mel_hop": MEL_HOP, "n_mel": N_MEL, "window": WINDOW, "step": STEP, "dim": DIM,
          "mel_transform": "x/10+2", "melspectrogram_sha256": sha256(d / MEL_FILE),
          "embedding_sha256": sha256(d / EMB_FILE),

@@ -126,6 +126,10 @@ def evaluate_family(family: str, sets_dir, program_path, old_program=None, fa_ta
     vk, vn = essm_rows(prog, sp, val["kw"], prog.k_max), essm_rows(prog, sp, val["neg"], prog.k_max)
     choice = L.pick_threshold(vk, vn, fa_target)
     th = choice["threshold"]
+    fe = dict(prog.frontend)                      # the program carries the validation threshold from now on
+    fe["detector"] = dict(fe.get("detector", {}), threshold=th)
+    prog.set_frontend(fe)
+    prog.save(program_path)
     res = {"family": family, "program": str(program_path), "threshold": th, "val_choice": choice,
            "val_hours": vk[0]["hours"] + vn[0]["hours"], "conditions": {}}
     if pocketsphinx:
@@ -290,3 +294,25 @@ def plot_det(res: dict, path) -> None:
         ax.legend(fontsize=6)
     fig.tight_layout()
     save_figure(fig, path, dpi=110)
+
+
+def install_bundle(models_dir, family: str, banks_dir, seconds: float = 40.0) -> dict:
+    """Bundle the fold's program (with its validation threshold) as essm_stream/assets/kws_default.essm
+    and rebuild the demo recording from that fold's held-out voices (its eval banks)."""
+    import shutil
+
+    from . import voices as V
+    from .recording import ASSET, make_bundle_from_items
+    from .spotter import bundled_program_path
+
+    src = Path(models_dir) / family / "kws.essm"
+    shutil.copyfile(src, bundled_program_path())
+    items = []
+    for v in V.fold(family)["test"]:
+        f = Path(banks_dir) / "eval" / f"{v.replace(':', '_', 1)}.npz"
+        if f.is_file():
+            items += [j for j in V.load_bank(f) if j.get("label")]
+    info = make_bundle_from_items(items, ASSET, seconds=seconds)
+    info["program"] = str(bundled_program_path())
+    info["program_bytes"] = bundled_program_path().stat().st_size
+    return info

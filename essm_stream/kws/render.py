@@ -312,9 +312,16 @@ def main(argv=None) -> int:
     ap.add_argument("--kind", default="embedding", choices=("embedding", "logmel"))
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--renders", default="", help='JSON {"espeak": 2, "flite": 3, "festival": 3}')
+    ap.add_argument("--voices", default="", help="comma-separated voices, or 'espeak-train' (default: the "
+                    "standard subset: every 3rd espeak-ng training variant, every 2nd validation one, all others)")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    render_train(a.banks, a.out, a.kind, json.loads(a.renders) if a.renders else None, a.workers)
+    voices = None
+    if a.voices == "espeak-train":
+        voices = list(V.espeak_voices(test_only=False))
+    elif a.voices:
+        voices = a.voices.split(",")
+    render_train(a.banks, a.out, a.kind, json.loads(a.renders) if a.renders else None, a.workers, voices=voices)
     return 0
 
 

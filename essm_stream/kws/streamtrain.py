@@ -163,7 +163,12 @@ def train_fold(feats_dir, out_dir, sc: StreamTrainConfig) -> dict:
     va = load_streams(fdir, fold["val"])
     if not tr or not va:
         raise D.ConfigError(f"no rendered streams for fold {sc.test_family} in {fdir} (train {len(tr)}, val {len(va)})")
-    mean, std = norm_stats(tr, 40 if sc.kind == "logmel" else None)
+    if (out / "norm.json").is_file():                   # a resumed run keeps the normalisation it began with
+        nm = json.loads((out / "norm.json").read_text())
+        mean, std = np.asarray(nm["mean"]), np.asarray(nm["std"])
+    else:
+        mean, std = norm_stats(tr, 40 if sc.kind == "logmel" else None)
+        (out / "norm.json").write_text(json.dumps({"mean": mean.tolist(), "std": std.tolist()}))
     hop_s = 0.08
     n_tr_steps = sum(len(s["y"]) for s in tr)
     log.info("fold %s: %d train streams (%.1f h), %d val streams (%.1f h)", sc.test_family, len(tr),
@@ -291,7 +296,6 @@ def train_fold(feats_dir, out_dir, sc: StreamTrainConfig) -> dict:
         if stop:
             log.info("stopping at step %d: max_minutes reached", done)
             break
-    (out / "norm.json").write_text(json.dumps({"mean": mean.tolist(), "std": std.tolist()}))
     res = {"fold": fold, "config": asdict(sc), "history": history, "best": best, "steps_done": done,
            "train_hours": n_tr_steps * hop_s / 3600, "seconds_this_leg": time.perf_counter() - t0}
     (out / "train.json").write_text(json.dumps(res, indent=1, default=str))
