@@ -103,6 +103,12 @@ def test_program_with_embedding_frontend_runs_and_replay_matches(params):
     assert sp.hops == (len(x) - 12512) // 1280 + 1
     F, lv, t = L.stream_features(x)
     Y = L.engine_outputs(prog, L.normalise(prog, F), 8)
-    got = L.replay(KeywordSpotter(prog, K=8, vad_margin_db=3.0), Y, lv, t)
+    sp2 = KeywordSpotter(prog, K=8, vad_margin_db=3.0)
+    got = L.replay(sp2, Y, lv, t)
     assert [(d.label, d.time_s) for d in got] == [(d.label, d.time_s) for d in ref]
     assert len(ref) > 0
+    for th in (0.09, 0.12, 0.2):                      # the vectorised replay used for threshold sweeps
+        slow = L.replay(sp2, Y, lv, t, th)
+        fast = L.fast_replay(sp2, Y, lv, t, th)
+        assert [(d.label, d.time_s) for d in fast] == [(d.label, d.time_s) for d in slow]
+    sp2.threshold = 0.09

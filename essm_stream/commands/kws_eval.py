@@ -17,6 +17,8 @@ def add_arguments(p):
     p.add_argument("--families", default="festival,flite,espeak")
     p.add_argument("--fa-target", type=float, default=2.0, help="false accepts/h the validation threshold aims at")
     p.add_argument("--no-pocketsphinx", action="store_true")
+    p.add_argument("--old-program", default="", help="with --loso: a previous keyword program to score on the "
+                   "same streams (e.g. the espeak-ng-only model that was bundled before)")
     p.add_argument("--data", default="runs/kws/data", help="the directory `essm-stream kws-data` wrote")
     p.add_argument("--program", default="runs/kws/model/kws.essm")
     p.add_argument("--out", default=None, help="output folder (default runs/kws2/eval with --loso, else runs/kws/eval)")
@@ -37,7 +39,7 @@ def run(a):
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
         out = a.out or "runs/kws2/eval"
         r = run_all(a.sets, a.models, out, tuple(a.families.split(",")), pocketsphinx=not a.no_pocketsphinx,
-                    fa_target=a.fa_target)
+                    fa_target=a.fa_target, old_program=a.old_program or None)
         if not r["families"]:
             print(f"error: no fold had both a program under {a.models}/<family>/kws.essm and sets in {a.sets}")
             return 2

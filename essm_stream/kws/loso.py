@@ -144,7 +144,8 @@ def build_sets(banks_dir, out_dir, name: str, kw_items, neg_items, babble_pool, 
     return written
 
 
-def build_family_sets(banks_dir, out_dir, family: str, neg_noisy_s: float = 1200.0, val: bool = True):
+def build_family_sets(banks_dir, out_dir, family: str, neg_noisy_s: float = 1200.0, val: bool = True,
+                      test: bool = True, snrs=SNRS):
     """Held-out test sets of a family + the validation sets of its fold. Every 7th keyword-free
     sentence is kept apart as babble, so the babble never speaks the negatives' own sentences."""
     fold = V.fold(family)
@@ -152,8 +153,9 @@ def build_family_sets(banks_dir, out_dir, family: str, neg_noisy_s: float = 1200
     test_neg = _neg_items(banks_dir, fold["test"])
     pool = [j["audio"] for j in test_neg[::7]] or None
     neg = [j for i, j in enumerate(test_neg) if i % 7]
-    build_sets(banks_dir, out_dir, f"test_{family}", test_kw, neg, pool, seed=11 + FAMILY_SEED[family],
-               neg_noisy_s=neg_noisy_s)
+    if test:
+        build_sets(banks_dir, out_dir, f"test_{family}", test_kw, neg, pool, seed=11 + FAMILY_SEED[family],
+                   neg_noisy_s=neg_noisy_s, snrs=snrs)
     if not val:
         return
     val_kw = _items(banks_dir, "train", fold["val"], ("iso", "sent"))
@@ -196,14 +198,65 @@ def replay(spotter, Y: np.ndarray, levels: np.ndarray, times: np.ndarray, thresh
     return out
 
 
+def vad_active(spotter, levels: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """Per step: may a keyword fire (the spotter's energy gate, KeywordSpotter._vad), computed once."""
+    spotter.reset()
+    ok = np.empty(len(levels), dtype=bool)
+    for i in range(len(levels)):
+        spotter._vad(float(levels[i]), float(times[i]))
+        ok[i] = float(times[i]) <= spotter._active_until
+    return ok
+
+
+def fast_replay(spotter, Y: np.ndarray, levels: np.ndarray, times: np.ndarray, threshold: float,
+                active: np.ndarray | None = None):
+    """replay() without the per-step Python loop: the same rule (smoothing, arg-max, re-arm below
+    rearm x threshold, refractory, energy gate) visiting only the steps that reach the threshold.
+    tests/test_kws_embed.py holds it equal to replay() and to KeywordSpotter.process."""
+    from .spotter import Detection
+
+    if active is None:
+        active = vad_active(spotter, levels, times)
+    z = Y.astype(np.float64) - Y.max(1, keepdims=True)
+    P = np.exp(z)
+    P /= P.sum(1, keepdims=True)
+    n = spotter.n_smooth
+    if n > 1:
+        c = np.cumsum(P, axis=0)
+        c = np.concatenate([np.zeros((1, P.shape[1])), c])
+        idx = np.arange(len(P))
+        lo = np.maximum(0, idx - n + 1)
+        P = (c[idx + 1] - c[lo]) / np.minimum(idx + 1, n)[:, None]
+    kw = spotter.keyword_ids
+    j = kw[P[:, kw].argmax(1)]
+    pj = P[np.arange(len(P)), j]
+    cand = np.nonzero((pj >= threshold) & (j == P.argmax(1)) & active)[0]
+    below = {int(c): np.nonzero(P[:, c] < spotter.rearm * threshold)[0] for c in np.unique(j[cand])}
+    last_t, fired_at = -np.inf, {}
+    out = []
+    for i in cand:
+        c, t = int(j[i]), float(times[i])
+        if c in fired_at:
+            b = below[c]
+            k = np.searchsorted(b, fired_at[c], side="right")
+            if k >= len(b) or b[k] > i:
+                continue                                   # not re-armed since it last fired
+        if t - last_t < spotter.refractory_s:
+            continue
+        out.append(Detection(spotter.labels[c], float(pj[i]), round(t, 4)))
+        last_t, fired_at[c] = t, int(i)
+    return out
+
+
 THRESHOLDS = tuple(np.round(np.concatenate([np.linspace(0.3, 0.9, 13), [0.93, 0.95, 0.97, 0.98, 0.99, 0.995]]), 3))
 
 
 def sweep_thresholds(spotter, Y, levels, times, events, seconds, thresholds=THRESHOLDS) -> list[dict]:
     from .evaluate import score_stream
     rows = []
+    active = vad_active(spotter, levels, times)
     for th in thresholds:
-        s, _ = score_stream(replay(spotter, Y, levels, times, th), events, seconds)
+        s, _ = score_stream(fast_replay(spotter, Y, levels, times, th, active), events, seconds)
         rows.append({"threshold": float(th), **s.to_dict()})
     return rows
 
@@ -232,10 +285,13 @@ def main(argv=None) -> int:
     ap.add_argument("--families", default="festival,flite,espeak")
     ap.add_argument("--neg-noisy-s", type=float, default=600.0,
                     help="seconds of keyword-free speech rendered at each noisy SNR (clean: all of it)")
+    ap.add_argument("--snrs", default="clean,20,10,5", help="test conditions to build (parallel runs may split them)")
+    ap.add_argument("--part", default="both", choices=("both", "test", "val"))
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    snrs = tuple(None if x == "clean" else float(x) for x in a.snrs.split(","))
     for fam in a.families.split(","):
-        build_family_sets(a.banks, a.out, fam, a.neg_noisy_s)
+        build_family_sets(a.banks, a.out, fam, a.neg_noisy_s, val=a.part != "test", test=a.part != "val", snrs=snrs)
     return 0
 
 

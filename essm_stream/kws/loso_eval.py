@@ -20,7 +20,8 @@ from . import loso as L
 from .evaluate import score_stream
 
 log = logging.getLogger(__name__)
-PS_THRESHOLDS = (1e-5, 1e-10, 1e-15, 1e-20, 1e-25, 1e-30, 1e-35, 1e-40)
+PS_THRESHOLDS = (1e-5, 1e-10, 1e-20, 1e-30)
+PEER_NEG_S = 600.0       # pocketsphinx and the previous model: the first 10 min of each keyword-free set (CPU)
 
 
 # ----------------------------------------------------------------------------- pocketsphinx peer
@@ -50,14 +51,29 @@ def pocketsphinx_detections(pcm: np.ndarray, threshold: float, refractory_s: flo
     return out
 
 
-def ps_sweep(sets: list[dict], thresholds=PS_THRESHOLDS) -> list[dict]:
+def _ps_job(args):
+    pcm, events, th = args
+    sc, _ = score_stream(pocketsphinx_detections(pcm, th), events, len(pcm) / 16000)
+    return sc
+
+
+def ps_sweep(sets: list[dict], thresholds=PS_THRESHOLDS, workers: int = 3, limit_s: float | None = None) -> list[dict]:
+    """Pooled pocketsphinx hits / false accepts per threshold (sets x thresholds in `workers` processes;
+    each set cut to its first limit_s seconds when given)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    cut = []
+    for s in sets:
+        n = len(s["pcm"]) if limit_s is None else min(len(s["pcm"]), int(limit_s * 16000))
+        cut.append((s["pcm"][:n], [e for e in s["events"] if e.end_s <= n / 16000]))
+    jobs = [(pcm, ev, th) for th in thresholds for pcm, ev in cut]
+    with ProcessPoolExecutor(workers) as ex:
+        scores = list(ex.map(_ps_job, jobs))
     rows = []
-    for th in thresholds:
-        h = n = fa = 0
-        hours = 0.0
-        for s in sets:
-            sc, _ = score_stream(pocketsphinx_detections(s["pcm"], th), s["events"], len(s["pcm"]) / 16000)
-            h, n, fa, hours = h + sc.hits, n + sc.keywords, fa + sc.false_accepts, hours + sc.hours
+    for i, th in enumerate(thresholds):
+        sc = scores[i * len(cut):(i + 1) * len(cut)]
+        h, n, fa, hours = (sum(x.hits for x in sc), sum(x.keywords for x in sc), sum(x.false_accepts for x in sc),
+                           sum(x.hours for x in sc))
         rows.append({"threshold": th, "hits": h, "keywords": n, "false_accepts": fa, "hours": hours,
                      "hit_rate": h / max(1, n), "fa_per_hour": fa / max(hours, 1e-9)})
     return rows
@@ -99,7 +115,7 @@ def hits_at_fa(rows, fa) -> float:
     return max(ok) if ok else 0.0
 
 
-def old_model_score(sets, program=None) -> dict:
+def old_model_score(sets, program=None, limit_s: float | None = None) -> dict:
     """The previous bundled log-mel model through KeywordSpotter on the PCM, at its stored threshold."""
     from .evaluate import run_spotter
     from .spotter import KeywordSpotter
@@ -107,7 +123,9 @@ def old_model_score(sets, program=None) -> dict:
     h = n = fa = 0
     hours = 0.0
     for s in sets:
-        sc, _ = score_stream(run_spotter(sp, s["pcm"]), s["events"], len(s["pcm"]) / 16000)
+        m = len(s["pcm"]) if limit_s is None else min(len(s["pcm"]), int(limit_s * 16000))
+        ev = [e for e in s["events"] if e.end_s <= m / 16000]
+        sc, _ = score_stream(run_spotter(sp, s["pcm"][:m]), ev, m / 16000)
         h, n, fa, hours = h + sc.hits, n + sc.keywords, fa + sc.false_accepts, hours + sc.hours
     return {"hits": h, "keywords": n, "false_accepts": fa, "hours": hours, "hit_rate": h / max(1, n),
             "fa_per_hour": fa / max(hours, 1e-9), "threshold": sp.threshold}
@@ -133,7 +151,7 @@ def evaluate_family(family: str, sets_dir, program_path, old_program=None, fa_ta
     res = {"family": family, "program": str(program_path), "threshold": th, "val_choice": choice,
            "val_hours": vk[0]["hours"] + vn[0]["hours"], "conditions": {}}
     if pocketsphinx:
-        psv = ps_sweep(val["kw"] + val["neg"])
+        psv = ps_sweep([x for x in val["kw"] + val["neg"] if x["meta"].get("snr_db") is None])
         res["pocketsphinx_val"] = psv
         res["pocketsphinx_threshold"] = pick(psv, fa_target)["threshold"]
     for snr in L.SNRS:
@@ -152,18 +170,19 @@ def evaluate_family(family: str, sets_dir, program_path, old_program=None, fa_ta
                           "fa_neg": b["false_accepts"], "neg_hours": b["hours"],
                           "fa_per_hour_neg": b["false_accepts"] / max(b["hours"], 1e-9),
                           "fa_in_kw_stream": a["false_accepts"], "kw_hours": a["hours"]}
-        if old_program is not False:
-            c["old"] = {"kw": old_model_score(kw, old_program), "neg": old_model_score(neg, old_program) if neg else None}
+        if old_program is not False and snr in (None, 10.0):
+            c["old"] = {"kw": old_model_score(kw, old_program),
+                        "neg": old_model_score(neg, old_program, PEER_NEG_S) if neg else None}
         if pocketsphinx:
             pth = res["pocketsphinx_threshold"]
-            pk, pn = ps_sweep(kw, (pth,))[0], (ps_sweep(neg, (pth,))[0] if neg else None)
+            pk, pn = ps_sweep(kw, (pth,))[0], (ps_sweep(neg, (pth,), limit_s=PEER_NEG_S)[0] if neg else None)
             c["pocketsphinx"] = {"kw": pk, "neg": pn}
-            if snr is None or snr == 10.0:
-                c["pocketsphinx_kw_curve"] = ps_sweep(kw)
-                c["pocketsphinx_neg_curve"] = ps_sweep(neg) if neg else None
         res["conditions"][name] = c
         log.info("%s %s: K=32 %.1f%% %.1f FA/h | K=4 %.1f%%", family, name, 100 * c["K32"]["hit_rate"],
                  c["K32"]["fa_per_hour_neg"], 100 * c["K4"]["hit_rate"])
+    clean = [L.load_set(p) for p in sorted(sets_dir.glob(f"test_{family}_*_clean.npz"))]
+    if clean:
+        res["gate"] = gate_effect(program_path, clean, limit_s=300.0)
     res["seconds"] = time.perf_counter() - t0
     return res
 
@@ -185,7 +204,8 @@ def frontend_costs(seconds: float = 30.0) -> dict:
 
 
 def run_all(sets_dir, models_dir, out_dir, families=("festival", "flite", "espeak"), pocketsphinx: bool = True,
-            fa_target: float = 2.0) -> dict:
+            fa_target: float = 2.0, old_program=None) -> dict:
+    """old_program: the previous keyword program to score beside (a path; None = skip it)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     res = {"families": {}, "fa_target": fa_target}
@@ -194,7 +214,8 @@ def run_all(sets_dir, models_dir, out_dir, families=("festival", "flite", "espea
         if not p.is_file() or not list(Path(sets_dir).glob(f"test_{fam}_kw_*.npz")):
             log.warning("fold %s: no program %s or no sets: skipped", fam, p)
             continue
-        res["families"][fam] = evaluate_family(fam, sets_dir, p, None, fa_target, pocketsphinx)
+        res["families"][fam] = evaluate_family(fam, sets_dir, p, old_program if old_program else False, fa_target,
+                                               pocketsphinx)
         if (Path(models_dir) / fam / "tcresnet.pt").is_file():
             try:
                 from .baseline_stream import evaluate_tcresnet
@@ -238,15 +259,25 @@ def markdown(res: dict) -> str:
             lines.append(row(f"pocketsphinx (kws threshold {r['pocketsphinx_threshold']:g}): found / FA/h",
                              lambda c: f"{_pct(c['pocketsphinx']['kw']['hit_rate'])} / "
                                        f"{(c['pocketsphinx']['neg'] or {}).get('fa_per_hour', float('nan')):.1f}"))
-        if all("old" in cs[n] for n in names):
+        if any("old" in cs[n] for n in names):
             lines.append(row("previous bundled model (espeak-ng only, log-mel): found / FA/h",
-                             lambda c: f"{_pct(c['old']['kw']['hit_rate'])} / "
-                                       f"{(c['old']['neg'] or {}).get('fa_per_hour', float('nan')):.1f}"))
+                             lambda c: (f"{_pct(c['old']['kw']['hit_rate'])} / "
+                                        f"{(c['old']['neg'] or {}).get('fa_per_hour', float('nan')):.1f}")
+                             if "old" in c else "not run"))
         if "tcresnet" in r and all(n in r["tcresnet"] for n in names):
             tcr = r["tcresnet"]
             lines.append(f"| TC-ResNet8 (same frontend and data, threshold {tcr['threshold']}): found / FA/h | " +
                          " | ".join(f"{_pct(tcr[n]['hit_rate'])} / {tcr[n]['fa_per_hour_neg']:.1f}" for n in names) + " |")
         lines.append("")
+    for fam, r in res["families"].items():
+        g = r.get("gate")
+        if g:
+            lines.append(f"Level gate on the embedding network ({fam}, clean keyword stream + 10 min of keyword-free "
+                         "speech, whole pipeline): " + "; ".join(
+                             f"{k}: {v['hits']}/{v['keywords']} hits, {v['false_accepts']} false accepts, network run on "
+                             f"{100 * v['embedding_share']:.0f}% of the steps, {v['cpu_ms_per_step']:.2f} ms CPU per step"
+                             for k, v in g.items()))
+            lines.append("")
     if "costs" in res:
         lines.append("Frontend CPU per 80 ms hop (one thread, shared loaded machine): " +
                      ", ".join(f"{k}: {v:.2f} ms" for k, v in res["costs"].items()))
@@ -277,10 +308,9 @@ def plot_det(res: dict, path) -> None:
                 fa = [b["false_accepts"] / max(b["hours"], 1e-9) for b in ng]
                 ax.plot(np.maximum(fa, 0.1), [100 * a["hit_rate"] for a in kw], ls, color=color, marker=".",
                         label=f"ES-SSM K={K} {name}")
-            if c.get("pocketsphinx_kw_curve") and c.get("pocketsphinx_neg_curve"):
-                ax.plot(np.maximum([b["fa_per_hour"] for b in c["pocketsphinx_neg_curve"]], 0.1),
-                        [100 * a["hit_rate"] for a in c["pocketsphinx_kw_curve"]], ":", color=color, marker="x",
-                        label=f"pocketsphinx {name}")
+            if c.get("pocketsphinx") and c["pocketsphinx"]["neg"]:
+                ax.plot([max(c["pocketsphinx"]["neg"]["fa_per_hour"], 0.1)], [100 * c["pocketsphinx"]["kw"]["hit_rate"]],
+                        "x", ms=9, color=color, label=f"pocketsphinx {name} (validation threshold)")
             if "old" in c and c["old"]["neg"]:
                 ax.plot([max(c["old"]["neg"]["fa_per_hour"], 0.1)], [100 * c["old"]["kw"]["hit_rate"]], "s",
                         color=color, label=f"previous model {name}")
@@ -316,3 +346,37 @@ def install_bundle(models_dir, family: str, banks_dir, seconds: float = 40.0) ->
     info["program"] = str(bundled_program_path())
     info["program_bytes"] = bundled_program_path().stat().st_size
     return info
+
+
+def gate_effect(program_path, sets: list[dict], margin_db: float = 6.0, hang_s: float = 1.0,
+                limit_s: float = 600.0) -> dict:
+    """The whole pipeline (frontend + engine + detector) on PCM with and without the frontend's level
+    gate: hits, false accepts, share of steps that ran the embedding network, CPU per step (thread time)."""
+    from ..program import StreamProgram
+    from .evaluate import run_spotter
+    from .spotter import KeywordSpotter
+
+    out = {}
+    for name, gate in (("ungated", None), ("gated", {"margin_db": margin_db, "hang_s": hang_s})):
+        prog = StreamProgram.load(program_path)
+        fe = dict(prog.frontend)
+        fe.pop("gate", None)
+        if gate:
+            fe["gate"] = gate
+        prog.set_frontend(fe)
+        sp = KeywordSpotter(prog)
+        h = n = fa = steps = run = 0
+        cpu = 0.0
+        for s in sets:
+            pcm = s["pcm"][: int(limit_s * 16000)]
+            ev = [e for e in s["events"] if e.end_s <= len(pcm) / 16000]
+            t0 = time.thread_time()
+            dets = run_spotter(sp, pcm)
+            cpu += time.thread_time() - t0
+            sc, _ = score_stream(dets, ev, len(pcm) / 16000)
+            h, n, fa = h + sc.hits, n + sc.keywords, fa + sc.false_accepts
+            steps += sp.hops
+            run += sp.frontend.embeddings_run
+        out[name] = {"hits": h, "keywords": n, "false_accepts": fa, "steps": steps,
+                     "embedding_share": run / max(1, steps), "cpu_ms_per_step": 1e3 * cpu / max(1, steps)}
+    return out
