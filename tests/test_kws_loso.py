@@ -91,3 +91,13 @@ def test_tiny_bank_and_set_round_trip(tmp_path):
     s = L.load_set(tmp_path / "sets" / "t_kw_10dB.npz")
     assert s["meta"]["keywords"] == len(kw) and len(s["F"]) == len(s["levels"]) == len(s["times"])
     assert s["pcm"].dtype == np.int16 and s["F"].shape[1] == 96
+
+
+def test_kws_eval_loso_without_models_exits_2(tmp_path):
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "essm_stream", "kws-eval", "--loso", "--sets", str(tmp_path),
+                        "--models", str(tmp_path / "none"), "--out", str(tmp_path / "out"), "--no-pocketsphinx"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "no fold" in r.stdout + r.stderr

@@ -113,7 +113,7 @@ def _neg_items(banks_dir, voices) -> list[dict]:
 
 
 def build_sets(banks_dir, out_dir, name: str, kw_items, neg_items, babble_pool, seed: int,
-               neg_noisy_s: float = 1200.0, snrs=SNRS) -> list[str]:
+               neg_noisy_s: float = 1200.0, snrs=SNRS, neg_max_s: float | None = None) -> list[str]:
     """Write <out>/<name>_kw_<snr>.npz and <name>_neg_<snr>.npz (skipping those that exist)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -131,6 +131,8 @@ def build_sets(banks_dir, out_dir, name: str, kw_items, neg_items, babble_pool, 
             path = out / f"{name}_{kind}_{snr_name(snr)}.npz"
             if path.is_file() or len(sp) == 0:
                 continue
+            if kind == "neg" and neg_max_s is not None:
+                limit = neg_max_s if limit is None else min(limit, neg_max_s)
             x = sp if limit is None else sp[: int(limit * SR)]
             e = [t for t in evs if t[2] <= len(x) / SR]
             r = np.random.default_rng((seed, int(kind == "neg"), 0 if snr is None else int(snr)))
@@ -158,14 +160,19 @@ def build_family_sets(banks_dir, out_dir, family: str, neg_noisy_s: float = 1200
                    neg_noisy_s=neg_noisy_s, snrs=snrs)
     if not val:
         return
+    rng = np.random.default_rng(5)
     val_kw = _items(banks_dir, "train", fold["val"], ("iso", "sent"))
+    val_kw = [val_kw[i] for i in sorted(rng.permutation(len(val_kw))[:VAL_MAX_KW])]
     val_neg = _items(banks_dir, "train", fold["val"], ("neg", "near")) + _neg_items(banks_dir, fold["val"])
     vpool = [j["audio"] for j in val_neg[::7]] or None
     build_sets(banks_dir, out_dir, f"val_{family}", val_kw, [j for i, j in enumerate(val_neg) if i % 7], vpool,
-               seed=23 + FAMILY_SEED[family], neg_noisy_s=300.0, snrs=(None, 10.0))
+               seed=23 + FAMILY_SEED[family], neg_noisy_s=300.0, snrs=tuple(x for x in snrs if x in (None, 10.0)),
+               neg_max_s=VAL_NEG_S)
 
 
 FAMILY_SEED = {"espeak": 0, "flite": 100, "festival": 200}
+VAL_MAX_KW = 200          # validation keywords (a random subset of the validation voices' banks)
+VAL_NEG_S = 900.0         # validation keyword-free speech, clean (300 s at 10 dB)
 
 
 # ----------------------------------------------------------------------------- scoring

@@ -132,7 +132,7 @@ def old_model_score(sets, program=None, limit_s: float | None = None) -> dict:
 
 
 def evaluate_family(family: str, sets_dir, program_path, old_program=None, fa_target: float = 2.0,
-                    pocketsphinx: bool = True) -> dict:
+                    pocketsphinx: bool = True, gate: bool = True) -> dict:
     from ..program import StreamProgram
     from .spotter import KeywordSpotter
 
@@ -181,7 +181,7 @@ def evaluate_family(family: str, sets_dir, program_path, old_program=None, fa_ta
         log.info("%s %s: K=32 %.1f%% %.1f FA/h | K=4 %.1f%%", family, name, 100 * c["K32"]["hit_rate"],
                  c["K32"]["fa_per_hour_neg"], 100 * c["K4"]["hit_rate"])
     clean = [L.load_set(p) for p in sorted(sets_dir.glob(f"test_{family}_*_clean.npz"))]
-    if clean:
+    if clean and gate:
         res["gate"] = gate_effect(program_path, clean, limit_s=300.0)
     res["seconds"] = time.perf_counter() - t0
     return res
@@ -203,9 +203,30 @@ def frontend_costs(seconds: float = 30.0) -> dict:
     return out
 
 
+def extras(family: str, sets_dir, program_path, old_program, out_path) -> dict:
+    """The threshold-independent peers of a fold, computed apart (they need no validation set): the
+    previous model at clean and 10 dB, and the frontend gate's effect; written to out_path (JSON)."""
+    sets_dir = Path(sets_dir)
+    res = {"old": {}}
+    for snr in (None, 10.0):
+        name = L.snr_name(snr)
+        kw = [L.load_set(p) for p in sorted(sets_dir.glob(f"test_{family}_kw_{name}.npz"))]
+        neg = [L.load_set(p) for p in sorted(sets_dir.glob(f"test_{family}_neg_{name}.npz"))]
+        if kw and old_program:
+            res["old"][name] = {"kw": old_model_score(kw, old_program),
+                                "neg": old_model_score(neg, old_program, PEER_NEG_S) if neg else None}
+    clean = [L.load_set(p) for p in sorted(sets_dir.glob(f"test_{family}_*_clean.npz"))]
+    if clean:
+        res["gate"] = gate_effect(program_path, clean, limit_s=300.0)
+    Path(out_path).write_text(json.dumps(res, indent=1, default=float))
+    return res
+
+
 def run_all(sets_dir, models_dir, out_dir, families=("festival", "flite", "espeak"), pocketsphinx: bool = True,
             fa_target: float = 2.0, old_program=None) -> dict:
-    """old_program: the previous keyword program to score beside (a path; None = skip it)."""
+    """old_program: the previous keyword program to score beside (a path; None = skip it).
+    OUT/extras_<family>.json (from extras()), when present, supplies the previous model's and the
+    gate's numbers instead of recomputing them."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     res = {"families": {}, "fa_target": fa_target}
@@ -214,8 +235,16 @@ def run_all(sets_dir, models_dir, out_dir, families=("festival", "flite", "espea
         if not p.is_file() or not list(Path(sets_dir).glob(f"test_{fam}_kw_*.npz")):
             log.warning("fold %s: no program %s or no sets: skipped", fam, p)
             continue
-        res["families"][fam] = evaluate_family(fam, sets_dir, p, old_program if old_program else False, fa_target,
-                                               pocketsphinx)
+        ex = out / f"extras_{fam}.json"
+        cached = json.loads(ex.read_text()) if ex.is_file() else None
+        res["families"][fam] = evaluate_family(fam, sets_dir, p, False if (cached or not old_program) else old_program,
+                                               fa_target, pocketsphinx, gate=cached is None)
+        if cached:
+            for name, o in cached.get("old", {}).items():
+                if name in res["families"][fam]["conditions"]:
+                    res["families"][fam]["conditions"][name]["old"] = o
+            if "gate" in cached:
+                res["families"][fam]["gate"] = cached["gate"]
         if (Path(models_dir) / fam / "tcresnet.pt").is_file():
             try:
                 from .baseline_stream import evaluate_tcresnet
@@ -225,6 +254,8 @@ def run_all(sets_dir, models_dir, out_dir, families=("festival", "flite", "espea
             except ImportError as e:                     # torch is the [train] extra
                 log.warning("TC-ResNet8 baseline skipped: %s", e)
         (out / "loso.json").write_text(json.dumps(res, indent=1, default=float))
+    if not res["families"]:
+        return res
     res["costs"] = frontend_costs()
     (out / "loso.json").write_text(json.dumps(res, indent=1, default=float))
     plot_det(res, out / "kws_det.png")
