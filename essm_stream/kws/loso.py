@@ -255,7 +255,8 @@ def fast_replay(spotter, Y: np.ndarray, levels: np.ndarray, times: np.ndarray, t
     return out
 
 
-THRESHOLDS = tuple(np.round(np.concatenate([np.linspace(0.3, 0.9, 13), [0.93, 0.95, 0.97, 0.98, 0.99, 0.995]]), 3))
+THRESHOLDS = tuple(np.round(np.concatenate([np.linspace(0.3, 0.9, 13), [0.93, 0.95, 0.97, 0.98, 0.99, 0.995, 0.998,
+                                                                         0.999, 0.9995, 0.9998]]), 4))
 
 
 def sweep_thresholds(spotter, Y, levels, times, events, seconds, thresholds=THRESHOLDS) -> list[dict]:

@@ -285,6 +285,17 @@ def markdown(res: dict) -> str:
         lines.append(row("ES-SSM K=32: FA/h keyword-free (hours)", lambda c: f"{c['K32']['fa_per_hour_neg']:.1f} ({c['K32']['fa_neg']} in {c['K32']['neg_hours']:.2f} h)"))
         lines.append(row("ES-SSM K=4: keywords found", lambda c: f"{_pct(c['K4']['hit_rate'])}"))
         lines.append(row("ES-SSM K=4: FA/h keyword-free", lambda c: f"{c['K4']['fa_per_hour_neg']:.1f}"))
+        def det(c, K, cap):
+            kw, ng = c[f"K{K}_kw_curve"], c[f"K{K}_neg_curve"]
+            if not ng:
+                return "n/a"
+            ok = [a["hit_rate"] for a, b in zip(kw, ng) if b["false_accepts"] / max(b["hours"], 1e-9) <= cap]
+            return _pct(max(ok)) if ok else "0%"
+
+        lines.append(row("DET read-out, K=32 (test curve, reporting only): found at <= 2 / 10 / 50 FA/h",
+                         lambda c: " / ".join(det(c, 32, x) for x in (2, 10, 50))))
+        lines.append(row("DET read-out, K=4: found at <= 2 / 10 / 50 FA/h",
+                         lambda c: " / ".join(det(c, 4, x) for x in (2, 10, 50))))
         lines.append(row("K=4 / K=32 hits, same threshold", lambda c: f"{100 * c['K4']['hits'] / max(1, c['K32']['hits']):.0f}%"))
         if all("pocketsphinx" in cs[n] for n in names):
             lines.append(row(f"pocketsphinx (kws threshold {r['pocketsphinx_threshold']:g}): found / FA/h",
