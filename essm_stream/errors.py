@@ -1,4 +1,9 @@
-"""One exception family for the package; each subclasses the built-in a caller would expect."""
+"""One exception family for the package; each subclasses the built-in a caller would expect.
+
+`check_budget` is the one scalar budget check every layer uses (engine, spotter, CLI), so that a bad
+K is always a BudgetError with the same message, whoever catches it.
+"""
+from __future__ import annotations
 
 
 class ESSMError(Exception):
@@ -23,3 +28,22 @@ class ProgramError(ESSMError, ValueError):
 
 class NonFiniteInputError(ESSMError, FloatingPointError):
     """An input frame holds NaN or Inf and the engine's nan_policy is 'raise'."""
+
+
+class DataFileError(ESSMError, ValueError):
+    """A data or side file a user passed (JSON, .npy, .npz) is missing, too large or malformed."""
+
+
+class OutputPathError(ESSMError, OSError):
+    """An output path cannot be written (checked before long work starts)."""
+
+
+def check_budget(K, k_max: int, what: str = "budget K") -> int:
+    """Return K as int if it is an integer (not bool) in [1, k_max], else raise BudgetError."""
+    import numbers
+
+    if isinstance(K, bool) or not isinstance(K, numbers.Integral):
+        raise BudgetError(f"{what} must be an int in [1, {k_max}], got {type(K).__name__} {K!r}")
+    if not 1 <= int(K) <= k_max:
+        raise BudgetError(f"{what}={int(K)} is out of range [1, {k_max}]")
+    return int(K)
