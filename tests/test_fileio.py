@@ -164,3 +164,55 @@ def test_read_json_limits(tmp_path):
     assert json_depth(nested.encode()) == MAX_JSON_DEPTH
     p.write_text(nested)
     read_json(p)
+
+
+# -- the numba cache directory (numba unpickles its index files: never load them from a dir others control)
+
+def test_numba_cache_dir_is_one_place_under_the_user_cache(tmp_path):
+    """#12 "two numba cache folders": one place, $XDG_CACHE_HOME/essm-stream/numba (beside filters/)."""
+    from essm_stream.numba_config import cache_dir
+    d = cache_dir({"XDG_CACHE_HOME": str(tmp_path)}, tmpdir=str(tmp_path / "tmp"))
+    assert d == str(tmp_path / "essm-stream" / "numba")
+    assert _mode(d) & 0o077 == 0
+    assert cache_dir({"NUMBA_CACHE_DIR": "/some/where"}) == "/some/where"
+
+
+def test_numba_tmp_fallback_checks_owner_and_mode(tmp_path, caplog):
+    """#11 item 17: the predictable /tmp fallback was used whoever owned it and whatever its mode."""
+    from essm_stream.numba_config import cache_dir
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("x")                      # $XDG_CACHE_HOME unusable -> the tmp fallback
+    env = {"XDG_CACHE_HOME": str(blocked)}
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    fallback = tmp / f"essm-stream-numba-{os.getuid()}"
+    fallback.mkdir(mode=0o700)
+    assert cache_dir(env, tmpdir=str(tmp)) == str(fallback)
+    os.chmod(fallback, 0o777)                    # planted by someone else, world-writable
+    assert cache_dir(env, tmpdir=str(tmp)) is None
+    assert "lets others write" in caplog.text
+    os.chmod(fallback, 0o700)
+    if os.getuid() == 0:                         # only root can hand a directory to another user
+        os.chown(fallback, 12345, 12345)
+        assert cache_dir(env, tmpdir=str(tmp)) is None
+        assert "owned by uid 12345" in caplog.text
+    fallback.rmdir()
+    fallback.symlink_to(tmp_path)                # a symlink to a directory we own is refused too
+    assert cache_dir(env, tmpdir=str(tmp)) is None
+    assert "symlink" in caplog.text
+
+
+def test_package_imports_with_no_safe_cache_dir(tmp_path):
+    """With no safe directory the kernels still work, compiled per process (cache off)."""
+    blocked = tmp_path / "f"
+    blocked.write_text("x")
+    tmp = tmp_path / "tmp"
+    (tmp / f"essm-stream-numba-{os.getuid()}").mkdir(parents=True)
+    os.chmod(tmp / f"essm-stream-numba-{os.getuid()}", 0o777)
+    code = ("import numpy as np; from essm_stream import numba_config as c; assert c._CACHE_DIR is None; "
+            "f = c.njit(lambda x: x + 1); print(f(np.int64(1)))")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env.update(XDG_CACHE_HOME=str(blocked), TMPDIR=str(tmp), PYTHONPATH=os.getcwd())
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "2"

@@ -40,7 +40,7 @@ def run(a):
     import numpy as np
 
     from essm_stream.errors import ConfigError
-    from essm_stream.numba_config import cache_dir
+    from essm_stream import numba_config
     from essm_stream.engine import warmup, StreamEngine
     from essm_stream.program import StreamProgram
     import time
@@ -49,7 +49,7 @@ def run(a):
     for d in dtypes:
         if d not in ("float32", "float64"):
             raise ConfigError(f"--dtype accepts float32 and float64, got {d!r}")
-    print(f"numba cache dir: {cache_dir()}")
+    print(f"numba cache dir: {numba_config._CACHE_DIR or 'none (no safe directory: kernels compile per process)'}")
     for name, sec in warmup([getattr(np, d) for d in dtypes]).items():
         print(f"kernels for {name}: ready in {sec:.2f} s (compiled, or loaded from the cache)")
     if a.program:
