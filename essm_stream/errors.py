@@ -14,8 +14,9 @@ class ConfigError(ESSMError, ValueError):
     """A configuration value is unknown, of the wrong type or out of range."""
 
 
-class BudgetError(ESSMError, ValueError):
-    """A spectral budget K is not an integer in [1, k_max] or has the wrong shape."""
+class BudgetError(ConfigError):
+    """A spectral budget K is not an integer in [1, k_max] or has the wrong shape (a ConfigError and
+    a ValueError, so callers that catch either keep working)."""
 
 
 class ShapeError(ESSMError, ValueError):
@@ -28,6 +29,10 @@ class ProgramError(ESSMError, ValueError):
 
 class NonFiniteInputError(ESSMError, FloatingPointError):
     """An input frame holds NaN or Inf and the engine's nan_policy is 'raise'."""
+
+
+class PCMScaleError(ESSMError, ValueError):
+    """Float PCM far outside [-1, 1]: most often int16 samples cast to float without dividing by 32768."""
 
 
 class DataFileError(ESSMError, ValueError):
@@ -45,5 +50,5 @@ def check_budget(K, k_max: int, what: str = "budget K") -> int:
     if isinstance(K, bool) or not isinstance(K, numbers.Integral):
         raise BudgetError(f"{what} must be an int in [1, {k_max}], got {type(K).__name__} {K!r}")
     if not 1 <= int(K) <= k_max:
-        raise BudgetError(f"{what}={int(K)} is out of range [1, {k_max}]")
+        raise BudgetError(f"{what} must be an int in [1, {k_max}], got {int(K)} (out of range)")
     return int(K)
