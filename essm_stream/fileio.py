@@ -141,6 +141,11 @@ def check_writable(path: str | os.PathLike, what: str = "output") -> Path:
     if p.is_dir():
         raise OutputPathError(f"{what} {str(path)!r} is a directory; give a file name")
     parent = p.parent
+    for up in (parent, *parent.parents):        # the nearest existing ancestor must be a directory
+        if up.exists():
+            if not up.is_dir():
+                raise OutputPathError(f"{what} {str(path)!r}: {str(up)!r} is a file, not a directory")
+            break
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:

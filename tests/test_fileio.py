@@ -110,7 +110,7 @@ def test_check_writable(tmp_path):
         check_writable(tmp_path)
     f = tmp_path / "file"
     f.write_text("x")
-    with pytest.raises(OutputPathError, match="cannot create directory"):
+    with pytest.raises(OutputPathError, match="is a file, not a directory"):
         check_writable(f / "plot.png")
     with pytest.raises(OutputPathError, match="not a directory"):
         check_writable_dir(f)

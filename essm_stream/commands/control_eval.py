@@ -12,5 +12,8 @@ def add_arguments(p):
 
 
 def run(a):
+    from essm_stream.commands._args import check_control_eval_args
     from sims.control_eval import run_from_args
+
+    check_control_eval_args(a)
     return run_from_args(a)

@@ -16,18 +16,20 @@ step show live; a summary and a plot come at the end.
 
 
 def add_arguments(p):
+    from essm_stream.commands._args import fraction, positive_float, positive_int
+
     src = p.add_mutually_exclusive_group()
     src.add_argument("--mic", action="store_true", help="listen to the microphone")
     src.add_argument("--wav", help="a 16 kHz mono 16-bit WAV file instead of the bundled recording")
     p.add_argument("--device", default=None, help="microphone device (name or index, see sounddevice)")
-    p.add_argument("--seconds", type=float, default=None, help="stop after this many seconds of audio")
+    p.add_argument("--seconds", type=positive_float, default=None, help="stop after this many seconds of audio")
     p.add_argument("--fast", action="store_true", help="do not pace the recording in real time")
     p.add_argument("--program", default=None, help="a keyword program (.essm); default: the bundled one")
-    p.add_argument("--K", type=int, default=None, help="fixed budget K instead of the energy-aware controller")
-    p.add_argument("--budget", type=float, default=0.5,
+    p.add_argument("--K", type=positive_int, default=None, help="fixed budget K instead of the energy-aware controller")
+    p.add_argument("--budget", type=fraction, default=0.5,
                    help="controller's average power target as a fraction of the power at K = K̄")
-    p.add_argument("--threshold", type=float, default=None, help="detection threshold on the smoothed posterior")
-    p.add_argument("--chunk", type=int, default=320, help="samples per chunk read from the source (20 ms)")
+    p.add_argument("--threshold", type=fraction, default=None, help="detection threshold on the smoothed posterior")
+    p.add_argument("--chunk", type=positive_int, default=320, help="samples per chunk read from the source (20 ms)")
     p.add_argument("--plot", default="kws_demo.png", help="write the stream plot here ('' for none)")
     p.add_argument("--quiet", action="store_true", help="no live status line")
 
@@ -55,7 +57,15 @@ def run(a):
     from essm_stream.kws.sources import ArraySource, MicSource, WavSource
     from essm_stream.kws.spotter import KeywordSpotter, load_program
 
+    from essm_stream.commands._args import check_inputs, check_outputs
+
+    check_inputs(("--wav", a.wav), ("--program", a.program))
+    check_outputs(("--plot", a.plot))          # before the run, not after 40 s of audio
     prog = load_program(a.program)
+    fe = prog.frontend
+    if not isinstance(fe, dict) or not {"sample_rate", "hop_length", "labels"} <= set(fe):
+        raise ConfigError(f"{a.program} is not a keyword-spotting program (it has no audio frontend with "
+                          "labels); build one with `essm-stream kws-train`")
     ctl, how = _controller(prog, a)
     sp = KeywordSpotter(prog, K=a.K if a.K is not None else prog.k_max, controller=ctl,
                         threshold=a.threshold, record=True)
