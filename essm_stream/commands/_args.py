@@ -98,10 +98,6 @@ def fraction(text: str) -> float:
     return _number(float, lo=0.0, hi=1.0, lo_open=True)(text)
 
 
-def finite_float(text: str) -> float:
-    return _number(float)(text)
-
-
 
 def check_device(name: str) -> None:
     """Refuse a torch device that this machine does not have (before any data is built)."""

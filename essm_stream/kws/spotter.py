@@ -294,9 +294,8 @@ class KeywordSpotter:
         return self.k_sum / max(1, self.hops)
 
 
-
 def _check_range(name: str, v, lo: float, hi: float) -> float:
-    """v as a float in [lo, hi] (finite unless hi is inf), else ConfigError naming it."""
+    """v (a real number, not a bool) as a finite float in [lo, hi], else ConfigError naming it."""
     if isinstance(v, bool) or not isinstance(v, numbers.Real):
         raise ConfigError(f"{name} must be a number, got {type(v).__name__} {v!r}")
     x = float(v)
