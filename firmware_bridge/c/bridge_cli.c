@@ -14,6 +14,12 @@
 
 #include "essm_bridge.h"
 
+/* The payload hex field of an encode line: read with a literal width (%8192s), so the conversion can
+ * never write past `hex` whatever the line holds; longer payloads than EB_MAX_PAYLOAD are refused. */
+#define HEX_FIELD 8192
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
 static const char *reason_names[] = {"ok", "oversize", "cobs_errors", "short", "crc_errors",
                                      "bad_version", "bad_header", "unknown_type", "bad_payload"};
 
@@ -62,21 +68,19 @@ static int do_decode(void)
 static int do_encode(void)
 {
     /* a line: four numbers, the payload hex and (golden messages.txt) the expected frame hex */
-    static char line[2 * EB_MAX_PAYLOAD + 2 * EB_MAX_ENCODED + 160], hex[2 * EB_MAX_PAYLOAD + 8];
+    static char line[2 * EB_MAX_PAYLOAD + 2 * EB_MAX_ENCODED + 160], hex[HEX_FIELD + 1];
     static uint8_t payload[EB_MAX_PAYLOAD], out[EB_MAX_ENCODED + 1];
-    char fmt[64];
     unsigned type, flags, seq;
     unsigned long ts, lineno = 0;
     eb_header_t h;
     size_t n, len, hexlen, i;
-    sprintf(fmt, "%%u %%u %%u %%lu %%%us", (unsigned)(sizeof hex - 1));
     while (fgets(line, sizeof line, stdin)) {
         lineno++;
         if (strchr(line, '\n') == NULL && !feof(stdin)) {
             fprintf(stderr, "line %lu: longer than %u bytes\n", lineno, (unsigned)(sizeof line - 2));
             return 1;
         }
-        if (sscanf(line, fmt, &type, &flags, &seq, &ts, hex) != 5) continue;
+        if (sscanf(line, "%u %u %u %lu %" STR(HEX_FIELD) "s", &type, &flags, &seq, &ts, hex) != 5) continue;
         hexlen = strlen(hex);
         if (strcmp(hex, "-") != 0) {
             if (hexlen > 2 * EB_MAX_PAYLOAD) {
