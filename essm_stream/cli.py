@@ -101,6 +101,16 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"essm-stream {args.command}: error: {type(e).__name__}: {_one_line(e)}", file=sys.stderr)
         return 1
+    except ModuleNotFoundError as e:       # an optional dependency of this command (torch, librosa, ...)
+        top = (e.name or "").split(".")[0]
+        if args.verbose >= 2 or not top or top in ("essm_stream", "controllers", "firmware_bridge", "sims"):
+            raise
+        extra = {"torch": "train", "sklearn": "train", "librosa": "train", "flint": "train", "mpmath": "train",
+                 "onnx": "bench", "onnxruntime": "bench"}.get(top)
+        how = f"pip install 'essm-stream[{extra}]'" if extra else f"pip install {top}"
+        print(f"essm-stream {args.command}: error: this command needs the package {top!r}, which is not "
+              f"installed ({how})", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"essm-stream {args.command}: interrupted", file=sys.stderr)
         return 130

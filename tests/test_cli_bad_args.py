@@ -232,3 +232,21 @@ def test_bridge_and_controller_errors_are_one_line(monkeypatch, capsys):
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
         assert str(exc.args[-1] if isinstance(exc, PermissionError) else exc) in err
+
+
+def test_a_missing_optional_dependency_is_one_line(monkeypatch, capsys):
+    """A runtime-only install (no torch) running a build command: one line naming the extra, exit 1."""
+    import essm_stream.commands.warmup as w
+
+    def run(a):
+        raise ModuleNotFoundError("No module named 'torch'", name="torch")
+    monkeypatch.setattr(w, "run", run)
+    assert main(["warmup"]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "essm-stream[train]" in err, err
+
+    def run_bug(a):
+        raise ModuleNotFoundError("No module named 'essm_stream.nope'", name="essm_stream.nope")
+    monkeypatch.setattr(w, "run", run_bug)
+    with pytest.raises(ModuleNotFoundError):      # our own missing module is a bug: the traceback shows
+        main(["warmup"])

@@ -78,14 +78,16 @@ def test_the_docs_have_commands():
 def test_documented_command_parses(kind, argv, capsys):
     parser = build_parser()
     subs = _subparsers(parser)
-    if argv and argv[0].startswith("-"):            # `essm-stream --help`, `--version`
+    if argv and argv[0] in ("--help", "-h", "--version"):
         with pytest.raises(SystemExit) as e:
             parser.parse_args(argv)
         assert e.value.code == 0, capsys.readouterr().err
         return
+    while argv and re.fullmatch(r"-v+|--verbose", argv[0]):     # global options before the command
+        argv = argv[1:]
     assert argv and argv[0] in subs, f"`essm-stream {' '.join(argv)}`: no subcommand {argv[:1]}"
     if kind == "inline":
-        opts = {s for a in subs[argv[0]]._actions for s in a.option_strings}
+        opts = {o for a in subs[argv[0]]._actions for o in a.option_strings}
         bad = [a.split("=")[0] for a in argv[1:] if a.startswith("-") and a.split("=")[0] not in opts]
         assert not bad, f"`essm-stream {' '.join(argv)}`: {argv[0]} has no option {bad}"
         return

@@ -89,9 +89,9 @@ def check_args(a) -> None:
 def run(a):
     import os
 
-    from essm_stream.train import train
-
     check_args(a)
+    from essm_stream.train import train      # torch: after the checks, which need none
+
     s = train(train_config_from_args(a), progress=not a.no_progress)
     if int(os.environ.get("RANK", 0)) == 0:
         last = s["history"][-1] if s["history"] else {}
