@@ -15,16 +15,25 @@ from essm_stream.kws.spotter import MAX_SLICE_SAMPLES, KeywordSpotter, bundled_p
 pytestmark = pytest.mark.skipif(not bundled_program_path().is_file(),
                                 reason="bundled keyword program missing (essm-stream kws-train --install)")
 
-_SP = None
+_SP = {}
 
 
-def spotter() -> KeywordSpotter:
-    """One spotter for the module (hypothesis examples reuse it; each example resets it)."""
-    global _SP
-    if _SP is None:
-        _SP = KeywordSpotter(record=True)
-    _SP.reset()
-    return _SP
+class _Cycle:
+    """A controller that walks K through 1..K̄ (drives the per-hop engine.step path)."""
+    def __init__(self):
+        self.n = 0
+
+    def update(self, telemetry):
+        self.n += 1
+        return 1 + self.n % 32
+
+
+def spotter(controlled: bool = False) -> KeywordSpotter:
+    """One spotter per kind for the module (hypothesis examples reuse them; each use resets it)."""
+    if controlled not in _SP:
+        _SP[controlled] = KeywordSpotter(record=True, controller=_Cycle() if controlled else None)
+    _SP[controlled].reset()
+    return _SP[controlled]
 
 
 @pytest.fixture(scope="module")
@@ -140,11 +149,11 @@ _other = st.one_of(st.none(), st.text(max_size=5), st.lists(st.floats(allow_nan=
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(chunks=st.lists(st.one_of(_arrays, _other), min_size=1, max_size=4))
-def test_property_process_never_raises_a_foreign_error(chunks):
+@given(chunks=st.lists(st.one_of(_arrays, _other), min_size=1, max_size=4), controlled=st.booleans())
+def test_property_process_never_raises_a_foreign_error(chunks, controlled):
     """#11 "what done looks like": whatever process() is fed, it raises an ESSMError or returns
-    detections in the documented range, and a refused chunk changes nothing."""
-    sp = spotter()
+    detections in the documented range, and a refused chunk changes nothing (fixed K and controller)."""
+    sp = spotter(controlled)
     keywords = {sp.labels[j] for j in sp.keyword_ids}
     for x in chunks:
         before = (sp.hops, sp.frontend.samples)
