@@ -34,8 +34,8 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-CLIP_S = (8.6, 18.0)       # of the bundled recording: GO, RIGHT, UP, other speech, RIGHT (9.4 s)
-PLAY_LEAD_S = 1.0          # silence played before the clip: the sink runs (and the monitor flows) first
+CLIP_S = (23.9, 30.9)      # of the bundled recording: NO, STOP, GO, DOWN (7 s; the file path finds 3 of them)
+PLAY_LEAD_S = 0.5          # silence played before the clip: the sink runs (and the monitor flows) first
 LEAD_S = 1.0               # --seconds = what is played + this: room for the start-up delay
 DET_RE = re.compile(r"^\s+(\d+\.\d+) s\s+([A-Z]+)\s+score (\d\.\d+)", re.M)
 MIC_RE = re.compile(r"microphone: first block ([\d.]+) s after start; then ([\d.]+) s of audio in ([\d.]+) s "
@@ -150,12 +150,25 @@ def parse_detections(stdout: str) -> list[tuple[float, str]]:
 
 
 def file_detections(wav: Path, src_root: Path = ROOT) -> tuple[list[tuple[float, str]], str]:
-    """The file path: `essm-stream demo --wav WAV --fast` (same spotter, controller and options)."""
-    r = subprocess.run([sys.executable, "-m", "essm_stream", "demo", "--wav", str(wav), "--fast", "--plot", "",
-                        "--quiet"], env=dict(os.environ, PYTHONPATH=str(src_root)), cwd=str(src_root),
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr[-2000:]
-    return parse_detections(r.stdout), r.stdout
+    """The file path: `essm-stream demo --wav WAV --fast` (same spotter, controller and options); in
+    this process for this checkout, else in a child running `src_root`'s package."""
+    args = ["demo", "--wav", str(wav), "--fast", "--plot", "", "--quiet"]
+    if Path(src_root).resolve() == ROOT:
+        import contextlib
+        import io
+
+        from essm_stream.cli import main
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            rc = main(args)
+        assert rc == 0
+        out = buf.getvalue()
+    else:
+        r = subprocess.run([sys.executable, "-m", "essm_stream", *args], env=dict(os.environ, PYTHONPATH=str(src_root)),
+                           cwd=str(src_root), capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        out = r.stdout
+    return parse_detections(out), out
 
 
 def lag_of(heard: np.ndarray, part: np.ndarray) -> int:
@@ -270,6 +283,50 @@ def test_mic_detections_match_the_file_path(run):
 
 
 # --------------------------------------------------------------------------------------------------
+_CAPTURE = """
+import sys, time, numpy as np
+sys.path.insert(0, sys.argv[4])
+from essm_stream.kws.sources import MicSource, write_wav
+mode, out, n = sys.argv[1], sys.argv[2], int(float(sys.argv[3]) * 16000)
+got = []
+if mode == "main":        # the settings of main's MicSource before issue 17: 16 kHz mono int16, 320-sample blocks
+    import sounddevice as sd
+    s = sd.InputStream(samplerate=16000, channels=1, dtype="int16", blocksize=320,
+                       callback=lambda i, f, t, st: got.append(i[:, 0].astype(np.float32) / 32768))
+    s.start(); print("started", flush=True)
+    t_end = time.monotonic() + n / 16000 + 10
+    while sum(map(len, got)) < n and time.monotonic() < t_end:
+        time.sleep(0.05)
+    s.stop(); s.close()
+else:
+    with MicSource(rate=16000, start_timeout_s=10) as src:
+        print("started", flush=True)
+        for c in src:
+            got.append(c)
+            if sum(map(len, got)) >= n:
+                break
+write_wav(out, np.concatenate(got)[:n], sr=16000)
+"""
+
+
+def _bands(srv: PulseServer, pcm: np.ndarray, mode: str, td: Path) -> dict:
+    """Capture the played recording with main's stream settings or this MicSource; band errors vs the file."""
+    from essm_stream.kws.sources import read_wav, write_wav
+    wav, out = td / "played.wav", td / f"heard_{mode}.wav"
+    write_wav(wav, np.concatenate([np.zeros(8000, np.int16), pcm]))
+    child = subprocess.Popen([sys.executable, "-c", _CAPTURE, mode, str(out), str(len(pcm) / 16000 + 1.5), str(ROOT)],
+                             env=srv.env, stdout=subprocess.PIPE, text=True)
+    child.stdout.readline()
+    subprocess.run(["paplay", str(wav)], env=srv.env, check=True)
+    child.wait(timeout=60)
+    heard, _ = read_wav(out)
+    off = lag_of(heard, pcm)
+    got = heard[max(off, 0):max(off, 0) + len(pcm)]
+    ref = pcm[max(-off, 0):max(-off, 0) + len(got)]
+    return {"mode": mode, "offset_s": off / 16000, **{f"{lo}-{hi} Hz (err, gain)": tuple(round(v, 4) for v in
+            band_error(ref, got, 16000, lo, hi)) for lo, hi in [(100, 4000), (4000, 6000), (6000, 7000), (7000, 8000)]}}
+
+
 def _measure(argv=None) -> int:
     """File vs loopback on the whole bundled recording (docs/KWS_MIC.md)."""
     import argparse
@@ -284,6 +341,8 @@ def _measure(argv=None) -> int:
     ap.add_argument("--resample-method", default=None, help="the server's resampler (default: its own)")
     ap.add_argument("--extra", default="", help="more demo arguments, e.g. '--chunk 1600'")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--bands", action="store_true",
+                    help="instead: the loopback's band errors vs the file, main's stream settings and this MicSource")
     a = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     from essm_stream.kws.recording import load_recording
@@ -294,6 +353,15 @@ def _measure(argv=None) -> int:
         pcm = pcm[:int(a.seconds * 16000)]
     src = Path(a.src).resolve()
     srv = PulseServer(resample_method=a.resample_method).start()
+    if a.bands:
+        import json
+        try:
+            with tempfile.TemporaryDirectory() as td:
+                for mode in ("main", "mic"):
+                    print(json.dumps(_bands(srv, pcm, mode, Path(td))))
+        finally:
+            srv.stop()
+        return 0
     runs = []
     try:
         with tempfile.TemporaryDirectory() as td:

@@ -204,6 +204,7 @@ class StreamingResampler:
         """The outputs still owed at the end of the signal (its future taken as zeros), as resample_poly
         gives ceil(n_in * up / down) samples in all; the resampler then starts a new signal."""
         if self.identity:
+            self.n_in = self.n_out = 0
             return np.zeros(0, dtype=np.float64)
         total = -(-self.n_in * self.up // self.down)
         need_in = (max(total - 1, 0) * self.down + self.half_len) // self.up + 1
