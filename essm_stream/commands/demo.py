@@ -31,7 +31,8 @@ def add_arguments(p):
                    help="microphone latency: 'high' (safe), 'low', or seconds; the device picks its block size")
     p.add_argument("--blocksize", type=int, default=0,
                    help="microphone block size in device samples (0: the device chooses)")
-    p.add_argument("--save-audio", default=None, help="also write the audio the spotter heard to this WAV")
+    p.add_argument("--save-audio", default=None,
+                   help="also write the audio the spotter heard to this WAV (kept in memory until the end)")
     p.add_argument("--seconds", type=float, default=None, help="stop after this many seconds of audio")
     p.add_argument("--fast", action="store_true", help="do not pace the recording in real time")
     p.add_argument("--program", default=None, help="a keyword program (.essm); default: the bundled one")
@@ -108,6 +109,12 @@ def run(a):
         return 0
     if a.seconds is not None and a.seconds <= 0:
         raise ConfigError(f"--seconds must be > 0, got {a.seconds}")
+    if a.save_audio:
+        import os
+        from pathlib import Path
+        d = Path(a.save_audio).resolve().parent
+        if Path(a.save_audio).is_dir() or not (d.is_dir() and os.access(d, os.W_OK)):
+            raise ConfigError(f"--save-audio {a.save_audio!r}: cannot write a file there")
     prog = load_program(a.program)
     ctl, how = _controller(prog, a)
     sp = KeywordSpotter(prog, K=a.K if a.K is not None else prog.k_max, controller=ctl,

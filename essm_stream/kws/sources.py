@@ -104,14 +104,20 @@ def read_wav(path) -> tuple[np.ndarray, int]:
 
 
 def write_wav(path, pcm: np.ndarray, sr: int = SR) -> None:
+    """A mono 16-bit PCM WAV, written atomically (float PCM in [-1, 1] is scaled by 32767)."""
+    import io
+
+    from ..fileio import atomic_write_bytes
     pcm = np.asarray(pcm)
     if pcm.dtype != np.int16:
         pcm = np.clip(np.round(np.asarray(pcm, dtype=np.float64) * 32767), -32768, 32767).astype(np.int16)
-    with wave.open(str(path), "wb") as w:
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
-        w.setframerate(sr)
+        w.setframerate(int(sr))
         w.writeframes(pcm.astype("<i2").tobytes())
+    atomic_write_bytes(path, buf.getvalue())
 
 
 class WavSource(ArraySource):
