@@ -147,7 +147,7 @@ def test_mic_errors_are_oserrors():
 
 @pytest.mark.parametrize("bad", [dict(chunk=0), dict(rate=0), dict(blocksize=-1), dict(latency="medium"),
                                  dict(latency=-0.1), dict(channel="left"), dict(channel=2), dict(channels=3),
-                                 dict(buffer_s=0), dict(stall_timeout_s=0)])
+                                 dict(buffer_s=0), dict(stall_timeout_s=0), dict(device_rate=0)])
 def test_mic_bad_settings_are_config_errors(monkeypatch, bad):
     _fake_sounddevice(monkeypatch, [USB], signal=_stereo(10), block=_blocks())
     with pytest.raises(ConfigError):

@@ -346,6 +346,8 @@ class MicSource(_Source):
             raise ConfigError(f"chunk must be >= 1 sample, got {chunk}")
         if int(rate) != rate or rate < 1:
             raise ConfigError(f"rate must be a positive integer (Hz), got {rate}")
+        if device_rate is not None and (int(device_rate) != device_rate or device_rate < 1):
+            raise ConfigError(f"device_rate must be a positive integer (Hz), got {device_rate}")
         if int(blocksize) != blocksize or blocksize < 0:
             raise ConfigError(f"blocksize must be an integer >= 0 (0: the device chooses), got {blocksize}")
         if not (latency in ("high", "low") or (isinstance(latency, (int, float)) and latency > 0)):
