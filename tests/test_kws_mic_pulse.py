@@ -27,6 +27,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -129,7 +130,8 @@ def loopback(server: PulseServer, wav: Path, seconds: float, *, src_root: Path =
     cmd = [sys.executable, "-m", "essm_stream", "demo", "--mic", "--seconds", f"{seconds:.2f}", "--plot", "",
            "--quiet", *extra] + (["--save-audio", str(save_audio)] if save_audio else [])
     t0 = time.perf_counter()
-    demo = subprocess.Popen(cmd, env=env, cwd=str(src_root), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    err = tempfile.TemporaryFile(mode="w+")          # not a pipe: stdout alone is read, line by line, then to EOF
+    demo = subprocess.Popen(cmd, env=env, cwd=str(src_root), stdout=subprocess.PIPE, stderr=err, text=True)
     out, player = [], None
     try:
         for line in demo.stdout:                      # "source: microphone ..." is printed once the stream runs
@@ -138,17 +140,25 @@ def loopback(server: PulseServer, wav: Path, seconds: float, *, src_root: Path =
                 time.sleep(play_delay_s)
                 player = subprocess.Popen(["paplay", str(wav)], env=server.env)
                 break
-        rest, err = demo.communicate(timeout=timeout_s)
+        reader = threading.Thread(target=lambda: out.append(demo.stdout.read()), daemon=True)
+        reader.start()
+        reader.join(timeout_s)                        # to EOF: the demo is done (or hung: killed below)
+        demo.wait(timeout=0.1 if reader.is_alive() else 30)
+    except subprocess.TimeoutExpired:
+        pass
     finally:
         if demo.poll() is None:
             demo.kill()
-            demo.wait()
+        demo.wait()
         if player is not None:
             if player.poll() is None:
                 player.terminate()
             player.wait()
+    err.seek(0)
+    stderr = err.read()
+    err.close()
     wall = time.perf_counter() - t0
-    return subprocess.CompletedProcess(cmd, demo.returncode, "".join(out) + rest, err), wall
+    return subprocess.CompletedProcess(cmd, demo.returncode, "".join(out), stderr), wall
 
 
 def parse_detections(stdout: str) -> list[tuple[float, str]]:
