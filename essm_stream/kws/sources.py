@@ -149,7 +149,7 @@ class StreamingResampler:
         from scipy.signal import firwin
         if int(sr_in) != sr_in or int(sr_out) != sr_out or sr_in < 1 or sr_out < 1:
             raise ConfigError(f"sample rates must be positive integers, got {sr_in} -> {sr_out}")
-        self.sr_in, self.sr_out = int(sr_in), int(sr_out)
+        self.sr_in, self.sr_out, self.window = int(sr_in), int(sr_out), window
         g = gcd(self.sr_in, self.sr_out)
         self.up, self.down = self.sr_out // g, self.sr_in // g
         self.identity = self.up == self.down == 1
@@ -216,7 +216,7 @@ class StreamingResampler:
         need_in = (max(total - 1, 0) * self.down + self.half_len) // self.up + 1
         self._x = np.concatenate([self._x, np.zeros(max(0, need_in - (self._x0 + len(self._x))))])
         y = self._emit(total) if total > self.n_out else np.zeros(0, dtype=np.float64)
-        self.__init__(self.sr_in, self.sr_out)
+        self.__init__(self.sr_in, self.sr_out, window=self.window)
         return y
 
 
