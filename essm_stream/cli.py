@@ -1,6 +1,7 @@
 """`essm-stream` console entry point: dispatches to essm_stream.commands.<name>.
 
-Exit codes: 0 success; 2 bad arguments or bad input (argparse errors, the package's ESSMError family,
+`main(argv)` returns the exit code (it never raises SystemExit, --help included). Exit codes: 0
+success; 2 bad arguments or bad input (argparse errors, the package's ESSMError family,
 the bridge's ConfigError / ProtocolError), always as one line on stderr; 1 an environment failure
 (a file system error, a lost serial link) as one line; 130 interrupted. `-vv` shows the traceback
 of errors that are reported as one line. A command module that fails to import is an error of the
@@ -82,7 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     except CommandImportError as e:
         print(f"essm-stream: error: {e}", file=sys.stderr)
         return 1
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:          # --help / --version (0) or a one-line argument error (2): a return code
+        return 0 if e.code is None else int(e.code)
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose + 1, 2)],
                         format="%(levelname)s %(name)s: %(message)s")
     if not getattr(args, "_run", None):
