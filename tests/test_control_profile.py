@@ -60,7 +60,7 @@ def test_profile_round_trip_through_program_file(tmp_path):
     prog.save(path)
     sweep = tmp_path / "sweep.json"
     sweep.write_text(json.dumps({"K": [1, 2, 4, 8], "acc": [0.5, 0.6, 0.8, 0.85]}))
-    d = build_profile(StreamProgram.load(path), sweep=str(sweep), ks=[1, 2, 4, 8], steps=8)
+    d = build_profile(StreamEngine(StreamProgram.load(path)), sweep=str(sweep), ks=[1, 2, 4, 8], steps=8)
     prog2 = StreamProgram.load(path)
     prog2.set_budget_profile(d, save=True)
     back = BudgetProfile.from_program(StreamProgram.load(path))
