@@ -29,7 +29,7 @@ from .telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Controller", "FixedK", "LatencyController", "EnergyController", "PredictiveController",
+__all__ = ["Controller", "FixedK", "LatencyController", "EnergyController", "PredictiveController", "TailController",
            "SlowdownKalman", "MinOf", "StaleGuard", "OndemandController"]
 
 
@@ -591,3 +591,151 @@ class OndemandController(Controller):
         else:
             self.k = self._clip(round(self.k_max - (self.k_max - self.k_min) * u / self.threshold))
         return self.k
+
+
+class TailController(Controller):
+    """Aims at the tail: the most accurate K whose predicted probability of missing the deadline
+    stays under `miss_target` (issue #16), instead of holding a p75 or a mean under a setpoint.
+
+    Model of the next step's latency at budget K:  lat(K) · s,   log s = m + r
+      m  the slowdown state: an EWMA (weight `level_alpha`) of log(measured / profiled latency);
+      r  the one-step-ahead residual, whose distribution is tracked online as a histogram with
+         exponential forgetting (half-life `half_life_steps`), one per feed-forward context:
+           0 calm, 1 pressure (PSI stall fraction >= psi_alarm or run queue >= runq_alarm),
+           2 shock (the previous step overran, or its slowdown jumped by > `jump` over m).
+    K is the most accurate K with  log lat(K) + m + q <= log deadline,  q the (1 - a) quantile of r
+    in the current context (never below the pooled quantile when the context has seen fewer than
+    1/a steps). Residuals of steps that even k_min would have missed are not used: no K avoids them.
+    `a` follows the realised avoidable misses (adaptive conformal inference, in log space): each
+    such miss divides it by e, each step without one multiplies it by exp(target / (1 - target)),
+    so the long-run rate of avoidable misses is held at `miss_target`.
+    Decreases of K apply at once; increases wait `dwell_steps`. Bad readings are rejected (base class).
+    """
+    name = "tail"
+
+    def __init__(self, *, profile, deadline_s: float, miss_target: float = 1e-3, k_min: int = 1,
+                 k_max: int | None = None, level_alpha: float = 0.3, half_life_steps: float = 4000.0,
+                 psi_alarm: float = 0.5, runq_alarm: float | None = None, jump: float = 1.5,
+                 dwell_steps: int = 3, prior_q: float = 1.0, aci_step: float = 1.0, k_init: int | None = None):
+        k_max = profile.k_max if k_max is None else k_max
+        super().__init__(k_min, k_max, k_init)
+        if profile.latency_s is None or profile.accuracy is None:
+            raise ControlConfigError("TailController needs a profile with 'latency_s' and 'accuracy'")
+        _check_latency_column(profile)
+        self.profile = profile
+        self.deadline_s = _check.number("deadline_s", deadline_s, lo=0, lo_open=True)
+        self.miss_target = _check.number("miss_target", miss_target, lo=1e-6, hi=0.5)
+        self.level_alpha = _check.number("level_alpha", level_alpha, lo=0, lo_open=True, hi=1.0)
+        self.half_life_steps = _check.number("half_life_steps", half_life_steps, lo=10)
+        self.psi_alarm = _check.number("psi_alarm", psi_alarm, lo=0, hi=1.0)
+        self.runq_alarm = _check.number("runq_alarm", runq_alarm, lo=1, allow_none=True)
+        self.jump = _check.number("jump", jump, lo=1.0)
+        self.dwell_steps = _check.integer("dwell_steps", dwell_steps, lo=0)
+        self.prior_q = _check.number("prior_q", prior_q, lo=0)
+        self.aci_step = _check.number("aci_step", aci_step, lo=0)
+        ks = np.arange(1, self.k_max + 1)
+        self._loglat = np.log(np.array([profile.lat(k) for k in ks]))
+        self._acc = np.array([profile.acc(k) for k in ks])
+        self._edges = np.linspace(-3.0, 6.0, 361)            # residual bins of 0.025 in log slowdown
+        self._decay = 0.5 ** (1.0 / self.half_life_steps)
+        self.reset()
+
+    def reset(self) -> None:
+        super().reset()
+        self.m = 0.0                                         # log slowdown state
+        self.alpha = self.miss_target
+        self._hist = np.zeros((3, len(self._edges) - 1))
+        self._w = np.zeros(3)
+        self._ctx = 0
+        self._since = 1 << 30
+        self.avoidable_misses = 0
+        self.unavoidable = 0
+        self.q = self.prior_q
+
+    def _quantile(self, h: np.ndarray, w: float, a: float) -> float | None:
+        if w * a < 1.0:
+            return None
+        tail = np.cumsum(h[::-1])
+        i = int(np.searchsorted(tail, a * w))                # first bin from the top holding mass a·w
+        return float(self._edges[len(h) - i])
+
+    def _q(self, ctx: int) -> float:
+        """The (1 - alpha) residual quantile for context `ctx`. Where a histogram has seen fewer than
+        1/alpha steps, the largest residual it holds stands in (conservative, not extrapolated);
+        before any data, prior_q."""
+        pooled_h, pooled_w = self._hist.sum(0), self._w.sum()
+        pooled = self._quantile(pooled_h, pooled_w, self.alpha)
+        if pooled is None:
+            pooled = self._top(pooled_h) if pooled_w > 0 else self.prior_q
+        if ctx == 0:
+            own = self._quantile(self._hist[0], self._w[0], self.alpha)
+            return pooled if own is None else own
+        own = self._quantile(self._hist[ctx], self._w[ctx], self.alpha)
+        if own is None:
+            own = self._top(self._hist[ctx]) if self._w[ctx] > 0 else pooled
+        return max(own, pooled)
+
+    def _top(self, h: np.ndarray) -> float:
+        nz = np.nonzero(h > 1e-3)[0]
+        return float(self._edges[nz[-1] + 1]) if len(nz) else self.prior_q
+
+    def choose(self, m: float, q: float) -> int:
+        lo = self.k_min - 1
+        ok = self._loglat[lo:] + m + q <= math.log(self.deadline_s)
+        idx = np.nonzero(ok)[0]
+        if not len(idx):
+            return self.k_min
+        acc = self._acc[lo:][idx]
+        return self.k_min + int(idx[np.nonzero(acc >= acc.max() - 1e-12)[0][0]])
+
+    def update(self, telemetry=None, dt=None) -> int:
+        tel = _tel(telemetry)
+        self._since += 1
+        latency = _value(tel.latency_s)
+        if latency is None:
+            return self.k
+        k_ran = self._k_ran(tel)
+        if latency is BAD or latency == 0.0:
+            return self._reject("latency_s")
+        if k_ran is BAD:
+            return self._reject("k")
+        log_s = min(math.log(latency) - self._loglat[k_ran - 1], 12.0)
+        overran = latency > self.deadline_s
+        unavoidable = log_s + self._loglat[self.k_min - 1] > math.log(self.deadline_s)
+        # 1. score the last prediction: residual into its context's histogram, ACI on misses
+        r = log_s - self.m
+        if unavoidable:
+            self.unavoidable += 1
+        else:
+            b = min(max(int(np.searchsorted(self._edges, r) - 1), 0), len(self._edges) - 2)
+            self._hist *= self._decay
+            self._w *= self._decay
+            self._hist[self._ctx, b] += 1.0
+            self._w[self._ctx] += 1.0
+        if overran and not unavoidable:
+            self.avoidable_misses += 1
+            self.alpha *= math.exp(-self.aci_step)
+        else:
+            self.alpha *= math.exp(self.aci_step * self.miss_target / (1 - self.miss_target))
+        self.alpha = min(max(self.alpha, 1e-6), 0.5)
+        # 2. feed-forward context of the next step, then the state update
+        psi = _value(tel.psi_some_frac, 0.0, 1.0)
+        runq = _value(tel.run_queue, 0.0, 1e6)
+        if (overran and not unavoidable) or r > math.log(self.jump):
+            self._ctx = 2
+        elif (psi not in (None, BAD) and psi >= self.psi_alarm) or \
+                (self.runq_alarm is not None and runq not in (None, BAD) and runq >= self.runq_alarm):
+            self._ctx = 1
+        else:
+            self._ctx = 0
+        if not unavoidable:
+            self.m += self.level_alpha * (log_s - self.m)
+        self.q = self._q(self._ctx)
+        new = self.choose(self.m, self.q)
+        if new < self.k or (new > self.k and self._since >= self.dwell_steps):
+            self.k, self._since = new, 0
+        return self.k
+
+    def notify(self, k_applied: int) -> None:
+        if k_applied < self.k:
+            self.k = max(self.k_min, k_applied)

@@ -1,14 +1,16 @@
-"""Closed-loop budget control evaluation on the real engine under a real co-running CPU load.
+"""Closed-loop budget control evaluation: on replayed load traces (decisive) and live (the check).
 
-For every load scenario (step change, periodic bursts, random) and every controller (each fixed K
-of the profile, the latency PI, the predictive controller, their composition with the safety
-floor, the energy controller, the ondemand-style heuristic) the harness starts its own bounded
-load (`controllers.loadgen.CpuLoad`, pinned to the engine's core), runs the engine in a periodic
-loop for `duration_s`, and records a Trace. The clairvoyant oracle is computed from each recorded
-trace. Reported: deadline-miss rate, mean K, expected accuracy (profile), accuracy relative to the
-oracle, energy / mean power, settling time and overshoot after the step change.
+Replay (`--replay TRACE.npz ...`, the default uses the shipped `sims/traces/*.npz`): every controller,
+every fixed K and the clairvoyant oracle run against the *same* recorded per-step slowdowns with the
+telemetry recorded beside them (controllers.replay), for each accuracy curve (synthetic monotone,
+measured peaked, measured monotone). Deterministic: the same command gives the same table.
 
-    python -m sims.control_eval --out docs/control        # or: essm-stream control-eval
+Live (`--live`): the engine runs in a periodic loop under a load this harness starts (memcpy loops on
+the engine's core, step / bursts / random schedules), once per controller; the oracle is computed
+from each recorded run. Used to check that replay predicts reality.
+
+    essm-stream control-eval --json runs/control_eval.json --out docs/img    # replay, all curves
+    essm-stream control-eval --live --duration 3 --out /tmp/ce               # live
 """
 from __future__ import annotations
 
@@ -74,9 +76,15 @@ def settling(trace, t_edge: float, t_end: float, band: float = 2.0):
     return settle, over
 
 
-def build_controllers(profile, deadline_s: float, k_max: int, power_w: float, idle_w: float, clock=None):
+ADAPTIVE = ("latency PI", "predictive", "pred & PI, floor", "tail", "tail, floor")
+
+
+def build_controllers(profile, deadline_s: float, k_max: int, power_w: float, idle_w: float, clock=None,
+                      miss_target: float = 5e-4):
+    """(fixed K factories, adaptive/energy/baseline factories). Every composed controller keeps the
+    safety floor (collapse boundary) and the stale-telemetry guard."""
     from controllers import (EnergyController, FixedK, LatencyController, MinOf, OndemandController,
-                             PredictiveController, StaleGuard)
+                             PredictiveController, StaleGuard, TailController)
     floor = profile.collapse_boundary or 1
     fixed = {f"fixed K={k}": (lambda k=k: FixedK(k, k_max=k_max)) for k in profile.ks}
     ctls = {
@@ -85,6 +93,10 @@ def build_controllers(profile, deadline_s: float, k_max: int, power_w: float, id
         "pred & PI, floor": lambda: StaleGuard(MinOf([
             PredictiveController(profile=profile, deadline_s=deadline_s),
             LatencyController(deadline_s=deadline_s, k_max=k_max)], floor=floor),
+            hold_s=0.05, safe_k=floor, clock=clock),
+        "tail": lambda: TailController(profile=profile, deadline_s=deadline_s, miss_target=miss_target),
+        "tail, floor": lambda: StaleGuard(MinOf([
+            TailController(profile=profile, deadline_s=deadline_s, miss_target=miss_target)], floor=floor),
             hold_s=0.05, safe_k=floor, clock=clock),
         "energy": lambda: EnergyController(profile=profile, power_w=power_w, idle_w=idle_w),
         "ondemand": lambda: OndemandController(threshold=0.8, k_max=k_max),
@@ -109,7 +121,8 @@ def run_eval(program=None, *, sweep: str | None = None, duration_s: float = 4.0,
     except (AttributeError, OSError) as e:
         log.warning("could not pin to core %d (%s): the load may run elsewhere", core, e)
     t0 = time.time()
-    prof_d = build_profile(program, sweep=sweep, steps=120, period_s=period_s)
+    eng = StreamEngine(program)
+    prof_d = build_profile(eng, sweep=sweep, steps=120, period_s=period_s)
     if fixed_ks is not None:
         prof_d = {**prof_d}
     profile = BudgetProfile.from_dict(prof_d, k_max)
@@ -124,7 +137,6 @@ def run_eval(program=None, *, sweep: str | None = None, duration_s: float = 4.0,
     log.info("deadline %.0f µs (%.2f x unloaded paced median at K=%d), energy target %.3f W", deadline_s * 1e6,
              deadline_factor, k_max, power_w)
     fixed, ctls = build_controllers(profile, deadline_s, k_max, power_w, pm.idle_w)
-    eng = StreamEngine(program)
     results = {"config": {"deadline_s": deadline_s, "period_s": period_s, "duration_s": duration_s,
                           "deadline_factor": deadline_factor, "core": core, "load_kind": load_kind,
                           "workers": workers, "power_target_w": power_w, "idle_w": pm.idle_w,
@@ -262,6 +274,192 @@ def plot_results(results, traces, profile, out_dir, scenario_names):
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, "control_pareto.png"), dpi=110)
     plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------
+# replay
+HERE = os.path.dirname(os.path.abspath(__file__))
+TRACE_DIR = os.path.join(HERE, "traces")
+CURVES = {"synthetic": None, "peaked": os.path.join(HERE, "curves", "peaked_digits.json"),
+          "monotone": os.path.join(HERE, "curves", "monotone_digits_perm.json")}
+
+
+def default_traces() -> list[str]:
+    import glob
+    return sorted(glob.glob(os.path.join(TRACE_DIR, "*.npz")))
+
+
+def curve(name: str, ks):
+    """(accuracy at ks, description) of a named curve or a sweep JSON path."""
+    import numpy as np
+
+    from controllers.profile import SYNTH_A_1, SYNTH_A_INF, SYNTH_TAU, load_sweep_json, synthetic_accuracy
+    if name == "synthetic":
+        return synthetic_accuracy(ks), f"synthetic monotone {SYNTH_A_INF} - ({SYNTH_A_INF} - {SYNTH_A_1}) exp(-(K-1)/{SYNTH_TAU})"
+    path = CURVES.get(name, name)
+    sk, sa = load_sweep_json(path)
+    with open(path) as f:
+        desc = json.load(f).get("source", os.path.basename(path))
+    return [float(v) for v in np.interp(ks, *zip(*sorted(zip(sk, sa))))], desc
+
+
+def replay_profile(trace, curve_name: str, k_max: int = 32, dyn_w: float = 3.0):
+    """The budget profile a controller gets on `trace`: the trace's own unloaded latency per K
+    (measured in the recording session), the named accuracy curve, PowerModel energy."""
+    from controllers import BudgetProfile
+    from controllers.errors import ProfileError
+    lp = trace.profile_latency
+    if lp is None:
+        raise ProfileError(f"trace {trace.name!r} has no latency_profile in its meta")
+    ks, lat = lp
+    acc, desc = curve(curve_name, ks)
+    prof = BudgetProfile(ks, k_max, accuracy=acc, latency_s=lat, energy_j=[dyn_w * v for v in lat])
+    return prof, desc
+
+
+def judge(rows: list[dict], max_abs_miss: float = 2e-3) -> dict:
+    """The issue-16 targets for one (trace, curve) from its rows."""
+    orc = next(r for r in rows if r["controller"] == "oracle")
+    fixed = [r for r in rows if r["kind"] == "fixed"]
+    out = {}
+    for r in rows:
+        if r["kind"] != "adaptive":
+            continue
+        ok_fixed = [f for f in fixed if f["miss_rate"] <= r["miss_rate"]]
+        best = max(ok_fixed, key=lambda f: f["accuracy"]) if ok_fixed else None
+        checks = {"miss <= 2x oracle": r["miss_rate"] <= 2 * orc["miss_rate"],
+                  "miss <= 0.2%": r["miss_rate"] <= max_abs_miss,
+                  "acc >= 98% oracle": r["acc_vs_oracle"] >= 0.98,
+                  "beats best fixed K": best is None or r["accuracy"] > best["accuracy"]}
+        out[r["controller"]] = {"met": all(checks.values()), "checks": checks,
+                                "best_fixed": None if best is None else best["controller"],
+                                "best_fixed_accuracy": None if best is None else best["accuracy"]}
+    e = next((r for r in rows if r["controller"] == "energy"), None)
+    if e is not None:
+        out["energy"] = {"met": abs(e["power_error"]) <= 0.02 and e["acc_vs_energy_oracle"] >= 0.95,
+                         "checks": {"power within 2%": abs(e["power_error"]) <= 0.02,
+                                    "acc >= 95% energy oracle": e["acc_vs_energy_oracle"] >= 0.95}}
+    return out
+
+
+def run_replay(trace_paths, *, curves=("synthetic", "peaked", "monotone"), deadline_factor: float = 2.0,
+               power_target_frac: float = 0.5, miss_target: float = 5e-4, idle_w: float = 2.0,
+               dyn_w: float = 3.0, progress: bool = True) -> dict:
+    """Every controller on every trace for every curve. Returns {"rows": [...], "judged": {...}}."""
+    from tqdm.auto import tqdm
+
+    from controllers import FakeClock
+    from controllers.replay import LoadTrace, energy_oracle, oracle as replay_oracle, replay
+
+    traces = [LoadTrace.load(p) for p in trace_paths]
+    rows, judged, kseries = [], {}, {}
+    jobs = [(t, c) for t in traces for c in curves]
+    for tr, cname in tqdm(jobs, desc="control-eval replay", disable=not progress):
+        prof, desc = replay_profile(tr, cname)
+        period = float(tr.meta.get("period_s", 1e-3))
+        k_max = prof.k_max
+        deadline = deadline_factor * prof.lat(k_max)
+        dyn_lo, dyn_hi = (dyn_w * prof.lat(k) / period for k in (1, k_max))
+        power_w = idle_w + dyn_lo + power_target_frac * (dyn_hi - dyn_lo)
+        clock = FakeClock()
+        fixed, ctls = build_controllers(prof, deadline, k_max, power_w, idle_w, clock=clock, miss_target=miss_target)
+        k_or, miss_or, acc_or = replay_oracle(tr.slowdown, prof, deadline)
+        k_eo, acc_eo, p_eo = energy_oracle(tr.slowdown, prof, power_w, period_s=period, idle_w=idle_w, dyn_w=dyn_w)
+        base = {"trace": tr.name, "load": tr.meta.get("load", ""), "curve": cname, "curve_source": desc,
+                "deadline_s": deadline, "period_s": period, "steps": len(tr), "power_target_w": power_w}
+        group = [dict(base, controller="oracle", kind="oracle", miss_rate=miss_or, mean_k=float(k_or.mean()),
+                      accuracy=acc_or, acc_vs_oracle=1.0, mean_power_w=None, power_error=None)]
+        for name, factory in list(fixed.items()) + list(ctls.items()):
+            ctl = factory()
+            clock.t = 0.0
+            res = replay(tr, ctl, prof, deadline_s=deadline, period_s=period, idle_w=idle_w, dyn_w=dyn_w, clock=clock)
+            kind = "fixed" if name.startswith("fixed") else ("adaptive" if name in ADAPTIVE else name)
+            row = dict(base, controller=name, kind=kind, miss_rate=res.miss_rate, mean_k=res.mean_k,
+                       accuracy=res.accuracy, acc_vs_oracle=res.accuracy / acc_or,
+                       mean_power_w=res.mean_power_w, power_error=res.mean_power_w / power_w - 1,
+                       dyn_power_error=(res.mean_power_w - idle_w) / (power_w - idle_w) - 1,
+                       rejected=res.rejected)
+            if name == "energy":
+                row.update(energy_oracle_accuracy=acc_eo, energy_oracle_power_w=p_eo,
+                           acc_vs_energy_oracle=res.accuracy / acc_eo)
+            group.append(row)
+            if name in ("tail, floor", "pred & PI, floor", "latency PI"):
+                kseries[(tr.name, cname, name)] = res.k
+        kseries[(tr.name, cname, "oracle")] = k_or
+        judged[f"{tr.name}/{cname}"] = judge(group)
+        rows.extend(group)
+    return {"rows": rows, "judged": judged, "kseries": kseries,
+            "config": {"deadline_factor": deadline_factor, "power_target_frac": power_target_frac,
+                       "miss_target": miss_target, "idle_w": idle_w, "dyn_w": dyn_w,
+                       "traces": [os.path.relpath(p) for p in trace_paths], "curves": list(curves)}}
+
+
+def replay_table(res: dict, curve_name: str, controllers=("oracle", "tail, floor", "tail", "pred & PI, floor",
+                                                        "predictive", "latency PI")) -> str:
+    """Markdown: one row per trace, miss rate / accuracy vs oracle per controller, best fixed K."""
+    rows = [r for r in res["rows"] if r["curve"] == curve_name]
+    traces = list(dict.fromkeys(r["trace"] for r in rows))
+    head = "| trace | " + " | ".join(controllers) + " | best fixed K at <= tail, floor's misses | energy: power err / acc vs energy oracle |"
+    lines = [head, "|" + "---|" * (len(controllers) + 3)]
+    for t in traces:
+        g = {r["controller"]: r for r in rows if r["trace"] == t}
+        cells = []
+        for c in controllers:
+            r = g[c]
+            cells.append(f"{100 * r['miss_rate']:.2f}% / {100 * r['acc_vs_oracle']:.1f}%")
+        j = res["judged"][f"{t}/{curve_name}"]["tail, floor"]
+        bf = j["best_fixed"]
+        bf_s = "none" if bf is None else f"{bf[8:]}: {100 * g[bf]['miss_rate']:.2f}% / {100 * g[bf]['acc_vs_oracle']:.1f}%"
+        e = g["energy"]
+        cells.append(bf_s)
+        cells.append(f"{100 * e['power_error']:+.2f}% ({100 * e['dyn_power_error']:+.1f}% dyn.) / "
+                     f"{100 * e['acc_vs_energy_oracle']:.1f}%")
+        lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def targets_table(res: dict) -> str:
+    """Markdown: per trace x curve, whether "tail, floor" and the energy controller meet #16's targets."""
+    lines = ["| trace | curve | tail, floor: misses (oracle) | acc vs oracle | beats best fixed K | target | "
+             "energy: power err, acc vs energy oracle | energy target |", "|" + "---|" * 8]
+    for key, j in res["judged"].items():
+        t, c = key.split("/")
+        g = {r["controller"]: r for r in res["rows"] if r["trace"] == t and r["curve"] == c}
+        r, o, e = g["tail, floor"], g["oracle"], g["energy"]
+        jt = j["tail, floor"]
+        lines.append(f"| {t} | {c} | {100 * r['miss_rate']:.2f}% ({100 * o['miss_rate']:.2f}%) | "
+                     f"{100 * r['acc_vs_oracle']:.1f}% | {'yes' if jt['checks']['beats best fixed K'] else 'no'} | "
+                     f"{'met' if jt['met'] else 'short: ' + ', '.join(k for k, v in jt['checks'].items() if not v)} | "
+                     f"{100 * e['power_error']:+.2f}%, {100 * e['acc_vs_energy_oracle']:.1f}% | "
+                     f"{'met' if j['energy']['met'] else 'short'} |")
+    return "\n".join(lines)
+
+
+def write_json(path: str, res: dict) -> None:
+    """One row per (trace, curve, controller) plus the config and the judged targets (atomic)."""
+    import math
+    import tempfile
+
+    def clean(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {str(k): clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+    keep = ("trace", "load", "curve", "controller", "kind", "miss_rate", "mean_k", "accuracy", "acc_vs_oracle",
+            "mean_power_w", "power_target_w", "power_error", "dyn_power_error", "energy_oracle_accuracy",
+            "acc_vs_energy_oracle", "deadline_s", "period_s", "steps", "rejected", "curve_source")
+    rows = [{k: r[k] for k in keep if k in r} for r in res["rows"]]
+    doc = clean({"config": res["config"], "rows": rows, "judged": res["judged"]})
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".ce.", suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump(doc, f, indent=1)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
