@@ -200,7 +200,7 @@ class LatencyController(Controller):
         latency = _value(tel.latency_s)
         if latency is None:
             return self.k                                   # nothing measured: hold
-        if latency is BAD:
+        if latency is BAD or latency == 0.0:                # no step takes zero time
             return self._reject("latency_s")
         dt = self._dt_value(dt)
         if dt is BAD:
