@@ -20,6 +20,7 @@ import logging
 import math
 import numbers
 from collections import deque
+from statistics import NormalDist
 
 import numpy as np
 
@@ -41,6 +42,7 @@ def _tel(t) -> Telemetry:
     return t
 
 
+_NORMAL = NormalDist()
 BAD = object()          # a reading that is present but implausible (see _value)
 
 
@@ -614,9 +616,11 @@ class TailController(Controller):
     name = "tail"
 
     def __init__(self, *, profile, deadline_s: float, miss_target: float = 1e-3, k_min: int = 1,
-                 k_max: int | None = None, level_alpha: float = 0.3, half_life_steps: float = 4000.0,
+                 k_max: int | None = None, level_alpha: float = 0.3, level_up: float | None = None,
+                 half_life_steps: float = 4000.0,
                  psi_alarm: float = 0.5, runq_alarm: float | None = None, jump: float = 1.5,
-                 dwell_steps: int = 3, prior_q: float = 1.0, aci_step: float = 1.0, k_init: int | None = None):
+                 dwell_steps: int = 3, prior_q: float = 1.0, aci_step: float = 1.0, min_tail: float = 3.0,
+                 k_init: int | None = None):
         k_max = profile.k_max if k_max is None else k_max
         super().__init__(k_min, k_max, k_init)
         if profile.latency_s is None or profile.accuracy is None:
@@ -626,6 +630,8 @@ class TailController(Controller):
         self.deadline_s = _check.number("deadline_s", deadline_s, lo=0, lo_open=True)
         self.miss_target = _check.number("miss_target", miss_target, lo=1e-6, hi=0.5)
         self.level_alpha = _check.number("level_alpha", level_alpha, lo=0, lo_open=True, hi=1.0)
+        self.level_up = _check.number("level_up", level_alpha if level_up is None else level_up, lo=0,
+                                      lo_open=True, hi=1.0)
         self.half_life_steps = _check.number("half_life_steps", half_life_steps, lo=10)
         self.psi_alarm = _check.number("psi_alarm", psi_alarm, lo=0, hi=1.0)
         self.runq_alarm = _check.number("runq_alarm", runq_alarm, lo=1, allow_none=True)
@@ -633,10 +639,12 @@ class TailController(Controller):
         self.dwell_steps = _check.integer("dwell_steps", dwell_steps, lo=0)
         self.prior_q = _check.number("prior_q", prior_q, lo=0)
         self.aci_step = _check.number("aci_step", aci_step, lo=0)
+        self.min_tail = _check.number("min_tail", min_tail, lo=1.0)
         ks = np.arange(1, self.k_max + 1)
         self._loglat = np.log(np.array([profile.lat(k) for k in ks]))
         self._acc = np.array([profile.acc(k) for k in ks])
         self._edges = np.linspace(-3.0, 6.0, 361)            # residual bins of 0.025 in log slowdown
+        self._centres = 0.5 * (self._edges[1:] + self._edges[:-1])
         self._decay = 0.5 ** (1.0 / self.half_life_steps)
         self.reset()
 
@@ -653,11 +661,19 @@ class TailController(Controller):
         self.q = self.prior_q
 
     def _quantile(self, h: np.ndarray, w: float, a: float) -> float | None:
-        if w * a < 1.0:
+        """Upper (1 - a) quantile of the residual histogram h (total weight w). With at least
+        `min_tail` steps beyond it, the empirical quantile; with fewer (early on, or a rare context)
+        a log-normal tail: mean + z(1 - a)·std of the residuals, from at least 30 steps; else None."""
+        if w * a >= self.min_tail:
+            tail = np.cumsum(h[::-1])
+            i = int(np.searchsorted(tail, a * w))            # first bin from the top holding mass a·w
+            return float(self._edges[len(h) - i])
+        if w < 30:
             return None
-        tail = np.cumsum(h[::-1])
-        i = int(np.searchsorted(tail, a * w))                # first bin from the top holding mass a·w
-        return float(self._edges[len(h) - i])
+        c = self._centres
+        mu = float(h @ c) / w
+        sd = math.sqrt(max(float(h @ (c - mu) ** 2) / w, 1e-6))
+        return mu + _NORMAL.inv_cdf(1.0 - a) * sd
 
     def _q(self, ctx: int) -> float:
         """The (1 - alpha) residual quantile for context `ctx`. Where a histogram has seen fewer than
@@ -728,8 +744,8 @@ class TailController(Controller):
             self._ctx = 1
         else:
             self._ctx = 0
-        if not unavoidable:
-            self.m += self.level_alpha * (log_s - self.m)
+        if not unavoidable:                  # fast attack, slow release: a load arrives at once
+            self.m += (self.level_up if log_s > self.m else self.level_alpha) * (log_s - self.m)
         self.q = self._q(self._ctx)
         new = self.choose(self.m, self.q)
         if new < self.k or (new > self.k and self._since >= self.dwell_steps):

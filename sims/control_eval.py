@@ -107,7 +107,7 @@ def build_controllers(profile, deadline_s: float, k_max: int, power_w: float, id
 def run_eval(program=None, *, sweep: str | None = None, duration_s: float = 4.0, period_s: float = 1e-3,
              deadline_factor: float = 2.0, core: int = 0, load_kind: str = "memory", workers: int = 2,
              scenario_names=("step", "bursts", "random"), fixed_ks=None, out_dir: str | None = None,
-             plot: bool = True, power_target_frac: float = 0.5, progress: bool = True) -> dict:
+             plot: bool = True, power_target_frac: float = 0.5, progress: bool = True, rt: bool = False) -> dict:
     from tqdm.auto import tqdm
 
     from controllers import BudgetProfile, CpuMonitor, PowerModel, RandomSource, Runner, build_profile
@@ -120,6 +120,8 @@ def run_eval(program=None, *, sweep: str | None = None, duration_s: float = 4.0,
         os.sched_setaffinity(0, {core})
     except (AttributeError, OSError) as e:
         log.warning("could not pin to core %d (%s): the load may run elsewhere", core, e)
+    if rt:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(50))
     t0 = time.time()
     eng = StreamEngine(program)
     prof_d = build_profile(eng, sweep=sweep, steps=120, period_s=period_s)
@@ -140,7 +142,8 @@ def run_eval(program=None, *, sweep: str | None = None, duration_s: float = 4.0,
     results = {"config": {"deadline_s": deadline_s, "period_s": period_s, "duration_s": duration_s,
                           "deadline_factor": deadline_factor, "core": core, "load_kind": load_kind,
                           "workers": workers, "power_target_w": power_w, "idle_w": pm.idle_w,
-                          "dyn_w": pm.dyn_w, "cpus": os.cpu_count(), "program": repr(program)},
+                          "dyn_w": pm.dyn_w, "cpus": os.cpu_count(), "program": repr(program),
+                          "scheduling": "SCHED_FIFO 50" if rt else "SCHED_OTHER"},
                "profile": prof_d, "runs": {}}
     traces = {}
     scen = scenarios(duration_s, level=workers)
@@ -227,7 +230,7 @@ def plot_results(results, traces, profile, out_dir, scenario_names):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     dl = results["config"]["deadline_s"]
-    show = ["latency PI", "predictive", "pred & PI, floor", "ondemand"]
+    show = ["latency PI", "pred & PI, floor", "tail, floor", "ondemand"]
     for s in scenario_names:
         fig, ax = plt.subplots(3, 1, figsize=(10, 8), sharex=True)
         for n in show:
@@ -364,7 +367,6 @@ def run_replay(trace_paths, *, curves=("synthetic", "peaked", "monotone"), deadl
         clock = FakeClock()
         fixed, ctls = build_controllers(prof, deadline, k_max, power_w, idle_w, clock=clock, miss_target=miss_target)
         k_or, miss_or, acc_or = replay_oracle(tr.slowdown, prof, deadline)
-        k_eo, acc_eo, p_eo = energy_oracle(tr.slowdown, prof, power_w, period_s=period, idle_w=idle_w, dyn_w=dyn_w)
         base = {"trace": tr.name, "load": tr.meta.get("load", ""), "curve": cname, "curve_source": desc,
                 "deadline_s": deadline, "period_s": period, "steps": len(tr), "power_target_w": power_w}
         group = [dict(base, controller="oracle", kind="oracle", miss_rate=miss_or, mean_k=float(k_or.mean()),
@@ -380,6 +382,10 @@ def run_replay(trace_paths, *, curves=("synthetic", "peaked", "monotone"), deadl
                        dyn_power_error=(res.mean_power_w - idle_w) / (power_w - idle_w) - 1,
                        rejected=res.rejected)
             if name == "energy":
+                # the clairvoyant schedule at the energy this controller really spent (the target
+                # itself may be out of reach when load makes even K=1 steps expensive)
+                _, acc_eo, p_eo = energy_oracle(tr.slowdown, prof, max(power_w, res.mean_power_w), period_s=period,
+                                                idle_w=idle_w, dyn_w=dyn_w)
                 row.update(energy_oracle_accuracy=acc_eo, energy_oracle_power_w=p_eo,
                            acc_vs_energy_oracle=res.accuracy / acc_eo)
             group.append(row)
@@ -462,40 +468,143 @@ def write_json(path: str, res: dict) -> None:
     os.replace(tmp, path)
 
 
+def plot_replay(res: dict, out_dir: str) -> None:
+    """control_replay_pareto.png: miss rate vs accuracy/oracle per trace (one panel per curve),
+    fixed K as a grey line, controllers as stars; control_replay_k.png: K over time on two traces."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    os.makedirs(out_dir, exist_ok=True)
+    curves = res["config"]["curves"]
+    traces = list(dict.fromkeys(r["trace"] for r in res["rows"]))
+    fig, axs = plt.subplots(len(curves), len(traces), figsize=(2.6 * len(traces), 2.6 * len(curves)), squeeze=False,
+                            sharey="row")
+    marks = {"tail, floor": ("*", "C3"), "tail": ("*", "C1"), "pred & PI, floor": ("^", "C0"), "predictive": ("v", "C9"),
+             "latency PI": ("s", "C2"), "oracle": ("o", "k")}
+    for i, c in enumerate(curves):
+        for j, t in enumerate(traces):
+            ax = axs[i, j]
+            g = [r for r in res["rows"] if r["curve"] == c and r["trace"] == t]
+            fx = sorted((r for r in g if r["kind"] == "fixed"), key=lambda r: r["mean_k"])
+            ax.plot([100 * r["miss_rate"] + 1e-2 for r in fx], [100 * r["acc_vs_oracle"] for r in fx], ".-",
+                    color="0.6", lw=0.8, ms=3, label="fixed K")
+            for r in g:
+                if r["controller"] in marks:
+                    m, col = marks[r["controller"]]
+                    ax.plot(100 * r["miss_rate"] + 1e-2, 100 * r["acc_vs_oracle"], m, color=col, ms=7,
+                            label=r["controller"])
+            ax.axvline(0.2 + 1e-2, color="r", lw=0.5, ls=":")
+            ax.axhline(98, color="r", lw=0.5, ls=":")
+            ax.set_xscale("log")
+            ax.set_ylim(50, 102)
+            if i == 0:
+                ax.set_title(t, fontsize=8)
+            if j == 0:
+                ax.set_ylabel(f"{c}: acc / oracle (%)", fontsize=8)
+            if i == len(curves) - 1:
+                ax.set_xlabel("miss rate (%) + 0.01", fontsize=8)
+            ax.tick_params(labelsize=7)
+    h, l = axs[0, 0].get_legend_handles_labels()
+    fig.legend(h, l, loc="lower center", ncol=7, fontsize=8)
+    fig.suptitle("replayed load traces: deadline-miss rate vs expected accuracy (dotted: the 0.2% / 98% targets)",
+                 fontsize=10)
+    fig.tight_layout(rect=(0, 0.04, 1, 0.97))
+    fig.savefig(os.path.join(out_dir, "control_replay_pareto.png"), dpi=90)
+    plt.close(fig)
+    show = [t for t in traces if t in ("memcpy-step", "memcpy-step-rt")] or traces[:2]
+    fig, axs = plt.subplots(len(show), 1, figsize=(10, 2.8 * len(show)), squeeze=False)
+    for ax, t in zip(axs[:, 0], show):
+        for n, col in (("oracle", "0.7"), ("latency PI", "C2"), ("pred & PI, floor", "C0"), ("tail, floor", "C3")):
+            k = res["kseries"].get((t, "synthetic", n))
+            if k is not None:
+                ax.plot(np.arange(len(k)) * 1e-3, k, lw=0.6 if n == "oracle" else 1.0, color=col, label=n,
+                        drawstyle="steps-post")
+        ax.set_ylabel("K")
+        ax.set_title(f"{t}, synthetic curve", fontsize=9)
+        ax.legend(fontsize=7, ncol=4)
+    axs[-1, 0].set_xlabel("time (s)")
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, "control_replay_k.png"), dpi=90)
+    plt.close(fig)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--program", help="a program file (default: random weights, edge config d=64, 4 layers, L=128, K̄=32)")
-    p.add_argument("--sweep", help="accuracy per K from this sweep JSON (default: the synthetic saturating curve)")
-    p.add_argument("--duration", type=float, default=4.0, help="seconds per (scenario, controller) run")
-    p.add_argument("--period", type=float, default=1e-3, help="control period in seconds")
+    g = p.add_argument_group("replay (default)")
+    g.add_argument("--replay", nargs="+", metavar="TRACE",
+                   help="load traces (.npz from python -m sims.record_traces); default: the shipped sims/traces/*.npz")
+    g.add_argument("--curves", default="synthetic,peaked,monotone",
+                   help="accuracy curves: synthetic, peaked (measured digits sweep), monotone (measured "
+                        "permuted-digits sweep), or sweep JSON paths")
+    g.add_argument("--miss-target", type=float, default=5e-4, help="the tail controller's target miss rate")
+    g.add_argument("--json", help="write one row per (trace, curve, controller) to this JSON file")
+    g = p.add_argument_group("live")
+    g.add_argument("--live", action="store_true", help="run live on the engine under a load this harness starts")
+    g.add_argument("--program", help="live: a program file (default: random weights, edge config d=64, 4 layers, L=128, K̄=32)")
+    g.add_argument("--sweep", help="live: accuracy per K from this sweep JSON (default: the synthetic curve)")
+    g.add_argument("--duration", type=float, default=4.0, help="live: seconds per (scenario, controller) run")
+    g.add_argument("--core", type=int, default=0, help="live: CPU core the engine and the load share")
+    g.add_argument("--load", choices=("memory", "spin", "pagecache"), default="memory", help="live: kind of load")
+    g.add_argument("--workers", type=int, default=2, help="live: load processes at full load")
+    g.add_argument("--scenarios", default="step,bursts,random", help="live: load schedules")
+    g.add_argument("--fixed-ks", help="live: comma-separated fixed K baselines (default: every K of the profile)")
+    g.add_argument("--rt", action="store_true", help="live: run the loop SCHED_FIFO 50 (needs CAP_SYS_NICE)")
+    p.add_argument("--period", type=float, default=1e-3, help="live: control period in seconds")
     p.add_argument("--deadline-factor", type=float, default=2.0,
-                   help="deadline = this x the unloaded median step latency at K̄ (paced), measured by the harness")
-    p.add_argument("--core", type=int, default=0, help="CPU core the engine and the load share")
-    p.add_argument("--load", choices=("memory", "spin"), default="memory", help="kind of co-running load")
-    p.add_argument("--workers", type=int, default=2, help="load processes at full load")
-    p.add_argument("--scenarios", default="step,bursts,random")
-    p.add_argument("--fixed-ks", help="comma-separated fixed K baselines (default: every K of the profile)")
-    p.add_argument("--out", default="control_eval_out", help="directory for control_eval.json and PNG plots")
+                   help="deadline = this x the unloaded paced median step latency at K̄")
+    p.add_argument("--out", help="directory for the PNG plots (and control_eval.json when live)")
     p.add_argument("--no-plot", action="store_true")
 
 
+def _positive(name: str, v: float) -> None:
+    import math
+    if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+        raise SystemExit(f"essm-stream control-eval: error: {name} must be > 0, got {v}")
+
+
 def run_from_args(a) -> int:
+    for name in ("duration", "period", "deadline_factor", "miss_target"):
+        _positive("--" + name.replace("_", "-"), getattr(a, name))
+    if a.workers < 1 or a.core < 0:
+        raise SystemExit("essm-stream control-eval: error: --workers must be >= 1 and --core >= 0")
+    if a.live:
+        return _run_live(a)
+    paths = a.replay or default_traces()
+    missing = [t for t in paths if not os.path.isfile(t)]
+    if missing or not paths:
+        raise SystemExit(f"essm-stream control-eval: error: no such trace file: {missing or 'none shipped'}")
+    curves = tuple(c for c in a.curves.split(",") if c)
+    res = run_replay(paths, curves=curves, deadline_factor=a.deadline_factor, miss_target=a.miss_target)
+    for c in curves:
+        print(f"\n### curve: {c}  (cells: miss rate / expected accuracy vs oracle)\n")
+        print(replay_table(res, c))
+    print("\n### targets (issue #16)\n")
+    print(targets_table(res))
+    if a.json:
+        write_json(a.json, res)
+        print(f"\nwrote {a.json}")
+    if a.out and not a.no_plot:
+        plot_replay(res, a.out)
+        print(f"wrote plots to {a.out}")
+    return 0
+
+
+def _run_live(a) -> int:
     from essm_stream.program import StreamProgram
     program = StreamProgram.load(a.program) if a.program else None
     fixed_ks = [int(k) for k in a.fixed_ks.split(",")] if a.fixed_ks else None
     names = tuple(s for s in a.scenarios.split(",") if s)
+    out = a.out or "control_eval_out"
     res = run_eval(program, sweep=a.sweep, duration_s=a.duration, period_s=a.period,
                    deadline_factor=a.deadline_factor, core=a.core, load_kind=a.load, workers=a.workers,
-                   scenario_names=names, fixed_ks=fixed_ks, out_dir=a.out, plot=not a.no_plot)
+                   scenario_names=names, fixed_ks=fixed_ks, out_dir=out, plot=not a.no_plot, rt=a.rt)
     c = res["config"]
     print(f"deadline {c['deadline_s'] * 1e6:.0f} µs, period {c['period_s'] * 1e3:g} ms, "
           f"energy target {c['power_target_w']:.4f} W, {c['duration_s']:g} s per run, wall {res['wall_s']:.0f} s")
     for s in names:
         print(f"\n### scenario: {s}\n")
         print(format_table(res, s))
-        for n, d in dominance(res, s).items():
-            print(f"  {n}: best fixed K at <= its misses: {d['best_fixed_at_no_more_misses']} "
-                  f"(acc {d['its_accuracy']}), dominated by {d['dominated_by'] or 'none'}")
-    print(f"\nwrote {a.out}/control_eval.json" + ("" if a.no_plot else " and PNG plots"))
+    print(f"\nwrote {out}/control_eval.json" + ("" if a.no_plot else " and PNG plots"))
     return 0
 
 
