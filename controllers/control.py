@@ -600,14 +600,17 @@ class TailController(Controller):
     stays under `miss_target` (issue #16), instead of holding a p75 or a mean under a setpoint.
 
     Model of the next step's latency at budget K:  lat(K) · s,   log s = m + r
-      m  the slowdown state: an EWMA (weight `level_alpha`) of log(measured / profiled latency);
+      m  the slowdown state: an EWMA of log(measured / profiled latency), weight `level_up` when the
+         slowdown rises (a load arrives at once) and `level_alpha` when it falls;
       r  the one-step-ahead residual, whose distribution is tracked online as a histogram with
          exponential forgetting (half-life `half_life_steps`), one per feed-forward context:
            0 calm, 1 pressure (PSI stall fraction >= psi_alarm or run queue >= runq_alarm),
            2 shock (the previous step overran, or its slowdown jumped by > `jump` over m).
     K is the most accurate K with  log lat(K) + m + q <= log deadline,  q the (1 - a) quantile of r
-    in the current context (never below the pooled quantile when the context has seen fewer than
-    1/a steps). Residuals of steps that even k_min would have missed are not used: no K avoids them.
+    in the current context (the alarm contexts never below the pooled quantile). Where a histogram
+    holds fewer than `min_tail` steps beyond the quantile (early on, rare contexts) the quantile
+    comes from a log-normal fit (mean + z·std of the residuals: a per-context log-normal with the
+    slowdown state m). Residuals of steps that even k_min would have missed are not used: no K avoids them.
     `a` follows the realised avoidable misses (adaptive conformal inference, in log space): each
     such miss divides it by e, each step without one multiplies it by exp(target / (1 - target)),
     so the long-run rate of avoidable misses is held at `miss_target`.
@@ -616,10 +619,10 @@ class TailController(Controller):
     name = "tail"
 
     def __init__(self, *, profile, deadline_s: float, miss_target: float = 1e-3, k_min: int = 1,
-                 k_max: int | None = None, level_alpha: float = 0.3, level_up: float | None = None,
+                 k_max: int | None = None, level_alpha: float = 0.1, level_up: float | None = 0.3,
                  half_life_steps: float = 4000.0,
                  psi_alarm: float = 0.5, runq_alarm: float | None = None, jump: float = 1.5,
-                 dwell_steps: int = 3, prior_q: float = 1.0, aci_step: float = 1.0, min_tail: float = 3.0,
+                 dwell_steps: int = 20, prior_q: float = 1.0, aci_step: float = 0.3, min_tail: float = 3.0,
                  k_init: int | None = None):
         k_max = profile.k_max if k_max is None else k_max
         super().__init__(k_min, k_max, k_init)

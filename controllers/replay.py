@@ -223,3 +223,30 @@ def energy_oracle(slowdown: np.ndarray, profile, power_w: float, *, period_s: fl
             hi = mid
     k, p = pick(hi)
     return k + k_min, float(acc[k].mean()), float(p)
+
+
+def level_oracle(slowdown: np.ndarray, level: np.ndarray, profile, deadline_s: float, max_miss_rate: float,
+                 k_min: int = 1):
+    """An upper bound for controllers that know the load *level* in advance but not each step's
+    slowdown: one fixed K per level, the combination of highest mean expected accuracy whose miss
+    rate is at most `max_miss_rate` (exhaustive over K per level, at most 3 levels).
+    Returns ({level: K}, miss rate, accuracy), or (None, nan, nan) when nothing fits."""
+    import itertools
+    lat = np.asarray(profile.latency_s[k_min - 1:])
+    acc = np.asarray(profile.accuracy[k_min - 1:], dtype=float)
+    level = np.nan_to_num(np.asarray(level, dtype=float), nan=0.0).astype(int)
+    levels = sorted(set(level.tolist()))
+    if len(levels) > 3:
+        raise ProfileError(f"level_oracle handles at most 3 load levels, got {levels}")
+    n = len(slowdown)
+    miss = {l: (slowdown[level == l][:, None] * lat[None, :] > deadline_s).sum(0) for l in levels}  # (K,)
+    cnt = {l: int((level == l).sum()) for l in levels}
+    best = (None, float("nan"), -1.0)
+    for combo in itertools.product(range(len(lat)), repeat=len(levels)):
+        m = sum(miss[l][k] for l, k in zip(levels, combo)) / n
+        if m > max_miss_rate:
+            continue
+        a = sum(cnt[l] * acc[k] for l, k in zip(levels, combo)) / n
+        if a > best[2]:
+            best = ({l: k + k_min for l, k in zip(levels, combo)}, float(m), float(a))
+    return best if best[0] is not None else (None, float("nan"), float("nan"))
