@@ -573,21 +573,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _positive(name: str, v: float) -> None:
     import math
+
+    from essm_stream.errors import ConfigError
     if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-        raise SystemExit(f"essm-stream control-eval: error: {name} must be > 0, got {v}")
+        raise ConfigError(f"{name} must be > 0, got {v}")
 
 
 def run_from_args(a) -> int:
     for name in ("duration", "period", "deadline_factor", "miss_target"):
         _positive("--" + name.replace("_", "-"), getattr(a, name))
+    from essm_stream.errors import ConfigError
     if a.workers < 1 or a.core < 0:
-        raise SystemExit("essm-stream control-eval: error: --workers must be >= 1 and --core >= 0")
+        raise ConfigError(f"--workers must be >= 1 and --core >= 0, got {a.workers} and {a.core}")
     if a.live:
         return _run_live(a)
     paths = a.replay or default_traces()
     missing = [t for t in paths if not os.path.isfile(t)]
     if missing or not paths:
-        raise SystemExit(f"essm-stream control-eval: error: no such trace file: {missing or 'none shipped'}")
+        raise ConfigError(f"no such trace file: {', '.join(missing) if missing else 'none shipped in sims/traces'}")
     curves = tuple(c for c in a.curves.split(",") if c)
     res = run_replay(paths, curves=curves, deadline_factor=a.deadline_factor, miss_target=a.miss_target)
     for c in curves:
