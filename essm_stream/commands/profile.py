@@ -25,14 +25,28 @@ def add_arguments(p):
 
 
 def run(a):
+    from controllers.errors import ControlError
+
+    from ..errors import ConfigError
+    try:
+        return _run(a)
+    except ControlError as e:          # controllers is a leaf with its own family: one CLI line
+        raise ConfigError(str(e)) from None
+
+
+def _run(a):
     import json
+
+    import numpy as np
 
     from controllers.profile import build_profile
     from controllers.telemetry import PowerModel, open_energy_source
-    from essm_stream.commands._args import check_outputs
-    from essm_stream.errors import check_budget
-    from essm_stream.fileio import atomic_write_bytes, read_json
-    from essm_stream.program import StreamProgram
+
+    from ..commands._args import check_outputs
+    from ..engine import StreamEngine
+    from ..errors import check_budget
+    from ..fileio import atomic_write_bytes, read_json
+    from ..program import StreamProgram
 
     check_outputs(("program file", a.out or a.program), ("--json", a.json))
     if a.sweep:
@@ -48,7 +62,8 @@ def run(a):
         src = open_energy_source(idle_w=a.idle_w, dyn_w=a.dyn_w)
         if isinstance(src, PowerModel):
             src = None
-    prof = build_profile(prog, sweep=a.sweep, ks=ks, steps=a.steps, period_s=a.period,
+    eng = StreamEngine(prog, batch=1, dtype=np.float32)
+    prof = build_profile(eng, sweep=a.sweep, ks=ks, steps=a.steps, period_s=a.period,
                          power_model=pm, energy_source=src)
     prog.set_budget_profile(prof, save=a.out or True)
     print("| K | accuracy | latency (µs) | p99 (µs) | energy/step (µJ) |\n|---|---|---|---|---|")
