@@ -213,7 +213,7 @@ def test_snapshot_restore_and_reset(prog):
     eng.reset()
     assert eng.steps == 0 and np.array_equal(eng.run(X[:40], 32), first)
     other = StreamEngine(prog, batch=3, dtype=np.float64)
-    with pytest.raises(ConfigError, match="another shape"):
+    with pytest.raises(ConfigError, match="another program, batch or dtype"):
         other.restore(s)
 
 
