@@ -524,15 +524,20 @@ def head(t, W, off, lay, state, ist, work, Y, B, ln_eps):
 
 
 @njit(fastmath=False)   # fastmath would assume finite values and fold the check away
-def frame_is_finite(state, lay, Y, t, B, p):
-    """Did frame t leave only finite values: u of every layer (now in the history at p) and y_t?"""
-    d, L, d_out, sh = lay[D_MODEL], lay[L_WIN], lay[D_OUT], lay[ST_HIST]
-    two_L = 2 * L
-    for q in range(lay[N_LAYERS] * B * d):
-        if not np.isfinite(state[sh + q * two_L + p]):
-            return False
-    for b in range(B):
-        for i in range(d_out):
+def rows_finite(a, o, stride, rows, n):
+    """Are a[o + r stride + i], r < rows, i < n all finite? (u of every stream, y_t of every stream)."""
+    for r in range(rows):
+        for i in range(n):
+            if not np.isfinite(a[o + r * stride + i]):
+                return False
+    return True
+
+
+@njit(fastmath=False)
+def output_finite(Y, t):
+    """Is y_t finite for every stream?"""
+    for b in range(Y.shape[1]):
+        for i in range(Y.shape[2]):
             if not np.isfinite(Y[t, b, i]):
                 return False
     return True
@@ -594,10 +599,12 @@ def stream_run(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
         for b in range(B):
             Kt = max(Kt, Ks[t, b])
         input_projection(X, t, W, off, lay, work, ist)           # h = W_in x_t + b_in
+        finite = True                                            # did this frame overflow? (u and y)
         for l in range(lay[N_LAYERS]):
             _layer_norm_streams(work, B, wl, lay[W_H], lay[W_U], W, seg(off, O_LN1G, l),
                                 seg(off, O_LN1B, l), d, ln_eps)  # u = LN1(h)
             ring_write(state, work, lay, B, l, p)                # window of u ← u(t)
+            finite = rows_finite(work, lay[W_U], wl, B, d) and finite
             if lay[GATED] != 0:
                 gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps)   # α(t) (Eq. 8)
             convolve(Ks, t, W, off, lay, state, work, B, l, p)   # V = [u, α_k (Φ_k * u)(t)]_{k≤K}
@@ -605,7 +612,7 @@ def stream_run(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
             if lay[MLP] != 0:
                 mlp(W, off, lay, work, B, l, ln_eps)             # h += MLP(LN2(h))
         head(t, W, off, lay, state, ist, work, Y, B, ln_eps)     # y_t = W_out LN_f(h) + b_out (pooled)
-        if not frame_is_finite(state, lay, Y, t, B, p):          # overflow: take the frame back
+        if not (finite and output_finite(Y, t)):                 # overflow: take the frame back
             undo_frame(state, work, lay, ist, B, p)
             ist[IST_ERR_T] = t
             if not nan_zero:
