@@ -58,13 +58,12 @@ def _json_default(o):
 
 def read_checkpoint(path) -> tuple[dict, dict[str, Any]]:
     """(tensors, metadata) after checking the format; raises ProgramError naming what is wrong."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load
-
     path = Path(path)
     if not path.is_file():
         raise ProgramError(f"checkpoint {str(path)!r} does not exist")
     _check_header(path)          # size, header and format first: a wrong file is not read whole
+    from safetensors import SafetensorError
+    from safetensors.torch import load
     data = path.read_bytes()
     try:
         tensors = load(data)
