@@ -97,6 +97,18 @@ def json_loads_bounded(text: str, what: str, max_depth: int = MAX_JSON_DEPTH) ->
         raise ProgramError(f"{what} is not valid JSON: {e}") from None
 
 
+def _check_depth(obj: Any, what: str, max_depth: int = MAX_JSON_DEPTH - 1) -> None:
+    """A frontend / budget profile must nest at most max_depth levels (the metadata object around
+    it is one more), so that what save() writes, load() reads back."""
+    stack = [(obj, 1)]
+    while stack:
+        o, depth = stack.pop()
+        if isinstance(o, (dict, list, tuple)):
+            if depth > max_depth:
+                raise ProgramError(f"{what} nests more than {max_depth} levels deep")
+            stack.extend((v, depth + 1) for v in (o.values() if isinstance(o, dict) else o))
+
+
 def _reject_constant(name: str):
     raise ValueError(f"{name} is not a JSON number")
 
@@ -130,6 +142,7 @@ def validate_budget_profile(profile: Any, k_max: int) -> dict | None:
     for key in profile:
         if not isinstance(key, str):
             raise ProgramError(f"budget_profile keys must be strings, got {key!r}")
+    _check_depth(profile, "budget_profile")
     try:
         return json.loads(json.dumps(profile, allow_nan=False))
     except (TypeError, ValueError) as e:
@@ -141,6 +154,7 @@ def _validate_frontend(frontend: Any) -> dict | None:
         return None
     if not isinstance(frontend, dict) or not all(isinstance(k, str) for k in frontend):
         raise ProgramError(f"frontend must be a dict with string keys or None, got {frontend!r:.80}")
+    _check_depth(frontend, "frontend")
     try:
         return json.loads(json.dumps(frontend, allow_nan=False))
     except (TypeError, ValueError) as e:

@@ -152,3 +152,22 @@ def test_item9_checkpoint_header_checked_before_reading_whole(tmp_path, monkeypa
     monkeypatch.setattr(checkpoint, "MAX_CHECKPOINT_BYTES", 10)
     with pytest.raises(ProgramError, match="checkpoints are at most 10"):
         checkpoint.read_checkpoint(f)
+
+
+def test_item9_save_refuses_what_load_would_refuse(tmp_path):
+    """Item 9: a frontend nested deeper than the loader's bound (or a self-referencing one) is refused
+    when set, so save() never writes a file that load() rejects."""
+    prog = numpy_program(CFG)[0]
+    deep = inner = {}
+    for _ in range(program.MAX_JSON_DEPTH + 5):
+        inner["x"] = {}
+        inner = inner["x"]
+    with pytest.raises(ProgramError, match="nests more than"):
+        prog.set_frontend(deep)
+    loop = {"a": []}
+    loop["a"].append(loop)
+    with pytest.raises(ProgramError, match="nests more than"):
+        prog.set_frontend(loop)
+    ok = {"a": [[[1.0]]]}
+    prog.set_frontend(ok).save(str(tmp_path / "ok.essm"))
+    assert StreamProgram.load(str(tmp_path / "ok.essm")).frontend == ok
