@@ -43,7 +43,7 @@ def pocketsphinx_detections(pcm: np.ndarray, threshold: float, refractory_s: flo
     for i in range(0, len(pcm), 16000 * 30):
         dec.process_raw(pcm[i:i + 16000 * 30].astype(np.int16).tobytes(), False, False)
     dec.end_utt()
-    segs = sorted(((s.end_frame + 1) * 0.01, s.word.strip()) for s in dec.seg())
+    segs = sorted(((s.end_frame + 1) * 0.01, s.word.strip()) for s in (dec.seg() or []))   # None: no hypothesis
     for t, w in segs:
         if w in D.KEYWORDS and t - last >= refractory_s:
             out.append(Detection(w, 1.0, round(t, 3)))
