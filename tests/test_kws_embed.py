@@ -78,6 +78,7 @@ def test_gate_skips_the_network_on_silence(params):
     np.testing.assert_array_equal(E[loud], ungated[loud])   # sound: computed as without the gate
 
 
+@pytest.mark.slow
 @pytest.mark.torch
 def test_program_with_embedding_frontend_runs_and_replay_matches(params):
     pytest.importorskip("torch")
