@@ -20,7 +20,7 @@ from . import loso as L
 from .evaluate import score_stream
 
 log = logging.getLogger(__name__)
-PS_THRESHOLDS = (1e-5, 1e-10, 1e-20, 1e-30)
+PS_THRESHOLDS = (1e-10, 1e-5, 1e0, 1e10, 1e20, 1e30)   # short words need strict (large) values
 PEER_NEG_S = 600.0       # pocketsphinx and the previous model: the first 10 min of each keyword-free set (CPU)
 
 
