@@ -32,6 +32,11 @@ from essm_stream.errors import ConfigError
 log = logging.getLogger(__name__)
 
 TIP_FALL_Z = 1.0         # gymnasium InvertedDoublePendulum terminates when the tip's z <= 1
+# Hand-over: for the first WARMUP ticks of an episode the full-state expert holds the robot while
+# the policy already reads the observation stream (its commands are not applied), as a robot is held
+# upright before its controller takes over. Without it a policy starts from an empty history and its
+# velocity estimate at t = 0 is a step from zero: its first command kicks the pendulum over.
+WARMUP = 64
 NQ = 3                   # cart x, hinge 1, hinge 2
 NX = 6                   # qpos + qvel
 
@@ -73,8 +78,8 @@ def load_model(rate_hz: float = 200.0):
 @dataclass
 class ObsModel:
     """Joint positions only, + N(0, noise²) per reading, delayed by `delay` ticks, times `scale`."""
-    noise: float = 0.01          # m / rad
-    delay: int = 1               # ticks between a reading and its arrival at the policy
+    noise: float = 0.004         # m / rad (a coarse encoder: ~1/1500 of a turn)
+    delay: int = 2               # ticks between a reading and its arrival at the policy
     scale: float = 10.0          # so that observations are O(1)
 
     def __post_init__(self):
@@ -121,6 +126,11 @@ class PendulumBatch:
     def state(self) -> np.ndarray:
         """(n, 6) full state qpos, qvel (what the expert sees)."""
         return np.array([np.concatenate([d.qpos, d.qvel]) for d in self.datas])
+
+    def recoverable(self) -> np.ndarray:
+        """(n,) robots up and within 0.5 rad of upright (lower pole and upper pole, absolute)."""
+        q = np.array([d.qpos[1:3] for d in self.datas])
+        return ~self.fallen & (np.abs(q[:, 0]) < 0.5) & (np.abs(q[:, 0] + q[:, 1]) < 0.5)
 
     def tip_z(self) -> np.ndarray:
         return np.array([d.site_xpos[self._tip, 2] for d in self.datas])

@@ -1,6 +1,8 @@
 """The fixed-rate robot control loop: observation -> budget K -> engine step -> command (or hold).
 
-Each tick (period 1 / rate_hz) of an episode, for a fleet of n robots stepped as ONE engine batch:
+After a hand-over of WARMUP ticks (sims/pendulum.py: the expert holds the robots while the policy
+reads the stream), each tick (period 1 / rate_hz) of an episode, for a fleet of n robots stepped as
+ONE engine batch:
 
     o = plant.observe()                     # joint positions, noisy, delayed (sims/pendulum.py)
     K = chooser.choose(t, telemetry)        # fixed, a controllers controller, or the oracle
@@ -31,7 +33,7 @@ import numpy as np
 
 from essm_stream.errors import ConfigError
 
-from .pendulum import LQRExpert, ObsModel, PendulumBatch
+from .pendulum import WARMUP, LQRExpert, ObsModel, PendulumBatch
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +45,7 @@ SCENARIOS = ("none", "step", "bursts", "random", "const")
 @dataclass
 class LoopConfig:
     rate_hz: float = 200.0
-    ticks: int = 1000                  # episode length (5 s at 200 Hz)
+    ticks: int = 1000                  # episode length after the hand-over (5 s at 200 Hz)
     n: int = 16                        # robots in the fleet (one engine batch)
     deadline_s: float | None = None    # inference slot per tick; None: deadline_factor x profile.lat(K̄)
     deadline_factor: float = 1.25
@@ -87,6 +89,16 @@ def latency_factors(cfg: LoopConfig, levels: np.ndarray) -> np.ndarray:
     rng = np.random.default_rng((cfg.seed, 3))
     f = np.asarray(cfg.slowdown, float)[levels] * np.exp(cfg.jitter * rng.standard_normal(len(levels)))
     return f * np.where(rng.random(len(levels)) < cfg.spike_p, 3.0, 1.0)
+
+
+def handover(plant, policy, expert, K) -> None:
+    """The first WARMUP ticks: the full-state expert holds the robots while the policy streams the
+    observations (its commands are not applied), so that its memory is full when it takes over."""
+    for _ in range(WARMUP):
+        o = plant.observe()
+        if not getattr(policy, "full_state", False):
+            policy.act(o, K)
+        plant.step(expert(plant.state()))
 
 
 def pushes(cfg: LoopConfig, episodes: np.ndarray) -> np.ndarray:
@@ -184,7 +196,8 @@ def run_episode(policy, chooser, cfg: LoopConfig, *, profile=None, episodes=None
         deadline = np.inf if lat_prof is None else cfg.deadline_factor * lat_prof[-1]
     factor = latency_factors(cfg, levels)
     F = pushes(cfg, episodes)
-    u_prev = np.zeros(n)
+    handover(plant, policy, expert, profile.k_max if profile is not None else None)
+    u_prev = expert(plant.state())
     cost = np.zeros(n)
     misses, ksum, lat_sum, e_cum = 0, 0.0, 0.0, 0.0
     tel = Telemetry()
@@ -262,6 +275,7 @@ def sweep_k(program, cfg: LoopConfig, ks=KS, episodes: int = 32):
     F = pushes(c, ids)
     cost = np.zeros(n)
     pol.reset(n)
+    handover(plant, pol, expert, kvec)
     for t in range(T):
         u = pol.act(plant.observe(), kvec)
         cost += np.where(plant.fallen, COST_FALLEN, np.minimum(expert.stage_cost(plant.state(), u), COST_FALLEN))

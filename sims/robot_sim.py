@@ -74,6 +74,30 @@ def measured_latency(program, n: int, ks=KS) -> dict:
     return calibrate_latency(eng, ks, steps=400, rounds=4)
 
 
+def paced_latency(program, n: int, ks=KS, rate_hz: float = 200.0, steps: int = 60, rounds: int = 3) -> dict:
+    """Wall-clock mode: median time of the whole policy step (engine + I/O) for an n-robot batch
+    at each K, paced at the control rate as in the loop (a paced step runs with colder caches than a
+    back-to-back one), K visited in interleaved rounds so that drift spreads over every K."""
+    from .policies import ESSMPolicy
+    pol = ESSMPolicy(program, n=n)
+    o = np.random.default_rng(0).standard_normal((n, 3))
+    samples = {k: [] for k in ks}
+    period = 1.0 / rate_hz
+    for r in range(rounds):
+        for k in (ks if r % 2 == 0 else ks[::-1]):
+            nxt = time.perf_counter()
+            for _ in range(steps // rounds):
+                nxt += period
+                wait = nxt - time.perf_counter()
+                if wait > 0:
+                    time.sleep(wait)
+                t0 = time.perf_counter()
+                pol.act(o, k)
+                samples[k].append(time.perf_counter() - t0)
+    med = list(np.maximum.accumulate([float(np.median(samples[k])) for k in ks]))
+    return {"K": list(ks), "latency_s": med}
+
+
 def make_profile(program, sweep: dict, lat: dict) -> dict:
     ks, q = quality(sweep)
     e = energy_per_k(program)
@@ -127,7 +151,8 @@ def contenders(profile, deadline_s: float, lat_at, k_best: int, k_safe: int):
 
 def evaluate(program, peers_path: str, *, deterministic: bool = True, n: int = 16, ticks: int = 1000,
              episodes: int = 32, scenarios=("step", "bursts", "random"), rate_hz: float = 200.0, level: int = 2,
-             seed: int = 0, robots=(1, 2, 4, 8, 16, 32, 64, 128), progress: bool = True) -> dict:
+             seed: int = 0, robots=(1, 2, 4, 8, 16, 32, 64, 128), deadline_factor: float | None = None,
+             progress: bool = True) -> dict:
     from tqdm.auto import tqdm
 
     from controllers import BudgetProfile
@@ -143,12 +168,15 @@ def evaluate(program, peers_path: str, *, deterministic: bool = True, n: int = 1
             raise ConfigError("--deterministic needs a program with a budget profile (python -m sims.robot_sim --bundle)")
         lat = {"K": program.budget_profile["K"], "latency_s": program.budget_profile["latency_s"]}
     else:
-        lat = measured_latency(program, n)
+        lat = paced_latency(program, n, rate_hz=rate_hz)
     lat["batch"] = n
     prof_d = make_profile(program, sw, lat)
     profile = BudgetProfile.from_dict(prof_d, kmax)
     lat_k = np.asarray(profile.latency_s)
-    deadline = base.deadline_factor * lat_k[-1]
+    if deadline_factor is None:      # wall clock: a loaded shared machine jitters far more than the model
+        deadline_factor = base.deadline_factor if deterministic else 2.0
+    base.deadline_factor = deadline_factor
+    deadline = deadline_factor * lat_k[-1]
     smax = base.slowdown[level]
     # the largest K whose step fits the deadline at the peak load (nominal slowdown, 2-sigma jitter)
     fit = np.nonzero(lat_k * smax * np.exp(2 * base.jitter) <= deadline)[0]     # 2-sigma jitter margin
@@ -254,6 +282,7 @@ def evaluate(program, peers_path: str, *, deterministic: bool = True, n: int = 1
                         "fixed": {"K": kfix, "success": rf.success, "cost": rf.cost, "energy_j": rf.energy_j}})
     return {"config": {"deterministic": deterministic, "n": n, "ticks": ticks, "rate_hz": rate_hz,
                        "episodes": episodes, "level": level, "slowdown": list(base.slowdown), "deadline_s": deadline,
+                       "deadline_factor": deadline_factor,
                        "k_safe": k_safe, "sweet_spot": sweet, "collapse_boundary": collapse,
                        "obs": vars(base.obs), "seconds": None},
             "sweep": {str(k): {"success": v[0], "cost": v[1]} for k, v in sw.items()},
@@ -404,6 +433,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scenarios", default="step,bursts,random", help="load schedules, comma separated")
     p.add_argument("--level", type=int, default=2, help="load level at peak (spinner processes in wall-clock mode)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--deadline-factor", type=float, default=None,
+                   help="inference deadline per tick = this x the profiled K̄ latency (default 1.25 "
+                        "deterministic, 2.0 wall clock)")
     p.add_argument("--bundle", default=None, metavar="RUN_DIR",
                    help="instead: profile RUN_DIR/policy.essm and copy it and the peers into the package assets")
 
@@ -414,6 +446,9 @@ def run_from_args(a) -> int:
         import mujoco  # noqa: F401
     except ImportError:
         print("essm-stream sim: error: needs MuJoCo: pip install 'essm-stream[sim]'", file=sys.stderr)
+        return 2
+    if a.deadline_factor is not None and a.deadline_factor <= 0:
+        print(f"essm-stream sim: error: --deadline-factor must be > 0, got {a.deadline_factor}", file=sys.stderr)
         return 2
     for name in ("robots", "ticks", "episodes"):
         if getattr(a, name) < 1:
@@ -430,7 +465,8 @@ def run_from_args(a) -> int:
         return 0
     program, _, peers_path = load_bundle(a.policy, a.peers)
     res = evaluate(program, peers_path, deterministic=a.deterministic, n=a.robots, ticks=a.ticks,
-                   episodes=a.episodes, scenarios=scen, rate_hz=a.rate_hz, level=a.level, seed=a.seed)
+                   episodes=a.episodes, scenarios=scen, rate_hz=a.rate_hz, level=a.level, seed=a.seed,
+                   deadline_factor=a.deadline_factor)
     print(report(res))
     if a.plots:
         for p in plots(res, a.plots):
