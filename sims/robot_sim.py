@@ -152,6 +152,7 @@ def contenders(profile, deadline_s: float, lat_at, k_best: int, k_safe: int):
 def evaluate(program, peers_path: str, *, deterministic: bool = True, n: int = 16, ticks: int = 1000,
              episodes: int = 32, scenarios=("step", "bursts", "random"), rate_hz: float = 200.0, level: int = 2,
              seed: int = 0, robots=(1, 2, 4, 8, 16, 32, 64, 128), deadline_factor: float | None = None,
+             push_n: float = 0.0,
              progress: bool = True) -> dict:
     from tqdm.auto import tqdm
 
@@ -159,7 +160,8 @@ def evaluate(program, peers_path: str, *, deterministic: bool = True, n: int = 1
     from .policies import ESSMPolicy, load_peers
     t_start = time.time()
     kmax = program.k_max
-    base = LoopConfig(rate_hz=rate_hz, ticks=ticks, n=n, deterministic=deterministic, level=level, seed=seed)
+    base = LoopConfig(rate_hz=rate_hz, ticks=ticks, n=n, deterministic=deterministic, level=level, seed=seed,
+                      push_n=push_n)
     # 1. budget sweep, this run
     sw = sweep_k(program, base, episodes=episodes)
     # the latency profile: the program's (deterministic), or measured here now (wall clock)
@@ -186,8 +188,9 @@ def evaluate(program, peers_path: str, *, deterministic: bool = True, n: int = 1
     # 2. peers on the same episodes, and per-step inference time at batch 1
     rows_policy = []
     best_k = max(sw, key=lambda k: (sw[k][0], -sw[k][1]))
-    sweet = profile.sweet_spot or kmax
-    collapse = profile.collapse_boundary or kmax
+    # on the swept budgets (the profile interpolates between them)
+    sweet = min((k for k in sw if k >= (profile.sweet_spot or kmax)), default=kmax)
+    collapse = min((k for k in sw if k >= (profile.collapse_boundary or kmax)), default=kmax)
     timing = {}
     e1 = ESSMPolicy(program, n=1)
     for k in sorted({kmax, sweet, 1}):
@@ -282,7 +285,7 @@ def evaluate(program, peers_path: str, *, deterministic: bool = True, n: int = 1
                         "fixed": {"K": kfix, "success": rf.success, "cost": rf.cost, "energy_j": rf.energy_j}})
     return {"config": {"deterministic": deterministic, "n": n, "ticks": ticks, "rate_hz": rate_hz,
                        "episodes": episodes, "level": level, "slowdown": list(base.slowdown), "deadline_s": deadline,
-                       "deadline_factor": deadline_factor,
+                       "deadline_factor": deadline_factor, "push_n": push_n,
                        "k_safe": k_safe, "sweet_spot": sweet, "collapse_boundary": collapse,
                        "obs": vars(base.obs), "seconds": None},
             "sweep": {str(k): {"success": v[0], "cost": v[1]} for k, v in sw.items()},
@@ -436,6 +439,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--deadline-factor", type=float, default=None,
                    help="inference deadline per tick = this x the profiled K̄ latency (default 1.25 "
                         "deterministic, 2.0 wall clock)")
+    p.add_argument("--push-n", type=float, default=0.0,
+                   help="std (N) of random pushes on the upper pole, 1 Hz per robot, 50 ms each (0: none)")
     p.add_argument("--bundle", default=None, metavar="RUN_DIR",
                    help="instead: profile RUN_DIR/policy.essm and copy it and the peers into the package assets")
 
@@ -449,6 +454,9 @@ def run_from_args(a) -> int:
         return 2
     if a.deadline_factor is not None and a.deadline_factor <= 0:
         print(f"essm-stream sim: error: --deadline-factor must be > 0, got {a.deadline_factor}", file=sys.stderr)
+        return 2
+    if a.push_n < 0:
+        print(f"essm-stream sim: error: --push-n must be >= 0, got {a.push_n}", file=sys.stderr)
         return 2
     for name in ("robots", "ticks", "episodes"):
         if getattr(a, name) < 1:
@@ -466,7 +474,7 @@ def run_from_args(a) -> int:
     program, _, peers_path = load_bundle(a.policy, a.peers)
     res = evaluate(program, peers_path, deterministic=a.deterministic, n=a.robots, ticks=a.ticks,
                    episodes=a.episodes, scenarios=scen, rate_hz=a.rate_hz, level=a.level, seed=a.seed,
-                   deadline_factor=a.deadline_factor)
+                   deadline_factor=a.deadline_factor, push_n=a.push_n)
     print(report(res))
     if a.plots:
         for p in plots(res, a.plots):
