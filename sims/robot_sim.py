@@ -193,11 +193,11 @@ def evaluate(program, peers_path: str, *, deterministic: bool = True, n: int = 1
     collapse = min((k for k in sw if k >= (profile.collapse_boundary or kmax)), default=kmax)
     timing = {}
     e1 = ESSMPolicy(program, n=1)
-    for k in sorted({kmax, sweet, 1}):
+    for k in sorted({kmax, sweet, best_k, 1}):
         timing[f"ES-SSM K={k}"] = time_step(e1, 1, k)
     for name, p in load_peers(peers_path, n=1).items():
         timing[name] = time_step(p, 1)
-    for k in sorted({kmax, sweet}):
+    for k in sorted({kmax, sweet, best_k}):
         s, c = sw[k]
         rows_policy.append({"name": f"ES-SSM K={k}", "scenario": "no load", "success_rate": s, "mean_cost": c,
                             "deadline_miss_rate": 0.0, "mean_K": float(k),
@@ -263,7 +263,7 @@ def evaluate(program, peers_path: str, *, deterministic: bool = True, n: int = 1
     for N in robots:
         e = ESSMPolicy(program, n=N)
         fleet["ES-SSM K=32"].append(time_step(e, N, kmax, steps=200) / N)
-        fleet["ES-SSM mixed K"].append(time_step(e, N, rng.choice([sweet, kmax], N).astype(np.int64), steps=200) / N)
+        fleet["ES-SSM mixed K"].append(time_step(e, N, rng.choice([best_k, kmax], N).astype(np.int64), steps=200) / N)
         for name, p in load_peers(peers_path, n=N).items():
             if name in fleet:
                 fleet[name].append(time_step(p, N, steps=200) / N)
@@ -286,7 +286,7 @@ def evaluate(program, peers_path: str, *, deterministic: bool = True, n: int = 1
     return {"config": {"deterministic": deterministic, "n": n, "ticks": ticks, "rate_hz": rate_hz,
                        "episodes": episodes, "level": level, "slowdown": list(base.slowdown), "deadline_s": deadline,
                        "deadline_factor": deadline_factor, "push_n": push_n,
-                       "k_safe": k_safe, "sweet_spot": sweet, "collapse_boundary": collapse,
+                       "k_safe": k_safe, "sweet_spot": sweet, "collapse_boundary": collapse, "best_k": best_k,
                        "obs": vars(base.obs), "seconds": None},
             "sweep": {str(k): {"success": v[0], "cost": v[1]} for k, v in sw.items()},
             "profile": prof_d, "policies": rows_policy, "load": rows_load, "misses_vs_slowdown": misses,
@@ -308,7 +308,8 @@ def table(rows, title: str) -> str:
 def report(res: dict) -> str:
     c = res["config"]
     out = [f"budget sweep (no load, {c['episodes']} episodes of {c['ticks']} ticks at {c['rate_hz']:g} Hz): "
-           f"sweet spot K={c['sweet_spot']}, collapse boundary K={c['collapse_boundary']}",
+           f"best K={c['best_k']} (success, then cost), collapse boundary K={c['collapse_boundary']}, "
+           f"sweet spot K={c['sweet_spot']} (98% of K̄'s quality, from K̄ down)",
            "  K:       " + " ".join(f"{k:>6}" for k in res["sweep"]),
            "  success: " + " ".join(f"{v['success']:>6.2f}" for v in res["sweep"].values()),
            "  cost:    " + " ".join(f"{v['cost']:>6.2f}" for v in res["sweep"].values()), "",

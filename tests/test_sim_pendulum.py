@@ -97,6 +97,7 @@ def test_deterministic_mode_is_reproducible(bundle):
     np.testing.assert_array_equal(rs[0].trace["x"], rs[1].trace["x"])
 
 
+@pytest.mark.torch
 def test_numpy_peers_match_torch():
     """The numpy peers (what `sim` runs) against the torch modules they were trained as."""
     torch = pytest.importorskip("torch")
