@@ -186,7 +186,7 @@ def train_models(O, Y, V, *, steps: int, seed: int, lr: float = 1e-2, batch: int
 
 def build(out: str, *, rounds: int = 1, episodes: int = 48, T: int = 1000, steps0: int = 400, steps: int = 200,
           seed: int = 0, rate_hz: float = 200.0) -> dict:
-    """Expert data, then DAgger rounds; writes policy.essm, data.npz, build.json into out."""
+    """Expert data, then DAgger rounds; writes policy.essm, model.safetensors, data.npz, build.json into out."""
     import torch
 
     from essm_stream.compile import compile_model
@@ -241,6 +241,8 @@ def build(out: str, *, rounds: int = 1, episodes: int = 48, T: int = 1000, steps
     history.append({"round": "polish", "loss": loss, "val_success": val})
     if val < best[0]:
         model.load_state_dict(best[2])
+    from essm_stream.checkpoint import save_checkpoint
+    save_checkpoint(os.path.join(out, "model.safetensors"), model, train_state={"history": history})  # to fine-tune later
     prog = compile_model(model)
     prog.save(os.path.join(out, "policy.essm"))
     info = {"model": MODEL, "rounds": history, "final_loss": loss, "episodes": len(Y),

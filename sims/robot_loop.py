@@ -264,11 +264,6 @@ def sweep_k(program, cfg: LoopConfig, ks=KS, episodes: int = 32):
     c = LoopConfig(**{**cfg.__dict__, "n": len(kvec), "scenario": "none", "deterministic": True,
                       "deadline_s": 1e9})
     pol = ESSMPolicy(program, n=len(kvec))
-
-    class PerRobot(Fixed):
-        def choose(self, t, tel):
-            return kvec
-
     n, T = len(kvec), c.ticks
     plant = PendulumBatch(n, rate_hz=c.rate_hz, obs=c.obs, seed=c.seed, episodes=ids)
     expert = LQRExpert(plant.model)
