@@ -373,10 +373,10 @@ def plots(res: dict, out_dir: str) -> list:
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.8))
     ax[0].plot(ks, [res["sweep"][str(k)]["success"] for k in ks], "o-", label="ES-SSM")
     ax[1].plot(ks, [res["sweep"][str(k)]["cost"] for k in ks], "o-", label="ES-SSM")
-    for r in res["policies"]:
-        if not r["name"].startswith("ES-SSM"):
-            ax[0].axhline(r["success_rate"], ls="--", lw=0.8, label=r["name"], color=None)
-            ax[1].axhline(r["mean_cost"], ls="--", lw=0.8, label=r["name"])
+    peers = [r for r in res["policies"] if not r["name"].startswith("ES-SSM")]
+    for i, r in enumerate(peers):
+        ax[0].axhline(r["success_rate"], ls="--", lw=1.0, label=r["name"], color=f"C{i + 1}")
+        ax[1].axhline(r["mean_cost"], ls="--", lw=1.0, label=r["name"], color=f"C{i + 1}")
     for a, yl in zip(ax, ("success rate", "mean cost per tick")):
         a.set_xscale("log", base=2)
         a.set_xlabel("budget K")
