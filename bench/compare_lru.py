@@ -1,0 +1,221 @@
+"""ES-SSM's budget curve against the CompreSSM peer, measured in one run on the same task and budget.
+
+Trains, with the project's training loop, the same data, seed, steps, batch, lr and block shape:
+  (a) ES-SSM (budget dropout) once, then swept over K;
+  (b) LRU at full state N;
+  (c) LRU reduced in training by CompreSSM's balanced truncation to each rank r (--ranks, at --at);
+  (d) LRU trained at state r from the start (the paper's control).
+Per model: test accuracy, MACs per streaming step (the same counting for both kinds), and torch
+per-step time (one stream, one thread, inference_mode: ES-SSM as bench/peers.TorchStep with ring
+buffers, LRU as LRUModel.step), plus the numba engine's time for ES-SSM. Writes JSON, a plot
+(accuracy vs MACs, all curves on one axis) and a markdown table.
+
+    nice -n 10 python bench/compare_lru.py --task digits --steps 400 --out runs/compare_lru
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+SWEEP = (1, 2, 4, 8, 16, 32)
+
+
+def step_time(fn, n: int, warm: int = 200) -> float:
+    """Median seconds per call over n calls (after warm-up), in blocks of 10 to smooth timer overhead."""
+    for _ in range(warm):
+        fn()
+    times = []
+    for _ in range(n // 10):
+        t = time.perf_counter()
+        for _ in range(10):
+            fn()
+        times.append((time.perf_counter() - t) / 10)
+    return float(np.median(times))
+
+
+def time_essm(model, X, ks, n):
+    import torch
+
+    from essm_stream import StreamEngine, compile_model
+    from peers import TorchStep
+    prog = compile_model(model)
+    eng = StreamEngine(prog, batch=1)
+    frames = X[0].astype(np.float32)                      # (T, d_in)
+    T = len(frames)
+    out = {"torch_s": {}, "engine_s": {}}
+    for K in ks:
+        ts = TorchStep(prog, 1, K)
+        xt = [torch.from_numpy(frames[t][None]) for t in range(T)]
+        i = [0]
+
+        def f_torch():
+            ts.step(xt[i[0] % T])
+            i[0] += 1
+        out["torch_s"][K] = step_time(f_torch, n)
+        eng.reset()
+
+        def f_eng():
+            eng.step(frames[i[0] % T], K)
+            i[0] += 1
+        out["engine_s"][K] = step_time(f_eng, n)
+    return out
+
+
+def time_lru(model, X, n):
+    import torch
+    model = model.float().eval()
+    frames = torch.from_numpy(X[0].astype(np.float32))
+    T = len(frames)
+    st = [model.init_state(1)]
+    i = [0]
+
+    def f():
+        with torch.inference_mode():
+            _, st[0] = model.step(frames[i[0] % T][None], st[0])
+        i[0] += 1
+    return step_time(f, n)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--task", default="digits", choices=["digits", "digits_perm", "listops"])
+    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--d-model", type=int, default=32)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--k-max", type=int, default=32)
+    p.add_argument("--state", type=int, default=64, help="LRU full state N")
+    p.add_argument("--ranks", default="4,8,16", help="ranks for (c) and (d)")
+    p.add_argument("--energy", type=float, default=None, help="also an energy-rule CompreSSM run (e.g. 0.9)")
+    p.add_argument("--at", default="0.1,0.2", help="reduction points as fractions of the steps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--time-steps", type=int, default=2000, help="calls per per-step timing")
+    p.add_argument("--max-len", type=int, default=64, help="listops: longest expression")
+    p.add_argument("--n-train", type=int, default=4000, help="listops: training expressions")
+    p.add_argument("--out", default="runs/compare_lru")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    import torch
+    torch.set_num_threads(1)
+    from essm_stream.compressm import CompressRule
+    from essm_stream.kws.control import macs_per_step
+    from essm_stream.lru_config import macs_per_step_lru
+    from essm_stream.tasks import make_task
+    from essm_stream.train import TrainConfig, evaluate, train
+
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    kw = dict(max_len=a.max_len, n_train=a.n_train) if a.task == "listops" else {}
+    ds = make_task(a.task, seed=a.seed, **kw)
+    ranks = [int(r) for r in a.ranks.split(",") if r]
+    base = dict(task=a.task, task_kwargs=kw, steps=a.steps, batch_size=a.batch_size, lr=a.lr,
+                seed=a.seed, eval_every=a.steps, ckpt_every=a.steps, device="cpu")
+    shared = dict(d_model=a.d_model, n_layers=a.layers)
+    runs = [("essm", "essm", dict(shared, k_max=min(a.k_max, ds.seq_len)), {}),
+            (f"lru_full_N{a.state}", "lru", dict(shared, state=a.state), {})]
+    for r in ranks:
+        runs.append((f"lru_compressm_r{r}", "lru", dict(shared, state=a.state),
+                     CompressRule.parse(f"rank={r}", a.at).to_dict()))
+    if a.energy is not None:
+        runs.append((f"lru_compressm_e{a.energy}", "lru", dict(shared, state=a.state),
+                     CompressRule.parse(f"energy={a.energy}", a.at).to_dict()))
+    for r in ranks:
+        runs.append((f"lru_small_N{r}", "lru", dict(shared, state=r), {}))
+
+    results = {"args": vars(a), "machine": {"cpus": os.cpu_count(), "torch_threads": 1,
+               "note": "shared 2-core box under load from other jobs; times are indicative"},
+               "models": {}}
+    for name, kind, model_kw, compress in runs:
+        t0 = time.perf_counter()
+        tc = TrainConfig(model=model_kw, model_kind=kind, compress=compress, out_dir=str(out / name), **base)
+        s = train(tc, ds=ds, progress=False)
+        model, secs = s["model"], time.perf_counter() - t0
+        rec = {"kind": kind, "train_seconds": secs, "config": model.cfg.to_dict()}
+        if kind == "essm":
+            ks = [k for k in SWEEP if k <= model.cfg.k_max]
+            rec["K"] = ks
+            rec["acc"] = [evaluate(model, ds.X_test, ds.y_test, k) for k in ks]
+            rec["macs"] = [macs_per_step(model.cfg, k) for k in ks]
+            tm = time_essm(model, ds.X_test, ks, a.time_steps)
+            rec["torch_step_s"] = [tm["torch_s"][k] for k in ks]
+            rec["engine_step_s"] = [tm["engine_s"][k] for k in ks]
+        else:
+            rec["acc"] = evaluate(model, ds.X_test, ds.y_test, None)
+            rec["ranks"] = list(model.cfg.layer_states())
+            rec["macs"] = macs_per_step_lru(model.cfg)
+            rec["torch_step_s"] = time_lru(model, ds.X_test, a.time_steps)
+            rec["compress"] = s.get("compress", [])
+            rec["rank_history"] = [(c["step"], c["ranks"]) for c in rec["compress"]]
+        results["models"][name] = rec
+        logging.info("%s: acc %s, %.0f s", name, rec["acc"], secs)
+        (out / "compare.json").write_text(json.dumps(results, indent=2))   # partial results survive a kill
+
+    md = table(results)
+    (out / "COMPARE.md").write_text(md)
+    plot(results, out / f"compare_{a.task}.png")
+    print(md)
+    return 0
+
+
+def table(res) -> str:
+    lines = ["| model | state / K | acc % | MACs / step | torch µs / step | engine µs / step |",
+             "|---|---|---|---|---|---|"]
+    for name, r in res["models"].items():
+        if r["kind"] == "essm":
+            for k, acc, m, t, e in zip(r["K"], r["acc"], r["macs"], r["torch_step_s"], r["engine_step_s"]):
+                lines.append(f"| ES-SSM | K={k} | {100 * acc:.1f} | {m:,} | {t * 1e6:.0f} | {e * 1e6:.0f} |")
+        else:
+            lines.append(f"| {name} | N={r['ranks']} | {100 * r['acc']:.1f} | {r['macs']:,} | "
+                         f"{r['torch_step_s'] * 1e6:.0f} | – |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(res, path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    groups = {"LRU full": [], "LRU CompreSSM (in-training)": [], "LRU small from start": []}
+    for name, r in res["models"].items():
+        if r["kind"] == "essm":
+            ax.plot(r["macs"], [100 * a for a in r["acc"]], "o-", label="ES-SSM swept over K")
+            for k, m, acc in zip(r["K"], r["macs"], r["acc"]):
+                ax.annotate(f"K={k}", (m, 100 * acc), textcoords="offset points", xytext=(3, -10), fontsize=7)
+        else:
+            g = ("LRU full" if "full" in name else "LRU CompreSSM (in-training)" if "compressm" in name
+                 else "LRU small from start")
+            groups[g].append((r["macs"], 100 * r["acc"], sum(r["ranks"])))
+    style = {"LRU full": "k*", "LRU CompreSSM (in-training)": "s-", "LRU small from start": "^--"}
+    for g, pts in groups.items():
+        if pts:
+            pts.sort()
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], style[g], label=g, markersize=8)
+            for m, acc, n in pts:
+                ax.annotate(f"ΣN={n}", (m, acc), textcoords="offset points", xytext=(3, 4), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("MACs per streaming step (log)")
+    ax.set_ylabel("test accuracy (%)")
+    a = res["args"]
+    ax.set_title(f"{a['task']}: {a['steps']} steps each, d={a['d_model']}, {a['layers']} blocks, seed {a['seed']}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
