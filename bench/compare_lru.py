@@ -7,8 +7,10 @@ Trains, with the project's training loop, the same data, seed, steps, batch, lr 
   (d) LRU trained at state r from the start (the paper's control).
 Per model: test accuracy, MACs per streaming step (the same counting for both kinds), and torch
 per-step time (one stream, one thread, inference_mode: ES-SSM as bench/peers.TorchStep with ring
-buffers, LRU as LRUModel.step), plus the numba engine's time for ES-SSM. Writes JSON, a plot
-(accuracy vs MACs, all curves on one axis) and a markdown table.
+buffers, LRU as LRUModel.step) and numba per-step time (ES-SSM: the StreamEngine; LRU: the
+kernels_lru.LRUStreamer kernel, until the engine takes LRU programs). Writes JSON, a plot
+(accuracy vs MACs, all curves on one axis) and a markdown table. `--retime` re-measures the saved
+models' step times in one process, interleaved (what the docs quote).
 
     nice -n 10 python bench/compare_lru.py --task digits --steps 400 --out runs/compare_lru
 """
@@ -86,6 +88,49 @@ def time_lru(model, X, n):
     return step_time(f, n)
 
 
+def time_lru_numba(model, X, n):
+    """Per-step seconds of the torch-free numba LRU stepper (essm_stream.kernels_lru), float32."""
+    from essm_stream.kernels_lru import LRUStreamer
+    s = LRUStreamer(model.export_weights(), model.cfg, batch=1, dtype=np.float32)
+    frames = X[0].astype(np.float32)
+    T = len(frames)
+    i = [0]
+
+    def f():
+        s.step(frames[i[0] % T])
+        i[0] += 1
+    return step_time(f, n)
+
+
+def retime(out: Path, n: int, rounds: int = 3) -> dict:
+    """Measure every saved model's per-step time again in one process, rounds interleaved across
+    models (median of the rounds): ES-SSM engine + torch at each K, LRU numba + torch."""
+    from essm_stream.checkpoint import load_checkpoint
+    from essm_stream.tasks import make_task
+    res = json.loads((out / "compare.json").read_text())
+    a = res["args"]
+    kw = dict(max_len=a["max_len"], n_train=a["n_train"]) if a["task"] == "listops" else {}
+    X = make_task(a["task"], seed=a["seed"], **kw).X_test
+    models = {name: load_checkpoint(out / name / "model.safetensors")[0] for name in res["models"]}
+    acc = {name: {} for name in models}
+    for _ in range(rounds):
+        for name, m in models.items():
+            r = res["models"][name]
+            if r["kind"] == "essm":
+                tm = time_essm(m, X, r["K"], n)
+                for key, col in (("torch_s", "torch_step_s"), ("engine_s", "engine_step_s")):
+                    acc[name].setdefault(col, []).append([tm[key][k] for k in r["K"]])
+            else:
+                acc[name].setdefault("torch_step_s", []).append(time_lru(m, X, n))
+                acc[name].setdefault("numba_step_s", []).append(time_lru_numba(m, X, n))
+    for name, cols in acc.items():
+        for col, vals in cols.items():
+            res["models"][name][col] = np.median(np.array(vals), axis=0).tolist()
+    res["timing"] = {"rounds": rounds, "calls_per_round": n, "mode": "retime: one process, interleaved"}
+    (out / "compare.json").write_text(json.dumps(res, indent=2))
+    return res
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--task", default="digits", choices=["digits", "digits_perm", "listops"])
@@ -103,9 +148,22 @@ def main(argv=None) -> int:
     p.add_argument("--time-steps", type=int, default=2000, help="calls per per-step timing")
     p.add_argument("--max-len", type=int, default=64, help="listops: longest expression")
     p.add_argument("--n-train", type=int, default=4000, help="listops: training expressions")
+    p.add_argument("--essm-variants", default="essm", help="ES-SSM variants to sweep, e.g. essm,dropout_only")
+    p.add_argument("--only", default="essm,full,compressm,small", help="which groups to run")
     p.add_argument("--out", default="runs/compare_lru")
+    p.add_argument("--retime", action="store_true",
+                   help="no training: re-measure per-step times of the models saved under --out")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if a.retime:
+        import torch
+        torch.set_num_threads(1)
+        res = retime(Path(a.out), a.time_steps)
+        md = table(res)
+        (Path(a.out) / "COMPARE.md").write_text(md)
+        plot(res, Path(a.out) / f"compare_{res['args']['task']}.png")
+        print(md)
+        return 0
 
     import torch
     torch.set_num_threads(1)
@@ -123,16 +181,24 @@ def main(argv=None) -> int:
     base = dict(task=a.task, task_kwargs=kw, steps=a.steps, batch_size=a.batch_size, lr=a.lr,
                 seed=a.seed, eval_every=a.steps, ckpt_every=a.steps, device="cpu")
     shared = dict(d_model=a.d_model, n_layers=a.layers)
-    runs = [("essm", "essm", dict(shared, k_max=min(a.k_max, ds.seq_len)), {}),
-            (f"lru_full_N{a.state}", "lru", dict(shared, state=a.state), {})]
-    for r in ranks:
-        runs.append((f"lru_compressm_r{r}", "lru", dict(shared, state=a.state),
-                     CompressRule.parse(f"rank={r}", a.at).to_dict()))
-    if a.energy is not None:
-        runs.append((f"lru_compressm_e{a.energy}", "lru", dict(shared, state=a.state),
-                     CompressRule.parse(f"energy={a.energy}", a.at).to_dict()))
-    for r in ranks:
-        runs.append((f"lru_small_N{r}", "lru", dict(shared, state=r), {}))
+    only = set(a.only.split(","))
+    runs = []
+    if "essm" in only:
+        for v in a.essm_variants.split(","):
+            runs.append(("essm" if v == "essm" else f"essm_{v}", "essm",
+                         dict(shared, k_max=min(a.k_max, ds.seq_len), variant=v), {}))
+    if "full" in only:
+        runs.append((f"lru_full_N{a.state}", "lru", dict(shared, state=a.state), {}))
+    if "compressm" in only:
+        for r in ranks:
+            runs.append((f"lru_compressm_r{r}", "lru", dict(shared, state=a.state),
+                         CompressRule.parse(f"rank={r}", a.at).to_dict()))
+        if a.energy is not None:
+            runs.append((f"lru_compressm_e{a.energy}", "lru", dict(shared, state=a.state),
+                         CompressRule.parse(f"energy={a.energy}", a.at).to_dict()))
+    if "small" in only:
+        for r in ranks:
+            runs.append((f"lru_small_N{r}", "lru", dict(shared, state=r), {}))
 
     results = {"args": vars(a), "machine": {"cpus": os.cpu_count(), "torch_threads": 1,
                "note": "shared 2-core box under load from other jobs; times are indicative"},
@@ -156,6 +222,7 @@ def main(argv=None) -> int:
             rec["ranks"] = list(model.cfg.layer_states())
             rec["macs"] = macs_per_step_lru(model.cfg)
             rec["torch_step_s"] = time_lru(model, ds.X_test, a.time_steps)
+            rec["numba_step_s"] = time_lru_numba(model, ds.X_test, a.time_steps)
             rec["compress"] = s.get("compress", [])
             rec["rank_history"] = [(c["step"], c["ranks"]) for c in rec["compress"]]
         results["models"][name] = rec
@@ -170,15 +237,16 @@ def main(argv=None) -> int:
 
 
 def table(res) -> str:
-    lines = ["| model | state / K | acc % | MACs / step | torch µs / step | engine µs / step |",
+    lines = ["| model | state / K | acc % | MACs / step | torch µs / step | numba µs / step |",
              "|---|---|---|---|---|---|"]
     for name, r in res["models"].items():
         if r["kind"] == "essm":
             for k, acc, m, t, e in zip(r["K"], r["acc"], r["macs"], r["torch_step_s"], r["engine_step_s"]):
-                lines.append(f"| ES-SSM | K={k} | {100 * acc:.1f} | {m:,} | {t * 1e6:.0f} | {e * 1e6:.0f} |")
+                lines.append(f"| {name} | K={k} | {100 * acc:.1f} | {m:,} | {t * 1e6:.0f} | {e * 1e6:.1f} |")
         else:
+            nb = r.get("numba_step_s")
             lines.append(f"| {name} | N={r['ranks']} | {100 * r['acc']:.1f} | {r['macs']:,} | "
-                         f"{r['torch_step_s'] * 1e6:.0f} | – |")
+                         f"{r['torch_step_s'] * 1e6:.0f} | {'–' if nb is None else f'{nb * 1e6:.1f}'} |")
     return "\n".join(lines) + "\n"
 
 
@@ -191,7 +259,7 @@ def plot(res, path) -> None:
     groups = {"LRU full": [], "LRU CompreSSM (in-training)": [], "LRU small from start": []}
     for name, r in res["models"].items():
         if r["kind"] == "essm":
-            ax.plot(r["macs"], [100 * a for a in r["acc"]], "o-", label="ES-SSM swept over K")
+            ax.plot(r["macs"], [100 * a for a in r["acc"]], "o-", label=f"{name} swept over K")
             for k, m, acc in zip(r["K"], r["macs"], r["acc"]):
                 ax.annotate(f"K={k}", (m, 100 * acc), textcoords="offset points", xytext=(3, -10), fontsize=7)
         else:

@@ -181,6 +181,7 @@ def _tiny_ds():
     return SequenceDataset(X[:48], y[:48], X[48:], y[48:], 2, "tiny")
 
 
+@pytest.mark.slow
 def test_training_with_compression_records_ranks_and_resumes(tmp_path):
     from essm_stream.train import TrainConfig, train
     ds = _tiny_ds()
