@@ -33,12 +33,14 @@ import numpy as np
 from .config import ESSMConfig
 from .errors import ConfigError, ProgramError
 from .layout import program_shapes
+from .lru_config import LRUConfig
 
 FORMAT = "essm-stream-program"
 FORMAT_VERSION = 1
 META_KEY = "essm_program"
 META_KEYS = {"format", "format_version", "config", "seq_len", "k_max", "dtype", "arrays",
              "provenance", "frontend", "budget_profile"}
+OPTIONAL_META_KEYS = {"model_kind"}   # "lru" for an LRU program (absent: ES-SSM)
 PROVENANCE_KEYS = {"created", "package_version", "source_checkpoint", "source_sha256"}
 PROFILE_COLUMNS = ("accuracy", "latency_s", "energy_j")
 
@@ -99,8 +101,8 @@ class StreamProgram:
 
     def __init__(self, cfg: ESSMConfig, arrays: dict[str, np.ndarray], provenance: dict | None = None,
                  frontend: dict | None = None, budget_profile: dict | None = None):
-        if not isinstance(cfg, ESSMConfig):
-            raise ProgramError(f"StreamProgram needs an ESSMConfig, got {type(cfg).__name__}")
+        if not isinstance(cfg, (ESSMConfig, LRUConfig)):
+            raise ProgramError(f"StreamProgram needs an ESSMConfig (or an LRUConfig), got {type(cfg).__name__}")
         self.cfg = cfg
         self.arrays = self._check_arrays(cfg, arrays)
         prov = {"created": None, "package_version": None, "source_checkpoint": None, "source_sha256": None}
@@ -161,8 +163,10 @@ class StreamProgram:
             a = np.ascontiguousarray(a).copy()
             a.setflags(write=False)
             out[name] = a
-        if np.any(out["sigma"] <= 0):
+        if "sigma" in out and np.any(out["sigma"] <= 0):
             raise ProgramError("array 'sigma' must be > 0 (Hankel eigenvalues)")
+        if "lru.lam_re" in out and np.any(np.hypot(out["lru.lam_re"], out["lru.lam_im"]) >= 1):
+            raise ProgramError("arrays 'lru.lam_re/lam_im': every LRU eigenvalue needs |λ| < 1 (a stable recurrence)")
         return out
 
     # -- metadata slots -----------------------------------------------------------------------
@@ -182,13 +186,16 @@ class StreamProgram:
         return self
 
     def metadata(self) -> dict:
-        return {
+        meta = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "config": self.cfg.to_dict(),
             "seq_len": self.cfg.seq_len, "k_max": self.cfg.k_max, "dtype": "float64",
             "arrays": {k: list(v.shape) for k, v in self.arrays.items()},
             "provenance": copy.deepcopy(self.provenance), "frontend": copy.deepcopy(self.frontend),
             "budget_profile": copy.deepcopy(self.budget_profile),
         }
+        if isinstance(self.cfg, LRUConfig):
+            meta["model_kind"] = "lru"
+        return meta
 
     # -- files --------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> str:
@@ -243,11 +250,14 @@ class StreamProgram:
         if ver != FORMAT_VERSION:
             raise ProgramError(f"{where}: program format_version {ver!r} is not supported (this "
                                f"essm-stream reads version {FORMAT_VERSION}); recompile the checkpoint")
-        missing, extra = sorted(META_KEYS - set(meta)), sorted(set(meta) - META_KEYS)
+        missing, extra = sorted(META_KEYS - set(meta)), sorted(set(meta) - META_KEYS - OPTIONAL_META_KEYS)
         if missing or extra:
             raise ProgramError(f"{where}: metadata keys missing {missing}, unexpected {extra}")
+        kind = meta.get("model_kind", "essm")
+        if kind not in ("essm", "lru"):
+            raise ProgramError(f"{where}: unknown model_kind {kind!r} (this build runs essm and lru)")
         try:
-            cfg = ESSMConfig.from_dict(meta["config"])
+            cfg = (LRUConfig if kind == "lru" else ESSMConfig).from_dict(meta["config"])
         except ConfigError as e:
             raise ProgramError(f"{where}: bad model config in metadata: {e}") from None
         if meta["seq_len"] != cfg.seq_len or meta["k_max"] != cfg.k_max:

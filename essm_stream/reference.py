@@ -110,6 +110,10 @@ def stream_run_ref(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
     ln_eps, gate_eps = w["eps"]
     H = state[lay[lo.ST_HIST]:lay[lo.ST_HIST] + nl * B * d * 2 * L].reshape(nl, B, d, 2 * L)
     P = state[lay[lo.ST_POOL]:lay[lo.ST_POOL] + B * PW * d_out].reshape(B, PW, d_out) if g["pooled"] else None
+    if g["lru"]:   # layer kind lru: its complex states (kernels_lru.lru_mix_ref)
+        from .kernels_lru import lru_mix_ref
+        NS = g["n_state"]
+        XS = state[lay[lo.ST_LRU_X]:lay[lo.ST_LRU_X] + nl * B * 2 * NS].reshape(nl, B, 2 * NS)
     for t in range(T):
         p = int(ist[lo.IST_POS])
         steps = int(ist[lo.IST_T]) + 1
@@ -121,6 +125,12 @@ def stream_run_ref(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
             h = w["inp.W"] @ x + w["inp.b"]
             for l in range(nl):
                 u = layer_norm(h, w["ln1.g"][l], w["ln1.b"][l], ln_eps)
+                if g["lru"]:
+                    h = lru_mix_ref(w, XS, l, b, B, u, h)
+                    if g["mlp"]:
+                        z = layer_norm(h, w["ln2.g"][l], w["ln2.b"][l], ln_eps)
+                        h = h + w["fc2.W"][l] @ gelu(w["fc1.W"][l] @ z + w["fc1.b"][l]) + w["fc2.b"][l]
+                    continue
                 H[l, b, :, p] = u
                 H[l, b, :, p + L] = u
                 window = H[l, b, :, p + 1:p + 1 + L].astype(np.float64)        # (d, L), oldest first
