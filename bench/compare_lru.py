@@ -7,8 +7,8 @@ Trains, with the project's training loop, the same data, seed, steps, batch, lr 
   (d) LRU trained at state r from the start (the paper's control).
 Per model: test accuracy, MACs per streaming step (the same counting for both kinds), and torch
 per-step time (one stream, one thread, inference_mode: ES-SSM as bench/peers.TorchStep with ring
-buffers, LRU as LRUModel.step) and numba per-step time (ES-SSM: the StreamEngine; LRU: the
-kernels_lru.LRUStreamer kernel, until the engine takes LRU programs). Writes JSON, a plot
+buffers, LRU as LRUModel.step) and the numba StreamEngine's per-step time on the compiled program
+(both kinds, float32, one stream). Writes JSON, a plot
 (accuracy vs MACs, all curves on one axis) and a markdown table. `--retime` re-measures the saved
 models' step times in one process, interleaved (what the docs quote).
 
@@ -88,16 +88,16 @@ def time_lru(model, X, n):
     return step_time(f, n)
 
 
-def time_lru_numba(model, X, n):
-    """Per-step seconds of the torch-free numba LRU stepper (essm_stream.kernels_lru), float32."""
-    from essm_stream.kernels_lru import LRUStreamer
-    s = LRUStreamer(model.export_weights(), model.cfg, batch=1, dtype=np.float32)
+def time_lru_engine(model, X, n):
+    """Per-step seconds of the StreamEngine running the compiled LRU program (float32, one stream)."""
+    from essm_stream import StreamEngine, compile_model
+    eng = StreamEngine(compile_model(model), batch=1)
     frames = X[0].astype(np.float32)
     T = len(frames)
     i = [0]
 
     def f():
-        s.step(frames[i[0] % T])
+        eng.step(frames[i[0] % T], 1)
         i[0] += 1
     return step_time(f, n)
 
@@ -122,7 +122,7 @@ def retime(out: Path, n: int, rounds: int = 3) -> dict:
                     acc[name].setdefault(col, []).append([tm[key][k] for k in r["K"]])
             else:
                 acc[name].setdefault("torch_step_s", []).append(time_lru(m, X, n))
-                acc[name].setdefault("numba_step_s", []).append(time_lru_numba(m, X, n))
+                acc[name].setdefault("engine_step_s", []).append(time_lru_engine(m, X, n))
     for name, cols in acc.items():
         for col, vals in cols.items():
             res["models"][name][col] = np.median(np.array(vals), axis=0).tolist()
@@ -222,7 +222,7 @@ def main(argv=None) -> int:
             rec["ranks"] = list(model.cfg.layer_states())
             rec["macs"] = macs_per_step_lru(model.cfg)
             rec["torch_step_s"] = time_lru(model, ds.X_test, a.time_steps)
-            rec["numba_step_s"] = time_lru_numba(model, ds.X_test, a.time_steps)
+            rec["engine_step_s"] = time_lru_engine(model, ds.X_test, a.time_steps)
             rec["compress"] = s.get("compress", [])
             rec["rank_history"] = [(c["step"], c["ranks"]) for c in rec["compress"]]
         results["models"][name] = rec
@@ -237,17 +237,44 @@ def main(argv=None) -> int:
 
 
 def table(res) -> str:
-    lines = ["| model | state / K | acc % | MACs / step | torch µs / step | numba µs / step |",
+    lines = ["| model | state / K | acc % | MACs / step | torch µs / step | engine µs / step |",
              "|---|---|---|---|---|---|"]
     for name, r in res["models"].items():
         if r["kind"] == "essm":
             for k, acc, m, t, e in zip(r["K"], r["acc"], r["macs"], r["torch_step_s"], r["engine_step_s"]):
                 lines.append(f"| {name} | K={k} | {100 * acc:.1f} | {m:,} | {t * 1e6:.0f} | {e * 1e6:.1f} |")
         else:
-            nb = r.get("numba_step_s")
+            nb = r.get("engine_step_s")
             lines.append(f"| {name} | N={r['ranks']} | {100 * r['acc']:.1f} | {r['macs']:,} | "
                          f"{r['torch_step_s'] * 1e6:.0f} | {'–' if nb is None else f'{nb * 1e6:.1f}'} |")
     return "\n".join(lines) + "\n"
+
+
+def _curves(ax, res, xkey, scale):
+    """All models on one axis: x = res[model][xkey] * scale, y = accuracy (%)."""
+    groups = {"LRU full": [], "LRU CompreSSM (in-training)": [], "LRU small from start": []}
+    for name, r in res["models"].items():
+        if r.get(xkey) is None:
+            continue
+        if r["kind"] == "essm":
+            xs = [v * scale for v in r[xkey]]
+            ax.plot(xs, [100 * a for a in r["acc"]], "o-", label=f"{name} swept over K")
+            for k, x, acc in zip(r["K"], xs, r["acc"]):
+                ax.annotate(f"K={k}", (x, 100 * acc), textcoords="offset points", xytext=(3, -10), fontsize=7)
+        else:
+            g = ("LRU full" if "full" in name else "LRU CompreSSM (in-training)" if "compressm" in name
+                 else "LRU small from start")
+            groups[g].append((r[xkey] * scale, 100 * r["acc"], sum(r["ranks"])))
+    style = {"LRU full": "k*", "LRU CompreSSM (in-training)": "s-", "LRU small from start": "^--"}
+    for g, pts in groups.items():
+        if pts:
+            pts.sort()
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], style[g], label=g, markersize=8)
+            for x, acc, n in pts:
+                ax.annotate(f"ΣN={n}", (x, acc), textcoords="offset points", xytext=(3, 4), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3)
 
 
 def plot(res, path) -> None:
@@ -255,33 +282,19 @@ def plot(res, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    groups = {"LRU full": [], "LRU CompreSSM (in-training)": [], "LRU small from start": []}
-    for name, r in res["models"].items():
-        if r["kind"] == "essm":
-            ax.plot(r["macs"], [100 * a for a in r["acc"]], "o-", label=f"{name} swept over K")
-            for k, m, acc in zip(r["K"], r["macs"], r["acc"]):
-                ax.annotate(f"K={k}", (m, 100 * acc), textcoords="offset points", xytext=(3, -10), fontsize=7)
-        else:
-            g = ("LRU full" if "full" in name else "LRU CompreSSM (in-training)" if "compressm" in name
-                 else "LRU small from start")
-            groups[g].append((r["macs"], 100 * r["acc"], sum(r["ranks"])))
-    style = {"LRU full": "k*", "LRU CompreSSM (in-training)": "s-", "LRU small from start": "^--"}
-    for g, pts in groups.items():
-        if pts:
-            pts.sort()
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], style[g], label=g, markersize=8)
-            for m, acc, n in pts:
-                ax.annotate(f"ΣN={n}", (m, acc), textcoords="offset points", xytext=(3, 4), fontsize=7)
-    ax.set_xscale("log")
-    ax.set_xlabel("MACs per streaming step (log)")
-    ax.set_ylabel("test accuracy (%)")
+    timed = any(r.get("engine_step_s") is not None for r in res["models"].values())
+    fig, axes = plt.subplots(1, 2 if timed else 1, figsize=(13 if timed else 7, 4.8), squeeze=False)
+    _curves(axes[0, 0], res, "macs", 1.0)
+    axes[0, 0].set_xlabel("MACs per streaming step (log)")
+    if timed:
+        _curves(axes[0, 1], res, "engine_step_s", 1e6)
+        axes[0, 1].set_xlabel("StreamEngine µs per step, float32, 1 stream (log; loaded 2-core box)")
     a = res["args"]
-    ax.set_title(f"{a['task']}: {a['steps']} steps each, d={a['d_model']}, {a['layers']} blocks, seed {a['seed']}")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    fig.suptitle(f"{a['task']}: {a['steps']} steps each, lr {a['lr']}, d={a['d_model']}, "
+                 f"{a['layers']} blocks, seed {a['seed']}")
+    axes[0, 0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 

@@ -1,7 +1,6 @@
-"""Layer kind `lru` in the streaming engine: the compiler's arrays (`compile_lru_weights`), the
+"""Layer kind `lru` in the streaming engine: the compiler's arrays (`compile_lru_weights`) and the
 per-op kernel `lru_mix` that `kernels.stream_run` calls for an LRU layer (its numpy twin is
-`lru_mix_ref`, used by `reference.stream_run_ref`), and `LRUStreamer`, a standalone whole-model
-stepper over `LRUModel.export_weights()` (kept as a second, engine-independent check).
+`lru_mix_ref`, used by `reference.stream_run_ref`). Torch-free.
 
 Per layer and stream (N_l states, complex split into re/im so every array is real):
     u = LN1(h)
@@ -12,18 +11,13 @@ y = out LN_f(h). O(N·d) per layer and step; nothing allocated per step.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import numpy as np
 
-from .errors import ConfigError, NonFiniteInputError, ShapeError
+from .errors import ShapeError
 from .lru_config import LRUConfig
 from .layout import D_MODEL, N_STATE, O_LRU_BTIM, O_LRU_BTRE, O_LRU_CIM, O_LRU_CRE, O_LRU_D, \
     O_LRU_LAMIM, O_LRU_LAMRE, ST_LRU_X, W_H, W_U, WL
 from .numba_config import njit
-
-OK, ERR_NONFINITE = 0, 1
 
 
 # -------------------------------------------------------------------------------- engine layer kind
@@ -122,195 +116,3 @@ def pack_lru(w: dict, cfg: LRUConfig, dtype) -> dict:
     out = {k: np.ascontiguousarray(v, dtype=dtype) for k, v in a.items()}
     out["Ns"] = Ns
     return out
-
-
-@njit
-def _ln(x, g, b, eps, out):
-    n = x.shape[0]
-    mu = 0.0
-    for j in range(n):
-        mu += x[j]
-    mu /= n
-    var = 0.0
-    for j in range(n):
-        var += (x[j] - mu) * (x[j] - mu)
-    inv = 1.0 / math.sqrt(var / n + eps)
-    for j in range(n):
-        out[j] = (x[j] - mu) * inv * g[j] + b[j]
-
-
-@njit
-def _gelu1(v):
-    return 0.5 * v * (1.0 + math.erf(v * 0.7071067811865476))
-
-
-@njit(fastmath=False)  # the NaN/Inf check must not be folded away
-def _finite(X):
-    for v in X.ravel():
-        if not math.isfinite(v):
-            return False
-    return True
-
-
-@njit
-def lru_run(X, Y, inpW, inpb, ln1g, ln1b, lam_re, lam_im, bt_re, bt_im, c_re, c_im, Dv,
-            ln2g, ln2b, fc1W, fc1b, fc2W, fc2b, lnfg, lnfb, outW, outb, Ns, mlp, eps,
-            x_re, x_im, h, u, z):
-    """Frames X (T, B, d_in) -> Y (T, B, d_out); x_re, x_im (n_layers, B, N_max) state in place.
-    Scratch h, u (d,), z (d_hidden,). Returns OK or ERR_NONFINITE (before touching the state)."""
-    if not _finite(X):
-        return ERR_NONFINITE
-    T, B, d_in = X.shape
-    d, d_out, nl = inpW.shape[0], outW.shape[0], Ns.shape[0]
-    dh = fc1W.shape[1]
-    for t in range(T):
-        for b in range(B):
-            for i in range(d):
-                acc = inpb[i]
-                for j in range(d_in):
-                    acc += inpW[i, j] * X[t, b, j]
-                h[i] = acc
-            for l in range(nl):
-                N = Ns[l]
-                _ln(h, ln1g[l], ln1b[l], eps, u)
-                for n in range(N):                                  # x ← λ x + B̃ u
-                    br = 0.0
-                    bi = 0.0
-                    for j in range(d):
-                        br += bt_re[l, n, j] * u[j]
-                        bi += bt_im[l, n, j] * u[j]
-                    xr, xi = x_re[l, b, n], x_im[l, b, n]
-                    x_re[l, b, n] = lam_re[l, n] * xr - lam_im[l, n] * xi + br
-                    x_im[l, b, n] = lam_re[l, n] * xi + lam_im[l, n] * xr + bi
-                for i in range(d):                                  # h += Re(C x) + D u
-                    acc = Dv[l, i] * u[i]
-                    for n in range(N):
-                        acc += c_re[l, i, n] * x_re[l, b, n] - c_im[l, i, n] * x_im[l, b, n]
-                    h[i] += acc
-                if mlp:
-                    _ln(h, ln2g[l], ln2b[l], eps, u)
-                    for k in range(dh):
-                        acc = fc1b[l, k]
-                        for j in range(d):
-                            acc += fc1W[l, k, j] * u[j]
-                        z[k] = _gelu1(acc)
-                    for i in range(d):
-                        acc = fc2b[l, i]
-                        for k in range(dh):
-                            acc += fc2W[l, i, k] * z[k]
-                        h[i] += acc
-            _ln(h, lnfg, lnfb, eps, u)
-            for o in range(d_out):
-                acc = outb[o]
-                for j in range(d):
-                    acc += outW[o, j] * u[j]
-                Y[t, b, o] = acc
-    return OK
-
-
-def lru_run_ref(X, Y, inpW, inpb, ln1g, ln1b, lam_re, lam_im, bt_re, bt_im, c_re, c_im, Dv,
-                ln2g, ln2b, fc1W, fc1b, fc2W, fc2b, lnfg, lnfb, outW, outb, Ns, mlp, eps,
-                x_re, x_im, h, u, z):
-    """lru_run in plain numpy (complex arithmetic, whole vectors), same signature and effects."""
-    from .reference import gelu, layer_norm
-    if not np.all(np.isfinite(X)):
-        return ERR_NONFINITE
-    for t in range(X.shape[0]):
-        for b in range(X.shape[1]):
-            hv = inpW @ X[t, b] + inpb
-            for l in range(Ns.shape[0]):
-                N = Ns[l]
-                uv = layer_norm(hv, ln1g[l], ln1b[l], eps)
-                x = (lam_re[l, :N] + 1j * lam_im[l, :N]) * (x_re[l, b, :N] + 1j * x_im[l, b, :N]) \
-                    + (bt_re[l, :N] + 1j * bt_im[l, :N]) @ uv
-                x_re[l, b, :N], x_im[l, b, :N] = x.real, x.imag
-                hv = hv + ((c_re[l, :, :N] + 1j * c_im[l, :, :N]) @ x).real + Dv[l] * uv
-                if mlp:
-                    zz = layer_norm(hv, ln2g[l], ln2b[l], eps)
-                    hv = hv + fc2W[l] @ gelu(fc1W[l] @ zz + fc1b[l]) + fc2b[l]
-            Y[t, b] = outW @ layer_norm(hv, lnfg, lnfb, eps) + outb
-    return OK
-
-
-@dataclass
-class LRUState:
-    """All streaming state of an LRUStreamer (copies): the complex states split re/im, steps seen."""
-    x_re: np.ndarray
-    x_im: np.ndarray
-    steps: int
-
-
-class LRUStreamer:
-    """Steps an LRU model one frame at a time (B streams) with the numba kernel; torch-free.
-
-    LRUStreamer(weights, cfg, batch=1, dtype=np.float32); step(x_t) -> y_t, run(X) -> Y,
-    reset(), snapshot(), restore(). Outputs are fresh arrays.
-    """
-
-    def __init__(self, weights: dict, cfg: LRUConfig, batch: int = 1, dtype=np.float32, reference: bool = False):
-        if not isinstance(cfg, LRUConfig):
-            raise ConfigError(f"LRUStreamer needs an LRUConfig, got {type(cfg).__name__}")
-        if cfg.head == "mean" and cfg.pool_window > 1:
-            raise ConfigError("LRUStreamer supports head='step' only (the mean head needs a window ring)")
-        if np.dtype(dtype) not in (np.float32, np.float64):
-            raise ConfigError(f"dtype must be float32 or float64, got {dtype}")
-        if not isinstance(batch, int) or batch < 1:
-            raise ConfigError(f"batch must be an int >= 1, got {batch!r}")
-        self.cfg, self.batch, self.dtype = cfg, batch, np.dtype(dtype)
-        self._a = pack_lru(weights, cfg, self.dtype)
-        nl, Nm = cfg.n_layers, int(self._a["Ns"].max())
-        self._x_re = np.zeros((nl, batch, Nm), self.dtype)
-        self._x_im = np.zeros((nl, batch, Nm), self.dtype)
-        d = cfg.d_model
-        self._h, self._u = np.zeros(d, self.dtype), np.zeros(d, self.dtype)
-        self._z = np.zeros(self._a["fc1W"].shape[1], self.dtype)
-        self._kernel = lru_run_ref if reference else lru_run
-        a = self._a
-        self._w = (a["inpW"], a["inpb"], a["ln1g"], a["ln1b"], a["lam_re"], a["lam_im"], a["bt_re"], a["bt_im"],
-                   a["c_re"], a["c_im"], a["Dv"], a["ln2g"], a["ln2b"], a["fc1W"], a["fc1b"], a["fc2W"], a["fc2b"],
-                   a["lnfg"], a["lnfb"], a["outW"], a["outb"], a["Ns"], bool(cfg.mlp), float(cfg.ln_eps))
-        self.steps = 0
-
-    def run(self, X) -> np.ndarray:
-        """X (T, B, d_in), or (T, d_in) for batch 1 -> Y of the same leading shape, d_out last."""
-        X = np.asarray(X)
-        squeeze = X.ndim == 2 and self.batch == 1
-        if squeeze:
-            X = X[:, None, :]
-        if X.ndim != 3 or X.shape[1:] != (self.batch, self.cfg.d_in):
-            raise ShapeError(f"X has shape {X.shape}, expected (T, {self.batch}, {self.cfg.d_in})"
-                             + (f" or (T, {self.cfg.d_in})" if self.batch == 1 else ""))
-        X = np.ascontiguousarray(X, dtype=self.dtype)
-        Y = np.empty((X.shape[0], self.batch, self.cfg.d_out), self.dtype)
-        if self._kernel(X, Y, *self._w, self._x_re, self._x_im, self._h, self._u, self._z) != OK:
-            raise NonFiniteInputError("input holds NaN or Inf; the LRU state was left unchanged")
-        self.steps += X.shape[0]
-        return Y[:, 0] if squeeze else Y
-
-    def step(self, x_t) -> np.ndarray:
-        """One frame: x_t (B, d_in), or (d_in,) for batch 1."""
-        x_t = np.asarray(x_t)
-        return self.run(x_t[None])[0]
-
-    def reset(self) -> None:
-        self._x_re.fill(0)
-        self._x_im.fill(0)
-        self.steps = 0
-
-    def snapshot(self) -> LRUState:
-        return LRUState(self._x_re.copy(), self._x_im.copy(), self.steps)
-
-    def restore(self, s: LRUState) -> None:
-        if not isinstance(s, LRUState):
-            raise ConfigError(f"restore needs an LRUState, got {type(s).__name__}")
-        for name in ("x_re", "x_im"):
-            a = getattr(s, name)
-            if not isinstance(a, np.ndarray) or a.shape != self._x_re.shape:
-                raise ShapeError(f"LRUState.{name} must have shape {self._x_re.shape}")
-            if not np.all(np.isfinite(a)):
-                raise ConfigError(f"LRUState.{name} holds NaN or Inf")
-        if not isinstance(s.steps, int) or s.steps < 0:
-            raise ConfigError(f"LRUState.steps must be an int >= 0, got {s.steps!r}")
-        np.copyto(self._x_re, s.x_re)
-        np.copyto(self._x_im, s.x_im)
-        self.steps = s.steps

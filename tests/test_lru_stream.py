@@ -1,14 +1,18 @@
-"""LRUStreamer (numba kernel, torch-free) against the float64 reference and the torch model:
-float64 ≤ 1e-9, chunked == per-step, snapshot / restore, bad input leaves the state intact."""
+"""LRU programs on the streaming engine without torch (the runtime-only CI stage): weights drawn in
+LRUModel.export_weights() layout, compiled by kernels_lru.compile_lru_weights, stepped by
+StreamEngine (numba and reference kernels) and held to the float64 loop reference ≤ 1e-9;
+chunked == per-step, snapshot / restore, bad input leaves the state intact."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from essm_stream.errors import ConfigError, NonFiniteInputError, ShapeError
-from essm_stream.kernels_lru import LRUStreamer
+from essm_stream.engine import StreamEngine
+from essm_stream.errors import ConfigError, NonFiniteInputError, ProgramError, ShapeError
+from essm_stream.kernels_lru import compile_lru_weights
 from essm_stream.lru_config import LRUConfig
 from essm_stream.lru_reference import lru_model_ref
+from essm_stream.program import StreamProgram
 
 TOL64 = 1e-9
 
@@ -42,67 +46,56 @@ CFGS = [LRUConfig(d_in=3, d_out=4, d_model=8, n_layers=2, states=(6, 3)),
         LRUConfig(d_in=1, d_out=2, d_model=5, n_layers=1, state=4, mlp=False)]
 
 
+def _program(cfg, seed=0):
+    w = _weights(cfg, seed)
+    return StreamProgram(cfg, compile_lru_weights(w, cfg)), w
+
+
 @pytest.mark.parametrize("cfg", CFGS)
-@pytest.mark.parametrize("reference", [False, True])
-def test_streamer_matches_reference_float64(cfg, reference):
-    w = _weights(cfg)
+@pytest.mark.parametrize("kernel", ["numba", "ref"])
+def test_engine_matches_reference_float64(cfg, kernel):
+    prog, w = _program(cfg)
     X = np.random.default_rng(1).normal(size=(50, 2, cfg.d_in))
-    s = LRUStreamer(w, cfg, batch=2, dtype=np.float64, reference=reference)
-    Y = s.run(X)
+    Y = StreamEngine(prog, batch=2, dtype=np.float64, kernel=kernel).run(X, 1)
     err = max(np.abs(Y[:, b] - lru_model_ref(X[:, b], w, cfg)).max() for b in range(2))
-    print(f"LRUStreamer float64 vs reference: {err:.2e} (tol {TOL64})")
+    print(f"engine ({kernel}) float64 vs LRU reference: {err:.2e} (tol {TOL64})")
     assert err <= TOL64
 
 
-def test_chunked_equals_per_step_and_snapshot_restore():
+def test_chunked_equals_per_step_and_snapshot_restore(tmp_path):
     cfg = CFGS[0]
-    w = _weights(cfg, 2)
-    X = np.random.default_rng(3).normal(size=(40, 1, cfg.d_in))
-    a = LRUStreamer(w, cfg, dtype=np.float64)
-    Y_block = np.concatenate([a.run(X[:13]), a.run(X[13:])])
-    b = LRUStreamer(w, cfg, dtype=np.float64)
-    Y_step = np.stack([b.step(X[t]) for t in range(40)])
-    assert np.array_equal(Y_block, Y_step) and a.steps == b.steps == 40
+    prog, _ = _program(cfg, 2)
+    prog.save(tmp_path / "p.essm")
+    prog = StreamProgram.load(tmp_path / "p.essm")
+    X = np.random.default_rng(3).normal(size=(40, cfg.d_in))
+    a = StreamEngine(prog, dtype=np.float64)
+    Y_block = np.concatenate([a.run(X[:13], 1), a.run(X[13:], 1)])
+    b = StreamEngine(prog, dtype=np.float64)
+    Y_step = np.stack([b.step(X[t], 1).copy() for t in range(40)])
+    assert np.array_equal(Y_block, Y_step)
     a.reset()
-    a.run(X[:20])
+    a.run(X[:20], 1)
     snap = a.snapshot()
-    y1 = a.run(X[20:])
+    y1 = a.run(X[20:], 1).copy()
     a.restore(snap)
-    assert np.array_equal(a.run(X[20:]), y1)
-    # float32 path stays close to float64
-    c = LRUStreamer(w, cfg, dtype=np.float32)
-    assert np.abs(c.run(X) - Y_step).max() <= 1e-4
-
-
-def test_torch_model_equals_streamer():
-    torch = pytest.importorskip("torch")
-    from essm_stream.lru import LRUModel
-    torch.manual_seed(0)
-    cfg = LRUConfig(d_in=2, d_out=3, d_model=6, n_layers=2, states=(5, 2))
-    m = LRUModel(cfg).double().eval()
-    x = torch.randn(1, 30, 2, dtype=torch.float64)
-    y = m(x)[0].detach().numpy()
-    s = LRUStreamer(m.export_weights(), cfg, dtype=np.float64)
-    assert np.abs(s.run(x[0].numpy()) - y).max() <= TOL64
+    assert np.array_equal(a.run(X[20:], 1), y1)
 
 
 def test_bad_input_leaves_state():
     cfg = CFGS[1]
-    s = LRUStreamer(_weights(cfg), cfg, dtype=np.float64)
-    s.run(np.ones((5, 1)))
-    snap = s.snapshot()
+    prog, _ = _program(cfg)
+    e = StreamEngine(prog, dtype=np.float64)
+    e.run(np.ones((5, 1)), 1)
+    snap = e.snapshot()
     with pytest.raises(NonFiniteInputError):
-        s.step(np.array([np.nan]))
+        e.step(np.array([np.nan]), 1)
     with pytest.raises(ShapeError):
-        s.step(np.ones(3))
-    after = s.snapshot()
-    assert np.array_equal(after.x_re, snap.x_re) and after.steps == 5
-    with pytest.raises(ShapeError):
-        s.restore(type(snap)(np.zeros((2, 2, 2)), snap.x_im, 0))
-    with pytest.raises(ConfigError):
-        s.restore(type(snap)(snap.x_re * np.nan, snap.x_im, 0))
-    with pytest.raises(ConfigError):
-        LRUStreamer(_weights(cfg), LRUConfig(d_in=1, d_out=2, d_model=5, n_layers=1, state=4, mlp=False,
-                                             head="mean", pool_window=3))
+        e.step(np.ones(3), 1)
+    after = e.snapshot()
+    assert np.array_equal(after.section("lru_x"), snap.section("lru_x")) and np.any(snap.section("lru_x") != 0)
+    assert np.array_equal(after.ist, snap.ist)
+    assert np.array_equal(e.run(np.ones((2, 1)), 1), StreamEngine(prog, dtype=np.float64).run(np.ones((7, 1)), 1)[5:])
     with pytest.raises(ShapeError):   # weights of another state size
-        LRUStreamer(_weights(cfg), LRUConfig(d_in=1, d_out=2, d_model=5, n_layers=1, state=5, mlp=False))
+        compile_lru_weights(_weights(cfg), LRUConfig(d_in=1, d_out=2, d_model=5, n_layers=1, state=5, mlp=False))
+    with pytest.raises((ConfigError, ProgramError)):
+        StreamProgram(cfg, {})
