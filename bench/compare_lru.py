@@ -131,6 +131,28 @@ def retime(out: Path, n: int, rounds: int = 3) -> dict:
     return res
 
 
+def claim_table(dirs: list[str]) -> str:
+    """The paper's claim across runs (seeds): CompreSSM-reduced vs small-from-start at each rank."""
+    rows: dict[int, dict[str, list]] = {}
+    for d in dirs:
+        res = json.loads((Path(d) / "compare.json").read_text())
+        for name, r in res["models"].items():
+            for tag, key in (("lru_compressm_r", "compressm"), ("lru_small_N", "small"), ("lru_modal_r", "modal")):
+                if name.startswith(tag):
+                    rows.setdefault(int(name[len(tag):]), {"compressm": [], "small": [], "modal": []})[key].append(
+                        (res["args"]["seed"], 100 * r["acc"]))
+    lines = ["| rank N per layer | CompreSSM (64 → N in training) % | small from start % | "
+             "CompreSSM − small (mean) | modal truncation (control) % |", "|---|---|---|---|---|"]
+
+    def fmt(v):
+        return (" / ".join(f"{a:.1f}" for _, a in sorted(v)) + f" (mean {np.mean([a for _, a in v]):.1f})") if v else "–"
+    for n in sorted(rows):
+        c, sm, mo = rows[n]["compressm"], rows[n]["small"], rows[n]["modal"]
+        diff = np.mean([a for _, a in c]) - np.mean([a for _, a in sm]) if c and sm else float("nan")
+        lines.append(f"| {n} | {fmt(c)} | {fmt(sm)} | {diff:+.1f} | {fmt(mo)} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--task", default="digits", choices=["digits", "digits_perm", "listops"])
@@ -151,10 +173,14 @@ def main(argv=None) -> int:
     p.add_argument("--essm-variants", default="essm", help="ES-SSM variants to sweep, e.g. essm,dropout_only")
     p.add_argument("--only", default="essm,full,compressm,small", help="which groups to run")
     p.add_argument("--out", default="runs/compare_lru")
+    p.add_argument("--claim", help="no training: comma-separated run dirs (seeds) -> CompreSSM vs small table")
     p.add_argument("--retime", action="store_true",
                    help="no training: re-measure per-step times of the models saved under --out")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if a.claim:
+        print(claim_table(a.claim.split(",")))
+        return 0
     if a.retime:
         import torch
         torch.set_num_threads(1)
@@ -196,6 +222,10 @@ def main(argv=None) -> int:
         if a.energy is not None:
             runs.append((f"lru_compressm_e{a.energy}", "lru", dict(shared, state=a.state),
                          CompressRule.parse(f"energy={a.energy}", a.at).to_dict()))
+    if "modal" in only:   # control (not in CompreSSM): truncate modes without balancing, same points
+        for r in ranks:
+            rule = CompressRule.parse(f"rank={r}", a.at).to_dict()
+            runs.append((f"lru_modal_r{r}", "lru", dict(shared, state=a.state), dict(rule, method="modal")))
     if "small" in only:
         for r in ranks:
             runs.append((f"lru_small_N{r}", "lru", dict(shared, state=r), {}))

@@ -121,6 +121,7 @@ class CompressRule:
     energy: float | None = None
     rank: int | None = None
     at: tuple = (0.2, 0.4)
+    method: str = "balanced"   # balanced (CompreSSM) | modal (control: keep modes, no balancing)
 
     def __post_init__(self):
         if (self.energy is None) == (self.rank is None):
@@ -129,6 +130,8 @@ class CompressRule:
             raise ConfigError(f"compress energy must be in (0, 1], got {self.energy}")
         if self.rank is not None and self.rank < 1:
             raise ConfigError(f"compress rank must be >= 1, got {self.rank}")
+        if self.method not in ("balanced", "modal"):
+            raise ConfigError(f"compress method must be balanced or modal, got {self.method!r}")
         at = tuple(float(a) for a in self.at)
         if not at or any(not 0.0 < a < 1.0 for a in at):
             raise ConfigError(f"compress --at fractions must lie in (0, 1), got {self.at}")
@@ -148,7 +151,10 @@ class CompressRule:
         return cls(at=ats, **kw)
 
     def to_dict(self) -> dict:
-        return {"energy": self.energy, "rank": self.rank, "at": list(self.at)}
+        d = {"energy": self.energy, "rank": self.rank, "at": list(self.at)}
+        if self.method != "balanced":
+            d["method"] = self.method
+        return d
 
     def steps(self, total: int) -> list[int]:
         """Training steps (1-based counts of finished steps) at which to reduce."""
@@ -156,6 +162,12 @@ class CompressRule:
 
     def target_rank(self, g: np.ndarray) -> int:
         return min(len(g), self.rank) if self.rank is not None else rank_for_energy(g, self.energy)
+
+
+def modal_scores(lam, Bt, C) -> np.ndarray:
+    """Per-mode weight of a diagonal system, ‖C[:, n]‖ ‖B̃[n, :]‖ / (1 − |λ_n|²) (the H2 size of the
+    mode alone): what modal truncation ranks by, ignoring how modes overlap."""
+    return np.linalg.norm(C, axis=0) * np.linalg.norm(Bt, axis=1) / (1.0 - np.abs(lam) ** 2)
 
 
 def reduce_model(model, rule: CompressRule, optimizer=None) -> dict:
@@ -174,7 +186,11 @@ def reduce_model(model, rule: CompressRule, optimizer=None) -> dict:
         r = rule.target_rank(g)
         hsvs.append([float(v) for v in g])
         if r < SHRINK * layer.N:
-            lr, Br, Cr, _ = reduce_system(lam, Bt, C, r)
+            if rule.method == "modal":   # the control: keep the r heaviest modes as they are
+                keep = np.sort(np.argsort(-modal_scores(lam, Bt, C))[:r])
+                lr, Br, Cr = lam[keep], Bt[keep], C[:, keep]
+            else:
+                lr, Br, Cr, _ = reduce_system(lam, Bt, C, r)
             mapping = layer.set_system(lr, Br, Cr)
             if optimizer is not None:
                 for group in optimizer.param_groups:

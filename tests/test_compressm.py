@@ -147,3 +147,19 @@ def test_reduce_model_truncates_layers_and_optimizer():
     assert opt.state[layer0.nu]["exp_avg"].shape == (4,)
     # a second pass at the same rank is a no-op (only reduce below 0.95 of the current size)
     assert not any(cm.reduce_model(m, cm.CompressRule(rank=4), opt)["reduced"])
+
+
+def test_modal_control_keeps_heaviest_modes():
+    torch = pytest.importorskip("torch")
+    from essm_stream.lru import LRUModel
+    from essm_stream.lru_config import LRUConfig
+    torch.manual_seed(1)
+    m = LRUModel(LRUConfig(d_in=2, d_out=3, d_model=6, n_layers=1, state=10)).double()
+    lam, Bt, C = m.blocks[0].lru.system()
+    keep = np.sort(np.argsort(-cm.modal_scores(lam, Bt, C))[:3])
+    cm.reduce_model(m, cm.CompressRule(rank=3, method="modal"))
+    lam2, Bt2, C2 = m.blocks[0].lru.system()
+    assert np.allclose(lam2, lam[keep], atol=1e-12) and np.allclose(C2, C[:, keep], atol=1e-12)
+    assert np.allclose(Bt2, Bt[keep], atol=1e-12)
+    with pytest.raises(ConfigError):
+        cm.CompressRule(rank=3, method="random")
