@@ -84,11 +84,15 @@ def rediagonalise(Ar: np.ndarray, Br: np.ndarray, Cr: np.ndarray) -> tuple[np.nd
     """(λ_r, B̃_r, C_r) diagonal with arg λ_r in [0, π]: A_r = V diag(λ_r) V^-1, conjugating modes
     with arg λ < 0 (same real output for real input)."""
     lam, V = np.linalg.eig(Ar)
-    B = np.linalg.solve(V, Br)
-    C = Cr @ V
+    return positive_phase(lam, np.linalg.solve(V, Br), Cr @ V)
+
+
+def positive_phase(lam, B, C):
+    """Replace every mode with arg λ < 0 by its conjugate (λ, b, c) -> (conj λ, conj b, conj c): the
+    same real output Re(C x) for a real input, and the LRU parametrisation needs arg λ in [0, π]."""
     neg = np.angle(lam) < 0
-    lam, B, C = np.where(neg, lam.conj(), lam), np.where(neg[:, None], B.conj(), B), np.where(neg[None, :], C.conj(), C)
-    return lam, B, C
+    return (np.where(neg, lam.conj(), lam), np.where(neg[:, None], B.conj(), B),
+            np.where(neg[None, :], C.conj(), C))
 
 
 def reduce_system(lam, Bt, C, r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -188,7 +192,7 @@ def reduce_model(model, rule: CompressRule, optimizer=None) -> dict:
         if r < SHRINK * layer.N:
             if rule.method == "modal":   # the control: keep the r heaviest modes as they are
                 keep = np.sort(np.argsort(-modal_scores(lam, Bt, C))[:r])
-                lr, Br, Cr = lam[keep], Bt[keep], C[:, keep]
+                lr, Br, Cr = positive_phase(lam[keep], Bt[keep], C[:, keep])   # exp θ may exceed π
             else:
                 lr, Br, Cr, _ = reduce_system(lam, Bt, C, r)
             mapping = layer.set_system(lr, Br, Cr)
