@@ -16,7 +16,7 @@ if [ "${1-}" = "--runtime-only" ]; then
     exit 1
   fi
   exec .venv-runtime/bin/python -m pytest -q tests/test_engine.py tests/test_engine_layout.py \
-    tests/test_program.py "$@"
+    tests/test_program.py tests/test_lru_stream.py "$@"
 fi
 bash scripts/setup.sh train,dev
 exec .venv/bin/python -m pytest -q "$@"
