@@ -27,7 +27,7 @@ def _model(seed=0, **kw):
     return m
 
 
-@pytest.mark.parametrize("kw", [dict(), dict(mlp=False, n_layers=1, states=(5,))])
+@pytest.mark.parametrize("kw", [dict(), dict(mlp=False, n_layers=1, states=(5,)), dict(head="mean", pool_window=4)])
 @pytest.mark.parametrize("kernel", ["numba", "ref"])
 def test_engine_equals_torch_float64(tmp_path, kw, kernel):
     m = _model(**kw)
@@ -88,3 +88,11 @@ def test_cli_compile_verify_and_run(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "verified K=1" in out
     assert isinstance(StreamProgram.load(tmp_path / "m.essm").cfg, LRUConfig)
+    X = np.random.default_rng(0).normal(size=(4, 10, 3)).astype(np.float32)
+    np.savez(tmp_path / "x.npz", X=X, y=np.zeros(4, np.int64))
+    assert main(["run", str(tmp_path / "m.essm"), str(tmp_path / "x.npz"), "--batch", "2",
+                 "-o", str(tmp_path / "y.npy")]) == 0
+    Y = np.load(tmp_path / "y.npy")
+    ref = m.double()(torch.from_numpy(X).double()).detach().numpy()
+    assert Y.shape == ref.shape and np.abs(Y - ref).max() <= 1e-4   # float32 engine
+    assert main(["run", str(tmp_path / "m.essm"), str(tmp_path / "x.npz"), "-K", "2"]) == 2
