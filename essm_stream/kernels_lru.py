@@ -16,7 +16,7 @@ import numpy as np
 from .errors import ShapeError
 from .lru_config import LRUConfig
 from .layout import D_MODEL, N_STATE, O_LRU_BTIM, O_LRU_BTRE, O_LRU_CIM, O_LRU_CRE, O_LRU_D, \
-    O_LRU_LAMIM, O_LRU_LAMRE, ST_LRU_X, W_H, W_U, WL
+    O_LRU_LAMIM, O_LRU_LAMRE, ST_LRU_X, W_H, W_LRU_UNDO, W_U, WL, N_LAYERS
 from .numba_config import njit
 
 
@@ -58,6 +58,7 @@ def lru_mix(W, off, lay, state, work, B, l):
     for b in range(B):
         su, sh = b * wl + lay[W_U], b * wl + lay[W_H]
         xs = lay[ST_LRU_X] + (l * B + b) * 2 * N
+        ub = b * wl + lay[W_LRU_UNDO] + l * 2 * N                     # old state, to take the frame back
         for n in range(N):
             accr = W[br] * 0
             acci = W[bi] * 0
@@ -66,6 +67,8 @@ def lru_mix(W, off, lay, state, work, B, l):
                 accr += W[br + n * d + j] * uj
                 acci += W[bi + n * d + j] * uj
             xr, xi = state[xs + n], state[xs + N + n]
+            work[ub + n] = xr
+            work[ub + N + n] = xi
             a, c = W[lr + n], W[li + n]
             state[xs + n] = a * xr - c * xi + accr
             state[xs + N + n] = a * xi + c * xr + acci
@@ -74,6 +77,18 @@ def lru_mix(W, off, lay, state, work, B, l):
             for n in range(N):
                 acc += W[cr + i * N + n] * state[xs + n] - W[ci + i * N + n] * state[xs + N + n]
             work[sh + i] += acc
+
+
+@njit(inline="always")
+def lru_undo(state, work, lay, B):
+    """Put back every layer's state as it was before this frame (saved by lru_mix)."""
+    wl, N, nl = lay[WL], lay[N_STATE], lay[N_LAYERS]
+    for l in range(nl):
+        for b in range(B):
+            xs = lay[ST_LRU_X] + (l * B + b) * 2 * N
+            ub = b * wl + lay[W_LRU_UNDO] + l * 2 * N
+            for n in range(2 * N):
+                state[xs + n] = work[ub + n]
 
 
 def lru_mix_ref(w: dict, X: np.ndarray, l: int, b: int, B: int, u: np.ndarray, h: np.ndarray) -> np.ndarray:

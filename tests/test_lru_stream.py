@@ -99,3 +99,26 @@ def test_bad_input_leaves_state():
         compile_lru_weights(_weights(cfg), LRUConfig(d_in=1, d_out=2, d_model=5, n_layers=1, state=5, mlp=False))
     with pytest.raises((ConfigError, ProgramError)):
         StreamProgram(cfg, {})
+
+
+@pytest.mark.parametrize("kernel,dtype", [("numba", np.float32), ("numba", np.float64), ("ref", np.float64)])
+def test_overflowing_frame_is_taken_back_with_the_lru_state(kernel, dtype):
+    """A finite frame whose input projection overflows: the LRU states are put back too, and later
+    outputs equal an engine that never saw it (the engine's overflow contract, layer kind lru). The
+    reference kernel computes in float64, so a float32-max frame does not overflow there."""
+    from essm_stream.engine import NonFiniteOutputError
+    cfg = CFGS[0]
+    prog, _ = _program(cfg, 5)
+    W = prog.arrays["inp.W"]
+    bad = (np.finfo(dtype).max * 0.9 * np.sign(W[0])).astype(dtype)
+    X = np.random.default_rng(2).standard_normal((12, cfg.d_in)).astype(dtype)
+    eng = StreamEngine(prog, dtype=dtype, kernel=kernel)
+    clean = StreamEngine(prog, dtype=dtype, kernel=kernel)
+    eng.run(X[:6], 1)
+    clean.run(X[:6], 1)
+    before = eng.snapshot()
+    with np.errstate(all="ignore"), pytest.raises(NonFiniteOutputError):
+        eng.step(bad, 1)
+    after = eng.snapshot()
+    assert np.array_equal(after.section("lru_x"), before.section("lru_x")) and eng.steps == 6
+    assert np.array_equal(eng.run(X[6:], 1), clean.run(X[6:], 1))
