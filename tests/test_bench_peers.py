@@ -1,0 +1,72 @@
+"""The tuned torch peer of the benchmark (bench/peers.py:TunedTorchStep) computes what the engine
+computes: same program, same frames, outputs within float32 tolerance at several budgets K, B = 1
+(the addmv path) and B > 1 (the batched path), across a ring wrap-around and with K changing
+between steps. Tolerance: |y_peer - y_ref| <= 2e-4 + 2e-4 |y_ref| against the float64 engine
+(both float32 paths reassociate sums differently; the outputs are O(1) after LayerNorm).
+"""
+import os
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from essm_stream.config import VARIANT_GATE, ESSMConfig  # noqa: E402
+from essm_stream.engine import StreamEngine, tiny_program  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+from peers import TunedTorchStep  # noqa: E402
+
+ATOL = RTOL = 2e-4
+UNGATED = next(v for v, g in VARIANT_GATE.items() if not g)
+
+
+def _cfg(**kw):
+    base = dict(d_in=5, d_out=3, d_model=16, n_layers=2, seq_len=12, k_max=8, d_gate=8)
+    base.update(kw)
+    return ESSMConfig(**base)
+
+
+@pytest.mark.parametrize("B", [1, 3])
+@pytest.mark.parametrize("kw", [{}, dict(variant=UNGATED, mlp=False)])
+def test_tuned_torch_peer_matches_engine(B, kw):
+    cfg = _cfg(**kw)
+    prog = tiny_program(cfg, seed=3)
+    torch.set_num_threads(1)
+    ref = StreamEngine(prog, batch=B, dtype=np.float64)
+    rng = np.random.default_rng(0)
+    T = 2 * cfg.seq_len + 5                    # past the ring's wrap-around
+    X = rng.standard_normal((T, B, cfg.d_in))
+    Ks = [1, 3, cfg.k_max, 2, 5]               # changed between steps
+    peer = TunedTorchStep(prog, B, Ks[0])
+    worst = 0.0
+    for t in range(T):
+        K = Ks[t % len(Ks)]
+        peer.set_K(K)
+        y_ref = ref.step(X[t], K).copy()
+        y = peer.step(torch.from_numpy(X[t].astype(np.float32))).numpy().astype(np.float64)
+        err = np.abs(y - y_ref) - RTOL * np.abs(y_ref)
+        worst = max(worst, float(np.max(err)))
+    assert worst <= ATOL, f"peer vs float64 engine: max |err| - rtol|y| = {worst:.2e} > {ATOL}"
+
+
+@pytest.mark.parametrize("K", [1, 4, 8])
+def test_tuned_torch_peer_matches_float32_engine_fixed_K(K):
+    cfg = _cfg()
+    prog = tiny_program(cfg, seed=1)
+    torch.set_num_threads(1)
+    eng = StreamEngine(prog, batch=1, dtype=np.float32)
+    peer = TunedTorchStep(prog, 1, K)
+    rng = np.random.default_rng(K)
+    for t in range(cfg.seq_len + 4):
+        x = rng.standard_normal(cfg.d_in).astype(np.float32)
+        y_e = eng.step(x, K).astype(np.float64)
+        y_p = peer.step(torch.from_numpy(x[None])).numpy()[0].astype(np.float64)
+        np.testing.assert_allclose(y_p, y_e, rtol=RTOL, atol=ATOL)
+
+
+def test_tuned_torch_peer_refuses_pooled_head():
+    cfg = _cfg(head="mean", pool_window=3)
+    with pytest.raises(ValueError, match="step head"):
+        TunedTorchStep(tiny_program(cfg), 1, 2)
