@@ -70,3 +70,20 @@ def test_tuned_torch_peer_refuses_pooled_head():
     cfg = _cfg(head="mean", pool_window=3)
     with pytest.raises(ValueError, match="step head"):
         TunedTorchStep(tiny_program(cfg), 1, 2)
+
+
+def test_onnx_peer_with_io_binding_matches_engine():
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from peers import OnnxStep
+    cfg = _cfg()
+    prog = tiny_program(cfg, seed=2)
+    K = 5
+    ref = StreamEngine(prog, batch=2, dtype=np.float64)
+    on = OnnxStep(prog, 2, K)
+    rng = np.random.default_rng(1)
+    for t in range(cfg.seq_len + 5):           # past one full window: the state ping-pong is exercised
+        x = rng.standard_normal((2, cfg.d_in))
+        y_ref = ref.step(x, K)
+        y = on.step(x.astype(np.float32)).astype(np.float64)
+        np.testing.assert_allclose(y, y_ref, rtol=RTOL, atol=ATOL)
