@@ -235,6 +235,96 @@ def gemm_nt(A, a0, lda, Bm, b0, ldb, n, out, o0, ldo, Ma, Nb, acc):
         i += 1
 
 
+@njit
+def _tile4x4_rs(A, pa, lda, Bm, pb, ldb, n, out, q, ldo, sc, so):
+    """_tile4x4 with a scaled store: out[q + i ldo + j] = sc[so + i] Σ_m A_i[m] B_j[m] (no extra pass)."""
+    A0 = A[pa:pa + n]
+    A1 = A[pa + lda:pa + lda + n]
+    A2 = A[pa + 2 * lda:pa + 2 * lda + n]
+    A3 = A[pa + 3 * lda:pa + 3 * lda + n]
+    B0 = Bm[pb:pb + n]
+    B1 = Bm[pb + ldb:pb + ldb + n]
+    B2 = Bm[pb + 2 * ldb:pb + 2 * ldb + n]
+    B3 = Bm[pb + 3 * ldb:pb + 3 * ldb + n]
+    z = out.dtype.type(0)
+    s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = z
+    s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = z
+    for m in range(n):
+        x0 = A0[m]
+        x1 = A1[m]
+        x2 = A2[m]
+        x3 = A3[m]
+        y0 = B0[m]
+        y1 = B1[m]
+        y2 = B2[m]
+        y3 = B3[m]
+        s00 += x0 * y0
+        s01 += x0 * y1
+        s02 += x0 * y2
+        s03 += x0 * y3
+        s10 += x1 * y0
+        s11 += x1 * y1
+        s12 += x1 * y2
+        s13 += x1 * y3
+        s20 += x2 * y0
+        s21 += x2 * y1
+        s22 += x2 * y2
+        s23 += x2 * y3
+        s30 += x3 * y0
+        s31 += x3 * y1
+        s32 += x3 * y2
+        s33 += x3 * y3
+    a0 = sc[so]
+    a1 = sc[so + 1]
+    a2 = sc[so + 2]
+    a3 = sc[so + 3]
+    out[q] = s00 * a0
+    out[q + 1] = s01 * a0
+    out[q + 2] = s02 * a0
+    out[q + 3] = s03 * a0
+    out[q + ldo] = s10 * a1
+    out[q + ldo + 1] = s11 * a1
+    out[q + ldo + 2] = s12 * a1
+    out[q + ldo + 3] = s13 * a1
+    out[q + 2 * ldo] = s20 * a2
+    out[q + 2 * ldo + 1] = s21 * a2
+    out[q + 2 * ldo + 2] = s22 * a2
+    out[q + 2 * ldo + 3] = s23 * a2
+    out[q + 3 * ldo] = s30 * a3
+    out[q + 3 * ldo + 1] = s31 * a3
+    out[q + 3 * ldo + 2] = s32 * a3
+    out[q + 3 * ldo + 3] = s33 * a3
+
+
+@njit
+def gemm_nt_rs(A, a0, lda, Bm, b0, ldb, n, out, o0, ldo, Ma, Nb, sc, s0):
+    """gemm_nt (store, not accumulate) with row i of the result scaled by sc[s0 + i] as it is stored.
+
+    Used by the convolution to apply the gate's α_k to row k of c without a separate pass over V.
+    Same float operations as storing and then scaling (one rounding of the product): bit-identical
+    to gemm_nt followed by `out[row] *= sc[row]`."""
+    i = 0
+    while i + 4 <= Ma:
+        j = 0
+        while j + 4 <= Nb:
+            _tile4x4_rs(A, a0 + i * lda, lda, Bm, b0 + j * ldb, ldb, n, out, o0 + i * ldo + j, ldo, sc, s0 + i)
+            j += 4
+        while j < Nb:  # a column of B against four rows of A, then scaled per row
+            q = o0 + i * ldo + j
+            _tile1x4(Bm, b0 + j * ldb, A, a0 + i * lda, lda, n, out, q, ldo, False)
+            for r in range(4):
+                out[q + r * ldo] *= sc[s0 + i + r]
+            j += 1
+        i += 4
+    while i < Ma:   # up to three single rows: the GEMV tiles, then the row scaled
+        gemm_nt(A, a0 + i * lda, lda, Bm, b0, ldb, n, out, o0 + i * ldo, ldo, 1, Nb, False)
+        a = sc[s0 + i]
+        q = o0 + i * ldo
+        for j in range(Nb):
+            out[q + j] *= a
+        i += 1
+
+
 def gemm_nt_ref(A, a0, lda, Bm, b0, ldb, n, out, o0, ldo, Ma, Nb, acc):
     for i in range(Ma):
         for j in range(Nb):
@@ -290,6 +380,26 @@ def _gelu(x, xo, n):
     else:                 # float64 engine: libm erf, as the reference
         for j in range(n):
             v = x[xo + j]
+            x[xo + j] = 0.5 * v * (1.0 + math.erf(v * 0.7071067811865476))
+
+
+@njit
+def _bias_gelu(x, xo, W, bo, n):
+    """x[xo:xo+n] = GELU(x[xo:xo+n] + W[bo:bo+n]): the bias add in the GELU's pass (same roundings
+    as adding, storing and then applying _gelu)."""
+    if x.itemsize == 4:
+        p0, p1, p2, p3, p4, p5, p6 = _ERF_P
+        q0, q1, q2, q3, q4 = _ERF_Q
+        for j in range(n):
+            v = float(x[xo + j] + W[bo + j])   # the sum rounds to the engine dtype, as when stored
+            z = min(max(v * 0.7071067811865476, -4.0), 4.0)
+            z2 = z * z
+            p = z * (p0 + z2 * (p1 + z2 * (p2 + z2 * (p3 + z2 * (p4 + z2 * (p5 + z2 * p6))))))
+            q = q0 + z2 * (q1 + z2 * (q2 + z2 * (q3 + z2 * q4)))
+            x[xo + j] = 0.5 * v * (1.0 + p / q)
+    else:
+        for j in range(n):
+            v = x[xo + j] + W[bo + j]
             x[xo + j] = 0.5 * v * (1.0 + math.erf(v * 0.7071067811865476))
 
 
@@ -394,9 +504,9 @@ def gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps):
     wl, d, dg = lay[WL], lay[D_MODEL], lay[D_GATE]
     sg, ss = lay[W_G], lay[W_S]
     gemm_nt(work, lay[W_U], wl, W, seg(off, O_W1, l), d, d, work, sg, wl, B, dg, False)
-    _add_bias(work, B, wl, sg, W, seg(off, O_B1, l), dg)
+    b1 = seg(off, O_B1, l)
     for b in range(B):
-        _gelu(work, b * wl + sg, dg)
+        _bias_gelu(work, b * wl + sg, W, b1, dg)   # + b1 in GELU's pass
     gemm_nt(work, sg, wl, W, seg(off, O_W2, l), dg, dg, work, ss, wl, B, Kt, False)   # rows < max K only
     b2 = seg(off, O_B2, l)
     for b in range(B):
@@ -426,7 +536,8 @@ def gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps):
 
 @njit(inline="always")
 def convolve(Ks, t, W, off, lay, state, work, B, l, p):
-    """c_k = Σ_τ φ_k(τ) u(t-τ) for k < K: (K × L) reversed filters · (L × d) window, into V[d:]; × α_k if gated."""
+    """c_k = Σ_τ φ_k(τ) u(t-τ) for k < K: (K × L) reversed filters · (L × d) window, into V[d:]; × α_k
+    if gated, fused into the product's store (gemm_nt_rs)."""
     wl, d, L = lay[WL], lay[D_MODEL], lay[L_WIN]
     two_L = 2 * L
     sV = lay[W_V]
@@ -434,13 +545,11 @@ def convolve(Ks, t, W, off, lay, state, work, B, l, p):
         wb = b * wl
         K = Ks[t, b]
         hb = lay[ST_HIST] + (l * B + b) * d * two_L
-        gemm_nt(W, seg(off, O_PHIR, l), L, state, hb + p + 1, two_L, L, work, wb + sV + d, d, K, d, False)
-        if lay[GATED] != 0:
-            for k in range(K):
-                a = work[wb + lay[W_S] + k]
-                q = wb + sV + (k + 1) * d
-                for j in range(d):
-                    work[q + j] *= a
+        if lay[GATED] != 0:   # α_k applied as row k is stored (no second pass over V)
+            gemm_nt_rs(W, seg(off, O_PHIR, l), L, state, hb + p + 1, two_L, L, work, wb + sV + d, d, K, d,
+                       work, wb + lay[W_S])
+        else:
+            gemm_nt(W, seg(off, O_PHIR, l), L, state, hb + p + 1, two_L, L, work, wb + sV + d, d, K, d, False)
 
 
 @njit(inline="always")
@@ -475,9 +584,7 @@ def mlp(W, off, lay, work, B, l, ln_eps):
     fc1b, fc2b = seg(off, O_FC1B, l), seg(off, O_FC2B, l)
     for b in range(B):
         wb = b * wl
-        for i in range(dh):
-            work[wb + sa + i] += W[fc1b + i]
-        _gelu(work, wb + sa, dh)
+        _bias_gelu(work, wb + sa, W, fc1b, dh)   # + fc1.b in GELU's pass
         for i in range(d):
             work[wb + sh + i] += W[fc2b + i]
     gemm_nt(work, sa, wl, W, seg(off, O_FC2W, l), dh, dh, work, sh, wl, B, d, True)
