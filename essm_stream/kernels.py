@@ -211,26 +211,31 @@ def _tile1x1(A, pa, Bm, pb, n, out, q, acc):
 @njit
 def gemm_nt(A, a0, lda, Bm, b0, ldb, n, out, o0, ldo, Ma, Nb, acc):
     """out[o0 + i ldo + j] (=, or += if acc) Σ_{m<n} A[a0 + i lda + m] B[b0 + j ldb + m], i<Ma, j<Nb."""
+    # The tiles take acc and unit strides as run-time values, not literals: numba compiles a
+    # separate specialization of a callee for every literal argument (acc=True/False, ldo=1), and
+    # those doubled the tiles' compile time on a cold start for a branch taken once per tile.
+    racc = bool(acc)
+    one = min(Nb, 1)
     i = 0
     while i + 4 <= Ma:
         j = 0
         while j + 4 <= Nb:
-            _tile4x4(A, a0 + i * lda, lda, Bm, b0 + j * ldb, ldb, n, out, o0 + i * ldo + j, ldo, acc)
+            _tile4x4(A, a0 + i * lda, lda, Bm, b0 + j * ldb, ldb, n, out, o0 + i * ldo + j, ldo, racc)
             j += 4
         while j < Nb:  # a column of B against four rows of A
-            _tile1x4(Bm, b0 + j * ldb, A, a0 + i * lda, lda, n, out, o0 + i * ldo + j, ldo, acc)
+            _tile1x4(Bm, b0 + j * ldb, A, a0 + i * lda, lda, n, out, o0 + i * ldo + j, ldo, racc)
             j += 1
         i += 4
     while i < Ma:
         j = 0
         while j + 8 <= Nb:  # single rows (B=1 GEMVs): eight outputs share each load of A
-            _tile1x8(A, a0 + i * lda, Bm, b0 + j * ldb, ldb, n, out, o0 + i * ldo + j, acc)
+            _tile1x8(A, a0 + i * lda, Bm, b0 + j * ldb, ldb, n, out, o0 + i * ldo + j, racc)
             j += 8
         while j + 4 <= Nb:
-            _tile1x4(A, a0 + i * lda, Bm, b0 + j * ldb, ldb, n, out, o0 + i * ldo + j, 1, acc)
+            _tile1x4(A, a0 + i * lda, Bm, b0 + j * ldb, ldb, n, out, o0 + i * ldo + j, one, racc)
             j += 4
         while j < Nb:
-            _tile1x1(A, a0 + i * lda, Bm, b0 + j * ldb, n, out, o0 + i * ldo + j, acc)
+            _tile1x1(A, a0 + i * lda, Bm, b0 + j * ldb, n, out, o0 + i * ldo + j, racc)
             j += 1
         i += 1
 
@@ -311,13 +316,13 @@ def gemm_nt_rs(A, a0, lda, Bm, b0, ldb, n, out, o0, ldo, Ma, Nb, sc, s0):
             j += 4
         while j < Nb:  # a column of B against four rows of A, then scaled per row
             q = o0 + i * ldo + j
-            _tile1x4(Bm, b0 + j * ldb, A, a0 + i * lda, lda, n, out, q, ldo, False)
+            _tile1x4(Bm, b0 + j * ldb, A, a0 + i * lda, lda, n, out, q, ldo, Nb < 0)   # False, not a literal
             for r in range(4):
                 out[q + r * ldo] *= sc[s0 + i + r]
             j += 1
         i += 4
     while i < Ma:   # up to three single rows: the GEMV tiles, then the row scaled
-        gemm_nt(A, a0 + i * lda, lda, Bm, b0, ldb, n, out, o0 + i * ldo, ldo, 1, Nb, False)
+        gemm_nt(A, a0 + i * lda, lda, Bm, b0, ldb, n, out, o0 + i * ldo, ldo, min(Ma - i, 1), Nb, False)
         a = sc[s0 + i]
         q = o0 + i * ldo
         for j in range(Nb):
