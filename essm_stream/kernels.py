@@ -50,7 +50,10 @@ ACC = np.float64   # accumulator of the short reductions (see module doc)
 # --------------------------------------------------------------------------------------------
 
 @njit
-def _tile4x4(A, pa, lda, Bm, pb, ldb, n, out, q, ldo, acc):
+def _tile4x4(A, pa, lda, Bm, pb, ldb, n, out, q, ldo, acc, sc, so, scaled):
+    """out[q + i ldo + j] (=, or += if acc) Σ_m A_i[m] B_j[m] for i, j < 4; with scaled (and not acc),
+    row i is multiplied by sc[so + i] as it is stored (gemm_nt_rs). One tile for both, so that numba
+    compiles it once (a cold start pays ~1 s per compiled tile)."""
     A0 = A[pa:pa + n]
     A1 = A[pa + lda:pa + lda + n]
     A2 = A[pa + 2 * lda:pa + 2 * lda + n]
@@ -87,6 +90,27 @@ def _tile4x4(A, pa, lda, Bm, pb, ldb, n, out, q, ldo, acc):
         s31 += x3 * y1
         s32 += x3 * y2
         s33 += x3 * y3
+    if scaled:
+        a0 = sc[so]
+        a1 = sc[so + 1]
+        a2 = sc[so + 2]
+        a3 = sc[so + 3]
+        s00 *= a0
+        s01 *= a0
+        s02 *= a0
+        s03 *= a0
+        s10 *= a1
+        s11 *= a1
+        s12 *= a1
+        s13 *= a1
+        s20 *= a2
+        s21 *= a2
+        s22 *= a2
+        s23 *= a2
+        s30 *= a3
+        s31 *= a3
+        s32 *= a3
+        s33 *= a3
     if acc:
         out[q] += s00
         out[q + 1] += s01
@@ -220,7 +244,7 @@ def gemm_nt(A, a0, lda, Bm, b0, ldb, n, out, o0, ldo, Ma, Nb, acc):
     while i + 4 <= Ma:
         j = 0
         while j + 4 <= Nb:
-            _tile4x4(A, a0 + i * lda, lda, Bm, b0 + j * ldb, ldb, n, out, o0 + i * ldo + j, ldo, racc)
+            _tile4x4(A, a0 + i * lda, lda, Bm, b0 + j * ldb, ldb, n, out, o0 + i * ldo + j, ldo, racc, out, o0, Nb < 0)
             j += 4
         while j < Nb:  # a column of B against four rows of A
             _tile1x4(Bm, b0 + j * ldb, A, a0 + i * lda, lda, n, out, o0 + i * ldo + j, ldo, racc)
@@ -241,67 +265,6 @@ def gemm_nt(A, a0, lda, Bm, b0, ldb, n, out, o0, ldo, Ma, Nb, acc):
 
 
 @njit
-def _tile4x4_rs(A, pa, lda, Bm, pb, ldb, n, out, q, ldo, sc, so):
-    """_tile4x4 with a scaled store: out[q + i ldo + j] = sc[so + i] Σ_m A_i[m] B_j[m] (no extra pass)."""
-    A0 = A[pa:pa + n]
-    A1 = A[pa + lda:pa + lda + n]
-    A2 = A[pa + 2 * lda:pa + 2 * lda + n]
-    A3 = A[pa + 3 * lda:pa + 3 * lda + n]
-    B0 = Bm[pb:pb + n]
-    B1 = Bm[pb + ldb:pb + ldb + n]
-    B2 = Bm[pb + 2 * ldb:pb + 2 * ldb + n]
-    B3 = Bm[pb + 3 * ldb:pb + 3 * ldb + n]
-    z = out.dtype.type(0)
-    s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = z
-    s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = z
-    for m in range(n):
-        x0 = A0[m]
-        x1 = A1[m]
-        x2 = A2[m]
-        x3 = A3[m]
-        y0 = B0[m]
-        y1 = B1[m]
-        y2 = B2[m]
-        y3 = B3[m]
-        s00 += x0 * y0
-        s01 += x0 * y1
-        s02 += x0 * y2
-        s03 += x0 * y3
-        s10 += x1 * y0
-        s11 += x1 * y1
-        s12 += x1 * y2
-        s13 += x1 * y3
-        s20 += x2 * y0
-        s21 += x2 * y1
-        s22 += x2 * y2
-        s23 += x2 * y3
-        s30 += x3 * y0
-        s31 += x3 * y1
-        s32 += x3 * y2
-        s33 += x3 * y3
-    a0 = sc[so]
-    a1 = sc[so + 1]
-    a2 = sc[so + 2]
-    a3 = sc[so + 3]
-    out[q] = s00 * a0
-    out[q + 1] = s01 * a0
-    out[q + 2] = s02 * a0
-    out[q + 3] = s03 * a0
-    out[q + ldo] = s10 * a1
-    out[q + ldo + 1] = s11 * a1
-    out[q + ldo + 2] = s12 * a1
-    out[q + ldo + 3] = s13 * a1
-    out[q + 2 * ldo] = s20 * a2
-    out[q + 2 * ldo + 1] = s21 * a2
-    out[q + 2 * ldo + 2] = s22 * a2
-    out[q + 2 * ldo + 3] = s23 * a2
-    out[q + 3 * ldo] = s30 * a3
-    out[q + 3 * ldo + 1] = s31 * a3
-    out[q + 3 * ldo + 2] = s32 * a3
-    out[q + 3 * ldo + 3] = s33 * a3
-
-
-@njit
 def gemm_nt_rs(A, a0, lda, Bm, b0, ldb, n, out, o0, ldo, Ma, Nb, sc, s0):
     """gemm_nt (store, not accumulate) with row i of the result scaled by sc[s0 + i] as it is stored.
 
@@ -312,7 +275,8 @@ def gemm_nt_rs(A, a0, lda, Bm, b0, ldb, n, out, o0, ldo, Ma, Nb, sc, s0):
     while i + 4 <= Ma:
         j = 0
         while j + 4 <= Nb:
-            _tile4x4_rs(A, a0 + i * lda, lda, Bm, b0 + j * ldb, ldb, n, out, o0 + i * ldo + j, ldo, sc, s0 + i)
+            _tile4x4(A, a0 + i * lda, lda, Bm, b0 + j * ldb, ldb, n, out, o0 + i * ldo + j, ldo, Nb < 0,
+                     sc, s0 + i, Nb >= 0)   # (run-time False / True: not literals, see gemm_nt)
             j += 4
         while j < Nb:  # a column of B against four rows of A, then scaled per row
             q = o0 + i * ldo + j
