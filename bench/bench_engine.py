@@ -319,7 +319,23 @@ def main_targets(a) -> int:
            "caveat": "measured on a loaded 2-core machine shared with other agents unless said otherwise"}
     if getattr(a, "targets", False):
         res["targets"] = tg.measure(a.reps, log, with_paper=not a.no_paper, with_start=not a.no_start)
-        print("\n".join(tg.lines(res["targets"])), flush=True)
+        text = "\n".join(tg.lines(res["targets"]))
+        print(text, flush=True)
+        if a.doc:
+            import numba
+            import torch
+            try:
+                import onnxruntime
+                ortv = onnxruntime.__version__
+            except ImportError:
+                ortv = None
+            head = (f"`{res['command']}`, {res['date']}, {a.reps} interleaved rounds; Python {platform.python_version()}, "
+                    f"numpy {np.__version__}, numba {numba.__version__}, torch {torch.__version__}, onnxruntime {ortv}; "
+                    f"{os.cpu_count()} cores. **Measured on a loaded machine** (other agents' jobs on the same 2 "
+                    "cores): ratios formed inside each round are the usable part; absolute times are not the "
+                    "machine's. To be re-measured on a quiet machine.")
+            write_doc(a.doc, head + "\n\n```\n" + text + "\n```")
+            log(f"wrote {a.doc}")
     if getattr(a, "plots", None):
         res["sweep"] = tg.sweep(max(3, min(a.reps, 5)), log)
         for p in tg.plot_sweep(res["sweep"], a.plots):

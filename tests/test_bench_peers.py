@@ -87,3 +87,20 @@ def test_onnx_peer_with_io_binding_matches_engine():
         y_ref = ref.step(x, K)
         y = on.step(x.astype(np.float32)).astype(np.float64)
         np.testing.assert_allclose(y, y_ref, rtol=RTOL, atol=ATOL)
+
+
+def test_target_lines_pass_and_fall_short():
+    """bench --targets: a line says PASS only when the median over rounds meets the target's sense."""
+    from targets import lines
+    res = {"samples_s": {"engine edge B=1 K=32": [1e-4, 1.1e-4, 0.9e-4]},
+           "ratios": {"edge B=1 K=32 vs tuned torch": [6.0, 4.0, 5.5],          # median 5.5 >= 5: pass
+                      "edge B=32 K=32 per-stream / B=1": [0.5, 0.3, 0.4],        # median 0.4 > 0.35: short
+                      "edge B=1 K=32 % of sgemm": [54.0, 56.0, 55.0]},           # median 55 >= 55: pass
+           "bytes": {"edge B=1 K=32": 2.7e6, "paper B=1 K=32": 8.7e7}}
+    out = "\n".join(lines(res))
+
+    def row(name):
+        return next(ln for ln in out.splitlines() if name in ln and ln.startswith(("PASS", "FALL")))
+    assert row("vs tuned torch").startswith("PASS") and "5.50x" in out and "[4.00-6.00]" in out
+    assert row("per-stream / B=1").startswith("FALL SHORT")
+    assert row("% of sgemm").startswith("PASS")
