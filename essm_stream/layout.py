@@ -153,6 +153,9 @@ SCRATCH: tuple[Section, ...] = (
     Section("s", lambda g: g["k_max"], "gate scores s, then α"),
     Section("a", lambda g: g["d_hidden"], "MLP hidden GELU(fc1 z + b)"),
     Section("o", lambda g: g["d_out"], "this step's head output before pooling"),
+    Section("undo", lambda g: g["n_layers"] * g["d"] + (g["d_out"] if g["pooled"] else 0),
+            "what this frame overwrote in the history (per layer) and the pool ring, so that a frame "
+            "whose values overflow can be taken back"),
 )
 STATE: tuple[Section, ...] = (
     Section("hist", lambda g, B: g["n_layers"] * B * g["d"] * 2 * g["L"],
@@ -168,12 +171,14 @@ N_LAY = len(LAY)
 (D_IN, D_MODEL, D_OUT, N_LAYERS, L_WIN, K_MAX, D_GATE, D_HIDDEN, GATED, MLP, POOL_W, POOLED) = (
     _LAY[n] for n in DIMS)
 W_X, W_H, W_U, W_Z, W_V, W_G, W_S, W_A, W_O = (_LAY["w_" + s] for s in "xhuzVgsao")
+W_UNDO = _LAY["w_undo"]
 WL = _LAY["wl"]
 ST_HIST, ST_POOL = _LAY["st_hist"], _LAY["st_pool"]
 
 # ist: small int64 state and error details, shared by every mode.
-IST_POS, IST_T, IST_POOL, IST_ERR_T, IST_ERR_B, IST_ERR_J, IST_ERR_K, IST_NREPLACED = range(8)
-N_IST = 8
+(IST_POS, IST_T, IST_POOL, IST_ERR_T, IST_ERR_B, IST_ERR_J, IST_ERR_K, IST_NREPLACED,
+ IST_SKIPPED) = range(9)
+N_IST = 9
 
 
 def _aligned(n: int) -> int:
