@@ -446,28 +446,43 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="instead: profile RUN_DIR/policy.essm and copy it and the peers into the package assets")
 
 
+def check_args(a) -> None:
+    """Refuse bad values before MuJoCo is imported or any episode runs (one-line errors in the CLI)."""
+    from essm_stream.errors import ConfigError
+
+    if a.deadline_factor is not None and not a.deadline_factor > 0:
+        raise ConfigError(f"--deadline-factor must be > 0, got {a.deadline_factor}")
+    if not a.push_n >= 0:
+        raise ConfigError(f"--push-n must be >= 0, got {a.push_n}")
+    if not 0 < a.rate_hz <= 100_000:
+        raise ConfigError(f"--rate-hz must be in (0, 100000], got {a.rate_hz}")
+    if a.level < 0:
+        raise ConfigError(f"--level must be >= 0, got {a.level}")
+    for name in ("robots", "ticks", "episodes"):
+        if getattr(a, name) < 1:
+            raise ConfigError(f"--{name} must be >= 1, got {getattr(a, name)}")
+    bad = [s for s in a.scenarios.split(",") if s and s not in SCENARIOS]
+    if bad or not [s for s in a.scenarios.split(",") if s]:
+        raise ConfigError(f"--scenarios: unknown scenario(s) {bad}; use a comma list of {', '.join(SCENARIOS)}")
+
+
+SCENARIOS = ("step", "bursts", "random")
+
+
 def run_from_args(a) -> int:
     import sys
+    from essm_stream.errors import ESSMError
+    try:
+        check_args(a)
+    except ESSMError as e:
+        print(f"essm-stream sim: error: {e}", file=sys.stderr)
+        return 2
     try:
         import mujoco  # noqa: F401
     except ImportError:
         print("essm-stream sim: error: needs MuJoCo: pip install 'essm-stream[sim]'", file=sys.stderr)
         return 2
-    if a.deadline_factor is not None and a.deadline_factor <= 0:
-        print(f"essm-stream sim: error: --deadline-factor must be > 0, got {a.deadline_factor}", file=sys.stderr)
-        return 2
-    if a.push_n < 0:
-        print(f"essm-stream sim: error: --push-n must be >= 0, got {a.push_n}", file=sys.stderr)
-        return 2
-    for name in ("robots", "ticks", "episodes"):
-        if getattr(a, name) < 1:
-            print(f"essm-stream sim: error: --{name} must be >= 1, got {getattr(a, name)}", file=sys.stderr)
-            return 2
     scen = [s for s in a.scenarios.split(",") if s]
-    bad = [s for s in scen if s not in ("step", "bursts", "random")]
-    if bad:
-        print(f"essm-stream sim: error: unknown scenario(s) {bad}; use step, bursts, random", file=sys.stderr)
-        return 2
     if a.bundle:
         prof = bundle(a.bundle)
         print(json.dumps({k: prof[k] for k in ("K", "success", "cost", "latency_s")}, indent=1))

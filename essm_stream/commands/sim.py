@@ -13,5 +13,10 @@ def add_arguments(p):
 
 
 def run(a):
-    from sims.robot_sim import run_from_args
+    from sims.robot_sim import check_args, run_from_args
+
+    from ._args import check_inputs, check_outputs
+    check_args(a)
+    check_inputs(("--policy", a.policy), ("--peers", a.peers), dirs=[("--bundle", a.bundle)])
+    check_outputs(("--json", a.json), dirs=[("--plots", a.plots)])
     return run_from_args(a)
