@@ -46,6 +46,7 @@ import numpy as np
 from .config import ESSMConfig
 from .errors import ConfigError, ProgramError
 from .layout import program_shapes
+from .lru_config import LRUConfig
 
 FORMAT = "essm-stream-program"
 FORMAT_VERSION = 1
@@ -56,6 +57,7 @@ MAX_PROGRAM_BYTES = 2 << 30     # a program file larger than this is refused bef
 MAX_HEADER_BYTES = 64 << 20     # safetensors JSON header (holds the frontend, e.g. a mel basis)
 MAX_JSON_DEPTH = 32             # nesting of the metadata JSON (frontend / budget_profile are shallow)
 _DIGEST_TAG = b"essm-stream-program-digest-v1\0"
+OPTIONAL_META_KEYS = {"model_kind"}   # "lru" for an LRU program (absent: ES-SSM)
 PROVENANCE_KEYS = {"created", "package_version", "source_checkpoint", "source_sha256"}
 PROFILE_COLUMNS = ("accuracy", "latency_s", "energy_j")
 
@@ -166,8 +168,8 @@ class StreamProgram:
 
     def __init__(self, cfg: ESSMConfig, arrays: dict[str, np.ndarray], provenance: dict | None = None,
                  frontend: dict | None = None, budget_profile: dict | None = None):
-        if not isinstance(cfg, ESSMConfig):
-            raise ProgramError(f"StreamProgram needs an ESSMConfig, got {type(cfg).__name__}")
+        if not isinstance(cfg, (ESSMConfig, LRUConfig)):
+            raise ProgramError(f"StreamProgram needs an ESSMConfig (or an LRUConfig), got {type(cfg).__name__}")
         self.cfg = cfg
         self.arrays = self._check_arrays(cfg, arrays)
         prov = {"created": None, "package_version": None, "source_checkpoint": None, "source_sha256": None}
@@ -229,8 +231,10 @@ class StreamProgram:
             a = np.ascontiguousarray(a).copy()
             a.setflags(write=False)
             out[name] = a
-        if np.any(out["sigma"] <= 0):
+        if "sigma" in out and np.any(out["sigma"] <= 0):
             raise ProgramError("array 'sigma' must be > 0 (Hankel eigenvalues)")
+        if "lru.lam_re" in out and np.any(np.hypot(out["lru.lam_re"], out["lru.lam_im"]) >= 1):
+            raise ProgramError("arrays 'lru.lam_re/lam_im': every LRU eigenvalue needs |λ| < 1 (a stable recurrence)")
         return out
 
     # -- metadata slots -----------------------------------------------------------------------
@@ -250,13 +254,16 @@ class StreamProgram:
         return self
 
     def metadata(self) -> dict:
-        return {
+        meta = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "config": self.cfg.to_dict(),
             "seq_len": self.cfg.seq_len, "k_max": self.cfg.k_max, "dtype": "float64",
             "arrays": {k: list(v.shape) for k, v in self.arrays.items()},
             "provenance": copy.deepcopy(self.provenance), "frontend": copy.deepcopy(self.frontend),
             "budget_profile": copy.deepcopy(self.budget_profile),
         }
+        if isinstance(self.cfg, LRUConfig):
+            meta["model_kind"] = "lru"
+        return meta
 
     @property
     def digest(self) -> str:
@@ -348,14 +355,17 @@ class StreamProgram:
             raise ProgramError(f"{where}: program format_version {ver!r:.40} is not supported (this "
                                f"essm-stream reads version {FORMAT_VERSION}); recompile the checkpoint")
         missing = sorted(META_KEYS - set(meta) - {"digest"})
-        extra = sorted(set(meta) - META_KEYS)
+        extra = sorted(set(meta) - META_KEYS - OPTIONAL_META_KEYS)
         if missing or extra:
             raise ProgramError(f"{where}: metadata keys missing {missing}, unexpected {extra[:10]}")
         digest = meta.get("digest")
         if digest is not None and not (isinstance(digest, str) and re.fullmatch(r"sha256:[0-9a-f]{64}", digest)):
             raise ProgramError(f"{where}: digest {digest!r:.80} is not 'sha256:' and 64 hex digits")
+        kind = meta.get("model_kind", "essm")
+        if kind not in ("essm", "lru"):
+            raise ProgramError(f"{where}: unknown model_kind {kind!r} (this build runs essm and lru)")
         try:
-            cfg = ESSMConfig.from_dict(meta["config"])
+            cfg = (LRUConfig if kind == "lru" else ESSMConfig).from_dict(meta["config"])
         except ConfigError as e:
             raise ProgramError(f"{where}: bad model config in metadata: {e}") from None
         for key, val in (("seq_len", cfg.seq_len), ("k_max", cfg.k_max)):

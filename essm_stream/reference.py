@@ -110,11 +110,18 @@ def stream_run_ref(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
     ln_eps, gate_eps = w["eps"]
     H = state[lay[lo.ST_HIST]:lay[lo.ST_HIST] + nl * B * d * 2 * L].reshape(nl, B, d, 2 * L)
     P = state[lay[lo.ST_POOL]:lay[lo.ST_POOL] + B * PW * d_out].reshape(B, PW, d_out) if g["pooled"] else None
+    if g["lru"]:   # layer kind lru: its complex states (kernels_lru.lru_mix_ref)
+        from .kernels_lru import lru_mix_ref
+        NS = g["n_state"]
+        XS = state[lay[lo.ST_LRU_X]:lay[lo.ST_LRU_X] + nl * B * 2 * NS].reshape(nl, B, 2 * NS)
     for t in range(T):
         p = int(ist[lo.IST_POS])
         steps = int(ist[lo.IST_T]) + 1
         pp = int(ist[lo.IST_POOL])
         undo = (H[:, :, :, p].copy(), None if P is None else P[:, pp].copy())
+        u_finite = True                                       # layer kind lru keeps no history to check
+        if g["lru"]:
+            undo_x = XS.copy()
         for b in range(B):
             K = int(Ks[t, b])
             x = np.where(bad[t, b], 0.0, np.asarray(X[t, b], dtype=np.float64))
@@ -122,6 +129,13 @@ def stream_run_ref(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
             h = w["inp.W"] @ x + w["inp.b"]
             for l in range(nl):
                 u = layer_norm(h, w["ln1.g"][l], w["ln1.b"][l], ln_eps)
+                if g["lru"]:
+                    u_finite = u_finite and bool(np.all(np.isfinite(u)))
+                    h = lru_mix_ref(w, XS, l, b, B, u, h)
+                    if g["mlp"]:
+                        z = layer_norm(h, w["ln2.g"][l], w["ln2.b"][l], ln_eps)
+                        h = h + w["fc2.W"][l] @ gelu(w["fc1.W"][l] @ z + w["fc1.b"][l]) + w["fc2.b"][l]
+                    continue
                 H[l, b, :, p] = u
                 H[l, b, :, p + L] = u
                 window = H[l, b, :, p + 1:p + 1 + L].astype(np.float64)        # (d, L), oldest first
@@ -141,8 +155,10 @@ def stream_run_ref(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
                 n = min(steps, PW)
                 y = np.mean([P[b, (pp - n + 1 + r) % PW] for r in range(n)], axis=0)
             Y[t, b] = y
-        if not (np.all(np.isfinite(H[:, :, :, p])) and np.all(np.isfinite(Y[t]))):   # overflow: take back
+        if not (u_finite and np.all(np.isfinite(H[:, :, :, p])) and np.all(np.isfinite(Y[t]))):   # overflow: take back
             H[:, :, :, p] = H[:, :, :, p + L] = undo[0]
+            if g["lru"]:
+                XS[...] = undo_x
             if P is not None:
                 P[:, pp] = undo[1]
             ist[lo.IST_ERR_T] = t

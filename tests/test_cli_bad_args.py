@@ -151,6 +151,13 @@ BAD = [
     ("kws-train --max-minutes 0", "--max-minutes"),
     ("kws-eval --data {MISSING}", "kws-data"),
     ("kws-eval --data {D}", "stream_val.npz"),
+    ("sim --robots 0", "--robots"),
+    ("sim --episodes -1", "--episodes"),
+    ("sim --rate-hz 0", "--rate-hz"),
+    ("sim --deadline-factor -1", "--deadline-factor"),
+    ("sim --scenarios quake", "--scenarios"),
+    ("sim --policy {MISSING}", "--policy"),
+    ("sim --json {UNDER_FILE}", "--json"),
     ("bogus-command", "invalid choice"),
 ]
 

@@ -5,6 +5,8 @@ DESCRIPTION = """Train an ES-SSM once at full capacity K̄ with budget dropout.
 Tasks: listops (LRA grammar, --max-len), digits / digits_perm (scikit-learn's 8x8 digits read
 pixel by pixel), npz (--data FILE.npz with X (N, T, d_in) and y (N,) or (N, T)).
 Multi-GPU / multi-process: torchrun --nproc_per_node=N -m essm_stream train ...
+--model lru trains the CompreSSM peer (an LRU in the same block) instead; --compress energy=0.99
+(or rank=N) --at 0.2,0.4 reduces it in training by balanced truncation (docs/COMPARISON.md).
 Writes OUT/model.safetensors (final), OUT/last.safetensors (resumable), OUT/summary.json."""
 
 
@@ -18,6 +20,12 @@ def add_arguments(p):
     g.add_argument("--max-len", type=positive_int, default=128, help="listops: longest expression in tokens")
     g.add_argument("--n-train", type=positive_int, default=8000, help="listops: training expressions")
     m = p.add_argument_group("model")
+    m.add_argument("--model", default="essm", choices=["essm", "lru"],
+                   help="essm: the elastic spectral model; lru: the Linear Recurrent Unit peer (no budget K)")
+    m.add_argument("--state", type=int, default=64, help="lru: complex state size N per layer")
+    m.add_argument("--compress", default=None, metavar="energy=F|rank=N",
+                   help="lru: CompreSSM in-training balanced truncation keeping HSV energy F or rank N")
+    m.add_argument("--at", default="0.2,0.4", help="lru --compress: fractions of the steps at which to reduce")
     m.add_argument("--variant", default="essm", choices=["essm", "base", "gate_only", "dropout_only"])
     m.add_argument("--d-model", type=positive_int, default=32)
     m.add_argument("--layers", type=positive_int, default=2)
@@ -57,8 +65,19 @@ def train_config_from_args(a):
         task_kwargs = dict(max_len=a.max_len, n_train=a.n_train)
     elif a.task == "npz":
         task_kwargs = dict(path=a.data)
-    model = dict(variant=a.variant, d_model=a.d_model, n_layers=a.layers, d_gate=a.d_gate,
-                 k_max=a.k_max, mlp=not a.no_mlp)
+    model_kind = getattr(a, "model", "essm")
+    compress = {}
+    if model_kind == "lru":
+        model = dict(d_model=a.d_model, n_layers=a.layers, state=a.state, mlp=not a.no_mlp)
+        if a.compress:
+            from essm_stream.compressm import CompressRule
+            compress = CompressRule.parse(a.compress, a.at).to_dict()
+    else:
+        if getattr(a, "compress", None):
+            from essm_stream.errors import ConfigError
+            raise ConfigError("--compress applies to --model lru only")
+        model = dict(variant=a.variant, d_model=a.d_model, n_layers=a.layers, d_gate=a.d_gate,
+                     k_max=a.k_max, mlp=not a.no_mlp)
     if a.head is not None:
         model["head"] = a.head
     if a.pool_window is not None:
@@ -67,7 +86,8 @@ def train_config_from_args(a):
                        batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay,
                        warmup_steps=a.warmup, grad_clip=a.grad_clip, seed=a.seed, k_dist=a.k_dist,
                        k_train=a.k_train, per_step_k=a.per_step_k, amp=not a.no_amp, device=a.device,
-                       out_dir=a.out, eval_every=a.eval_every, ckpt_every=a.eval_every, resume=a.resume)
+                       out_dir=a.out, eval_every=a.eval_every, ckpt_every=a.eval_every, resume=a.resume,
+                       model_kind=model_kind, compress=compress)
 
 
 def check_args(a) -> None:
