@@ -101,3 +101,31 @@ def test_kws_eval_loso_without_models_exits_2(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2, r.stdout + r.stderr
     assert "no fold" in r.stdout + r.stderr
+
+
+def test_streamtrain_extend_resumes_a_finished_run(tmp_path):
+    """--extend 1 continues a finished run: weights and step resumed, the wall-time budget restarted
+    (a finished run's clock would otherwise stop it at once), mined anchors dropped."""
+    pytest.importorskip("torch")
+    from essm_stream.checkpoint import load_checkpoint
+    from essm_stream.kws import streamtrain as S
+
+    fold = V.fold("festival")
+    feats = tmp_path / "feats" / "embedding"
+    feats.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for v in (fold["train"][0], fold["val"][0]):
+        T = 200
+        y = rng.choice([D.UNKNOWN, D.SILENCE], T).astype(np.int8)
+        np.savez(feats / f"{v.replace(':', '_', 1)}.npz", X=rng.normal(size=(T, 96)).astype(np.float16), y=y,
+                 kw=np.array([[0, 50, 55], [3, 120, 126]]), lens=np.array([T]), voice=np.array(v))
+    small = dict(test_family="festival", d_model=8, d_gate=8, k_max=4, seq_len=8, crop=16, batch_size=4,
+                 warmup_steps=2, eval_every=100, mine_every=100, ckpt_every=100)
+    out = tmp_path / "m"
+    step = lambda: load_checkpoint(out / "last.safetensors")[1]["train"]["step"]   # noqa: E731
+    S.train_fold(tmp_path / "feats", out, S.StreamTrainConfig(steps=5, max_minutes=1e-9, **small))
+    assert step() == 1                                      # the tiny budget stopped it after one step
+    S.train_fold(tmp_path / "feats", out, S.StreamTrainConfig(steps=5, max_minutes=10, **small))
+    assert step() == 2                                      # plain resume: the budget is still spent
+    S.train_fold(tmp_path / "feats", out, S.StreamTrainConfig(steps=5, max_minutes=10, extend=1, **small))
+    assert step() == 5

@@ -54,6 +54,8 @@ class StreamTrainConfig:
     ckpt_every: int = 100
     max_minutes: float = 1e9
     seed: int = 0
+    extend: int = 0                  # 1: continue a finished run (resumed weights and optimizer, on possibly more
+                                     # streams): the wall-time budget restarts and the mined anchors are dropped
 
 
 def load_streams(feats_dir, voices) -> list[dict]:
@@ -202,7 +204,9 @@ def train_fold(feats_dir, out_dir, sc: StreamTrainConfig) -> dict:
         anchors = [tuple(a) for a in meta["train"].get("anchors", [])]
         best = meta["train"].get("best", best)
         clock["frac"] = float(meta["train"].get("clock_frac", 0.0))
-        log.info("resumed at step %d", start)
+        if sc.extend:                    # stream indices may have changed: anchors are re-mined at mine_every
+            clock["frac"], anchors = 0.0, []
+        log.info("resumed at step %d%s", start, " (extending: new time budget, anchors dropped)" if sc.extend else "")
     tc = TrainConfig(task="kws-stream")
     meanf, stdf = mean.astype(np.float32), std.astype(np.float32)
     for st in tr + va:                                   # normalise once (float32 in memory)
