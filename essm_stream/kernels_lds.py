@@ -1,0 +1,84 @@
+"""The LDS (ladder) filter stage as numba kernels, each beside a plain numpy `*_ref` with the same
+signature (the math is in essm_stream/lds.py).
+
+Flat arrays, offsets and sizes only, nothing allocated:
+
+  V     section states of one layer and stream, (N, d) row-major at offset v0: V[v0 + n d + j]
+  X     the new input u(t) at x0 (d values, contiguous)
+  Xold  the input leaving the window u(t-L) at o0 (d values, contiguous; zeros in no-buffer mode)
+  Wt    weights: poles a at a0 (N), window vector b_L at b0 (N), readout Cv (K̄, N) at c0
+        (Cv[k, n] = C[k, n] sqrt(1 - a_n^2), the readout of the raw states)
+  S     scratch of d values at s0 (the all-pass signal travelling down the chain)
+  out   the filter outputs c_k(t) for k < K at q0, (K, d) row-major: out[q0 + k d + j]
+
+Per step and channel: 3N multiply-adds for the chain, N for the window correction, K·N for the
+readout, against K·L for the exact ring-buffer convolution.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .numba_config import njit
+
+
+@njit
+def ladder_update(V, v0, X, x0, Xold, o0, Wt, a0, b0, S, s0, N, d):
+    """s(t) = A s(t-1) + b u(t) - b_L u(t-L), by the chain of all-pass sections (vectorized over d)."""
+    for j in range(d):
+        S[s0 + j] = X[x0 + j]
+    for n in range(N):
+        a = Wt[a0 + n]
+        bl = Wt[b0 + n]
+        r = v0 + n * d
+        for j in range(d):
+            vo = V[r + j]
+            vn = a * vo + S[s0 + j]
+            S[s0 + j] = vo - a * vn
+            V[r + j] = vn - bl * Xold[o0 + j]
+
+
+def ladder_update_ref(V, v0, X, x0, Xold, o0, Wt, a0, b0, S, s0, N, d):
+    for j in range(d):
+        w = float(X[x0 + j])
+        for n in range(N):
+            a = float(Wt[a0 + n])
+            vo = float(V[v0 + n * d + j])
+            vn = a * vo + w
+            w = vo - a * vn
+            V[v0 + n * d + j] = vn - float(Wt[b0 + n]) * float(Xold[o0 + j])
+
+
+@njit
+def ladder_readout(V, v0, Wt, c0, ldc, out, q0, K, N, d):
+    """out[k, :] = Σ_n Cv[k, n] V[n, :] for k < K (budget K slices the readout: cost K·N·d)."""
+    for k in range(K):
+        q = q0 + k * d
+        for j in range(d):
+            out[q + j] = 0.0
+        for n in range(N):
+            c = Wt[c0 + k * ldc + n]
+            r = v0 + n * d
+            for j in range(d):
+                out[q + j] += c * V[r + j]
+
+
+def ladder_readout_ref(V, v0, Wt, c0, ldc, out, q0, K, N, d):
+    Cv = np.asarray(Wt[c0:c0 + K * ldc], dtype=np.float64).reshape(K, ldc)[:, :N]
+    St = np.asarray(V[v0:v0 + N * d], dtype=np.float64).reshape(N, d)
+    out[q0:q0 + K * d] = (Cv @ St).ravel()
+
+
+@njit
+def ladder_run(U, Uold, Wt, N, K, V, S, out):
+    """Stream a block (tests, benchmarks): U, Uold (T, d) -> out (T, K*d) (row t = (K, d) row-major);
+    V (N*d,) state, S (d,) scratch; Wt from `ladder_weights`."""
+    T, d = U.shape
+    for t in range(T):
+        ladder_update(V, 0, U[t], 0, Uold[t], 0, Wt, 0, N, S, 0, N, d)
+        ladder_readout(V, 0, Wt, 2 * N, N, out[t], 0, K, N, d)
+
+
+def ladder_weights(poles, bL, Cv, dtype) -> np.ndarray:
+    """Pack [a | b_L | Cv] (the layout `ladder_run` reads) in the engine dtype."""
+    return np.concatenate([np.asarray(poles, np.float64), np.asarray(bL, np.float64),
+                           np.asarray(Cv, np.float64).ravel()]).astype(dtype)
