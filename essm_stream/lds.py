@@ -61,7 +61,7 @@ from .errors import ConfigError
 
 __all__ = ["LadderFit", "scaled_filters", "hankel_svd", "era_poles", "geometric_poles",
            "ladder_basis", "window_vector", "fit_readout", "fit_ladder", "error_curve",
-           "ladder_filter_ref", "ladder_step_ref", "fir_filter_ref"]
+           "ladder_filter_ref", "ladder_step_ref", "fir_filter_ref", "fit_layers", "m_weights"]
 
 log = logging.getLogger(__name__)
 
@@ -376,3 +376,59 @@ def fir_filter_ref(U: np.ndarray, h: np.ndarray) -> np.ndarray:
         n = min(t + 1, L)
         out[t] = h[:n].T @ U[t - n + 1:t + 1][::-1]
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# a whole program's banks (compile time)
+
+
+def fit_layers(phir: np.ndarray, sigma: np.ndarray, tol: float = 1e-3, buffered: bool = True,
+               weights: np.ndarray | None = None, n_max: int = N_MAX_DEFAULT,
+               progress: bool = False) -> tuple[dict, dict]:
+    """Fit every layer's bank of a program and lay the ladders out for the engine.
+
+    phir (n_layers, K̄, L) reversed filters and sigma (n_layers, K̄) as stored in a program; weights
+    (n_layers, K̄) or None. Layers with identical banks (and weights) are fitted once. Returns
+    (arrays, record): arrays "lds.a" (n_layers, N), "lds.bL" (n_layers, N), "lds.C" (n_layers, K̄, N)
+    (readout of the raw section states), "lds.err" (n_layers, K̄) the measured per-filter error,
+    with N the largest layer's size (a smaller layer is padded at the END of its chain with
+    sections a = 0, b_L = 0, C = 0, which never reach an output); record: the plain-JSON summary
+    {"mode", "tol", "buffered", "weighted", "n_max", "n": [N_l], "source": [...], "error": [max_k err]}.
+    """
+    import hashlib
+    phir = np.asarray(phir, dtype=np.float64)
+    sigma = np.asarray(sigma, dtype=np.float64)
+    if phir.ndim != 3 or sigma.shape != phir.shape[:2]:
+        raise ConfigError(f"phir must be (n_layers, K, L) and sigma (n_layers, K), got {phir.shape}, {sigma.shape}")
+    nl, Kb, L = phir.shape
+    if weights is not None and np.asarray(weights).shape != (nl, Kb):
+        raise ConfigError(f"weights must be (n_layers, K) = ({nl}, {Kb}), got {np.asarray(weights).shape}")
+    fits, cache = [], {}
+    it = range(nl)
+    if progress:
+        from tqdm import tqdm
+        it = tqdm(it, desc="fitting ladders", unit="layer")
+    for l in it:
+        h = scaled_filters(phir[l, :, ::-1].T, sigma[l])
+        w = None if weights is None else np.asarray(weights[l], dtype=np.float64)
+        key = hashlib.sha256(h.tobytes() + (b"" if w is None else w.tobytes())).hexdigest()
+        if key not in cache:
+            cache[key] = fit_ladder(h, tol, n_max=n_max, buffered=buffered, weights=w)
+        fits.append(cache[key])
+    N = max(f.N for f in fits)
+    a, bL = np.zeros((nl, N)), np.zeros((nl, N))
+    C, err = np.zeros((nl, Kb, N)), np.zeros((nl, Kb))
+    for l, f in enumerate(fits):
+        a[l, :f.N], bL[l, :f.N], C[l, :, :f.N], err[l] = f.poles, f.bL, f.readout_v, f.err
+    record = {"mode": "lds", "tol": float(tol), "buffered": bool(buffered), "weighted": weights is not None,
+              "n_max": int(n_max), "n": [f.N for f in fits], "source": [f.source for f in fits],
+              "error": [f.weighted_err for f in fits]}
+    return {"lds.a": a, "lds.bL": bL, "lds.C": C, "lds.err": err}, record
+
+
+def m_weights(Mcat: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    """||M_k||_op per layer and filter (n_layers, K̄) from a program's Mcat = [D | σ_k^{1/4} M_k]."""
+    nl, d, _ = Mcat.shape
+    Kb = sigma.shape[1]
+    Ms = Mcat[:, :, d:].reshape(nl, d, Kb, d).transpose(0, 2, 1, 3)          # (nl, K̄, d, d)
+    return np.linalg.norm(Ms, ord=2, axis=(2, 3)) / sigma ** 0.25
