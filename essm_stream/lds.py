@@ -61,7 +61,8 @@ from .errors import ConfigError
 
 __all__ = ["LadderFit", "scaled_filters", "hankel_svd", "era_poles", "geometric_poles",
            "ladder_basis", "window_vector", "fit_readout", "fit_ladder", "error_curve",
-           "ladder_filter_ref", "ladder_step_ref", "fir_filter_ref", "fit_layers", "m_weights"]
+           "ladder_filter_ref", "ladder_step_ref", "fir_filter_ref", "fit_layers", "m_weights",
+           "validate_spectral", "check_lds_arrays", "lds_program"]
 
 log = logging.getLogger(__name__)
 
@@ -432,3 +433,85 @@ def m_weights(Mcat: np.ndarray, sigma: np.ndarray) -> np.ndarray:
     Kb = sigma.shape[1]
     Ms = Mcat[:, :, d:].reshape(nl, d, Kb, d).transpose(0, 2, 1, 3)          # (nl, K̄, d, d)
     return np.linalg.norm(Ms, ord=2, axis=(2, 3)) / sigma ** 0.25
+
+
+# ----------------------------------------------------------------------------------------------
+# the program's record of its spectral mode
+
+SPECTRAL_MODES = ("exact", "lds")
+RECORD_KEYS = {"mode", "tol", "buffered", "weighted", "n_max", "n", "source", "error"}
+LDS_ARRAYS = ("lds.a", "lds.bL", "lds.C", "lds.err")
+
+
+def validate_spectral(record, n_layers: int) -> dict | None:
+    """Check a program's spectral record (None or {"mode": "exact"} = the ring-buffer FIR; an LDS
+    record as `fit_layers` returns it). Returns a plain-JSON copy, or None for exact. Raises
+    ConfigError naming the bad field."""
+    import json
+    if record is None:
+        return None
+    if not isinstance(record, dict):
+        raise ConfigError(f"spectral record must be a dict or None, got {type(record).__name__}")
+    mode = record.get("mode")
+    if mode not in SPECTRAL_MODES:
+        raise ConfigError(f"spectral mode must be one of {SPECTRAL_MODES}, got {mode!r}")
+    if mode == "exact":
+        if set(record) != {"mode"}:
+            raise ConfigError(f"an exact spectral record has only 'mode', got keys {sorted(record)}")
+        return None
+    missing, extra = sorted(RECORD_KEYS - set(record)), sorted(set(record) - RECORD_KEYS)
+    if missing or extra:
+        raise ConfigError(f"LDS spectral record: keys missing {missing}, unexpected {extra}")
+    tol = record["tol"]
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 < tol < 1:
+        raise ConfigError(f"LDS spectral record: tol must be in (0, 1), got {tol!r}")
+    for key in ("buffered", "weighted"):
+        if not isinstance(record[key], bool):
+            raise ConfigError(f"LDS spectral record: {key} must be a bool, got {record[key]!r}")
+    n = record["n"]
+    if not isinstance(n, list) or len(n) != n_layers or \
+            not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in n):
+        raise ConfigError(f"LDS spectral record: n must list {n_layers} ints >= 1 (one per layer), got {n!r}")
+    for key, ok in (("source", lambda v: v in ("era", "geometric")),
+                    ("error", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+                     and math.isfinite(v) and v >= 0)):
+        vals = record[key]
+        if not isinstance(vals, list) or len(vals) != n_layers or not all(ok(v) for v in vals):
+            raise ConfigError(f"LDS spectral record: {key} must list {n_layers} valid values, got {vals!r:.80}")
+    return json.loads(json.dumps(record, allow_nan=False))
+
+
+def check_lds_arrays(arrays: dict, record: dict) -> None:
+    """Consistency of the ladder arrays with the record: poles in (0, 1) on each layer's first n_l
+    sections, zero padding after them (so padding never reaches an output)."""
+    a, bL, C = arrays["lds.a"], arrays["lds.bL"], arrays["lds.C"]
+    for l, n in enumerate(record["n"]):
+        if n > a.shape[1]:
+            raise ConfigError(f"LDS layer {l}: n={n} exceeds the arrays' {a.shape[1]} sections")
+        if not np.all((a[l, :n] > 0) & (a[l, :n] < 1)):
+            raise ConfigError(f"LDS layer {l}: poles must lie in (0, 1), got {a[l, :n]}")
+        if np.any(a[l, n:]) or np.any(bL[l, n:]) or np.any(C[l, :, n:]):
+            raise ConfigError(f"LDS layer {l}: sections past n={n} must be zero padding")
+        if not record["buffered"] and np.any(bL[l]):
+            raise ConfigError(f"LDS layer {l}: a no-buffer ladder has no window vector (lds.bL must be 0)")
+    if np.any(arrays["lds.err"] < 0):
+        raise ConfigError("lds.err (per-filter error) must be >= 0")
+
+
+def lds_program(prog, tol: float = 1e-3, buffered: bool = True, weighted: bool = False,
+                n_max: int = N_MAX_DEFAULT, progress: bool = False):
+    """An exact StreamProgram -> the same weights with the spectral stage as a ladder (torch-free).
+
+    The ladders are fitted to the program's own filters (phir, σ^{1/4}), which are kept in the
+    program for the record and for `essm-stream analyze`."""
+    from .program import StreamProgram
+    if getattr(prog, "spectral", None) is not None:
+        raise ConfigError("this program is already in LDS mode; convert its exact original instead")
+    arrays = {k: np.array(v) for k, v in prog.arrays.items()}
+    w = m_weights(arrays["Mcat"], arrays["sigma"]) if weighted else None
+    extra, record = fit_layers(arrays["phir"], arrays["sigma"], tol=tol, buffered=buffered, weights=w,
+                               n_max=n_max, progress=progress)
+    arrays.update(extra)
+    out = StreamProgram(prog.cfg, arrays, provenance=dict(prog.provenance), frontend=prog.frontend,
+                        budget_profile=prog.budget_profile, spectral=record)
+    return out
