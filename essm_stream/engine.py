@@ -1,9 +1,9 @@
 """StreamEngine: B independent streams stepped one frame (or one block of frames) at a time.
 
-All streaming state lives here, preallocated at construction (RTNeural, mamba InferenceParams):
-the per-layer input history as a doubled ring buffer (each frame written at p and p + L, so the
-window is one contiguous slice), the ring of past outputs for the pooled head, the ring position
-and step count, and the scratch the kernel works in. A step crosses into numba once: every layer
+All streaming state lives here, preallocated at construction (RTNeural, mamba InferenceParams)
+in the sections `layout.Layout` plans: the per-layer input history as a doubled ring buffer (each
+frame written at p and p + L, so the window is one contiguous slice), the ring of past outputs for
+the pooled head, the ring position and step count, and the scratch the kernel works in. A step crosses into numba once: every layer
 of every stream runs in compiled code (`kernels.stream_run`) and nothing is allocated.
 
 Budgets: K is an int, or per stream (B,); in `run` also per step (T,) or (T, B). Changing K takes
@@ -23,24 +23,41 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import kernels as _k
+from . import layout as _lo
 from .errors import BudgetError, NonFiniteInputError, ShapeError, ConfigError
 from .program import StreamProgram
 
 __all__ = ["StreamEngine", "EngineState", "warmup"]
 
 NAN_POLICIES = ("raise", "zero")
-DTYPES = (np.float32, np.float64)
 
 
 @dataclass(frozen=True)
 class EngineState:
-    """A copy of everything that evolves while streaming (see StreamEngine.snapshot)."""
-    hist: np.ndarray
-    pool: np.ndarray
+    """A copy of everything that evolves while streaming (see StreamEngine.snapshot).
+
+    state: the engine's state vector (sections of `layout.STATE`, at `sections`: name -> (offset, size));
+    ist: ring position, step count, pool position and counters."""
+    state: np.ndarray
     ist: np.ndarray
     batch: int
     dtype: np.dtype
     fingerprint: tuple
+    sections: tuple
+
+    def section(self, name: str) -> np.ndarray:
+        o, n = dict(self.sections)[name]
+        return self.state[o:o + n]
+
+    @property
+    def hist(self) -> np.ndarray:
+        """Input history of every layer, (n_layers, B, d, 2L) flattened."""
+        return self.section("hist")
+
+    @property
+    def pool(self) -> np.ndarray:
+        """Ring of the pooled head's last outputs (empty for the step head)."""
+        return self.section("pool")
 
 
 class StreamEngine:
@@ -72,20 +89,21 @@ class StreamEngine:
         self.program, self.cfg, self.batch, self.dtype = program, cfg, int(batch), dt
         self.nan_policy = nan_policy
         self._kernel_name = kernel
-        self._kernel = _k.stream_run if kernel == "numba" else _k.stream_run_ref
-        B, d, L, nl = self.batch, cfg.d_model, cfg.seq_len, cfg.n_layers
-        pooled = cfg.head == "mean" and cfg.pool_window > 1
-        self._dims = np.array([cfg.d_in, d, cfg.d_out, nl, L, cfg.k_max, cfg.d_gate,
-                               cfg.mlp_ratio * d, int(cfg.gated), int(cfg.mlp),
-                               cfg.pool_window if pooled else 1, int(pooled)], dtype=np.int64)
-        arrays = dict(program.arrays)
-        arrays["eps"] = np.array([cfg.ln_eps, cfg.gate_eps])
-        self._W, self._off = _k.pack_weights(arrays, self._dims, dt)
+        if kernel == "numba":
+            self._kernel = _k.stream_run
+        else:
+            from .reference import stream_run_ref
+            self._kernel = stream_run_ref
+        B = self.batch
+        self.layout = lay = _lo.Layout(cfg, B)
+        self._lay, self._off = lay.lay, lay.off
+        self._W = lay.pack(program.arrays, dt)
         # state
-        self._hist = np.zeros(nl * B * d * 2 * L, dtype=dt)
-        self._pool = np.zeros(B * int(self._dims[10]) * cfg.d_out, dtype=dt)
-        self._ist = np.zeros(_k.N_IST, dtype=np.int64)
-        self._work = np.zeros(B * _k.work_len(self._dims), dtype=dt)
+        self._state = np.zeros(lay.state_len, dtype=dt)
+        self._ist = np.zeros(_lo.N_IST, dtype=np.int64)
+        self._work = np.zeros(B * lay.work_len, dtype=dt)
+        self._sections = tuple((name, (int(lay.lay[_lo.LAY.index("st_" + name)]), n))
+                               for name, n in lay.state_sizes.items())
         # step buffers (so that step allocates nothing)
         self._x1 = np.zeros((1, B, cfg.d_in), dtype=dt)
         self._K1 = np.zeros((1, B), dtype=np.int64)
@@ -95,8 +113,8 @@ class StreamEngine:
         self._nan_zero = nan_policy == "zero"
         # step() passes the same objects every call (state is updated in place), so build the
         # argument tuple once: a step is then one shape/dtype check, two copies and the call
-        self._step_args = (self._x1, self._K1, self._W, self._off, self._dims, self._hist,
-                           self._pool, self._ist, self._work, self._y1, self._nan_zero)
+        self._step_args = (self._x1, self._K1, self._W, self._off, self._lay, self._state,
+                           self._ist, self._work, self._y1, self._nan_zero)
         self._k_max = int(cfg.k_max)
         self._shape_b = (B, cfg.d_in)
         self._shape_v = (cfg.d_in,) if B == 1 else None
@@ -118,12 +136,12 @@ class StreamEngine:
     @property
     def steps(self) -> int:
         """Frames consumed since construction or the last reset."""
-        return int(self._ist[_k.IST_T])
+        return int(self._ist[_lo.IST_T])
 
     @property
     def replaced_inputs(self) -> int:
         """Non-finite input values read as 0 under nan_policy='zero' since the last reset."""
-        return int(self._ist[_k.IST_NREPLACED])
+        return int(self._ist[_lo.IST_NREPLACED])
 
     def __repr__(self) -> str:
         return (f"StreamEngine({self.program!r}, batch={self.batch}, dtype={self.dtype.name}, "
@@ -183,8 +201,7 @@ class StreamEngine:
             want = f"({B}, {d_in})" + (f" or ({d_in},)" if B == 1 else "")
             raise ShapeError(f"x_t has shape {x_t.shape}, expected {want}")
         self._set_step_budget(K)
-        status = self._kernel(self._x1, self._K1, self._W, self._off, self._dims, self._hist,
-                              self._pool, self._ist, self._work, self._y1, self._nan_zero)
+        status = self._kernel(*self._step_args)
         if status != _k.OK:
             self._raise(status, self._K1)
         if out is not None:
@@ -240,14 +257,14 @@ class StreamEngine:
             Y = out.reshape(T, B, self.cfg.d_out)
         if T == 0:
             return Y[:, 0] if squeeze else Y
-        status = self._kernel(X3, Ks, self._W, self._off, self._dims, self._hist, self._pool,
-                              self._ist, self._work, Y, self._nan_zero)
+        status = self._kernel(X3, Ks, self._W, self._off, self._lay, self._state, self._ist,
+                              self._work, Y, self._nan_zero)
         if status != _k.OK:
             self._raise(status, Ks)
         return Y[:, 0] if squeeze else Y
 
     def _raise(self, status: int, Ks) -> None:
-        t, b, j, k = (int(self._ist[i]) for i in (_k.IST_ERR_T, _k.IST_ERR_B, _k.IST_ERR_J, _k.IST_ERR_K))
+        t, b, j, k = (int(self._ist[i]) for i in (_lo.IST_ERR_T, _lo.IST_ERR_B, _lo.IST_ERR_J, _lo.IST_ERR_K))
         if status == _k.ERR_BUDGET:
             raise BudgetError(f"budget K={k} at step {t}, stream {b} is out of range [1, {self.cfg.k_max}] "
                               "(no state was changed)")
@@ -259,24 +276,21 @@ class StreamEngine:
     # -- state --------------------------------------------------------------------------------
     def reset(self) -> None:
         """Back to the state after construction: zero history (zero before the start), step 0."""
-        self._hist.fill(0)
-        self._pool.fill(0)
+        self._state.fill(0)
         self._ist.fill(0)
         self._work.fill(0)
 
     def snapshot(self) -> EngineState:
         """A copy of all streaming state; restore() it into this engine (or one of the same shape)."""
-        return EngineState(self._hist.copy(), self._pool.copy(), self._ist.copy(), self.batch,
-                           self.dtype, self._fingerprint[1:])
+        return EngineState(self._state.copy(), self._ist.copy(), self.batch, self.dtype,
+                           self._fingerprint[1:], self._sections)
 
     def restore(self, state: EngineState) -> None:
         if not isinstance(state, EngineState):
             raise ConfigError(f"restore needs an EngineState from snapshot(), got {type(state).__name__}")
-        if state.fingerprint != self._fingerprint[1:] or state.hist.shape != self._hist.shape \
-                or state.pool.shape != self._pool.shape:
+        if state.fingerprint != self._fingerprint[1:] or state.state.shape != self._state.shape:
             raise ConfigError("this snapshot was taken from an engine of another shape (batch, dtype or program)")
-        np.copyto(self._hist, state.hist)
-        np.copyto(self._pool, state.pool)
+        np.copyto(self._state, state.state)
         np.copyto(self._ist, state.ist)
 
     def warmup(self) -> None:
@@ -304,10 +318,9 @@ def warmup(dtypes=(np.float32, np.float64)) -> dict:
 
 def tiny_program(cfg, seed: int = 0) -> StreamProgram:
     """A random program of the given config without torch (for warmup, tests and benchmarks)."""
-    from .program import expected_shapes
     rng = np.random.default_rng(seed)
     arrays = {}
-    for name, shape in expected_shapes(cfg).items():
+    for name, shape in _lo.program_shapes(cfg).items():
         scale = 1.0 / np.sqrt(shape[-1]) if len(shape) >= 2 else 0.1
         arrays[name] = rng.standard_normal(shape) * scale
     arrays["sigma"] = np.abs(arrays["sigma"]) + 0.1

@@ -1,23 +1,28 @@
-"""The streaming step as numba kernels, each beside a plain numpy `*_ref` with the same signature.
+"""The streaming step as numba kernels: one small kernel per op, `stream_run` the loop over them.
 
-Everything a step touches lives in a handful of flat arrays, so that one call crosses the
-Python/numba boundary with few arguments and the whole multi-layer step (all layers, all
-streams, all frames of a block) runs in compiled code with nothing allocated:
+Everything a step touches lives in a handful of flat arrays, laid out by `layout.Layout`, so that
+one call crosses the Python/numba boundary with few arguments and the whole multi-layer step (all
+layers, all streams, all frames of a block) runs in compiled code with nothing allocated:
 
-  W     (n_w,)  weights, packed by `pack_weights` at the offsets in `off` (engine dtype)
-  off   (N_SEG,) int64 offsets of the segments SEGMENTS into W (64-byte aligned)
-  dims  (N_DIM,) int64: d_in d d_out n_layers L K̄ d_gate d_hidden gated mlp pool_W pooled
-  hist  (n_layers * B * d * 2L,) input history of every layer: for layer l, stream b, channel j
-        the last L inputs of that channel, each written twice (at p and p + L) so that the
-        window of step t is the contiguous slice [p + 1, p + L] (oldest first)
-  pool  (B * pool_W * d_out,) ring of the last pool_W per-step outputs (head = "mean")
-  ist   (N_IST,) int64: ring position p, steps seen, pool position, and error details
-  work  (B * work_len(dims),) per-stream scratch (see `work_sections`)
+  W      packed weights (engine dtype); segment s of layer l starts at `seg(off, s, l)`
+  off    (2 N_SEG,) int64: offset and per-layer stride of every packed segment
+  lay    (N_LAY,) int64: named dims, scratch section offsets, work stride, state section offsets
+  state  streaming state (engine dtype): the layers' input history (`lay[ST_HIST]`) and the pooled
+         head's output ring (`lay[ST_POOL]`), see layout.STATE
+  ist    (N_IST,) int64: ring position p, steps seen, pool position, and error details
+  work   (B * lay[WL],) per-stream scratch, see layout.SCRATCH
 
 Math (DESIGN.md): per layer u = LN1(h); the window of u is convolved with the reversed filters
 `phir[k, τ'] = φ_k(L-1-τ')` for k < K only (a (K × L)·(L × d) product); the gate gives α over the
-active prefix; V = [u, α_1 c_1, …, α_K c_K] and y = Mcat[:, :(K+1)d] V with Mcat = [D | σ_k^{1/4} M_k],
+active prefix; V = [u, α_1 c_1, …, α_K c_K] and h += Mcat[:, :(K+1)d] V with Mcat = [D | σ_k^{1/4} M_k],
 so work scales with K: channels above K are neither convolved nor mixed.
+
+Accumulators: the dense products (gemm_nt) accumulate in the engine's dtype (float32 engines
+vectorize 8 lanes wide); the short reductions (LayerNorm mean/variance, the gate's norm and softmax
+sum, the pooled head's mean) accumulate in float64 for both dtypes, written `ACC(0)` below. (Before
+the split this was implicit: `x[i] * 0` promotes float32 * int64 to float64; same bits.)
+
+The plain numpy float64 version of the whole step is `reference.stream_run_ref` (same signature).
 """
 from __future__ import annotations
 
@@ -25,79 +30,17 @@ import math
 
 import numpy as np
 
+from .layout import (D_GATE, D_HIDDEN, D_IN, D_MODEL, D_OUT, GATED, IST_ERR_B, IST_ERR_J,  # noqa: F401
+                     IST_ERR_K, IST_ERR_T, IST_NREPLACED, IST_POOL, IST_POS, IST_T, K_MAX, L_WIN, MLP,
+                     N_IST, N_LAYERS, O_B1, O_B2, O_EPS, O_FC1B, O_FC1W, O_FC2B, O_FC2W, O_INPB, O_INPW,
+                     O_LN1B, O_LN1G, O_LN2B, O_LN2G, O_LNFB, O_LNFG, O_MCAT, O_OUTB, O_OUTW, O_PHIR,
+                     O_W1, O_W2, POOL_W, POOLED, ST_HIST, ST_POOL, W_A, W_G, W_H, W_O, W_S, W_U, W_V,
+                     W_X, W_Z, WL)
 from .numba_config import njit
-
-SEGMENTS = ("inp.W", "inp.b", "ln1.g", "ln1.b", "phir", "Mcat", "W1", "b1", "W2", "b2",
-            "ln2.g", "ln2.b", "fc1.W", "fc1.b", "fc2.W", "fc2.b", "ln_f.g", "ln_f.b",
-            "out.W", "out.b", "eps")
-(O_INPW, O_INPB, O_LN1G, O_LN1B, O_PHIR, O_MCAT, O_W1, O_B1, O_W2, O_B2, O_LN2G, O_LN2B,
- O_FC1W, O_FC1B, O_FC2W, O_FC2B, O_LNFG, O_LNFB, O_OUTW, O_OUTB, O_EPS) = range(len(SEGMENTS))
-N_SEG = len(SEGMENTS)
-
-DIM_NAMES = ("d_in", "d", "d_out", "n_layers", "L", "k_max", "d_gate", "d_hidden", "gated", "mlp",
-             "pool_W", "pooled")
-N_DIM = len(DIM_NAMES)
-
-# ist: ring position, steps seen, pool position, then where the last error was found.
-IST_POS, IST_T, IST_POOL, IST_ERR_T, IST_ERR_B, IST_ERR_J, IST_ERR_K, IST_NREPLACED = range(8)
-N_IST = 8
 
 OK, ERR_NONFINITE, ERR_BUDGET = 0, 1, 2
 
-_ALIGN = 16  # elements: 64 bytes for float32, 128 for float64
-
-
-def segment_shapes(dims) -> dict:
-    """Shape of every segment of W (stacked over layers where per layer); size 0 if absent."""
-    d_in, d, d_out, nl, L, Kb, dg, dh, gated, mlp = (int(v) for v in dims[:10])
-    g, m = bool(gated), bool(mlp)
-    return {
-        "inp.W": (d, d_in), "inp.b": (d,), "ln1.g": (nl, d), "ln1.b": (nl, d),
-        "phir": (nl, Kb, L), "Mcat": (nl, d, (Kb + 1) * d),
-        "W1": (nl, dg, d) if g else (0,), "b1": (nl, dg) if g else (0,),
-        "W2": (nl, Kb, dg) if g else (0,), "b2": (nl, Kb) if g else (0,),
-        "ln2.g": (nl, d) if m else (0,), "ln2.b": (nl, d) if m else (0,),
-        "fc1.W": (nl, dh, d) if m else (0,), "fc1.b": (nl, dh) if m else (0,),
-        "fc2.W": (nl, d, dh) if m else (0,), "fc2.b": (nl, d) if m else (0,),
-        "ln_f.g": (d,), "ln_f.b": (d,), "out.W": (d_out, d), "out.b": (d_out,), "eps": (2,),
-    }
-
-
-def pack_weights(arrays: dict, dims: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarray]:
-    """Program arrays (float64, names as SEGMENTS) -> (W flat in `dtype`, off int64)."""
-    shapes = segment_shapes(dims)
-    off = np.zeros(N_SEG, dtype=np.int64)
-    n = 0
-    for i, name in enumerate(SEGMENTS):
-        off[i] = n
-        size = int(np.prod(shapes[name]))
-        n += -(-size // _ALIGN) * _ALIGN
-    W = np.zeros(max(n, 1), dtype=dtype)
-    for i, name in enumerate(SEGMENTS):
-        size = int(np.prod(shapes[name]))
-        if size:
-            a = np.asarray(arrays[name], dtype=np.float64)
-            if a.shape != tuple(shapes[name]):
-                raise ValueError(f"segment {name}: shape {a.shape}, expected {shapes[name]}")
-            W[off[i]:off[i] + size] = a.ravel()
-    return W, off
-
-
-def unpack_weights(W: np.ndarray, off: np.ndarray, dims: np.ndarray) -> dict:
-    """Inverse of pack_weights (float64 copies), for the reference and for checks."""
-    shapes = segment_shapes(dims)
-    out = {}
-    for i, name in enumerate(SEGMENTS):
-        size = int(np.prod(shapes[name]))
-        out[name] = np.asarray(W[off[i]:off[i] + size], dtype=np.float64).reshape(shapes[name])
-    return out
-
-
-def work_len(dims) -> int:
-    """Scratch elements per stream: x | h | u | z | y | V | g | s | a | o (see work_sections)."""
-    d_in, d, d_out, nl, L, Kb, dg, dh = (int(v) for v in dims[:8])
-    n = d_in + 4 * d + (Kb + 1) * d + dg + Kb + dh + d_out
-    return -(-n // _ALIGN) * _ALIGN
+ACC = np.float64   # accumulator of the short reductions (see module doc)
 
 
 # --------------------------------------------------------------------------------------------
@@ -308,11 +251,12 @@ def gemm_nt_ref(A, a0, lda, Bm, b0, ldb, n, out, o0, ldo, Ma, Nb, acc):
 
 @njit
 def _layer_norm(x, xo, g, go, bb, bo, n, eps, out, oo):
-    mu = x[xo] * 0
+    """out[oo:oo+n] = LN(x[xo:xo+n]) g + b; mean and variance accumulate in float64 (ACC)."""
+    mu = ACC(0)
     for j in range(n):
         mu += x[xo + j]
     mu /= n
-    var = mu * 0
+    var = ACC(0)
     for j in range(n):
         c = x[xo + j] - mu
         var += c * c
@@ -349,15 +293,37 @@ def _gelu(x, xo, n):
             x[xo + j] = 0.5 * v * (1.0 + math.erf(v * 0.7071067811865476))
 
 
+@njit(inline="always")
+def seg(off, s, l):
+    """Start of layer l's part of packed segment s in W."""
+    return off[2 * s] + l * off[2 * s + 1]
+
+
+@njit(inline="always")
+def _add_bias(work, B, wl, o, W, bo, n):
+    """work[b wl + o + i] += W[bo + i] for every stream."""
+    for b in range(B):
+        wb = b * wl + o
+        for i in range(n):
+            work[wb + i] += W[bo + i]
+
+
+@njit(inline="always")
+def _layer_norm_streams(work, B, wl, src, dst, W, go, bo, n, eps):
+    """work[dst] = LN(work[src]) g + b for every stream."""
+    for b in range(B):
+        _layer_norm(work, b * wl + src, W, go, W, bo, n, eps, work, b * wl + dst)
+
+
 # --------------------------------------------------------------------------------------------
-# The step
+# Input checks (before any state changes)
 # --------------------------------------------------------------------------------------------
 
 @njit(fastmath=False)  # fastmath would assume no NaN/Inf and fold these checks away
-def check_inputs(X, Ks, dims, ist, nan_zero):
+def check_inputs(X, Ks, lay, ist, nan_zero):
     """Status of a block before any state changes: OK, ERR_BUDGET or ERR_NONFINITE (where in ist)."""
     T, B, d_in = X.shape
-    Kb = dims[5]
+    Kb = lay[K_MAX]
     for t in range(T):
         for b in range(B):
             k = Ks[t, b]
@@ -390,242 +356,206 @@ def _load_frame(X, t, b, work, o, d_in, ist):
             ist[IST_NREPLACED] += 1
 
 
+# --------------------------------------------------------------------------------------------
+# The ops of one step, in the order stream_run calls them. Each works on all B streams of frame t.
+# inline="always": numba inlines them into stream_run (measured: no slower than the one-function
+# kernel they replaced; plain calls cost up to ~10 % on small configs).
+# --------------------------------------------------------------------------------------------
+
+@njit(inline="always")
+def input_projection(X, t, W, off, lay, work, ist):
+    """h = W_in x_t + b_in."""
+    B = X.shape[1]
+    wl, d_in, d = lay[WL], lay[D_IN], lay[D_MODEL]
+    for b in range(B):
+        _load_frame(X, t, b, work, b * wl + lay[W_X], d_in, ist)
+    gemm_nt(work, lay[W_X], wl, W, seg(off, O_INPW, 0), d_in, d_in, work, lay[W_H], wl, B, d, False)
+    _add_bias(work, B, wl, lay[W_H], W, seg(off, O_INPB, 0), d)
+
+
+@njit(inline="always")
+def ring_write(state, work, lay, B, l, p):
+    """Record u in layer l's history at p and p + L (so the window is contiguous); V[:d] = u (D's input)."""
+    wl, d, L = lay[WL], lay[D_MODEL], lay[L_WIN]
+    two_L = 2 * L
+    for b in range(B):
+        wb = b * wl
+        hb = lay[ST_HIST] + (l * B + b) * d * two_L
+        for j in range(d):
+            v = work[wb + lay[W_U] + j]
+            state[hb + j * two_L + p] = v
+            state[hb + j * two_L + p + L] = v
+            work[wb + lay[W_V] + j] = v
+
+
+@njit(inline="always")
+def gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps):
+    """α = softmax(s̃_{1:K}), s̃ = s √K / (‖s_{1:K}‖ + ε), s = W2 GELU(W1 u + b1) + b2 (Eq. 8), into work[W_S]."""
+    wl, d, dg = lay[WL], lay[D_MODEL], lay[D_GATE]
+    sg, ss = lay[W_G], lay[W_S]
+    gemm_nt(work, lay[W_U], wl, W, seg(off, O_W1, l), d, d, work, sg, wl, B, dg, False)
+    _add_bias(work, B, wl, sg, W, seg(off, O_B1, l), dg)
+    for b in range(B):
+        _gelu(work, b * wl + sg, dg)
+    gemm_nt(work, sg, wl, W, seg(off, O_W2, l), dg, dg, work, ss, wl, B, Kt, False)   # rows < max K only
+    b2 = seg(off, O_B2, l)
+    for b in range(B):
+        wb = b * wl + ss
+        K = Ks[t, b]
+        nrm = ACC(0)
+        for k in range(K):
+            v = work[wb + k] + W[b2 + k]
+            work[wb + k] = v
+            nrm += v * v
+        scale = math.sqrt(K) / (math.sqrt(nrm) + gate_eps)
+        mx = work[wb] * scale
+        for k in range(K):
+            v = work[wb + k] * scale
+            work[wb + k] = v
+            if v > mx:
+                mx = v
+        tot = ACC(0)
+        for k in range(K):
+            e = math.exp(work[wb + k] - mx)
+            work[wb + k] = e
+            tot += e
+        inv = 1.0 / tot
+        for k in range(K):
+            work[wb + k] *= inv
+
+
+@njit(inline="always")
+def convolve(Ks, t, W, off, lay, state, work, B, l, p):
+    """c_k = Σ_τ φ_k(τ) u(t-τ) for k < K: (K × L) reversed filters · (L × d) window, into V[d:]; × α_k if gated."""
+    wl, d, L = lay[WL], lay[D_MODEL], lay[L_WIN]
+    two_L = 2 * L
+    sV = lay[W_V]
+    for b in range(B):
+        wb = b * wl
+        K = Ks[t, b]
+        hb = lay[ST_HIST] + (l * B + b) * d * two_L
+        gemm_nt(W, seg(off, O_PHIR, l), L, state, hb + p + 1, two_L, L, work, wb + sV + d, d, K, d, False)
+        if lay[GATED] != 0:
+            for k in range(K):
+                a = work[wb + lay[W_S] + k]
+                q = wb + sV + (k + 1) * d
+                for j in range(d):
+                    work[q + j] *= a
+
+
+@njit(inline="always")
+def mix(Ks, t, W, off, lay, work, B, l):
+    """h += [D | σ^{1/4} M_1 … M_K] V, four streams at a time (V zero-padded to the group's max K)."""
+    wl, d = lay[WL], lay[D_MODEL]
+    sV = lay[W_V]
+    ldM = (lay[K_MAX] + 1) * d
+    b0 = 0
+    while b0 < B:
+        nb = min(4, B - b0)
+        kg = 1
+        for b in range(b0, b0 + nb):
+            if Ks[t, b] > kg:
+                kg = Ks[t, b]
+        for b in range(b0, b0 + nb):
+            wb = b * wl
+            for m in range((Ks[t, b] + 1) * d, (kg + 1) * d):
+                work[wb + sV + m] = 0.0
+        gemm_nt(work, b0 * wl + sV, wl, W, seg(off, O_MCAT, l), ldM, (kg + 1) * d,
+                work, b0 * wl + lay[W_H], wl, nb, d, True)
+        b0 += nb
+
+
+@njit(inline="always")
+def mlp(W, off, lay, work, B, l, ln_eps):
+    """h += fc2 GELU(fc1 LN2(h) + b1) + b2."""
+    wl, d, dh = lay[WL], lay[D_MODEL], lay[D_HIDDEN]
+    sh, sz, sa = lay[W_H], lay[W_Z], lay[W_A]
+    _layer_norm_streams(work, B, wl, sh, sz, W, seg(off, O_LN2G, l), seg(off, O_LN2B, l), d, ln_eps)
+    gemm_nt(work, sz, wl, W, seg(off, O_FC1W, l), d, d, work, sa, wl, B, dh, False)
+    fc1b, fc2b = seg(off, O_FC1B, l), seg(off, O_FC2B, l)
+    for b in range(B):
+        wb = b * wl
+        for i in range(dh):
+            work[wb + sa + i] += W[fc1b + i]
+        _gelu(work, wb + sa, dh)
+        for i in range(d):
+            work[wb + sh + i] += W[fc2b + i]
+    gemm_nt(work, sa, wl, W, seg(off, O_FC2W, l), dh, dh, work, sh, wl, B, d, True)
+
+
+@njit(inline="always")
+def head(t, W, off, lay, state, ist, work, Y, B, ln_eps):
+    """y = W_out LN_f(h) + b_out; with head='mean', the causal mean over the last min(t, W) outputs."""
+    wl, d, d_out = lay[WL], lay[D_MODEL], lay[D_OUT]
+    so = lay[W_O]
+    _layer_norm_streams(work, B, wl, lay[W_H], lay[W_Z], W, seg(off, O_LNFG, 0), seg(off, O_LNFB, 0), d, ln_eps)
+    gemm_nt(work, lay[W_Z], wl, W, seg(off, O_OUTW, 0), d, d, work, so, wl, B, d_out, False)
+    _add_bias(work, B, wl, so, W, seg(off, O_OUTB, 0), d_out)
+    if lay[POOLED] != 0:
+        PW = lay[POOL_W]
+        pp = ist[IST_POOL]
+        steps = ist[IST_T] + 1
+        pool = state[lay[ST_POOL]:]
+        for b in range(B):
+            wb = b * wl
+            pb = b * PW * d_out
+            for i in range(d_out):
+                pool[pb + pp * d_out + i] = work[wb + so + i]
+            n = min(steps, PW)
+            for i in range(d_out):
+                acc = ACC(0)
+                for r in range(n):  # oldest first
+                    slot = (pp - n + 1 + r + PW) % PW
+                    acc += pool[pb + slot * d_out + i]
+                Y[t, b, i] = acc / n
+    else:
+        for b in range(B):
+            for i in range(d_out):
+                Y[t, b, i] = work[b * wl + so + i]
+
+
+@njit(inline="always")
+def advance(lay, ist):
+    """The ring, the step count and the pool ring move on by one frame."""
+    ist[IST_POS] = (ist[IST_POS] + 1) % lay[L_WIN]
+    ist[IST_T] += 1
+    if lay[POOLED] != 0:
+        ist[IST_POOL] = (ist[IST_POOL] + 1) % lay[POOL_W]
+
+
+# --------------------------------------------------------------------------------------------
+# The step
+# --------------------------------------------------------------------------------------------
+
 @njit
-def stream_run(X, Ks, W, off, dims, hist, pool, ist, work, Y, nan_zero):
+def stream_run(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
     """Advance B streams by T frames: X (T, B, d_in), Ks (T, B) int64 -> Y (T, B, d_out).
 
     Validates the whole block first (nothing changes on error) and returns a status code.
     With nan_zero, non-finite input values are read as 0 (counted in ist[IST_NREPLACED]).
     """
-    status = check_inputs(X, Ks, dims, ist, nan_zero)
+    status = check_inputs(X, Ks, lay, ist, nan_zero)
     if status != OK:
         return status
     T, B, _ = X.shape
-    d_in = dims[0]
-    d = dims[1]
-    d_out = dims[2]
-    nl = dims[3]
-    L = dims[4]
-    Kb = dims[5]
-    dg = dims[6]
-    dh = dims[7]
-    gated = dims[8] != 0
-    mlp = dims[9] != 0
-    PW = dims[10]
-    pooled = dims[11] != 0
-    ln_eps = W[off[O_EPS]]
-    gate_eps = W[off[O_EPS] + 1]
-    wl = work.shape[0] // B
-    # per-stream work sections
-    sx = 0
-    sh = sx + d_in
-    su = sh + d
-    sz = su + d
-    sy = sz + d
-    sV = sy + d
-    sg = sV + (Kb + 1) * d
-    ss = sg + dg
-    sa = ss + Kb
-    so = sa + dh
-    ldM = (Kb + 1) * d
-    two_L = 2 * L
+    ln_eps, gate_eps = W[seg(off, O_EPS, 0)], W[seg(off, O_EPS, 0) + 1]
+    d, wl = lay[D_MODEL], lay[WL]
     for t in range(T):
         p = ist[IST_POS]
-        kmax_t = 1
+        Kt = 1                                                   # the largest budget of this frame
         for b in range(B):
-            if Ks[t, b] > kmax_t:
-                kmax_t = Ks[t, b]
-        # input projection h = W_in x + b_in (x sanitized into work first)
-        for b in range(B):
-            _load_frame(X, t, b, work, b * wl + sx, d_in, ist)
-        gemm_nt(work, sx, wl, W, off[O_INPW], d_in, d_in, work, sh, wl, B, d, False)
-        for b in range(B):
-            wb = b * wl
-            for i in range(d):
-                work[wb + sh + i] += W[off[O_INPB] + i]
-        for l in range(nl):
-            # u = LN1(h); record u in the layer's history (twice, so the window is contiguous)
-            for b in range(B):
-                wb = b * wl
-                _layer_norm(work, wb + sh, W, off[O_LN1G] + l * d, W, off[O_LN1B] + l * d, d,
-                            ln_eps, work, wb + su)
-                hb = (l * B + b) * d * two_L
-                for j in range(d):
-                    v = work[wb + su + j]
-                    hist[hb + j * two_L + p] = v
-                    hist[hb + j * two_L + p + L] = v
-                    work[wb + sV + j] = v          # V[:d] = u, multiplies D
-            # gate: s = W2 GELU(W1 u + b1) + b2 for the active prefix, α = softmax(s̃)
-            if gated:
-                gemm_nt(work, su, wl, W, off[O_W1] + l * dg * d, d, d, work, sg, wl, B, dg, False)
-                for b in range(B):
-                    wb = b * wl
-                    for i in range(dg):
-                        work[wb + sg + i] += W[off[O_B1] + l * dg + i]
-                    _gelu(work, wb + sg, dg)
-                gemm_nt(work, sg, wl, W, off[O_W2] + l * Kb * dg, dg, dg, work, ss, wl, B, kmax_t, False)
-                for b in range(B):
-                    wb = b * wl
-                    K = Ks[t, b]
-                    nrm = work[wb + ss] * 0
-                    for k in range(K):
-                        v = work[wb + ss + k] + W[off[O_B2] + l * Kb + k]
-                        work[wb + ss + k] = v
-                        nrm += v * v
-                    scale = math.sqrt(K) / (math.sqrt(nrm) + gate_eps)
-                    mx = work[wb + ss] * scale
-                    for k in range(K):
-                        v = work[wb + ss + k] * scale
-                        work[wb + ss + k] = v
-                        if v > mx:
-                            mx = v
-                    tot = mx * 0
-                    for k in range(K):
-                        e = math.exp(work[wb + ss + k] - mx)
-                        work[wb + ss + k] = e
-                        tot += e
-                    inv = 1.0 / tot
-                    for k in range(K):
-                        work[wb + ss + k] *= inv
-            # convolution of the window with the first K reversed filters: (K × L)·(L × d)
-            for b in range(B):
-                wb = b * wl
-                K = Ks[t, b]
-                hb = (l * B + b) * d * two_L
-                gemm_nt(W, off[O_PHIR] + l * Kb * L, L, hist, hb + p + 1, two_L, L,
-                        work, wb + sV + d, d, K, d, False)
-                if gated:
-                    for k in range(K):
-                        a = work[wb + ss + k]
-                        q = wb + sV + (k + 1) * d
-                        for j in range(d):
-                            work[q + j] *= a
-            # mixing y = [D | σ^{1/4} M_1..K] V, four streams at a time (zero-padded to their max K)
-            b0 = 0
-            while b0 < B:
-                nb = min(4, B - b0)
-                kg = 1
-                for b in range(b0, b0 + nb):
-                    if Ks[t, b] > kg:
-                        kg = Ks[t, b]
-                for b in range(b0, b0 + nb):
-                    wb = b * wl
-                    for m in range((Ks[t, b] + 1) * d, (kg + 1) * d):
-                        work[wb + sV + m] = 0.0
-                gemm_nt(work, b0 * wl + sV, wl, W, off[O_MCAT] + l * d * ldM, ldM, (kg + 1) * d,
-                        work, b0 * wl + sh, wl, nb, d, True)
-                b0 += nb
-            if mlp:
-                for b in range(B):
-                    wb = b * wl
-                    _layer_norm(work, wb + sh, W, off[O_LN2G] + l * d, W, off[O_LN2B] + l * d, d,
-                                ln_eps, work, wb + sz)
-                gemm_nt(work, sz, wl, W, off[O_FC1W] + l * dh * d, d, d, work, sa, wl, B, dh, False)
-                for b in range(B):
-                    wb = b * wl
-                    for i in range(dh):
-                        work[wb + sa + i] += W[off[O_FC1B] + l * dh + i]
-                    _gelu(work, wb + sa, dh)
-                    for i in range(d):
-                        work[wb + sh + i] += W[off[O_FC2B] + l * d + i]
-                gemm_nt(work, sa, wl, W, off[O_FC2W] + l * d * dh, dh, dh, work, sh, wl, B, d, True)
-        # head: y = W_out LN_f(h) + b_out, then the causal mean over the last min(t, W) outputs
-        for b in range(B):
-            wb = b * wl
-            _layer_norm(work, wb + sh, W, off[O_LNFG], W, off[O_LNFB], d, ln_eps, work, wb + sz)
-        gemm_nt(work, sz, wl, W, off[O_OUTW], d, d, work, so, wl, B, d_out, False)
-        steps = ist[IST_T] + 1
-        pp = ist[IST_POOL]
-        for b in range(B):
-            wb = b * wl
-            for i in range(d_out):
-                work[wb + so + i] += W[off[O_OUTB] + i]
-            if pooled:
-                pb = b * PW * d_out
-                for i in range(d_out):
-                    pool[pb + pp * d_out + i] = work[wb + so + i]
-                n = min(steps, PW)
-                for i in range(d_out):
-                    acc = work[wb + so] * 0
-                    for r in range(n):  # oldest first
-                        slot = (pp - n + 1 + r + PW) % PW
-                        acc += pool[pb + slot * d_out + i]
-                    Y[t, b, i] = acc / n
-            else:
-                for i in range(d_out):
-                    Y[t, b, i] = work[wb + so + i]
-        ist[IST_POS] = (p + 1) % L
-        ist[IST_T] = steps
-        if pooled:
-            ist[IST_POOL] = (pp + 1) % PW
-    return OK
-
-
-def stream_run_ref(X, Ks, W, off, dims, hist, pool, ist, work, Y, nan_zero):
-    """Plain numpy float64 version of `stream_run`, same signature and state layout, for clarity.
-
-    Reads the same packed weights and ring buffers (so state can be handed from one to the other);
-    `work` is not used.
-    """
-    T, B, d_in = X.shape
-    d_in, d, d_out, nl, L, Kb, dg, dh, gated, mlp, PW, pooled = (int(v) for v in dims[:12])
-    Ks = np.asarray(Ks)
-    if Ks.min() < 1 or Ks.max() > Kb:
-        t, b = np.argwhere((Ks < 1) | (Ks > Kb))[0]
-        ist[IST_ERR_T], ist[IST_ERR_B], ist[IST_ERR_K] = t, b, Ks[t, b]
-        return ERR_BUDGET
-    bad = ~np.isfinite(X)
-    if bad.any() and not nan_zero:
-        ist[IST_ERR_T], ist[IST_ERR_B], ist[IST_ERR_J] = np.argwhere(bad)[0]
-        return ERR_NONFINITE
-    w = unpack_weights(W, off, dims)
-    ln_eps, gate_eps = w["eps"]
-    H = hist.reshape(nl, B, d, 2 * L)
-    P = pool.reshape(B, PW, d_out) if pooled else None
-
-    def ln(x, g, b):
-        mu = x.mean()
-        return (x - mu) / math.sqrt(((x - mu) ** 2).mean() + ln_eps) * g + b
-
-    def gelu(x):
-        from scipy.special import erf
-        return 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))
-
-    for t in range(T):
-        p = int(ist[IST_POS])
-        steps = int(ist[IST_T]) + 1
-        pp = int(ist[IST_POOL])
-        for b in range(B):
-            K = int(Ks[t, b])
-            x = np.where(bad[t, b], 0.0, np.asarray(X[t, b], dtype=np.float64))
-            ist[IST_NREPLACED] += int(bad[t, b].sum())
-            h = w["inp.W"] @ x + w["inp.b"]
-            for l in range(nl):
-                u = ln(h, w["ln1.g"][l], w["ln1.b"][l])
-                H[l, b, :, p] = u
-                H[l, b, :, p + L] = u
-                window = H[l, b, :, p + 1:p + 1 + L].astype(np.float64)        # (d, L), oldest first
-                c = w["phir"][l, :K] @ window.T                                 # (K, d)
-                if gated:
-                    s = w["W2"][l, :K] @ gelu(w["W1"][l] @ u + w["b1"][l]) + w["b2"][l, :K]
-                    s = s * math.sqrt(K) / (np.sqrt(np.sum(s * s)) + gate_eps)
-                    e = np.exp(s - s.max())
-                    alpha = e / e.sum()
-                else:
-                    alpha = np.ones(K)
-                V = np.concatenate([u, (alpha[:, None] * c).ravel()])
-                h = h + w["Mcat"][l][:, :(K + 1) * d] @ V
-                if mlp:
-                    z = ln(h, w["ln2.g"][l], w["ln2.b"][l])
-                    h = h + w["fc2.W"][l] @ gelu(w["fc1.W"][l] @ z + w["fc1.b"][l]) + w["fc2.b"][l]
-            y = w["out.W"] @ ln(h, w["ln_f.g"], w["ln_f.b"]) + w["out.b"]
-            if pooled:
-                P[b, pp] = y
-                n = min(steps, PW)
-                y = np.mean([P[b, (pp - n + 1 + r) % PW] for r in range(n)], axis=0)
-            Y[t, b] = y
-        ist[IST_POS] = (p + 1) % L
-        ist[IST_T] = steps
-        if pooled:
-            ist[IST_POOL] = (pp + 1) % PW
+            Kt = max(Kt, Ks[t, b])
+        input_projection(X, t, W, off, lay, work, ist)           # h = W_in x_t + b_in
+        for l in range(lay[N_LAYERS]):
+            _layer_norm_streams(work, B, wl, lay[W_H], lay[W_U], W, seg(off, O_LN1G, l),
+                                seg(off, O_LN1B, l), d, ln_eps)  # u = LN1(h)
+            ring_write(state, work, lay, B, l, p)                # window of u ← u(t)
+            if lay[GATED] != 0:
+                gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps)   # α(t) (Eq. 8)
+            convolve(Ks, t, W, off, lay, state, work, B, l, p)   # V = [u, α_k (Φ_k * u)(t)]_{k≤K}
+            mix(Ks, t, W, off, lay, work, B, l)                  # h += D u + Σ σ_k^¼ M_k α_k c_k (Eq. 7)
+            if lay[MLP] != 0:
+                mlp(W, off, lay, work, B, l, ln_eps)             # h += MLP(LN2(h))
+        head(t, W, off, lay, state, ist, work, Y, B, ln_eps)     # y_t = W_out LN_f(h) + b_out (pooled)
+        advance(lay, ist)
     return OK

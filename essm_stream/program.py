@@ -1,9 +1,9 @@
 """StreamProgram: a frozen, torch-free, validated model ready to be stepped.
 
-File format (version 1): one safetensors file. Arrays are float64 under the names of
-`kernels.SEGMENTS` (without "eps"), stacked over layers where per layer, already laid out for the
-step (σ^{1/4} folded into M, D prepended: `Mcat` (n_layers, d, (K̄+1) d); filters reversed:
-`phir[l, k, τ'] = φ_k(L-1-τ')`), plus `sigma` (n_layers, K̄) for the record. The safetensors
+File format (version 1): one safetensors file. Arrays are float64 under the names of the stored
+rows of `layout.SEGMENTS` (shapes: `layout.program_shapes(cfg)`), stacked over layers where per
+layer, already laid out for the step (σ^{1/4} folded into M, D prepended: `Mcat` (n_layers, d,
+(K̄+1) d); filters reversed: `phir[l, k, τ'] = φ_k(L-1-τ')`), plus `sigma` (n_layers, K̄) for the record. The safetensors
 header's `__metadata__` holds one key, "essm_program", a JSON document:
 
     {"format": "essm-stream-program", "format_version": 1,
@@ -32,6 +32,7 @@ import numpy as np
 
 from .config import ESSMConfig
 from .errors import ConfigError, ProgramError
+from .layout import program_shapes
 
 FORMAT = "essm-stream-program"
 FORMAT_VERSION = 1
@@ -43,18 +44,8 @@ PROFILE_COLUMNS = ("accuracy", "latency_s", "energy_j")
 
 
 def expected_shapes(cfg: ESSMConfig) -> dict[str, tuple[int, ...]]:
-    """Every array a program of this config holds, with its shape."""
-    d, nl, L, Kb = cfg.d_model, cfg.n_layers, cfg.seq_len, cfg.k_max
-    dg, dh = cfg.d_gate, cfg.mlp_ratio * cfg.d_model
-    s = {"inp.W": (d, cfg.d_in), "inp.b": (d,), "ln1.g": (nl, d), "ln1.b": (nl, d),
-         "phir": (nl, Kb, L), "Mcat": (nl, d, (Kb + 1) * d), "sigma": (nl, Kb),
-         "ln_f.g": (d,), "ln_f.b": (d,), "out.W": (cfg.d_out, d), "out.b": (cfg.d_out,)}
-    if cfg.gated:
-        s.update({"W1": (nl, dg, d), "b1": (nl, dg), "W2": (nl, Kb, dg), "b2": (nl, Kb)})
-    if cfg.mlp:
-        s.update({"ln2.g": (nl, d), "ln2.b": (nl, d), "fc1.W": (nl, dh, d), "fc1.b": (nl, dh),
-                  "fc2.W": (nl, d, dh), "fc2.b": (nl, d)})
-    return s
+    """Every array a program of this config holds, with its shape (the table is `layout.SEGMENTS`)."""
+    return program_shapes(cfg)
 
 
 def validate_budget_profile(profile: Any, k_max: int) -> dict | None:

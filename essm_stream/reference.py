@@ -84,3 +84,64 @@ def model_ref(x: np.ndarray, w: dict, cfg: ESSMConfig, K) -> np.ndarray:
         W = cfg.pool_window
         y = np.stack([y[max(0, t - W + 1): t + 1].mean(0) for t in range(T)])
     return y
+
+
+def stream_run_ref(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
+    """Plain numpy float64 version of `kernels.stream_run`: same signature, same packed weights and
+    state layout (so state can be handed from one to the other), the maths of this module.
+
+    `work` is not used. Engine: `StreamEngine(prog, kernel="ref")`.
+    """
+    from . import layout as lo
+    from .kernels import ERR_BUDGET, ERR_NONFINITE, OK
+    T, B, _ = X.shape
+    g = lo.dims_of_lay(lay)
+    d, d_out, nl, L, Kb, PW = g["d"], g["d_out"], g["n_layers"], g["L"], g["k_max"], g["pool_W"]
+    Ks = np.asarray(Ks)
+    if Ks.min() < 1 or Ks.max() > Kb:
+        t, b = np.argwhere((Ks < 1) | (Ks > Kb))[0]
+        ist[lo.IST_ERR_T], ist[lo.IST_ERR_B], ist[lo.IST_ERR_K] = t, b, Ks[t, b]
+        return ERR_BUDGET
+    bad = ~np.isfinite(X)
+    if bad.any() and not nan_zero:
+        ist[lo.IST_ERR_T], ist[lo.IST_ERR_B], ist[lo.IST_ERR_J] = np.argwhere(bad)[0]
+        return ERR_NONFINITE
+    w = lo.unpack(W, off, lay)
+    ln_eps, gate_eps = w["eps"]
+    H = state[lay[lo.ST_HIST]:lay[lo.ST_HIST] + nl * B * d * 2 * L].reshape(nl, B, d, 2 * L)
+    P = state[lay[lo.ST_POOL]:lay[lo.ST_POOL] + B * PW * d_out].reshape(B, PW, d_out) if g["pooled"] else None
+    for t in range(T):
+        p = int(ist[lo.IST_POS])
+        steps = int(ist[lo.IST_T]) + 1
+        pp = int(ist[lo.IST_POOL])
+        for b in range(B):
+            K = int(Ks[t, b])
+            x = np.where(bad[t, b], 0.0, np.asarray(X[t, b], dtype=np.float64))
+            ist[lo.IST_NREPLACED] += int(bad[t, b].sum())
+            h = w["inp.W"] @ x + w["inp.b"]
+            for l in range(nl):
+                u = layer_norm(h, w["ln1.g"][l], w["ln1.b"][l], ln_eps)
+                H[l, b, :, p] = u
+                H[l, b, :, p + L] = u
+                window = H[l, b, :, p + 1:p + 1 + L].astype(np.float64)        # (d, L), oldest first
+                c = w["phir"][l, :K] @ window.T                                 # (K, d)
+                gate_w = {"sigma": np.ones(Kb)}
+                if g["gated"]:
+                    gate_w.update(W1=w["W1"][l], b1=w["b1"][l], W2=w["W2"][l], b2=w["b2"][l])
+                alpha = mixture_weights_ref(u, gate_w, K, gate_eps)[:K]
+                V = np.concatenate([u, (alpha[:, None] * c).ravel()])
+                h = h + w["Mcat"][l][:, :(K + 1) * d] @ V
+                if g["mlp"]:
+                    z = layer_norm(h, w["ln2.g"][l], w["ln2.b"][l], ln_eps)
+                    h = h + w["fc2.W"][l] @ gelu(w["fc1.W"][l] @ z + w["fc1.b"][l]) + w["fc2.b"][l]
+            y = w["out.W"] @ layer_norm(h, w["ln_f.g"], w["ln_f.b"], ln_eps) + w["out.b"]
+            if P is not None:
+                P[b, pp] = y
+                n = min(steps, PW)
+                y = np.mean([P[b, (pp - n + 1 + r) % PW] for r in range(n)], axis=0)
+            Y[t, b] = y
+        ist[lo.IST_POS] = (p + 1) % L
+        ist[lo.IST_T] = steps
+        if P is not None:
+            ist[lo.IST_POOL] = (pp + 1) % PW
+    return OK

@@ -1,6 +1,22 @@
 #!/usr/bin/env bash
 # Install everything the tests need from the project's own files, then run the whole suite.
+#   scripts/test.sh [PYTEST ARGS]     the full install (.venv, extras train,dev) and the whole suite
+#   scripts/test.sh --runtime-only    a second venv (.venv-runtime) with `pip install -e .` only (what a
+#                                     robot installs: no torch), plus pytest/hypothesis, running the
+#                                     engine and program tests; it fails if torch is importable there
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1-}" = "--runtime-only" ]; then
+  shift
+  [ -x .venv-runtime/bin/python ] || python3 -m venv .venv-runtime
+  .venv-runtime/bin/python -m pip install --quiet --upgrade pip
+  .venv-runtime/bin/python -m pip install --quiet -e . "pytest>=8" "hypothesis>=6.100"
+  if .venv-runtime/bin/python -c "import torch" 2>/dev/null; then
+    echo "runtime-only venv can import torch: the runtime dependencies pull it in" >&2
+    exit 1
+  fi
+  exec .venv-runtime/bin/python -m pytest -q tests/test_engine.py tests/test_engine_layout.py \
+    tests/test_program.py "$@"
+fi
 bash scripts/setup.sh train,dev
 exec .venv/bin/python -m pytest -q "$@"

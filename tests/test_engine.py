@@ -1,4 +1,5 @@
-"""The streaming engine held to the torch model (float64) and to its plain numpy reference kernel.
+"""The streaming engine held to the numpy reference forward (torch-free), to the torch model
+(float64, when torch is installed) and to its plain numpy reference kernel.
 
 Tolerances (relative to the output's max magnitude): float64 <= 1e-9 (measured ~1e-15);
 float32 <= 2e-5 (measured ~3e-7; float32 accumulation over L taps and (K̄+1)d-long mixes).
@@ -16,10 +17,13 @@ from essm_stream.config import ESSMConfig
 from essm_stream.engine import StreamEngine, tiny_program
 from essm_stream.errors import BudgetError, ConfigError, NonFiniteInputError, ShapeError
 from essm_stream import kernels
+from programs import numpy_program, reference_out
 
-torch = pytest.importorskip("torch")
-from essm_stream.compile import compile_model  # noqa: E402
-from essm_stream.model import ESSMModel  # noqa: E402
+try:
+    import torch
+except ImportError:     # runtime-only install: the torch comparisons skip, everything else runs
+    torch = None
+needs_torch = pytest.mark.skipif(torch is None, reason="needs the [train] extra (torch)")
 
 BUDGETS = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32]
 TOL = {np.float64: 1e-9, np.float32: 2e-5}
@@ -33,6 +37,7 @@ def rel_err(a, b):
 def make_model(cfg, seed=0):
     """A float64 model with random orthonormal filters and decaying σ (speed and exactness do not
     depend on the filters being the Hankel ones; this keeps the test independent of hankel.py)."""
+    from essm_stream.model import ESSMModel
     torch.manual_seed(seed)
     m = ESSMModel(cfg, init_filters=False).double()
     rng = np.random.default_rng(seed)
@@ -57,15 +62,54 @@ CFG = ESSMConfig(d_in=3, d_out=4, d_model=8, n_layers=2, seq_len=32, k_max=32, d
 
 @pytest.fixture(scope="module")
 def model():
+    if torch is None:
+        pytest.skip("needs the [train] extra (torch)")
     return make_model(CFG)
 
 
 @pytest.fixture(scope="module")
-def prog(model):
+def tprog(model):
+    from essm_stream.compile import compile_model
     return compile_model(model)
 
 
-def engine_out(prog, x, K, dtype):
+@pytest.fixture(scope="module")
+def prog():
+    """A program of CFG built without torch (tests/programs.py)."""
+    return numpy_program(CFG, seed=0)[0]
+
+
+SMALL = ESSMConfig(d_in=3, d_out=2, d_model=6, n_layers=2, seq_len=12, k_max=8, d_gate=5)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_engine_matches_numpy_reference_forward(dtype):
+    """Torch-free: the engine against reference.model_ref on the same weights, T > L, several K,
+    a per-step schedule that jumps, and per-stream budgets."""
+    prog, w = numpy_program(SMALL, seed=1)
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((20, 2, 3))
+    sched = np.array([8, 1, 1, 8, 3, 5, 2, 8, 1, 4] * 2)
+    per_stream = rng.integers(1, 9, (20, 2))
+    for K in (1, 3, 8, sched, per_stream):
+        got = StreamEngine(prog, batch=2, dtype=dtype).run(X.astype(dtype), K)
+        err = rel_err(got, reference_out(w, SMALL, X, K))
+        assert err <= TOL[dtype], f"K={K!r:.40}: relative error {err:.2e} > {TOL[dtype]}"
+
+
+@pytest.mark.parametrize("variant,mlp,head", [("base", True, "step"), ("gate_only", False, "mean"),
+                                              ("dropout_only", True, "mean")])
+def test_variants_match_numpy_reference(variant, mlp, head):
+    cfg = ESSMConfig(d_in=2, d_out=3, d_model=4, n_layers=2, seq_len=8, k_max=4, d_gate=3,
+                     variant=variant, mlp=mlp, head=head, pool_window=3)
+    prog, w = numpy_program(cfg, seed=2)
+    X = np.random.default_rng(2).standard_normal((14, 1, 2))
+    K = np.array([4, 1, 3, 4, 2] * 2 + [1, 1, 4, 2])
+    err = rel_err(StreamEngine(prog, dtype=np.float64).run(X, K), reference_out(w, cfg, X, K))
+    assert err <= 1e-9, f"{variant} mlp={mlp} head={head}: {err:.2e}"
+
+
+def engine_out(prog, x, K, dtype):  # torch tests only
     """x (B, T, d_in) float64 torch -> engine output (B, T, d_out), K as model(x, K) takes it."""
     B = x.shape[0]
     eng = StreamEngine(prog, batch=B, dtype=dtype)
@@ -77,19 +121,19 @@ def engine_out(prog, x, K, dtype):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("T", [20, 32, 45])   # T < L, T = L, T > L (sliding window)
-def test_engine_matches_model_every_budget(model, prog, dtype, T):
+def test_engine_matches_model_every_budget(model, tprog, dtype, T):
     x = torch.randn(2, T, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(T))
     worst = 0.0
     for K in BUDGETS:
         y = model(x, K).detach().numpy()
-        err = rel_err(engine_out(prog, x, K, dtype), y)
+        err = rel_err(engine_out(tprog, x, K, dtype), y)
         worst = max(worst, err)
         assert err <= TOL[dtype], f"{np.dtype(dtype).name} T={T} K={K}: relative error {err:.2e} > {TOL[dtype]}"
     print(f"{np.dtype(dtype).name} T={T}: max relative error over K {worst:.2e}")
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_budget_schedules_jump_up_and_down(model, prog, dtype):
+def test_budget_schedules_jump_up_and_down(model, tprog, dtype):
     T = 70
     g = torch.Generator().manual_seed(7)
     x = torch.randn(3, T, 3, dtype=torch.float64, generator=g)
@@ -97,13 +141,15 @@ def test_budget_schedules_jump_up_and_down(model, prog, dtype):
     per_step = torch.tensor([32] * 10 + [1] * 36 + [32, 2, 24, 4, 16, 3, 12, 6, 8, 32] + [5, 31] * 7)
     per_stream = torch.randint(1, 33, (3, T), generator=g)                 # (B, T): each stream its own
     for K in (per_step, per_stream):
-        err = rel_err(engine_out(prog, x, K, dtype), model(x, K).detach().numpy())
+        err = rel_err(engine_out(tprog, x, K, dtype), model(x, K).detach().numpy())
         assert err <= TOL[dtype], f"schedule of shape {tuple(K.shape)}: relative error {err:.2e}"
 
 
 @pytest.mark.parametrize("variant,mlp,head", [("base", True, "step"), ("gate_only", False, "mean"),
                                               ("dropout_only", True, "mean"), ("essm", False, "step")])
+@needs_torch
 def test_variants_and_heads(variant, mlp, head):
+    from essm_stream.compile import compile_model
     cfg = ESSMConfig(d_in=2, d_out=3, d_model=8, n_layers=2, seq_len=16, k_max=8, d_gate=4,
                      variant=variant, mlp=mlp, head=head, pool_window=5)
     m = make_model(cfg, seed=3)
@@ -114,10 +160,10 @@ def test_variants_and_heads(variant, mlp, head):
     assert err <= 1e-9, f"{variant} mlp={mlp} head={head}: {err:.2e}"
 
 
-def test_per_stream_budget_in_step(model, prog):
+def test_per_stream_budget_in_step(model, tprog):
     x = torch.randn(3, 12, 3, dtype=torch.float64)
     Kb = np.array([1, 17, 32])
-    eng = StreamEngine(prog, batch=3, dtype=np.float64)
+    eng = StreamEngine(tprog, batch=3, dtype=np.float64)
     Y = np.stack([eng.step(np.ascontiguousarray(x[:, t].numpy()), Kb).copy() for t in range(12)], axis=1)
     ref = model(x, torch.from_numpy(Kb)[:, None].expand(3, 12).contiguous()).detach().numpy()
     assert rel_err(Y, ref) <= 1e-9

@@ -10,22 +10,24 @@ from essm_stream.config import ESSMConfig
 from essm_stream.errors import ProgramError
 from essm_stream.program import FORMAT_VERSION, META_KEY, StreamProgram
 
-torch = pytest.importorskip("torch")
-from essm_stream.compile import compile_model  # noqa: E402
-from essm_stream.model import ESSMModel  # noqa: E402
+from essm_stream.compile import compile_model
+from programs import export_weights, numpy_program
 
 CFG = ESSMConfig(d_in=3, d_out=2, d_model=6, n_layers=2, seq_len=16, k_max=8, d_gate=4)
 
 
+class NumpyModel:
+    """What compile_model reads of an ESSMModel (cfg, export_weights), without torch."""
+
+    def __init__(self, cfg=CFG, seed=0):
+        self.cfg, self._w = cfg, export_weights(cfg, seed)
+
+    def export_weights(self):
+        return {k: v.copy() for k, v in self._w.items()}
+
+
 def make_model(cfg=CFG, seed=0):
-    torch.manual_seed(seed)
-    m = ESSMModel(cfg, init_filters=False)
-    rng = np.random.default_rng(seed)
-    with torch.no_grad():
-        for blk in m.blocks:
-            blk.essm.phi.copy_(torch.from_numpy(np.linalg.qr(rng.standard_normal((cfg.seq_len, cfg.k_max)))[0]))
-            blk.essm.sigma.copy_(torch.from_numpy(np.logspace(0, -8, cfg.k_max)))
-    return m
+    return NumpyModel(cfg, seed)
 
 
 @pytest.fixture()

@@ -1,0 +1,260 @@
+"""The engine's layout, in one place: program arrays, packed weights, named dims, scratch and state.
+
+Everything that says "which array, of what shape, at which offset" is derived here from ESSMConfig
+and the one table `SEGMENTS`; the program format validates against it (`program_shapes`), the
+compiler produces it, the engine packs it (`Layout.pack`) and the kernels index it through the
+constants below (no hand-kept offsets or positional dims anywhere else).
+
+Three kinds of entries, each a table that a new mode extends by appending rows:
+
+  SEGMENTS  weights. A row names an array, its shape (per layer, or for the whole model), when it
+            is present (a predicate of the config), and whether it is stored in the program file
+            (`stored`) and/or packed into the engine's flat weight vector W (`packed`).
+  SCRATCH   per-stream scratch sections of the kernel's `work` vector (size 0 when unused).
+  STATE     streaming state sections of the engine's `state` vector (sized for B streams).
+
+The kernel receives three int64 vectors built here:
+
+  lay   named dims (`DIMS`), then the offset of every SCRATCH section inside one stream's work,
+        the per-stream work stride `wl`, then the offset of every STATE section. Indices are the
+        module constants (D_MODEL, W_U, ST_HIST, ...): `lay[D_MODEL]`, `work[b * lay[WL] + lay[W_U] + j]`.
+  off   for every packed segment s: off[2 s] its offset into W, off[2 s + 1] its per-layer stride
+        (`seg(off, O_W1, l)` is the start of layer l's W1).
+
+Adding a convolution mode or a layer kind (e.g. the LDS ladder, an LRU layer): append its weight
+rows to SEGMENTS (with a `when` predicate on the config), its scratch rows to SCRATCH and its state
+rows to STATE (sizes 0 when the config does not use them), add one `O_*` / `W_*` / `ST_*` constant
+per row below, and one per-op kernel in kernels.py that stream_run calls for that mode. The other
+ops, the engine, snapshot/restore and the program format need no change.
+
+Order of SEGMENTS = the order arrays are listed in a program (and drawn by `engine.tiny_program`);
+new rows go at the end so existing programs and seeded test programs keep their values.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from .config import ESSMConfig
+
+ALIGN = 16   # elements: every segment / section starts on 64 bytes (float32) or 128 (float64)
+
+
+def _always(g: dict) -> bool:
+    return True
+
+
+def _gated(g: dict) -> bool:
+    return bool(g["gated"])
+
+
+def _mlp(g: dict) -> bool:
+    return bool(g["mlp"])
+
+
+def pooled(cfg: ESSMConfig) -> bool:
+    """The head averages over a trailing window (head='mean' with W > 1); W = 1 is the step head."""
+    return cfg.head == "mean" and cfg.pool_window > 1
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One weight array; shape and when are functions of the named dims (`named_dims`). shape is
+    that of one layer if per_layer (the stored array has (n_layers,) first)."""
+    name: str
+    shape: Callable[[dict], tuple]
+    per_layer: bool = False
+    when: Callable[[dict], bool] = _always
+    stored: bool = True     # an array of the program file
+    packed: bool = True     # a segment of the engine's weight vector W
+    doc: str = ""
+
+    def full_shape(self, g: dict) -> tuple[int, ...]:
+        s = tuple(int(v) for v in self.shape(g))
+        return (int(g["n_layers"]),) + s if self.per_layer else s
+
+
+SEGMENTS: tuple[Segment, ...] = (
+    Segment("inp.W", lambda g: (g["d"], g["d_in"]), doc="input projection W_in"),
+    Segment("inp.b", lambda g: (g["d"],)),
+    Segment("ln1.g", lambda g: (g["d"],), per_layer=True, doc="pre-norm of the ES-SSM sub-layer"),
+    Segment("ln1.b", lambda g: (g["d"],), per_layer=True),
+    Segment("phir", lambda g: (g["k_max"], g["L"]), per_layer=True,
+            doc="reversed filters phir[k, τ'] = φ_k(L-1-τ') (a dot product with the oldest-first window)"),
+    Segment("Mcat", lambda g: (g["d"], (g["k_max"] + 1) * g["d"]), per_layer=True,
+            doc="[D | σ_1^{1/4} M_1 | … | σ_K̄^{1/4} M_K̄], rows contiguous over the active prefix"),
+    Segment("sigma", lambda g: (g["k_max"],), per_layer=True, packed=False,
+            doc="Hankel eigenvalues, for the record (already folded into Mcat)"),
+    Segment("ln_f.g", lambda g: (g["d"],)),
+    Segment("ln_f.b", lambda g: (g["d"],)),
+    Segment("out.W", lambda g: (g["d_out"], g["d"])),
+    Segment("out.b", lambda g: (g["d_out"],)),
+    Segment("W1", lambda g: (g["d_gate"], g["d"]), per_layer=True, when=_gated, doc="gate MLP (Eq. 8c)"),
+    Segment("b1", lambda g: (g["d_gate"],), per_layer=True, when=_gated),
+    Segment("W2", lambda g: (g["k_max"], g["d_gate"]), per_layer=True, when=_gated),
+    Segment("b2", lambda g: (g["k_max"],), per_layer=True, when=_gated),
+    Segment("ln2.g", lambda g: (g["d"],), per_layer=True, when=_mlp),
+    Segment("ln2.b", lambda g: (g["d"],), per_layer=True, when=_mlp),
+    Segment("fc1.W", lambda g: (g["d_hidden"], g["d"]), per_layer=True, when=_mlp),
+    Segment("fc1.b", lambda g: (g["d_hidden"],), per_layer=True, when=_mlp),
+    Segment("fc2.W", lambda g: (g["d"], g["d_hidden"]), per_layer=True, when=_mlp),
+    Segment("fc2.b", lambda g: (g["d"],), per_layer=True, when=_mlp),
+    Segment("eps", lambda g: (2,), stored=False, doc="ln_eps, gate_eps (in the engine's dtype)"),
+)
+PACKED = tuple(s.name for s in SEGMENTS if s.packed)
+_SEG = {name: i for i, name in enumerate(PACKED)}
+N_SEG = len(PACKED)
+O_INPW, O_INPB, O_LN1G, O_LN1B = _SEG["inp.W"], _SEG["inp.b"], _SEG["ln1.g"], _SEG["ln1.b"]
+O_PHIR, O_MCAT = _SEG["phir"], _SEG["Mcat"]
+O_LNFG, O_LNFB, O_OUTW, O_OUTB = _SEG["ln_f.g"], _SEG["ln_f.b"], _SEG["out.W"], _SEG["out.b"]
+O_W1, O_B1, O_W2, O_B2 = _SEG["W1"], _SEG["b1"], _SEG["W2"], _SEG["b2"]
+O_LN2G, O_LN2B, O_FC1W, O_FC1B = _SEG["ln2.g"], _SEG["ln2.b"], _SEG["fc1.W"], _SEG["fc1.b"]
+O_FC2W, O_FC2B, O_EPS = _SEG["fc2.W"], _SEG["fc2.b"], _SEG["eps"]
+
+
+def program_shapes(cfg: ESSMConfig) -> dict[str, tuple[int, ...]]:
+    """Every array a program of this config holds, with its shape (the format validates against this)."""
+    g = named_dims(cfg)
+    return {s.name: s.full_shape(g) for s in SEGMENTS if s.stored and s.when(g)}
+
+
+# -- named dims --------------------------------------------------------------------------------
+
+DIMS = ("d_in", "d", "d_out", "n_layers", "L", "k_max", "d_gate", "d_hidden", "gated", "mlp",
+        "pool_W", "pooled")
+
+
+def named_dims(cfg: ESSMConfig) -> dict[str, int]:
+    """The sizes the kernel reads; d_gate / d_hidden / pool_W are 0 / 0 / 1 when the config does not use them."""
+    pool = pooled(cfg)
+    return {"d_in": cfg.d_in, "d": cfg.d_model, "d_out": cfg.d_out, "n_layers": cfg.n_layers,
+            "L": cfg.seq_len, "k_max": cfg.k_max, "d_gate": cfg.d_gate if cfg.gated else 0,
+            "d_hidden": cfg.mlp_ratio * cfg.d_model if cfg.mlp else 0, "gated": int(cfg.gated),
+            "mlp": int(cfg.mlp), "pool_W": cfg.pool_window if pool else 1, "pooled": int(pool)}
+
+
+@dataclass(frozen=True)
+class Section:
+    """A slice of the scratch (per stream) or state (for all B streams) vector; size from the named dims."""
+    name: str
+    size: Callable[..., int]
+    doc: str = ""
+
+
+SCRATCH: tuple[Section, ...] = (
+    Section("x", lambda g: g["d_in"], "the input frame, NaN/Inf read as 0 under nan_policy='zero'"),
+    Section("h", lambda g: g["d"], "the residual stream"),
+    Section("u", lambda g: g["d"], "u = LN1(h), the ES-SSM sub-layer's input"),
+    Section("z", lambda g: g["d"], "LN2(h) for the MLP, LN_f(h) for the head"),
+    Section("V", lambda g: (g["k_max"] + 1) * g["d"], "V = [u, α_1 c_1, …, α_K c_K], mixed by Mcat"),
+    Section("g", lambda g: g["d_gate"], "gate hidden GELU(W1 u + b1)"),
+    Section("s", lambda g: g["k_max"], "gate scores s, then α"),
+    Section("a", lambda g: g["d_hidden"], "MLP hidden GELU(fc1 z + b)"),
+    Section("o", lambda g: g["d_out"], "this step's head output before pooling"),
+)
+STATE: tuple[Section, ...] = (
+    Section("hist", lambda g, B: g["n_layers"] * B * g["d"] * 2 * g["L"],
+            "input history of every layer (l, b, j, 2L): each u written at p and p + L, so the "
+            "window of step t is the contiguous slice [p + 1, p + L], oldest first"),
+    Section("pool", lambda g, B: B * g["pool_W"] * g["d_out"] if g["pooled"] else 0,
+            "ring of the last pool_W head outputs (b, W, d_out) for head='mean'"),
+)
+
+LAY = DIMS + tuple("w_" + s.name for s in SCRATCH) + ("wl",) + tuple("st_" + s.name for s in STATE)
+_LAY = {name: i for i, name in enumerate(LAY)}
+N_LAY = len(LAY)
+(D_IN, D_MODEL, D_OUT, N_LAYERS, L_WIN, K_MAX, D_GATE, D_HIDDEN, GATED, MLP, POOL_W, POOLED) = (
+    _LAY[n] for n in DIMS)
+W_X, W_H, W_U, W_Z, W_V, W_G, W_S, W_A, W_O = (_LAY["w_" + s] for s in "xhuzVgsao")
+WL = _LAY["wl"]
+ST_HIST, ST_POOL = _LAY["st_hist"], _LAY["st_pool"]
+
+# ist: small int64 state and error details, shared by every mode.
+IST_POS, IST_T, IST_POOL, IST_ERR_T, IST_ERR_B, IST_ERR_J, IST_ERR_K, IST_NREPLACED = range(8)
+N_IST = 8
+
+
+def _aligned(n: int) -> int:
+    return -(-int(n) // ALIGN) * ALIGN
+
+
+def dims_of_lay(lay: np.ndarray) -> dict[str, int]:
+    """The named dims back from a `lay` vector."""
+    return {name: int(lay[_LAY[name]]) for name in DIMS}
+
+
+def packed_shapes(g: dict) -> dict[str, tuple[int, ...]]:
+    """Shape of every packed segment for the named dims g; (0,) when the config does not use it."""
+    return {s.name: (s.full_shape(g) if s.when(g) else (0,)) for s in SEGMENTS if s.packed}
+
+
+def unpack(W: np.ndarray, off: np.ndarray, lay: np.ndarray) -> dict[str, np.ndarray]:
+    """The packed segments of W as float64 arrays (copies), for the reference and for checks."""
+    out = {}
+    for i, (name, shape) in enumerate(packed_shapes(dims_of_lay(lay)).items()):
+        size = int(np.prod(shape))
+        out[name] = np.asarray(W[off[2 * i]:off[2 * i] + size], dtype=np.float64).reshape(shape)
+    return out
+
+
+class Layout:
+    """The engine's memory plan for one config and batch size: lay, off, and the sizes of W, work and state."""
+
+    def __init__(self, cfg: ESSMConfig, batch: int = 1):
+        self.cfg, self.batch = cfg, int(batch)
+        g = self.dims = named_dims(cfg)
+        self.shapes = packed_shapes(g)
+        per_layer = {s.name: s.per_layer for s in SEGMENTS}
+        lay = np.zeros(N_LAY, dtype=np.int64)
+        for name in DIMS:
+            lay[_LAY[name]] = g[name]
+        n = 0
+        for s in SCRATCH:   # sections packed tight inside a stream; the stride per stream is aligned
+            lay[_LAY["w_" + s.name]] = n
+            n += int(s.size(g))
+        self.work_len = _aligned(n)
+        lay[WL] = self.work_len
+        n = 0
+        for s in STATE:
+            lay[_LAY["st_" + s.name]] = n
+            n += _aligned(s.size(g, self.batch))
+        self.state_len = max(n, 1)
+        self.state_sizes = {s.name: int(s.size(g, self.batch)) for s in STATE}
+        self.lay = lay
+        off = np.zeros(2 * N_SEG, dtype=np.int64)
+        n = 0
+        for i, name in enumerate(PACKED):
+            size = int(np.prod(self.shapes[name]))
+            off[2 * i] = n
+            if per_layer[name] and size:
+                off[2 * i + 1] = size // g["n_layers"]
+            n += _aligned(size)
+        self.off, self.n_w = off, max(n, 1)
+
+    def state_view(self, state: np.ndarray, name: str) -> np.ndarray:
+        """The named section of a state vector (a view)."""
+        o = int(self.lay[_LAY["st_" + name]])
+        return state[o:o + self.state_sizes[name]]
+
+    def pack(self, program_arrays: dict, dtype) -> np.ndarray:
+        """Program arrays (float64, names as SEGMENTS) -> the flat weight vector W in `dtype`.
+
+        Engine-only segments come from the config: eps = (ln_eps, gate_eps)."""
+        arrays = dict(program_arrays)
+        arrays["eps"] = np.array([self.cfg.ln_eps, self.cfg.gate_eps])
+        W = np.zeros(self.n_w, dtype=dtype)
+        for i, name in enumerate(PACKED):
+            shape = self.shapes[name]
+            size = int(np.prod(shape))
+            if size:
+                a = np.asarray(arrays[name], dtype=np.float64)
+                if a.shape != shape:
+                    raise ValueError(f"segment {name}: shape {a.shape}, expected {shape}")
+                W[self.off[2 * i]:self.off[2 * i] + size] = a.ravel()
+        return W
+
+    def unpack(self, W: np.ndarray) -> dict[str, np.ndarray]:
+        """Inverse of pack (float64 copies)."""
+        return unpack(W, self.off, self.lay)
