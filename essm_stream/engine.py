@@ -95,7 +95,7 @@ class StreamEngine:
             from .reference import stream_run_ref
             self._kernel = stream_run_ref
         B = self.batch
-        self.layout = lay = _lo.Layout(cfg, B)
+        self.layout = lay = _lo.Layout(cfg, B, program.spectral)     # spectral: exact FIR or LDS ladder
         self._lay, self._off = lay.lay, lay.off
         self._W = lay.pack(program.arrays, dt)
         # state

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .layout import (D_MODEL, GATED, L_WIN, LDS_BUF, LDS_N, O_LDSA, O_LDSBL, O_LDSC, ST_LDS, ST_LRING,
+                     W_LO, W_LW, W_S, W_U, W_V, WL)
 from .numba_config import njit
 
 
@@ -119,3 +121,59 @@ def ladder_weights(poles, bL, Cv, dtype) -> np.ndarray:
     """Pack [a | b_L | Cv] (the layout `ladder_run` reads) in the engine dtype."""
     return np.concatenate([np.asarray(poles, np.float64), np.asarray(bL, np.float64),
                            np.asarray(Cv, np.float64).ravel()]).astype(dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# The engine's ops for spectral="lds" (called by kernels.stream_run in place of ring_write and
+# convolve; offsets from layout.Layout, see layout.SEGMENTS "lds.*", SCRATCH lw/lo, STATE lds/lring)
+# --------------------------------------------------------------------------------------------
+
+@njit(inline="always")
+def _seg(off, s, l):
+    return off[2 * s] + l * off[2 * s + 1]
+
+
+@njit(inline="always")
+def lds_ring(state, work, lay, B, l, p):
+    """V[:d] = u (D's input); with the window buffer, lo = u(t-L) (row p of the layer's (L, d) ring)
+    and row p = u(t). Without it, lo = 0 (no correction: the no-buffer variant)."""
+    wl, d, L = lay[WL], lay[D_MODEL], lay[L_WIN]
+    buf = lay[LDS_BUF] != 0
+    for b in range(B):
+        wb = b * wl
+        u = work[wb + lay[W_U]:wb + lay[W_U] + d]
+        v = work[wb + lay[W_V]:wb + lay[W_V] + d]
+        lo = work[wb + lay[W_LO]:wb + lay[W_LO] + d]
+        if buf:
+            r = lay[ST_LRING] + ((l * B + b) * L + p) * d
+            row = state[r:r + d]
+            for j in range(d):
+                lo[j] = row[j]
+                row[j] = u[j]
+                v[j] = u[j]
+        else:
+            for j in range(d):
+                lo[j] = 0.0
+                v[j] = u[j]
+
+
+@njit(inline="always")
+def lds_convolve(Ks, t, W, off, lay, state, work, B, l):
+    """c_k ≈ (Φ_k * u)(t) for k < K from the ladder (chain update, then the first K readout rows),
+    into V[d:]; × α_k if gated. Cost per stream: ~4 N d for the chain, K N d for the readout."""
+    wl, d, N = lay[WL], lay[D_MODEL], lay[LDS_N]
+    sV = lay[W_V]
+    a0, b0, c0 = _seg(off, O_LDSA, l), _seg(off, O_LDSBL, l), _seg(off, O_LDSC, l)
+    for b in range(B):
+        wb = b * wl
+        K = Ks[t, b]
+        v0 = lay[ST_LDS] + (l * B + b) * N * d
+        ladder_update(state, v0, work, wb + lay[W_U], work, wb + lay[W_LO], W, a0, b0, work,
+                      wb + lay[W_LW], N, d)
+        ladder_readout(state, v0, W, c0, N, work, wb + sV + d, K, N, d)
+        if lay[GATED] != 0:
+            for k in range(K):
+                a = work[wb + lay[W_S] + k]
+                q = wb + sV + (k + 1) * d
+                for j in range(d):
+                    work[q + j] *= a

@@ -54,6 +54,11 @@ def _mlp(g: dict) -> bool:
     return bool(g["mlp"])
 
 
+def _lds(g: dict) -> bool:
+    """The program's spectral stage is an LDS ladder (essm_stream/lds.py), not the ring-buffer FIR."""
+    return bool(g["lds"])
+
+
 def pooled(cfg: ESSMConfig) -> bool:
     """The head averages over a trailing window (head='mean' with W > 1); W = 1 is the step head."""
     return cfg.head == "mean" and cfg.pool_window > 1
@@ -102,6 +107,15 @@ SEGMENTS: tuple[Segment, ...] = (
     Segment("fc2.W", lambda g: (g["d"], g["d_hidden"]), per_layer=True, when=_mlp),
     Segment("fc2.b", lambda g: (g["d"],), per_layer=True, when=_mlp),
     Segment("eps", lambda g: (2,), stored=False, doc="ln_eps, gate_eps (in the engine's dtype)"),
+    # spectral="lds": the filter bank as a ladder of lds_n all-pass sections (essm_stream/lds.py)
+    Segment("lds.a", lambda g: (g["lds_n"],), per_layer=True, when=_lds,
+            doc="ladder poles a_n in (0, 1), chain order (zero padding after the layer's n_l)"),
+    Segment("lds.bL", lambda g: (g["lds_n"],), per_layer=True, when=_lds,
+            doc="window correction b_L = A^L b (what u(t-L) takes back out; 0 without a buffer)"),
+    Segment("lds.C", lambda g: (g["k_max"], g["lds_n"]), per_layer=True, when=_lds,
+            doc="readout of the raw section states: c_k = Σ_n C[k, n] v_n ≈ (Φ_k * u)(t) (σ^{1/4} is in Mcat)"),
+    Segment("lds.err", lambda g: (g["k_max"],), per_layer=True, when=_lds, packed=False,
+            doc="measured per-filter fit error, relative to the bank's largest filter (record)"),
 )
 PACKED = tuple(s.name for s in SEGMENTS if s.packed)
 _SEG = {name: i for i, name in enumerate(PACKED)}
@@ -112,27 +126,34 @@ O_LNFG, O_LNFB, O_OUTW, O_OUTB = _SEG["ln_f.g"], _SEG["ln_f.b"], _SEG["out.W"], 
 O_W1, O_B1, O_W2, O_B2 = _SEG["W1"], _SEG["b1"], _SEG["W2"], _SEG["b2"]
 O_LN2G, O_LN2B, O_FC1W, O_FC1B = _SEG["ln2.g"], _SEG["ln2.b"], _SEG["fc1.W"], _SEG["fc1.b"]
 O_FC2W, O_FC2B, O_EPS = _SEG["fc2.W"], _SEG["fc2.b"], _SEG["eps"]
+O_LDSA, O_LDSBL, O_LDSC = _SEG["lds.a"], _SEG["lds.bL"], _SEG["lds.C"]
 
 
-def program_shapes(cfg: ESSMConfig) -> dict[str, tuple[int, ...]]:
-    """Every array a program of this config holds, with its shape (the format validates against this)."""
-    g = named_dims(cfg)
+def program_shapes(cfg: ESSMConfig, spectral: dict | None = None) -> dict[str, tuple[int, ...]]:
+    """Every array a program of this config (and spectral record, None = exact) holds, with its
+    shape (the format validates against this)."""
+    g = named_dims(cfg, spectral)
     return {s.name: s.full_shape(g) for s in SEGMENTS if s.stored and s.when(g)}
 
 
 # -- named dims --------------------------------------------------------------------------------
 
 DIMS = ("d_in", "d", "d_out", "n_layers", "L", "k_max", "d_gate", "d_hidden", "gated", "mlp",
-        "pool_W", "pooled")
+        "pool_W", "pooled", "lds", "lds_n", "lds_buf")
 
 
-def named_dims(cfg: ESSMConfig) -> dict[str, int]:
-    """The sizes the kernel reads; d_gate / d_hidden / pool_W are 0 / 0 / 1 when the config does not use them."""
+def named_dims(cfg: ESSMConfig, spectral: dict | None = None) -> dict[str, int]:
+    """The sizes the kernel reads; d_gate / d_hidden / pool_W are 0 / 0 / 1 when the config does not use them.
+
+    spectral: the program's spectral record (None = exact ring-buffer FIR). For an LDS record,
+    lds = 1, lds_n = the largest layer's ladder size, lds_buf = 1 if it keeps the window buffer."""
     pool = pooled(cfg)
-    return {"d_in": cfg.d_in, "d": cfg.d_model, "d_out": cfg.d_out, "n_layers": cfg.n_layers,
+    lds = spectral is not None and spectral.get("mode") == "lds"
+    return {"lds": int(lds), "lds_n": max(spectral["n"]) if lds else 0,
+            "lds_buf": int(lds and bool(spectral["buffered"])), **{"d_in": cfg.d_in, "d": cfg.d_model, "d_out": cfg.d_out, "n_layers": cfg.n_layers,
             "L": cfg.seq_len, "k_max": cfg.k_max, "d_gate": cfg.d_gate if cfg.gated else 0,
             "d_hidden": cfg.mlp_ratio * cfg.d_model if cfg.mlp else 0, "gated": int(cfg.gated),
-            "mlp": int(cfg.mlp), "pool_W": cfg.pool_window if pool else 1, "pooled": int(pool)}
+            "mlp": int(cfg.mlp), "pool_W": cfg.pool_window if pool else 1, "pooled": int(pool)}}
 
 
 @dataclass(frozen=True)
@@ -153,23 +174,32 @@ SCRATCH: tuple[Section, ...] = (
     Section("s", lambda g: g["k_max"], "gate scores s, then α"),
     Section("a", lambda g: g["d_hidden"], "MLP hidden GELU(fc1 z + b)"),
     Section("o", lambda g: g["d_out"], "this step's head output before pooling"),
+    Section("lw", lambda g: g["d"] if g["lds"] else 0, "LDS: the all-pass signal running down the ladder"),
+    Section("lo", lambda g: g["d"] if g["lds"] else 0, "LDS: u(t-L), the input leaving the window (0 without a buffer)"),
 )
 STATE: tuple[Section, ...] = (
-    Section("hist", lambda g, B: g["n_layers"] * B * g["d"] * 2 * g["L"],
+    Section("hist", lambda g, B: 0 if g["lds"] else g["n_layers"] * B * g["d"] * 2 * g["L"],
             "input history of every layer (l, b, j, 2L): each u written at p and p + L, so the "
             "window of step t is the contiguous slice [p + 1, p + L], oldest first"),
     Section("pool", lambda g, B: B * g["pool_W"] * g["d_out"] if g["pooled"] else 0,
             "ring of the last pool_W head outputs (b, W, d_out) for head='mean'"),
+    Section("lds", lambda g, B: g["n_layers"] * B * g["lds_n"] * g["d"],
+            "LDS: ladder section states (l, b, n, d), rows contiguous over channels"),
+    Section("lring", lambda g, B: g["n_layers"] * B * g["L"] * g["d"] if g["lds_buf"] else 0,
+            "LDS: the last L inputs of every layer (l, b, L, d), one row per step, for the window "
+            "correction (u(t-L) is read from row p before u(t) overwrites it)"),
 )
 
 LAY = DIMS + tuple("w_" + s.name for s in SCRATCH) + ("wl",) + tuple("st_" + s.name for s in STATE)
 _LAY = {name: i for i, name in enumerate(LAY)}
 N_LAY = len(LAY)
-(D_IN, D_MODEL, D_OUT, N_LAYERS, L_WIN, K_MAX, D_GATE, D_HIDDEN, GATED, MLP, POOL_W, POOLED) = (
-    _LAY[n] for n in DIMS)
+(D_IN, D_MODEL, D_OUT, N_LAYERS, L_WIN, K_MAX, D_GATE, D_HIDDEN, GATED, MLP, POOL_W, POOLED,
+ LDS, LDS_N, LDS_BUF) = (_LAY[n] for n in DIMS)
 W_X, W_H, W_U, W_Z, W_V, W_G, W_S, W_A, W_O = (_LAY["w_" + s] for s in "xhuzVgsao")
 WL = _LAY["wl"]
 ST_HIST, ST_POOL = _LAY["st_hist"], _LAY["st_pool"]
+W_LW, W_LO = _LAY["w_lw"], _LAY["w_lo"]
+ST_LDS, ST_LRING = _LAY["st_lds"], _LAY["st_lring"]
 
 # ist: small int64 state and error details, shared by every mode.
 IST_POS, IST_T, IST_POOL, IST_ERR_T, IST_ERR_B, IST_ERR_J, IST_ERR_K, IST_NREPLACED = range(8)
@@ -202,9 +232,9 @@ def unpack(W: np.ndarray, off: np.ndarray, lay: np.ndarray) -> dict[str, np.ndar
 class Layout:
     """The engine's memory plan for one config and batch size: lay, off, and the sizes of W, work and state."""
 
-    def __init__(self, cfg: ESSMConfig, batch: int = 1):
+    def __init__(self, cfg: ESSMConfig, batch: int = 1, spectral: dict | None = None):
         self.cfg, self.batch = cfg, int(batch)
-        g = self.dims = named_dims(cfg)
+        g = self.dims = named_dims(cfg, spectral)
         self.shapes = packed_shapes(g)
         per_layer = {s.name: s.per_layer for s in SEGMENTS}
         lay = np.zeros(N_LAY, dtype=np.int64)

@@ -391,7 +391,7 @@ def fit_layers(phir: np.ndarray, sigma: np.ndarray, tol: float = 1e-3, buffered:
     phir (n_layers, K̄, L) reversed filters and sigma (n_layers, K̄) as stored in a program; weights
     (n_layers, K̄) or None. Layers with identical banks (and weights) are fitted once. Returns
     (arrays, record): arrays "lds.a" (n_layers, N), "lds.bL" (n_layers, N), "lds.C" (n_layers, K̄, N)
-    (readout of the raw section states), "lds.err" (n_layers, K̄) the measured per-filter error,
+    (readout of the raw section states reproducing φ_k: σ_k^{1/4} stays folded in Mcat), "lds.err" (n_layers, K̄) the measured per-filter error,
     with N the largest layer's size (a smaller layer is padded at the END of its chain with
     sections a = 0, b_L = 0, C = 0, which never reach an output); record: the plain-JSON summary
     {"mode", "tol", "buffered", "weighted", "n_max", "n": [N_l], "source": [...], "error": [max_k err]}.
@@ -420,7 +420,10 @@ def fit_layers(phir: np.ndarray, sigma: np.ndarray, tol: float = 1e-3, buffered:
     a, bL = np.zeros((nl, N)), np.zeros((nl, N))
     C, err = np.zeros((nl, Kb, N)), np.zeros((nl, Kb))
     for l, f in enumerate(fits):
-        a[l, :f.N], bL[l, :f.N], C[l, :, :f.N], err[l] = f.poles, f.bL, f.readout_v, f.err
+        # the program's Mcat already holds σ_k^{1/4} (as for the exact FIR's φ), so the stored
+        # readout reproduces φ_k itself: the fit's readout of h_k = σ_k^{1/4} φ_k over σ_k^{1/4}
+        a[l, :f.N], bL[l, :f.N], err[l] = f.poles, f.bL, f.err
+        C[l, :, :f.N] = f.readout_v / sigma[l][:, None] ** 0.25
     record = {"mode": "lds", "tol": float(tol), "buffered": bool(buffered), "weighted": weights is not None,
               "n_max": int(n_max), "n": [f.N for f in fits], "source": [f.source for f in fits],
               "error": [f.weighted_err for f in fits]}

@@ -11,7 +11,13 @@ header's `__metadata__` holds one key, "essm_program", a JSON document:
      "arrays": {name: [shape...]},
      "provenance": {"created": ISO-8601 UTC, "package_version": str, "source_checkpoint": str|None,
                     "source_sha256": str|None},
-     "frontend": dict|None, "budget_profile": dict|None}
+     "frontend": dict|None, "budget_profile": dict|None,
+     "spectral": LDS record (only in programs compiled with spectral="lds"; see lds.validate_spectral)}
+
+spectral="lds" programs add the arrays lds.a, lds.bL (n_layers, N), lds.C (n_layers, K̄, N) and
+lds.err (n_layers, K̄) (layout.SEGMENTS) and record mode, tol, buffered, weighted, n_max, N per
+layer ("n"), pole source and measured error per layer. phir stays in the file (for the record,
+`essm-stream analyze` and refitting).
 
 budget_profile (columns, one entry per listed budget):
     {"K": [ints in 1..K̄, distinct], "accuracy": [float|None], "latency_s": [float|None],
@@ -39,13 +45,14 @@ FORMAT_VERSION = 1
 META_KEY = "essm_program"
 META_KEYS = {"format", "format_version", "config", "seq_len", "k_max", "dtype", "arrays",
              "provenance", "frontend", "budget_profile"}
+OPTIONAL_META_KEYS = {"spectral"}   # present only in LDS programs (exact programs' files are unchanged)
 PROVENANCE_KEYS = {"created", "package_version", "source_checkpoint", "source_sha256"}
 PROFILE_COLUMNS = ("accuracy", "latency_s", "energy_j")
 
 
-def expected_shapes(cfg: ESSMConfig) -> dict[str, tuple[int, ...]]:
+def expected_shapes(cfg: ESSMConfig, spectral: dict | None = None) -> dict[str, tuple[int, ...]]:
     """Every array a program of this config holds, with its shape (the table is `layout.SEGMENTS`)."""
-    return program_shapes(cfg)
+    return program_shapes(cfg, spectral)
 
 
 def validate_budget_profile(profile: Any, k_max: int) -> dict | None:
@@ -98,11 +105,23 @@ class StreamProgram:
     """Arrays laid out for the step, the model config and the metadata slots; immutable arrays."""
 
     def __init__(self, cfg: ESSMConfig, arrays: dict[str, np.ndarray], provenance: dict | None = None,
-                 frontend: dict | None = None, budget_profile: dict | None = None):
+                 frontend: dict | None = None, budget_profile: dict | None = None,
+                 spectral: dict | None = None):
         if not isinstance(cfg, ESSMConfig):
             raise ProgramError(f"StreamProgram needs an ESSMConfig, got {type(cfg).__name__}")
         self.cfg = cfg
-        self.arrays = self._check_arrays(cfg, arrays)
+        # spectral: None (exact ring-buffer FIR) or the LDS ladder's record (essm_stream/lds.py)
+        from . import lds as _lds
+        try:
+            self.spectral = _lds.validate_spectral(spectral, cfg.n_layers)
+        except ConfigError as e:
+            raise ProgramError(str(e)) from None
+        self.arrays = self._check_arrays(cfg, arrays, self.spectral)
+        if self.spectral is not None:
+            try:
+                _lds.check_lds_arrays(self.arrays, self.spectral)
+            except ConfigError as e:
+                raise ProgramError(str(e)) from None
         prov = {"created": None, "package_version": None, "source_checkpoint": None, "source_sha256": None}
         prov.update(provenance or {})
         unknown = set(prov) - PROVENANCE_KEYS
@@ -137,8 +156,8 @@ class StreamProgram:
 
     # -- validation ---------------------------------------------------------------------------
     @staticmethod
-    def _check_arrays(cfg: ESSMConfig, arrays: dict) -> dict[str, np.ndarray]:
-        want = expected_shapes(cfg)
+    def _check_arrays(cfg: ESSMConfig, arrays: dict, spectral: dict | None = None) -> dict[str, np.ndarray]:
+        want = expected_shapes(cfg, spectral)
         if not isinstance(arrays, dict):
             raise ProgramError(f"program arrays must be a dict, got {type(arrays).__name__}")
         missing = sorted(set(want) - set(arrays))
@@ -188,6 +207,7 @@ class StreamProgram:
             "arrays": {k: list(v.shape) for k, v in self.arrays.items()},
             "provenance": copy.deepcopy(self.provenance), "frontend": copy.deepcopy(self.frontend),
             "budget_profile": copy.deepcopy(self.budget_profile),
+            **({"spectral": copy.deepcopy(self.spectral)} if self.spectral is not None else {}),
         }
 
     # -- files --------------------------------------------------------------------------------
@@ -243,7 +263,7 @@ class StreamProgram:
         if ver != FORMAT_VERSION:
             raise ProgramError(f"{where}: program format_version {ver!r} is not supported (this "
                                f"essm-stream reads version {FORMAT_VERSION}); recompile the checkpoint")
-        missing, extra = sorted(META_KEYS - set(meta)), sorted(set(meta) - META_KEYS)
+        missing, extra = sorted(META_KEYS - set(meta)), sorted(set(meta) - META_KEYS - OPTIONAL_META_KEYS)
         if missing or extra:
             raise ProgramError(f"{where}: metadata keys missing {missing}, unexpected {extra}")
         try:
@@ -264,6 +284,6 @@ class StreamProgram:
             raise ProgramError(f"{where}: provenance must have exactly the keys {sorted(PROVENANCE_KEYS)}")
         try:
             return cls(cfg, arrays, provenance=prov, frontend=meta["frontend"],
-                       budget_profile=meta["budget_profile"])
+                       budget_profile=meta["budget_profile"], spectral=meta.get("spectral"))
         except ProgramError as e:
             raise ProgramError(f"{where}: {e}") from None

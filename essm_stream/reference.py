@@ -108,7 +108,12 @@ def stream_run_ref(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
         return ERR_NONFINITE
     w = lo.unpack(W, off, lay)
     ln_eps, gate_eps = w["eps"]
-    H = state[lay[lo.ST_HIST]:lay[lo.ST_HIST] + nl * B * d * 2 * L].reshape(nl, B, d, 2 * L)
+    lds, N = bool(g["lds"]), g["lds_n"]
+    H = state[lay[lo.ST_HIST]:lay[lo.ST_HIST] + nl * B * d * 2 * L].reshape(nl, B, d, 2 * L) if not lds else None
+    if lds:   # spectral="lds": ladder states (l, b, n, d) and the (l, b, L, d) ring of past inputs
+        from .lds import ladder_step_ref
+        S = state[lay[lo.ST_LDS]:lay[lo.ST_LDS] + nl * B * N * d].reshape(nl, B, N, d)
+        R = state[lay[lo.ST_LRING]:lay[lo.ST_LRING] + nl * B * L * d].reshape(nl, B, L, d) if g["lds_buf"] else None
     P = state[lay[lo.ST_POOL]:lay[lo.ST_POOL] + B * PW * d_out].reshape(B, PW, d_out) if g["pooled"] else None
     for t in range(T):
         p = int(ist[lo.IST_POS])
@@ -121,10 +126,20 @@ def stream_run_ref(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
             h = w["inp.W"] @ x + w["inp.b"]
             for l in range(nl):
                 u = layer_norm(h, w["ln1.g"][l], w["ln1.b"][l], ln_eps)
-                H[l, b, :, p] = u
-                H[l, b, :, p + L] = u
-                window = H[l, b, :, p + 1:p + 1 + L].astype(np.float64)        # (d, L), oldest first
-                c = w["phir"][l, :K] @ window.T                                 # (K, d)
+                if lds:
+                    u_old = np.zeros(d)
+                    if R is not None:
+                        u_old = R[l, b, p].astype(np.float64)                   # u(t-L), leaving the window
+                        R[l, b, p] = u
+                    v = S[l, b].astype(np.float64)                              # (N, d)
+                    ladder_step_ref(v, u, u_old, w["lds.a"][l], w["lds.bL"][l])
+                    S[l, b] = v
+                    c = w["lds.C"][l, :K] @ v                                   # (K, d)
+                else:
+                    H[l, b, :, p] = u
+                    H[l, b, :, p + L] = u
+                    window = H[l, b, :, p + 1:p + 1 + L].astype(np.float64)    # (d, L), oldest first
+                    c = w["phir"][l, :K] @ window.T                             # (K, d)
                 gate_w = {"sigma": np.ones(Kb)}
                 if g["gated"]:
                     gate_w.update(W1=w["W1"][l], b1=w["b1"][l], W2=w["W2"][l], b2=w["b2"][l])
