@@ -1,6 +1,7 @@
 """LDS (ladder) vs exact (ring-buffer FIR) spectral mode, measured side by side in one run.
 
-    python bench/bench_lds.py [--ls 128,1024,4096] [--quick] [--json F] [--plot F] [--doc F]
+    python bench/bench_lds.py [--ls 128,1024,4096] [--quick] [--json F] [--plot F]
+    python bench/bench_lds.py --accuracy CHECKPOINT [--tol 1e-3] [--ks 1,2,4,8,16,32]
 
 Edge config (d=64, 4 layers, K̄=32, B=1, float32) with the real Hankel filters (the ladder is fitted
 to them at tol 1e-3; random weights elsewhere: speed does not depend on training). For each L:
@@ -146,6 +147,60 @@ def whole_step(exact_prog, lds_prog, K, steps, rounds, dtype=np.float32):
 
 
 # ---------------------------------------------------------------------------------------------
+# task accuracy of a trained model, exact vs LDS (--accuracy CHECKPOINT)
+# ---------------------------------------------------------------------------------------------
+def stream_logits(prog, X, K, dtype=np.float32):
+    from essm_stream.engine import StreamEngine
+    eng = StreamEngine(prog, batch=X.shape[0], dtype=dtype)
+    return eng.run(np.ascontiguousarray(X.transpose(1, 0, 2)).astype(dtype), K)      # (T, B, d_out)
+
+
+def compare(exact, ladder, X, y, ks):
+    rows = []
+    for K in ks:
+        ye, yl = stream_logits(exact, X, K), stream_logits(ladder, X, K)
+        pe, pl = ye[-1].argmax(-1), yl[-1].argmax(-1)
+        rel = float(np.abs(yl - ye).max() / np.abs(ye).max())
+        rows.append({"K": K, "acc_exact": float(np.mean(pe == y)), "acc_lds": float(np.mean(pl == y)),
+                     "flipped": int(np.sum(pe != pl)), "n": int(len(y)), "logit_rel_diff": rel})
+    return rows
+
+
+def accuracy_main(checkpoint, tol, ks_text, json_path=None, buffered=True) -> int:
+    """Compile CHECKPOINT exact and LDS, stream the task's test split (and all of it) through both
+    float32 engines, every sequence a parallel stream, decision at the last step; print per K."""
+    from essm_stream.checkpoint import load_checkpoint
+    from essm_stream.commands.sweep import dataset_for
+    from essm_stream.compile import compile_model
+
+    model, meta = load_checkpoint(checkpoint)
+    ds = dataset_for(meta)
+    ks = [min(int(k), model.cfg.k_max) for k in ks_text.split(",")]
+    exact = compile_model(model)
+    ladder = compile_model(model, spectral="lds", tol=tol, lds_buffered=buffered)
+    print(f"{ds.name}: L={model.cfg.seq_len}, {'buffered' if buffered else 'NO-BUFFER'} ladder, "
+          f"N per layer {ladder.spectral['n']}, "
+          f"fit error {max(ladder.spectral['error']):.1e} (tol {tol:g})")
+    out = {"checkpoint": checkpoint, "tol": tol, "buffered": buffered, "n": ladder.spectral["n"], "splits": {}}
+    splits = {"test": (ds.X_test, ds.y_test),
+              "all": (np.concatenate([ds.X_train, ds.X_test]), np.concatenate([ds.y_train, ds.y_test]))}
+    for name, (X, y) in splits.items():
+        rows = compare(exact, ladder, X, y, ks)
+        out["splits"][name] = rows
+        print(f"\n{name} ({len(y)} sequences), float32 engines")
+        print("| K | exact | LDS | change | flipped decisions | max logit diff (rel.) |")
+        print("|---|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['K']} | {100 * r['acc_exact']:.2f}% | {100 * r['acc_lds']:.2f}% | "
+                  f"{100 * (r['acc_lds'] - r['acc_exact']):+.2f} pp | {r['flipped']} / {r['n']} | "
+                  f"{r['logit_rel_diff']:.1e} |")
+    if json_path:
+        from essm_stream.fileio import atomic_write_bytes
+        atomic_write_bytes(json_path, json.dumps(out, indent=1).encode())
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
 def summary(a):
     return {"median": float(np.median(a)), "min": float(np.min(a)), "max": float(np.max(a))}
 
@@ -214,7 +269,13 @@ def main(argv=None) -> int:
     p.add_argument("--no-step", action="store_true", help="filter stage only (no engine)")
     p.add_argument("--json")
     p.add_argument("--plot")
+    p.add_argument("--no-buffer", action="store_true", help="--accuracy with the no-buffer variant (MCU)")
+    p.add_argument("--accuracy", metavar="CHECKPOINT",
+                   help="instead of timing: task accuracy of this trained checkpoint, exact vs LDS at --tol")
     args = p.parse_args(argv)
+    if args.accuracy:
+        return accuracy_main(args.accuracy, args.tol, args.ks if args.ks != "32,4" else "1,2,4,8,16,32", args.json,
+                             buffered=not args.no_buffer)
     import platform
     Ls = [int(v) for v in args.ls.split(",")]
     Ks = [int(v) for v in args.ks.split(",")]

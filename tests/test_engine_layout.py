@@ -69,7 +69,9 @@ def test_lay_constants_name_every_entry_once():
     named = {"d_in": lo.D_IN, "d": lo.D_MODEL, "d_out": lo.D_OUT, "n_layers": lo.N_LAYERS, "L": lo.L_WIN,
              "k_max": lo.K_MAX, "d_gate": lo.D_GATE, "d_hidden": lo.D_HIDDEN, "gated": lo.GATED, "mlp": lo.MLP,
              "pool_W": lo.POOL_W, "pooled": lo.POOLED, "wl": lo.WL, "st_hist": lo.ST_HIST, "st_pool": lo.ST_POOL,
-             **{"w_" + c: getattr(lo, "W_" + c.upper()) for c in "xhuzgsao"}, "w_V": lo.W_V}
+             **{"w_" + c: getattr(lo, "W_" + c.upper()) for c in "xhuzgsao"}, "w_V": lo.W_V,
+             "lds": lo.LDS, "lds_n": lo.LDS_N, "lds_buf": lo.LDS_BUF, "w_lw": lo.W_LW, "w_lo": lo.W_LO,
+             "st_lds": lo.ST_LDS, "st_lring": lo.ST_LRING}   # spectral="lds" (kernels_lds.py)
     assert sorted(named) == sorted(lo.LAY)
     assert all(lo.LAY[i] == n for n, i in named.items())
     assert lo.PACKED[lo.O_MCAT] == "Mcat" and lo.PACKED[lo.O_EPS] == "eps" and lo.PACKED[lo.O_FC2B] == "fc2.b"
