@@ -201,6 +201,42 @@ def accuracy_main(checkpoint, tol, ks_text, json_path=None, buffered=True) -> in
 
 
 # ---------------------------------------------------------------------------------------------
+# accuracy over long streams: the float32 ladder kernel vs the exact float64 FIR (--drift)
+# ---------------------------------------------------------------------------------------------
+def drift(Ls, tol, d=4, periods=100, buffered=True):
+    """Stream white noise for periods·L steps through the float32 ladder kernels (window correction
+    included) and through the exact float64 FIR (scipy lfilter) of the same σ^{1/4}-scaled filters;
+    max error relative to the largest output, overall and per tenth of the stream."""
+    from scipy.signal import lfilter
+
+    from essm_stream.hankel import spectral_filters
+    rows = []
+    for L in Ls:
+        sigma, phi = spectral_filters(L, 32)
+        h = lds.scaled_filters(phi, sigma)
+        fit = lds.fit_ladder(h, tol, buffered=buffered)
+        T = periods * L
+        U = np.random.default_rng(0).standard_normal((T, d))
+        ref = np.stack([lfilter(h[:, k], [1.0], U, axis=0) for k in range(32)], axis=1)      # (T, K, d)
+        Uold = np.zeros_like(U)
+        if buffered:
+            Uold[L:] = U[:-L]
+        row = {"L": L, "N": fit.N, "fit_error": fit.weighted_err, "steps": T}
+        for dt in (np.float64, np.float32):
+            Wt = kl.ladder_weights(fit.poles, fit.bL, fit.readout_v, dt)
+            out = np.zeros((T, 32 * d), dt)
+            kl.ladder_run(U.astype(dt), Uold.astype(dt), Wt, fit.N, 32, np.zeros(fit.N * d, dt), np.zeros(d, dt), out)
+            err = np.abs(out.reshape(T, 32, d) - ref).max(axis=(1, 2)) / np.abs(ref).max()
+            row[np.dtype(dt).name] = {"max": float(err.max()), "tenths": err.reshape(10, -1).max(axis=1).tolist()}
+        rows.append(row)
+        t32 = row["float32"]["tenths"]
+        print(f"L={L}: N={fit.N}, fit error {fit.weighted_err:.2e}; over {T} steps max error float64 "
+              f"{row['float64']['max']:.2e}, float32 {row['float32']['max']:.2e} "
+              f"(first/last tenth {t32[0]:.2e}/{t32[-1]:.2e})", flush=True)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
 def summary(a):
     return {"median": float(np.median(a)), "min": float(np.min(a)), "max": float(np.max(a))}
 
@@ -254,6 +290,8 @@ def plot(res, path):
                title=f"{title} (d=64, 4 layers, B=1, float32; loaded machine)")
         ax.set_xticks(sorted({r["L"] for r in res[key]}))
         ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.get_xaxis().set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.get_yaxis().set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -269,7 +307,9 @@ def main(argv=None) -> int:
     p.add_argument("--no-step", action="store_true", help="filter stage only (no engine)")
     p.add_argument("--json")
     p.add_argument("--plot")
-    p.add_argument("--no-buffer", action="store_true", help="--accuracy with the no-buffer variant (MCU)")
+    p.add_argument("--no-buffer", action="store_true", help="--accuracy / --drift with the no-buffer variant (MCU)")
+    p.add_argument("--drift", action="store_true",
+                   help="instead of timing: float32 ladder vs exact float64 FIR over 100·L steps per L")
     p.add_argument("--accuracy", metavar="CHECKPOINT",
                    help="instead of timing: task accuracy of this trained checkpoint, exact vs LDS at --tol")
     args = p.parse_args(argv)
@@ -278,6 +318,12 @@ def main(argv=None) -> int:
                              buffered=not args.no_buffer)
     import platform
     Ls = [int(v) for v in args.ls.split(",")]
+    if args.drift:
+        rows = drift(Ls, args.tol, buffered=not args.no_buffer)
+        if args.json:
+            from essm_stream.fileio import atomic_write_bytes
+            atomic_write_bytes(args.json, json.dumps(rows, indent=1).encode())
+        return 0
     Ks = [int(v) for v in args.ks.split(",")]
     rounds = 5 if args.quick else 11
     res = {"filter": [], "step": [], "tol": args.tol,

@@ -75,6 +75,7 @@ class Segment:
     stored: bool = True     # an array of the program file
     packed: bool = True     # a segment of the engine's weight vector W
     doc: str = ""
+    pack_when: Callable[[dict], bool] = _always   # packed only when this also holds (phir: not in LDS mode)
 
     def full_shape(self, g: dict) -> tuple[int, ...]:
         s = tuple(int(v) for v in self.shape(g))
@@ -86,8 +87,9 @@ SEGMENTS: tuple[Segment, ...] = (
     Segment("inp.b", lambda g: (g["d"],)),
     Segment("ln1.g", lambda g: (g["d"],), per_layer=True, doc="pre-norm of the ES-SSM sub-layer"),
     Segment("ln1.b", lambda g: (g["d"],), per_layer=True),
-    Segment("phir", lambda g: (g["k_max"], g["L"]), per_layer=True,
-            doc="reversed filters phir[k, τ'] = φ_k(L-1-τ') (a dot product with the oldest-first window)"),
+    Segment("phir", lambda g: (g["k_max"], g["L"]), per_layer=True, pack_when=lambda g: not g["lds"],
+            doc="reversed filters phir[k, τ'] = φ_k(L-1-τ') (a dot product with the oldest-first window); "
+                "an LDS program keeps them in the file only (for the record and refits), not in W"),
     Segment("Mcat", lambda g: (g["d"], (g["k_max"] + 1) * g["d"]), per_layer=True,
             doc="[D | σ_1^{1/4} M_1 | … | σ_K̄^{1/4} M_K̄], rows contiguous over the active prefix"),
     Segment("sigma", lambda g: (g["k_max"],), per_layer=True, packed=False,
@@ -217,7 +219,7 @@ def dims_of_lay(lay: np.ndarray) -> dict[str, int]:
 
 def packed_shapes(g: dict) -> dict[str, tuple[int, ...]]:
     """Shape of every packed segment for the named dims g; (0,) when the config does not use it."""
-    return {s.name: (s.full_shape(g) if s.when(g) else (0,)) for s in SEGMENTS if s.packed}
+    return {s.name: (s.full_shape(g) if s.when(g) and s.pack_when(g) else (0,)) for s in SEGMENTS if s.packed}
 
 
 def unpack(W: np.ndarray, off: np.ndarray, lay: np.ndarray) -> dict[str, np.ndarray]:

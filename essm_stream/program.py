@@ -152,7 +152,10 @@ class StreamProgram:
     def __repr__(self) -> str:
         c = self.cfg
         return (f"StreamProgram(d_in={c.d_in}, d_model={c.d_model}, d_out={c.d_out}, n_layers={c.n_layers}, "
-                f"L={c.seq_len}, K̄={c.k_max}, variant={c.variant!r}, head={c.head!r})")
+                f"L={c.seq_len}, K̄={c.k_max}, variant={c.variant!r}, head={c.head!r}"
+                + ("" if self.spectral is None else
+                   f", spectral='lds' N={self.spectral['n']}{'' if self.spectral['buffered'] else ' no-buffer'}")
+                + ")")
 
     # -- validation ---------------------------------------------------------------------------
     @staticmethod

@@ -146,6 +146,11 @@ def run(a):
         from essm_stream.program import StreamProgram
         prog = StreamProgram.load(a.program)
         banks = banks_of_program(prog, a.weighted)
+        if prog.spectral is not None:
+            s = prog.spectral
+            print(f"this program runs spectral='lds' ({'buffered' if s['buffered'] else 'NO-BUFFER variant'}, "
+                  f"tol {s['tol']:g}): N per layer {s['n']}, recorded fit error "
+                  f"{', '.join(f'{e:.1e}' for e in s['error'])}; below: a fresh analysis of its filters")
     else:
         if a.weighted:
             raise ConfigError("--weighted needs a PROGRAM (the weights are its ||M_k||)")
