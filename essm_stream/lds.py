@@ -160,6 +160,17 @@ class EraFactors:
     QH1: np.ndarray    # (p, c) Q^T H_1
 
 
+def _one_blas_thread():
+    """Single-threaded BLAS while fitting: the QRs here are small, and a multi-threaded OpenBLAS on a
+    busy machine spent 10-40x longer in them (busy-waiting threads). No-op without threadpoolctl."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        import contextlib
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def hankel_svd(h: np.ndarray, rank: int = 96, power_iters: int = 2, seed: int = _SEED) -> EraFactors:
     """Leading `rank` singular triplets of the block Hankel matrix of the bank (randomized SVD).
 
@@ -168,6 +179,11 @@ def hankel_svd(h: np.ndarray, rank: int = 96, power_iters: int = 2, seed: int = 
     ~40 values to float64 working accuracy.
     """
     h = _check_bank(h)
+    with _one_blas_thread():
+        return _hankel_svd(h, rank, power_iters, seed)
+
+
+def _hankel_svd(h, rank, power_iters, seed) -> EraFactors:
     L = h.shape[0]
     c = max(2, L // 2)
     H = _Hankel(h, c)
@@ -302,6 +318,12 @@ def fit_ladder(h: np.ndarray, tol: float = 1e-3, n_max: int = N_MAX_DEFAULT, buf
     L, K = h.shape
     _check_args(tol, n_max, weights, K)
     f = factors if factors is not None else hankel_svd(h if weights is None else h * np.asarray(weights)[None, :])
+    with _one_blas_thread():
+        return _fit_ladder(h, tol, n_max, buffered, weights, f)
+
+
+def _fit_ladder(h, tol, n_max, buffered, weights, f) -> LadderFit:
+    L, K = h.shape
     hsv = f.s / f.s[0]
     # An order-n state cannot do better than the (n+1)-th HSV (Hankel-norm bound): start there.
     n0 = max(1, int(np.sum(hsv[1:] > tol * 1e-2)) // 2)
