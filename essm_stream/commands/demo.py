@@ -10,6 +10,7 @@ step show live; a summary and a plot come at the end.
   essm-stream demo                  the bundled 40 s recording (unseen voices), paced in real time
   essm-stream demo --fast           the same, as fast as possible
   essm-stream demo --mic            the default microphone (Ctrl-C to stop)
+  essm-stream demo --list-devices   the audio inputs PortAudio sees (then --mic --device INDEX|NAME)
   essm-stream demo --wav FILE.wav   a 16 kHz mono 16-bit WAV
   essm-stream demo --K 4            a fixed budget instead of the controller
 """
@@ -19,7 +20,19 @@ def add_arguments(p):
     src = p.add_mutually_exclusive_group()
     src.add_argument("--mic", action="store_true", help="listen to the microphone")
     src.add_argument("--wav", help="a 16 kHz mono 16-bit WAV file instead of the bundled recording")
-    p.add_argument("--device", default=None, help="microphone device (name or index, see sounddevice)")
+    src.add_argument("--list-devices", action="store_true", help="list the audio input devices and exit")
+    p.add_argument("--device", default=None, help="microphone device: index or a unique part of its name "
+                   "(see --list-devices); default: the system's default input")
+    p.add_argument("--device-rate", type=int, default=None,
+                   help="open the microphone at this rate (Hz) instead of its native one; the audio is "
+                        "resampled to the program's rate either way")
+    p.add_argument("--channel", default="mix", help="microphone channel: 'mix' (average) or an index")
+    p.add_argument("--latency", default="high",
+                   help="microphone latency: 'high' (safe), 'low', or seconds; the device picks its block size")
+    p.add_argument("--blocksize", type=int, default=0,
+                   help="microphone block size in device samples (0: the device chooses)")
+    p.add_argument("--save-audio", default=None,
+                   help="also write the audio the spotter heard to this WAV (kept in memory until the end)")
     p.add_argument("--seconds", type=float, default=None, help="stop after this many seconds of audio")
     p.add_argument("--fast", action="store_true", help="do not pace the recording in real time")
     p.add_argument("--program", default=None, help="a keyword program (.essm); default: the bundled one")
@@ -30,6 +43,41 @@ def add_arguments(p):
     p.add_argument("--chunk", type=int, default=320, help="samples per chunk read from the source (20 ms)")
     p.add_argument("--plot", default="kws_demo.png", help="write the stream plot here ('' for none)")
     p.add_argument("--quiet", action="store_true", help="no live status line")
+
+
+def _channel(v):
+    from essm_stream.errors import ConfigError
+    if v == "mix":
+        return v
+    try:
+        c = int(v)
+    except ValueError:
+        c = -1
+    if c < 0:
+        raise ConfigError(f"--channel must be 'mix' or a channel index >= 0, got {v!r}")
+    return c
+
+
+def _latency(v):
+    from essm_stream.errors import ConfigError
+    if v in ("high", "low"):
+        return v
+    try:
+        x = float(v)
+    except ValueError:
+        x = -1.0
+    if not x > 0:
+        raise ConfigError(f"--latency must be 'high', 'low' or seconds > 0, got {v!r}")
+    return x
+
+
+def _print_mic_stats(st):
+    start = "never" if st["start_s"] is None else f"{st['start_s']:.2f} s"
+    ratio = "n/a" if st["realtime_ratio"] is None else f"{st['realtime_ratio']:.3f}"
+    print(f"  microphone: first block {start} after start; then {st['steady_audio_s']:.2f} s of audio in "
+          f"{st['steady_wall_s']:.2f} s wall (real-time ratio {ratio}); latency {st['latency_s']:.3f} s; "
+          f"ring overflows {st['overflows']} ({st['dropped_s']:.2f} s dropped), "
+          f"PortAudio input overflows {st['input_overflows']}")
 
 
 def _controller(prog, a):
@@ -55,14 +103,29 @@ def run(a):
     from essm_stream.kws.sources import ArraySource, MicSource, WavSource
     from essm_stream.kws.spotter import KeywordSpotter, load_program
 
+    if a.list_devices:
+        from essm_stream.kws.sources import format_input_devices, list_input_devices
+        print(format_input_devices(list_input_devices()))
+        return 0
+    if a.seconds is not None and a.seconds <= 0:
+        raise ConfigError(f"--seconds must be > 0, got {a.seconds}")
+    if a.save_audio:
+        import os
+        from pathlib import Path
+        d = Path(a.save_audio).resolve().parent
+        if Path(a.save_audio).is_dir() or not (d.is_dir() and os.access(d, os.W_OK)):
+            raise ConfigError(f"--save-audio {a.save_audio!r}: cannot write a file there")
     prog = load_program(a.program)
     ctl, how = _controller(prog, a)
     sp = KeywordSpotter(prog, K=a.K if a.K is not None else prog.k_max, controller=ctl,
                         threshold=a.threshold, record=True)
     events = None
+    sr = int(prog.frontend["sample_rate"])          # the rate the program's frontend was built for
     if a.mic:
-        src = MicSource(device=a.device, chunk=a.chunk)
-        what = "microphone"
+        src = MicSource(device=a.device, chunk=a.chunk, rate=sr, device_rate=a.device_rate,
+                        channel=_channel(a.channel), latency=_latency(a.latency), blocksize=a.blocksize)
+        what = (f"microphone {src.device_name!r} ({src.device_rate} Hz x {src.channels} ch, "
+                f"{'mixed' if src.channel == 'mix' else f'channel {src.channel}'} -> {sr} Hz mono)")
     elif a.wav:
         src = WavSource(a.wav, chunk=a.chunk, realtime=not a.fast)
         what = a.wav
@@ -71,24 +134,24 @@ def run(a):
         pcm, events = load_recording()
         src = ArraySource(pcm, chunk=a.chunk, realtime=not a.fast)
         what = f"bundled recording ({len(pcm) / 16000:.0f} s, {sum(e.label != 'speech' for e in events)} keywords)"
-    if a.seconds is not None and a.seconds <= 0:
-        raise ConfigError(f"--seconds must be > 0, got {a.seconds}")
     print(f"keyword spotter: {prog!r}")
     print(f"source: {what}; budget: {how}; {'as fast as possible' if a.fast else 'real time'}")
     print(f"keywords: {' '.join(l for l in sp.labels if l not in ('unknown', 'silence'))}"
           f"   threshold {sp.threshold}, step {1000 * sp.hop_s:.0f} ms")
     tty = sys.stdout.isatty() and not a.quiet
-    dets, n_samples, last_status = [], 0, -1.0
+    dets, n_samples, last_status, heard_audio = [], 0, -1.0, []
     t_wall = time.perf_counter()
     try:
         with src:
             for chunk in src:
                 n_samples += len(chunk)
+                if a.save_audio:
+                    heard_audio.append(chunk)
                 for d in sp.process(chunk):
                     dets.append(d)
                     line = f"  {d.time_s:7.2f} s  {d.label.upper():<6} score {d.score:.2f}   K={sp.K:<2d}"
                     print(("\r" + " " * 78 + "\r" if tty else "") + line, flush=True)
-                t = n_samples / 16000
+                t = n_samples / sr
                 if tty and t - last_status >= 0.1:
                     last_status = t
                     print(f"\r  t={t:6.1f} s  K={sp.K:2d}  cpu/step={1e6 * sp.last_cpu_s:6.0f} µs  "
@@ -101,12 +164,20 @@ def run(a):
     if tty:
         print("\r" + " " * 78 + "\r", end="")
     tr = sp.trace.arrays()
-    summary = _summary(sp, prog, tr, dets, events, n_samples / 16000, wall, getattr(src, "overflows", 0))
+    summary = _summary(sp, prog, tr, dets, events, n_samples / sr, wall, getattr(src, "overflows", 0))
     if events is not None:
-        heard = [e for e in events if e.end_s <= n_samples / 16000]   # a cut-short run scores what it heard
-        s, _ = score_stream(dets, heard, n_samples / 16000)
+        heard = [e for e in events if e.end_s <= n_samples / sr]   # a cut-short run scores what it heard
+        s, _ = score_stream(dets, heard, n_samples / sr)
         summary["score"] = s
     _print_summary(summary)
+    if a.mic:
+        _print_mic_stats(src.stats())
+    if a.save_audio:
+        import numpy as np
+
+        from essm_stream.kws.sources import write_wav
+        write_wav(a.save_audio, np.concatenate(heard_audio) if heard_audio else np.zeros(0, np.int16), sr=sr)
+        print(f"audio heard: {a.save_audio}")
     if a.plot:
         _plot(a.plot, tr, dets, events, sp, what, how)
         print(f"plot: {a.plot}")

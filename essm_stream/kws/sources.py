@@ -1,11 +1,13 @@
 """Audio sources for the spotter: microphone, WAV file / array, firmware-bridge frames.
 
-Every source is an iterator of 1-D PCM chunks (int16 or float32, 16 kHz mono) with `close()` and
-context-manager support; `overflows` counts chunks dropped because the consumer fell behind.
+Every source is an iterator of 1-D PCM chunks (int16 or float32, mono, at the program's rate) with
+`close()` and context-manager support; `overflows` counts chunks dropped because the consumer fell behind.
 
-- MicSource: `sounddevice` input stream whose callback puts chunks into a bounded queue (a full
-  queue drops the chunk and counts an overflow, as does PortAudio's own input-overflow flag).
-  No input device (or no PortAudio) raises MicUnavailableError with what to do about it.
+- MicSource: a `sounddevice` input stream at the device's native rate and block size (safe latency),
+  whose callback only writes into a bounded SampleRing (a full ring drops the block and counts an
+  overflow); the consumer resamples to the program's rate with StreamingResampler (scipy's polyphase
+  filter, state kept across blocks) and hands out chunks of any size. No input device (or no
+  PortAudio) raises MicUnavailableError with what to do about it; a silent device MicStallError.
 - WavSource / ArraySource: a 16 kHz mono int16 WAV (stdlib `wave`, no extra dependency) or an
   array, paced in real time (`realtime=True`, sleeping to the chunk's due time) or as fast as possible.
 - BridgeAudioSource: audio frames from `firmware_bridge.adapters.SerialFrameSource` (the device
@@ -13,7 +15,8 @@ context-manager support; `overflows` counts chunks dropped because the consumer 
 """
 from __future__ import annotations
 
-import queue
+import logging
+import threading
 import time
 import wave
 from pathlib import Path
@@ -23,10 +26,15 @@ import numpy as np
 from ..errors import ConfigError, ESSMError
 
 SR = 16000
+log = logging.getLogger(__name__)
 
 
 class MicUnavailableError(ESSMError, OSError):
     """No microphone can be opened (no input device, no PortAudio, or the device refused)."""
+
+
+class MicStallError(MicUnavailableError, TimeoutError):
+    """The microphone opened but stopped delivering audio (or never started)."""
 
 
 class _Source:
@@ -96,14 +104,20 @@ def read_wav(path) -> tuple[np.ndarray, int]:
 
 
 def write_wav(path, pcm: np.ndarray, sr: int = SR) -> None:
+    """A mono 16-bit PCM WAV, written atomically (float PCM in [-1, 1] is scaled by 32767)."""
+    import io
+
+    from ..fileio import atomic_write_bytes
     pcm = np.asarray(pcm)
     if pcm.dtype != np.int16:
         pcm = np.clip(np.round(np.asarray(pcm, dtype=np.float64) * 32767), -32768, 32767).astype(np.int16)
-    with wave.open(str(path), "wb") as w:
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
-        w.setframerate(sr)
+        w.setframerate(int(sr))
         w.writeframes(pcm.astype("<i2").tobytes())
+    atomic_write_bytes(path, buf.getvalue())
 
 
 class WavSource(ArraySource):
@@ -118,6 +132,146 @@ class WavSource(ArraySource):
         self.path = str(path)
 
 
+class StreamingResampler:
+    """Rational polyphase resampler sr_in -> sr_out that keeps its filter state across blocks.
+
+    The filter is scipy.signal.resample_poly's default (a Kaiser-windowed sinc, firwin(2*half_len+1,
+    1/max(up, down), window=("kaiser", 5.0)) x up with half_len = 10 * max(up, down), zero phase), so
+    `process(a) + process(b) + flush()` equals `resample_poly(concatenate([a, b]), up, down)` for any
+    split (to float rounding; every output is summed tap by tap in the same order however the input is
+    chunked, so chunked and one-shot outputs are bitwise equal). Output n is emitted as soon as the
+    last input it needs has arrived: the delay is half_len / up input samples (0.6 ms at 44.1 kHz).
+    """
+
+    def __init__(self, sr_in: int, sr_out: int, *, window=("kaiser", 5.0)):
+        from math import gcd
+
+        from scipy.signal import firwin
+        if int(sr_in) != sr_in or int(sr_out) != sr_out or sr_in < 1 or sr_out < 1:
+            raise ConfigError(f"sample rates must be positive integers, got {sr_in} -> {sr_out}")
+        self.sr_in, self.sr_out, self.window = int(sr_in), int(sr_out), window
+        g = gcd(self.sr_in, self.sr_out)
+        self.up, self.down = self.sr_out // g, self.sr_in // g
+        self.identity = self.up == self.down == 1
+        self.n_in = 0       # input samples consumed
+        self.n_out = 0      # output samples emitted
+        if self.identity:
+            return
+        m = max(self.up, self.down)
+        self.half_len = 10 * m
+        h = firwin(2 * self.half_len + 1, 1.0 / m, window=window) * self.up
+        self.taps = -(-len(h) // self.up)                                       # taps per phase
+        hp = np.zeros(self.taps * self.up)
+        hp[:len(h)] = h
+        self.H = np.ascontiguousarray(hp.reshape(self.taps, self.up).T)       # H[p, j] = h[p + j*up]
+        self._j = np.arange(self.taps)
+        self._x = np.zeros(self.taps, dtype=np.float64)    # history; _x[k] is input sample k + _x0
+        self._x0 = -self.taps                               # (negative indices: the zeros before the start)
+
+    def _emit(self, n_end: int) -> np.ndarray:
+        """Outputs n_out .. n_end-1 from the history (all their inputs must be there)."""
+        n = np.arange(self.n_out, n_end, dtype=np.int64)
+        if not len(n):
+            return np.zeros(0, dtype=np.float64)
+        pos = n * self.down + self.half_len          # output n sits at upsampled position pos
+        i_hi = pos // self.up                         # the newest input sample it touches
+        ph = pos - i_hi * self.up
+        # y[n] = sum_j x[i_hi - j] h[ph + j up], added tap after tap in the same order for every output
+        # (numpy's own reductions may regroup the sum with the array's shape: chunking would show)
+        P = self._x[(i_hi - self._x0)[None, :] - self._j[:, None]] * self.H[ph].T    # (taps, n)
+        y = P[0].copy()
+        for j in range(1, self.taps):
+            y += P[j]
+        self.n_out = n_end
+        return y
+
+    def _trim(self) -> None:
+        keep_from = (self.n_out * self.down + self.half_len) // self.up - self.taps + 1   # oldest input still needed
+        drop = keep_from - self._x0
+        if drop > 0:
+            self._x = self._x[drop:]
+            self._x0 += drop
+
+    def process(self, x) -> np.ndarray:
+        """Feed input samples (1-D); return every output sample they complete (float64)."""
+        x = np.asarray(x, dtype=np.float64).ravel()
+        self.n_in += len(x)
+        if self.identity:
+            self.n_out += len(x)
+            return x.copy()
+        self._x = np.concatenate([self._x, x])
+        # output n is complete once input i_hi(n) = (n*down + half_len) // up has arrived
+        n_end = max(self.n_out, (self.n_in * self.up - 1 - self.half_len) // self.down + 1)
+        out = [self._emit(min(k + 8192, n_end)) for k in range(self.n_out, n_end, 8192)]
+        self._trim()
+        return np.concatenate(out) if out else np.zeros(0, dtype=np.float64)
+
+    def flush(self) -> np.ndarray:
+        """The outputs still owed at the end of the signal (its future taken as zeros), as resample_poly
+        gives ceil(n_in * up / down) samples in all; the resampler then starts a new signal."""
+        if self.identity:
+            self.n_in = self.n_out = 0
+            return np.zeros(0, dtype=np.float64)
+        total = -(-self.n_in * self.up // self.down)
+        need_in = (max(total - 1, 0) * self.down + self.half_len) // self.up + 1
+        self._x = np.concatenate([self._x, np.zeros(max(0, need_in - (self._x0 + len(self._x))))])
+        y = self._emit(total) if total > self.n_out else np.zeros(0, dtype=np.float64)
+        self.__init__(self.sr_in, self.sr_out, window=self.window)
+        return y
+
+
+class SampleRing:
+    """Bounded single-producer / single-consumer FIFO of float32 samples between an audio callback and
+    the consumer. A block that does not fit is dropped whole (the buffered audio stays contiguous):
+    `overflows` counts dropped blocks and `dropped` their samples. The writer never waits."""
+
+    def __init__(self, capacity: int):
+        if capacity < 1:
+            raise ConfigError(f"ring capacity must be >= 1 sample, got {capacity}")
+        self.buf = np.zeros(int(capacity), dtype=np.float32)
+        self.capacity = int(capacity)
+        self.written = 0        # samples ever written (kept)
+        self.read_pos = 0       # samples ever read
+        self.overflows = 0
+        self.dropped = 0
+        self._cond = threading.Condition()
+
+    def __len__(self) -> int:
+        return self.written - self.read_pos
+
+    def write(self, x) -> bool:
+        """Append a block; False (and counted) when it does not fit."""
+        x = np.asarray(x, dtype=np.float32).ravel()
+        n = len(x)
+        with self._cond:
+            if n > self.capacity - (self.written - self.read_pos):
+                self.overflows += 1
+                self.dropped += n
+                return False
+            i = self.written % self.capacity
+            k = min(n, self.capacity - i)
+            self.buf[i:i + k] = x[:k]
+            self.buf[:n - k] = x[k:]
+            self.written += n
+            self._cond.notify()
+        return True
+
+    def read(self, max_n: int | None = None, timeout: float | None = None) -> np.ndarray:
+        """Up to max_n buffered samples (all when None), waiting up to `timeout` s for the first one;
+        an empty array when none came."""
+        with self._cond:
+            if self.written == self.read_pos:
+                self._cond.wait_for(lambda: self.written > self.read_pos, timeout=timeout)
+            n = self.written - self.read_pos
+            if max_n is not None:
+                n = min(n, int(max_n))
+            i = self.read_pos % self.capacity
+            k = min(n, self.capacity - i)
+            out = np.concatenate([self.buf[i:i + k], self.buf[:n - k]])
+            self.read_pos += n
+        return out
+
+
 def _sounddevice():
     try:
         import sounddevice as sd
@@ -130,60 +284,194 @@ def _sounddevice():
 
 
 def list_input_devices() -> list[dict]:
+    """The input devices PortAudio sees: its device dicts plus `index`, `hostapi_name` and `default`
+    (True for the default input). An empty list when there are none (or enumeration fails)."""
     sd = _sounddevice()
     try:
-        return [dict(d, index=i) for i, d in enumerate(sd.query_devices()) if d.get("max_input_channels", 0) > 0]
-    except Exception:  # PortAudio errors while enumerating: treat as no devices
+        devices = sd.query_devices()
+    except Exception as e:  # PortAudio errors while enumerating: treat as no devices
+        log.warning("PortAudio could not list audio devices: %s", e)
         return []
+    try:
+        apis = [a["name"] for a in sd.query_hostapis()]
+    except Exception:
+        apis = []
+    try:
+        default_in = int(sd.default.device[0])
+    except Exception:
+        default_in = -1
+    out = []
+    for i, d in enumerate(devices):
+        if d.get("max_input_channels", 0) > 0:
+            h = d.get("hostapi", -1)
+            out.append(dict(d, index=i, hostapi_name=apis[h] if 0 <= h < len(apis) else "?", default=i == default_in))
+    return out
+
+
+def format_input_devices(devices: list[dict]) -> str:
+    """The table `essm-stream demo --list-devices` prints."""
+    if not devices:
+        return "no audio input devices (PortAudio lists none)"
+    lines = ["  index  in-ch  default-rate  host API   name"]
+    for d in devices:
+        lines.append(f"{'*' if d.get('default') else ' '} {d['index']:5d}  {d['max_input_channels']:5d}  "
+                     f"{d.get('default_samplerate', float('nan')):9.0f} Hz  {d.get('hostapi_name', '?'):<9s}  {d['name']}")
+    lines.append("(* = the default input; choose another with --device INDEX or a unique part of its name)")
+    return "\n".join(lines)
 
 
 class MicSource(_Source):
-    """Live microphone at 16 kHz mono int16 through sounddevice; `chunk` samples per callback.
+    """Live microphone resampled to `rate` Hz mono float32, `chunk` samples per item.
 
-    The callback never blocks: chunks go into a queue of at most `max_chunks`; when it is full the
-    newest chunk is dropped and `overflows` counts it (PortAudio input overflows are counted too).
+    Built for what Linux desktops and boards run (PulseAudio / PipeWire through ALSA, plain ALSA):
+    - the stream is opened at the device's native sample rate (its `default_samplerate`, or
+      `device_rate`) and resampled to `rate` by a StreamingResampler (scipy's polyphase filter, state
+      kept across blocks); pass the program's frontend rate as `rate`;
+    - the device chooses its block size (`blocksize=0`) at a safe `latency` ("high" by default, or
+      seconds); its blocks go through a bounded SampleRing of `buffer_s` seconds, so the consumer's
+      hop (`chunk`) is independent of the device's block size. A full ring drops the newest block and
+      counts it in `overflows` (PortAudio's own input-overflow flags are in `input_overflows`);
+    - `channel`: "mix" averages the opened channels (`channels`, default min(2, device's)), an int
+      picks that channel;
+    - the first block may take a while (PulseAudio renders an idle null sink's monitor in blocks of
+      up to 2 s; a suspended source has to resume): the source waits up to `start_timeout_s` for it,
+      then raises MicStallError when nothing arrives for `stall_timeout_s`.
+    No input device or no PortAudio raises MicUnavailableError with what to do about it.
     """
 
-    def __init__(self, *, device=None, chunk: int = 320, max_chunks: int = 50, timeout_s: float = 2.0):
+    def __init__(self, *, device=None, chunk: int = 320, rate: int = SR, device_rate: int | None = None,
+                 channel="mix", channels: int | None = None, blocksize: int = 0, latency="high",
+                 buffer_s: float = 2.0, start_timeout_s: float = 5.0, stall_timeout_s: float = 2.0):
+        if int(chunk) < 1:
+            raise ConfigError(f"chunk must be >= 1 sample, got {chunk}")
+        if int(rate) != rate or rate < 1:
+            raise ConfigError(f"rate must be a positive integer (Hz), got {rate}")
+        if device_rate is not None and (int(device_rate) != device_rate or device_rate < 1):
+            raise ConfigError(f"device_rate must be a positive integer (Hz), got {device_rate}")
+        if int(blocksize) != blocksize or blocksize < 0:
+            raise ConfigError(f"blocksize must be an integer >= 0 (0: the device chooses), got {blocksize}")
+        if not (latency in ("high", "low") or (isinstance(latency, (int, float)) and latency > 0)):
+            raise ConfigError(f"latency must be 'high', 'low' or seconds > 0, got {latency!r}")
+        for name, v in (("buffer_s", buffer_s), ("start_timeout_s", start_timeout_s),
+                        ("stall_timeout_s", stall_timeout_s)):
+            if not v > 0:
+                raise ConfigError(f"{name} must be > 0, got {v}")
+        if not (channel == "mix" or (isinstance(channel, (int, np.integer)) and channel >= 0)):
+            raise ConfigError(f"channel must be 'mix' or a channel index >= 0, got {channel!r}")
         sd = _sounddevice()
-        devices = list_input_devices()
-        if not devices:
+        if not list_input_devices():
             raise MicUnavailableError("no audio input device found (PortAudio lists none): plug in or enable a "
                                       "microphone, or run on a recording instead: `essm-stream demo` (bundled) "
                                       "or `essm-stream demo --wav FILE.wav`")
-        self.chunk, self.timeout_s = int(chunk), float(timeout_s)
-        self.q: queue.Queue = queue.Queue(maxsize=max_chunks)
-        self.overflows = 0
+        if isinstance(device, str) and device.strip().isdigit():
+            device = int(device)
+        try:
+            info = dict(sd.query_devices(device, kind="input"))
+        except Exception as e:  # ValueError (no / several matches), PortAudioError (no default input)
+            raise MicUnavailableError(f"no input device {device if device is not None else '(default)'}: {e} "
+                                      "(list them with `essm-stream demo --list-devices`)") from None
+        max_ch = int(info.get("max_input_channels", 0))
+        if channels is None:
+            channels = channel + 1 if channel != "mix" else min(2, max_ch)
+        if not 1 <= channels <= max(max_ch, 1):
+            raise ConfigError(f"device {info.get('name')!r} has {max_ch} input channels; cannot open {channels}")
+        if channel != "mix" and channel >= channels:
+            raise ConfigError(f"channel {channel} is not among the {channels} opened channels (0..{channels - 1})")
+        dev_rate = int(round(device_rate if device_rate is not None else info.get("default_samplerate", rate)))
+        self.device_name = str(info.get("name", device))
+        self.chunk, self.rate, self.device_rate = int(chunk), int(rate), dev_rate
+        self.channel, self.channels = channel, int(channels)
+        self.start_timeout_s, self.stall_timeout_s = float(start_timeout_s), float(stall_timeout_s)
+        self.resampler = StreamingResampler(dev_rate, self.rate)
+        self.ring = SampleRing(max(int(buffer_s * dev_rate), 1))
         self.input_overflows = 0
+        self._pending = np.zeros(0, dtype=np.float64)
+        self._n_dev = 0                 # device samples delivered by the callback (kept or dropped)
+        self._first_frames = 0
+        self._t_first = self._t_last = None
+        self._warned_overflows = 0
+        self.stream = None
 
-        def callback(indata, frames, time_info, status):
+        def callback(indata, frames, time_info, status):   # PortAudio's thread: no allocation-heavy work, no waits
+            now = time.perf_counter()
             if status and status.input_overflow:
                 self.input_overflows += 1
-            try:
-                self.q.put_nowait(indata[:, 0].copy())
-            except queue.Full:
-                self.overflows += 1
+            x = indata[:, channel] if channel != "mix" else (indata[:, 0] if indata.shape[1] == 1
+                                                             else indata.mean(axis=1))
+            if self._t_first is None:
+                self._t_first, self._first_frames = now, frames
+            self._t_last = now
+            self._n_dev += frames
+            self.ring.write(x)
 
         try:
-            self.stream = sd.InputStream(samplerate=SR, channels=1, dtype="int16", blocksize=self.chunk,
-                                         device=device, callback=callback)
+            self.stream = sd.InputStream(samplerate=dev_rate, channels=self.channels, dtype="float32",
+                                         blocksize=int(blocksize), latency=latency, device=device,
+                                         callback=callback)
+            self._t_start = time.perf_counter()
             self.stream.start()
-        except Exception as e:  # sd.PortAudioError, ValueError for a bad device
-            raise MicUnavailableError(f"cannot open the microphone {device if device is not None else '(default)'} "
-                                      f"at {SR} Hz mono: {e}") from None
+        except Exception as e:  # sd.PortAudioError, ValueError for a bad device / rate
+            self.close()
+            raise MicUnavailableError(f"cannot open the microphone {self.device_name!r} at {dev_rate} Hz, "
+                                      f"{self.channels} channel(s): {e} (another rate: --device-rate; "
+                                      "devices: --list-devices)") from None
+        self.blocksize = int(blocksize)
+        self.latency_s = float(getattr(self.stream, "latency", float("nan")) or float("nan"))
+        log.info("microphone %r: %d Hz x %d ch (%s) -> %d Hz mono, blocksize %s, latency %.3f s, ring %.1f s",
+                 self.device_name, dev_rate, self.channels, channel, self.rate,
+                 self.blocksize or "device's", self.latency_s, self.ring.capacity / dev_rate)
+
+    @property
+    def overflows(self) -> int:
+        """Device blocks dropped because the consumer fell behind (the ring was full)."""
+        return self.ring.overflows
 
     def __next__(self) -> np.ndarray:
-        try:
-            return self.q.get(timeout=self.timeout_s)
-        except queue.Empty:
-            raise MicUnavailableError(f"the microphone delivered nothing for {self.timeout_s} s") from None
+        if self.stream is None:
+            raise StopIteration
+        while len(self._pending) < self.chunk:
+            if self._t_first is None:
+                wait = max(self._t_start + self.start_timeout_s - time.perf_counter(), 0.0)
+            else:
+                wait = self.stall_timeout_s
+            raw = self.ring.read(timeout=wait)
+            if not len(raw):
+                if self._t_first is None:
+                    raise MicStallError(f"the microphone {self.device_name!r} delivered nothing within "
+                                        f"{self.start_timeout_s} s of starting (is the input muted or suspended? "
+                                        "a longer start_timeout_s may help)")
+                raise MicStallError(f"the microphone {self.device_name!r} delivered nothing for "
+                                    f"{self.stall_timeout_s} s (after {self._n_dev / self.device_rate:.1f} s of audio)")
+            self._pending = np.concatenate([self._pending, self.resampler.process(raw)])
+        if self.ring.overflows > self._warned_overflows:
+            log.warning("microphone: %d device block(s) dropped so far (%.2f s of audio): the consumer fell behind",
+                        self.ring.overflows, self.ring.dropped / self.device_rate)
+            self._warned_overflows = self.ring.overflows
+        y, self._pending = self._pending[:self.chunk], self._pending[self.chunk:]
+        return y.astype(np.float32)
+
+    def stats(self) -> dict:
+        """What the device delivered: start-up delay, audio vs wall seconds since the first block and
+        their ratio (1.0 = real time), overflows, the stream's settings."""
+        t1, t2 = self._t_first, self._t_last
+        audio = (self._n_dev - self._first_frames) / self.device_rate
+        wall = (t2 - t1) if t1 is not None else 0.0
+        return {"device": self.device_name, "device_rate": self.device_rate, "rate": self.rate,
+                "channels": self.channels, "channel": self.channel, "blocksize": self.blocksize,
+                "latency_s": self.latency_s, "start_s": (t1 - self._t_start) if t1 is not None else None,
+                "audio_s": self._n_dev / self.device_rate, "steady_audio_s": audio, "steady_wall_s": wall,
+                "realtime_ratio": audio / wall if wall > 0 else None, "overflows": self.ring.overflows,
+                "dropped_s": self.ring.dropped / self.device_rate, "input_overflows": self.input_overflows}
 
     def close(self) -> None:
         s = getattr(self, "stream", None)
         if s is not None:
-            s.stop()
-            s.close()
             self.stream = None
+            for f in (s.stop, s.close):
+                try:
+                    f()
+                except Exception as e:  # closing a stream that failed to start
+                    log.debug("microphone %s: %s", f.__name__, e)
 
 
 class BridgeAudioSource(_Source):
