@@ -151,11 +151,12 @@ def named_dims(cfg: ESSMConfig, spectral: dict | None = None) -> dict[str, int]:
     lds = 1, lds_n = the largest layer's ladder size, lds_buf = 1 if it keeps the window buffer."""
     pool = pooled(cfg)
     lds = spectral is not None and spectral.get("mode") == "lds"
-    return {"lds": int(lds), "lds_n": max(spectral["n"]) if lds else 0,
-            "lds_buf": int(lds and bool(spectral["buffered"])), **{"d_in": cfg.d_in, "d": cfg.d_model, "d_out": cfg.d_out, "n_layers": cfg.n_layers,
+    return {"d_in": cfg.d_in, "d": cfg.d_model, "d_out": cfg.d_out, "n_layers": cfg.n_layers,
             "L": cfg.seq_len, "k_max": cfg.k_max, "d_gate": cfg.d_gate if cfg.gated else 0,
             "d_hidden": cfg.mlp_ratio * cfg.d_model if cfg.mlp else 0, "gated": int(cfg.gated),
-            "mlp": int(cfg.mlp), "pool_W": cfg.pool_window if pool else 1, "pooled": int(pool)}}
+            "mlp": int(cfg.mlp), "pool_W": cfg.pool_window if pool else 1, "pooled": int(pool),
+            "lds": int(lds), "lds_n": max(spectral["n"]) if lds else 0,
+            "lds_buf": int(lds and bool(spectral["buffered"]))}
 
 
 @dataclass(frozen=True)

@@ -211,3 +211,25 @@ def test_trained_model_accuracy_unchanged_and_cli(tmp_path):
                  "--spectral", "lds", "--tol", "1e-3", "--verify", "64"]) == 0
     assert StreamProgram.load(out).spectral["n"] == prog.spectral["n"]
     assert main(["compile", str(tmp_path / "run" / "model.safetensors"), "--weighted"]) == 2
+
+
+def test_weighted_fit_pads_layers_to_the_largest_N():
+    """Weights (e.g. ||M_k||) make each layer its own fit; here layer 1 weighs its last filters 100x,
+    so it needs a longer ladder; layer 0's is zero-padded at the end of its chain (never reaching an
+    output): the engine still equals its reference and tracks the exact engine."""
+    exact, _ = hankel_programs(seed=6)
+    w = np.ones((CFG.n_layers, CFG.k_max))
+    w[1, -4:] = 100.0
+    extra, rec = lds.fit_layers(exact.arrays["phir"], exact.arrays["sigma"], tol=TOL, weights=w)
+    arrays = {**{k: np.array(v) for k, v in exact.arrays.items()}, **extra}
+    prog = StreamProgram(CFG, arrays, spectral=rec)
+    n = rec["n"]
+    print(f"weighted: N per layer {n}")
+    assert rec["weighted"] and n[1] > n[0] and max(rec["error"]) <= TOL
+    assert not np.any(prog.arrays["lds.a"][0, n[0]:]) and not np.any(prog.arrays["lds.C"][0, :, n[0]:])
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((3 * CFG.seq_len, CFG.d_in))
+    Ks = rng.choice(BUDGETS, size=len(X))
+    y = StreamEngine(prog, dtype=np.float64).run(X, Ks)
+    assert rel(y, StreamEngine(prog, dtype=np.float64, kernel="ref").run(X, Ks)) <= 1e-12
+    assert rel(y, StreamEngine(exact, dtype=np.float64).run(X, Ks)) <= TOL
