@@ -325,7 +325,8 @@ def fit_ladder(h: np.ndarray, tol: float = 1e-3, n_max: int = N_MAX_DEFAULT, buf
 def _fit_ladder(h, tol, n_max, buffered, weights, f) -> LadderFit:
     L, K = h.shape
     hsv = f.s / f.s[0]
-    # An order-n state cannot do better than the (n+1)-th HSV (Hankel-norm bound): start there.
+    # Start the search low (half the number of HSVs above tol/100; the chosen N has always been
+    # higher) and let the measured error decide: the HSVs size the state, the fit checks it.
     n0 = max(1, int(np.sum(hsv[1:] > tol * 1e-2)) // 2)
     best = None
     for n in range(min(n0, n_max), n_max + 1):
