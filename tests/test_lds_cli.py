@@ -53,3 +53,29 @@ def test_analyze_bad_arguments_exit_2(argv, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("essm-stream analyze: error:") and len(err.strip().splitlines()) == 1
+
+
+def test_compile_spectral_lds_cli(tmp_path, capsys):
+    """`compile --spectral lds --tol` writes an LDS program verified against the torch model; an
+    exact compile of the same checkpoint stays exact; LDS-only flags are refused without it."""
+    torch = pytest.importorskip("torch")
+    from essm_stream.checkpoint import save_checkpoint
+    from essm_stream.model import ESSMModel
+    torch.manual_seed(0)
+    cfg = ESSMConfig(d_in=3, d_out=2, d_model=8, n_layers=2, seq_len=64, k_max=16, d_gate=4)
+    ckpt = tmp_path / "m.safetensors"
+    save_checkpoint(ckpt, ESSMModel(cfg))                      # untrained: the Hankel filters as initialized
+    out = tmp_path / "m_lds.essm"
+    assert main(["compile", str(ckpt), "-o", str(out), "--spectral", "lds", "--tol", "1e-3", "--verify", "32"]) == 0
+    text = capsys.readouterr().out
+    assert "LDS ladder (buffered)" in text and "verified K=16" in text
+    prog = StreamProgram.load(out)
+    assert prog.spectral["tol"] == 1e-3 and max(prog.spectral["error"]) <= 1e-3
+    assert main(["compile", str(ckpt), "-o", str(tmp_path / "nb.essm"), "--spectral", "lds", "--no-buffer",
+                 "--tol", "2e-2", "--verify", "0"]) == 0
+    assert not StreamProgram.load(tmp_path / "nb.essm").spectral["buffered"]
+    assert main(["compile", str(ckpt), "-o", str(tmp_path / "e.essm"), "--verify", "0"]) == 0
+    assert StreamProgram.load(tmp_path / "e.essm").spectral is None
+    capsys.readouterr()
+    assert main(["compile", str(ckpt), "--no-buffer"]) == 2
+    assert "apply to --spectral lds only" in capsys.readouterr().err
