@@ -268,7 +268,8 @@ def report(res) -> str:
             lds_by_L.setdefault(r["K"], {})[r["L"]] = r["lds"]["median"]
         for K, byL in lds_by_L.items():
             Ls = sorted(byL)
-            lines.append(f"\nLDS whole step at K={K}: L={Ls[-1]} / L={Ls[0]} = {byL[Ls[-1]] / byL[Ls[0]]:.2f}x")
+            lines.append(f"\nLDS whole step at K={K}: " + ", ".join(
+                f"L={Ls[-1]} / L={L0} = {byL[Ls[-1]] / byL[L0]:.2f}x" for L0 in Ls[:-1]))
     lines.append(f"\nmachine: {res['machine']}")
     return "\n".join(lines)
 
