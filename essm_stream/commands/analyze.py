@@ -85,11 +85,13 @@ def analyze_banks(banks, tol, ns, buffered=True, progress=True):
     return results
 
 
-def format_table(results, tol, buffered):
+def format_table(results, tol, buffered, weighted=False):
     rows = []
     mode = "buffered (exact window)" if buffered else "NO-BUFFER variant (MCU; ~1e-2 class)"
-    rows.append(f"ladder fit, {mode}, tol {tol:g} (error = max_k ||h̃_k - h_k||_2 / max_j ||h_j||_2)")
-    rows.append(f"{'bank':<16}{'L':>6}{'N':>5}{'L/N':>8}{'error':>10}  poles   HSV_N+1/HSV_1  "
+    err = ("max_k w_k ||h̃_k - h_k||_2 / max_j w_j ||h_j||_2, w_k = ||M_k||" if weighted
+           else "max_k ||h̃_k - h_k||_2 / max_j ||h_j||_2")
+    rows.append(f"ladder fit, {mode}, tol {tol:g} (error = {err})")
+    rows.append(f"{'bank':<16}{'L':>6}{'N':>5}{'L/N':>8}{'error':>10}  poles     HSV_N+1/HSV_1  "
                 f"filters within 1% / 10% of their own norm")
     for r in results:
         c = r["chosen"]
@@ -98,7 +100,7 @@ def format_table(results, tol, buffered):
             continue
         hsv_next = r["hsv"][c["N"]] if c["N"] < len(r["hsv"]) else float("nan")
         rows.append(f"{r['label']:<16}{r['L']:>6}{c['N']:>5}{r['L'] / c['N']:>8.1f}{c['error']:>10.2e}  "
-                    f"{c['source']:<8}{hsv_next:<15.1e}{c['filters_within_1pct']:>3} / {c['filters_within_10pct']:<3}"
+                    f"{c['source']:<10}{hsv_next:<15.1e}{c['filters_within_1pct']:>3} / {c['filters_within_10pct']:<3}"
                     f" of {r['K']}" + (f"  (= {r['same_as']})" if r["same_as"] else ""))
     rows.append("")
     ns = [row["N"] for row in results[0]["curve"]]
@@ -171,7 +173,7 @@ def run(a):
             sigma, phi = spectral_filters(L, a.k_max)
             banks.append((f"hankel L={L}", lds.scaled_filters(phi, sigma), None))
     results = analyze_banks(banks, a.tol, ns, buffered=not a.no_buffer)
-    print(format_table(results, a.tol, not a.no_buffer))
+    print(format_table(results, a.tol, not a.no_buffer, a.weighted))
     if a.plot:
         plot(results, a.plot, a.tol)
         print(f"wrote {a.plot}")
