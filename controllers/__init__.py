@@ -23,26 +23,33 @@ Clock           now() -> monotonic seconds, sleep(s): MonotonicClock, FakeClock 
 
 Controllers: FixedK, LatencyController (PI, anti-windup, hysteresis, dwell), EnergyController
 (average power or energy per mission, token bucket), PredictiveController (max expected accuracy
-under predicted latency/energy, slowdown tracked by SlowdownKalman), OndemandController (baseline),
+under predicted latency/energy, slowdown tracked by SlowdownKalman), TailController (max expected
+accuracy with P(miss) under a target: online quantiles of the slowdown's one-step-ahead residuals per
+feed-forward context), OndemandController (baseline),
 composed with MinOf(..., floor=collapse boundary) and guarded by StaleGuard (hold, then safe K).
 Runner(engine, controller, source, sink, period_s=..., deadline_s=..., power=..., cpu=...).run(...)
 returns a Trace (t, K, latency, deadline met, power, energy, accuracy proxy, load).
-BudgetProfile / build_profile: per-K accuracy, latency and energy stored in program metadata.
+BudgetProfile / build_profile / calibrate_latency: per-K accuracy, latency and energy (the profiler
+takes any object with step(x, K)). LoadTrace / replay: recorded slowdown traces, deterministic replay.
+`controllers` is a leaf: it imports numpy and the standard library only, never essm_stream.
 Exceptions: ControlError and subclasses (ControlConfigError is a ValueError).
 """
 from __future__ import annotations
 
 from .clock import FakeClock, MonotonicClock
 from .control import (Controller, EnergyController, FixedK, LatencyController, MinOf, OndemandController,
-                      PredictiveController, SlowdownKalman, StaleGuard)
+                      PredictiveController, SlowdownKalman, StaleGuard, TailController)
 from .errors import ControlConfigError, ControlError, ProfileError, TelemetryError
-from .profile import BudgetProfile, build_profile, calibrate_latency, load_sweep_json, synthetic_accuracy
+from .profile import (BudgetProfile, build_profile, calibrate_latency, load_sweep_json, synthetic_accuracy,
+                      time_steps)
+from .replay import LoadTrace, ReplayResult, replay
 from .runner import ArraySource, ListSink, NullSink, RandomSource, Runner, Trace
 from .telemetry import (CpuMonitor, HwmonPowerReader, LatencyMeter, PowerModel, RaplReader, Telemetry,
                         open_energy_source)
 
 __all__ = ["FakeClock", "MonotonicClock", "Controller", "EnergyController", "FixedK", "LatencyController",
-           "MinOf", "OndemandController", "PredictiveController", "SlowdownKalman", "StaleGuard",
+           "MinOf", "OndemandController", "PredictiveController", "SlowdownKalman", "StaleGuard", "TailController",
+           "LoadTrace", "ReplayResult", "replay", "time_steps",
            "ControlConfigError", "ControlError", "ProfileError", "TelemetryError", "BudgetProfile",
            "build_profile", "calibrate_latency", "load_sweep_json", "synthetic_accuracy", "ArraySource",
            "ListSink", "NullSink", "RandomSource", "Runner", "Trace", "CpuMonitor", "HwmonPowerReader",

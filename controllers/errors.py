@@ -1,16 +1,18 @@
-"""One exception family for controllers, inside essm_stream's (so the CLI reports it cleanly)."""
+"""One exception family for controllers, subclassing the built-ins a caller would expect.
+
+`controllers` is a leaf package (numpy only, see DESIGN.md): it does not import essm_stream, so these
+are not ESSMErrors. The CLI commands that call controllers translate a ControlError into the CLI's
+one-line error (essm_stream/commands/profile.py, control_eval.py).
+"""
 from __future__ import annotations
 
-from essm_stream.errors import ConfigError, ESSMError
 
-
-class ControlError(ESSMError):
+class ControlError(Exception):
     """Base class of every error raised on purpose by controllers."""
 
 
-class ControlConfigError(ControlError, ConfigError):
-    """A controller, reader or runner argument is unknown, of the wrong type or out of range
-    (a ValueError, and an essm_stream ConfigError)."""
+class ControlConfigError(ControlError, ValueError):
+    """A controller, reader or runner argument is unknown, of the wrong type or out of range."""
 
 
 class TelemetryError(ControlError, OSError):
@@ -18,4 +20,4 @@ class TelemetryError(ControlError, OSError):
 
 
 class ProfileError(ControlError, ValueError):
-    """A budget profile or sweep JSON is missing, malformed or inconsistent."""
+    """A budget profile, sweep JSON or trace file is missing, malformed or inconsistent."""

@@ -22,37 +22,71 @@ from .errors import ControlConfigError
 
 log = logging.getLogger(__name__)
 
-_SPIN = ("import os,sys,time\n"
-         "c=int(sys.argv[1]);T=float(sys.argv[2])\n"
-         "try: os.sched_setaffinity(0,{c})\n"
+_SPIN = ("import os,sys,time,tempfile\n"
+         "c=int(sys.argv[1]);T=float(sys.argv[2]);kind=sys.argv[3]\n"
+         "try: os.sched_setaffinity(0,{c}) if c>=0 else None\n"
          "except (AttributeError,OSError): pass\n"
          "end=time.monotonic()+T\n"
-         "if sys.argv[3]=='memory':\n"
+         "if kind=='memory':\n"
          "  a=bytearray(32<<20);b=bytearray(32<<20)\n"
          "  while time.monotonic()<end: b[:]=a\n"
+         "elif kind=='pagecache':\n"
+         "  blk=os.urandom(1<<20)\n"
+         "  with tempfile.TemporaryFile() as f:\n"
+         "    fd=f.fileno()\n"
+         "    while time.monotonic()<end:\n"
+         "      os.lseek(fd,0,0)\n"
+         "      for _ in range(48): os.write(fd,blk)\n"
+         "      os.fsync(fd)\n"
+         "      os.posix_fadvise(fd,0,0,os.POSIX_FADV_DONTNEED)\n"
+         "      os.lseek(fd,0,0)\n"
+         "      while os.read(fd,1<<20): pass\n"
          "else:\n"
          "  while time.monotonic()<end:\n"
          "    for _ in range(20000): pass\n")
-KINDS = ("spin", "memory")
+# spin: ALU busy loop; memory: 32 MiB memcpy loop (evicts caches); pagecache: write 48 MiB, fsync, drop
+# it from the page cache, read it back (kernel I/O work and cache pollution)
+KINDS = ("spin", "memory", "pagecache")
 
 
 class CpuLoad:
-    def __init__(self, *, core: int | None = 0, max_workers: int = 2, max_s: float = 60.0, kind: str = "spin"):
-        if kind not in KINDS:
+    def __init__(self, *, core: int | None = 0, max_workers: int = 2, max_s: float = 60.0, kind: str = "spin",
+                 nice: int = 0, script: str | None = None):
+        """`nice`: the workers' nice level (0..19); `script`: Python source to run instead of the
+        built-in loads, called as `python -c script CORE MAX_S KIND` (it must pin itself to CORE
+        when >= 0 and exit after MAX_S seconds), e.g. a second engine stepping back to back."""
+        if script is None and kind not in KINDS:
             raise ControlConfigError(f"kind={kind!r}, expected one of {KINDS} (spin: ALU busy loop; "
-                                     "memory: 32 MiB memcpy loop that also evicts caches)")
+                                     "memory: 32 MiB memcpy loop that also evicts caches; pagecache: file "
+                                     "write / fsync / drop / read loop)")
+        if script is not None and not isinstance(script, str):
+            raise ControlConfigError("script= must be Python source text")
         self.kind = kind
+        self.nice = _check.integer("nice", nice, lo=0, hi=19)
+        self.script = script
         self.core = _check.integer("core", core, lo=0, allow_none=True)
         self.max_workers = _check.integer("max_workers", max_workers, lo=1, hi=64)
         self.max_s = _check.number("max_s", max_s, lo=0, lo_open=True)
         self.level = 0
         self._procs: list[subprocess.Popen] = []
 
+    def _child_setup(self) -> None:
+        """In the worker, before exec: an ordinary (SCHED_OTHER) process at the chosen nice level,
+        even when the caller runs real-time (a SCHED_FIFO spinner would take the core outright)."""
+        try:
+            if os.sched_getscheduler(0) != os.SCHED_OTHER:
+                os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        except (AttributeError, OSError):
+            pass
+        if self.nice:
+            os.nice(self.nice)
+
     def start(self) -> "CpuLoad":
         core = -1 if self.core is None else self.core
         for _ in range(self.max_workers):
-            p = subprocess.Popen([sys.executable, "-c", _SPIN, str(core), str(self.max_s), self.kind],
-                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            p = subprocess.Popen([sys.executable, "-c", self.script or _SPIN, str(core), str(self.max_s), self.kind],
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                 preexec_fn=self._child_setup)
             os.kill(p.pid, signal.SIGSTOP)
             self._procs.append(p)
         self.level = 0

@@ -142,60 +142,100 @@ class BudgetProfile:
         return out
 
 
-def calibrate_latency(engine, ks=PROFILE_KS, *, steps: int = 200, rounds: int = 4, seed: int = 0,
-                      period_s: float | None = None, timer_ns=time.perf_counter_ns) -> dict:
-    """Time engine.step at every K: median and p99 latency (seconds) per K.
+def _probe_frame(stepper, x, seed: int):
+    """The frame to time with: `x` if given, else seeded Gaussian noise shaped from the stepper's
+    `batch` / `d_in` / `dtype` attributes (a StreamEngine has them)."""
+    if x is not None:
+        return x
+    d_in = getattr(stepper, "d_in", None)
+    if d_in is None:
+        raise ProfileError("calibrate_latency: pass x= (one input frame) for a stepper without a d_in attribute")
+    batch = getattr(stepper, "batch", 1)
+    shape = (batch, d_in) if batch and batch > 1 else (d_in,)
+    return np.random.default_rng(seed).standard_normal(shape).astype(getattr(stepper, "dtype", np.float32))
 
-    The budgets are visited in `rounds` interleaved passes of steps/rounds steps each so that a
-    slow drift of the machine (other processes, frequency) spreads over every K instead of biasing
-    one. The engine's state is snapshotted and restored around the calibration. With `period_s`
-    the steps are paced as in a periodic control loop (sleeping in between leaves caches and clock
-    colder, so a paced step is slower than a back-to-back one: calibrate in the regime you run).
+
+def time_steps(stepper, ks, *, steps: int = 200, rounds: int = 4, x=None, seed: int = 0,
+               period_s: float | None = None, warm_steps: int = 3, timer_ns=time.perf_counter_ns,
+               sleep=time.sleep) -> dict[int, np.ndarray]:
+    """Seconds per `stepper.step(x, K)` for every K: {K: array of `steps` samples}.
+
+    `stepper` is any object with step(x, K) (a StreamEngine, a KeywordSpotter's engine, a C engine
+    wrapper). The budgets are visited in `rounds` interleaved passes (forward, backward, ...) of
+    steps/rounds steps each, so a slow drift of the machine spreads over every K instead of biasing
+    one. When the stepper has snapshot() / restore() its state is restored afterwards; warmup() is
+    called when it exists. With `period_s` the steps are paced as in a periodic control loop
+    (sleeping in between leaves caches and clock colder: calibrate in the regime you run).
     """
+    if not callable(getattr(stepper, "step", None)):
+        raise ProfileError(f"calibrate_latency needs an object with step(x, K), got {type(stepper).__name__}")
+    rounds = _check.integer("rounds", rounds, lo=1)
     steps = _check.integer("steps", steps, lo=rounds)
-    ks = [int(k) for k in ks if 1 <= int(k) <= engine.k_max]
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((engine.batch, engine.d_in)).astype(engine.dtype)
-    snap = engine.snapshot()
-    engine.warmup()
-    samples = {k: [] for k in ks}
+    period_s = _check.number("period_s", period_s, lo=0, lo_open=True, allow_none=True)
+    k_max = getattr(stepper, "k_max", None)
+    ks = [_check.integer("ks[]", k, lo=1) for k in ks]
+    if k_max is not None:
+        ks = [k for k in ks if k <= k_max]
+    if not ks:
+        raise ProfileError(f"no budget in ks is within [1, {k_max}]")
+    x = _probe_frame(stepper, x, seed)
+    snap = stepper.snapshot() if callable(getattr(stepper, "snapshot", None)) else None
+    if callable(getattr(stepper, "warmup", None)):
+        stepper.warmup()
+    samples = {k: np.empty(0) for k in ks}
     per = max(1, steps // rounds)
-    for r in range(rounds):
-        for k in (ks if r % 2 == 0 else ks[::-1]):
-            for _ in range(3):               # touch the weights of this K before timing
-                engine.step(x, k)
-            nxt = time.perf_counter()
-            for _ in range(per):
-                if period_s:
-                    nxt += period_s
-                    wait = nxt - time.perf_counter()
-                    if wait > 0:
-                        time.sleep(wait)
-                t0 = timer_ns()
-                engine.step(x, k)
-                samples[k].append((timer_ns() - t0) * 1e-9)
-    engine.restore(snap)
-    med = [float(np.median(samples[k])) for k in ks]
-    # latency grows with K: enforce it so that noise does not make a larger K look cheaper
-    med = list(np.maximum.accumulate(med))
-    p99 = list(np.maximum.accumulate([float(np.percentile(samples[k], 99)) for k in ks]))
-    return {"K": ks, "latency_s": med, "latency_p99_s": p99}
+    buf = np.empty(per)
+    try:
+        for r in range(rounds):
+            for k in (ks if r % 2 == 0 else ks[::-1]):
+                for _ in range(warm_steps):          # touch the weights of this K before timing
+                    stepper.step(x, k)
+                nxt = time.perf_counter()
+                for i in range(per):
+                    if period_s:
+                        nxt += period_s
+                        wait = nxt - time.perf_counter()
+                        if wait > 0:
+                            sleep(wait)
+                    t0 = timer_ns()
+                    stepper.step(x, k)
+                    buf[i] = (timer_ns() - t0) * 1e-9
+                samples[k] = np.concatenate([samples[k], buf])
+    finally:
+        if snap is not None:
+            stepper.restore(snap)
+    return samples
 
 
-def build_profile(program, *, sweep: str | None = None, ks=PROFILE_KS, steps: int = 200,
-                  period_s: float | None = None, power_model=None, energy_source=None,
-                  dtype=np.float32) -> dict:
-    """Measure a budget profile for `program` on this machine (see module docstring).
+def calibrate_latency(stepper, ks=PROFILE_KS, *, steps: int = 200, rounds: int = 4, seed: int = 0,
+                      period_s: float | None = None, x=None, timer_ns=time.perf_counter_ns) -> dict:
+    """Median, mean and p99 step latency (seconds) per K of any object with step(x, K): the one
+    per-K latency profiler of the project (see `time_steps` for how it samples).
 
-    Energy per step: with `energy_source` (RAPL/hwmon/serial) the engine is run for a while at each
+    Returns {"K", "latency_s" (median, made non-decreasing in K so that noise never makes a larger
+    K look cheaper to a controller), "latency_raw_s" (the medians as measured), "latency_mean_s",
+    "latency_p99_s"}.
+    """
+    samples = time_steps(stepper, ks, steps=steps, rounds=rounds, x=x, seed=seed, period_s=period_s,
+                         timer_ns=timer_ns)
+    ks = list(samples)
+    raw = [float(np.median(samples[k])) for k in ks]
+    return {"K": ks, "latency_s": [float(v) for v in np.maximum.accumulate(raw)], "latency_raw_s": raw,
+            "latency_mean_s": [float(np.mean(samples[k])) for k in ks],
+            "latency_p99_s": [float(v) for v in np.maximum.accumulate([np.percentile(samples[k], 99) for k in ks])]}
+
+
+def build_profile(stepper, *, sweep: str | None = None, ks=PROFILE_KS, steps: int = 200,
+                  period_s: float | None = None, power_model=None, energy_source=None, x=None) -> dict:
+    """Measure a budget profile for `stepper` (any object with step(x, K), e.g. a StreamEngine built
+    from the program) on this machine (see module docstring).
+
+    Energy per step: with `energy_source` (RAPL/hwmon/serial) the stepper is run for a while at each
     K and the counter's delta per step is taken; otherwise `power_model.energy_per_step(latency)`
     (default PowerModel()): dynamic energy, the idle part being paid whatever K is.
     """
-    from essm_stream.engine import StreamEngine
-
     from .telemetry import PowerModel
-    eng = StreamEngine(program, batch=1, dtype=dtype)
-    cal = calibrate_latency(eng, ks, steps=steps, period_s=period_s)
+    cal = calibrate_latency(stepper, ks, steps=steps, period_s=period_s, x=x)
     ks = cal["K"]
     if sweep is not None:
         sk, sa = load_sweep_json(sweep)
@@ -205,25 +245,27 @@ def build_profile(program, *, sweep: str | None = None, ks=PROFILE_KS, steps: in
         acc = synthetic_accuracy(ks)
         acc_source = (f"synthetic: {SYNTH_A_INF} - ({SYNTH_A_INF} - {SYNTH_A_1}) exp(-(K-1)/{SYNTH_TAU})")
     if energy_source is not None:
-        energy = measure_energy_per_step(eng, ks, energy_source)
+        energy = measure_energy_per_step(stepper, ks, energy_source, x=_probe_frame(stepper, x, 0))
         e_source = type(energy_source).__name__
     else:
         pm = power_model or PowerModel()
         energy = [pm.energy_per_step(lat) for lat in cal["latency_s"]]
         e_source = f"power model: {pm.dyn_w} W x step latency (+ {pm.idle_w} W idle, not per step)"
+    dtype = getattr(stepper, "dtype", None)
     return {"K": ks, "accuracy": [float(a) for a in acc], "latency_s": cal["latency_s"],
-            "latency_p99_s": cal["latency_p99_s"], "energy_j": [float(e) for e in energy],
-            "source": {"accuracy": acc_source, "latency": f"median of {steps} engine steps per K" + (
+            "latency_p99_s": cal["latency_p99_s"],
+            "energy_j": [None if e is None else float(e) for e in energy],
+            "source": {"accuracy": acc_source, "latency": f"median of {steps} steps per K" + (
                            f", paced at {period_s * 1e3:g} ms" if period_s else ", back to back"),
                        "energy": e_source},
             "device": {"machine": platform.machine(), "processor": platform.processor() or None,
-                       "cpus": os.cpu_count(), "dtype": np.dtype(dtype).name,
+                       "cpus": os.cpu_count(), "dtype": None if dtype is None else np.dtype(dtype).name,
                        "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}}
 
 
-def measure_energy_per_step(engine, ks, source, *, seconds: float = 1.0) -> list[float | None]:
+def measure_energy_per_step(stepper, ks, source, *, x, seconds: float = 1.0) -> list[float | None]:
     """Energy per step at each K from a cumulative counter (read() -> {"energy_j", ...})."""
-    x = np.zeros((engine.batch, engine.d_in), dtype=engine.dtype)
+    engine = stepper
     out = []
     for k in ks:
         r0 = source.read()

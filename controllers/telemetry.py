@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import glob
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass, fields
@@ -37,6 +38,8 @@ class Telemetry:
     cpu_util: float | None = None       # system CPU utilisation in [0, 1]
     cpu_freq_hz: float | None = None
     psi_some_avg10: float | None = None  # % of time some task stalled on CPU (/proc/pressure/cpu)
+    psi_some_frac: float | None = None  # fraction of the last interval some task stalled (PSI total delta)
+    run_queue: float | None = None      # runnable tasks system-wide (/proc/stat procs_running)
     power_w: float | None = None
     energy_j: float | None = None       # cumulative energy counter (J)
 
@@ -91,6 +94,11 @@ class LatencyMeter:
         return None if self.deadline_s is None or not self.steps else self.overruns / self.steps
 
 
+def _finite(v: float, lo: float = 0.0, hi: float = math.inf) -> float | None:
+    """v if it is a finite number in [lo, hi], else None (unavailable, never a number)."""
+    return v if math.isfinite(v) and lo <= v <= hi else None
+
+
 def _read_text(path: str) -> str | None:
     try:
         with open(path) as f:
@@ -106,7 +114,11 @@ class CpuMonitor:
     `read()` -> {"cpu_util", "cpu_freq_hz", "psi_some_avg10"}, each None when unavailable; files are
     read at most every `min_interval_s` (cached in between) so calling it every step is cheap.
     `cpus`: restrict utilisation and frequency to these CPU numbers (e.g. the engine's core).
+    Also `run_queue` (procs_running in /proc/stat) and `psi_some_frac` (fraction of the interval
+    since the last read in which some task stalled on CPU, from the PSI `total=` µs counter): the
+    fast leading indicators of co-running load (avg10 is a 10 s average).
     """
+    FIELDS = ("cpu_util", "cpu_freq_hz", "psi_some_avg10", "psi_some_frac", "run_queue")
 
     def __init__(self, *, proc_root: str = "/proc", sys_root: str = "/sys", cpus=None,
                  min_interval_s: float = 0.05, clock=None):
@@ -116,8 +128,10 @@ class CpuMonitor:
         self.clock = _check.clock_like("clock", clock)
         self._prev: dict[str, tuple[int, int]] | None = None
         self._last_t: float | None = None
-        self._cached = {"cpu_util": None, "cpu_freq_hz": None, "psi_some_avg10": None}
+        self._cached = dict.fromkeys(self.FIELDS)
         self.reason: dict[str, str] = {}
+        self._runq: float | None = None
+        self._psi_prev: tuple[float, float] | None = None     # (time s, total µs)
 
     def _stat(self) -> dict[str, tuple[int, int]] | None:
         text = _read_text(os.path.join(self.proc_root, "stat"))
@@ -126,12 +140,21 @@ class CpuMonitor:
             return None
         out = {}
         for line in text.splitlines():
+            if line.startswith("procs_running"):
+                parts = line.split()
+                self._runq = float(parts[1]) if len(parts) == 2 and parts[1].isdigit() else None
+                continue
             if not line.startswith("cpu"):
                 continue
             name, *vals = line.split()
+            if len(vals) < 4:                         # a short line (issue #11, item 13): unavailable
+                self.reason["cpu_util"] = f"/proc/stat line {name!r} has {len(vals)} fields, need >= 4"
+                continue
             try:
                 v = [int(x) for x in vals[:8]]
             except ValueError:
+                continue
+            if any(x < 0 for x in v):
                 continue
             idle = v[3] + (v[4] if len(v) > 4 else 0)    # idle + iowait
             out[name] = (sum(v), idle)
@@ -160,7 +183,7 @@ class CpuMonitor:
             paths = glob.glob(os.path.join(self.sys_root, "devices/system/cpu/cpu[0-9]*/cpufreq/scaling_cur_freq"))
         else:
             paths = [os.path.join(self.sys_root, f"devices/system/cpu/cpu{c}/cpufreq/scaling_cur_freq") for c in cpus]
-        khz = [float(t) for t in (_read_text(p) for p in paths) if t and t.strip().isdigit()]
+        khz = [float(t) for t in (_read_text(p) for p in paths) if t and t.strip().isdigit() and 0 < int(t) < 1e8]
         if khz:
             return 1e3 * sum(khz) / len(khz)
         text = _read_text(os.path.join(self.proc_root, "cpuinfo"))
@@ -168,37 +191,52 @@ class CpuMonitor:
         for line in (text or "").splitlines():
             if line.lower().startswith("cpu mhz"):
                 try:
-                    mhz.append(float(line.split(":")[1]))
+                    v = _finite(float(line.split(":")[1]), 1.0, 1e5)
                 except (IndexError, ValueError):
-                    pass
+                    v = None
+                if v is not None:
+                    mhz.append(v)
         if mhz:
             return 1e6 * sum(mhz) / len(mhz)
         self.reason["cpu_freq_hz"] = "no cpufreq sysfs and no 'cpu MHz' in /proc/cpuinfo"
         return None
 
-    def _psi(self) -> float | None:
+    def _psi(self, now: float) -> tuple[float | None, float | None]:
+        """(some avg10 %, some stall fraction since the last read)."""
         text = _read_text(os.path.join(self.proc_root, "pressure/cpu"))
         if text is None:
             self.reason["psi_some_avg10"] = "no /proc/pressure/cpu (kernel without CONFIG_PSI or psi=0)"
-            return None
+            return None, None
+        avg10 = total = None
         for line in text.splitlines():
             if line.startswith("some"):
                 for kv in line.split()[1:]:
                     k, _, v = kv.partition("=")
-                    if k == "avg10":
-                        try:
-                            return float(v)
-                        except ValueError:
-                            break
-        self.reason["psi_some_avg10"] = "unparseable /proc/pressure/cpu"
-        return None
+                    try:
+                        if k == "avg10":
+                            avg10 = _finite(float(v), 0.0, 100.0)
+                        elif k == "total":
+                            total = float(int(v))
+                    except ValueError:
+                        pass
+        if avg10 is None:
+            self.reason["psi_some_avg10"] = "unparseable /proc/pressure/cpu"
+        frac = None
+        if total is not None:
+            prev, self._psi_prev = self._psi_prev, (now, total)
+            if prev is not None and now > prev[0] and total >= prev[1]:
+                frac = min(1.0, (total - prev[1]) * 1e-6 / (now - prev[0]))
+        return avg10, frac
 
     def read(self) -> dict:
         now = self.clock.now()
         if self._last_t is not None and now - self._last_t < self.min_interval_s:
             return dict(self._cached)
         self._last_t = now
-        self._cached = {"cpu_util": self._util(), "cpu_freq_hz": self._freq(), "psi_some_avg10": self._psi()}
+        util = self._util()
+        avg10, frac = self._psi(now)
+        self._cached = {"cpu_util": util, "cpu_freq_hz": self._freq(), "psi_some_avg10": avg10,
+                        "psi_some_frac": frac, "run_queue": self._runq}
         return dict(self._cached)
 
 
@@ -210,16 +248,26 @@ class _CounterUnwrap:
         self.last: int | None = None
         self.total = 0
         self.wraps = 0
+        self.glitches = 0
 
-    def update(self, raw: int) -> int:
+    def update(self, raw: int, max_delta: float | None = None) -> int:
+        """`max_delta`: the largest physically possible increase since the last read (counter
+        units); a step back that would need more than that to be a wrap is a glitch, and so is a
+        forward jump above it: both are skipped and counted in `glitches` (issue #11, item 10)."""
         if self.last is not None:
             d = raw - self.last
             if d < 0:
-                if self.max_range:
+                if self.max_range and (max_delta is None or d + self.max_range <= max_delta):
                     d += self.max_range          # wrapped once (RAPL's max_energy_range_uj)
                     self.wraps += 1
                 else:
-                    d = 0                        # counter reset, range unknown: skip the sample
+                    # a small step back is a glitch, not a wrap (adding the range would book
+                    # +262 kJ on a package); with the range unknown it is a reset: skip the sample
+                    d = 0
+                    self.glitches += 1
+            elif max_delta is not None and d > max_delta:
+                d = 0
+                self.glitches += 1
             self.total += d
         self.last = raw
         return self.total
@@ -235,8 +283,9 @@ class RaplReader:
     `zones`: restrict to these zone directory names (e.g. ["intel-rapl:0"]).
     """
 
-    def __init__(self, root: str = "/sys/class/powercap", *, zones=None, clock=None):
+    def __init__(self, root: str = "/sys/class/powercap", *, zones=None, max_power_w: float = 1000.0, clock=None):
         self.root = root
+        self.max_power_w = _check.number("max_power_w", max_power_w, lo=0, lo_open=True)
         self.clock = _check.clock_like("clock", clock)
         self.reason: str | None = None
         self._zones: list[tuple[str, _CounterUnwrap]] = []
@@ -265,6 +314,11 @@ class RaplReader:
         return bool(self._zones)
 
     @property
+    def glitches(self) -> int:
+        """Counter readings skipped as implausible (a step back that is not a wrap, a jump)."""
+        return sum(c.glitches for _, c in self._zones)
+
+    @property
     def zones(self) -> list[str]:
         return [n for n, _ in self._zones]
 
@@ -274,7 +328,10 @@ class RaplReader:
             p = os.path.join(self.root, n, "energy_uj")
             try:
                 with open(p) as f:
-                    vals.append(int(f.read()))
+                    v = int(f.read())
+                if v < 0:
+                    raise ValueError(f"negative counter {v}")
+                vals.append(v)
             except PermissionError:
                 self.reason = f"{p} is readable by root only (kernel >= 5.10); run as root or chmod it"
                 return None
@@ -290,7 +347,8 @@ class RaplReader:
         if raw is None:
             return None
         t = self.clock.now()
-        e_j = sum(c.update(r) for (_, c), r in zip(self._zones, raw)) * 1e-6
+        max_uj = None if self._last is None else self.max_power_w * max(t - self._last[0], 1e-3) * 1e6
+        e_j = sum(c.update(r, max_uj) for (_, c), r in zip(self._zones, raw)) * 1e-6
         power = None
         if self._last is not None and t > self._last[0]:
             power = (e_j - self._last[1]) / (t - self._last[0])
@@ -347,21 +405,24 @@ class HwmonPowerReader:
     def available(self) -> bool:
         return bool(self._sensors)
 
+    MAX_CHANNEL_W = 10_000.0     # a reading above this (per channel) is a glitch, not a power
+
     def power_w(self) -> float | None:
+        """Summed power in W, or None when any channel is missing, unparseable, non-finite,
+        negative or above MAX_CHANNEL_W (issue #11, item 13: "inf", "1e30", "-5" are unavailable)."""
         total = 0.0
         for a, b in self._sensors:
             try:
                 va = float(_read_text(a) or "nan")
-                if b is None:
-                    total += va * 1e-6                 # µW
-                else:
-                    total += va * 1e-3 * float(_read_text(b) or "nan") * 1e-3   # mV × mA
+                w = va * 1e-6 if b is None else va * 1e-3 * float(_read_text(b) or "nan") * 1e-3  # µW | mV × mA
             except ValueError:
                 self.reason = f"unparseable reading in {a}"
                 return None
-        if total != total:                             # NaN: a file vanished
-            self.reason = "a hwmon channel could not be read"
-            return None
+            if not math.isfinite(w) or w < 0 or w > self.MAX_CHANNEL_W \
+                    or (b is not None and va < 0):
+                self.reason = f"implausible or missing reading in {a}"
+                return None
+            total += w
         return total
 
     def read(self) -> dict | None:
@@ -394,13 +455,26 @@ class PowerModel:
         self._t0 = self.clock.now()
         self._busy_s = 0.0
         self._last: tuple[float, float] | None = None
+        self.rejected = 0
+
+    MAX_STEP_S = 3600.0
 
     def on_step(self, k: int, latency_s: float) -> None:
-        self._busy_s += max(0.0, float(latency_s))
+        """Add one step's busy time; a latency that is not a finite number in [0, MAX_STEP_S] is
+        rejected (counted in `rejected`, issue #11 item 13) instead of poisoning the energy."""
+        try:
+            v = float(latency_s)
+        except (TypeError, ValueError):
+            v = math.nan
+        if not (math.isfinite(v) and 0.0 <= v <= self.MAX_STEP_S):
+            self.rejected += 1
+            return
+        self._busy_s += v
 
     def energy_per_step(self, latency_s: float) -> float:
         """Dynamic energy of one step of this latency (the idle part is paid whatever K is)."""
-        return self.dyn_w * latency_s
+        v = _check.number("latency_s", latency_s, lo=0, hi=self.MAX_STEP_S)
+        return self.dyn_w * v
 
     def read(self) -> dict:
         t = self.clock.now()

@@ -19,6 +19,8 @@ from .fileio import atomic_write_bytes  # noqa: F401  (re-exported: callers impo
 
 FORMAT = "essm-stream-checkpoint"
 VERSION = 1
+MAX_CHECKPOINT_BYTES = 16 << 30   # larger files are refused before they are read (docs/RELIABILITY.md)
+MAX_HEADER_BYTES = 64 << 20
 
 
 def save_checkpoint(path, model, optimizer=None, scheduler=None, train_state: dict | None = None) -> None:
@@ -56,12 +58,12 @@ def _json_default(o):
 
 def read_checkpoint(path) -> tuple[dict, dict[str, Any]]:
     """(tensors, metadata) after checking the format; raises ProgramError naming what is wrong."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load
-
     path = Path(path)
     if not path.is_file():
         raise ProgramError(f"checkpoint {str(path)!r} does not exist")
+    _check_header(path)          # size, header and format first: a wrong file is not read whole
+    from safetensors import SafetensorError
+    from safetensors.torch import load
     data = path.read_bytes()
     try:
         tensors = load(data)
@@ -75,11 +77,39 @@ def read_checkpoint(path) -> tuple[dict, dict[str, Any]]:
     if meta.get("version") != str(VERSION):
         raise ProgramError(f"{str(path)!r} has checkpoint version {meta.get('version')!r}; this build reads {VERSION}")
     try:
-        cfg = ESSMConfig.from_dict(json.loads(meta["config"]))
-        train = json.loads(meta.get("train", "{}"))
-    except (KeyError, json.JSONDecodeError, ConfigError) as e:
+        from .program import json_loads_bounded
+        cfg = ESSMConfig.from_dict(json_loads_bounded(meta["config"], "checkpoint config"))
+        train = json_loads_bounded(meta.get("train", "{}"), "checkpoint training state")
+    except (KeyError, ConfigError, ProgramError) as e:
         raise ProgramError(f"{str(path)!r} has a bad config in its metadata: {e}") from None
     return tensors, {"config": cfg, "train": train}
+
+
+def _check_header(path: Path) -> None:
+    """Refuse a file that is too large or whose safetensors header does not name this format,
+    reading only the header (8-byte length + JSON)."""
+    import struct
+
+    from .program import json_loads_bounded
+    size = path.stat().st_size
+    if size > MAX_CHECKPOINT_BYTES:
+        raise ProgramError(f"{str(path)!r} is {size} bytes; checkpoints are at most {MAX_CHECKPOINT_BYTES} "
+                           "(essm_stream.checkpoint.MAX_CHECKPOINT_BYTES)")
+    with open(path, "rb") as f:
+        head = f.read(8)
+        n = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
+        if not 0 < n <= min(MAX_HEADER_BYTES, size - 8):
+            raise ProgramError(f"{str(path)!r} is not a readable safetensors checkpoint (header length {n}, "
+                               f"file {size} bytes)")
+        raw = f.read(n)
+    try:
+        header = json_loads_bounded(raw.decode("utf-8"), f"{str(path)!r}: safetensors header", max_depth=4)
+    except UnicodeDecodeError:
+        raise ProgramError(f"{str(path)!r} is not a readable safetensors checkpoint (header is not UTF-8)") from None
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    fmt = meta.get("format") if isinstance(meta, dict) else None
+    if fmt != FORMAT:
+        raise ProgramError(f"{str(path)!r} is not an essm-stream checkpoint (format={fmt!r:.60})")
 
 
 def load_checkpoint(path, device="cpu"):

@@ -6,6 +6,7 @@ must read it without importing torch.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -17,6 +18,13 @@ HEADS = ("step", "mean")
 # Which of the paper's two mechanisms (§6.1) each ablation variant switches on.
 VARIANT_GATE = {"essm": True, "base": False, "gate_only": True, "dropout_only": False}
 VARIANT_BUDGET_DROPOUT = {"essm": True, "base": False, "gate_only": False, "dropout_only": True}
+
+# Upper bounds of every size (docs/RELIABILITY.md): far above any model this project trains (the
+# paper's largest is d_model 256, L 1024), low enough that a hostile config cannot ask for TiB.
+# The engine also checks its total memory before allocating (StreamEngine(max_bytes=...)).
+LIMITS = {"d_in": 1 << 16, "d_out": 1 << 16, "d_model": 1 << 13, "n_layers": 256, "seq_len": 1 << 16,
+          "k_max": 1 << 12, "d_gate": 1 << 13, "mlp_ratio": 64, "pool_window": 1 << 16}
+EPS_MAX = 0.1   # ln_eps and gate_eps are in (0, EPS_MAX]: larger ones flatten LayerNorm / the gate
 
 
 @dataclass(frozen=True)
@@ -43,13 +51,19 @@ class ESSMConfig:
             want = {"int": int, "float": float, "str": str, "bool": bool}[f.type]
             ok = isinstance(v, want) and not (want is int and isinstance(v, bool))
             if want is float and isinstance(v, int) and not isinstance(v, bool):
-                object.__setattr__(self, f.name, float(v))
+                try:
+                    object.__setattr__(self, f.name, float(v))
+                except OverflowError:
+                    raise ConfigError(f"ESSMConfig.{f.name} = {str(v)[:24]}... is out of range") from None
                 ok = True
             if not ok:
                 raise ConfigError(f"ESSMConfig.{f.name} must be {f.type}, got {type(v).__name__} {v!r}")
-        for name in ("d_in", "d_out", "d_model", "n_layers", "seq_len", "k_max", "d_gate", "mlp_ratio", "pool_window"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"ESSMConfig.{name} must be >= 1, got {getattr(self, name)}")
+        for name, hi in LIMITS.items():
+            if not 1 <= getattr(self, name) <= hi:
+                raise ConfigError(f"ESSMConfig.{name} must be in [1, {hi}], got {getattr(self, name)}")
+        for name in ("dropout", "ln_eps", "gate_eps"):
+            if not math.isfinite(getattr(self, name)):
+                raise ConfigError(f"ESSMConfig.{name} must be finite, got {getattr(self, name)}")
         if self.k_max > self.seq_len:
             raise ConfigError(f"ESSMConfig.k_max={self.k_max} cannot exceed seq_len={self.seq_len}: "
                               "Z (L x L) has only L eigenvectors")
@@ -59,8 +73,9 @@ class ESSMConfig:
             raise ConfigError(f"ESSMConfig.head must be one of {HEADS}, got {self.head!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"ESSMConfig.dropout must be in [0, 1), got {self.dropout}")
-        if self.ln_eps <= 0 or self.gate_eps <= 0:
-            raise ConfigError("ESSMConfig.ln_eps and gate_eps must be > 0")
+        for name in ("ln_eps", "gate_eps"):
+            if not 0.0 < getattr(self, name) <= EPS_MAX:
+                raise ConfigError(f"ESSMConfig.{name} must be in (0, {EPS_MAX}], got {getattr(self, name)}")
 
     @property
     def gated(self) -> bool:
@@ -78,21 +93,10 @@ class ESSMConfig:
         if not isinstance(d, dict):
             raise ConfigError(f"ESSMConfig.from_dict needs a dict, got {type(d).__name__}")
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
+        unknown = sorted(map(str, set(d) - known))
         if unknown:
             raise ConfigError(f"unknown ESSMConfig keys {unknown}; known keys are {sorted(known)}")
         try:
             return cls(**d)
         except TypeError as e:  # a required key is missing
             raise ConfigError(f"ESSMConfig: {e}") from None
-
-
-def check_budget_int(K: Any, k_max: int) -> int:
-    """Validate a scalar budget and return it as int."""
-    import numbers
-    if isinstance(K, bool) or not isinstance(K, numbers.Integral):
-        raise ConfigError(f"budget K must be an int in [1, {k_max}], got {type(K).__name__} {K!r}")
-    if not 1 <= int(K) <= k_max:
-        from .errors import BudgetError
-        raise BudgetError(f"budget K={int(K)} is out of range [1, {k_max}]")
-    return int(K)

@@ -3,15 +3,25 @@
 All streaming state lives here, preallocated at construction (RTNeural, mamba InferenceParams)
 in the sections `layout.Layout` plans: the per-layer input history as a doubled ring buffer (each
 frame written at p and p + L, so the window is one contiguous slice), the ring of past outputs for
-the pooled head, the ring position and step count, and the scratch the kernel works in. A step crosses into numba once: every layer
-of every stream runs in compiled code (`kernels.stream_run`) and nothing is allocated.
+the pooled head, the ring position and step count, and the scratch the kernel works in. A step
+crosses into numba once: every layer of every stream runs in compiled code (`kernels.stream_run`)
+and nothing is allocated.
 
 Budgets: K is an int, or per stream (B,); in `run` also per step (T,) or (T, B). Changing K takes
 effect at that step; the history is never reset, and since the raw inputs are kept, channels
 switched back on later are exact. Channels above K are neither convolved nor mixed.
 
-Bad input (wrong shape or dtype, K out of range, NaN/Inf) raises before any state changes, or,
-with nan_policy="zero", non-finite input values are read as 0 (counted in `replaced_inputs`).
+Bad input (wrong shape or dtype, K out of range, NaN/Inf, a wrong `out=`) raises before any state
+changes, or, with nan_policy="zero", non-finite input values are read as 0 (counted in
+`replaced_inputs`). A frame whose values overflow inside the step (a finite but huge input, e.g.
+3e38 in float32) is taken back, so the state is as before that frame: nan_policy="raise" raises
+NonFiniteOutputError; nan_policy="zero" outputs zeros for it and counts it in `skipped_frames`.
+
+Threads: one engine belongs to one thread at a time. A call that finds another call of the same
+engine in progress raises ConcurrentUseError (nothing is changed) instead of silently mixing two
+streams' updates; give each thread its own engine (they share the program). Reading what step()
+returned is not a call: copy it before the next step (it is a read-only view that the next step
+overwrites).
 
 Torch-free: importing this module imports numpy, numba and the package's torch-free modules only.
 """
@@ -24,20 +34,31 @@ import numpy as np
 
 from . import kernels as _k
 from . import layout as _lo
-from .errors import BudgetError, NonFiniteInputError, ShapeError, ConfigError
+from .errors import BudgetError, ConfigError, ESSMError, NonFiniteInputError, ShapeError
 from .program import StreamProgram
 
-__all__ = ["StreamEngine", "EngineState", "warmup"]
+__all__ = ["StreamEngine", "EngineState", "warmup", "NonFiniteOutputError", "ConcurrentUseError",
+           "DEFAULT_MAX_BYTES"]
 
 NAN_POLICIES = ("raise", "zero")
+DEFAULT_MAX_BYTES = 2 << 30   # an engine that would need more memory than this is refused (max_bytes=)
+
+
+class NonFiniteOutputError(ESSMError, FloatingPointError):
+    """A step overflowed (NaN/Inf inside the model from finite input); the state is as before that frame."""
+
+
+class ConcurrentUseError(ESSMError, RuntimeError):
+    """An engine was called from a second thread while a call was in progress; nothing was changed."""
 
 
 @dataclass(frozen=True)
 class EngineState:
-    """A copy of everything that evolves while streaming (see StreamEngine.snapshot).
+    """A copy of everything that evolves while streaming (see StreamEngine.snapshot); read-only arrays.
 
     state: the engine's state vector (sections of `layout.STATE`, at `sections`: name -> (offset, size));
-    ist: ring position, step count, pool position and counters."""
+    ist: ring position, step count, pool position and counters; fingerprint: (program weights digest,
+    batch, dtype, weight-vector length) of the engine it came from."""
     state: np.ndarray
     ist: np.ndarray
     batch: int
@@ -60,24 +81,33 @@ class EngineState:
         return self.section("pool")
 
 
+def _readonly(a: np.ndarray) -> np.ndarray:
+    v = a.view()
+    v.flags.writeable = False
+    return v
+
+
 class StreamEngine:
     """Step a StreamProgram over `batch` independent streams in float32 or float64.
 
     eng.step(x_t, K) -> y_t      x_t (B, d_in), or (d_in,) when batch=1; y_t mirrors it.
-                                 Returns a view of the engine's output buffer, overwritten by the
-                                 next step (nothing allocates per step): copy it to keep it, or
-                                 pass out=.
+                                 Returns a READ-ONLY VIEW of the engine's output buffer that the
+                                 next step overwrites (nothing allocates per step): copy it to keep
+                                 it (`y.copy()`), or pass out= (validated before anything runs).
     eng.run(X, K) -> Y           X (T, d_in) (batch=1) or (T, B, d_in): one call for T frames,
-                                 bit-for-bit the same as T calls of step.
-    eng.reset(); s = eng.snapshot(); eng.restore(s)
+                                 bit-for-bit the same as T calls of step; Y is a fresh array.
+    eng.reset(); s = eng.snapshot(); eng.restore(s)   (restore validates every field of s)
+
+    max_bytes: the engine's total memory (weights, state, scratch) is computed before anything is
+    allocated and refused above this (default DEFAULT_MAX_BYTES; None: no limit).
     """
 
     def __init__(self, program: StreamProgram, batch: int = 1, dtype=np.float32,
-                 nan_policy: str = "raise", kernel: str = "numba"):
+                 nan_policy: str = "raise", kernel: str = "numba", max_bytes: int | None = DEFAULT_MAX_BYTES):
         if not isinstance(program, StreamProgram):
             raise ConfigError(f"StreamEngine needs a StreamProgram (StreamProgram.load(path)), got {type(program).__name__}")
-        if isinstance(batch, bool) or not isinstance(batch, numbers.Integral) or batch < 1:
-            raise ConfigError(f"batch must be an int >= 1, got {batch!r}")
+        if isinstance(batch, bool) or not isinstance(batch, numbers.Integral) or not 1 <= batch <= 1 << 20:
+            raise ConfigError(f"batch must be an int in [1, {1 << 20}], got {batch!r}")
         dt = np.dtype(dtype)
         if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
             raise ConfigError(f"dtype must be np.float32 or np.float64, got {dt}")
@@ -96,6 +126,12 @@ class StreamEngine:
             self._kernel = stream_run_ref
         B = self.batch
         self.layout = lay = _lo.Layout(cfg, B, program.spectral)     # spectral: exact FIR or LDS ladder
+        need = dt.itemsize * (lay.n_w + lay.state_len + B * lay.work_len + 2 * B * (cfg.d_in + cfg.d_out))
+        if max_bytes is not None and need > max_bytes:
+            raise ConfigError(f"this engine would need {need / 2**20:.1f} MiB (program {program!r}, batch={B}, "
+                              f"{dt.name}), more than max_bytes={max_bytes / 2**20:.1f} MiB; pass a larger max_bytes "
+                              "if that is intended")
+        self.nbytes = need
         self._lay, self._off = lay.lay, lay.off
         self._W = lay.pack(program.arrays, dt)
         # state
@@ -104,12 +140,12 @@ class StreamEngine:
         self._work = np.zeros(B * lay.work_len, dtype=dt)
         self._sections = tuple((name, (int(lay.lay[_lo.LAY.index("st_" + name)]), n))
                                for name, n in lay.state_sizes.items())
-        # step buffers (so that step allocates nothing)
+        # step buffers (so that step allocates nothing); step returns read-only views of _y1
         self._x1 = np.zeros((1, B, cfg.d_in), dtype=dt)
         self._K1 = np.zeros((1, B), dtype=np.int64)
         self._y1 = np.zeros((1, B, cfg.d_out), dtype=dt)
-        self._x1_b, self._y1_b = self._x1[0], self._y1[0]
-        self._x1_v, self._y1_v = self._x1[0, 0], self._y1[0, 0]
+        self._x1_b, self._y1_b = self._x1[0], _readonly(self._y1[0])
+        self._x1_v, self._y1_v = self._x1[0, 0], _readonly(self._y1[0, 0])
         self._nan_zero = nan_policy == "zero"
         # step() passes the same objects every call (state is updated in place), so build the
         # argument tuple once: a step is then one shape/dtype check, two copies and the call
@@ -118,7 +154,11 @@ class StreamEngine:
         self._k_max = int(cfg.k_max)
         self._shape_b = (B, cfg.d_in)
         self._shape_v = (cfg.d_in,) if B == 1 else None
-        self._fingerprint = (id(program), B, dt.str, self._W.shape[0])
+        self._fingerprint = (program.weights_digest, B, dt.str, int(self._W.shape[0]))
+        # one call at a time: a one-item list used as a token; list.pop / list.append are atomic in
+        # CPython (free-threaded builds lock the list), and cost ~0.1 µs a pair where a
+        # threading.Lock acquire(False)/release pair measured ~0.4 µs here (docs/RELIABILITY.md)
+        self._token = [True]
 
     # -- properties ---------------------------------------------------------------------------
     @property
@@ -143,9 +183,22 @@ class StreamEngine:
         """Non-finite input values read as 0 under nan_policy='zero' since the last reset."""
         return int(self._ist[_lo.IST_NREPLACED])
 
+    @property
+    def skipped_frames(self) -> int:
+        """Frames that overflowed and were taken back (outputs 0) under nan_policy='zero' since the last reset."""
+        return int(self._ist[_lo.IST_SKIPPED])
+
     def __repr__(self) -> str:
         return (f"StreamEngine({self.program!r}, batch={self.batch}, dtype={self.dtype.name}, "
                 f"nan_policy={self.nan_policy!r}, steps={self.steps})")
+
+    # -- one call at a time -------------------------------------------------------------------
+    def _acquire(self) -> None:
+        try:
+            self._token.pop()
+        except IndexError:
+            raise ConcurrentUseError("this StreamEngine is in use by another thread (a call is in progress); "
+                                     "nothing was changed. Give each thread its own engine.") from None
 
     # -- stepping -----------------------------------------------------------------------------
     def _check_frame_array(self, x, what: str) -> None:
@@ -169,45 +222,61 @@ class StreamEngine:
                           f"{getattr(K, 'dtype', '')} {getattr(K, 'shape', K)!r}")
 
     def step(self, x_t, K, out: np.ndarray | None = None) -> np.ndarray:
-        """One frame of every stream at budget K (int or (B,) ints) -> the output frame."""
-        # fast path (the common call: an int K in range, an ndarray frame of the engine's dtype
-        # and shape); anything else takes the checking path below, which explains what is wrong
-        if type(K) is int and 1 <= K <= self._k_max and type(x_t) is np.ndarray \
-                and x_t.dtype == self.dtype and out is None:
-            shp = x_t.shape
-            if shp == self._shape_b:
-                np.copyto(self._x1_b, x_t)
+        """One frame of every stream at budget K (int or (B,) ints) -> the output frame.
+
+        Returns a read-only view of the engine's output buffer, overwritten by the next step:
+        `ys.append(eng.step(x, K).copy())` to collect outputs. With out= (an array of the engine's
+        dtype and exactly the output's shape) the frame is copied there and out is returned; a
+        wrong out raises before the step runs."""
+        try:
+            self._token.pop()          # one call at a time (inlined _acquire: this is the hot path)
+        except IndexError:
+            self._acquire()            # raises ConcurrentUseError
+        try:
+            # fast path (the common call: an int K in range, an ndarray frame of the engine's dtype
+            # and shape); anything else takes the checking path below, which explains what is wrong
+            if type(K) is int and 1 <= K <= self._k_max and type(x_t) is np.ndarray \
+                    and x_t.dtype == self.dtype and out is None:
+                shp = x_t.shape
+                if shp == self._shape_b:
+                    np.copyto(self._x1_b, x_t)
+                    ret = self._y1_b
+                elif shp == self._shape_v:
+                    np.copyto(self._x1_v, x_t)
+                    ret = self._y1_v
+                else:
+                    ret = None
+                if ret is not None:
+                    self._K1.fill(K)
+                    status = self._kernel(*self._step_args)   # NaN/Inf checked in the kernel first
+                    if status != _k.OK:
+                        self._raise(status, self._K1)
+                    return ret
+            self._check_frame_array(x_t, "x_t")
+            B, d_in = self.batch, self.cfg.d_in
+            if x_t.shape == (B, d_in):
                 ret = self._y1_b
-            elif shp == self._shape_v:
-                np.copyto(self._x1_v, x_t)
+            elif B == 1 and x_t.shape == (d_in,):
                 ret = self._y1_v
             else:
-                ret = None
-            if ret is not None:
-                self._K1.fill(K)
-                status = self._kernel(*self._step_args)   # NaN/Inf checked in the kernel first
-                if status != _k.OK:
-                    self._raise(status, self._K1)
-                return ret
-        self._check_frame_array(x_t, "x_t")
-        B, d_in = self.batch, self.cfg.d_in
-        if x_t.shape == (B, d_in):
-            np.copyto(self._x1_b, x_t)
-            ret = self._y1_b
-        elif B == 1 and x_t.shape == (d_in,):
-            np.copyto(self._x1_v, x_t)
-            ret = self._y1_v
-        else:
-            want = f"({B}, {d_in})" + (f" or ({d_in},)" if B == 1 else "")
-            raise ShapeError(f"x_t has shape {x_t.shape}, expected {want}")
-        self._set_step_budget(K)
-        status = self._kernel(*self._step_args)
-        if status != _k.OK:
-            self._raise(status, self._K1)
-        if out is not None:
-            np.copyto(out, ret)
-            return out
-        return ret
+                want = f"({B}, {d_in})" + (f" or ({d_in},)" if B == 1 else "")
+                raise ShapeError(f"x_t has shape {x_t.shape}, expected {want}")
+            if out is not None and (not isinstance(out, np.ndarray) or out.shape != ret.shape
+                                    or out.dtype != self.dtype or not out.flags.writeable):
+                raise ShapeError(f"out must be a writeable {self.dtype.name} array of shape {ret.shape} (the "
+                                 f"output frame's), got {type(out).__name__} {getattr(out, 'dtype', '')} "
+                                 f"{getattr(out, 'shape', '')}; nothing was changed")
+            self._set_step_budget(K)
+            np.copyto(self._x1_b if ret is self._y1_b else self._x1_v, x_t)
+            status = self._kernel(*self._step_args)
+            if status != _k.OK:
+                self._raise(status, self._K1)
+            if out is not None:
+                np.copyto(out, ret)
+                return out
+            return ret
+        finally:
+            self._token.append(True)
 
     def _budgets_for_block(self, K, T: int) -> np.ndarray:
         B, Kb = self.batch, self.cfg.k_max
@@ -235,33 +304,38 @@ class StreamEngine:
         K: int, (T,) per step, (B,) per stream, or (T, B). A 1-D K whose length is both T and B
         is read as per step. Returns (T, d_out) or (T, B, d_out).
         """
-        self._check_frame_array(X, "X")
-        B, d_in = self.batch, self.cfg.d_in
-        if X.ndim == 3 and X.shape[1:] == (B, d_in):
-            X3, squeeze = X, False
-        elif X.ndim == 2 and B == 1 and X.shape[1] == d_in:
-            X3, squeeze = X.reshape(X.shape[0], 1, d_in), True
-        else:
-            want = f"(T, {B}, {d_in})" + (f" or (T, {d_in})" if B == 1 else "")
-            raise ShapeError(f"X has shape {X.shape}, expected {want}")
-        T = X3.shape[0]
-        Ks = self._budgets_for_block(K, T)
-        X3 = np.ascontiguousarray(X3)
-        if out is None:
-            Y = np.empty((T, B, self.cfg.d_out), dtype=self.dtype)
-        else:
-            want_shape = (T, self.cfg.d_out) if squeeze else (T, B, self.cfg.d_out)
-            if not isinstance(out, np.ndarray) or out.shape != want_shape or out.dtype != self.dtype \
-                    or not out.flags.c_contiguous:
-                raise ShapeError(f"out must be a C-contiguous {self.dtype.name} array of shape {want_shape}")
-            Y = out.reshape(T, B, self.cfg.d_out)
-        if T == 0:
+        self._acquire()
+        try:
+            self._check_frame_array(X, "X")
+            B, d_in = self.batch, self.cfg.d_in
+            if X.ndim == 3 and X.shape[1:] == (B, d_in):
+                X3, squeeze = X, False
+            elif X.ndim == 2 and B == 1 and X.shape[1] == d_in:
+                X3, squeeze = X.reshape(X.shape[0], 1, d_in), True
+            else:
+                want = f"(T, {B}, {d_in})" + (f" or (T, {d_in})" if B == 1 else "")
+                raise ShapeError(f"X has shape {X.shape}, expected {want}")
+            T = X3.shape[0]
+            Ks = self._budgets_for_block(K, T)
+            X3 = np.ascontiguousarray(X3)
+            if out is None:
+                Y = np.empty((T, B, self.cfg.d_out), dtype=self.dtype)
+            else:
+                want_shape = (T, self.cfg.d_out) if squeeze else (T, B, self.cfg.d_out)
+                if not isinstance(out, np.ndarray) or out.shape != want_shape or out.dtype != self.dtype \
+                        or not out.flags.c_contiguous or not out.flags.writeable:
+                    raise ShapeError(f"out must be a writeable C-contiguous {self.dtype.name} array of shape "
+                                     f"{want_shape}; nothing was changed")
+                Y = out.reshape(T, B, self.cfg.d_out)
+            if T == 0:
+                return Y[:, 0] if squeeze else Y
+            status = self._kernel(X3, Ks, self._W, self._off, self._lay, self._state, self._ist,
+                                  self._work, Y, self._nan_zero)
+            if status != _k.OK:
+                self._raise(status, Ks)
             return Y[:, 0] if squeeze else Y
-        status = self._kernel(X3, Ks, self._W, self._off, self._lay, self._state, self._ist,
-                              self._work, Y, self._nan_zero)
-        if status != _k.OK:
-            self._raise(status, Ks)
-        return Y[:, 0] if squeeze else Y
+        finally:
+            self._token.append(True)
 
     def _raise(self, status: int, Ks) -> None:
         t, b, j, k = (int(self._ist[i]) for i in (_lo.IST_ERR_T, _lo.IST_ERR_B, _lo.IST_ERR_J, _lo.IST_ERR_K))
@@ -271,33 +345,77 @@ class StreamEngine:
         if status == _k.ERR_NONFINITE:
             raise NonFiniteInputError(f"input holds NaN or Inf at step {t}, stream {b}, feature {j} "
                                       "(no state was changed; nan_policy='zero' reads such values as 0)")
+        if status == _k.ERR_OVERFLOW:
+            raise NonFiniteOutputError(
+                f"values overflowed to NaN/Inf inside the model at step {t} of this call (input too large "
+                f"for {self.dtype.name}?); that frame was taken back, the state is as before it "
+                f"({self.steps} frames consumed so far). nan_policy='zero' skips such frames (outputs 0)")
         raise RuntimeError(f"kernel returned unknown status {status}")
 
     # -- state --------------------------------------------------------------------------------
     def reset(self) -> None:
         """Back to the state after construction: zero history (zero before the start), step 0."""
-        self._state.fill(0)
-        self._ist.fill(0)
-        self._work.fill(0)
+        self._acquire()
+        try:
+            self._state.fill(0)
+            self._ist.fill(0)
+            self._work.fill(0)
+        finally:
+            self._token.append(True)
 
     def snapshot(self) -> EngineState:
-        """A copy of all streaming state; restore() it into this engine (or one of the same shape)."""
-        return EngineState(self._state.copy(), self._ist.copy(), self.batch, self.dtype,
-                           self._fingerprint[1:], self._sections)
+        """A copy of all streaming state; restore() it into this engine (or one of the same program,
+        batch and dtype)."""
+        self._acquire()
+        try:
+            return EngineState(_readonly(self._state.copy()), _readonly(self._ist.copy()), self.batch,
+                               self.dtype, self._fingerprint, self._sections)
+        finally:
+            self._token.append(True)
+
+    def _check_state(self, s: EngineState) -> None:
+        """Every field of a snapshot, before any of it is copied in (a bad ring position would make the
+        kernel index out of bounds)."""
+        if not isinstance(s, EngineState):
+            raise ConfigError(f"restore needs an EngineState from snapshot(), got {type(s).__name__}")
+        if s.fingerprint != self._fingerprint:
+            raise ConfigError("this snapshot was taken from an engine of another program, batch or dtype "
+                              f"(snapshot: batch={s.batch!r:.20}, dtype={s.dtype!r:.20}; this engine: batch={self.batch}, "
+                              f"dtype={self.dtype.name}; program digests differ: {s.fingerprint != self._fingerprint})")
+        if s.batch != self.batch or s.dtype != self.dtype or s.sections != self._sections:
+            raise ConfigError("snapshot fields batch / dtype / sections disagree with its fingerprint")
+        for name, a, dt, shape in (("state", s.state, self.dtype, self._state.shape),
+                                   ("ist", s.ist, np.dtype(np.int64), self._ist.shape)):
+            if not isinstance(a, np.ndarray) or a.dtype != dt or a.shape != shape:
+                raise ConfigError(f"snapshot.{name} must be a {dt} array of shape {shape}, got "
+                                  f"{type(a).__name__} {getattr(a, 'dtype', '')} {getattr(a, 'shape', '')}")
+        if not np.all(np.isfinite(s.state)):
+            raise ConfigError("snapshot.state holds NaN or Inf")
+        pos, t, pool, nrep, skipped = (int(s.ist[i]) for i in (_lo.IST_POS, _lo.IST_T, _lo.IST_POOL,
+                                                               _lo.IST_NREPLACED, _lo.IST_SKIPPED))
+        L, PW = self.cfg.seq_len, int(self._lay[_lo.POOL_W])
+        if t < 0 or nrep < 0 or skipped < 0:
+            raise ConfigError(f"snapshot counters must be >= 0 (steps {t}, replaced {nrep}, skipped {skipped})")
+        if pos != t % L or pool != t % PW:
+            raise ConfigError(f"snapshot ring positions ({pos}, pool {pool}) do not follow from its step count {t} "
+                              f"(expected {t % L}, {t % PW})")
 
     def restore(self, state: EngineState) -> None:
-        if not isinstance(state, EngineState):
-            raise ConfigError(f"restore needs an EngineState from snapshot(), got {type(state).__name__}")
-        if state.fingerprint != self._fingerprint[1:] or state.state.shape != self._state.shape:
-            raise ConfigError("this snapshot was taken from an engine of another shape (batch, dtype or program)")
-        np.copyto(self._state, state.state)
-        np.copyto(self._ist, state.ist)
+        """Copy a snapshot back in, after checking every field of it (nothing changes if one is wrong)."""
+        self._acquire()
+        try:
+            self._check_state(state)
+            np.copyto(self._state, state.state)
+            np.copyto(self._ist, state.ist)
+        finally:
+            self._token.append(True)
 
     def warmup(self) -> None:
         """Compile (or load from the on-disk cache) the kernel for this dtype, without touching state."""
         s = self.snapshot()
         self.step(np.zeros((self.batch, self.cfg.d_in), dtype=self.dtype), 1)
         self.restore(s)
+
 
 
 def warmup(dtypes=(np.float32, np.float64)) -> dict:

@@ -35,12 +35,12 @@ from .layout import (D_GATE, D_HIDDEN, D_IN, D_MODEL, D_OUT, GATED, IST_ERR_B, I
                      N_IST, N_LAYERS, O_B1, O_B2, O_EPS, O_FC1B, O_FC1W, O_FC2B, O_FC2W, O_INPB, O_INPW,
                      O_LN1B, O_LN1G, O_LN2B, O_LN2G, O_LNFB, O_LNFG, O_MCAT, O_OUTB, O_OUTW, O_PHIR,
                      O_W1, O_W2, POOL_W, POOLED, ST_HIST, ST_POOL, W_A, W_G, W_H, W_O, W_S, W_U, W_V,
-                     W_X, W_Z, WL)
+                     W_X, W_Z, WL, W_UNDO, IST_SKIPPED)
 from .layout import LDS
-from .kernels_lds import lds_convolve, lds_ring
+from .kernels_lds import lds_convolve, lds_ring, lds_undo
 from .numba_config import njit
 
-OK, ERR_NONFINITE, ERR_BUDGET = 0, 1, 2
+OK, ERR_NONFINITE, ERR_BUDGET, ERR_OVERFLOW = 0, 1, 2, 3
 
 ACC = np.float64   # accumulator of the short reductions (see module doc)
 
@@ -377,17 +377,22 @@ def input_projection(X, t, W, off, lay, work, ist):
 
 @njit(inline="always")
 def ring_write(state, work, lay, B, l, p):
-    """Record u in layer l's history at p and p + L (so the window is contiguous); V[:d] = u (D's input)."""
+    """Record u in layer l's history at p and p + L (so the window is contiguous); V[:d] = u (D's input).
+
+    The value overwritten (u of L frames ago) is kept in work[W_UNDO] until the frame is accepted."""
     wl, d, L = lay[WL], lay[D_MODEL], lay[L_WIN]
+    sh, su, sv, sundo = lay[ST_HIST], lay[W_U], lay[W_V], lay[W_UNDO]   # (locals: no reload per store)
     two_L = 2 * L
     for b in range(B):
         wb = b * wl
-        hb = lay[ST_HIST] + (l * B + b) * d * two_L
+        hb = sh + (l * B + b) * d * two_L
+        ub = wb + sundo + l * d
         for j in range(d):
-            v = work[wb + lay[W_U] + j]
+            v = work[wb + su + j]
+            work[ub + j] = state[hb + j * two_L + p]
             state[hb + j * two_L + p] = v
             state[hb + j * two_L + p + L] = v
-            work[wb + lay[W_V] + j] = v
+            work[wb + sv + j] = v
 
 
 @njit(inline="always")
@@ -431,15 +436,16 @@ def convolve(Ks, t, W, off, lay, state, work, B, l, p):
     """c_k = Σ_τ φ_k(τ) u(t-τ) for k < K: (K × L) reversed filters · (L × d) window, into V[d:]; × α_k if gated."""
     wl, d, L = lay[WL], lay[D_MODEL], lay[L_WIN]
     two_L = 2 * L
-    sV = lay[W_V]
+    sV, ss, sh, gated = lay[W_V], lay[W_S], lay[ST_HIST], lay[GATED] != 0
+    phir = seg(off, O_PHIR, l)
     for b in range(B):
         wb = b * wl
         K = Ks[t, b]
-        hb = lay[ST_HIST] + (l * B + b) * d * two_L
-        gemm_nt(W, seg(off, O_PHIR, l), L, state, hb + p + 1, two_L, L, work, wb + sV + d, d, K, d, False)
-        if lay[GATED] != 0:
+        hb = sh + (l * B + b) * d * two_L
+        gemm_nt(W, phir, L, state, hb + p + 1, two_L, L, work, wb + sV + d, d, K, d, False)
+        if gated:
             for k in range(K):
-                a = work[wb + lay[W_S] + k]
+                a = work[wb + ss + k]
                 q = wb + sV + (k + 1) * d
                 for j in range(d):
                     work[q + j] *= a
@@ -498,10 +504,13 @@ def head(t, W, off, lay, state, ist, work, Y, B, ln_eps):
         pp = ist[IST_POOL]
         steps = ist[IST_T] + 1
         pool = state[lay[ST_POOL]:]
+        sundo = lay[W_UNDO] + lay[N_LAYERS] * d
         for b in range(B):
             wb = b * wl
             pb = b * PW * d_out
+            ub = wb + sundo
             for i in range(d_out):
+                work[ub + i] = pool[pb + pp * d_out + i]
                 pool[pb + pp * d_out + i] = work[wb + so + i]
             n = min(steps, PW)
             for i in range(d_out):
@@ -514,6 +523,47 @@ def head(t, W, off, lay, state, ist, work, Y, B, ln_eps):
         for b in range(B):
             for i in range(d_out):
                 Y[t, b, i] = work[b * wl + so + i]
+
+
+@njit(fastmath=False)   # fastmath would assume finite values and fold the check away
+def rows_finite(a, o, stride, rows, n):
+    """Are a[o + r stride + i], r < rows, i < n all finite? (u of every stream, y_t of every stream)."""
+    for r in range(rows):
+        for i in range(n):
+            if not np.isfinite(a[o + r * stride + i]):
+                return False
+    return True
+
+
+@njit(fastmath=False)
+def output_finite(Y, t):
+    """Is y_t finite for every stream?"""
+    for b in range(Y.shape[1]):
+        for i in range(Y.shape[2]):
+            if not np.isfinite(Y[t, b, i]):
+                return False
+    return True
+
+
+@njit
+def undo_frame(state, work, lay, ist, B, p):
+    """Put back what frame t wrote into the history and the pool ring (ist has not advanced yet)."""
+    wl, d, L, d_out, nl = lay[WL], lay[D_MODEL], lay[L_WIN], lay[D_OUT], lay[N_LAYERS]
+    sh, sundo, sp = lay[ST_HIST], lay[W_UNDO], lay[ST_POOL]
+    two_L = 2 * L
+    for l in range(nl if lay[LDS] == 0 else 0):              # (LDS mode keeps no doubled history)
+        for b in range(B):
+            hb = sh + (l * B + b) * d * two_L
+            ub = b * wl + sundo + l * d
+            for j in range(d):
+                state[hb + j * two_L + p] = work[ub + j]
+                state[hb + j * two_L + p + L] = work[ub + j]
+    if lay[POOLED] != 0:
+        PW, pp = lay[POOL_W], ist[IST_POOL]
+        for b in range(B):
+            ub = b * wl + sundo + nl * d
+            for i in range(d_out):
+                state[sp + b * PW * d_out + pp * d_out + i] = work[ub + i]
 
 
 @njit(inline="always")
@@ -535,6 +585,9 @@ def stream_run(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
 
     Validates the whole block first (nothing changes on error) and returns a status code.
     With nan_zero, non-finite input values are read as 0 (counted in ist[IST_NREPLACED]).
+    A frame whose values overflow (a non-finite u in any layer, or y) is taken back (state as
+    before it): with nan_zero its outputs are 0 and it is counted in ist[IST_SKIPPED]; without,
+    the block stops there with ERR_OVERFLOW (ist[IST_ERR_T] = t; frames before t are consumed).
     """
     status = check_inputs(X, Ks, lay, ist, nan_zero)
     if status != OK:
@@ -548,6 +601,7 @@ def stream_run(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
         for b in range(B):
             Kt = max(Kt, Ks[t, b])
         input_projection(X, t, W, off, lay, work, ist)           # h = W_in x_t + b_in
+        finite = True                                            # did this frame overflow? (u and y)
         for l in range(lay[N_LAYERS]):
             _layer_norm_streams(work, B, wl, lay[W_H], lay[W_U], W, seg(off, O_LN1G, l),
                                 seg(off, O_LN1B, l), d, ln_eps)  # u = LN1(h)
@@ -555,6 +609,7 @@ def stream_run(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
                 lds_ring(state, work, lay, B, l, p)              # u(t-L) out of the ring, u(t) in
             else:
                 ring_write(state, work, lay, B, l, p)            # window of u ← u(t)
+            finite = rows_finite(work, lay[W_U], wl, B, d) and finite
             if lay[GATED] != 0:
                 gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps)   # α(t) (Eq. 8)
             if lay[LDS] != 0:
@@ -565,5 +620,15 @@ def stream_run(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
             if lay[MLP] != 0:
                 mlp(W, off, lay, work, B, l, ln_eps)             # h += MLP(LN2(h))
         head(t, W, off, lay, state, ist, work, Y, B, ln_eps)     # y_t = W_out LN_f(h) + b_out (pooled)
+        if not (finite and output_finite(Y, t)):                 # overflow: take the frame back
+            undo_frame(state, work, lay, ist, B, p)
+            if lay[LDS] != 0:
+                lds_undo(state, work, lay, B, p)                 # ladder states and ring rows back
+            ist[IST_ERR_T] = t
+            if not nan_zero:
+                return ERR_OVERFLOW
+            Y[t] = 0.0
+            ist[IST_SKIPPED] += 1
+            continue
         advance(lay, ist)
     return OK

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .layout import (D_MODEL, GATED, L_WIN, LDS_BUF, LDS_N, O_LDSA, O_LDSBL, O_LDSC, ST_LDS, ST_LRING,
-                     W_LO, W_LW, W_S, W_U, W_V, WL)
+from .layout import (D_MODEL, GATED, L_WIN, LDS_BUF, LDS_N, N_LAYERS, O_LDSA, O_LDSBL, O_LDSC, ST_LDS,
+                     ST_LRING, W_LO, W_LUNDO, W_LW, W_S, W_U, W_UNDO, W_V, WL)
 from .numba_config import njit
 
 
@@ -136,7 +136,8 @@ def _seg(off, s, l):
 @njit(inline="always")
 def lds_ring(state, work, lay, B, l, p):
     """V[:d] = u (D's input); with the window buffer, lo = u(t-L) (row p of the layer's (L, d) ring)
-    and row p = u(t). Without it, lo = 0 (no correction: the no-buffer variant)."""
+    and row p = u(t). Without it, lo = 0 (no correction: the no-buffer variant). u(t-L) also goes
+    to the frame's undo record (layer l's d slots of `undo`, as ring_write does in exact mode)."""
     wl, d, L = lay[WL], lay[D_MODEL], lay[L_WIN]
     buf = lay[LDS_BUF] != 0
     for b in range(B):
@@ -147,8 +148,10 @@ def lds_ring(state, work, lay, B, l, p):
         if buf:
             r = lay[ST_LRING] + ((l * B + b) * L + p) * d
             row = state[r:r + d]
+            undo = work[wb + lay[W_UNDO] + l * d:wb + lay[W_UNDO] + (l + 1) * d]
             for j in range(d):
                 lo[j] = row[j]
+                undo[j] = row[j]
                 row[j] = u[j]
                 v[j] = u[j]
         else:
@@ -160,7 +163,8 @@ def lds_ring(state, work, lay, B, l, p):
 @njit(inline="always")
 def lds_convolve(Ks, t, W, off, lay, state, work, B, l):
     """c_k ≈ (Φ_k * u)(t) for k < K from the ladder (chain update, then the first K readout rows),
-    into V[d:]; × α_k if gated. Cost per stream: ~4 N d for the chain, K N d for the readout."""
+    into V[d:]; × α_k if gated. Cost per stream: ~4 N d for the chain, K N d for the readout, N d
+    to keep the state before the update in `lundo` (an overflowing frame is taken back)."""
     wl, d, N = lay[WL], lay[D_MODEL], lay[LDS_N]
     sV = lay[W_V]
     a0, b0, c0 = _seg(off, O_LDSA, l), _seg(off, O_LDSBL, l), _seg(off, O_LDSC, l)
@@ -168,6 +172,10 @@ def lds_convolve(Ks, t, W, off, lay, state, work, B, l):
         wb = b * wl
         K = Ks[t, b]
         v0 = lay[ST_LDS] + (l * B + b) * N * d
+        keep = work[wb + lay[W_LUNDO] + l * N * d:wb + lay[W_LUNDO] + (l + 1) * N * d]
+        cur = state[v0:v0 + N * d]
+        for i in range(N * d):
+            keep[i] = cur[i]
         ladder_update(state, v0, work, wb + lay[W_U], work, wb + lay[W_LO], W, a0, b0, work,
                       wb + lay[W_LW], N, d)
         ladder_readout(state, v0, W, c0, N, work, wb + sV + d, K, N, d)
@@ -177,3 +185,22 @@ def lds_convolve(Ks, t, W, off, lay, state, work, B, l):
                 q = wb + sV + (k + 1) * d
                 for j in range(d):
                     work[q + j] *= a
+
+
+@njit
+def lds_undo(state, work, lay, B, p):
+    """Take back what an overflowing frame wrote: every layer's ladder state (from `lundo`) and, with
+    the window buffer, ring row p (from `undo`). ist has not advanced yet."""
+    wl, d, L, N, nl = lay[WL], lay[D_MODEL], lay[L_WIN], lay[LDS_N], lay[N_LAYERS]
+    for l in range(nl):
+        for b in range(B):
+            wb = b * wl
+            v0 = lay[ST_LDS] + (l * B + b) * N * d
+            k0 = wb + lay[W_LUNDO] + l * N * d
+            for i in range(N * d):
+                state[v0 + i] = work[k0 + i]
+            if lay[LDS_BUF] != 0:
+                r = lay[ST_LRING] + ((l * B + b) * L + p) * d
+                u0 = wb + lay[W_UNDO] + l * d
+                for j in range(d):
+                    state[r + j] = work[u0 + j]

@@ -177,8 +177,14 @@ SCRATCH: tuple[Section, ...] = (
     Section("s", lambda g: g["k_max"], "gate scores s, then α"),
     Section("a", lambda g: g["d_hidden"], "MLP hidden GELU(fc1 z + b)"),
     Section("o", lambda g: g["d_out"], "this step's head output before pooling"),
+    Section("undo", lambda g: g["n_layers"] * g["d"] + (g["d_out"] if g["pooled"] else 0),
+            "what this frame overwrote in the history (per layer) and the pool ring, so that a frame "
+            "whose values overflow can be taken back"),
     Section("lw", lambda g: g["d"] if g["lds"] else 0, "LDS: the all-pass signal running down the ladder"),
     Section("lo", lambda g: g["d"] if g["lds"] else 0, "LDS: u(t-L), the input leaving the window (0 without a buffer)"),
+    Section("lundo", lambda g: g["n_layers"] * g["lds_n"] * g["d"],
+            "LDS: every layer's ladder state before this frame, so an overflowing frame can be taken back "
+            "(the ring row it overwrote goes to `undo`, as in exact mode)"),
 )
 STATE: tuple[Section, ...] = (
     Section("hist", lambda g, B: 0 if g["lds"] else g["n_layers"] * B * g["d"] * 2 * g["L"],
@@ -199,14 +205,16 @@ N_LAY = len(LAY)
 (D_IN, D_MODEL, D_OUT, N_LAYERS, L_WIN, K_MAX, D_GATE, D_HIDDEN, GATED, MLP, POOL_W, POOLED,
  LDS, LDS_N, LDS_BUF) = (_LAY[n] for n in DIMS)
 W_X, W_H, W_U, W_Z, W_V, W_G, W_S, W_A, W_O = (_LAY["w_" + s] for s in "xhuzVgsao")
+W_UNDO = _LAY["w_undo"]
 WL = _LAY["wl"]
 ST_HIST, ST_POOL = _LAY["st_hist"], _LAY["st_pool"]
-W_LW, W_LO = _LAY["w_lw"], _LAY["w_lo"]
+W_LW, W_LO, W_LUNDO = _LAY["w_lw"], _LAY["w_lo"], _LAY["w_lundo"]
 ST_LDS, ST_LRING = _LAY["st_lds"], _LAY["st_lring"]
 
 # ist: small int64 state and error details, shared by every mode.
-IST_POS, IST_T, IST_POOL, IST_ERR_T, IST_ERR_B, IST_ERR_J, IST_ERR_K, IST_NREPLACED = range(8)
-N_IST = 8
+(IST_POS, IST_T, IST_POOL, IST_ERR_T, IST_ERR_B, IST_ERR_J, IST_ERR_K, IST_NREPLACED,
+ IST_SKIPPED) = range(9)
+N_IST = 9
 
 
 def _aligned(n: int) -> int:

@@ -8,7 +8,7 @@ header's `__metadata__` holds one key, "essm_program", a JSON document:
 
     {"format": "essm-stream-program", "format_version": 1,
      "config": ESSMConfig.to_dict(), "seq_len": L, "k_max": K̄, "dtype": "float64",
-     "arrays": {name: [shape...]},
+     "arrays": {name: [shape...]}, "digest": "sha256:<64 hex>",
      "provenance": {"created": ISO-8601 UTC, "package_version": str, "source_checkpoint": str|None,
                     "source_sha256": str|None},
      "frontend": dict|None, "budget_profile": dict|None,
@@ -23,15 +23,28 @@ budget_profile (columns, one entry per listed budget):
     {"K": [ints in 1..K̄, distinct], "accuracy": [float|None], "latency_s": [float|None],
      "energy_j": [float|None], ...any further JSON keys (device, notes)}
 
+digest: SHA-256 over the metadata without "digest" (JSON, sorted keys) and every array (name,
+shape, float64 little-endian bytes, in name order); see `content_digest`. `save` always writes
+it; `load` recomputes and compares it, and refuses a file without one unless called with
+`allow_unverified=True` (files written before digests existed; re-save them to add one).
+
+Limits checked before anything is read whole or allocated (docs/RELIABILITY.md): the file size
+(MAX_PROGRAM_BYTES), the safetensors header size (MAX_HEADER_BYTES), JSON nesting depth
+(MAX_JSON_DEPTH), the config's sizes (config.LIMITS), and every tensor's dtype and shape listed in
+the header against the config's shape table before its bytes are read.
+
 No pickle anywhere: safetensors + JSON only. Saving is atomic (temp file + os.replace).
 Loading checks everything and raises ProgramError naming what is wrong.
 """
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import os
+import re
+import struct
 from typing import Any
 
 import numpy as np
@@ -44,8 +57,12 @@ FORMAT = "essm-stream-program"
 FORMAT_VERSION = 1
 META_KEY = "essm_program"
 META_KEYS = {"format", "format_version", "config", "seq_len", "k_max", "dtype", "arrays",
-             "provenance", "frontend", "budget_profile"}
+             "provenance", "frontend", "budget_profile", "digest"}
 OPTIONAL_META_KEYS = {"spectral"}   # present only in LDS programs (exact programs' files are unchanged)
+MAX_PROGRAM_BYTES = 2 << 30     # a program file larger than this is refused before it is read
+MAX_HEADER_BYTES = 64 << 20     # safetensors JSON header (holds the frontend, e.g. a mel basis)
+MAX_JSON_DEPTH = 32             # nesting of the metadata JSON (frontend / budget_profile are shallow)
+_DIGEST_TAG = b"essm-stream-program-digest-v1\0"
 PROVENANCE_KEYS = {"created", "package_version", "source_checkpoint", "source_sha256"}
 PROFILE_COLUMNS = ("accuracy", "latency_s", "energy_j")
 
@@ -53,6 +70,54 @@ PROFILE_COLUMNS = ("accuracy", "latency_s", "energy_j")
 def expected_shapes(cfg: ESSMConfig, spectral: dict | None = None) -> dict[str, tuple[int, ...]]:
     """Every array a program of this config holds, with its shape (the table is `layout.SEGMENTS`)."""
     return program_shapes(cfg, spectral)
+
+
+def content_digest(meta: dict, arrays: dict[str, np.ndarray]) -> str:
+    """"sha256:<hex>" over the metadata (without its "digest" key) and every array."""
+    h = hashlib.sha256(_DIGEST_TAG)
+    body = {k: v for k, v in meta.items() if k != "digest"}
+    h.update(json.dumps(body, sort_keys=True, allow_nan=False).encode())
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name], dtype="<f8")
+        h.update(f"\0{name}\0{list(a.shape)}\0".encode())
+        h.update(memoryview(a).cast("B"))
+    return "sha256:" + h.hexdigest()
+
+
+_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKETS = re.compile(r"[\[\]{}]")
+
+
+def json_loads_bounded(text: str, what: str, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """json.loads that refuses nesting deeper than max_depth with a ProgramError (not RecursionError)."""
+    if not isinstance(text, str):
+        raise ProgramError(f"{what} must be a JSON string, got {type(text).__name__}")
+    depth = deepest = 0
+    for ch in _BRACKETS.findall(_STRINGS.sub("", text)):
+        depth += 1 if ch in "[{" else -1
+        deepest = max(deepest, depth)
+    if deepest > max_depth:
+        raise ProgramError(f"{what} nests {deepest} levels deep; at most {max_depth} are allowed")
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as e:
+        raise ProgramError(f"{what} is not valid JSON: {e}") from None
+
+
+def _check_depth(obj: Any, what: str, max_depth: int = MAX_JSON_DEPTH - 1) -> None:
+    """A frontend / budget profile must nest at most max_depth levels (the metadata object around
+    it is one more), so that what save() writes, load() reads back."""
+    stack = [(obj, 1)]
+    while stack:
+        o, depth = stack.pop()
+        if isinstance(o, (dict, list, tuple)):
+            if depth > max_depth:
+                raise ProgramError(f"{what} nests more than {max_depth} levels deep")
+            stack.extend((v, depth + 1) for v in (o.values() if isinstance(o, dict) else o))
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def validate_budget_profile(profile: Any, k_max: int) -> dict | None:
@@ -84,6 +149,7 @@ def validate_budget_profile(profile: Any, k_max: int) -> dict | None:
     for key in profile:
         if not isinstance(key, str):
             raise ProgramError(f"budget_profile keys must be strings, got {key!r}")
+    _check_depth(profile, "budget_profile")
     try:
         return json.loads(json.dumps(profile, allow_nan=False))
     except (TypeError, ValueError) as e:
@@ -95,6 +161,7 @@ def _validate_frontend(frontend: Any) -> dict | None:
         return None
     if not isinstance(frontend, dict) or not all(isinstance(k, str) for k in frontend):
         raise ProgramError(f"frontend must be a dict with string keys or None, got {frontend!r:.80}")
+    _check_depth(frontend, "frontend")
     try:
         return json.loads(json.dumps(frontend, allow_nan=False))
     except (TypeError, ValueError) as e:
@@ -131,6 +198,7 @@ class StreamProgram:
         self.frontend = _validate_frontend(frontend)
         self.budget_profile = validate_budget_profile(budget_profile, cfg.k_max)
         self.path: str | None = None
+        self._weights_digest: str | None = None
 
     # -- properties ---------------------------------------------------------------------------
     @property
@@ -213,6 +281,18 @@ class StreamProgram:
             **({"spectral": copy.deepcopy(self.spectral)} if self.spectral is not None else {}),
         }
 
+    @property
+    def digest(self) -> str:
+        """Content digest of this program as `save` would write it (metadata + arrays)."""
+        return content_digest(self.metadata(), self.arrays)
+
+    @property
+    def weights_digest(self) -> str:
+        """Digest of the config and arrays only (what a stream's state depends on); cached."""
+        if self._weights_digest is None:
+            self._weights_digest = content_digest({"config": self.cfg.to_dict()}, self.arrays)
+        return self._weights_digest
+
     # -- files --------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> str:
         """Write atomically: a temp file in the same directory, fsync, then os.replace."""
@@ -223,70 +303,141 @@ class StreamProgram:
         directory = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(directory):
             raise ProgramError(f"cannot save program to {path!r}: directory {directory!r} does not exist")
-        meta = json.dumps(self.metadata(), allow_nan=False, sort_keys=True)
+        meta = self.metadata()
+        meta["digest"] = content_digest(meta, self.arrays)
         atomic_write_bytes(path, save({k: np.ascontiguousarray(v) for k, v in self.arrays.items()},
-                                      metadata={META_KEY: meta}))
+                                      metadata={META_KEY: json.dumps(meta, allow_nan=False, sort_keys=True)}))
         self.path = path
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "StreamProgram":
-        """Read and validate a program file; every problem raises ProgramError naming it."""
+    def load(cls, path: str | os.PathLike, allow_unverified: bool = False) -> "StreamProgram":
+        """Read and validate a program file; every problem raises ProgramError naming it.
+
+        The header, metadata and config are checked (sizes, JSON depth, shapes of every listed
+        tensor) before any tensor is read; the digest is verified after. allow_unverified=True
+        loads a file that has no digest (written before digests existed); a wrong digest is
+        always refused."""
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise ProgramError(f"program file {path!r} does not exist")
+        size = os.path.getsize(path)
+        if size > MAX_PROGRAM_BYTES:
+            raise ProgramError(f"{path!r} is {size} bytes; programs are at most {MAX_PROGRAM_BYTES} "
+                               "(essm_stream.program.MAX_PROGRAM_BYTES)")
+        header = _read_header(path, size)
+        raw = header.pop("__metadata__", None)
+        if not isinstance(raw, dict) or META_KEY not in raw:
+            raise ProgramError(f"{path!r} has no '{META_KEY}' metadata: not an essm-stream program "
+                               "(a checkpoint? compile it with `essm-stream compile`)")
+        meta = json_loads_bounded(raw[META_KEY], f"{path!r}: program metadata")
+        cfg = cls._check_meta(meta, where=path)
+        listed = {k: (v.get("dtype"), v.get("shape")) if isinstance(v, dict) else (None, None)
+                  for k, v in header.items()}
+        want = {k: ("F64", list(shape)) for k, shape in expected_shapes(cfg).items()}
+        if listed != want:
+            bad = sorted(k for k in set(listed) | set(want) if listed.get(k) != want.get(k))
+            raise ProgramError(f"{path!r}: tensors {bad[:6]} are missing, unexpected, not float64 or of the "
+                               f"wrong shape for this config (variant={cfg.variant!r}, mlp={cfg.mlp})")
         try:
             from safetensors import safe_open
             with safe_open(path, framework="np") as f:
-                header = f.metadata() or {}
                 arrays = {k: f.get_tensor(k) for k in f.keys()}
-        except ProgramError:
-            raise
         except Exception as e:  # safetensors raises its own errors for truncated / corrupt files
             raise ProgramError(f"{path!r} is not a readable program file (truncated or corrupt "
                                f"safetensors): {type(e).__name__}: {e}") from None
-        if META_KEY not in header:
-            raise ProgramError(f"{path!r} has no '{META_KEY}' metadata: not an essm-stream program "
-                               "(a checkpoint? compile it with `essm-stream compile`)")
-        try:
-            meta = json.loads(header[META_KEY])
-        except json.JSONDecodeError as e:
-            raise ProgramError(f"{path!r}: program metadata is not valid JSON: {e}") from None
-        prog = cls.from_metadata(meta, arrays, where=path)
+        digest = meta.get("digest")
+        if digest is None:
+            if not allow_unverified:
+                raise ProgramError(f"{path!r} has no content digest, so bit flips in it would go unnoticed; "
+                                   "load it with StreamProgram.load(path, allow_unverified=True) and save() it "
+                                   "again to add one")
+        elif digest != content_digest(meta, arrays):
+            raise ProgramError(f"{path!r}: content digest mismatch: the file was changed or corrupted after "
+                               "it was saved")
+        prog = cls.from_metadata(meta, arrays, where=path, cfg=cfg)
         prog.path = path
         return prog
 
     @classmethod
-    def from_metadata(cls, meta: Any, arrays: dict, where: str = "program") -> "StreamProgram":
+    def _check_meta(cls, meta: Any, where: str) -> ESSMConfig:
+        """Validate the metadata document (not the arrays); returns its config."""
         if not isinstance(meta, dict):
             raise ProgramError(f"{where}: metadata must be a JSON object")
         if meta.get("format") != FORMAT:
-            raise ProgramError(f"{where}: format is {meta.get('format')!r}, expected {FORMAT!r}")
+            raise ProgramError(f"{where}: format is {meta.get('format')!r:.60}, expected {FORMAT!r}")
         ver = meta.get("format_version")
-        if ver != FORMAT_VERSION:
-            raise ProgramError(f"{where}: program format_version {ver!r} is not supported (this "
+        if type(ver) is not int or ver != FORMAT_VERSION:
+            raise ProgramError(f"{where}: program format_version {ver!r:.40} is not supported (this "
                                f"essm-stream reads version {FORMAT_VERSION}); recompile the checkpoint")
-        missing, extra = sorted(META_KEYS - set(meta)), sorted(set(meta) - META_KEYS - OPTIONAL_META_KEYS)
+        missing = sorted(META_KEYS - set(meta) - {"digest"})
+        extra = sorted(set(meta) - META_KEYS - OPTIONAL_META_KEYS)
         if missing or extra:
-            raise ProgramError(f"{where}: metadata keys missing {missing}, unexpected {extra}")
+            raise ProgramError(f"{where}: metadata keys missing {missing}, unexpected {extra[:10]}")
+        digest = meta.get("digest")
+        if digest is not None and not (isinstance(digest, str) and re.fullmatch(r"sha256:[0-9a-f]{64}", digest)):
+            raise ProgramError(f"{where}: digest {digest!r:.80} is not 'sha256:' and 64 hex digits")
         try:
             cfg = ESSMConfig.from_dict(meta["config"])
         except ConfigError as e:
             raise ProgramError(f"{where}: bad model config in metadata: {e}") from None
-        if meta["seq_len"] != cfg.seq_len or meta["k_max"] != cfg.k_max:
-            raise ProgramError(f"{where}: seq_len/k_max {meta['seq_len']}/{meta['k_max']} disagree with "
-                               f"the config's {cfg.seq_len}/{cfg.k_max}")
+        for key, val in (("seq_len", cfg.seq_len), ("k_max", cfg.k_max)):
+            if type(meta[key]) is not int or meta[key] != val:
+                raise ProgramError(f"{where}: seq_len/k_max {meta['seq_len']!r:.20}/{meta['k_max']!r:.20} disagree "
+                                   f"with the config's {cfg.seq_len}/{cfg.k_max}")
         if meta["dtype"] != "float64":
-            raise ProgramError(f"{where}: dtype {meta['dtype']!r} is not supported (programs store float64)")
+            raise ProgramError(f"{where}: dtype {meta['dtype']!r:.40} is not supported (programs store float64)")
         listed = meta["arrays"]
-        if not isinstance(listed, dict) or {k: tuple(v) for k, v in listed.items()} != \
-                {k: tuple(v.shape) for k, v in arrays.items()}:
-            raise ProgramError(f"{where}: the array list in the metadata does not match the arrays in the file")
+        from . import lds as _lds
+        try:   # an LDS program's arrays depend on its record (N per layer)
+            spectral = _lds.validate_spectral(meta.get("spectral"), cfg.n_layers)
+        except ConfigError as e:
+            raise ProgramError(f"{where}: {e}") from None
+        want = {k: list(v) for k, v in expected_shapes(cfg, spectral).items()}
+        if listed != want:
+            raise ProgramError(f"{where}: the array list in the metadata does not match the config's arrays "
+                               f"(shape table layout.SEGMENTS; variant={cfg.variant!r}, mlp={cfg.mlp})")
         prov = meta["provenance"]
         if not isinstance(prov, dict) or set(prov) != PROVENANCE_KEYS:
             raise ProgramError(f"{where}: provenance must have exactly the keys {sorted(PROVENANCE_KEYS)}")
+        for k, v in prov.items():
+            if v is not None and not isinstance(v, str):
+                raise ProgramError(f"{where}: provenance[{k!r}] must be a string or null, got {type(v).__name__}")
+        return cfg
+
+    @classmethod
+    def from_metadata(cls, meta: Any, arrays: dict, where: str = "program",
+                      cfg: ESSMConfig | None = None) -> "StreamProgram":
+        if cfg is None:
+            cfg = cls._check_meta(meta, where)
+        if not isinstance(arrays, dict) or {k: list(getattr(v, "shape", ())) for k, v in arrays.items()} != meta["arrays"]:
+            raise ProgramError(f"{where}: the array list in the metadata does not match the arrays in the file")
         try:
-            return cls(cfg, arrays, provenance=prov, frontend=meta["frontend"],
+            return cls(cfg, arrays, provenance=meta["provenance"], frontend=meta["frontend"],
                        budget_profile=meta["budget_profile"], spectral=meta.get("spectral"))
         except ProgramError as e:
             raise ProgramError(f"{where}: {e}") from None
+
+
+def _read_header(path: str, size: int) -> dict:
+    """The safetensors JSON header, read on its own (8-byte length, then JSON) and size-checked."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ProgramError(f"{path!r} is not a readable program file (truncated or corrupt safetensors): "
+                               f"{size} bytes")
+        (n,) = struct.unpack("<Q", head)
+        if n > MAX_HEADER_BYTES or n > size - 8:
+            raise ProgramError(f"{path!r} is not a readable program file (truncated or corrupt safetensors): "
+                               f"header length {n} with {size} bytes in the file (limit {MAX_HEADER_BYTES})")
+        raw = f.read(n)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProgramError(f"{path!r} is not a readable program file (truncated or corrupt safetensors): "
+                           "header is not UTF-8") from None
+    header = json_loads_bounded(text, f"{path!r}: safetensors header", max_depth=4)
+    if not isinstance(header, dict):
+        raise ProgramError(f"{path!r} is not a readable program file (truncated or corrupt safetensors): "
+                           "header is not a JSON object")
+    return header

@@ -90,10 +90,10 @@ def stream_run_ref(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
     """Plain numpy float64 version of `kernels.stream_run`: same signature, same packed weights and
     state layout (so state can be handed from one to the other), the maths of this module.
 
-    `work` is not used. Engine: `StreamEngine(prog, kernel="ref")`.
+    `work` is not used. Engine: `StreamEngine(prog, kernel="ref")`. Overflow handling as stream_run.
     """
     from . import layout as lo
-    from .kernels import ERR_BUDGET, ERR_NONFINITE, OK
+    from .kernels import ERR_BUDGET, ERR_NONFINITE, ERR_OVERFLOW, OK
     T, B, _ = X.shape
     g = lo.dims_of_lay(lay)
     d, d_out, nl, L, Kb, PW = g["d"], g["d_out"], g["n_layers"], g["L"], g["k_max"], g["pool_W"]
@@ -119,6 +119,11 @@ def stream_run_ref(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
         p = int(ist[lo.IST_POS])
         steps = int(ist[lo.IST_T]) + 1
         pp = int(ist[lo.IST_POOL])
+        if lds:   # what this frame overwrites: ladder states, ring row p, pool slot
+            undo = (S.copy(), None if R is None else R[:, :, p].copy(), None if P is None else P[:, pp].copy())
+            u_finite = True
+        else:
+            undo = (H[:, :, :, p].copy(), None if P is None else P[:, pp].copy())
         for b in range(B):
             K = int(Ks[t, b])
             x = np.where(bad[t, b], 0.0, np.asarray(X[t, b], dtype=np.float64))
@@ -135,6 +140,7 @@ def stream_run_ref(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
                     ladder_step_ref(v, u, u_old, w["lds.a"][l], w["lds.bL"][l])
                     S[l, b] = v
                     c = w["lds.C"][l, :K] @ v                                   # (K, d)
+                    u_finite = u_finite and bool(np.all(np.isfinite(u)))
                 else:
                     H[l, b, :, p] = u
                     H[l, b, :, p + L] = u
@@ -155,6 +161,22 @@ def stream_run_ref(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
                 n = min(steps, PW)
                 y = np.mean([P[b, (pp - n + 1 + r) % PW] for r in range(n)], axis=0)
             Y[t, b] = y
+        written_finite = u_finite if lds else np.all(np.isfinite(H[:, :, :, p]))
+        if not (written_finite and np.all(np.isfinite(Y[t]))):                  # overflow: take back
+            if lds:
+                S[...] = undo[0]
+                if R is not None:
+                    R[:, :, p] = undo[1]
+            else:
+                H[:, :, :, p] = H[:, :, :, p + L] = undo[0]
+            if P is not None:
+                P[:, pp] = undo[-1]
+            ist[lo.IST_ERR_T] = t
+            if not nan_zero:
+                return ERR_OVERFLOW
+            Y[t] = 0.0
+            ist[lo.IST_SKIPPED] += 1
+            continue
         ist[lo.IST_POS] = (p + 1) % L
         ist[lo.IST_T] = steps
         if P is not None:

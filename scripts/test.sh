@@ -15,8 +15,9 @@ if [ "${1-}" = "--runtime-only" ]; then
     echo "runtime-only venv can import torch: the runtime dependencies pull it in" >&2
     exit 1
   fi
-  exec .venv-runtime/bin/python -m pytest -q tests/test_engine.py tests/test_engine_layout.py \
-    tests/test_program.py "$@"
+  exec .venv-runtime/bin/python -m pytest -q -m "not slow" tests/test_engine.py tests/test_engine_layout.py \
+    tests/test_engine_hardening.py tests/test_program.py tests/test_program_hardening.py \
+    tests/test_program_fuzz.py "$@"
 fi
 bash scripts/setup.sh train,dev
 exec .venv/bin/python -m pytest -q "$@"

@@ -1,14 +1,16 @@
-"""Closed-loop budget control evaluation on the real engine under a real co-running CPU load.
+"""Closed-loop budget control evaluation: on replayed load traces (decisive) and live (the check).
 
-For every load scenario (step change, periodic bursts, random) and every controller (each fixed K
-of the profile, the latency PI, the predictive controller, their composition with the safety
-floor, the energy controller, the ondemand-style heuristic) the harness starts its own bounded
-load (`controllers.loadgen.CpuLoad`, pinned to the engine's core), runs the engine in a periodic
-loop for `duration_s`, and records a Trace. The clairvoyant oracle is computed from each recorded
-trace. Reported: deadline-miss rate, mean K, expected accuracy (profile), accuracy relative to the
-oracle, energy / mean power, settling time and overshoot after the step change.
+Replay (`--replay TRACE.npz ...`, the default uses the shipped `sims/traces/*.npz`): every controller,
+every fixed K and the clairvoyant oracle run against the *same* recorded per-step slowdowns with the
+telemetry recorded beside them (controllers.replay), for each accuracy curve (synthetic monotone,
+measured peaked, measured monotone). Deterministic: the same command gives the same table.
 
-    python -m sims.control_eval --out docs/control        # or: essm-stream control-eval
+Live (`--live`): the engine runs in a periodic loop under a load this harness starts (memcpy loops on
+the engine's core, step / bursts / random schedules), once per controller; the oracle is computed
+from each recorded run. Used to check that replay predicts reality.
+
+    essm-stream control-eval --json runs/control_eval.json --out docs/img    # replay, all curves
+    essm-stream control-eval --live --duration 3 --out /tmp/ce               # live
 """
 from __future__ import annotations
 
@@ -74,9 +76,15 @@ def settling(trace, t_edge: float, t_end: float, band: float = 2.0):
     return settle, over
 
 
-def build_controllers(profile, deadline_s: float, k_max: int, power_w: float, idle_w: float, clock=None):
+ADAPTIVE = ("latency PI", "predictive", "pred & PI, floor", "tail", "tail, floor")
+
+
+def build_controllers(profile, deadline_s: float, k_max: int, power_w: float, idle_w: float, clock=None,
+                      miss_target: float = 1e-3):
+    """(fixed K factories, adaptive/energy/baseline factories). Every composed controller keeps the
+    safety floor (collapse boundary) and the stale-telemetry guard."""
     from controllers import (EnergyController, FixedK, LatencyController, MinOf, OndemandController,
-                             PredictiveController, StaleGuard)
+                             PredictiveController, StaleGuard, TailController)
     floor = profile.collapse_boundary or 1
     fixed = {f"fixed K={k}": (lambda k=k: FixedK(k, k_max=k_max)) for k in profile.ks}
     ctls = {
@@ -85,6 +93,12 @@ def build_controllers(profile, deadline_s: float, k_max: int, power_w: float, id
         "pred & PI, floor": lambda: StaleGuard(MinOf([
             PredictiveController(profile=profile, deadline_s=deadline_s),
             LatencyController(deadline_s=deadline_s, k_max=k_max)], floor=floor),
+            hold_s=0.05, safe_k=floor, clock=clock),
+        "tail": lambda: TailController(profile=profile, deadline_s=deadline_s, miss_target=miss_target,
+                                       k_init=floor),
+        "tail, floor": lambda: StaleGuard(MinOf([
+            TailController(profile=profile, deadline_s=deadline_s, miss_target=miss_target, k_init=floor)],
+            floor=floor),
             hold_s=0.05, safe_k=floor, clock=clock),
         "energy": lambda: EnergyController(profile=profile, power_w=power_w, idle_w=idle_w),
         "ondemand": lambda: OndemandController(threshold=0.8, k_max=k_max),
@@ -95,7 +109,7 @@ def build_controllers(profile, deadline_s: float, k_max: int, power_w: float, id
 def run_eval(program=None, *, sweep: str | None = None, duration_s: float = 4.0, period_s: float = 1e-3,
              deadline_factor: float = 2.0, core: int = 0, load_kind: str = "memory", workers: int = 2,
              scenario_names=("step", "bursts", "random"), fixed_ks=None, out_dir: str | None = None,
-             plot: bool = True, power_target_frac: float = 0.5, progress: bool = True) -> dict:
+             plot: bool = True, power_target_frac: float = 0.5, progress: bool = True, rt: bool = False) -> dict:
     from tqdm.auto import tqdm
 
     from controllers import BudgetProfile, CpuMonitor, PowerModel, RandomSource, Runner, build_profile
@@ -108,8 +122,11 @@ def run_eval(program=None, *, sweep: str | None = None, duration_s: float = 4.0,
         os.sched_setaffinity(0, {core})
     except (AttributeError, OSError) as e:
         log.warning("could not pin to core %d (%s): the load may run elsewhere", core, e)
+    if rt:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(50))
     t0 = time.time()
-    prof_d = build_profile(program, sweep=sweep, steps=120, period_s=period_s)
+    eng = StreamEngine(program)
+    prof_d = build_profile(eng, sweep=sweep, steps=120, period_s=period_s)
     if fixed_ks is not None:
         prof_d = {**prof_d}
     profile = BudgetProfile.from_dict(prof_d, k_max)
@@ -124,11 +141,11 @@ def run_eval(program=None, *, sweep: str | None = None, duration_s: float = 4.0,
     log.info("deadline %.0f µs (%.2f x unloaded paced median at K=%d), energy target %.3f W", deadline_s * 1e6,
              deadline_factor, k_max, power_w)
     fixed, ctls = build_controllers(profile, deadline_s, k_max, power_w, pm.idle_w)
-    eng = StreamEngine(program)
     results = {"config": {"deadline_s": deadline_s, "period_s": period_s, "duration_s": duration_s,
                           "deadline_factor": deadline_factor, "core": core, "load_kind": load_kind,
                           "workers": workers, "power_target_w": power_w, "idle_w": pm.idle_w,
-                          "dyn_w": pm.dyn_w, "cpus": os.cpu_count(), "program": repr(program)},
+                          "dyn_w": pm.dyn_w, "cpus": os.cpu_count(), "program": repr(program),
+                          "scheduling": "SCHED_FIFO 50" if rt else "SCHED_OTHER"},
                "profile": prof_d, "runs": {}}
     traces = {}
     scen = scenarios(duration_s, level=workers)
@@ -215,7 +232,7 @@ def plot_results(results, traces, profile, out_dir, scenario_names):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     dl = results["config"]["deadline_s"]
-    show = ["latency PI", "predictive", "pred & PI, floor", "ondemand"]
+    show = ["latency PI", "pred & PI, floor", "tail, floor", "ondemand"]
     for s in scenario_names:
         fig, ax = plt.subplots(3, 1, figsize=(10, 8), sharex=True)
         for n in show:
@@ -264,40 +281,348 @@ def plot_results(results, traces, profile, out_dir, scenario_names):
     plt.close(fig)
 
 
+# ---------------------------------------------------------------------------------------------
+# replay
+HERE = os.path.dirname(os.path.abspath(__file__))
+TRACE_DIR = os.path.join(HERE, "traces")
+CURVES = {"synthetic": None, "peaked": os.path.join(HERE, "curves", "peaked_digits.json"),
+          "monotone": os.path.join(HERE, "curves", "monotone_digits_perm.json")}
+
+
+def default_traces() -> list[str]:
+    import glob
+    return sorted(glob.glob(os.path.join(TRACE_DIR, "*.npz")))
+
+
+def curve(name: str, ks):
+    """(accuracy at ks, description) of a named curve or a sweep JSON path."""
+    import numpy as np
+
+    from controllers.profile import SYNTH_A_1, SYNTH_A_INF, SYNTH_TAU, load_sweep_json, synthetic_accuracy
+    if name == "synthetic":
+        return synthetic_accuracy(ks), f"synthetic monotone {SYNTH_A_INF} - ({SYNTH_A_INF} - {SYNTH_A_1}) exp(-(K-1)/{SYNTH_TAU})"
+    path = CURVES.get(name, name)
+    sk, sa = load_sweep_json(path)
+    with open(path) as f:
+        desc = json.load(f).get("source", os.path.basename(path))
+    return [float(v) for v in np.interp(ks, *zip(*sorted(zip(sk, sa))))], desc
+
+
+def replay_profile(trace, curve_name: str, k_max: int = 32, dyn_w: float = 3.0):
+    """The budget profile a controller gets on `trace`: the trace's own unloaded latency per K
+    (measured in the recording session), the named accuracy curve, PowerModel energy."""
+    from controllers import BudgetProfile
+    from controllers.errors import ProfileError
+    lp = trace.profile_latency
+    if lp is None:
+        raise ProfileError(f"trace {trace.name!r} has no latency_profile in its meta")
+    ks, lat = lp
+    acc, desc = curve(curve_name, ks)
+    prof = BudgetProfile(ks, k_max, accuracy=acc, latency_s=lat, energy_j=[dyn_w * v for v in lat])
+    return prof, desc
+
+
+def judge(rows: list[dict], max_abs_miss: float = 2e-3) -> dict:
+    """The issue-16 targets for one (trace, curve) from its rows."""
+    orc = next(r for r in rows if r["controller"] == "oracle")
+    fixed = [r for r in rows if r["kind"] == "fixed"]
+    out = {}
+    for r in rows:
+        if r["kind"] != "adaptive":
+            continue
+        ok_fixed = [f for f in fixed if f["miss_rate"] <= r["miss_rate"]]
+        best = max(ok_fixed, key=lambda f: f["accuracy"]) if ok_fixed else None
+        checks = {"miss <= 2x oracle": r["miss_rate"] <= 2 * orc["miss_rate"],
+                  "miss <= 0.2%": r["miss_rate"] <= max_abs_miss,
+                  "acc >= 98% oracle": r["acc_vs_oracle"] >= 0.98,
+                  "beats best fixed K": best is None or r["accuracy"] > best["accuracy"]}
+        out[r["controller"]] = {"met": all(checks.values()), "checks": checks,
+                                "best_fixed": None if best is None else best["controller"],
+                                "best_fixed_accuracy": None if best is None else best["accuracy"]}
+    e = next((r for r in rows if r["controller"] == "energy"), None)
+    if e is not None:
+        out["energy"] = {"met": abs(e["power_error"]) <= 0.02 and e["acc_vs_energy_oracle"] >= 0.95,
+                         "checks": {"power within 2%": abs(e["power_error"]) <= 0.02,
+                                    "acc >= 95% energy oracle": e["acc_vs_energy_oracle"] >= 0.95}}
+    return out
+
+
+def run_replay(trace_paths, *, curves=("synthetic", "peaked", "monotone"), deadline_factor: float = 2.0,
+               power_target_frac: float = 0.5, miss_target: float = 1e-3, idle_w: float = 2.0,
+               dyn_w: float = 3.0, progress: bool = True) -> dict:
+    """Every controller on every trace for every curve. Returns {"rows": [...], "judged": {...}}."""
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from controllers import FakeClock
+    from controllers.replay import LoadTrace, energy_oracle, level_oracle, oracle as replay_oracle, replay
+
+    traces = [LoadTrace.load(p) for p in trace_paths]
+    rows, judged, kseries = [], {}, {}
+    jobs = [(t, c) for t in traces for c in curves]
+    for tr, cname in tqdm(jobs, desc="control-eval replay", disable=not progress):
+        prof, desc = replay_profile(tr, cname)
+        period = float(tr.meta.get("period_s", 1e-3))
+        k_max = prof.k_max
+        deadline = deadline_factor * prof.lat(k_max)
+        dyn_lo, dyn_hi = (dyn_w * prof.lat(k) / period for k in (1, k_max))
+        power_w = idle_w + dyn_lo + power_target_frac * (dyn_hi - dyn_lo)
+        clock = FakeClock()
+        fixed, ctls = build_controllers(prof, deadline, k_max, power_w, idle_w, clock=clock, miss_target=miss_target)
+        k_or, miss_or, acc_or = replay_oracle(tr.slowdown, prof, deadline)
+        base = {"trace": tr.name, "load": tr.meta.get("load", ""), "curve": cname, "curve_source": desc,
+                "deadline_s": deadline, "period_s": period, "steps": len(tr), "power_target_w": power_w}
+        group = [dict(base, controller="oracle", kind="oracle", miss_rate=miss_or, mean_k=float(k_or.mean()),
+                      accuracy=acc_or, acc_vs_oracle=1.0, mean_power_w=None, power_error=None)]
+        # the bound for causal controllers with perfect feed-forward of the load level (not of each step)
+        lk, lm, la = level_oracle(tr.slowdown, tr.col("load"), prof, deadline, min(2 * miss_or, 2e-3))
+        group.append(dict(base, controller="level oracle", kind="bound", miss_rate=lm, accuracy=la,
+                          mean_k=float("nan") if lk is None else float(np.mean([lk[int(l)] for l in
+                                                                           np.nan_to_num(tr.col("load"))])),
+                          acc_vs_oracle=la / acc_or, level_ks=lk))
+        for name, factory in list(fixed.items()) + list(ctls.items()):
+            ctl = factory()
+            clock.t = 0.0
+            res = replay(tr, ctl, prof, deadline_s=deadline, period_s=period, idle_w=idle_w, dyn_w=dyn_w, clock=clock)
+            kind = "fixed" if name.startswith("fixed") else ("adaptive" if name in ADAPTIVE else name)
+            row = dict(base, controller=name, kind=kind, miss_rate=res.miss_rate, mean_k=res.mean_k,
+                       accuracy=res.accuracy, acc_vs_oracle=res.accuracy / acc_or,
+                       mean_power_w=res.mean_power_w, power_error=res.mean_power_w / power_w - 1,
+                       dyn_power_error=(res.mean_power_w - idle_w) / (power_w - idle_w) - 1,
+                       rejected=res.rejected)
+            if name == "energy":
+                # the clairvoyant schedule at the energy this controller really spent (the target
+                # itself may be out of reach when load makes even K=1 steps expensive)
+                _, acc_eo, p_eo = energy_oracle(tr.slowdown, prof, max(power_w, res.mean_power_w), period_s=period,
+                                                idle_w=idle_w, dyn_w=dyn_w)
+                row.update(energy_oracle_accuracy=acc_eo, energy_oracle_power_w=p_eo,
+                           acc_vs_energy_oracle=res.accuracy / acc_eo)
+            group.append(row)
+            if name in ("tail, floor", "pred & PI, floor", "latency PI"):
+                kseries[(tr.name, cname, name)] = res.k
+        kseries[(tr.name, cname, "oracle")] = k_or
+        judged[f"{tr.name}/{cname}"] = judge(group)
+        rows.extend(group)
+    return {"rows": rows, "judged": judged, "kseries": kseries,
+            "config": {"deadline_factor": deadline_factor, "power_target_frac": power_target_frac,
+                       "miss_target": miss_target, "idle_w": idle_w, "dyn_w": dyn_w,
+                       "traces": [os.path.relpath(p) for p in trace_paths], "curves": list(curves)}}
+
+
+def replay_table(res: dict, curve_name: str, controllers=("oracle", "tail, floor", "tail", "pred & PI, floor",
+                                                        "predictive", "latency PI")) -> str:
+    """Markdown: one row per trace, miss rate / accuracy vs oracle per controller, best fixed K."""
+    rows = [r for r in res["rows"] if r["curve"] == curve_name]
+    traces = list(dict.fromkeys(r["trace"] for r in rows))
+    head = "| trace | " + " | ".join(controllers) + " | best fixed K at <= tail, floor's misses | energy: power err / acc vs energy oracle |"
+    lines = [head, "|" + "---|" * (len(controllers) + 3)]
+    for t in traces:
+        g = {r["controller"]: r for r in rows if r["trace"] == t}
+        cells = []
+        for c in controllers:
+            r = g[c]
+            cells.append(f"{100 * r['miss_rate']:.2f}% / {100 * r['acc_vs_oracle']:.1f}%")
+        j = res["judged"][f"{t}/{curve_name}"]["tail, floor"]
+        bf = j["best_fixed"]
+        bf_s = "none" if bf is None else f"{bf[8:]}: {100 * g[bf]['miss_rate']:.2f}% / {100 * g[bf]['acc_vs_oracle']:.1f}%"
+        e = g["energy"]
+        cells.append(bf_s)
+        cells.append(f"{100 * e['power_error']:+.2f}% ({100 * e['dyn_power_error']:+.1f}% dyn.) / "
+                     f"{100 * e['acc_vs_energy_oracle']:.1f}%")
+        lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def targets_table(res: dict) -> str:
+    """Markdown: per trace x curve, whether "tail, floor" and the energy controller meet #16's targets."""
+    lines = ["| trace | curve | tail, floor: misses (oracle) | acc vs oracle | beats best fixed K | target | "
+             "level oracle at <= min(2x oracle, 0.2%) misses: acc vs oracle | "
+             "energy: power err (dyn.), acc vs energy oracle | energy target |", "|" + "---|" * 9]
+    for key, j in res["judged"].items():
+        t, c = key.split("/")
+        g = {r["controller"]: r for r in res["rows"] if r["trace"] == t and r["curve"] == c}
+        r, o, e, lo = g["tail, floor"], g["oracle"], g["energy"], g["level oracle"]
+        jt = j["tail, floor"]
+        lo_s = "none fits" if lo["level_ks"] is None else f"{100 * lo['acc_vs_oracle']:.1f}%"
+        lines.append(f"| {t} | {c} | {100 * r['miss_rate']:.2f}% ({100 * o['miss_rate']:.2f}%) | "
+                     f"{100 * r['acc_vs_oracle']:.1f}% | {'yes' if jt['checks']['beats best fixed K'] else 'no'} | "
+                     f"{'met' if jt['met'] else 'short: ' + ', '.join(k for k, v in jt['checks'].items() if not v)} | "
+                     f"{lo_s} | {100 * e['power_error']:+.2f}% ({100 * e['dyn_power_error']:+.1f}%), "
+                     f"{100 * e['acc_vs_energy_oracle']:.1f}% | "
+                     f"{'met' if j['energy']['met'] else 'short'} |")
+    return "\n".join(lines)
+
+
+def write_json(path: str, res: dict) -> None:
+    """One row per (trace, curve, controller) plus the config and the judged targets (atomic)."""
+    import math
+    import tempfile
+
+    def clean(v):
+        if hasattr(v, "item") and not isinstance(v, (list, dict)):      # numpy scalars
+            v = v.item()
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {str(k): clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+    keep = ("trace", "load", "curve", "controller", "kind", "miss_rate", "mean_k", "accuracy", "acc_vs_oracle",
+            "mean_power_w", "power_target_w", "power_error", "dyn_power_error", "energy_oracle_accuracy",
+            "acc_vs_energy_oracle", "deadline_s", "period_s", "steps", "rejected", "curve_source", "level_ks")
+    rows = [{k: r[k] for k in keep if k in r} for r in res["rows"]]
+    doc = clean({"config": res["config"], "rows": rows, "judged": res["judged"]})
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".ce.", suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump(doc, f, indent=1)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def plot_replay(res: dict, out_dir: str) -> None:
+    """control_replay_pareto.png: miss rate vs accuracy/oracle per trace (one panel per curve),
+    fixed K as a grey line, controllers as stars; control_replay_k.png: K over time on two traces."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    os.makedirs(out_dir, exist_ok=True)
+    curves = res["config"]["curves"]
+    traces = list(dict.fromkeys(r["trace"] for r in res["rows"]))
+    marks = {"tail, floor": ("*", "C3"), "tail": ("*", "C1"), "pred & PI, floor": ("^", "C0"), "predictive": ("v", "C9"),
+             "latency PI": ("s", "C2"), "oracle": ("o", "k")}
+    ncol = 4
+    nrow = -(-len(traces) // ncol)
+    for c in curves:
+        fig, axs = plt.subplots(nrow, ncol, figsize=(2.7 * ncol, 2.3 * nrow), squeeze=False, sharey=True)
+        for ax in axs.flat[len(traces):]:
+            ax.axis("off")
+        for ax, t in zip(axs.flat, traces):
+            g = [r for r in res["rows"] if r["curve"] == c and r["trace"] == t]
+            fx = sorted((r for r in g if r["kind"] == "fixed"), key=lambda r: r["mean_k"])
+            ax.plot([100 * r["miss_rate"] + 1e-2 for r in fx], [100 * r["acc_vs_oracle"] for r in fx], ".-",
+                    color="0.6", lw=0.8, ms=3, label="fixed K")
+            for r in g:
+                if r["controller"] in marks:
+                    m, col = marks[r["controller"]]
+                    ax.plot(100 * r["miss_rate"] + 1e-2, 100 * r["acc_vs_oracle"], m, color=col, ms=7,
+                            label=r["controller"])
+            ax.axvline(0.2 + 1e-2, color="r", lw=0.5, ls=":")
+            ax.axhline(98, color="r", lw=0.5, ls=":")
+            ax.set_xscale("log")
+            ax.set_ylim(50, 102)
+            ax.set_title(t, fontsize=8)
+            ax.tick_params(labelsize=7)
+        for ax in axs[:, 0]:
+            ax.set_ylabel("acc / oracle (%)", fontsize=8)
+        for ax in axs[-1, :]:
+            ax.set_xlabel("miss rate (%) + 0.01", fontsize=8)
+        h, l = axs[0, 0].get_legend_handles_labels()
+        fig.legend(h, l, loc="lower center", ncol=7, fontsize=8)
+        fig.suptitle(f"{c} accuracy curve, replayed traces: miss rate vs expected accuracy "
+                     "(dotted: the 0.2% / 98% targets)", fontsize=10)
+        fig.tight_layout(rect=(0, 0.04, 1, 0.97))
+        fig.savefig(os.path.join(out_dir, f"control_replay_pareto_{os.path.basename(c).split('.')[0]}.png"), dpi=70)
+        plt.close(fig)
+    show = [t for t in traces if t in ("memcpy-step", "memcpy-step-rt")] or traces[:2]
+    fig, axs = plt.subplots(len(show), 1, figsize=(10, 2.8 * len(show)), squeeze=False)
+    for ax, t in zip(axs[:, 0], show):
+        for n, col in (("oracle", "0.7"), ("latency PI", "C2"), ("pred & PI, floor", "C0"), ("tail, floor", "C3")):
+            k = res["kseries"].get((t, "synthetic", n))
+            if k is not None:
+                ax.plot(np.arange(len(k)) * 1e-3, k, lw=0.6 if n == "oracle" else 1.0, color=col, label=n,
+                        drawstyle="steps-post")
+        ax.set_ylabel("K")
+        ax.set_title(f"{t}, synthetic curve", fontsize=9)
+        ax.legend(fontsize=7, ncol=4)
+    axs[-1, 0].set_xlabel("time (s)")
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, "control_replay_k.png"), dpi=70)
+    plt.close(fig)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--program", help="a program file (default: random weights, edge config d=64, 4 layers, L=128, K̄=32)")
-    p.add_argument("--sweep", help="accuracy per K from this sweep JSON (default: the synthetic saturating curve)")
-    p.add_argument("--duration", type=float, default=4.0, help="seconds per (scenario, controller) run")
-    p.add_argument("--period", type=float, default=1e-3, help="control period in seconds")
+    g = p.add_argument_group("replay (default)")
+    g.add_argument("--replay", nargs="+", metavar="TRACE",
+                   help="load traces (.npz from python -m sims.record_traces); default: the shipped sims/traces/*.npz")
+    g.add_argument("--curves", default="synthetic,peaked,monotone",
+                   help="accuracy curves: synthetic, peaked (measured digits sweep), monotone (measured "
+                        "permuted-digits sweep), or sweep JSON paths")
+    g.add_argument("--miss-target", type=float, default=1e-3, help="the tail controller's target miss rate")
+    g.add_argument("--json", help="write one row per (trace, curve, controller) to this JSON file")
+    g = p.add_argument_group("live")
+    g.add_argument("--live", action="store_true", help="run live on the engine under a load this harness starts")
+    g.add_argument("--program", help="live: a program file (default: random weights, edge config d=64, 4 layers, L=128, K̄=32)")
+    g.add_argument("--sweep", help="live: accuracy per K from this sweep JSON (default: the synthetic curve)")
+    g.add_argument("--duration", type=float, default=4.0, help="live: seconds per (scenario, controller) run")
+    g.add_argument("--core", type=int, default=0, help="live: CPU core the engine and the load share")
+    g.add_argument("--load", choices=("memory", "spin", "pagecache"), default="memory", help="live: kind of load")
+    g.add_argument("--workers", type=int, default=2, help="live: load processes at full load")
+    g.add_argument("--scenarios", default="step,bursts,random", help="live: load schedules")
+    g.add_argument("--fixed-ks", help="live: comma-separated fixed K baselines (default: every K of the profile)")
+    g.add_argument("--rt", action="store_true", help="live: run the loop SCHED_FIFO 50 (needs CAP_SYS_NICE)")
+    p.add_argument("--period", type=float, default=1e-3, help="live: control period in seconds")
     p.add_argument("--deadline-factor", type=float, default=2.0,
-                   help="deadline = this x the unloaded median step latency at K̄ (paced), measured by the harness")
-    p.add_argument("--core", type=int, default=0, help="CPU core the engine and the load share")
-    p.add_argument("--load", choices=("memory", "spin"), default="memory", help="kind of co-running load")
-    p.add_argument("--workers", type=int, default=2, help="load processes at full load")
-    p.add_argument("--scenarios", default="step,bursts,random")
-    p.add_argument("--fixed-ks", help="comma-separated fixed K baselines (default: every K of the profile)")
-    p.add_argument("--out", default="control_eval_out", help="directory for control_eval.json and PNG plots")
+                   help="deadline = this x the unloaded paced median step latency at K̄")
+    p.add_argument("--out", help="directory for the PNG plots (and control_eval.json when live)")
     p.add_argument("--no-plot", action="store_true")
 
 
+def _positive(name: str, v: float) -> None:
+    import math
+
+    from essm_stream.errors import ConfigError
+    if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+        raise ConfigError(f"{name} must be > 0, got {v}")
+
+
 def run_from_args(a) -> int:
+    for name in ("duration", "period", "deadline_factor", "miss_target"):
+        _positive("--" + name.replace("_", "-"), getattr(a, name))
+    from essm_stream.errors import ConfigError
+    if a.workers < 1 or a.core < 0:
+        raise ConfigError(f"--workers must be >= 1 and --core >= 0, got {a.workers} and {a.core}")
+    if a.live:
+        return _run_live(a)
+    paths = a.replay or default_traces()
+    missing = [t for t in paths if not os.path.isfile(t)]
+    if missing or not paths:
+        raise ConfigError(f"no such trace file: {', '.join(missing) if missing else 'none shipped in sims/traces'}")
+    curves = tuple(c for c in a.curves.split(",") if c)
+    res = run_replay(paths, curves=curves, deadline_factor=a.deadline_factor, miss_target=a.miss_target)
+    for c in curves:
+        print(f"\n### curve: {c}  (cells: miss rate / expected accuracy vs oracle)\n")
+        print(replay_table(res, c))
+    print("\n### targets (issue #16)\n")
+    print(targets_table(res))
+    if a.json:
+        write_json(a.json, res)
+        print(f"\nwrote {a.json}")
+    if a.out and not a.no_plot:
+        plot_replay(res, a.out)
+        print(f"wrote plots to {a.out}")
+    return 0
+
+
+def _run_live(a) -> int:
     from essm_stream.program import StreamProgram
     program = StreamProgram.load(a.program) if a.program else None
     fixed_ks = [int(k) for k in a.fixed_ks.split(",")] if a.fixed_ks else None
     names = tuple(s for s in a.scenarios.split(",") if s)
+    out = a.out or "control_eval_out"
     res = run_eval(program, sweep=a.sweep, duration_s=a.duration, period_s=a.period,
                    deadline_factor=a.deadline_factor, core=a.core, load_kind=a.load, workers=a.workers,
-                   scenario_names=names, fixed_ks=fixed_ks, out_dir=a.out, plot=not a.no_plot)
+                   scenario_names=names, fixed_ks=fixed_ks, out_dir=out, plot=not a.no_plot, rt=a.rt)
     c = res["config"]
     print(f"deadline {c['deadline_s'] * 1e6:.0f} µs, period {c['period_s'] * 1e3:g} ms, "
           f"energy target {c['power_target_w']:.4f} W, {c['duration_s']:g} s per run, wall {res['wall_s']:.0f} s")
     for s in names:
         print(f"\n### scenario: {s}\n")
         print(format_table(res, s))
-        for n, d in dominance(res, s).items():
-            print(f"  {n}: best fixed K at <= its misses: {d['best_fixed_at_no_more_misses']} "
-                  f"(acc {d['its_accuracy']}), dominated by {d['dominated_by'] or 'none'}")
-    print(f"\nwrote {a.out}/control_eval.json" + ("" if a.no_plot else " and PNG plots"))
+    print(f"\nwrote {out}/control_eval.json" + ("" if a.no_plot else " and PNG plots"))
     return 0
 
 

@@ -60,7 +60,7 @@ def test_profile_round_trip_through_program_file(tmp_path):
     prog.save(path)
     sweep = tmp_path / "sweep.json"
     sweep.write_text(json.dumps({"K": [1, 2, 4, 8], "acc": [0.5, 0.6, 0.8, 0.85]}))
-    d = build_profile(StreamProgram.load(path), sweep=str(sweep), ks=[1, 2, 4, 8], steps=8)
+    d = build_profile(StreamEngine(StreamProgram.load(path)), sweep=str(sweep), ks=[1, 2, 4, 8], steps=8)
     prog2 = StreamProgram.load(path)
     prog2.set_budget_profile(d, save=True)
     back = BudgetProfile.from_program(StreamProgram.load(path))
@@ -84,3 +84,26 @@ def test_cli_profile(tmp_path, capsys):
     assert p["K"] == [1, 4, 8] and len(p["latency_s"]) == 3
     assert json.loads((tmp_path / "p.json").read_text())["K"] == [1, 4, 8]
     assert main(["profile", str(tmp_path / "missing.essm")]) == 2
+
+
+def test_profiler_takes_any_object_with_step():
+    """#12: controllers stands on numpy alone; the one per-K profiler times anything with step(x, K)."""
+    class Stepper:                       # no engine, no snapshot: a fake device whose step costs K µs
+        k_max, d_in = 8, 3
+
+        def __init__(self):
+            self.t, self.seen = 0, []
+
+        def step(self, x, K):
+            assert x.shape == (3,)
+            self.seen.append(K)
+            self.t += 1000 * K
+
+    st = Stepper()
+    cal = calibrate_latency(st, [1, 4, 8, 99], steps=8, rounds=2, timer_ns=lambda: st.t)
+    assert cal["K"] == [1, 4, 8] and cal["latency_raw_s"] == pytest.approx([1e-6, 4e-6, 8e-6])
+    assert set(st.seen) == {1, 4, 8}
+    with pytest.raises(ProfileError, match="step"):
+        calibrate_latency(object(), [1])
+    with pytest.raises(ProfileError, match="x="):
+        calibrate_latency(type("NoShape", (), {"step": lambda self, x, k: None})(), [1])

@@ -141,7 +141,7 @@ def test_cpu_monitor_unavailable(tmp_path):
 
 def test_cpu_monitor_real_machine_does_not_crash():
     r = CpuMonitor(min_interval_s=0).read()
-    assert set(r) == {"cpu_util", "cpu_freq_hz", "psi_some_avg10"}
+    assert set(r) == {"cpu_util", "cpu_freq_hz", "psi_some_avg10", "psi_some_frac", "run_queue"}
 
 
 def test_latency_meter_and_telemetry_record():

@@ -22,12 +22,27 @@ def add_arguments(p):
 
 
 def run(a):
+    from controllers.errors import ControlError
+
+    from ..errors import ConfigError
+    try:
+        return _run(a)
+    except ControlError as e:          # controllers is a leaf with its own family: one CLI line
+        raise ConfigError(str(e)) from None
+
+
+def _run(a):
     import json
+
+    import numpy as np
 
     from controllers.errors import ControlConfigError
     from controllers.profile import build_profile
     from controllers.telemetry import PowerModel, open_energy_source
-    from essm_stream.program import StreamProgram
+
+    from ..engine import StreamEngine
+    from ..fileio import atomic_write_bytes
+    from ..program import StreamProgram
 
     try:
         ks = [int(k) for k in a.ks.split(",")]
@@ -41,7 +56,8 @@ def run(a):
         src = open_energy_source(idle_w=a.idle_w, dyn_w=a.dyn_w)
         if isinstance(src, PowerModel):
             src = None
-    prof = build_profile(prog, sweep=a.sweep, ks=ks, steps=a.steps, period_s=a.period,
+    eng = StreamEngine(prog, batch=1, dtype=np.float32)
+    prof = build_profile(eng, sweep=a.sweep, ks=ks, steps=a.steps, period_s=a.period,
                          power_model=pm, energy_source=src)
     prog.set_budget_profile(prof, save=a.out or True)
     print("| K | accuracy | latency (µs) | p99 (µs) | energy/step (µJ) |\n|---|---|---|---|---|")
@@ -52,6 +68,5 @@ def run(a):
     print(f"accuracy: {prof['source']['accuracy']}\nenergy: {prof['source']['energy']}")
     print(f"wrote the budget profile into {a.out or a.program}")
     if a.json:
-        with open(a.json, "w") as f:
-            json.dump(prof, f, indent=1)
+        atomic_write_bytes(a.json, json.dumps(prof, indent=1).encode())
     return 0
