@@ -334,7 +334,8 @@ class StreamProgram:
         cfg = cls._check_meta(meta, where=path)
         listed = {k: (v.get("dtype"), v.get("shape")) if isinstance(v, dict) else (None, None)
                   for k, v in header.items()}
-        want = {k: ("F64", list(shape)) for k, shape in expected_shapes(cfg).items()}
+        want = {k: ("F64", list(shape))   # (an LDS record was validated by _check_meta)
+                for k, shape in expected_shapes(cfg, meta.get("spectral")).items()}
         if listed != want:
             bad = sorted(k for k in set(listed) | set(want) if listed.get(k) != want.get(k))
             raise ProgramError(f"{path!r}: tensors {bad[:6]} are missing, unexpected, not float64 or of the "

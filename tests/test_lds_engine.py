@@ -233,3 +233,37 @@ def test_weighted_fit_pads_layers_to_the_largest_N():
     y = StreamEngine(prog, dtype=np.float64).run(X, Ks)
     assert rel(y, StreamEngine(prog, dtype=np.float64, kernel="ref").run(X, Ks)) <= 1e-12
     assert rel(y, StreamEngine(exact, dtype=np.float64).run(X, Ks)) <= TOL
+
+
+@pytest.mark.parametrize("buffered", [True, False])
+def test_overflowing_frame_is_taken_back_in_lds_mode(buffered):
+    """A finite but huge frame overflows inside the step: the ladder states and the ring row come
+    back exactly (state as before the frame), later outputs equal an engine that never saw it, and
+    nan_policy='zero' skips it in the numba kernel and in the numpy twin alike."""
+    from essm_stream.engine import NonFiniteOutputError
+    _, prog = hankel_programs(seed=8, tol=TOL if buffered else 2e-2, buffered=buffered)
+    W = prog.arrays["inp.W"]
+    big = (np.finfo(np.float32).max * 0.9 * np.sign(W[0])).astype(np.float32)
+    rng = np.random.default_rng(9)
+    X = rng.standard_normal((2 * CFG.seq_len, CFG.d_in)).astype(np.float32)
+    eng, clean = StreamEngine(prog), StreamEngine(prog)
+    eng.run(X[:70], 5)
+    clean.run(X[:70], 5)
+    before = eng.snapshot()
+    with pytest.raises(NonFiniteOutputError, match="taken back"):
+        eng.step(big, 5)
+    after = eng.snapshot()
+    assert np.array_equal(after.state, before.state) and np.array_equal(after.ist[:3], before.ist[:3])
+    assert np.array_equal(eng.run(X[70:], 5), clean.run(X[70:], 5))
+    # nan_policy="zero": the frame is skipped (outputs 0), numba and the numpy twin agree
+    big64 = np.finfo(np.float64).max * 0.9 * np.sign(W[0])
+    Xb = np.concatenate([X[:70], big64[None], X[70:90]]).astype(np.float64)
+    fast = StreamEngine(prog, nan_policy="zero", dtype=np.float64)
+    twin = StreamEngine(prog, nan_policy="zero", kernel="ref", dtype=np.float64)
+    with np.errstate(all="ignore"):
+        Yr = twin.run(Xb, 5)
+    Yf = fast.run(Xb, 5)
+    assert fast.skipped_frames == twin.skipped_frames == 1 and np.all(Yf[70] == 0)
+    assert np.allclose(Yr, Yf, rtol=0, atol=1e-12)
+    ref = StreamEngine(prog, dtype=np.float64).run(np.delete(Xb, 70, axis=0), 5)
+    assert np.array_equal(np.delete(Yf, 70, axis=0), ref)
