@@ -43,6 +43,8 @@ def save_checkpoint(path, model, optimizer=None, scheduler=None, train_state: di
     tensors["rng.torch"] = torch.get_rng_state()
     meta = {"format": FORMAT, "version": str(VERSION),
             "config": json.dumps(model.cfg.to_dict()), "train": json.dumps(train, default=_json_default)}
+    if getattr(model.cfg, "kind", "essm") != "essm":
+        meta["model_kind"] = model.cfg.kind   # absent for ES-SSM: older readers see the same file
     atomic_write_bytes(path, save(tensors, metadata=meta))
 
 
@@ -78,7 +80,14 @@ def read_checkpoint(path) -> tuple[dict, dict[str, Any]]:
         raise ProgramError(f"{str(path)!r} has checkpoint version {meta.get('version')!r}; this build reads {VERSION}")
     try:
         from .program import json_loads_bounded
-        cfg = ESSMConfig.from_dict(json_loads_bounded(meta["config"], "checkpoint config"))
+        kind = meta.get("model_kind", "essm")
+        if kind == "lru":
+            from .lru_config import LRUConfig
+            cfg = LRUConfig.from_dict(json_loads_bounded(meta["config"], "checkpoint config"))
+        elif kind == "essm":
+            cfg = ESSMConfig.from_dict(json_loads_bounded(meta["config"], "checkpoint config"))
+        else:
+            raise ConfigError(f"unknown model_kind {kind!r} (this build reads essm and lru)")
         train = json_loads_bounded(meta.get("train", "{}"), "checkpoint training state")
     except (KeyError, ConfigError, ProgramError) as e:
         raise ProgramError(f"{str(path)!r} has a bad config in its metadata: {e}") from None
@@ -119,7 +128,11 @@ def load_checkpoint(path, device="cpu"):
     from .model import ESSMModel
 
     tensors, meta = read_checkpoint(path)
-    model = ESSMModel(meta["config"], init_filters=False)
+    if getattr(meta["config"], "kind", "essm") == "lru":
+        from .lru import LRUModel
+        model = LRUModel(meta["config"])
+    else:
+        model = ESSMModel(meta["config"], init_filters=False)
     state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     missing = sorted(set(model.state_dict()) - set(state))
     extra = sorted(set(state) - set(model.state_dict()))

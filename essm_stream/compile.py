@@ -81,7 +81,8 @@ def compile_model(model, source_checkpoint: str | os.PathLike | None = None, fro
     if spectral not in ("exact", "lds"):
         raise ProgramError(f"spectral must be 'exact' or 'lds', got {spectral!r}")
     cfg = getattr(model, "cfg", None)
-    if not isinstance(cfg, ESSMConfig) or not callable(getattr(model, "export_weights", None)):
+    from .lru_config import LRUConfig
+    if not isinstance(cfg, (ESSMConfig, LRUConfig)) or not callable(getattr(model, "export_weights", None)):
         raise ProgramError(f"compile_model needs an ESSMModel (with .cfg and .export_weights()), got {type(model).__name__}")
     from . import __version__
     sha = None
@@ -95,7 +96,13 @@ def compile_model(model, source_checkpoint: str | os.PathLike | None = None, fro
             sha = h.hexdigest()
     prov = {"created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "package_version": __version__, "source_checkpoint": source_checkpoint, "source_sha256": sha}
-    arrays = compile_weights(model.export_weights(), cfg)
+    if isinstance(cfg, LRUConfig):   # layer kind lru (CompreSSM's peer): λ, γB precomputed in float64
+        if spectral != "exact":
+            raise ProgramError("spectral='lds' applies to ES-SSM models; an LRU model has no filter bank")
+        from .kernels_lru import compile_lru_weights
+        arrays = compile_lru_weights(model.export_weights(), cfg)
+    else:
+        arrays = compile_weights(model.export_weights(), cfg)
     prog = StreamProgram(cfg, arrays, provenance=prov, frontend=frontend, budget_profile=budget_profile)
     if spectral == "lds":
         from .lds import lds_program

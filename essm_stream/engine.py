@@ -393,7 +393,7 @@ class StreamEngine:
             raise ConfigError("snapshot.state holds NaN or Inf")
         pos, t, pool, nrep, skipped = (int(s.ist[i]) for i in (_lo.IST_POS, _lo.IST_T, _lo.IST_POOL,
                                                                _lo.IST_NREPLACED, _lo.IST_SKIPPED))
-        L, PW = self.cfg.seq_len, int(self._lay[_lo.POOL_W])
+        L, PW = int(self._lay[_lo.L_WIN]), int(self._lay[_lo.POOL_W])   # the layout's window (1 for lru)
         if t < 0 or nrep < 0 or skipped < 0:
             raise ConfigError(f"snapshot counters must be >= 0 (steps {t}, replaced {nrep}, skipped {skipped})")
         if pos != t % L or pool != t % PW:

@@ -36,8 +36,9 @@ from .layout import (D_GATE, D_HIDDEN, D_IN, D_MODEL, D_OUT, GATED, IST_ERR_B, I
                      O_LN1B, O_LN1G, O_LN2B, O_LN2G, O_LNFB, O_LNFG, O_MCAT, O_OUTB, O_OUTW, O_PHIR,
                      O_W1, O_W2, POOL_W, POOLED, ST_HIST, ST_POOL, W_A, W_G, W_H, W_O, W_S, W_U, W_V,
                      W_X, W_Z, WL, W_UNDO, IST_SKIPPED)
-from .layout import LDS
 from .kernels_lds import lds_convolve, lds_ring, lds_undo
+from .kernels_lru import lru_mix, lru_undo
+from .layout import LDS, LRU_KIND
 from .numba_config import njit
 
 OK, ERR_NONFINITE, ERR_BUDGET, ERR_OVERFLOW = 0, 1, 2, 3
@@ -564,6 +565,10 @@ def undo_frame(state, work, lay, ist, B, p):
             ub = b * wl + sundo + nl * d
             for i in range(d_out):
                 state[sp + b * PW * d_out + pp * d_out + i] = work[ub + i]
+    if lay[LRU_KIND] != 0:
+        lru_undo(state, work, lay, B)
+    if lay[LDS] != 0:
+        lds_undo(state, work, lay, B, p)                     # ladder states and ring rows back
 
 
 @njit(inline="always")
@@ -605,25 +610,26 @@ def stream_run(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
         for l in range(lay[N_LAYERS]):
             _layer_norm_streams(work, B, wl, lay[W_H], lay[W_U], W, seg(off, O_LN1G, l),
                                 seg(off, O_LN1B, l), d, ln_eps)  # u = LN1(h)
-            if lay[LDS] != 0:                                    # spectral="lds" (kernels_lds.py)
-                lds_ring(state, work, lay, B, l, p)              # u(t-L) out of the ring, u(t) in
-            else:
-                ring_write(state, work, lay, B, l, p)            # window of u ← u(t)
             finite = rows_finite(work, lay[W_U], wl, B, d) and finite
-            if lay[GATED] != 0:
-                gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps)   # α(t) (Eq. 8)
-            if lay[LDS] != 0:
-                lds_convolve(Ks, t, W, off, lay, state, work, B, l)  # V = [u, α_k ladder_k(t)]
+            if lay[LRU_KIND] != 0:                               # layer kind lru (kernels_lru.py)
+                lru_mix(W, off, lay, state, work, B, l)          # x ← λx + B̃u; h += Re(Cx) + D u
             else:
-                convolve(Ks, t, W, off, lay, state, work, B, l, p)   # V = [u, α_k (Φ_k * u)(t)]_{k≤K}
-            mix(Ks, t, W, off, lay, work, B, l)                  # h += D u + Σ σ_k^¼ M_k α_k c_k (Eq. 7)
+                if lay[LDS] != 0:                                # spectral="lds" (kernels_lds.py)
+                    lds_ring(state, work, lay, B, l, p)          # u(t-L) out of the ring, u(t) in
+                else:
+                    ring_write(state, work, lay, B, l, p)        # window of u ← u(t)
+                if lay[GATED] != 0:
+                    gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps)   # α(t) (Eq. 8)
+                if lay[LDS] != 0:
+                    lds_convolve(Ks, t, W, off, lay, state, work, B, l)  # V = [u, α_k ladder_k(t)]
+                else:
+                    convolve(Ks, t, W, off, lay, state, work, B, l, p)   # V = [u, α_k (Φ_k * u)(t)]_{k≤K}
+                mix(Ks, t, W, off, lay, work, B, l)              # h += D u + Σ σ_k^¼ M_k α_k c_k (Eq. 7)
             if lay[MLP] != 0:
                 mlp(W, off, lay, work, B, l, ln_eps)             # h += MLP(LN2(h))
         head(t, W, off, lay, state, ist, work, Y, B, ln_eps)     # y_t = W_out LN_f(h) + b_out (pooled)
         if not (finite and output_finite(Y, t)):                 # overflow: take the frame back
             undo_frame(state, work, lay, ist, B, p)
-            if lay[LDS] != 0:
-                lds_undo(state, work, lay, B, p)                 # ladder states and ring rows back
             ist[IST_ERR_T] = t
             if not nan_zero:
                 return ERR_OVERFLOW

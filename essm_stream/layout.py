@@ -54,9 +54,18 @@ def _mlp(g: dict) -> bool:
     return bool(g["mlp"])
 
 
+def _essm(g: dict) -> bool:
+    return not g.get("lru", 0)
+
+
+def _lru(g: dict) -> bool:
+    """Layer kind lru (the CompreSSM peer, essm_stream/lru.py): diagonal complex recurrence."""
+    return bool(g.get("lru", 0))
+
+
 def _lds(g: dict) -> bool:
     """The program's spectral stage is an LDS ladder (essm_stream/lds.py), not the ring-buffer FIR."""
-    return bool(g["lds"])
+    return bool(g.get("lds", 0))
 
 
 def pooled(cfg: ESSMConfig) -> bool:
@@ -87,12 +96,12 @@ SEGMENTS: tuple[Segment, ...] = (
     Segment("inp.b", lambda g: (g["d"],)),
     Segment("ln1.g", lambda g: (g["d"],), per_layer=True, doc="pre-norm of the ES-SSM sub-layer"),
     Segment("ln1.b", lambda g: (g["d"],), per_layer=True),
-    Segment("phir", lambda g: (g["k_max"], g["L"]), per_layer=True, pack_when=lambda g: not g["lds"],
+    Segment("phir", lambda g: (g["k_max"], g["L"]), per_layer=True, when=_essm, pack_when=lambda g: not _lds(g),
             doc="reversed filters phir[k, τ'] = φ_k(L-1-τ') (a dot product with the oldest-first window); "
                 "an LDS program keeps them in the file only (for the record and refits), not in W"),
-    Segment("Mcat", lambda g: (g["d"], (g["k_max"] + 1) * g["d"]), per_layer=True,
+    Segment("Mcat", lambda g: (g["d"], (g["k_max"] + 1) * g["d"]), per_layer=True, when=_essm,
             doc="[D | σ_1^{1/4} M_1 | … | σ_K̄^{1/4} M_K̄], rows contiguous over the active prefix"),
-    Segment("sigma", lambda g: (g["k_max"],), per_layer=True, packed=False,
+    Segment("sigma", lambda g: (g["k_max"],), per_layer=True, packed=False, when=_essm,
             doc="Hankel eigenvalues, for the record (already folded into Mcat)"),
     Segment("ln_f.g", lambda g: (g["d"],)),
     Segment("ln_f.b", lambda g: (g["d"],)),
@@ -109,6 +118,15 @@ SEGMENTS: tuple[Segment, ...] = (
     Segment("fc2.W", lambda g: (g["d"], g["d_hidden"]), per_layer=True, when=_mlp),
     Segment("fc2.b", lambda g: (g["d"],), per_layer=True, when=_mlp),
     Segment("eps", lambda g: (2,), stored=False, doc="ln_eps, gate_eps (in the engine's dtype)"),
+    # layer kind lru: λ and B̃ = γB precomputed in float64 by the compiler, complex split re/im;
+    # states padded to n_state = max over layers with λ = B̃ = C = 0 (padded states stay 0)
+    Segment("lru.lam_re", lambda g: (g["n_state"],), per_layer=True, when=_lru, doc="Re λ"),
+    Segment("lru.lam_im", lambda g: (g["n_state"],), per_layer=True, when=_lru, doc="Im λ"),
+    Segment("lru.bt_re", lambda g: (g["n_state"], g["d"]), per_layer=True, when=_lru, doc="Re γB"),
+    Segment("lru.bt_im", lambda g: (g["n_state"], g["d"]), per_layer=True, when=_lru, doc="Im γB"),
+    Segment("lru.c_re", lambda g: (g["d"], g["n_state"]), per_layer=True, when=_lru, doc="Re C"),
+    Segment("lru.c_im", lambda g: (g["d"], g["n_state"]), per_layer=True, when=_lru, doc="Im C"),
+    Segment("lru.D", lambda g: (g["d"],), per_layer=True, when=_lru, doc="diagonal skip D"),
     # spectral="lds": the filter bank as a ladder of lds_n all-pass sections (essm_stream/lds.py)
     Segment("lds.a", lambda g: (g["lds_n"],), per_layer=True, when=_lds,
             doc="ladder poles a_n in (0, 1), chain order (zero padding after the layer's n_l)"),
@@ -128,12 +146,13 @@ O_LNFG, O_LNFB, O_OUTW, O_OUTB = _SEG["ln_f.g"], _SEG["ln_f.b"], _SEG["out.W"], 
 O_W1, O_B1, O_W2, O_B2 = _SEG["W1"], _SEG["b1"], _SEG["W2"], _SEG["b2"]
 O_LN2G, O_LN2B, O_FC1W, O_FC1B = _SEG["ln2.g"], _SEG["ln2.b"], _SEG["fc1.W"], _SEG["fc1.b"]
 O_FC2W, O_FC2B, O_EPS = _SEG["fc2.W"], _SEG["fc2.b"], _SEG["eps"]
+O_LRU_LAMRE, O_LRU_LAMIM, O_LRU_BTRE, O_LRU_BTIM, O_LRU_CRE, O_LRU_CIM, O_LRU_D = (
+    _SEG["lru." + n] for n in ("lam_re", "lam_im", "bt_re", "bt_im", "c_re", "c_im", "D"))
 O_LDSA, O_LDSBL, O_LDSC = _SEG["lds.a"], _SEG["lds.bL"], _SEG["lds.C"]
 
 
 def program_shapes(cfg: ESSMConfig, spectral: dict | None = None) -> dict[str, tuple[int, ...]]:
-    """Every array a program of this config (and spectral record, None = exact) holds, with its
-    shape (the format validates against this)."""
+    """Every array a program of this config holds, with its shape (the format validates against this)."""
     g = named_dims(cfg, spectral)
     return {s.name: s.full_shape(g) for s in SEGMENTS if s.stored and s.when(g)}
 
@@ -141,7 +160,7 @@ def program_shapes(cfg: ESSMConfig, spectral: dict | None = None) -> dict[str, t
 # -- named dims --------------------------------------------------------------------------------
 
 DIMS = ("d_in", "d", "d_out", "n_layers", "L", "k_max", "d_gate", "d_hidden", "gated", "mlp",
-        "pool_W", "pooled", "lds", "lds_n", "lds_buf")
+        "pool_W", "pooled", "lru", "n_state", "lds", "lds_n", "lds_buf")
 
 
 def named_dims(cfg: ESSMConfig, spectral: dict | None = None) -> dict[str, int]:
@@ -151,11 +170,17 @@ def named_dims(cfg: ESSMConfig, spectral: dict | None = None) -> dict[str, int]:
     lds = 1, lds_n = the largest layer's ladder size, lds_buf = 1 if it keeps the window buffer."""
     pool = pooled(cfg)
     lds = spectral is not None and spectral.get("mode") == "lds"
+    no_lds = {"lds": 0, "lds_n": 0, "lds_buf": 0}
+    if getattr(cfg, "kind", "essm") == "lru":   # an LRUConfig: no window (L = 1), no budget (K̄ = 1)
+        return {"d_in": cfg.d_in, "d": cfg.d_model, "d_out": cfg.d_out, "n_layers": cfg.n_layers,
+                "L": 1, "k_max": 1, "d_gate": 0, "d_hidden": cfg.mlp_ratio * cfg.d_model if cfg.mlp else 0,
+                "gated": 0, "mlp": int(cfg.mlp), "pool_W": cfg.pool_window if pool else 1,
+                "pooled": int(pool), "lru": 1, "n_state": max(cfg.layer_states()), **no_lds}
     return {"d_in": cfg.d_in, "d": cfg.d_model, "d_out": cfg.d_out, "n_layers": cfg.n_layers,
             "L": cfg.seq_len, "k_max": cfg.k_max, "d_gate": cfg.d_gate if cfg.gated else 0,
             "d_hidden": cfg.mlp_ratio * cfg.d_model if cfg.mlp else 0, "gated": int(cfg.gated),
             "mlp": int(cfg.mlp), "pool_W": cfg.pool_window if pool else 1, "pooled": int(pool),
-            "lds": int(lds), "lds_n": max(spectral["n"]) if lds else 0,
+            "lru": 0, "n_state": 0, "lds": int(lds), "lds_n": max(spectral["n"]) if lds else 0,
             "lds_buf": int(lds and bool(spectral["buffered"]))}
 
 
@@ -180,6 +205,8 @@ SCRATCH: tuple[Section, ...] = (
     Section("undo", lambda g: g["n_layers"] * g["d"] + (g["d_out"] if g["pooled"] else 0),
             "what this frame overwrote in the history (per layer) and the pool ring, so that a frame "
             "whose values overflow can be taken back"),
+    Section("lru_undo", lambda g: g["n_layers"] * 2 * g["n_state"],
+            "layer kind lru: this stream's states before the frame ([re | im] per layer), to take it back"),
     Section("lw", lambda g: g["d"] if g["lds"] else 0, "LDS: the all-pass signal running down the ladder"),
     Section("lo", lambda g: g["d"] if g["lds"] else 0, "LDS: u(t-L), the input leaving the window (0 without a buffer)"),
     Section("lundo", lambda g: g["n_layers"] * g["lds_n"] * g["d"],
@@ -192,6 +219,8 @@ STATE: tuple[Section, ...] = (
             "window of step t is the contiguous slice [p + 1, p + L], oldest first"),
     Section("pool", lambda g, B: B * g["pool_W"] * g["d_out"] if g["pooled"] else 0,
             "ring of the last pool_W head outputs (b, W, d_out) for head='mean'"),
+    Section("lru_x", lambda g, B: g["n_layers"] * B * 2 * g["n_state"],
+            "layer kind lru: the complex state of every layer and stream (l, b, [re | im], n_state)"),
     Section("lds", lambda g, B: g["n_layers"] * B * g["lds_n"] * g["d"],
             "LDS: ladder section states (l, b, n, d), rows contiguous over channels"),
     Section("lring", lambda g, B: g["n_layers"] * B * g["L"] * g["d"] if g["lds_buf"] else 0,
@@ -203,11 +232,12 @@ LAY = DIMS + tuple("w_" + s.name for s in SCRATCH) + ("wl",) + tuple("st_" + s.n
 _LAY = {name: i for i, name in enumerate(LAY)}
 N_LAY = len(LAY)
 (D_IN, D_MODEL, D_OUT, N_LAYERS, L_WIN, K_MAX, D_GATE, D_HIDDEN, GATED, MLP, POOL_W, POOLED,
- LDS, LDS_N, LDS_BUF) = (_LAY[n] for n in DIMS)
+ LRU_KIND, N_STATE, LDS, LDS_N, LDS_BUF) = (_LAY[n] for n in DIMS)
 W_X, W_H, W_U, W_Z, W_V, W_G, W_S, W_A, W_O = (_LAY["w_" + s] for s in "xhuzVgsao")
 W_UNDO = _LAY["w_undo"]
+W_LRU_UNDO = _LAY["w_lru_undo"]
 WL = _LAY["wl"]
-ST_HIST, ST_POOL = _LAY["st_hist"], _LAY["st_pool"]
+ST_HIST, ST_POOL, ST_LRU_X = _LAY["st_hist"], _LAY["st_pool"], _LAY["st_lru_x"]
 W_LW, W_LO, W_LUNDO = _LAY["w_lw"], _LAY["w_lo"], _LAY["w_lundo"]
 ST_LDS, ST_LRING = _LAY["st_lds"], _LAY["st_lring"]
 
@@ -284,7 +314,7 @@ class Layout:
 
         Engine-only segments come from the config: eps = (ln_eps, gate_eps)."""
         arrays = dict(program_arrays)
-        arrays["eps"] = np.array([self.cfg.ln_eps, self.cfg.gate_eps])
+        arrays["eps"] = np.array([self.cfg.ln_eps, getattr(self.cfg, "gate_eps", 0.0)])
         W = np.zeros(self.n_w, dtype=dtype)
         for i, name in enumerate(PACKED):
             shape = self.shapes[name]

@@ -4,15 +4,22 @@ Kernels are compiled with `njit` from here: no Python objects, no bounds checks,
 kernels reassociate dot products; tolerances in tests account for it), and an on-disk cache so
 that the second process that starts an engine does not pay the compile again.
 
-Cache directory: numba writes next to the package (`__pycache__`) when that is writable. When
-it is not (a read-only site-packages on a robot) and NUMBA_CACHE_DIR is unset, we point numba at
-`$XDG_CACHE_HOME/essm_stream/numba` (default ~/.cache/...), or a temp dir as a last resort.
+Cache directory, one place (next to the Hankel filter cache): NUMBA_CACHE_DIR when set, else
+`$XDG_CACHE_HOME/essm-stream/numba` (default `~/.cache/essm-stream/numba`), else, when the home
+cache cannot be created, `<tmp>/essm-stream-numba-<uid>`. numba unpickles its cache index files,
+so a directory this module picks must be a real directory (not a symlink) owned by this user and
+not writable by group or others; one that is not is refused with a warning, and when no directory
+passes, kernels compile in every process (no disk cache) rather than load another user's files.
 `NUMBA_DISABLE_JIT=1` turns every kernel into plain Python (tests run that way too).
 """
 from __future__ import annotations
 
+import logging
 import os
+import stat
 import tempfile
+
+log = logging.getLogger(__name__)
 
 FASTMATH = True        # reassociation lets LLVM vectorize the dot-product reductions
 CACHE = True           # compiled machine code cached on disk, keyed by signature and CPU
@@ -21,38 +28,57 @@ NOGIL = True           # a controller thread may run beside the engine
 ERROR_MODEL = "numpy"  # no ZeroDivisionError checks in hot loops
 
 
-def _package_dir() -> str:
-    return os.path.dirname(os.path.abspath(__file__))
+def _uid() -> int | None:
+    return os.getuid() if hasattr(os, "getuid") else None
 
 
-def cache_dir() -> str:
-    """Directory numba caches compiled kernels in (decided once, before any kernel is defined)."""
-    env = os.environ.get("NUMBA_CACHE_DIR")
-    if env:
-        return env
-    pkg = _package_dir()
-    pyc = os.path.join(pkg, "__pycache__")
-    if os.access(pyc if os.path.isdir(pyc) else pkg, os.W_OK):
-        return pyc
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    for cand in (os.path.join(base, "essm_stream", "numba"),
-                 os.path.join(tempfile.gettempdir(), f"essm_stream_numba_{os.getuid() if hasattr(os, 'getuid') else 0}")):
-        try:
-            os.makedirs(cand, exist_ok=True)
-            if os.access(cand, os.W_OK):
-                return cand
-        except OSError:
-            continue
-    return pyc
+def safe_cache_dir(path: str) -> str | None:
+    """Create `path` (mode 0700) if missing; return why it must not hold a cache, or None if it may:
+    a symlink, not a directory, owned by another user, writable by group / others, or unwritable."""
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        st = os.lstat(path)
+    except OSError as e:
+        return f"cannot create it ({e.strerror})"
+    if stat.S_ISLNK(st.st_mode):
+        return "it is a symlink"
+    if not stat.S_ISDIR(st.st_mode):
+        return "it is not a directory"
+    uid = _uid()
+    if uid is not None and st.st_uid != uid:
+        return f"it is owned by uid {st.st_uid}, not by this user (uid {uid})"
+    if uid is not None and st.st_mode & 0o022:
+        return f"its mode {stat.S_IMODE(st.st_mode):04o} lets others write in it"
+    if not os.access(path, os.W_OK | os.X_OK):
+        return "it is not writable"
+    return None
+
+
+def cache_dir(environ=None, tmpdir: str | None = None) -> str | None:
+    """Directory numba caches compiled kernels in (decided once, before any kernel is defined), or
+    None when no safe directory exists (then kernels are compiled per process)."""
+    env = os.environ if environ is None else environ
+    if env.get("NUMBA_CACHE_DIR"):
+        return env["NUMBA_CACHE_DIR"]          # the user's explicit choice is taken as is
+    base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    tmp = tmpdir or tempfile.gettempdir()
+    for cand in (os.path.join(base, "essm-stream", "numba"),
+                 os.path.join(tmp, f"essm-stream-numba-{_uid() if _uid() is not None else 0}")):
+        why = safe_cache_dir(cand)
+        if why is None:
+            return cand
+        log.warning("not caching numba kernels in %s: %s", cand, why)
+    log.warning("no safe numba cache directory: kernels compile in every process (set NUMBA_CACHE_DIR)")
+    return None
 
 
 _CACHE_DIR = cache_dir()
-if not os.environ.get("NUMBA_CACHE_DIR") and not _CACHE_DIR.endswith("__pycache__"):
+if _CACHE_DIR is not None and not os.environ.get("NUMBA_CACHE_DIR"):
     os.environ["NUMBA_CACHE_DIR"] = _CACHE_DIR   # read by numba's config at import
 
 import numba  # noqa: E402  (after the cache dir is settled)
 
-if not _CACHE_DIR.endswith("__pycache__"):
+if _CACHE_DIR is not None:
     numba.config.CACHE_DIR = _CACHE_DIR          # in case numba was imported before us
 
 JIT_DISABLED = bool(int(os.environ.get("NUMBA_DISABLE_JIT", "0") or 0))
@@ -60,7 +86,7 @@ JIT_DISABLED = bool(int(os.environ.get("NUMBA_DISABLE_JIT", "0") or 0))
 
 def njit(fn=None, **overrides):
     """numba.njit with the package's settings; `@njit` or `@njit(inline="always")`."""
-    opts = dict(fastmath=FASTMATH, cache=CACHE, boundscheck=BOUNDSCHECK, nogil=NOGIL,
+    opts = dict(fastmath=FASTMATH, cache=CACHE and _CACHE_DIR is not None, boundscheck=BOUNDSCHECK, nogil=NOGIL,
                 error_model=ERROR_MODEL)
     opts.update(overrides)
     if fn is None:

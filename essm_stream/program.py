@@ -52,17 +52,19 @@ import numpy as np
 from .config import ESSMConfig
 from .errors import ConfigError, ProgramError
 from .layout import program_shapes
+from .lru_config import LRUConfig
 
 FORMAT = "essm-stream-program"
 FORMAT_VERSION = 1
 META_KEY = "essm_program"
 META_KEYS = {"format", "format_version", "config", "seq_len", "k_max", "dtype", "arrays",
              "provenance", "frontend", "budget_profile", "digest"}
-OPTIONAL_META_KEYS = {"spectral"}   # present only in LDS programs (exact programs' files are unchanged)
 MAX_PROGRAM_BYTES = 2 << 30     # a program file larger than this is refused before it is read
 MAX_HEADER_BYTES = 64 << 20     # safetensors JSON header (holds the frontend, e.g. a mel basis)
 MAX_JSON_DEPTH = 32             # nesting of the metadata JSON (frontend / budget_profile are shallow)
 _DIGEST_TAG = b"essm-stream-program-digest-v1\0"
+OPTIONAL_META_KEYS = {"model_kind",    # "lru" for an LRU program (absent: ES-SSM)
+                      "spectral"}      # the LDS record of a spectral="lds" program (absent: exact)
 PROVENANCE_KEYS = {"created", "package_version", "source_checkpoint", "source_sha256"}
 PROFILE_COLUMNS = ("accuracy", "latency_s", "energy_j")
 
@@ -174,11 +176,13 @@ class StreamProgram:
     def __init__(self, cfg: ESSMConfig, arrays: dict[str, np.ndarray], provenance: dict | None = None,
                  frontend: dict | None = None, budget_profile: dict | None = None,
                  spectral: dict | None = None):
-        if not isinstance(cfg, ESSMConfig):
-            raise ProgramError(f"StreamProgram needs an ESSMConfig, got {type(cfg).__name__}")
+        if not isinstance(cfg, (ESSMConfig, LRUConfig)):
+            raise ProgramError(f"StreamProgram needs an ESSMConfig (or an LRUConfig), got {type(cfg).__name__}")
         self.cfg = cfg
         # spectral: None (exact ring-buffer FIR) or the LDS ladder's record (essm_stream/lds.py)
         from . import lds as _lds
+        if spectral is not None and isinstance(cfg, LRUConfig):
+            raise ProgramError("an LRU program has no spectral filter bank: spectral must be None")
         try:
             self.spectral = _lds.validate_spectral(spectral, cfg.n_layers)
         except ConfigError as e:
@@ -251,8 +255,10 @@ class StreamProgram:
             a = np.ascontiguousarray(a).copy()
             a.setflags(write=False)
             out[name] = a
-        if np.any(out["sigma"] <= 0):
+        if "sigma" in out and np.any(out["sigma"] <= 0):
             raise ProgramError("array 'sigma' must be > 0 (Hankel eigenvalues)")
+        if "lru.lam_re" in out and np.any(np.hypot(out["lru.lam_re"], out["lru.lam_im"]) >= 1):
+            raise ProgramError("arrays 'lru.lam_re/lam_im': every LRU eigenvalue needs |λ| < 1 (a stable recurrence)")
         return out
 
     # -- metadata slots -----------------------------------------------------------------------
@@ -272,14 +278,18 @@ class StreamProgram:
         return self
 
     def metadata(self) -> dict:
-        return {
+        meta = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "config": self.cfg.to_dict(),
             "seq_len": self.cfg.seq_len, "k_max": self.cfg.k_max, "dtype": "float64",
             "arrays": {k: list(v.shape) for k, v in self.arrays.items()},
             "provenance": copy.deepcopy(self.provenance), "frontend": copy.deepcopy(self.frontend),
             "budget_profile": copy.deepcopy(self.budget_profile),
-            **({"spectral": copy.deepcopy(self.spectral)} if self.spectral is not None else {}),
         }
+        if isinstance(self.cfg, LRUConfig):
+            meta["model_kind"] = "lru"
+        if self.spectral is not None:
+            meta["spectral"] = copy.deepcopy(self.spectral)
+        return meta
 
     @property
     def digest(self) -> str:
@@ -378,8 +388,11 @@ class StreamProgram:
         digest = meta.get("digest")
         if digest is not None and not (isinstance(digest, str) and re.fullmatch(r"sha256:[0-9a-f]{64}", digest)):
             raise ProgramError(f"{where}: digest {digest!r:.80} is not 'sha256:' and 64 hex digits")
+        kind = meta.get("model_kind", "essm")
+        if kind not in ("essm", "lru"):
+            raise ProgramError(f"{where}: unknown model_kind {kind!r} (this build runs essm and lru)")
         try:
-            cfg = ESSMConfig.from_dict(meta["config"])
+            cfg = (LRUConfig if kind == "lru" else ESSMConfig).from_dict(meta["config"])
         except ConfigError as e:
             raise ProgramError(f"{where}: bad model config in metadata: {e}") from None
         for key, val in (("seq_len", cfg.seq_len), ("k_max", cfg.k_max)):
@@ -390,6 +403,8 @@ class StreamProgram:
             raise ProgramError(f"{where}: dtype {meta['dtype']!r:.40} is not supported (programs store float64)")
         listed = meta["arrays"]
         from . import lds as _lds
+        if "spectral" in meta and kind == "lru":
+            raise ProgramError(f"{where}: an LRU program has no spectral record")
         try:   # an LDS program's arrays depend on its record (N per layer)
             spectral = _lds.validate_spectral(meta.get("spectral"), cfg.n_layers)
         except ConfigError as e:

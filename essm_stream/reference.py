@@ -115,15 +115,20 @@ def stream_run_ref(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
         S = state[lay[lo.ST_LDS]:lay[lo.ST_LDS] + nl * B * N * d].reshape(nl, B, N, d)
         R = state[lay[lo.ST_LRING]:lay[lo.ST_LRING] + nl * B * L * d].reshape(nl, B, L, d) if g["lds_buf"] else None
     P = state[lay[lo.ST_POOL]:lay[lo.ST_POOL] + B * PW * d_out].reshape(B, PW, d_out) if g["pooled"] else None
+    if g["lru"]:   # layer kind lru: its complex states (kernels_lru.lru_mix_ref)
+        from .kernels_lru import lru_mix_ref
+        NS = g["n_state"]
+        XS = state[lay[lo.ST_LRU_X]:lay[lo.ST_LRU_X] + nl * B * 2 * NS].reshape(nl, B, 2 * NS)
     for t in range(T):
         p = int(ist[lo.IST_POS])
         steps = int(ist[lo.IST_T]) + 1
         pp = int(ist[lo.IST_POOL])
-        if lds:   # what this frame overwrites: ladder states, ring row p, pool slot
-            undo = (S.copy(), None if R is None else R[:, :, p].copy(), None if P is None else P[:, pp].copy())
-            u_finite = True
-        else:
-            undo = (H[:, :, :, p].copy(), None if P is None else P[:, pp].copy())
+        undo = (None if H is None else H[:, :, :, p].copy(), None if P is None else P[:, pp].copy())
+        u_finite = True                                       # layer kind lru / LDS keep no window to check
+        if lds:   # what this frame overwrites: ladder states, ring row p
+            undo_lds = (S.copy(), None if R is None else R[:, :, p].copy())
+        if g["lru"]:
+            undo_x = XS.copy()
         for b in range(B):
             K = int(Ks[t, b])
             x = np.where(bad[t, b], 0.0, np.asarray(X[t, b], dtype=np.float64))
@@ -131,7 +136,15 @@ def stream_run_ref(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
             h = w["inp.W"] @ x + w["inp.b"]
             for l in range(nl):
                 u = layer_norm(h, w["ln1.g"][l], w["ln1.b"][l], ln_eps)
+                if g["lru"]:
+                    u_finite = u_finite and bool(np.all(np.isfinite(u)))
+                    h = lru_mix_ref(w, XS, l, b, B, u, h)
+                    if g["mlp"]:
+                        z = layer_norm(h, w["ln2.g"][l], w["ln2.b"][l], ln_eps)
+                        h = h + w["fc2.W"][l] @ gelu(w["fc1.W"][l] @ z + w["fc1.b"][l]) + w["fc2.b"][l]
+                    continue
                 if lds:
+                    u_finite = u_finite and bool(np.all(np.isfinite(u)))
                     u_old = np.zeros(d)
                     if R is not None:
                         u_old = R[l, b, p].astype(np.float64)                   # u(t-L), leaving the window
@@ -140,7 +153,6 @@ def stream_run_ref(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
                     ladder_step_ref(v, u, u_old, w["lds.a"][l], w["lds.bL"][l])
                     S[l, b] = v
                     c = w["lds.C"][l, :K] @ v                                   # (K, d)
-                    u_finite = u_finite and bool(np.all(np.isfinite(u)))
                 else:
                     H[l, b, :, p] = u
                     H[l, b, :, p + L] = u
@@ -161,16 +173,17 @@ def stream_run_ref(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
                 n = min(steps, PW)
                 y = np.mean([P[b, (pp - n + 1 + r) % PW] for r in range(n)], axis=0)
             Y[t, b] = y
-        written_finite = u_finite if lds else np.all(np.isfinite(H[:, :, :, p]))
-        if not (written_finite and np.all(np.isfinite(Y[t]))):                  # overflow: take back
-            if lds:
-                S[...] = undo[0]
-                if R is not None:
-                    R[:, :, p] = undo[1]
-            else:
+        if not (u_finite and (H is None or np.all(np.isfinite(H[:, :, :, p]))) and np.all(np.isfinite(Y[t]))):
+            if H is not None:                                                   # overflow: take back
                 H[:, :, :, p] = H[:, :, :, p + L] = undo[0]
+            if lds:
+                S[...] = undo_lds[0]
+                if R is not None:
+                    R[:, :, p] = undo_lds[1]
+            if g["lru"]:
+                XS[...] = undo_x
             if P is not None:
-                P[:, pp] = undo[-1]
+                P[:, pp] = undo[1]
             ist[lo.IST_ERR_T] = t
             if not nan_zero:
                 return ERR_OVERFLOW

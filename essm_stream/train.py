@@ -27,6 +27,7 @@ from .tasks import SequenceDataset, make_task
 log = logging.getLogger(__name__)
 
 K_DISTS = ("uniform", "linear", "fixed")
+MODEL_KINDS = ("essm", "lru")
 
 
 @dataclass
@@ -52,6 +53,8 @@ class TrainConfig:
     ckpt_every: int = 200
     eval_k: tuple = (1, 2, 4, 8, 32)
     resume: bool = False
+    model_kind: str = "essm"     # essm | lru (the CompreSSM peer, essm_stream/lru.py)
+    compress: dict = field(default_factory=dict)  # lru only: CompressRule fields, e.g. {"energy": 0.99, "at": [0.2, 0.4]}
 
     def __post_init__(self):
         if self.k_dist not in K_DISTS:
@@ -64,6 +67,10 @@ class TrainConfig:
         if self.lr <= 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
         self.eval_k = tuple(int(k) for k in self.eval_k)
+        if self.model_kind not in MODEL_KINDS:
+            raise ConfigError(f"model_kind must be one of {MODEL_KINDS}, got {self.model_kind!r}")
+        if self.compress and self.model_kind != "lru":
+            raise ConfigError("compress (CompreSSM in-training reduction) applies to model_kind='lru' only")
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -122,12 +129,23 @@ def evaluate(model, X: np.ndarray, y: np.ndarray, K, batch_size: int = 256, devi
     return correct / max(total, 1)
 
 
-def model_config_for(ds: SequenceDataset, overrides: dict) -> ESSMConfig:
+def model_config_for(ds: SequenceDataset, overrides: dict, kind: str = "essm"):
     # Sequence labels are read from the last step's output (measured: a mean-pooled head over the
     # whole window learns digits markedly slower); per-step labels from every step's.
     kw = dict(d_in=ds.d_in, d_out=ds.n_classes, seq_len=ds.seq_len)
     kw.update(overrides)
+    if kind == "lru":
+        from .lru_config import LRUConfig
+        return LRUConfig(**kw)
     return ESSMConfig(**kw)
+
+
+def build_model(cfg):
+    """The torch model for a config: ESSMModel, or LRUModel for an LRUConfig."""
+    if getattr(cfg, "kind", "essm") == "lru":
+        from .lru import LRUModel
+        return LRUModel(cfg)
+    return ESSMModel(cfg)
 
 
 def make_optimizer(model, lr: float, weight_decay: float) -> torch.optim.AdamW:
@@ -166,18 +184,30 @@ def train(tc: TrainConfig, ds: SequenceDataset | None = None, progress: bool = T
     torch.manual_seed(tc.seed)
     if ds is None:
         ds = make_task(tc.task, seed=tc.seed, **tc.task_kwargs)
-    cfg = model_config_for(ds, tc.model)
+    cfg = model_config_for(ds, tc.model, tc.model_kind)
     out = Path(tc.out_dir)
     last = out / "last.safetensors"
 
-    model = ESSMModel(cfg).to(device)
+    model = build_model(cfg).to(device)
     opt = make_optimizer(model, tc.lr, tc.weight_decay)
     sched = warmup_cosine(opt, tc.warmup_steps, tc.steps)
     start, history = 0, []
+    rule, compress_at, compress_log = None, [], []
+    if tc.compress:
+        from .compressm import CompressRule
+        rule = CompressRule(**tc.compress)
+        compress_at = rule.steps(tc.steps)
+        if world > 1:
+            raise ConfigError("in-training compression replaces parameters; run it in one process (no DDP)")
     if tc.resume and last.is_file():
         loaded, meta = load_checkpoint(last, device=device)
-        if loaded.cfg != cfg:
+        if loaded.cfg != cfg and not (rule is not None and dataclasses.replace(loaded.cfg, states=()) == cfg):
             raise ConfigError(f"cannot resume {last}: its config {loaded.cfg} differs from this run's {cfg}")
+        if loaded.cfg != cfg:  # an LRU reduced before the checkpoint: continue at its reduced sizes
+            cfg, model = loaded.cfg, build_model(loaded.cfg).to(device)
+            opt = make_optimizer(model, tc.lr, tc.weight_decay)
+            sched = warmup_cosine(opt, tc.warmup_steps, tc.steps)
+            compress_log = list(meta["train"].get("compress", []))
         model.load_state_dict(loaded.state_dict())
         start = restore_training_state(meta, opt, sched)
         history = list(meta["train"].get("history", []))
@@ -221,6 +251,12 @@ def train(tc: TrainConfig, ds: SequenceDataset | None = None, progress: bool = T
         scaler.step(opt)
         scaler.update()
         sched.step()
+        if rule is not None and step + 1 in compress_at:
+            from .compressm import reduce_model
+            ev = reduce_model(model, rule, opt)  # the optimizer follows the replaced parameters
+            cfg = model.cfg
+            compress_log.append({"step": step + 1, "ranks": ev["ranks"], "reduced": ev["reduced"], "hsv": ev["hsv"]})
+            log.info("step %d: CompreSSM ranks %s", step + 1, ev["ranks"])
         lv = float(loss.detach())
         loss_ema = lv if loss_ema is None else 0.98 * loss_ema + 0.02 * lv
         if bar is not None:
@@ -229,12 +265,17 @@ def train(tc: TrainConfig, ds: SequenceDataset | None = None, progress: bool = T
         done = step + 1
         if done % tc.eval_every == 0 or done == tc.steps:
             if rank == 0:
-                accs = {k: evaluate(model, ds.X_test, ds.y_test, min(k, cfg.k_max), device=device) for k in tc.eval_k}
+                eval_k = tc.eval_k if cfg.k_max > 1 else (1,)   # an LRU has one budget
+                accs = {k: evaluate(model, ds.X_test, ds.y_test, min(k, cfg.k_max), device=device) for k in eval_k}
                 history.append({"step": done, "loss": loss_ema, "acc": accs})
+                if tc.model_kind == "lru":
+                    history[-1]["ranks"] = list(cfg.layer_states())
                 log.info("step %d loss %.4f test acc %s", done, loss_ema,
                          " ".join(f"K={k}:{a:.3f}" for k, a in accs.items()))
         if (done % tc.ckpt_every == 0 or done == tc.steps) and rank == 0:
             state = {"step": done, "task": ds.name, "train_config": dataclasses.asdict(tc), "history": history}
+            if compress_log:
+                state["compress"] = compress_log
             save_checkpoint(last, model, opt, sched, state)
         if world > 1:
             dist.barrier()
@@ -242,10 +283,14 @@ def train(tc: TrainConfig, ds: SequenceDataset | None = None, progress: bool = T
         bar.close()
     summary = {"task": ds.name, "variant": cfg.variant, "steps": tc.steps, "seconds": time.perf_counter() - t0,
                "history": history, "config": cfg.to_dict()}
+    if tc.model_kind == "lru":
+        summary["model_kind"] = "lru"
+        summary["compress"] = compress_log
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         save_checkpoint(out / "model.safetensors", model, train_state={
-            "step": tc.steps, "task": ds.name, "train_config": dataclasses.asdict(tc), "history": history})
+            "step": tc.steps, "task": ds.name, "train_config": dataclasses.asdict(tc), "history": history,
+            **({"compress": compress_log} if compress_log else {})})
         atomic_write_bytes(out / "summary.json", json.dumps(summary, indent=2).encode())
     if world > 1:
         dist.barrier()

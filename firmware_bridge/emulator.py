@@ -12,6 +12,11 @@ answers SET_BUDGET with BUDGET_REPORT and HEARTBEAT pings with acks, and injects
   ``garbage`` (a noise burst + 0x00 before the frame);
 * per second: ``stall`` (silent, deaf for ``stall_s``) and ``disconnect`` (pty closed, a new one
   opened after ``disconnect_s``, the ``--link`` symlink repointed, seq restarts as after a reset).
+  Frames still queued in the device's TX ring at a disconnect are lost and counted in
+  ``sent["tx_lost_at_disconnect"]``.
+
+``--link PATH`` must not exist, or be a symlink to a pty (left by an earlier run): a regular file,
+directory or other symlink there is refused (ConfigError), never replaced or deleted.
 
 Faults hit streamed frames only (SENSOR_FRAME, TELEMETRY, periodic HEARTBEAT); HELLO and replies
 go out clean so handshakes stay deterministic. ``injected`` counts everything injected:
@@ -46,7 +51,7 @@ import numpy as np
 
 from . import faults
 from .errors import ConfigError
-from .framing import FLAG_ACK, FLAG_ACK_REQUEST
+from .framing import FLAG_ACK, FLAG_ACK_REQUEST, MAX_PAYLOAD
 from .protocol import (CAP_BUDGET, CAP_OUTPUT, CAP_SENSOR_F32, CAP_SENSOR_I16, CAP_TELEMETRY, BudgetReport,
                        Decoder, Encoder, Error, ErrorCode, Heartbeat, Hello, Message, Output, Role, SampleFormat,
                        SensorFrame, SetBudget, Telemetry)
@@ -106,6 +111,11 @@ class EmulatorConfig:
         for name in ("bitflip", "drop_byte", "truncate", "garbage"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"{name}={getattr(self, name)} is a probability per frame, expected 0..1")
+        per = 4 if self.sample_format == "f32" else 2
+        if 8 + per * self.channels * self.samples_per_frame > MAX_PAYLOAD:   # 8: the SENSOR_FRAME header
+            raise ConfigError(f"channels={self.channels} x samples_per_frame={self.samples_per_frame} "
+                              f"{self.sample_format} samples do not fit a {MAX_PAYLOAD}-byte payload "
+                              f"(at most {(MAX_PAYLOAD - 8) // per} samples per frame)")
         if self.tx_buffer_frames < 2:
             raise ConfigError(f"tx_buffer_frames={self.tx_buffer_frames} must be >= 2")
         if self.bitflip + self.drop_byte + self.truncate + self.garbage > 1:
@@ -177,7 +187,7 @@ class DeviceEmulator:
         self.injected = dict(bitflip=0, drop_byte=0, truncate=0, garbage=0, stall=0, disconnect=0,
                              frames_corrupted=0, rejects_expected=0)
         self.sent = dict(frames=0, sensor=0, telemetry=0, heartbeat=0, hello=0, budget_report=0, error=0, bytes=0,
-                         tx_dropped=0, frames_skipped=0)
+                         tx_dropped=0, frames_skipped=0, tx_lost_at_disconnect=0)
         self.received: dict[str, int] = {}
         self.outputs: deque[Output] = deque(maxlen=1024)
         # sensor frame -> OUTPUT naming it (ref_seq): the host's whole loop as the device sees it
@@ -199,8 +209,25 @@ class DeviceEmulator:
         self.host_connected = threading.Event()
         self._requests: deque[tuple[str, float]] = deque()
         self._t0 = 0.0
+        self._check_link_path()
 
     # ------------------------------------------------------------------ lifecycle
+    def _own_link(self) -> bool:
+        """True if link_path is a symlink this emulator may repoint or remove: one to a pty
+        (/dev/pts/N, what a previous emulator run left behind) or to our current pty."""
+        p = self.cfg.link_path
+        if not p or not os.path.islink(p):
+            return False
+        target = os.readlink(p)
+        return target == self.pty_path or target.startswith("/dev/pts/")
+
+    def _check_link_path(self) -> None:
+        p = self.cfg.link_path
+        if p and os.path.lexists(p) and not self._own_link():
+            what = "a symlink to " + repr(os.readlink(p)) if os.path.islink(p) else "a file or directory"
+            raise ConfigError(f"link_path {p!r} exists and is {what}, not an emulator's pty link; "
+                              "refusing to replace it (remove it or pick another path)")
+
     @property
     def port(self) -> str:
         return self.cfg.link_path or self.pty_path
@@ -209,6 +236,7 @@ class DeviceEmulator:
         if self._thread is not None:
             return self
         self._t0 = self.clock()
+        self._check_link_path()   # again: something may have appeared there since __init__
         self._open_pty()
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="DeviceEmulator", daemon=True)
@@ -221,8 +249,12 @@ class DeviceEmulator:
             self._thread.join(timeout=2.0)
             self._thread = None
         self._close_pty()
-        if self.cfg.link_path and os.path.islink(self.cfg.link_path):
-            os.unlink(self.cfg.link_path)
+        self._remove_link()
+
+    def _remove_link(self) -> None:
+        p = self.cfg.link_path
+        if p and os.path.islink(p) and os.readlink(p) == self.pty_path:   # never someone else's path
+            os.unlink(p)
 
     def __enter__(self) -> "DeviceEmulator":
         return self.start()
@@ -482,9 +514,9 @@ class DeviceEmulator:
         Runs on the emulator thread; other threads call ``request_disconnect``."""
         self.injected["disconnect"] += 1
         log.info("emulator: disconnect for %.3f s", self.cfg.disconnect_s if down_s is None else down_s)
+        self.sent["tx_lost_at_disconnect"] += len(self._tx)   # queued (or half-written) frames die with the pty
         self._close_pty()
-        if self.cfg.link_path and os.path.islink(self.cfg.link_path):
-            os.unlink(self.cfg.link_path)  # as udev removes /dev/ttyACM0 on unplug: no stale pts to open
+        self._remove_link()  # as udev removes /dev/ttyACM0 on unplug: no stale pts to open
         self.host_connected.clear()
         self._stop.wait(self.cfg.disconnect_s if down_s is None else down_s)
         self._open_pty()

@@ -116,3 +116,31 @@ def test_c_decoder_is_memory_safe_under_sanitizers(tmp_path):
                        env={**os.environ, "ASAN_OPTIONS": "detect_leaks=0"})
     assert p.returncode == 0, p.stderr.decode()[-2000:]
     assert p.stdout == b"".join(bytes.fromhex(line.split()[5]) for line in lines.decode().splitlines())
+
+
+@pytest.mark.parametrize("line, why", [
+    (b"3 0 1 2 " + b"ab" * 2100 + b"\n", b"too long"),      # 4200 hex digits into a 4104-byte field
+    (b"3 0 1 2 " + b"a" * 20_000 + b"\n", b"longer than"),  # a line longer than the line buffer
+    (b"3 0 1 2 abc\n", b"hex digits"),                      # odd length
+    (b"3 0 1 2 zz\n", b"hex digits"),                       # not hex
+])
+def test_c_cli_encode_rejects_oversized_and_bad_hex_under_sanitizers(san_exe, line, why):
+    """#11 item 8: bridge_cli copied an unbounded %s into a 4104-byte buffer (ASan: global-buffer-overflow).
+    Now every bad line is an error on stderr with exit 1, under ASan + UBSan."""
+    exe = san_exe
+    ok = b"3 0 1 2 0102\n"
+    p = subprocess.run([str(exe), "encode"], input=ok + line, capture_output=True, timeout=60,
+                       env={**os.environ, "ASAN_OPTIONS": "detect_leaks=0"})
+    assert b"Sanitizer" not in p.stderr, p.stderr.decode()[-2000:]
+    assert p.returncode == 1 and why in p.stderr, p.stderr.decode()[-2000:]
+    assert p.stdout.endswith(b"\x00") and len(p.stdout) > 15           # the good line before it was encoded
+
+
+@pytest.fixture(scope="module")
+def san_exe(tmp_path_factory):
+    exe = tmp_path_factory.mktemp("san") / "bridge_cli_san"
+    cmd = [CC, "-std=c99", "-g", "-O1", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+           "-o", str(exe), str(C_DIR / "essm_bridge.c"), str(C_DIR / "bridge_cli.c")]
+    if subprocess.run(cmd, capture_output=True).returncode != 0:
+        pytest.skip(f"{CC} cannot build with -fsanitize=address,undefined here")
+    return exe

@@ -189,3 +189,54 @@ def test_emulator_cli_prints_pty_and_serves():
     finally:
         p.terminate()
         p.wait(5)
+
+
+@pytest.mark.parametrize("kind", ["file", "dir", "symlink"])
+def test_link_path_that_is_not_an_emulator_link_is_refused(tmp_path, kind):
+    """#11 item 16: link_path replaced an existing regular file with its symlink and deleted it on stop."""
+    p = tmp_path / "essm-dev"
+    if kind == "file":
+        p.write_text("precious")
+    elif kind == "dir":
+        p.mkdir()
+    else:
+        (tmp_path / "target").write_text("precious")
+        p.symlink_to(tmp_path / "target")
+    with pytest.raises(ConfigError, match="refusing to replace"):
+        DeviceEmulator(link_path=str(p))
+    assert p.exists() and (p.is_dir() or p.read_text() == "precious")
+    emu = DeviceEmulator(link_path=str(tmp_path / "free"))   # free at construction, taken before start
+    (tmp_path / "free").write_text("precious")
+    with pytest.raises(ConfigError):
+        emu.start()
+    assert (tmp_path / "free").read_text() == "precious"
+
+
+def test_stale_pty_link_from_an_earlier_run_is_reused_and_removed_on_stop(tmp_path):
+    dev = tmp_path / "essm-dev"
+    dev.symlink_to("/dev/pts/999")                 # what a killed emulator leaves behind
+    with DeviceEmulator(rate_hz=50, link_path=str(dev)) as emu:
+        assert os.readlink(dev) == emu.pty_path
+    assert not os.path.lexists(dev)
+
+
+def test_frames_queued_at_a_disconnect_are_counted(tmp_path):
+    """#11 item 16: frames in the device's TX ring at a disconnect were lost without a counter."""
+    emu = DeviceEmulator(rate_hz=2000, channels=8, samples_per_frame=63, wait_for_hello=False)
+    with emu:                                      # nobody reads the pty: its buffer fills, then the ring
+        deadline = time.monotonic() + 10
+        while emu.idle and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not emu.idle, "the TX ring never filled"
+        emu.request_disconnect(0.05)
+        while emu.injected["disconnect"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert emu.injected["disconnect"] == 1
+    assert emu.sent["tx_lost_at_disconnect"] > 0, emu.sent
+
+
+def test_frame_size_that_cannot_fit_a_payload_is_refused_up_front():
+    """Found while testing item 16: 8 x 64 f32 samples killed the emulator thread with ProtocolError."""
+    with pytest.raises(ConfigError, match="at most 510 samples"):
+        EmulatorConfig(channels=8, samples_per_frame=64)
+    EmulatorConfig(channels=2, samples_per_frame=510, sample_format="i16")

@@ -44,4 +44,4 @@ def test_train_compile_run_end_to_end(tmp_path, capsys):
     assert main(["run", str(prog), str(test), "--schedule", "32,1,4"]) == 0
     capsys.readouterr()
     assert main(["run", str(prog), str(test), "-K", "33"]) == 2
-    assert "budgets must lie in [1, 32]" in capsys.readouterr().err
+    assert "--K must be an int in [1, 32], got 33" in capsys.readouterr().err

@@ -5,7 +5,7 @@ only argparse-level things at the top: heavy imports (torch, numba) happen insid
 `essm-stream --help` is instant and the runtime commands never import torch.
 """
 
-# (subcommand, module under essm_stream.commands); a module that is not there yet is skipped.
+# (subcommand, module under essm_stream.commands); a module that fails to import fails the whole CLI.
 COMMANDS = [
     ("train", "train"),
     ("sweep", "sweep"),

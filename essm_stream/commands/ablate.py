@@ -14,10 +14,13 @@ VARIANTS = ("base", "gate_only", "dropout_only", "essm")
 def add_arguments(p):
     from essm_stream.commands import train as train_cmd
 
+    from essm_stream.commands._args import choice_list, int_list
+
     train_cmd.add_arguments(p)
     p.set_defaults(out="runs/ablation")
-    p.add_argument("--ks", default="1,2,3,4,6,8,12,16,24,32")
-    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--ks", type=int_list(lo=1), default="1,2,3,4,6,8,12,16,24,32",
+                   help="comma-separated budgets, each in [1, --k-max]")
+    p.add_argument("--variants", type=choice_list(VARIANTS), default=",".join(VARIANTS))
     p.add_argument("--markdown", help="also write the table (and how it was made) to this .md file")
 
 
@@ -27,18 +30,18 @@ def run(a):
     import sys
     from pathlib import Path
 
-    from essm_stream.checkpoint import atomic_write_bytes
-    from essm_stream.commands.train import train_config_from_args
-    from essm_stream.errors import ConfigError
+    from essm_stream.fileio import atomic_write_bytes
+    from essm_stream.commands._args import check_outputs
+    from essm_stream.commands.train import check_args, train_config_from_args
+    from essm_stream.errors import check_budget
     from essm_stream.sweep import budget_sweep, format_table, plot_sweeps
     from essm_stream.tasks import make_task
     from essm_stream.train import pick_device, train
 
-    variants = [v.strip() for v in a.variants.split(",") if v.strip()]
-    bad = sorted(set(variants) - set(VARIANTS))
-    if bad:
-        raise ConfigError(f"unknown variants {bad}; choose from {VARIANTS}")
-    ks = [int(k) for k in a.ks.split(",")]
+    check_args(a)
+    check_outputs(("--markdown", a.markdown))
+    variants = a.variants
+    ks = [check_budget(k, a.k_max, "--ks value") for k in a.ks]
     root = Path(a.out)
     base_tc = train_config_from_args(a)
     ds = make_task(base_tc.task, seed=base_tc.seed, **base_tc.task_kwargs)  # one data set for all

@@ -6,12 +6,14 @@ DESCRIPTION = ("Latency per step (median, p99, p99/p50) vs K for the edge and pa
 
 
 def add_arguments(p):
+    from essm_stream.commands._args import nonneg_int
+
     p.add_argument("--configs", default="edge,paper", help="comma-separated: edge, paper, tiny")
     p.add_argument("--batches", default="1,32", help="comma-separated stream counts B")
     p.add_argument("--ks", default="1,2,4,8,16,32", help="comma-separated budgets")
     p.add_argument("--peers", default="torch,naive,numpy,onnx", help="comma-separated peers to include (or 'none')")
     p.add_argument("--quick", action="store_true", help="few steps per point (minutes -> seconds); numbers are noisy")
-    p.add_argument("--steps", type=int, default=0, help="timed steps per point for the engine (0: automatic)")
+    p.add_argument("--steps", type=nonneg_int, default=0, help="timed steps per point for the engine (0: automatic)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--json", help="write all results to this JSON file")
     p.add_argument("--doc", help="write the report (markdown) to this file, e.g. docs/PERFORMANCE.md")
@@ -22,7 +24,17 @@ def run(a):
     import importlib.util
     import os
 
+    from essm_stream.commands._args import check_outputs, int_list
     from essm_stream.errors import ConfigError
+
+    # bench/bench_engine.py parses these strings itself; they are checked here first, with the CLI's
+    # one int_list, so that a bad value fails before minutes of measurement.
+    for name in ("batches", "ks"):
+        try:
+            int_list(lo=1)(getattr(a, name))
+        except Exception as e:
+            raise ConfigError(f"--{name}: {e}") from None
+    check_outputs(("--json", a.json), ("--doc", a.doc), ("--plot", a.plot))
 
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     path = os.path.join(root, "bench", "bench_engine.py")

@@ -6,11 +6,13 @@ DESCRIPTION = ("Read a checkpoint written by `essm-stream train` (safetensors + 
 
 
 def add_arguments(p):
+    from essm_stream.commands._args import nonneg_int
+
     p.add_argument("checkpoint", help="model checkpoint (.safetensors) from `essm-stream train`")
     p.add_argument("-o", "--output", help="program file to write (default: CHECKPOINT with suffix .essm)")
     p.add_argument("--frontend", help="JSON file with frontend parameters to store in the program")
     p.add_argument("--budget-profile", help="JSON file with a budget profile {K: [...], accuracy: [...], ...}")
-    p.add_argument("--verify", type=int, default=64, metavar="T",
+    p.add_argument("--verify", type=nonneg_int, default=64, metavar="T",
                    help="check the engine against the torch model on T random frames at K=1 and K=k_max (0: skip)")
     p.add_argument("--spectral", choices=["exact", "lds"], default="exact",
                    help="exact: ring-buffer FIR, O(L) per step, equals the model; lds: the filter bank as a "
@@ -23,12 +25,23 @@ def add_arguments(p):
 
 
 def run(a):
-    import json
     import os
 
     import numpy as np
 
+    from essm_stream.commands._args import check_inputs, check_outputs
     from essm_stream.errors import ProgramError
+    from essm_stream.fileio import read_json
+
+    if not 0 < a.tol < 1:
+        raise ProgramError(f"--tol must be in (0, 1), got {a.tol}")
+    if a.spectral == "exact" and (a.no_buffer or a.weighted):
+        raise ProgramError("--no-buffer and --weighted apply to --spectral lds only")
+    out = a.output or os.path.splitext(a.checkpoint)[0] + ".essm"
+    check_inputs(("checkpoint", a.checkpoint), ("--frontend", a.frontend), ("--budget-profile", a.budget_profile))
+    check_outputs(("program file (-o)", out))
+    frontend = read_json(a.frontend, "frontend JSON") if a.frontend else None
+    budget_profile = read_json(a.budget_profile, "budget profile JSON") if a.budget_profile else None
 
     try:
         from essm_stream.checkpoint import load_checkpoint   # lazy: owned by the training side
@@ -37,25 +50,9 @@ def run(a):
                            "essm_stream.compile.compile_model") from None
     from essm_stream.compile import compile_model
 
-    def read_json(path, what):
-        if not path:
-            return None
-        try:
-            with open(path) as f:
-                return json.load(f)
-        except (OSError, json.JSONDecodeError) as e:
-            raise ProgramError(f"cannot read {what} JSON {path!r}: {e}") from None
-
-    if not 0 < a.tol < 1:
-        raise ProgramError(f"--tol must be in (0, 1), got {a.tol}")
-    if a.spectral == "exact" and (a.no_buffer or a.weighted):
-        raise ProgramError("--no-buffer and --weighted apply to --spectral lds only")
     model, _meta = load_checkpoint(a.checkpoint)
-    prog = compile_model(model, source_checkpoint=a.checkpoint,
-                         frontend=read_json(a.frontend, "frontend"),
-                         budget_profile=read_json(a.budget_profile, "budget profile"),
-                         spectral=a.spectral, tol=a.tol, lds_buffered=not a.no_buffer,
-                         lds_weighted=a.weighted)
+    prog = compile_model(model, source_checkpoint=a.checkpoint, frontend=frontend, budget_profile=budget_profile,
+                         spectral=a.spectral, tol=a.tol, lds_buffered=not a.no_buffer, lds_weighted=a.weighted)
     if prog.spectral is not None:
         s = prog.spectral
         print(f"LDS ladder ({'buffered' if s['buffered'] else 'NO-BUFFER variant'}): N per layer {s['n']} "
@@ -63,7 +60,6 @@ def run(a):
               f"<= tol {s['tol']:g}")
     # exact: the engine equals the model (float64); lds: within a stated multiple of the fit tolerance
     bound = 1e-9 if prog.spectral is None else 10 * a.tol
-    out = a.output or os.path.splitext(a.checkpoint)[0] + ".essm"
     if a.verify > 0:
         import torch
         from essm_stream.engine import StreamEngine

@@ -14,9 +14,11 @@ def add_arguments(p):
 
 def run(a):
     from controllers.errors import ControlError
+    from essm_stream.commands._args import check_control_eval_args
     from sims.control_eval import run_from_args
 
     from ..errors import ConfigError
+    check_control_eval_args(a)         # outputs, inputs and live-only lists, before any work
     try:
         return run_from_args(a)
     except ControlError as e:          # controllers is a leaf with its own family: one CLI line

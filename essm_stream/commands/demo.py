@@ -17,30 +17,32 @@ step show live; a summary and a plot come at the end.
 
 
 def add_arguments(p):
+    from essm_stream.commands._args import fraction, nonneg_int, positive_float, positive_int
+
     src = p.add_mutually_exclusive_group()
     src.add_argument("--mic", action="store_true", help="listen to the microphone")
     src.add_argument("--wav", help="a 16 kHz mono 16-bit WAV file instead of the bundled recording")
     src.add_argument("--list-devices", action="store_true", help="list the audio input devices and exit")
     p.add_argument("--device", default=None, help="microphone device: index or a unique part of its name "
                    "(see --list-devices); default: the system's default input")
-    p.add_argument("--device-rate", type=int, default=None,
+    p.add_argument("--device-rate", type=positive_int, default=None,
                    help="open the microphone at this rate (Hz) instead of its native one; the audio is "
                         "resampled to the program's rate either way")
     p.add_argument("--channel", default="mix", help="microphone channel: 'mix' (average) or an index")
     p.add_argument("--latency", default="high",
                    help="microphone latency: 'high' (safe), 'low', or seconds; the device picks its block size")
-    p.add_argument("--blocksize", type=int, default=0,
+    p.add_argument("--blocksize", type=nonneg_int, default=0,
                    help="microphone block size in device samples (0: the device chooses)")
     p.add_argument("--save-audio", default=None,
                    help="also write the audio the spotter heard to this WAV (kept in memory until the end)")
-    p.add_argument("--seconds", type=float, default=None, help="stop after this many seconds of audio")
+    p.add_argument("--seconds", type=positive_float, default=None, help="stop after this many seconds of audio")
     p.add_argument("--fast", action="store_true", help="do not pace the recording in real time")
     p.add_argument("--program", default=None, help="a keyword program (.essm); default: the bundled one")
-    p.add_argument("--K", type=int, default=None, help="fixed budget K instead of the energy-aware controller")
-    p.add_argument("--budget", type=float, default=0.5,
+    p.add_argument("--K", type=positive_int, default=None, help="fixed budget K instead of the energy-aware controller")
+    p.add_argument("--budget", type=fraction, default=0.5,
                    help="controller's average power target as a fraction of the power at K = K̄")
-    p.add_argument("--threshold", type=float, default=None, help="detection threshold on the smoothed posterior")
-    p.add_argument("--chunk", type=int, default=320, help="samples per chunk read from the source (20 ms)")
+    p.add_argument("--threshold", type=fraction, default=None, help="detection threshold on the smoothed posterior")
+    p.add_argument("--chunk", type=positive_int, default=320, help="samples per chunk read from the source (20 ms)")
     p.add_argument("--plot", default="kws_demo.png", help="write the stream plot here ('' for none)")
     p.add_argument("--quiet", action="store_true", help="no live status line")
 
@@ -115,7 +117,17 @@ def run(a):
         d = Path(a.save_audio).resolve().parent
         if Path(a.save_audio).is_dir() or not (d.is_dir() and os.access(d, os.W_OK)):
             raise ConfigError(f"--save-audio {a.save_audio!r}: cannot write a file there")
+
+    from essm_stream.commands._args import check_inputs, check_outputs
+
+    check_inputs(("--wav", a.wav), ("--program", a.program))
+    check_outputs(("--plot", a.plot))          # before the run, not after 40 s of audio
+    _channel(a.channel), _latency(a.latency)   # checked with or without --mic
     prog = load_program(a.program)
+    fe = prog.frontend
+    if not isinstance(fe, dict) or not {"sample_rate", "hop_length", "labels"} <= set(fe):
+        raise ConfigError(f"{a.program} is not a keyword-spotting program (it has no audio frontend with "
+                          "labels); build one with `essm-stream kws-train`")
     ctl, how = _controller(prog, a)
     sp = KeywordSpotter(prog, K=a.K if a.K is not None else prog.k_max, controller=ctl,
                         threshold=a.threshold, record=True)

@@ -3,11 +3,13 @@ HELP = "build the keyword data set with espeak-ng (utterances, augmented clips' 
 
 
 def add_arguments(p):
+    from essm_stream.commands._args import positive_float, positive_int
+
     p.add_argument("--out", default="runs/kws/data", help="directory for the cached data set")
-    p.add_argument("--n-train", type=int, default=12000, help="augmented training clips")
-    p.add_argument("--n-test", type=int, default=2400, help="augmented test clips (unseen voices)")
-    p.add_argument("--stream-seconds", type=float, default=360.0, help="length of the test stream")
-    p.add_argument("--workers", type=int, default=2, help="parallel espeak-ng processes")
+    p.add_argument("--n-train", type=positive_int, default=12000, help="augmented training clips")
+    p.add_argument("--n-test", type=positive_int, default=2400, help="augmented test clips (unseen voices)")
+    p.add_argument("--stream-seconds", type=positive_float, default=360.0, help="length of the test stream")
+    p.add_argument("--workers", type=positive_int, default=2, help="parallel espeak-ng processes")
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -17,6 +19,9 @@ def run(a):
     from essm_stream.kws.build import DataConfig, build_dataset
     from essm_stream.kws.data import require_espeak
 
+    from essm_stream.commands._args import check_outputs
+
+    check_outputs(dirs=[("--out", a.out)])
     require_espeak()
     s = build_dataset(a.out, DataConfig(n_train=a.n_train, n_test=a.n_test, stream_test_s=a.stream_seconds,
                                         workers=a.workers, seed=a.seed))

@@ -3,15 +3,17 @@ HELP = "train the keyword ES-SSM on `kws-data` output, sweep K, compile with fro
 
 
 def add_arguments(p):
+    from essm_stream.commands._args import positive_float, positive_int, probability
+
     p.add_argument("--data", default="runs/kws/data", help="the directory `essm-stream kws-data` wrote")
     p.add_argument("--out", default="runs/kws/model")
-    p.add_argument("--steps", type=int, default=3400)
-    p.add_argument("--d-model", type=int, default=32)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=5e-3)
+    p.add_argument("--steps", type=positive_int, default=3400)
+    p.add_argument("--d-model", type=positive_int, default=32)
+    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--lr", type=positive_float, default=5e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-baseline", action="store_true", help="skip the TC-ResNet8 baseline")
-    p.add_argument("--baseline-epochs", type=int, default=6)
+    p.add_argument("--baseline-epochs", type=positive_int, default=6)
     p.add_argument("--install", action="store_true",
                    help="copy the compiled program to essm_stream/assets/kws_default.essm (the bundled model)")
     g = p.add_argument_group("long clips (stream format; needs `python -m essm_stream.kws.longclips DATA` first)")
@@ -20,8 +22,8 @@ def add_arguments(p):
                         "mixed with the 64-step clips; resumable from OUT/essm/last.safetensors")
     g.add_argument("--init", default="runs/kws/model/essm/model.safetensors",
                    help="checkpoint to start from with --long ('' = from scratch)")
-    g.add_argument("--p-short", type=float, default=0.25, help="share of 64-step minibatches with --long")
-    g.add_argument("--max-minutes", type=float, default=1e9, help="with --long: stop (checkpoint kept) after this")
+    g.add_argument("--p-short", type=probability, default=0.25, help="share of 64-step minibatches with --long")
+    g.add_argument("--max-minutes", type=positive_float, default=1e9, help="with --long: stop (checkpoint kept) after this")
 
 
 def run(a):
@@ -33,8 +35,14 @@ def run(a):
         finish_long,
         train_all,
     )
+    from essm_stream.commands._args import check_inputs, check_kws_data, check_outputs
     from essm_stream.sweep import format_table
 
+    check_kws_data(a.data, "train")
+    if a.long:
+        check_inputs((f"{a.data}/long.npz (make it with `python -m essm_stream.kws.longclips {a.data}`)",
+                      f"{a.data}/long.npz"), ("--init", a.init))
+    check_outputs(dirs=[("--out", a.out)])
     if a.long:
         lc = LongTrainConfig(init=a.init, steps=a.steps, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
                              p_short=a.p_short, max_minutes=a.max_minutes, d_model=a.d_model)

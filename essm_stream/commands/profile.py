@@ -7,16 +7,19 @@ step from RAPL / hwmon when readable, else a power model (idle + dynamic W x ste
 
 
 def add_arguments(p):
+    from essm_stream.commands._args import int_list, nonneg_float, positive_float, positive_int
+
     p.add_argument("program", help="a program file written by `essm-stream compile` (rewritten in place unless --out)")
     p.add_argument("--sweep", help="accuracy per K from this sweep JSON (keys K, acc)")
-    p.add_argument("--ks", default="1,2,3,4,6,8,12,16,20,24,28,32", help="comma-separated budgets (clipped to K̄)")
-    p.add_argument("--steps", type=int, default=200, help="timed steps per K")
-    p.add_argument("--period", type=float, default=None,
+    p.add_argument("--ks", type=int_list(lo=1), default=None,
+                   help="comma-separated budgets in [1, K̄] (default: 1,2,3,4,6,8,12,16,20,24,28,32 up to K̄)")
+    p.add_argument("--steps", type=positive_int, default=200, help="timed steps per K")
+    p.add_argument("--period", type=positive_float, default=None,
                    help="pace the timed steps at this period in seconds, as the control loop will run")
     p.add_argument("--energy", choices=("auto", "model"), default="auto",
                    help="auto: RAPL or hwmon if readable, else the power model; model: always the model")
-    p.add_argument("--idle-w", type=float, default=2.0, help="power model: idle power (W)")
-    p.add_argument("--dyn-w", type=float, default=3.0, help="power model: extra power while stepping (W)")
+    p.add_argument("--idle-w", type=nonneg_float, default=2.0, help="power model: idle power (W)")
+    p.add_argument("--dyn-w", type=nonneg_float, default=3.0, help="power model: extra power while stepping (W)")
     p.add_argument("--out", help="write the profiled program here instead of in place")
     p.add_argument("--json", help="also write the profile to this JSON file")
 
@@ -36,20 +39,23 @@ def _run(a):
 
     import numpy as np
 
-    from controllers.errors import ControlConfigError
     from controllers.profile import build_profile
     from controllers.telemetry import PowerModel, open_energy_source
 
+    from ..commands._args import check_outputs
     from ..engine import StreamEngine
-    from ..fileio import atomic_write_bytes
+    from ..errors import check_budget
+    from ..fileio import atomic_write_bytes, read_json
     from ..program import StreamProgram
 
-    try:
-        ks = [int(k) for k in a.ks.split(",")]
-    except ValueError:
-        raise ControlConfigError(f"--ks must be comma-separated integers, got {a.ks!r}") from None
+    check_outputs(("program file", a.out or a.program), ("--json", a.json))
+    if a.sweep:
+        read_json(a.sweep, "sweep JSON")      # size / depth / syntax checked before the timing starts
     prog = StreamProgram.load(a.program)
-    ks = [k for k in ks if 1 <= k <= prog.k_max] or [prog.k_max]
+    if a.ks is None:
+        ks = [k for k in (1, 2, 3, 4, 6, 8, 12, 16, 20, 24, 28, 32) if k <= prog.k_max] or [prog.k_max]
+    else:
+        ks = [check_budget(k, prog.k_max, "--ks value") for k in a.ks]
     pm = PowerModel(idle_w=a.idle_w, dyn_w=a.dyn_w)
     src = None
     if a.energy == "auto":

@@ -11,20 +11,22 @@ No torch is imported."""
 
 
 def add_arguments(p):
+    from essm_stream.commands._args import int_list, positive_int
+
     p.add_argument("program", help="a program file written by `essm-stream compile`")
     p.add_argument("input", help=".npy (T, d_in) / (N, T, d_in) frames, or .npz with X [and y]")
-    p.add_argument("-K", "--K", type=int, default=None, help="runtime spectral budget (default: K̄)")
-    p.add_argument("--schedule", help="comma-separated per-step budgets, cycled over the sequence")
-    p.add_argument("--batch", type=int, default=1, help="sequences streamed side by side")
+    p.add_argument("-K", "--K", type=positive_int, default=None, help="runtime spectral budget (default: K̄)")
+    p.add_argument("--schedule", type=int_list(lo=1), help="comma-separated per-step budgets, cycled over the sequence")
+    p.add_argument("--batch", type=positive_int, default=1, help="sequences streamed side by side")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    p.add_argument("--limit", type=int, default=None, help="stream at most this many sequences")
+    p.add_argument("--limit", type=positive_int, default=None, help="stream at most this many sequences")
     p.add_argument("-o", "--output", help="write the outputs (N, T, d_out) to this .npy")
 
 
 def _load_input(path):
     import numpy as np
 
-    from essm_stream.errors import ShapeError
+    from essm_stream.errors import DataFileError, ShapeError
 
     try:
         if path.endswith(".npz"):
@@ -32,9 +34,14 @@ def _load_input(path):
             if "X" not in z:
                 raise ShapeError(f"{path!r} has no array 'X' (found {sorted(z.files)})")
             return z["X"], (z["y"] if "y" in z else None)
-        return np.load(path, allow_pickle=False), None
-    except (OSError, ValueError) as e:
-        raise ShapeError(f"cannot read frames from {path!r}: {e}") from None
+        X = np.load(path, allow_pickle=False)
+        if not isinstance(X, np.ndarray):
+            raise ShapeError(f"{path!r} is an archive of arrays; name it .npz and store the frames as X")
+        return X, None
+    except (OSError, ValueError, EOFError) as e:   # ShapeError is a ValueError: re-raised as is below
+        if isinstance(e, ShapeError):
+            raise
+        raise DataFileError(f"cannot read frames from {path!r}: {e}") from None
 
 
 def run(a):
@@ -43,29 +50,36 @@ def run(a):
     import numpy as np
     from tqdm.auto import tqdm
 
+    from essm_stream.commands._args import check_outputs
     from essm_stream.engine import StreamEngine
-    from essm_stream.errors import BudgetError, ShapeError
+    from essm_stream.errors import ConfigError, ShapeError, check_budget
     from essm_stream.program import StreamProgram
 
+    if a.K is not None and a.schedule:
+        raise ConfigError("give either --K or --schedule, not both")
+    check_outputs(("-o/--output", a.output))
     prog = StreamProgram.load(a.program)
     X, y = _load_input(a.input)
     if X.ndim == 2:
         X = X[None]
     if X.ndim != 3 or X.shape[-1] != prog.d_in:
         raise ShapeError(f"frames must be (T, {prog.d_in}) or (N, T, {prog.d_in}), got {X.shape}")
+    if not (np.issubdtype(X.dtype, np.floating) or np.issubdtype(X.dtype, np.integer)):
+        raise ShapeError(f"frames must be numbers, got dtype {X.dtype}")
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise ShapeError(f"{a.input!r} holds no frames (shape {X.shape}): nothing to stream")
+    if y is not None:
+        if not np.issubdtype(y.dtype, np.integer) or y.shape not in ((X.shape[0],), X.shape[:2]):
+            raise ShapeError(f"labels y must be integers of shape (N,) = ({X.shape[0]},) or (N, T) = "
+                             f"{X.shape[:2]}, got shape {y.shape} dtype {y.dtype}")
     if a.limit:
         X, y = X[: a.limit], (None if y is None else y[: a.limit])
     N, T, _ = X.shape
     if a.schedule:
-        try:
-            sched = np.array([int(k) for k in a.schedule.split(",")], dtype=np.int64)
-        except ValueError:
-            raise BudgetError(f"--schedule must be comma-separated ints, got {a.schedule!r}") from None
+        sched = np.array([check_budget(k, prog.k_max, "--schedule value") for k in a.schedule], dtype=np.int64)
         Ks = np.resize(sched, T)
     else:
-        Ks = np.full(T, prog.k_max if a.K is None else a.K, dtype=np.int64)
-    if Ks.min() < 1 or Ks.max() > prog.k_max:
-        raise BudgetError(f"budgets must lie in [1, {prog.k_max}], got [{Ks.min()}, {Ks.max()}]")
+        Ks = np.full(T, prog.k_max if a.K is None else check_budget(a.K, prog.k_max, "--K"), dtype=np.int64)
     B = max(1, min(a.batch, N))
     dtype = np.float32 if a.dtype == "float32" else np.float64
     eng = StreamEngine(prog, batch=B, dtype=dtype)
@@ -97,7 +111,7 @@ def run(a):
     if a.output:
         import io
 
-        from essm_stream.checkpoint import atomic_write_bytes
+        from essm_stream.fileio import atomic_write_bytes
         buf = io.BytesIO()
         np.save(buf, Y)
         atomic_write_bytes(a.output, buf.getvalue())

@@ -3,8 +3,11 @@ HELP = "budget sweep of a trained checkpoint: accuracy, retention, sweet spot, c
 
 
 def add_arguments(p):
+    from essm_stream.commands._args import int_list
+
     p.add_argument("checkpoint", help="a model.safetensors written by `essm-stream train`")
-    p.add_argument("--ks", default="1,2,3,4,6,8,12,16,24,32", help="comma-separated budgets")
+    p.add_argument("--ks", type=int_list(lo=1), default="1,2,3,4,6,8,12,16,24,32",
+                   help="comma-separated budgets, each in [1, K̄]")
     p.add_argument("--data", help="evaluate on this .npz (X, y) instead of the training task's test split")
     p.add_argument("--plot", help="write the accuracy-vs-K curve to this PNG")
     p.add_argument("--json", help="write the sweep to this JSON file")
@@ -27,17 +30,19 @@ def dataset_for(meta, data=None):
 def run(a):
     import json
 
-    from essm_stream.checkpoint import atomic_write_bytes, load_checkpoint
-    from essm_stream.errors import ConfigError
+    from essm_stream.checkpoint import load_checkpoint
+    from essm_stream.commands._args import check_device, check_inputs, check_outputs
+    from essm_stream.errors import check_budget
+    from essm_stream.fileio import atomic_write_bytes
     from essm_stream.sweep import budget_sweep, format_table, plot_sweeps
     from essm_stream.train import pick_device
 
-    try:
-        ks = [int(k) for k in a.ks.split(",")]
-    except ValueError:
-        raise ConfigError(f"--ks must be comma-separated integers, got {a.ks!r}") from None
+    check_device(a.device)
+    check_inputs(("--data", a.data))
+    check_outputs(("--plot", a.plot), ("--json", a.json))
     device = pick_device(a.device)
     model, meta = load_checkpoint(a.checkpoint, device=device)
+    ks = [check_budget(k, model.cfg.k_max, "--ks value") for k in a.ks]
     ds = dataset_for(meta, a.data)
     r = budget_sweep(model, ds.X_test, ds.y_test, ks, device=device)
     name = f"{ds.name} {model.cfg.variant}"

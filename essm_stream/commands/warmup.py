@@ -3,7 +3,10 @@ HELP = "compile the engine kernels into numba's disk cache (do it once after ins
 
 
 def add_arguments(p):
-    p.add_argument("--dtype", default="float32,float64", help="comma-separated engine dtypes to compile")
+    from essm_stream.commands._args import choice_list
+
+    p.add_argument("--dtype", type=choice_list(("float32", "float64")), default="float32,float64",
+                   help="comma-separated engine dtypes to compile")
     p.add_argument("--program", help="also time constructing an engine on this program and its first step")
     p.add_argument("--measure", action="store_true",
                    help="measure start times in fresh processes: cold (empty cache dir) and warm (cache filled)")
@@ -39,17 +42,15 @@ def start_times(program: str | None = None, dtype: str = "float32") -> dict:
 def run(a):
     import numpy as np
 
-    from essm_stream.errors import ConfigError
-    from essm_stream.numba_config import cache_dir
+    from essm_stream import numba_config
+    from essm_stream.commands._args import check_inputs
     from essm_stream.engine import warmup, StreamEngine
     from essm_stream.program import StreamProgram
     import time
 
-    dtypes = [d.strip() for d in a.dtype.split(",") if d.strip()]
-    for d in dtypes:
-        if d not in ("float32", "float64"):
-            raise ConfigError(f"--dtype accepts float32 and float64, got {d!r}")
-    print(f"numba cache dir: {cache_dir()}")
+    check_inputs(("--program", a.program))
+    dtypes = a.dtype
+    print(f"numba cache dir: {numba_config._CACHE_DIR or 'none (no safe directory: kernels compile per process)'}")
     for name, sec in warmup([getattr(np, d) for d in dtypes]).items():
         print(f"kernels for {name}: ready in {sec:.2f} s (compiled, or loaded from the cache)")
     if a.program:

@@ -14,10 +14,23 @@ With a controller, K is chosen before every hop by `controller.update(telemetry)
 previous hop's measurements (latency, CPU time, K, an energy estimate, input level); without one,
 K is fixed and a chunk's frames run in one engine call.
 
+Input (`process`): 1-D (or (n, 1)) int16 PCM, or float32 / float64 PCM in [-1, 1]. Float PCM whose
+peak exceeds 2.0 (6 dB over full scale) is refused with PCMScaleError: it is almost always int16 data
+cast to float without dividing by 32768, which otherwise yields wrong keywords silently. NaN / Inf
+samples, other dtypes and multi-channel arrays are refused too; a refused chunk leaves the spotter's
+state as it was. Any chunk length is accepted; chunks are processed in slices of at most
+`MAX_SLICE_SAMPLES`, so memory does not grow with the chunk.
+
+Limits of the constructor's settings (ConfigError outside them): 0 < threshold <= 1,
+0 <= smoothing_s <= 10 (the smoothing ring is allocated up front), 0 <= refractory_s <= 3600,
+0 <= rearm <= 1, vad_margin_db in [0, 100] or None, 0 <= vad_hang_s <= 3600, idle_w and dyn_w
+finite and >= 0; all finite. record=True keeps one trace row per 20 ms hop (≈ 1 MB per hour of audio).
+
 Torch-free: numpy + numba (through the engine) only.
 """
 from __future__ import annotations
 
+import numbers
 import os
 import time
 from dataclasses import dataclass, field
@@ -25,11 +38,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, PCMScaleError, ShapeError, check_budget
 from ..program import StreamProgram
-from .frontend import LogMel
+from .frontend import LogMel, pcm_to_float
 
 ASSET_NAME = "kws_default.essm"
+MAX_FLOAT_PEAK = 2.0            # float PCM beyond this peak is refused (int16 cast to float)
+MAX_SLICE_SAMPLES = 1 << 16     # a longer chunk is processed in slices of this many samples
+MAX_SMOOTHING_S = 10.0
+MAX_HOLD_S = 3600.0             # refractory_s, vad_hang_s
 
 
 def bundled_program_path() -> Path:
@@ -89,18 +106,20 @@ class KeywordSpotter:
             raise ConfigError(f"the program's frontend lists {len(self.labels)} labels for {self.program.d_out} outputs")
         self.keyword_ids = np.array([i for i, l in enumerate(self.labels) if l not in ("unknown", "silence")])
         det = fe.get("detector", {})
-        self.threshold = float(det.get("threshold", 0.7) if threshold is None else threshold)
-        self.smoothing_s = float(det.get("smoothing_s", 0.1) if smoothing_s is None else smoothing_s)
-        self.refractory_s = float(det.get("refractory_s", 1.0) if refractory_s is None else refractory_s)
-        if not 0 < self.threshold <= 1:
-            raise ConfigError(f"threshold must be in (0, 1], got {self.threshold}")
-        if self.smoothing_s < 0 or self.refractory_s < 0 or not 0 <= rearm <= 1:
-            raise ConfigError("smoothing_s and refractory_s must be >= 0 and rearm in [0, 1]")
-        self.rearm = float(rearm)
+        self.threshold = _check_range("threshold", det.get("threshold", 0.7) if threshold is None else threshold, 0, 1)
+        if self.threshold == 0:
+            raise ConfigError("threshold must be in (0, 1], got 0")
+        self.smoothing_s = _check_range("smoothing_s", det.get("smoothing_s", 0.1) if smoothing_s is None
+                                        else smoothing_s, 0.0, MAX_SMOOTHING_S)
+        self.refractory_s = _check_range("refractory_s", det.get("refractory_s", 1.0) if refractory_s is None
+                                         else refractory_s, 0.0, MAX_HOLD_S)
+        self.rearm = _check_range("rearm", rearm, 0.0, 1.0)
         # Energy gate on detections: a keyword may fire only within vad_hang_s of a step whose input
         # level rose vad_margin_db above the running noise floor (no speech energy, no keyword).
-        self.vad_margin_db = None if vad_margin_db is None else float(vad_margin_db)
-        self.vad_hang_s = float(vad_hang_s)
+        self.vad_margin_db = None if vad_margin_db is None else _check_range("vad_margin_db", vad_margin_db, 0.0, 100.0)
+        self.vad_hang_s = _check_range("vad_hang_s", vad_hang_s, 0.0, MAX_HOLD_S)
+        idle_w = _check_range("idle_w", idle_w, 0.0, np.inf)
+        dyn_w = _check_range("dyn_w", dyn_w, 0.0, np.inf)
         self.frontend = LogMel(fe, normalize=True)
         self.stack = int(fe.get("stack", 1))             # log-mel frames per model step
         if self.stack * self.frontend.n_mels != self.program.d_in:
@@ -128,9 +147,7 @@ class KeywordSpotter:
         self.reset()
 
     def _check_K(self, K) -> int:
-        if isinstance(K, bool) or not isinstance(K, (int, np.integer)) or not 1 <= int(K) <= self.k_max:
-            raise ConfigError(f"K must be an int in [1, {self.k_max}], got {K!r}")
-        return int(K)
+        return check_budget(K, self.k_max, "K")
 
     def reset(self) -> None:
         """Back to the start of a stream: frontend, engine, smoothing, refractory and time all reset."""
@@ -204,7 +221,19 @@ class KeywordSpotter:
 
     # -- public -------------------------------------------------------------------------------
     def process(self, pcm) -> list[Detection]:
-        """Feed a chunk of 16 kHz mono PCM (int16, or float in [-1, 1]); return detections it completes."""
+        """Feed a chunk of 16 kHz mono PCM (int16, or float in [-1, 1]); return detections it completes.
+
+        Raises PCMScaleError for float PCM peaking above MAX_FLOAT_PEAK (divide int16 data by 32768),
+        ShapeError for NaN / Inf, other dtypes or shapes; the state is left as it was."""
+        pcm = _check_pcm(pcm)
+        if len(pcm) <= MAX_SLICE_SAMPLES:
+            return self._process(pcm)
+        out: list[Detection] = []
+        for i in range(0, len(pcm), MAX_SLICE_SAMPLES):
+            out += self._process(pcm[i:i + MAX_SLICE_SAMPLES])
+        return out
+
+    def _process(self, pcm) -> list[Detection]:
         F = self.frontend.process(pcm).astype(self._dtype, copy=False)   # (n, n_mels)
         if len(self._pending):
             F = np.concatenate([self._pending, F])
@@ -264,9 +293,38 @@ class KeywordSpotter:
     def mean_K(self) -> float:
         return self.k_sum / max(1, self.hops)
 
-    def flush(self) -> list[Detection]:
-        """Nothing is buffered beyond an incomplete frame, which cannot be scored: returns []."""
-        return []
+
+def _check_range(name: str, v, lo: float, hi: float) -> float:
+    """v (a real number, not a bool) as a finite float in [lo, hi], else ConfigError naming it."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise ConfigError(f"{name} must be a number, got {type(v).__name__} {v!r}")
+    x = float(v)
+    if not np.isfinite(x) or not lo <= x <= hi:
+        raise ConfigError(f"{name} must be a finite number in [{lo:g}, {hi:g}], got {v!r}")
+    return x
+
+
+def _check_pcm(pcm) -> np.ndarray:
+    """Mono PCM as an ndarray, checked before any state changes (the frontend checks dtype and NaN)."""
+    try:
+        a = np.asarray(pcm)
+    except (ValueError, TypeError) as e:       # ragged lists and the like
+        raise ShapeError(f"PCM must be a 1-D array of samples: {e}") from None
+    if a.dtype.kind == "f" and a.size:
+        x = pcm_to_float(a)                     # ShapeError for NaN / Inf / shape first
+        peak = float(np.max(np.abs(x)))
+        if peak > MAX_FLOAT_PEAK:
+            raise PCMScaleError(
+                f"float PCM must lie in [-1, 1], got a peak of {peak:g}; this looks like int16 samples cast to "
+                f"float: pass the int16 array as is, or divide by 32768 (pcm.astype(np.float32) / 32768)")
+        return x
+    if a.size:
+        pcm_to_float(a)                         # raises for a wrong dtype or shape
+    elif a.ndim == 2 and a.shape[1] == 1:
+        a = a[:, 0]
+    elif a.ndim != 1:
+        pcm_to_float(a)
+    return a.reshape(-1) if a.ndim == 2 else a
 
 
 def default_telemetry(spotter: "KeywordSpotter", t: float):

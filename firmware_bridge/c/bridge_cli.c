@@ -14,6 +14,12 @@
 
 #include "essm_bridge.h"
 
+/* The payload hex field of an encode line: read with a literal width (%8192s), so the conversion can
+ * never write past `hex` whatever the line holds; longer payloads than EB_MAX_PAYLOAD are refused. */
+#define HEX_FIELD 8192
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
 static const char *reason_names[] = {"ok", "oversize", "cobs_errors", "short", "crc_errors",
                                      "bad_version", "bad_header", "unknown_type", "bad_payload"};
 
@@ -56,16 +62,38 @@ static int do_decode(void)
     return 0;
 }
 
+/* Lines are read whole and checked: a line longer than the buffer, a hex field longer than the
+ * largest payload, or hex with an odd length or non-hex digits is an error (exit 1), never a silent
+ * truncation and never a write past a buffer (the %s conversion is bounded by the field width). */
 static int do_encode(void)
 {
-    static char line[2 * EB_MAX_PAYLOAD + 128], hex[2 * EB_MAX_PAYLOAD + 8];
+    /* a line: four numbers, the payload hex and (golden messages.txt) the expected frame hex */
+    static char line[2 * EB_MAX_PAYLOAD + 2 * EB_MAX_ENCODED + 160], hex[HEX_FIELD + 1];
     static uint8_t payload[EB_MAX_PAYLOAD], out[EB_MAX_ENCODED + 1];
     unsigned type, flags, seq;
-    unsigned long ts;
+    unsigned long ts, lineno = 0;
     eb_header_t h;
-    size_t n, len;
+    size_t n, len, hexlen, i;
     while (fgets(line, sizeof line, stdin)) {
-        if (sscanf(line, "%u %u %u %lu %s", &type, &flags, &seq, &ts, hex) != 5) continue;
+        lineno++;
+        if (strchr(line, '\n') == NULL && !feof(stdin)) {
+            fprintf(stderr, "line %lu: longer than %u bytes\n", lineno, (unsigned)(sizeof line - 2));
+            return 1;
+        }
+        if (sscanf(line, "%u %u %u %lu %" STR(HEX_FIELD) "s", &type, &flags, &seq, &ts, hex) != 5) continue;
+        hexlen = strlen(hex);
+        if (strcmp(hex, "-") != 0) {
+            if (hexlen > 2 * EB_MAX_PAYLOAD) {
+                fprintf(stderr, "line %lu: payload hex too long (over %u bytes)\n", lineno, (unsigned)EB_MAX_PAYLOAD);
+                return 1;
+            }
+            for (i = 0; i < hexlen; i++)
+                if (!strchr("0123456789abcdefABCDEF", hex[i])) break;
+            if (i < hexlen || hexlen % 2) {
+                fprintf(stderr, "line %lu: payload is not an even number of hex digits\n", lineno);
+                return 1;
+            }
+        }
         len = parse_hex(hex, payload, sizeof payload);
         h.type = (uint8_t)type; h.flags = (uint8_t)flags; h.seq = (uint16_t)seq; h.timestamp_us = (uint32_t)ts;
         n = eb_frame_encode(&h, payload, (uint16_t)len, out, sizeof out);

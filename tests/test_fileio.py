@@ -1,0 +1,218 @@
+"""essm_stream.fileio: atomic writes keep modes and clean up after killed saves; JSON reads have limits."""
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from essm_stream.errors import DataFileError, ESSMError, OutputPathError
+from essm_stream.fileio import (MAX_JSON_DEPTH, atomic_write_bytes, check_writable, check_writable_dir,
+                                clean_stale_temps, json_depth, read_json)
+
+
+def _mode(p):
+    return stat.S_IMODE(os.stat(p).st_mode)
+
+
+@pytest.fixture
+def umask022():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def test_new_file_respects_umask(tmp_path, umask022):
+    """#11 item 14: mkstemp's 0600 leaked into every file the project wrote; a new file gets 0666 & ~umask."""
+    atomic_write_bytes(tmp_path / "a.bin", b"x")
+    assert _mode(tmp_path / "a.bin") == 0o644
+    os.umask(0o077)
+    atomic_write_bytes(tmp_path / "b.bin", b"x")
+    assert _mode(tmp_path / "b.bin") == 0o600
+
+
+def test_rewrite_keeps_the_existing_mode(tmp_path, umask022):
+    """#11 item 14: `essm-stream profile` rewriting a 0644 program in place made it 0600."""
+    p = tmp_path / "prog.essm"
+    p.write_bytes(b"old")
+    for mode in (0o640, 0o664, 0o600):
+        os.chmod(p, mode)
+        atomic_write_bytes(p, b"new")
+        assert _mode(p) == mode and p.read_bytes() == b"new"
+
+
+def test_killed_save_leaves_a_temp_that_the_next_save_removes(tmp_path):
+    """#11 item 14: killed saves left hidden .NAME.*.tmp files forever (297 MiB after 20 kills)."""
+    target = tmp_path / "big.bin"
+    code = textwrap.dedent(f"""
+        import os, sys, time
+        import essm_stream.fileio as f
+        real = os.replace
+        def slow_replace(a, b):
+            print("written", flush=True)
+            time.sleep(60)
+        os.replace = slow_replace
+        f.atomic_write_bytes({str(target)!r}, b"x" * 100000)
+    """)
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                         env={**os.environ, "PYTHONPATH": os.getcwd()})
+    try:
+        assert p.stdout.readline().strip() == "written"
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait(timeout=30)
+    temps = list(tmp_path.glob(".big.bin.*.tmp"))
+    assert len(temps) == 1 and temps[0].stat().st_size == 100000
+    # another target's temp in the same directory, and a live save's temp, stay
+    other = tmp_path / f".big.bin.x.{os.getppid()}-abcdefgh.tmp"   # belongs to target "big.bin.x"
+    other.write_bytes(b"o")
+    live = tmp_path / f".big.bin.{os.getpid()}-abcdefgh.tmp"       # our own pid: a save in progress
+    live.write_bytes(b"l")
+    atomic_write_bytes(target, b"fresh")
+    assert target.read_bytes() == b"fresh"
+    assert not temps[0].exists()
+    assert other.exists() and live.exists()
+    assert clean_stale_temps(target) == []
+
+
+def test_old_style_temp_names_are_cleaned_once_old(tmp_path):
+    old = tmp_path / ".f.json.ab12cd34.tmp"
+    new = tmp_path / ".f.json.zz99yy88.tmp"
+    old.write_bytes(b"1")
+    new.write_bytes(b"2")
+    t = time.time() - 3600
+    os.utime(old, (t, t))
+    assert clean_stale_temps(tmp_path / "f.json") == [old]
+    assert new.exists()
+
+
+def test_failed_write_leaves_the_old_file_and_no_temp(tmp_path, monkeypatch):
+    p = tmp_path / "f.bin"
+    p.write_bytes(b"old")
+
+    def boom(*a):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError):
+        atomic_write_bytes(p, b"new")
+    assert p.read_bytes() == b"old" and list(tmp_path.iterdir()) == [p]
+
+
+def test_check_writable(tmp_path):
+    """#11 item 15: outputs are checked before long work, with the project's own error."""
+    assert check_writable(tmp_path / "new" / "plot.png") == tmp_path / "new" / "plot.png"
+    assert list((tmp_path / "new").iterdir()) == []                 # nothing written by the check
+    with pytest.raises(OutputPathError, match="is a directory"):
+        check_writable(tmp_path)
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(OutputPathError, match="is a file, not a directory"):
+        check_writable(f / "plot.png")
+    with pytest.raises(OutputPathError, match="not a directory"):
+        check_writable_dir(f)
+    assert check_writable_dir(tmp_path / "d" / "e").is_dir()
+    assert isinstance(OutputPathError("x"), OSError) and isinstance(OutputPathError("x"), ESSMError)
+
+
+def test_json_nested_100k_deep_is_our_error(tmp_path):
+    """#11 item 9: nested JSON 100k deep raised RecursionError."""
+    p = tmp_path / "deep.json"
+    p.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(DataFileError, match="nests 100000 levels"):
+        read_json(p)
+    p.write_text('{"a": ' * 100_000)              # unterminated as well
+    with pytest.raises(DataFileError):
+        read_json(p)
+
+
+@pytest.mark.parametrize("text, ok", [
+    ('{"K": [1, 2], "acc": [0.5, 0.9]}', True),
+    ('{"s": "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["}', True),
+    ('{"s": "\\"[[[["}', True),
+    ('{"a": NaN}', False),
+    ('{"a": Infinity}', False),
+    ('{"a": 1', False),
+    ('', False),
+])
+def test_read_json_cases(tmp_path, text, ok):
+    p = tmp_path / "x.json"
+    p.write_text(text)
+    if ok:
+        assert read_json(p) == json.loads(text)
+    else:
+        with pytest.raises(DataFileError, match="x.json"):
+            read_json(p)
+
+
+def test_read_json_limits(tmp_path):
+    with pytest.raises(DataFileError, match="cannot read"):
+        read_json(tmp_path / "missing.json")
+    with pytest.raises(DataFileError, match="cannot read"):
+        read_json(tmp_path)                                       # a directory
+    p = tmp_path / "big.json"
+    p.write_text("[" + "0," * 100 + "0]")
+    with pytest.raises(DataFileError, match="limit"):
+        read_json(p, max_bytes=100)
+    p.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(DataFileError):
+        read_json(p)
+    nested = "[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH
+    assert json_depth(nested.encode()) == MAX_JSON_DEPTH
+    p.write_text(nested)
+    read_json(p)
+
+
+# -- the numba cache directory (numba unpickles its index files: never load them from a dir others control)
+
+def test_numba_cache_dir_is_one_place_under_the_user_cache(tmp_path):
+    """#12 "two numba cache folders": one place, $XDG_CACHE_HOME/essm-stream/numba (beside filters/)."""
+    from essm_stream.numba_config import cache_dir
+    d = cache_dir({"XDG_CACHE_HOME": str(tmp_path)}, tmpdir=str(tmp_path / "tmp"))
+    assert d == str(tmp_path / "essm-stream" / "numba")
+    assert _mode(d) & 0o077 == 0
+    assert cache_dir({"NUMBA_CACHE_DIR": "/some/where"}) == "/some/where"
+
+
+def test_numba_tmp_fallback_checks_owner_and_mode(tmp_path, caplog):
+    """#11 item 17: the predictable /tmp fallback was used whoever owned it and whatever its mode."""
+    from essm_stream.numba_config import cache_dir
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("x")                      # $XDG_CACHE_HOME unusable -> the tmp fallback
+    env = {"XDG_CACHE_HOME": str(blocked)}
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    fallback = tmp / f"essm-stream-numba-{os.getuid()}"
+    fallback.mkdir(mode=0o700)
+    assert cache_dir(env, tmpdir=str(tmp)) == str(fallback)
+    os.chmod(fallback, 0o777)                    # planted by someone else, world-writable
+    assert cache_dir(env, tmpdir=str(tmp)) is None
+    assert "lets others write" in caplog.text
+    os.chmod(fallback, 0o700)
+    if os.getuid() == 0:                         # only root can hand a directory to another user
+        os.chown(fallback, 12345, 12345)
+        assert cache_dir(env, tmpdir=str(tmp)) is None
+        assert "owned by uid 12345" in caplog.text
+    fallback.rmdir()
+    fallback.symlink_to(tmp_path)                # a symlink to a directory we own is refused too
+    assert cache_dir(env, tmpdir=str(tmp)) is None
+    assert "symlink" in caplog.text
+
+
+def test_package_imports_with_no_safe_cache_dir(tmp_path):
+    """With no safe directory the kernels still work, compiled per process (cache off)."""
+    blocked = tmp_path / "f"
+    blocked.write_text("x")
+    tmp = tmp_path / "tmp"
+    (tmp / f"essm-stream-numba-{os.getuid()}").mkdir(parents=True)
+    os.chmod(tmp / f"essm-stream-numba-{os.getuid()}", 0o777)
+    code = ("import numpy as np; from essm_stream import numba_config as c; assert c._CACHE_DIR is None; "
+            "f = c.njit(lambda x: x + 1); print(f(np.int64(1)))")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env.update(XDG_CACHE_HOME=str(blocked), TMPDIR=str(tmp), PYTHONPATH=os.getcwd())
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "2"
