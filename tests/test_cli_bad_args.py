@@ -151,6 +151,15 @@ BAD = [
     ("kws-train --max-minutes 0", "--max-minutes"),
     ("kws-eval --data {MISSING}", "kws-data"),
     ("kws-eval --data {D}", "stream_val.npz"),
+    ("compile {F} --tol 2", "--tol"),
+    ("compile {F} --no-buffer", "--spectral lds"),
+    ("analyze", "PROGRAM"),
+    ("analyze {MISSING}", "program"),
+    ("analyze {P} --seq-len 64", "not both"),
+    ("analyze {P} --tol 0", "--tol"),
+    ("analyze {P} --ns 0,4", "--ns"),
+    ("analyze --seq-len 6x", "--seq-len"),
+    ("analyze {P} --plot {UNDER_FILE}", "--plot"),
     ("bogus-command", "invalid choice"),
 ]
 

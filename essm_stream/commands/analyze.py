@@ -9,27 +9,19 @@ DESCRIPTION = (
 
 
 def add_arguments(p):
+    from essm_stream.commands._args import fraction, int_list, positive_int
     p.add_argument("program", nargs="?", help="a StreamProgram file (.essm) from `essm-stream compile`")
-    p.add_argument("--seq-len", help="instead of a program: comma-separated window lengths L of the bare bank")
-    p.add_argument("--k-max", type=int, default=32, help="filters per bank with --seq-len")
-    p.add_argument("--tol", type=float, default=1e-3, help="fit error the chosen N must reach")
-    p.add_argument("--ns", default="4,8,12,16,20,24,28,32,40,48", help="comma-separated N for the error curve")
+    p.add_argument("--seq-len", type=int_list(lo=4),
+                   help="instead of a program: comma-separated window lengths L of the bare bank")
+    p.add_argument("--k-max", type=positive_int, default=32, help="filters per bank with --seq-len")
+    p.add_argument("--tol", type=fraction, default=1e-3, help="fit error the chosen N must reach, in (0, 1)")
+    p.add_argument("--ns", type=int_list(lo=1), default=[4, 8, 12, 16, 20, 24, 28, 32, 40, 48],
+                   help="comma-separated N for the error curve")
     p.add_argument("--weighted", action="store_true", help="weight filter k by ||M_k||_op (programs only)")
     p.add_argument("--no-buffer", action="store_true",
                    help="the no-buffer variant (MCU targets: no ring of L inputs, ~1e-2 accuracy)")
     p.add_argument("--plot", help="write HSVs and error-vs-N curves to this PNG")
     p.add_argument("--json", help="write the analysis to this JSON file")
-
-
-def _ints(text, what):
-    from essm_stream.errors import ConfigError
-    try:
-        vals = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ConfigError(f"{what} must be comma-separated integers, got {text!r}") from None
-    if not vals or min(vals) < 1:
-        raise ConfigError(f"{what} must list integers >= 1, got {text!r}")
-    return vals
 
 
 def banks_of_program(prog, weighted: bool):
@@ -144,14 +136,17 @@ def plot(results, path, tol):
 def run(a):
     import json
 
+    from essm_stream.commands._args import check_inputs, check_outputs
     from essm_stream.errors import ConfigError
     from essm_stream.fileio import atomic_write_bytes
 
     if not 0 < a.tol < 1:
         raise ConfigError(f"--tol must be in (0, 1), got {a.tol}")
-    ns = _ints(a.ns, "--ns")
+    ns = a.ns
     if bool(a.program) == bool(a.seq_len):
         raise ConfigError("give either a PROGRAM file or --seq-len L[,L...] (not both)")
+    check_inputs(("program", a.program))
+    check_outputs(("--plot", a.plot), ("--json", a.json))
     if a.program:
         from essm_stream.program import StreamProgram
         prog = StreamProgram.load(a.program)
@@ -167,7 +162,7 @@ def run(a):
         from essm_stream import lds
         from essm_stream.hankel import spectral_filters
         banks = []
-        for L in _ints(a.seq_len, "--seq-len"):
+        for L in a.seq_len:
             if a.k_max > L:
                 raise ConfigError(f"--k-max {a.k_max} exceeds L={L}")
             sigma, phi = spectral_filters(L, a.k_max)

@@ -6,7 +6,7 @@ DESCRIPTION = ("Read a checkpoint written by `essm-stream train` (safetensors + 
 
 
 def add_arguments(p):
-    from essm_stream.commands._args import nonneg_int
+    from essm_stream.commands._args import fraction, nonneg_int
 
     p.add_argument("checkpoint", help="model checkpoint (.safetensors) from `essm-stream train`")
     p.add_argument("-o", "--output", help="program file to write (default: CHECKPOINT with suffix .essm)")
@@ -17,7 +17,7 @@ def add_arguments(p):
     p.add_argument("--spectral", choices=["exact", "lds"], default="exact",
                    help="exact: ring-buffer FIR, O(L) per step, equals the model; lds: the filter bank as a "
                         "ladder of N << L poles sized by Hankel singular values, O(N) per step (docs/LDS.md)")
-    p.add_argument("--tol", type=float, default=1e-3,
+    p.add_argument("--tol", type=fraction, default=1e-3,
                    help="lds: max filter fit error (relative to the largest σ^1/4-scaled filter)")
     p.add_argument("--no-buffer", action="store_true",
                    help="lds: the no-buffer variant for MCU-class targets (no ring of L inputs; ~1e-2 accuracy)")
