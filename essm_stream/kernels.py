@@ -53,7 +53,10 @@ ACC = np.float64   # accumulator of the short reductions (see module doc)
 # --------------------------------------------------------------------------------------------
 
 @njit
-def _tile4x4(A, pa, lda, Bm, pb, ldb, n, out, q, ldo, acc):
+def _tile4x4(A, pa, lda, Bm, pb, ldb, n, out, q, ldo, acc, sc, so, scaled):
+    """out[q + i ldo + j] (=, or += if acc) Σ_m A_i[m] B_j[m] for i, j < 4; with scaled (and not acc),
+    row i is multiplied by sc[so + i] as it is stored (gemm_nt_rs). One tile for both, so that numba
+    compiles it once (a cold start pays ~1 s per compiled tile)."""
     A0 = A[pa:pa + n]
     A1 = A[pa + lda:pa + lda + n]
     A2 = A[pa + 2 * lda:pa + 2 * lda + n]
@@ -90,6 +93,27 @@ def _tile4x4(A, pa, lda, Bm, pb, ldb, n, out, q, ldo, acc):
         s31 += x3 * y1
         s32 += x3 * y2
         s33 += x3 * y3
+    if scaled:
+        a0 = sc[so]
+        a1 = sc[so + 1]
+        a2 = sc[so + 2]
+        a3 = sc[so + 3]
+        s00 *= a0
+        s01 *= a0
+        s02 *= a0
+        s03 *= a0
+        s10 *= a1
+        s11 *= a1
+        s12 *= a1
+        s13 *= a1
+        s20 *= a2
+        s21 *= a2
+        s22 *= a2
+        s23 *= a2
+        s30 *= a3
+        s31 *= a3
+        s32 *= a3
+        s33 *= a3
     if acc:
         out[q] += s00
         out[q + 1] += s01
@@ -214,27 +238,62 @@ def _tile1x1(A, pa, Bm, pb, n, out, q, acc):
 @njit
 def gemm_nt(A, a0, lda, Bm, b0, ldb, n, out, o0, ldo, Ma, Nb, acc):
     """out[o0 + i ldo + j] (=, or += if acc) Σ_{m<n} A[a0 + i lda + m] B[b0 + j ldb + m], i<Ma, j<Nb."""
+    # The tiles take acc and unit strides as run-time values, not literals: numba compiles a
+    # separate specialization of a callee for every literal argument (acc=True/False, ldo=1), and
+    # those doubled the tiles' compile time on a cold start for a branch taken once per tile.
+    racc = bool(acc)
+    one = min(Nb, 1)
     i = 0
     while i + 4 <= Ma:
         j = 0
         while j + 4 <= Nb:
-            _tile4x4(A, a0 + i * lda, lda, Bm, b0 + j * ldb, ldb, n, out, o0 + i * ldo + j, ldo, acc)
+            _tile4x4(A, a0 + i * lda, lda, Bm, b0 + j * ldb, ldb, n, out, o0 + i * ldo + j, ldo, racc, out, o0, Nb < 0)
             j += 4
         while j < Nb:  # a column of B against four rows of A
-            _tile1x4(Bm, b0 + j * ldb, A, a0 + i * lda, lda, n, out, o0 + i * ldo + j, ldo, acc)
+            _tile1x4(Bm, b0 + j * ldb, A, a0 + i * lda, lda, n, out, o0 + i * ldo + j, ldo, racc)
             j += 1
         i += 4
     while i < Ma:
         j = 0
         while j + 8 <= Nb:  # single rows (B=1 GEMVs): eight outputs share each load of A
-            _tile1x8(A, a0 + i * lda, Bm, b0 + j * ldb, ldb, n, out, o0 + i * ldo + j, acc)
+            _tile1x8(A, a0 + i * lda, Bm, b0 + j * ldb, ldb, n, out, o0 + i * ldo + j, racc)
             j += 8
         while j + 4 <= Nb:
-            _tile1x4(A, a0 + i * lda, Bm, b0 + j * ldb, ldb, n, out, o0 + i * ldo + j, 1, acc)
+            _tile1x4(A, a0 + i * lda, Bm, b0 + j * ldb, ldb, n, out, o0 + i * ldo + j, one, racc)
             j += 4
         while j < Nb:
-            _tile1x1(A, a0 + i * lda, Bm, b0 + j * ldb, n, out, o0 + i * ldo + j, acc)
+            _tile1x1(A, a0 + i * lda, Bm, b0 + j * ldb, n, out, o0 + i * ldo + j, racc)
             j += 1
+        i += 1
+
+
+@njit
+def gemm_nt_rs(A, a0, lda, Bm, b0, ldb, n, out, o0, ldo, Ma, Nb, sc, s0):
+    """gemm_nt (store, not accumulate) with row i of the result scaled by sc[s0 + i] as it is stored.
+
+    Used by the convolution to apply the gate's α_k to row k of c without a separate pass over V.
+    Same float operations as storing and then scaling (one rounding of the product): bit-identical
+    to gemm_nt followed by `out[row] *= sc[row]`."""
+    i = 0
+    while i + 4 <= Ma:
+        j = 0
+        while j + 4 <= Nb:
+            _tile4x4(A, a0 + i * lda, lda, Bm, b0 + j * ldb, ldb, n, out, o0 + i * ldo + j, ldo, Nb < 0,
+                     sc, s0 + i, Nb >= 0)   # (run-time False / True: not literals, see gemm_nt)
+            j += 4
+        while j < Nb:  # a column of B against four rows of A, then scaled per row
+            q = o0 + i * ldo + j
+            _tile1x4(Bm, b0 + j * ldb, A, a0 + i * lda, lda, n, out, q, ldo, Nb < 0)   # False, not a literal
+            for r in range(4):
+                out[q + r * ldo] *= sc[s0 + i + r]
+            j += 1
+        i += 4
+    while i < Ma:   # up to three single rows: the GEMV tiles, then the row scaled
+        gemm_nt(A, a0 + i * lda, lda, Bm, b0, ldb, n, out, o0 + i * ldo, ldo, min(Ma - i, 1), Nb, False)
+        a = sc[s0 + i]
+        q = o0 + i * ldo
+        for j in range(Nb):
+            out[q + j] *= a
         i += 1
 
 
@@ -293,6 +352,26 @@ def _gelu(x, xo, n):
     else:                 # float64 engine: libm erf, as the reference
         for j in range(n):
             v = x[xo + j]
+            x[xo + j] = 0.5 * v * (1.0 + math.erf(v * 0.7071067811865476))
+
+
+@njit
+def _bias_gelu(x, xo, W, bo, n):
+    """x[xo:xo+n] = GELU(x[xo:xo+n] + W[bo:bo+n]): the bias add in the GELU's pass (same roundings
+    as adding, storing and then applying _gelu)."""
+    if x.itemsize == 4:
+        p0, p1, p2, p3, p4, p5, p6 = _ERF_P
+        q0, q1, q2, q3, q4 = _ERF_Q
+        for j in range(n):
+            v = float(x[xo + j] + W[bo + j])   # the sum rounds to the engine dtype, as when stored
+            z = min(max(v * 0.7071067811865476, -4.0), 4.0)
+            z2 = z * z
+            p = z * (p0 + z2 * (p1 + z2 * (p2 + z2 * (p3 + z2 * (p4 + z2 * (p5 + z2 * p6))))))
+            q = q0 + z2 * (q1 + z2 * (q2 + z2 * (q3 + z2 * q4)))
+            x[xo + j] = 0.5 * v * (1.0 + p / q)
+    else:
+        for j in range(n):
+            v = x[xo + j] + W[bo + j]
             x[xo + j] = 0.5 * v * (1.0 + math.erf(v * 0.7071067811865476))
 
 
@@ -402,9 +481,9 @@ def gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps):
     wl, d, dg = lay[WL], lay[D_MODEL], lay[D_GATE]
     sg, ss = lay[W_G], lay[W_S]
     gemm_nt(work, lay[W_U], wl, W, seg(off, O_W1, l), d, d, work, sg, wl, B, dg, False)
-    _add_bias(work, B, wl, sg, W, seg(off, O_B1, l), dg)
+    b1 = seg(off, O_B1, l)
     for b in range(B):
-        _gelu(work, b * wl + sg, dg)
+        _bias_gelu(work, b * wl + sg, W, b1, dg)   # + b1 in GELU's pass
     gemm_nt(work, sg, wl, W, seg(off, O_W2, l), dg, dg, work, ss, wl, B, Kt, False)   # rows < max K only
     b2 = seg(off, O_B2, l)
     for b in range(B):
@@ -434,7 +513,8 @@ def gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps):
 
 @njit(inline="always")
 def convolve(Ks, t, W, off, lay, state, work, B, l, p):
-    """c_k = Σ_τ φ_k(τ) u(t-τ) for k < K: (K × L) reversed filters · (L × d) window, into V[d:]; × α_k if gated."""
+    """c_k = Σ_τ φ_k(τ) u(t-τ) for k < K: (K × L) reversed filters · (L × d) window, into V[d:]; × α_k
+    if gated, fused into the product's store (gemm_nt_rs)."""
     wl, d, L = lay[WL], lay[D_MODEL], lay[L_WIN]
     two_L = 2 * L
     sV, ss, sh, gated = lay[W_V], lay[W_S], lay[ST_HIST], lay[GATED] != 0
@@ -443,13 +523,10 @@ def convolve(Ks, t, W, off, lay, state, work, B, l, p):
         wb = b * wl
         K = Ks[t, b]
         hb = sh + (l * B + b) * d * two_L
-        gemm_nt(W, phir, L, state, hb + p + 1, two_L, L, work, wb + sV + d, d, K, d, False)
-        if gated:
-            for k in range(K):
-                a = work[wb + ss + k]
-                q = wb + sV + (k + 1) * d
-                for j in range(d):
-                    work[q + j] *= a
+        if gated:   # α_k applied as row k is stored (no second pass over V)
+            gemm_nt_rs(W, phir, L, state, hb + p + 1, two_L, L, work, wb + sV + d, d, K, d, work, wb + ss)
+        else:
+            gemm_nt(W, phir, L, state, hb + p + 1, two_L, L, work, wb + sV + d, d, K, d, False)
 
 
 @njit(inline="always")
@@ -484,9 +561,7 @@ def mlp(W, off, lay, work, B, l, ln_eps):
     fc1b, fc2b = seg(off, O_FC1B, l), seg(off, O_FC2B, l)
     for b in range(B):
         wb = b * wl
-        for i in range(dh):
-            work[wb + sa + i] += W[fc1b + i]
-        _gelu(work, wb + sa, dh)
+        _bias_gelu(work, wb + sa, W, fc1b, dh)   # + fc1.b in GELU's pass
         for i in range(d):
             work[wb + sh + i] += W[fc2b + i]
     gemm_nt(work, sa, wl, W, seg(off, O_FC2W, l), dh, dh, work, sh, wl, B, d, True)

@@ -19,5 +19,5 @@ if [ "${1-}" = "--runtime-only" ]; then
     tests/test_engine_hardening.py tests/test_program.py tests/test_program_hardening.py \
     tests/test_program_fuzz.py tests/test_lru_stream.py "$@"
 fi
-bash scripts/setup.sh train,dev
+bash scripts/setup.sh train,dev,sim
 exec .venv/bin/python -m pytest -q "$@"

@@ -160,6 +160,13 @@ BAD = [
     ("analyze {P} --ns 0,4", "--ns"),
     ("analyze --seq-len 6x", "--seq-len"),
     ("analyze {P} --plot {UNDER_FILE}", "--plot"),
+    ("sim --robots 0", "--robots"),
+    ("sim --episodes -1", "--episodes"),
+    ("sim --rate-hz 0", "--rate-hz"),
+    ("sim --deadline-factor -1", "--deadline-factor"),
+    ("sim --scenarios quake", "--scenarios"),
+    ("sim --policy {MISSING}", "--policy"),
+    ("sim --json {UNDER_FILE}", "--json"),
     ("bogus-command", "invalid choice"),
 ]
 

@@ -17,6 +17,7 @@ COMMANDS = [
     ("profile", "profile"),
     ("control-eval", "control_eval"),
     ("demo", "demo"),
+    ("sim", "sim"),
     ("kws-data", "kws_data"),
     ("kws-train", "kws_train"),
     ("kws-eval", "kws_eval"),

@@ -17,6 +17,14 @@ def add_arguments(p):
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--json", help="write all results to this JSON file")
     p.add_argument("--doc", help="write the report (markdown) to this file, e.g. docs/PERFORMANCE.md")
+    p.add_argument("--targets", action="store_true",
+                   help="print issue 13's targets as PASS / FALL SHORT lines (median and spread over "
+                        "interleaved rounds; tuned torch and ONNX Runtime peers; demo cold/warm start)")
+    p.add_argument("--reps", type=int, default=7, help="interleaved rounds for --targets and --plots")
+    p.add_argument("--no-start", action="store_true", help="with --targets: skip the demo start-up measurement")
+    p.add_argument("--no-paper", action="store_true", help="with --targets: skip the paper config")
+    p.add_argument("--plots", metavar="DIR",
+                   help="time vs K, L and B (engine, tuned torch) into DIR/perf_k.png, perf_l.png, perf_b.png")
     p.add_argument("--plot", help="write latency-vs-K plot (PNG) here, e.g. docs/latency_vs_k.png")
 
 
@@ -43,4 +51,6 @@ def run(a):
     spec = importlib.util.spec_from_file_location("essm_bench_engine", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
+    if a.reps < 1:
+        raise ConfigError(f"--reps must be >= 1, got {a.reps}")
     return mod.main(a)

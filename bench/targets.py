@@ -1,0 +1,304 @@
+"""Issue 13's targets as pass / fall-short lines, every contender interleaved in one run.
+
+    python bench/bench_engine.py --targets [--reps 7] [--json docs/perf_results.json]
+    essm-stream bench --targets                      (the same through the CLI)
+    python bench/bench_engine.py --plots docs/img    (time vs K, L and B: docs/img/perf_*.png)
+
+Method. Each repetition (round) times every contender once, in a fixed order, back to back: the
+engine and its peers at the same point see the same neighbours. A contender's sample in a round is
+the median of `n` steps (after warm-up steps). Every ratio is formed inside a round (engine and peer
+of the same round), and a target line prints the median ratio over the rounds and its spread
+[min–max]. Peers: the tuned eager torch step (`peers.TunedTorchStep`) and ONNX Runtime with IO
+binding (`peers.OnnxStep`), the fastest of each we have. Machine limits in the same rounds:
+single-thread sgemm (numpy/OpenBLAS 1024³ float32 in a subprocess with one BLAS thread) and
+single-thread read bandwidth at the size of the working set (a numba sum repeated over a buffer of
+exactly that many bytes, so it is served from the cache level the working set lives in).
+Start-up: CPU seconds (user + sys of the child) of `essm-stream demo --fast` in a fresh process with an
+empty numba cache directory (cold), then again with that cache filled (warm).
+"""
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from bench_engine import CONFIGS, sgemm_gflops, step_cost
+
+TARGETS = {  # name: (threshold, sense) -- sense '>=' or '<='
+    "edge B=1 K=32 vs tuned torch": (5.0, ">="),
+    "edge B=1 K=4 vs tuned torch": (15.0, ">="),
+    "edge B=1 K=32 vs ONNX Runtime": (3.0, ">="),
+    "edge B=1 K=32 % of sgemm": (55.0, ">="),
+    "edge B=32 K=32 per-stream / B=1": (0.35, "<="),
+    "edge B=32 K=32 % of sgemm": (60.0, ">="),
+    "paper B=1 K=32 / memory floor": (1.5, "<="),
+    "paper B=1 K=32 vs ONNX Runtime": (1.5, ">="),
+    "cold start demo --fast, CPU s": (5.0, "<="),
+    "warm start demo --fast, CPU s": (1.0, "<="),
+}
+
+
+def make_program(name: str, seq_len: int | None = None):
+    """The bench's program for a config (random weights, orthonormal filters; speed does not depend on them)."""
+    from essm_stream.config import ESSMConfig
+    from essm_stream.engine import tiny_program
+    kw = dict(CONFIGS[name])
+    if seq_len:
+        kw["seq_len"] = seq_len
+    return tiny_program(ESSMConfig(**kw), seed=0)
+
+
+def _median_step(fn, frames, n: int, warm: int = 3) -> float:
+    for i in range(warm):
+        fn(frames[i % len(frames)])
+    pc = time.perf_counter_ns
+    ts = np.empty(n)
+    for i in range(n):
+        x = frames[i % len(frames)]
+        t0 = pc()
+        fn(x)
+        ts[i] = pc() - t0
+    return float(np.median(ts)) / 1e9
+
+
+def read_bandwidth_at(nbytes: int, min_s: float = 0.05) -> float:
+    """Single-thread read bandwidth (GB/s) over a buffer of nbytes, read repeatedly: a buffer that fits
+    a cache level is measured from that level. Best of 5 timings of >= min_s each."""
+    from essm_stream.numba_config import njit
+
+    @njit(cache=False)
+    def total(a, reps):
+        s = np.float32(0)
+        for r in range(reps):
+            for i in range(a.shape[0]):
+                s += a[i]
+        return s
+
+    a = np.ones(max(nbytes // 4, 1024), dtype=np.float32)
+    total(a, 1)
+    reps = 1
+    while True:
+        t = time.perf_counter()
+        total(a, reps)
+        dt = time.perf_counter() - t
+        if dt >= min_s or reps > 1 << 20:
+            break
+        reps *= 2
+    best = 0.0
+    for _ in range(5):
+        t = time.perf_counter()
+        total(a, reps)
+        best = max(best, reps * a.nbytes / (time.perf_counter() - t))
+    return best / 1e9
+
+
+def demo_cpu_seconds(cache: str) -> dict:
+    """CPU seconds (user + sys) and wall seconds of `essm-stream demo --fast` in a fresh process."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=cache, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    with tempfile.TemporaryDirectory() as tmp:
+        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t = time.perf_counter()
+        r = subprocess.run([sys.executable, "-m", "essm_stream", "demo", "--fast", "--quiet",
+                            "--plot", os.path.join(tmp, "demo.png")], env=env, capture_output=True, text=True,
+                           timeout=900)
+        wall = time.perf_counter() - t
+        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if r.returncode != 0:
+        raise RuntimeError(f"demo --fast failed: {r.stderr[-1000:]}")
+    return {"cpu_s": (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime), "wall_s": wall}
+
+
+def start_costs(reps: int = 1) -> dict:
+    cold, warm = [], []
+    for _ in range(reps):
+        with tempfile.TemporaryDirectory() as cache:
+            cold.append(demo_cpu_seconds(cache))
+            warm.append(demo_cpu_seconds(cache))
+    return {"cold": cold, "warm": warm}
+
+
+def measure(reps: int = 7, log=print, with_paper: bool = True, with_start: bool = True) -> dict:
+    import torch
+
+    from essm_stream.engine import StreamEngine
+    from peers import OnnxStep, TunedTorchStep
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    edge, paper = make_program("edge"), (make_program("paper") if with_paper else None)
+    c = {}     # contender name -> (step function, frames, steps per round)
+
+    def add_engine(tag, prog, B, K, n):
+        eng = StreamEngine(prog, batch=B, dtype=np.float32)
+        eng.warmup()
+        eng.run(rng.standard_normal((prog.cfg.seq_len + 1, B, prog.cfg.d_in)).astype(np.float32), prog.cfg.k_max)
+        fr = [f for f in rng.standard_normal((16, B, prog.cfg.d_in)).astype(np.float32)]
+        c[tag] = (lambda x: eng.step(x, K), fr, n)
+
+    def add_torch(tag, prog, B, K, n):
+        ts = TunedTorchStep(prog, B, K)
+        fr = [torch.from_numpy(f) for f in rng.standard_normal((16, B, prog.cfg.d_in)).astype(np.float32)]
+        c[tag] = (ts.step, fr, n)
+
+    def add_onnx(tag, prog, B, K, n):
+        on = OnnxStep(prog, B, K)
+        fr = [f for f in rng.standard_normal((16, B, prog.cfg.d_in)).astype(np.float32)]
+        c[tag] = (on.step, fr, n)
+
+    log("building contenders (engine, tuned torch, ONNX Runtime with IO binding) ...")
+    add_engine("engine edge B=1 K=32", edge, 1, 32, 400)
+    add_engine("engine edge B=1 K=4", edge, 1, 4, 600)
+    add_torch("torch edge B=1 K=32", edge, 1, 32, 200)
+    add_torch("torch edge B=1 K=4", edge, 1, 4, 200)
+    add_onnx("onnx edge B=1 K=32", edge, 1, 32, 200)
+    add_engine("engine edge B=32 K=32", edge, 32, 32, 40)
+    if with_paper:
+        add_engine("engine paper B=1 K=32", paper, 1, 32, 20)
+        add_onnx("onnx paper B=1 K=32", paper, 1, 32, 20)
+    f_e1, b_e1 = step_cost(edge.cfg, 1, 32)
+    f_e32, _ = step_cost(edge.cfg, 32, 32)
+    b_p1 = step_cost(paper.cfg, 1, 32)[1] if with_paper else 0
+    samples = {k: [] for k in c}
+    samples.update({"sgemm_gflops": [], "bw_edge_gbs": [], "bw_paper_gbs": []})
+    for r in range(reps):
+        t0 = time.perf_counter()
+        samples["sgemm_gflops"].append(sgemm_gflops())
+        for tag, (fn, fr, n) in c.items():
+            samples[tag].append(_median_step(fn, fr, n))
+        samples["bw_edge_gbs"].append(read_bandwidth_at(int(b_e1)))
+        if with_paper:
+            samples["bw_paper_gbs"].append(read_bandwidth_at(int(b_p1), min_s=0.1))
+        log(f"round {r + 1}/{reps} ({time.perf_counter() - t0:.1f} s): " +
+            ", ".join(f"{k} {v[-1] * 1e6:.0f} us" for k, v in samples.items() if k in c))
+    S = {k: np.array(v) for k, v in samples.items()}
+    ratios = {
+        "edge B=1 K=32 vs tuned torch": S["torch edge B=1 K=32"] / S["engine edge B=1 K=32"],
+        "edge B=1 K=4 vs tuned torch": S["torch edge B=1 K=4"] / S["engine edge B=1 K=4"],
+        "edge B=1 K=32 vs ONNX Runtime": S["onnx edge B=1 K=32"] / S["engine edge B=1 K=32"],
+        "edge B=1 K=32 % of sgemm": 100 * f_e1 / S["engine edge B=1 K=32"] / (S["sgemm_gflops"] * 1e9),
+        "edge B=32 K=32 per-stream / B=1": S["engine edge B=32 K=32"] / 32 / S["engine edge B=1 K=32"],
+        "edge B=32 K=32 % of sgemm": 100 * f_e32 / S["engine edge B=32 K=32"] / (S["sgemm_gflops"] * 1e9),
+    }
+    if with_paper:
+        ratios["paper B=1 K=32 / memory floor"] = S["engine paper B=1 K=32"] / (b_p1 / (S["bw_paper_gbs"] * 1e9))
+        ratios["paper B=1 K=32 vs ONNX Runtime"] = S["onnx paper B=1 K=32"] / S["engine paper B=1 K=32"]
+    res = {"reps": reps, "samples_s": {k: list(v) for k, v in samples.items()},
+           "ratios": {k: v.tolist() for k, v in ratios.items()},
+           "bytes": {"edge B=1 K=32": b_e1, "paper B=1 K=32": b_p1}, "flops": {"edge B=1 K=32": f_e1, "edge B=32 K=32": f_e32}}
+    if with_start:
+        log("start-up: demo --fast with an empty numba cache, then with it filled ...")
+        st = start_costs()
+        res["start"] = st
+        ratios["cold start demo --fast, CPU s"] = np.array([s["cpu_s"] for s in st["cold"]])
+        ratios["warm start demo --fast, CPU s"] = np.array([s["cpu_s"] for s in st["warm"]])
+        res["ratios"] = {k: np.asarray(v).tolist() for k, v in ratios.items()}
+    return res
+
+
+def lines(res) -> list[str]:
+    out = []
+    S = {k: np.array(v) for k, v in res["samples_s"].items()}
+    for name, v in res["ratios"].items():
+        v = np.asarray(v)
+        thr, sense = TARGETS[name]
+        med = float(np.median(v))
+        ok = med >= thr if sense == ">=" else med <= thr
+        unit = "%" if "%" in name else ("s" if "CPU s" in name else "x")
+        num = f"{med:.1f}{unit}" if unit != "x" else f"{med:.2f}x"
+        spread = f"[{v.min():.2f}-{v.max():.2f}]" if unit == "x" else f"[{v.min():.1f}-{v.max():.1f}]"
+        out.append(f"{'PASS      ' if ok else 'FALL SHORT'}  {name:34s} {num:>8s} {spread:>15s}  target {sense} {thr:g}"
+                   f"{'' if unit == 'x' else unit}  (n={len(v)})")
+    out.append("")
+    out.append("contender medians over rounds (µs per step) [min-max]:")
+    for k, v in S.items():
+        if k.startswith(("engine", "torch", "onnx")):
+            out.append(f"  {k:26s} {np.median(v) * 1e6:9.1f}  [{v.min() * 1e6:.1f}-{v.max() * 1e6:.1f}]")
+    for k, lab in (("sgemm_gflops", "sgemm GFLOP/s (1 thread)"), ("bw_edge_gbs", "read GB/s at edge's working set"),
+                   ("bw_paper_gbs", "read GB/s at paper's working set")):
+        v = S.get(k)
+        if v is not None and len(v):
+            out.append(f"  {lab:34s} {np.median(v):7.1f}  [{v.min():.1f}-{v.max():.1f}]")
+    b = res["bytes"]
+    out.append(f"  working sets: edge B=1 K=32 {b['edge B=1 K=32'] / 1e6:.2f} MB, paper B=1 K=32 {b['paper B=1 K=32'] / 1e6:.1f} MB")
+    if "start" in res:
+        for k in ("cold", "warm"):
+            s = res["start"][k]
+            cpu = ", ".join(f"{x['cpu_s']:.1f}" for x in s)
+            wall = ", ".join(f"{x['wall_s']:.1f}" for x in s)
+            out.append(f"  demo --fast {k}: CPU {cpu} s, wall {wall} s")
+    return out
+
+
+# -------------------------------------------------------------------------------------------------
+# time vs K, L and B (engine and tuned torch), medians with spread over interleaved rounds
+# -------------------------------------------------------------------------------------------------
+def sweep(reps: int = 5, log=print) -> dict:
+    import torch
+
+    from essm_stream.engine import StreamEngine
+    from peers import TunedTorchStep
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    edge = make_program("edge")
+    out = {"K": {}, "L": {}, "B": {}}
+    pts = []   # (axis, value, contender, fn, frames, n)
+    for K in (1, 2, 4, 8, 16, 32):
+        eng = StreamEngine(edge, batch=1)
+        ts = TunedTorchStep(edge, 1, K)
+        fr = list(rng.standard_normal((8, 1, 40)).astype(np.float32))
+        pts.append(("K", K, "engine", (lambda e, k: (lambda x: e.step(x, k)))(eng, K), fr, 200))
+        pts.append(("K", K, "torch", ts.step, [torch.from_numpy(f) for f in fr], 60))
+    for L in (64, 128, 256, 512, 1024, 2048, 4096):
+        prog = make_program("edge", seq_len=L)
+        eng = StreamEngine(prog, batch=1)
+        fr = list(rng.standard_normal((8, 1, 40)).astype(np.float32))
+        pts.append(("L", L, "engine", (lambda e: (lambda x: e.step(x, 32)))(eng), fr, max(20, 200 * 128 // L)))
+    for B in (1, 2, 4, 8, 16, 32, 64):
+        eng = StreamEngine(edge, batch=B)
+        fr = list(rng.standard_normal((8, B, 40)).astype(np.float32))
+        pts.append(("B", B, "engine", (lambda e: (lambda x: e.step(x, 32)))(eng), fr, max(10, 200 // B)))
+    samples = {(a, v, c): [] for a, v, c, *_ in pts}
+    for r in range(reps):
+        for a, v, cn, fn, fr, n in pts:
+            samples[(a, v, cn)].append(_median_step(fn, fr, n))
+        log(f"sweep round {r + 1}/{reps}")
+    for (a, v, cn), s in samples.items():
+        out[a].setdefault(cn, {})[v] = s
+    return out
+
+
+def plot_sweep(sw: dict, folder: str) -> list[str]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    labels = {"K": ("budget K (edge, B=1)", "µs per step"), "L": ("window L (edge, B=1, K=32)", "µs per step"),
+              "B": ("streams B (edge, K=32)", "µs per stream per step")}
+    for axis, data in sw.items():
+        fig, ax = plt.subplots(figsize=(4.6, 3.6))
+        for cn, d in data.items():
+            xs = sorted(d)
+            a = np.array([d[x] for x in xs]) * 1e6
+            if axis == "B":
+                a = a / np.array(xs)[:, None]
+            med = np.median(a, axis=1)
+            ax.errorbar(xs, med, yerr=[med - a.min(1), a.max(1) - med], fmt="o-" if cn == "engine" else "s--",
+                        capsize=3, label={"engine": "numba engine", "torch": "tuned torch eager"}[cn])
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel(labels[axis][0])
+        ax.set_ylabel(labels[axis][1])
+        ax.set_title("median, bars min-max over rounds\n(measured on a loaded 2-core machine)", fontsize=8)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        p = os.path.join(folder, f"perf_{axis.lower()}.png")
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        paths.append(p)
+    return paths
