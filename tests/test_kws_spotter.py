@@ -77,7 +77,7 @@ def test_controller_drives_K(recording):
             return 1 if self.n % 2 else 32
 
     sp = KeywordSpotter(controller=Alternate(), telemetry=lambda s, info: None, record=True)
-    sp.process(recording[0][:16000])
+    sp.process(recording[0][:4 * 16000])         # >= 40 steps at the bundled 80 ms step
     Ks = sp.trace.arrays()["K"]
     assert set(Ks.tolist()) == {1, 32} and abs(sp.mean_K - 16.5) < 0.6
 

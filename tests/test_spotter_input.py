@@ -127,7 +127,7 @@ def test_controller_returning_a_bad_K_is_the_projects_error():
             return 99
     sp = KeywordSpotter(controller=Bad())
     with pytest.raises(ConfigError, match=r"K must be an int in \[1, 32\]"):
-        sp.process(np.zeros(1600, np.int16))
+        sp.process(np.zeros(16000, np.int16))      # >= 1 model step for any bundled frontend (80 ms steps after 0.78 s)
 
 
 # -- property test ----------------------------------------------------------------------------

@@ -1,11 +1,27 @@
-"""essm-stream kws-eval: clip accuracy per K and long-stream metrics of a keyword program (no torch)."""
-HELP = "evaluate a keyword program: clip accuracy per K (engine), stream hit rate / FA per hour / latency"
+"""essm-stream kws-eval: keyword programs on streams.
+
+--loso (the issue-9 evaluation): every held-out synthesizer family's streams (keywords alone and in
+sentences at clean / 20 / 10 / 5 dB, keyword-free speech) through the fold's ES-SSM at K = 4 and 32,
+the previous bundled model, the TC-ResNet8 baseline (if trained; needs torch) and pocketsphinx, with
+thresholds chosen on validation voices only; writes loso.json, loso.md and kws_det.png.
+Without --loso: the espeak-ng clip sweep and stream metrics of one program (no torch).
+"""
+HELP = "evaluate keyword programs: leave-one-synthesizer-out streams (--loso), or one program on espeak-ng data"
 
 
 def add_arguments(p):
+    p.add_argument("--loso", action="store_true", help="leave-one-synthesizer-family-out evaluation")
+    p.add_argument("--sets", default="runs/kws2/sets", help="with --loso: `python -m essm_stream.kws.loso` output")
+    p.add_argument("--models", default="runs/kws2/models", help="with --loso: one folder per held-out family "
+                   "holding kws.essm (and tcresnet.pt)")
+    p.add_argument("--families", default="festival,flite,espeak")
+    p.add_argument("--fa-target", type=float, default=2.0, help="false accepts/h the validation threshold aims at")
+    p.add_argument("--no-pocketsphinx", action="store_true")
+    p.add_argument("--old-program", default="", help="with --loso: a previous keyword program to score on the "
+                   "same streams (e.g. the espeak-ng-only model that was bundled before)")
     p.add_argument("--data", default="runs/kws/data", help="the directory `essm-stream kws-data` wrote")
     p.add_argument("--program", default="runs/kws/model/kws.essm")
-    p.add_argument("--out", default="runs/kws/eval")
+    p.add_argument("--out", default=None, help="output folder (default runs/kws2/eval with --loso, else runs/kws/eval)")
     p.add_argument("--baseline", default="runs/kws/model/results.json",
                    help="results.json of kws-train (or a baseline .json with 'acc'), for the TC-ResNet8 accuracy")
     p.add_argument("--keep-threshold", action="store_true",
@@ -35,10 +51,30 @@ def baseline_accuracy(path):
 
 
 def run(a):
+    from pathlib import Path
+
     from essm_stream.commands._args import check_inputs, check_kws_data, check_outputs
+
+    if a.loso:
+        import logging
+
+        from essm_stream.kws.loso_eval import run_all
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+        out = a.out or "runs/kws2/eval"
+        check_outputs(dirs=[("--out", out)])
+        r = run_all(a.sets, a.models, out, tuple(a.families.split(",")), pocketsphinx=not a.no_pocketsphinx,
+                    fa_target=a.fa_target, old_program=a.old_program or None)
+        if not r["families"]:
+            print(f"error: no fold had both a program under {a.models}/<family>/kws.essm and sets in {a.sets}")
+            return 2
+        print(Path(out, "loso.md").read_text())
+        print(f"wrote {out}/loso.json, {out}/loso.md and {out}/kws_det.png")
+        return 0
+
     from essm_stream.kws.report import evaluate_all, stream_table
     from essm_stream.sweep import format_table
 
+    a.out = a.out or "runs/kws/eval"
     check_kws_data(a.data, "eval")
     check_inputs(("--program", a.program))
     check_outputs(dirs=[("--out", a.out)])

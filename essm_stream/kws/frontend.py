@@ -149,3 +149,21 @@ class LogMel:
         if self.mean is not None:
             F = (F - self.mean) / self.std
         return F.astype(np.float32)
+
+
+FRONTEND_KINDS = ("logmel", "speech_embedding")
+
+
+def make_frontend(params: dict, normalize: bool = True):
+    """The streaming frontend a program's `frontend` slot describes: LogMel, or SpeechEmbedding
+    (kws/embed.py: onnxruntime + the openwakeword wheel's model files, imported only for that kind).
+    A speech_embedding slot may carry "gate": {"margin_db", "hang_s"} (skip the network at the noise floor)."""
+    kind = params.get("type") if isinstance(params, dict) else None
+    if kind == "logmel":
+        return LogMel(params, normalize=normalize)
+    if kind == "speech_embedding":
+        from .embed import SpeechEmbedding
+        g = params.get("gate") or {}
+        return SpeechEmbedding(params, normalize=normalize, gate_margin_db=g.get("margin_db"),
+                               gate_hang_s=float(g.get("hang_s", 1.0)))
+    raise ConfigError(f"unknown frontend type {kind!r}; known: {FRONTEND_KINDS}")

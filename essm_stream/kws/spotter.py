@@ -40,7 +40,7 @@ import numpy as np
 
 from ..errors import ConfigError, PCMScaleError, ShapeError, check_budget
 from ..program import StreamProgram
-from .frontend import LogMel, pcm_to_float
+from .frontend import FRONTEND_KINDS, make_frontend, pcm_to_float
 
 ASSET_NAME = "kws_default.essm"
 MAX_FLOAT_PEAK = 2.0            # float PCM beyond this peak is refused (int16 cast to float)
@@ -98,8 +98,8 @@ class KeywordSpotter:
                  vad_hang_s: float = 1.0):
         self.program = load_program(program)
         fe = self.program.frontend
-        if not isinstance(fe, dict) or fe.get("type") != "logmel" or fe.get("mean") is None:
-            raise ConfigError("this program has no keyword-spotting frontend (frontend slot of type 'logmel' "
+        if not isinstance(fe, dict) or fe.get("type") not in FRONTEND_KINDS or fe.get("mean") is None:
+            raise ConfigError(f"this program has no keyword-spotting frontend (frontend slot of type {FRONTEND_KINDS} "
                               "with mean/std): build it with `essm-stream kws-train`")
         self.labels = tuple(fe.get("labels", ()))
         if len(self.labels) != self.program.d_out:
@@ -120,8 +120,8 @@ class KeywordSpotter:
         self.vad_hang_s = _check_range("vad_hang_s", vad_hang_s, 0.0, MAX_HOLD_S)
         idle_w = _check_range("idle_w", idle_w, 0.0, np.inf)
         dyn_w = _check_range("dyn_w", dyn_w, 0.0, np.inf)
-        self.frontend = LogMel(fe, normalize=True)
-        self.stack = int(fe.get("stack", 1))             # log-mel frames per model step
+        self.frontend = make_frontend(fe, normalize=True)   # LogMel or SpeechEmbedding (kws/embed.py)
+        self.stack = int(fe.get("stack", 1))             # frontend frames per model step
         if self.stack * self.frontend.n_mels != self.program.d_in:
             raise ConfigError(f"frontend gives {self.stack} x {self.frontend.n_mels} features per step, "
                               f"the model takes d_in={self.program.d_in}")
@@ -235,6 +235,7 @@ class KeywordSpotter:
 
     def _process(self, pcm) -> list[Detection]:
         F = self.frontend.process(pcm).astype(self._dtype, copy=False)   # (n, n_mels)
+        levels = getattr(self.frontend, "last_levels_db", None) if self.stack == 1 else None
         if len(self._pending):
             F = np.concatenate([self._pending, F])
         m = len(F) // self.stack
@@ -252,13 +253,13 @@ class KeywordSpotter:
             self.last_cpu_s, self.last_latency_s = cpu, (time.perf_counter() - w0) / m
             for i in range(m):
                 t = self.frontend.frame_end_time(last_frame + i * self.stack)
-                self._vad(self._level_db(F[i]), t)
+                self._vad(self._level_db(F[i]) if levels is None else float(levels[i]), t)
                 ps = self._decide(self._posterior(Y[i]), t, out)
                 self._hop_done(self.K, cpu, ps, t)
             return out
         for i in range(m):
             t = self.frontend.frame_end_time(last_frame + i * self.stack)
-            level = self._level_db(F[i])
+            level = self._level_db(F[i]) if levels is None else float(levels[i])
             self._vad(level, t)
             if self._observe is not None:
                 self._observe(level)

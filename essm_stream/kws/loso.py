@@ -1,0 +1,307 @@
+"""Leave-one-synthesizer-family-out evaluation sets and scoring (torch-free).
+
+Held-out streams of a family (its voices never in training, not even as another engine's copy of
+the same person, see voices.fold):
+
+- keyword streams: the family's eval banks (keywords alone, and at the start / middle / end of
+  sentences), 1.0-2.5 s gaps, dry; rendered clean and at 20 / 10 / 5 dB SNR with a noise that
+  changes every 10 s between babble (the family's own keyword-free sentences, other texts),
+  coloured noise and non-stationary noise;
+- keyword-free streams: the family's keyword-free sentences (its neg banks, ≈ 1 h), clean in full
+  and a 20-minute share at each SNR.
+Validation streams (threshold choice) are built the same way from the fold's validation voices.
+
+Each stream is stored with its PCM (int16, for pocketsphinx and the PCM spotter), its events and
+the speech-embedding features with their per-step levels, so every model, budget and threshold is
+scored on the same numbers without recomputing the frontend. `replay()` runs the spotter's own
+decision code (KeywordSpotter._vad/_decide) on engine outputs; `tests/test_kws_loso.py` holds it
+equal to KeywordSpotter.process on PCM.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from . import data as D
+from . import render as R
+from . import voices as V
+
+log = logging.getLogger(__name__)
+SR = D.SR
+SNRS = (None, 20.0, 10.0, 5.0)
+NOISE_CYCLE = ("babble", "pink", "nonstationary", "white", "babble", "brown", "nonstationary", "blue")
+
+
+def snr_name(snr) -> str:
+    return "clean" if snr is None else f"{int(snr)}dB"
+
+
+def noisy(speech: np.ndarray, snr, rng, babble_pool, seg_s: float = 10.0) -> np.ndarray:
+    """speech + a noise that changes kind every seg_s, at `snr` dB against the active speech."""
+    if snr is None:
+        return speech + 10 ** (-80 / 20) * rng.standard_normal(len(speech))
+    n = len(speech)
+    noise = np.zeros(n)
+    seg = int(seg_s * SR)
+    k = int(rng.integers(len(NOISE_CYCLE)))
+    for s in range(0, n, seg):
+        m = min(seg, n - s)
+        kind = NOISE_CYCLE[k % len(NOISE_CYCLE)]
+        k += 1
+        noise[s:s + m] = R.noise_of(kind if babble_pool or kind != "babble" else "pink", m, rng, babble_pool)
+    return R.mix_at_snr(speech, noise, snr)
+
+
+def to_int16(x: np.ndarray) -> np.ndarray:
+    x = x * (10 ** (-6 / 20) / (np.abs(x).max() + 1e-12))            # -6 dBFS peak
+    return np.clip(np.round(x * 32767), -32768, 32767).astype(np.int16)
+
+
+def stream_features(pcm16: np.ndarray):
+    """Raw speech-embedding features, per-step levels (dB) and step end times of a whole stream."""
+    fe = R._frontend("embedding")
+    fe.reset()
+    out, lv = [], []
+    step = 1280 * 200
+    for i in range(0, len(pcm16), step):                       # streamed: levels come with the steps
+        out.append(fe.process(pcm16[i:i + step]))
+        lv.append(fe.last_levels_db)
+    F = np.concatenate(out)
+    t = np.array([fe.frame_end_time(i) for i in range(len(F))])
+    return F.astype(np.float32), np.concatenate(lv), t
+
+
+def save_set(path, pcm, events, meta, with_features: bool = True):
+    d = {"pcm": pcm, "events": np.array(json.dumps([list(e) for e in events])), "meta": np.array(json.dumps(meta))}
+    if with_features:
+        F, lv, t = stream_features(pcm)
+        d.update(F=F.astype(np.float16), levels=lv, times=t)
+    tmp = Path(path).with_suffix(f".tmp{os.getpid()}.npz")
+    np.savez(tmp, **d)
+    tmp.replace(path)
+
+
+def load_set(path) -> dict:
+    z = np.load(path, allow_pickle=False)
+    d = {k: z[k] for k in z.files if k not in ("events", "meta")}
+    d["events"] = [D.Event(e[0], float(e[1]), float(e[2])) for e in json.loads(str(z["events"]))]
+    d["meta"] = json.loads(str(z["meta"]))
+    return d
+
+
+def _items(banks_dir, sub: str, voices, kinds) -> list[dict]:
+    out = []
+    for v in voices:
+        f = Path(banks_dir) / sub / f"{v.replace(':', '_', 1)}.npz"
+        if f.is_file():
+            out += [j for j in V.load_bank(f) if j["kind"] in kinds]
+    return out
+
+
+def _neg_items(banks_dir, voices) -> list[dict]:
+    vs = set(voices)
+    out = []
+    for f in sorted((Path(banks_dir) / "neg").glob("*.npz")):
+        items = V.load_bank(f)
+        if items and items[0]["voice"] in vs:
+            out += items
+    return out
+
+
+def build_sets(banks_dir, out_dir, name: str, kw_items, neg_items, babble_pool, seed: int,
+               neg_noisy_s: float = 1200.0, snrs=SNRS, neg_max_s: float | None = None) -> list[str]:
+    """Write <out>/<name>_kw_<snr>.npz and <name>_neg_<snr>.npz (skipping those that exist)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(kw_items))
+    speech, events = R.compose([kw_items[i] for i in order], rng, gap_s=(1.0, 2.5), perturb=False)
+    ev = list(events)
+    rngn = np.random.default_rng(seed + 1)
+    nspeech, nevents = R.compose([neg_items[i] for i in rngn.permutation(len(neg_items))], rngn,
+                                 gap_s=(0.3, 1.2), perturb=False) if neg_items else (np.zeros(0), [])
+    written = []
+    for snr in snrs:
+        for kind, sp, evs, limit in (("kw", speech, ev, None), ("neg", nspeech, nevents,
+                                                                 None if snr is None else neg_noisy_s)):
+            path = out / f"{name}_{kind}_{snr_name(snr)}.npz"
+            if path.is_file() or len(sp) == 0:
+                continue
+            if kind == "neg" and neg_max_s is not None:
+                limit = neg_max_s if limit is None else min(limit, neg_max_s)
+            x = sp if limit is None else sp[: int(limit * SR)]
+            e = [t for t in evs if t[2] <= len(x) / SR]
+            r = np.random.default_rng((seed, int(kind == "neg"), 0 if snr is None else int(snr)))
+            pcm = to_int16(noisy(x, snr, r, babble_pool))
+            meta = {"name": name, "kind": kind, "snr_db": snr, "seconds": len(pcm) / SR,
+                    "keywords": sum(t[0] in D.KEYWORDS for t in e),
+                    "voices": sorted({j["voice"] for j in (kw_items if kind == "kw" else neg_items)})}
+            save_set(path, pcm, e, meta)
+            written.append(str(path))
+            log.info("%s: %.0f s, %d keywords", path, meta["seconds"], meta["keywords"])
+    return written
+
+
+def build_family_sets(banks_dir, out_dir, family: str, neg_noisy_s: float = 1200.0, val: bool = True,
+                      test: bool = True, snrs=SNRS):
+    """Held-out test sets of a family + the validation sets of its fold. Every 7th keyword-free
+    sentence is kept apart as babble, so the babble never speaks the negatives' own sentences."""
+    fold = V.fold(family)
+    test_kw = _items(banks_dir, "eval", fold["test"], ("iso", "sent"))
+    test_neg = _neg_items(banks_dir, fold["test"])
+    pool = [j["audio"] for j in test_neg[::7]] or None
+    neg = [j for i, j in enumerate(test_neg) if i % 7]
+    if test:
+        build_sets(banks_dir, out_dir, f"test_{family}", test_kw, neg, pool, seed=11 + FAMILY_SEED[family],
+                   neg_noisy_s=neg_noisy_s, snrs=snrs)
+    if not val:
+        return
+    rng = np.random.default_rng(5)
+    val_kw = _items(banks_dir, "train", fold["val"], ("iso", "sent"))
+    val_kw = [val_kw[i] for i in sorted(rng.permutation(len(val_kw))[:VAL_MAX_KW])]
+    val_neg = _items(banks_dir, "train", fold["val"], ("neg", "near")) + _neg_items(banks_dir, fold["val"])
+    vpool = [j["audio"] for j in val_neg[::7]] or None
+    build_sets(banks_dir, out_dir, f"val_{family}", val_kw, [j for i, j in enumerate(val_neg) if i % 7], vpool,
+               seed=23 + FAMILY_SEED[family], neg_noisy_s=300.0, snrs=tuple(x for x in snrs if x in (None, 10.0)),
+               neg_max_s=VAL_NEG_S)
+
+
+FAMILY_SEED = {"espeak": 0, "flite": 100, "festival": 200}
+VAL_MAX_KW = 200          # validation keywords (a random subset of the validation voices' banks)
+VAL_NEG_S = 900.0         # validation keyword-free speech, clean (300 s at 10 dB)
+
+
+# ----------------------------------------------------------------------------- scoring
+def engine_outputs(program, F: np.ndarray, K: int, chunk: int = 4096) -> np.ndarray:
+    """(T, C) engine outputs of a whole stream at budget K (features already normalised)."""
+    from ..engine import StreamEngine
+
+    eng = StreamEngine(program, batch=1, dtype=np.float32)
+    out = [eng.run(np.ascontiguousarray(F[i:i + chunk], dtype=np.float32), K) for i in range(0, len(F), chunk)]
+    return np.concatenate(out).reshape(len(F), -1)
+
+
+def normalise(program, F: np.ndarray) -> np.ndarray:
+    fe = program.frontend
+    return ((F.astype(np.float64) - np.asarray(fe["mean"])) / np.asarray(fe["std"])).astype(np.float32)
+
+
+def replay(spotter, Y: np.ndarray, levels: np.ndarray, times: np.ndarray, threshold: float | None = None):
+    """The spotter's decisions (energy gate, smoothing, re-arm, refractory) on precomputed engine outputs."""
+    if threshold is not None:
+        spotter.threshold = float(threshold)
+    spotter.reset()
+    out = []
+    for i in range(len(Y)):
+        t = float(times[i])
+        spotter._vad(float(levels[i]), t)
+        ps = spotter._decide(spotter._posterior(Y[i]), t, out)
+        spotter.hops += 1
+        del ps
+    return out
+
+
+def vad_active(spotter, levels: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """Per step: may a keyword fire (the spotter's energy gate, KeywordSpotter._vad), computed once."""
+    spotter.reset()
+    ok = np.empty(len(levels), dtype=bool)
+    for i in range(len(levels)):
+        spotter._vad(float(levels[i]), float(times[i]))
+        ok[i] = float(times[i]) <= spotter._active_until
+    return ok
+
+
+def fast_replay(spotter, Y: np.ndarray, levels: np.ndarray, times: np.ndarray, threshold: float,
+                active: np.ndarray | None = None):
+    """replay() without the per-step Python loop: the same rule (smoothing, arg-max, re-arm below
+    rearm x threshold, refractory, energy gate) visiting only the steps that reach the threshold.
+    tests/test_kws_embed.py holds it equal to replay() and to KeywordSpotter.process."""
+    from .spotter import Detection
+
+    if active is None:
+        active = vad_active(spotter, levels, times)
+    z = Y.astype(np.float64) - Y.max(1, keepdims=True)
+    P = np.exp(z)
+    P /= P.sum(1, keepdims=True)
+    n = spotter.n_smooth
+    if n > 1:
+        c = np.cumsum(P, axis=0)
+        c = np.concatenate([np.zeros((1, P.shape[1])), c])
+        idx = np.arange(len(P))
+        lo = np.maximum(0, idx - n + 1)
+        P = (c[idx + 1] - c[lo]) / np.minimum(idx + 1, n)[:, None]
+    kw = spotter.keyword_ids
+    j = kw[P[:, kw].argmax(1)]
+    pj = P[np.arange(len(P)), j]
+    cand = np.nonzero((pj >= threshold) & (j == P.argmax(1)) & active)[0]
+    below = {int(c): np.nonzero(P[:, c] < spotter.rearm * threshold)[0] for c in np.unique(j[cand])}
+    last_t, fired_at = -np.inf, {}
+    out = []
+    for i in cand:
+        c, t = int(j[i]), float(times[i])
+        if c in fired_at:
+            b = below[c]
+            k = np.searchsorted(b, fired_at[c], side="right")
+            if k >= len(b) or b[k] > i:
+                continue                                   # not re-armed since it last fired
+        if t - last_t < spotter.refractory_s:
+            continue
+        out.append(Detection(spotter.labels[c], float(pj[i]), round(t, 4)))
+        last_t, fired_at[c] = t, int(i)
+    return out
+
+
+THRESHOLDS = tuple(np.round(np.concatenate([np.linspace(0.3, 0.9, 13), [0.93, 0.95, 0.97, 0.98, 0.99, 0.995, 0.998,
+                                                                         0.999, 0.9995, 0.9998]]), 4))
+
+
+def sweep_thresholds(spotter, Y, levels, times, events, seconds, thresholds=THRESHOLDS) -> list[dict]:
+    from .evaluate import score_stream
+    rows = []
+    active = vad_active(spotter, levels, times)
+    for th in thresholds:
+        s, _ = score_stream(fast_replay(spotter, Y, levels, times, th, active), events, seconds)
+        rows.append({"threshold": float(th), **s.to_dict()})
+    return rows
+
+
+def pick_threshold(val_rows_kw: list[dict], val_rows_neg: list[dict], fa_target: float = 2.0) -> dict:
+    """Highest validation hit rate with (keyword-stream + keyword-free) false accepts/h <= target;
+    if none reaches the target, the threshold with the fewest false accepts/h."""
+    cand = []
+    for a, b in zip(val_rows_kw, val_rows_neg):
+        hours = a["hours"] + b["hours"]
+        fa = (a["false_accepts"] + b["false_accepts"]) / hours
+        cand.append({"threshold": a["threshold"], "hit_rate": a["hit_rate"], "fa_per_hour": fa})
+    ok = [c for c in cand if c["fa_per_hour"] <= fa_target]
+    if ok:
+        return max(ok, key=lambda c: (c["hit_rate"], c["threshold"]))
+    return min(cand, key=lambda c: (c["fa_per_hour"], -c["hit_rate"]))
+
+
+def main(argv=None) -> int:
+    """python -m essm_stream.kws.loso BANKS OUT [--families festival,flite,espeak] [--neg-noisy-s 600]"""
+    import argparse
+
+    ap = argparse.ArgumentParser(description="build the held-out and validation stream sets of each family")
+    ap.add_argument("banks")
+    ap.add_argument("out")
+    ap.add_argument("--families", default="festival,flite,espeak")
+    ap.add_argument("--neg-noisy-s", type=float, default=600.0,
+                    help="seconds of keyword-free speech rendered at each noisy SNR (clean: all of it)")
+    ap.add_argument("--snrs", default="clean,20,10,5", help="test conditions to build (parallel runs may split them)")
+    ap.add_argument("--part", default="both", choices=("both", "test", "val"))
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    snrs = tuple(None if x == "clean" else float(x) for x in a.snrs.split(","))
+    for fam in a.families.split(","):
+        build_family_sets(a.banks, a.out, fam, a.neg_noisy_s, val=a.part != "test", test=a.part != "val", snrs=snrs)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,103 @@
+"""Leave-one-synthesizer-out pieces: speaker-disjoint folds, stream targets, threshold choice,
+scoring of pocketsphinx-style detections, and (with the synthesizers) a tiny bank -> set round trip."""
+import shutil
+
+import numpy as np
+import pytest
+
+from essm_stream.kws import data as D
+from essm_stream.kws import loso as L
+from essm_stream.kws import render as R
+from essm_stream.kws import voices as V
+
+
+@pytest.mark.parametrize("family", V.FAMILIES)
+def test_folds_keep_test_speakers_out(family):
+    f = V.fold(family)
+    test_speakers = {V.speaker_of(v) for v in f["test"]}
+    assert f["test"] and f["train"] and f["val"]
+    for part in ("train", "val"):
+        assert not test_speakers & {V.speaker_of(v) for v in f[part]}, part
+        assert all(V.family_of(v) != family for v in f[part])
+    assert not set(f["train"]) & set(f["val"])
+    # the same person through another engine is a test speaker too: kal (flite) vs kal_diphone (festival)
+    if family == "festival":
+        assert "flite:kal" not in f["train"] and "flite:slt" not in f["train"]
+
+
+def test_negative_vocabulary_has_no_keyword_or_homophone():
+    bad = set(D.KEYWORDS) | {"know", "write", "rite"}
+    assert not bad & set(V.NEG_WORDS)
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        assert not bad & set(V.negative_sentence(rng).split())
+
+
+def test_step_targets_windows_and_ignore_zone():
+    hop = 0.08
+    end_time = lambda i: 0.78 + hop * i  # noqa: E731
+    speech = np.zeros(16000 * 10)
+    speech[int(2.0 * 16000):int(2.5 * 16000)] = 0.5          # "left" 2.0-2.5 s
+    speech[int(6.0 * 16000):int(7.0 * 16000)] = 0.5          # other speech
+    ev = [("left", 2.0, 2.5), ("speech", 6.0, 7.0)]
+    n = int((10 - 0.78) / hop)
+    y, kw = R.step_targets(ev, speech, n, end_time)
+    t = np.array([end_time(i) for i in range(n)])
+    assert kw.shape == (1, 3) and kw[0, 0] == D.KEYWORDS.index("left")
+    assert t[kw[0, 1]] >= 2.5 - 0.08 - 1e-9 and t[kw[0, 2]] <= 2.5 + 0.8 + 1e-9
+    assert (y[(t >= 2.0) & (t <= 3.5)] == -1).all()
+    assert (y[(t > 6.1) & (t < 7.0)] == D.UNKNOWN).all()
+    assert (y[(t > 4.2) & (t < 5.9)] == D.SILENCE).all()
+
+
+def test_pick_threshold_meets_target_or_says_fewest():
+    kw = [{"threshold": th, "hit_rate": h, "hits": 0, "false_accepts": fa, "hours": 0.5}
+          for th, h, fa in ((0.5, 0.9, 4), (0.7, 0.8, 1), (0.9, 0.6, 0))]
+    neg = [{"threshold": th, "false_accepts": fa, "hours": 0.5} for th, fa in ((0.5, 6), (0.7, 1), (0.9, 0))]
+    assert L.pick_threshold(kw, neg, fa_target=2.0)["threshold"] == 0.7     # 2 FA in 1 h
+    assert L.pick_threshold(kw, neg, fa_target=0.5)["threshold"] == 0.9
+    none = [dict(r, false_accepts=9) for r in neg]
+    assert L.pick_threshold(kw, none, fa_target=0.1)["threshold"] == 0.9    # fewest when none reaches it
+
+
+def test_perturbations_keep_shape_and_finite():
+    rng = np.random.default_rng(1)
+    x = np.sin(2 * np.pi * 200 * np.arange(16000) / 16000)
+    for f in (R.mic_response, R.agc):
+        y = f(x, rng)
+        assert y.shape == x.shape and np.isfinite(y).all()
+    assert R.round_trip(x).shape == x.shape
+    assert np.isfinite(R.nonstationary(16000, rng)).all()
+    y = R.mix_at_snr(x, rng.standard_normal(len(x)), 10.0)
+    noise = y - x
+    assert 10 * np.log10(np.mean(x ** 2) / np.mean(noise ** 2)) == pytest.approx(10.0, abs=0.1)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("flite") is None, reason="flite not installed (scripts/kws_install_system.sh)")
+def test_tiny_bank_and_set_round_trip(tmp_path):
+    pytest.importorskip("openwakeword")
+    jobs = V.plan("flite:kal16", 1, 1, 0, 1, seed=0)[:2] + V.plan("flite:kal16", 1, 1, 0, 1, seed=0)[-1:]
+    items = V.render_voice("flite:kal16", jobs, seed=1)
+    assert {j["kind"] for j in items} == {"iso", "sent", "neg"}
+    sent = [j for j in items if j["kind"] == "sent"][0]
+    assert 0 <= sent["kw_start"] < sent["kw_end"] <= len(sent["audio"]) / 16000 + 1e-6
+    V.save_bank(tmp_path / "b.npz", items)
+    back = V.load_bank(tmp_path / "b.npz")
+    assert [j["text"] for j in back] == [j["text"] for j in items]
+    kw = [j for j in back if j["label"]]
+    neg = [j for j in back if not j["label"]]
+    L.build_sets(tmp_path, tmp_path / "sets", "t", kw, neg, None, seed=0, snrs=(None, 10.0))
+    s = L.load_set(tmp_path / "sets" / "t_kw_10dB.npz")
+    assert s["meta"]["keywords"] == len(kw) and len(s["F"]) == len(s["levels"]) == len(s["times"])
+    assert s["pcm"].dtype == np.int16 and s["F"].shape[1] == 96
+
+
+def test_kws_eval_loso_without_models_exits_2(tmp_path):
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "essm_stream", "kws-eval", "--loso", "--sets", str(tmp_path),
+                        "--models", str(tmp_path / "none"), "--out", str(tmp_path / "out"), "--no-pocketsphinx"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "no fold" in r.stdout + r.stderr
