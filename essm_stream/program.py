@@ -86,24 +86,12 @@ def content_digest(meta: dict, arrays: dict[str, np.ndarray]) -> str:
     return "sha256:" + h.hexdigest()
 
 
-_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
-_BRACKETS = re.compile(r"[\[\]{}]")
-
-
 def json_loads_bounded(text: str, what: str, max_depth: int = MAX_JSON_DEPTH) -> Any:
     """json.loads that refuses nesting deeper than max_depth with a ProgramError (not RecursionError)."""
+    from .fileio import loads_bounded
     if not isinstance(text, str):
         raise ProgramError(f"{what} must be a JSON string, got {type(text).__name__}")
-    depth = deepest = 0
-    for ch in _BRACKETS.findall(_STRINGS.sub("", text)):
-        depth += 1 if ch in "[{" else -1
-        deepest = max(deepest, depth)
-    if deepest > max_depth:
-        raise ProgramError(f"{what} nests {deepest} levels deep; at most {max_depth} are allowed")
-    try:
-        return json.loads(text, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as e:
-        raise ProgramError(f"{what} is not valid JSON: {e}") from None
+    return loads_bounded(text, what, max_depth=max_depth, error=ProgramError)
 
 
 def _check_depth(obj: Any, what: str, max_depth: int = MAX_JSON_DEPTH - 1) -> None:
@@ -116,10 +104,6 @@ def _check_depth(obj: Any, what: str, max_depth: int = MAX_JSON_DEPTH - 1) -> No
             if depth > max_depth:
                 raise ProgramError(f"{what} nests more than {max_depth} levels deep")
             stack.extend((v, depth + 1) for v in (o.values() if isinstance(o, dict) else o))
-
-
-def _reject_constant(name: str):
-    raise ValueError(f"{name} is not a JSON number")
 
 
 def validate_budget_profile(profile: Any, k_max: int) -> dict | None:
