@@ -70,8 +70,16 @@ def compile_weights(weights: dict[str, np.ndarray], cfg: ESSMConfig) -> dict[str
 
 
 def compile_model(model, source_checkpoint: str | os.PathLike | None = None, frontend: dict | None = None,
-                  budget_profile: dict | None = None) -> StreamProgram:
-    """ESSMModel -> StreamProgram. Reads the weights only through `model.export_weights()`."""
+                  budget_profile: dict | None = None, spectral: str = "exact", tol: float = 1e-3,
+                  lds_buffered: bool = True, lds_weighted: bool = False, lds_n_max: int = 64) -> StreamProgram:
+    """ESSMModel -> StreamProgram. Reads the weights only through `model.export_weights()`.
+
+    spectral="exact": the ring-buffer FIR (equals the model). spectral="lds": the filter bank as a
+    ladder of N ≪ L poles fitted to max filter error <= tol (essm_stream/lds.py; N per layer and the
+    measured per-filter error are recorded in the program); lds_buffered=False is the no-buffer
+    variant for MCU-class targets (~1e-2), lds_weighted weights filter k by ||M_k||."""
+    if spectral not in ("exact", "lds"):
+        raise ProgramError(f"spectral must be 'exact' or 'lds', got {spectral!r}")
     cfg = getattr(model, "cfg", None)
     from .lru_config import LRUConfig
     if not isinstance(cfg, (ESSMConfig, LRUConfig)) or not callable(getattr(model, "export_weights", None)):
@@ -89,8 +97,14 @@ def compile_model(model, source_checkpoint: str | os.PathLike | None = None, fro
     prov = {"created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "package_version": __version__, "source_checkpoint": source_checkpoint, "source_sha256": sha}
     if isinstance(cfg, LRUConfig):   # layer kind lru (CompreSSM's peer): λ, γB precomputed in float64
+        if spectral != "exact":
+            raise ProgramError("spectral='lds' applies to ES-SSM models; an LRU model has no filter bank")
         from .kernels_lru import compile_lru_weights
         arrays = compile_lru_weights(model.export_weights(), cfg)
     else:
         arrays = compile_weights(model.export_weights(), cfg)
-    return StreamProgram(cfg, arrays, provenance=prov, frontend=frontend, budget_profile=budget_profile)
+    prog = StreamProgram(cfg, arrays, provenance=prov, frontend=frontend, budget_profile=budget_profile)
+    if spectral == "lds":
+        from .lds import lds_program
+        prog = lds_program(prog, tol=tol, buffered=lds_buffered, weighted=lds_weighted, n_max=lds_n_max)
+    return prog

@@ -125,7 +125,7 @@ class StreamEngine:
             from .reference import stream_run_ref
             self._kernel = stream_run_ref
         B = self.batch
-        self.layout = lay = _lo.Layout(cfg, B)
+        self.layout = lay = _lo.Layout(cfg, B, program.spectral)     # spectral: exact FIR or LDS ladder
         need = dt.itemsize * (lay.n_w + lay.state_len + B * lay.work_len + 2 * B * (cfg.d_in + cfg.d_out))
         if max_bytes is not None and need > max_bytes:
             raise ConfigError(f"this engine would need {need / 2**20:.1f} MiB (program {program!r}, batch={B}, "

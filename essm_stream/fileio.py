@@ -210,14 +210,29 @@ def read_json(path: str | os.PathLike, what: str = "JSON", *, max_bytes: int = M
         raise DataFileError(f"cannot read {what} {p!r}: {e.strerror or e}") from None
     if len(data) > max_bytes:
         raise DataFileError(f"{what} {p!r} is over {max_bytes} bytes, the limit for a JSON file")
-    depth = json_depth(data)
+    return loads_bounded(data, f"{what} {p!r}", max_depth=max_depth, error=DataFileError)
+
+
+def loads_bounded(data: str | bytes, what: str, *, max_depth: int = MAX_JSON_DEPTH, error=None):
+    """json.loads with a nesting limit checked before parsing (never a RecursionError) and without
+    NaN / Infinity literals; any failure raises `error` (an ESSMError class) naming `what`.
+    The one bounded JSON parser of the package: files here, program and checkpoint headers in
+    program.py / checkpoint.py."""
+    from .errors import DataFileError
+
+    error = error or DataFileError
+    if isinstance(data, str):
+        data = data.encode("utf-8", "surrogatepass")
+    elif not isinstance(data, (bytes, bytearray)):
+        raise error(f"{what} must be JSON text, got {type(data).__name__}")
+    depth = json_depth(bytes(data))
     if depth > max_depth:
-        raise DataFileError(f"{what} {p!r} nests {depth} levels deep; the limit is {max_depth}")
+        raise error(f"{what} nests {depth} levels deep; the limit is {max_depth}")
 
     def no_constants(name):
-        raise ValueError(f"{name} is not valid JSON")
+        raise ValueError(f"{name} is not a JSON number")
 
     try:
         return json.loads(data, parse_constant=no_constants)
     except (ValueError, RecursionError) as e:   # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise DataFileError(f"{what} {p!r} is not valid JSON: {e}") from None
+        raise error(f"{what} is not valid JSON: {e}") from None

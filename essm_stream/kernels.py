@@ -36,8 +36,9 @@ from .layout import (D_GATE, D_HIDDEN, D_IN, D_MODEL, D_OUT, GATED, IST_ERR_B, I
                      O_LN1B, O_LN1G, O_LN2B, O_LN2G, O_LNFB, O_LNFG, O_MCAT, O_OUTB, O_OUTW, O_PHIR,
                      O_W1, O_W2, POOL_W, POOLED, ST_HIST, ST_POOL, W_A, W_G, W_H, W_O, W_S, W_U, W_V,
                      W_X, W_Z, WL, W_UNDO, IST_SKIPPED)
+from .kernels_lds import lds_convolve, lds_ring, lds_undo
 from .kernels_lru import lru_mix, lru_undo
-from .layout import LRU_KIND
+from .layout import LDS, LRU_KIND
 from .numba_config import njit
 
 OK, ERR_NONFINITE, ERR_BUDGET, ERR_OVERFLOW = 0, 1, 2, 3
@@ -626,7 +627,7 @@ def undo_frame(state, work, lay, ist, B, p):
     wl, d, L, d_out, nl = lay[WL], lay[D_MODEL], lay[L_WIN], lay[D_OUT], lay[N_LAYERS]
     sh, sundo, sp = lay[ST_HIST], lay[W_UNDO], lay[ST_POOL]
     two_L = 2 * L
-    for l in range(nl):
+    for l in range(nl if lay[LDS] == 0 else 0):              # (LDS mode keeps no doubled history)
         for b in range(B):
             hb = sh + (l * B + b) * d * two_L
             ub = b * wl + sundo + l * d
@@ -641,6 +642,8 @@ def undo_frame(state, work, lay, ist, B, p):
                 state[sp + b * PW * d_out + pp * d_out + i] = work[ub + i]
     if lay[LRU_KIND] != 0:
         lru_undo(state, work, lay, B)
+    if lay[LDS] != 0:
+        lds_undo(state, work, lay, B, p)                     # ladder states and ring rows back
 
 
 @njit(inline="always")
@@ -686,10 +689,16 @@ def stream_run(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
             if lay[LRU_KIND] != 0:                               # layer kind lru (kernels_lru.py)
                 lru_mix(W, off, lay, state, work, B, l)          # x ← λx + B̃u; h += Re(Cx) + D u
             else:
-                ring_write(state, work, lay, B, l, p)            # window of u ← u(t)
+                if lay[LDS] != 0:                                # spectral="lds" (kernels_lds.py)
+                    lds_ring(state, work, lay, B, l, p)          # u(t-L) out of the ring, u(t) in
+                else:
+                    ring_write(state, work, lay, B, l, p)        # window of u ← u(t)
                 if lay[GATED] != 0:
                     gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps)   # α(t) (Eq. 8)
-                convolve(Ks, t, W, off, lay, state, work, B, l, p)   # V = [u, α_k (Φ_k * u)(t)]_{k≤K}
+                if lay[LDS] != 0:
+                    lds_convolve(Ks, t, W, off, lay, state, work, B, l)  # V = [u, α_k ladder_k(t)]
+                else:
+                    convolve(Ks, t, W, off, lay, state, work, B, l, p)   # V = [u, α_k (Φ_k * u)(t)]_{k≤K}
                 mix(Ks, t, W, off, lay, work, B, l)              # h += D u + Σ σ_k^¼ M_k α_k c_k (Eq. 7)
             if lay[MLP] != 0:
                 mlp(W, off, lay, work, B, l, ln_eps)             # h += MLP(LN2(h))

@@ -63,6 +63,11 @@ def _lru(g: dict) -> bool:
     return bool(g.get("lru", 0))
 
 
+def _lds(g: dict) -> bool:
+    """The program's spectral stage is an LDS ladder (essm_stream/lds.py), not the ring-buffer FIR."""
+    return bool(g.get("lds", 0))
+
+
 def pooled(cfg: ESSMConfig) -> bool:
     """The head averages over a trailing window (head='mean' with W > 1); W = 1 is the step head."""
     return cfg.head == "mean" and cfg.pool_window > 1
@@ -79,6 +84,7 @@ class Segment:
     stored: bool = True     # an array of the program file
     packed: bool = True     # a segment of the engine's weight vector W
     doc: str = ""
+    pack_when: Callable[[dict], bool] = _always   # packed only when this also holds (phir: not in LDS mode)
 
     def full_shape(self, g: dict) -> tuple[int, ...]:
         s = tuple(int(v) for v in self.shape(g))
@@ -90,8 +96,9 @@ SEGMENTS: tuple[Segment, ...] = (
     Segment("inp.b", lambda g: (g["d"],)),
     Segment("ln1.g", lambda g: (g["d"],), per_layer=True, doc="pre-norm of the ES-SSM sub-layer"),
     Segment("ln1.b", lambda g: (g["d"],), per_layer=True),
-    Segment("phir", lambda g: (g["k_max"], g["L"]), per_layer=True, when=_essm,
-            doc="reversed filters phir[k, τ'] = φ_k(L-1-τ') (a dot product with the oldest-first window)"),
+    Segment("phir", lambda g: (g["k_max"], g["L"]), per_layer=True, when=_essm, pack_when=lambda g: not _lds(g),
+            doc="reversed filters phir[k, τ'] = φ_k(L-1-τ') (a dot product with the oldest-first window); "
+                "an LDS program keeps them in the file only (for the record and refits), not in W"),
     Segment("Mcat", lambda g: (g["d"], (g["k_max"] + 1) * g["d"]), per_layer=True, when=_essm,
             doc="[D | σ_1^{1/4} M_1 | … | σ_K̄^{1/4} M_K̄], rows contiguous over the active prefix"),
     Segment("sigma", lambda g: (g["k_max"],), per_layer=True, packed=False, when=_essm,
@@ -120,6 +127,15 @@ SEGMENTS: tuple[Segment, ...] = (
     Segment("lru.c_re", lambda g: (g["d"], g["n_state"]), per_layer=True, when=_lru, doc="Re C"),
     Segment("lru.c_im", lambda g: (g["d"], g["n_state"]), per_layer=True, when=_lru, doc="Im C"),
     Segment("lru.D", lambda g: (g["d"],), per_layer=True, when=_lru, doc="diagonal skip D"),
+    # spectral="lds": the filter bank as a ladder of lds_n all-pass sections (essm_stream/lds.py)
+    Segment("lds.a", lambda g: (g["lds_n"],), per_layer=True, when=_lds,
+            doc="ladder poles a_n in (0, 1), chain order (zero padding after the layer's n_l)"),
+    Segment("lds.bL", lambda g: (g["lds_n"],), per_layer=True, when=_lds,
+            doc="window correction b_L = A^L b (what u(t-L) takes back out; 0 without a buffer)"),
+    Segment("lds.C", lambda g: (g["k_max"], g["lds_n"]), per_layer=True, when=_lds,
+            doc="readout of the raw section states: c_k = Σ_n C[k, n] v_n ≈ (Φ_k * u)(t) (σ^{1/4} is in Mcat)"),
+    Segment("lds.err", lambda g: (g["k_max"],), per_layer=True, when=_lds, packed=False,
+            doc="measured per-filter fit error, relative to the bank's largest filter (record)"),
 )
 PACKED = tuple(s.name for s in SEGMENTS if s.packed)
 _SEG = {name: i for i, name in enumerate(PACKED)}
@@ -132,33 +148,40 @@ O_LN2G, O_LN2B, O_FC1W, O_FC1B = _SEG["ln2.g"], _SEG["ln2.b"], _SEG["fc1.W"], _S
 O_FC2W, O_FC2B, O_EPS = _SEG["fc2.W"], _SEG["fc2.b"], _SEG["eps"]
 O_LRU_LAMRE, O_LRU_LAMIM, O_LRU_BTRE, O_LRU_BTIM, O_LRU_CRE, O_LRU_CIM, O_LRU_D = (
     _SEG["lru." + n] for n in ("lam_re", "lam_im", "bt_re", "bt_im", "c_re", "c_im", "D"))
+O_LDSA, O_LDSBL, O_LDSC = _SEG["lds.a"], _SEG["lds.bL"], _SEG["lds.C"]
 
 
-def program_shapes(cfg: ESSMConfig) -> dict[str, tuple[int, ...]]:
+def program_shapes(cfg: ESSMConfig, spectral: dict | None = None) -> dict[str, tuple[int, ...]]:
     """Every array a program of this config holds, with its shape (the format validates against this)."""
-    g = named_dims(cfg)
+    g = named_dims(cfg, spectral)
     return {s.name: s.full_shape(g) for s in SEGMENTS if s.stored and s.when(g)}
 
 
 # -- named dims --------------------------------------------------------------------------------
 
 DIMS = ("d_in", "d", "d_out", "n_layers", "L", "k_max", "d_gate", "d_hidden", "gated", "mlp",
-        "pool_W", "pooled", "lru", "n_state")
+        "pool_W", "pooled", "lru", "n_state", "lds", "lds_n", "lds_buf")
 
 
-def named_dims(cfg: ESSMConfig) -> dict[str, int]:
-    """The sizes the kernel reads; d_gate / d_hidden / pool_W are 0 / 0 / 1 when the config does not use them."""
+def named_dims(cfg: ESSMConfig, spectral: dict | None = None) -> dict[str, int]:
+    """The sizes the kernel reads; d_gate / d_hidden / pool_W are 0 / 0 / 1 when the config does not use them.
+
+    spectral: the program's spectral record (None = exact ring-buffer FIR). For an LDS record,
+    lds = 1, lds_n = the largest layer's ladder size, lds_buf = 1 if it keeps the window buffer."""
     pool = pooled(cfg)
+    lds = spectral is not None and spectral.get("mode") == "lds"
+    no_lds = {"lds": 0, "lds_n": 0, "lds_buf": 0}
     if getattr(cfg, "kind", "essm") == "lru":   # an LRUConfig: no window (L = 1), no budget (K̄ = 1)
         return {"d_in": cfg.d_in, "d": cfg.d_model, "d_out": cfg.d_out, "n_layers": cfg.n_layers,
                 "L": 1, "k_max": 1, "d_gate": 0, "d_hidden": cfg.mlp_ratio * cfg.d_model if cfg.mlp else 0,
                 "gated": 0, "mlp": int(cfg.mlp), "pool_W": cfg.pool_window if pool else 1,
-                "pooled": int(pool), "lru": 1, "n_state": max(cfg.layer_states())}
+                "pooled": int(pool), "lru": 1, "n_state": max(cfg.layer_states()), **no_lds}
     return {"d_in": cfg.d_in, "d": cfg.d_model, "d_out": cfg.d_out, "n_layers": cfg.n_layers,
             "L": cfg.seq_len, "k_max": cfg.k_max, "d_gate": cfg.d_gate if cfg.gated else 0,
             "d_hidden": cfg.mlp_ratio * cfg.d_model if cfg.mlp else 0, "gated": int(cfg.gated),
             "mlp": int(cfg.mlp), "pool_W": cfg.pool_window if pool else 1, "pooled": int(pool),
-            "lru": 0, "n_state": 0}
+            "lru": 0, "n_state": 0, "lds": int(lds), "lds_n": max(spectral["n"]) if lds else 0,
+            "lds_buf": int(lds and bool(spectral["buffered"]))}
 
 
 @dataclass(frozen=True)
@@ -184,27 +207,39 @@ SCRATCH: tuple[Section, ...] = (
             "whose values overflow can be taken back"),
     Section("lru_undo", lambda g: g["n_layers"] * 2 * g["n_state"],
             "layer kind lru: this stream's states before the frame ([re | im] per layer), to take it back"),
+    Section("lw", lambda g: g["d"] if g["lds"] else 0, "LDS: the all-pass signal running down the ladder"),
+    Section("lo", lambda g: g["d"] if g["lds"] else 0, "LDS: u(t-L), the input leaving the window (0 without a buffer)"),
+    Section("lundo", lambda g: g["n_layers"] * g["lds_n"] * g["d"],
+            "LDS: every layer's ladder state before this frame, so an overflowing frame can be taken back "
+            "(the ring row it overwrote goes to `undo`, as in exact mode)"),
 )
 STATE: tuple[Section, ...] = (
-    Section("hist", lambda g, B: g["n_layers"] * B * g["d"] * 2 * g["L"],
+    Section("hist", lambda g, B: 0 if g["lds"] else g["n_layers"] * B * g["d"] * 2 * g["L"],
             "input history of every layer (l, b, j, 2L): each u written at p and p + L, so the "
             "window of step t is the contiguous slice [p + 1, p + L], oldest first"),
     Section("pool", lambda g, B: B * g["pool_W"] * g["d_out"] if g["pooled"] else 0,
             "ring of the last pool_W head outputs (b, W, d_out) for head='mean'"),
     Section("lru_x", lambda g, B: g["n_layers"] * B * 2 * g["n_state"],
             "layer kind lru: the complex state of every layer and stream (l, b, [re | im], n_state)"),
+    Section("lds", lambda g, B: g["n_layers"] * B * g["lds_n"] * g["d"],
+            "LDS: ladder section states (l, b, n, d), rows contiguous over channels"),
+    Section("lring", lambda g, B: g["n_layers"] * B * g["L"] * g["d"] if g["lds_buf"] else 0,
+            "LDS: the last L inputs of every layer (l, b, L, d), one row per step, for the window "
+            "correction (u(t-L) is read from row p before u(t) overwrites it)"),
 )
 
 LAY = DIMS + tuple("w_" + s.name for s in SCRATCH) + ("wl",) + tuple("st_" + s.name for s in STATE)
 _LAY = {name: i for i, name in enumerate(LAY)}
 N_LAY = len(LAY)
 (D_IN, D_MODEL, D_OUT, N_LAYERS, L_WIN, K_MAX, D_GATE, D_HIDDEN, GATED, MLP, POOL_W, POOLED,
- LRU_KIND, N_STATE) = (_LAY[n] for n in DIMS)
+ LRU_KIND, N_STATE, LDS, LDS_N, LDS_BUF) = (_LAY[n] for n in DIMS)
 W_X, W_H, W_U, W_Z, W_V, W_G, W_S, W_A, W_O = (_LAY["w_" + s] for s in "xhuzVgsao")
 W_UNDO = _LAY["w_undo"]
 W_LRU_UNDO = _LAY["w_lru_undo"]
 WL = _LAY["wl"]
 ST_HIST, ST_POOL, ST_LRU_X = _LAY["st_hist"], _LAY["st_pool"], _LAY["st_lru_x"]
+W_LW, W_LO, W_LUNDO = _LAY["w_lw"], _LAY["w_lo"], _LAY["w_lundo"]
+ST_LDS, ST_LRING = _LAY["st_lds"], _LAY["st_lring"]
 
 # ist: small int64 state and error details, shared by every mode.
 (IST_POS, IST_T, IST_POOL, IST_ERR_T, IST_ERR_B, IST_ERR_J, IST_ERR_K, IST_NREPLACED,
@@ -223,7 +258,7 @@ def dims_of_lay(lay: np.ndarray) -> dict[str, int]:
 
 def packed_shapes(g: dict) -> dict[str, tuple[int, ...]]:
     """Shape of every packed segment for the named dims g; (0,) when the config does not use it."""
-    return {s.name: (s.full_shape(g) if s.when(g) else (0,)) for s in SEGMENTS if s.packed}
+    return {s.name: (s.full_shape(g) if s.when(g) and s.pack_when(g) else (0,)) for s in SEGMENTS if s.packed}
 
 
 def unpack(W: np.ndarray, off: np.ndarray, lay: np.ndarray) -> dict[str, np.ndarray]:
@@ -238,9 +273,9 @@ def unpack(W: np.ndarray, off: np.ndarray, lay: np.ndarray) -> dict[str, np.ndar
 class Layout:
     """The engine's memory plan for one config and batch size: lay, off, and the sizes of W, work and state."""
 
-    def __init__(self, cfg: ESSMConfig, batch: int = 1):
+    def __init__(self, cfg: ESSMConfig, batch: int = 1, spectral: dict | None = None):
         self.cfg, self.batch = cfg, int(batch)
-        g = self.dims = named_dims(cfg)
+        g = self.dims = named_dims(cfg, spectral)
         self.shapes = packed_shapes(g)
         per_layer = {s.name: s.per_layer for s in SEGMENTS}
         lay = np.zeros(N_LAY, dtype=np.int64)

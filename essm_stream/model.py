@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import ESSMConfig, VARIANT_GATE, VARIANTS
-from .errors import BudgetError, ConfigError, ShapeError
+from .errors import BudgetError, ConfigError, ShapeError, check_budget
 
 __all__ = ["ESSMConfig", "ESSMLayer", "ESSMBlock", "ESSMModel", "causal_conv", "budget_mask"]
 
@@ -86,11 +86,8 @@ def budget_mask(K, B: int, T: int, k_max: int, device) -> tuple[torch.Tensor, in
         if lo < 1 or hi > k_max:
             raise BudgetError(f"budget K must lie in [1, {k_max}], got values in [{lo}, {hi}]")
         return Kt, hi
-    if isinstance(K, (bool, np.bool_)) or not isinstance(K, (int, np.integer)):
-        raise BudgetError(f"budget K must be an int in [1, {k_max}] or an integer tensor, got {type(K).__name__} {K!r}")
-    if not 1 <= int(K) <= k_max:
-        raise BudgetError(f"budget K={int(K)} is out of range [1, {k_max}]")
-    return torch.full((B, T), int(K), dtype=torch.long, device=device), int(K)
+    K = check_budget(K, k_max, "budget K (an int, or an integer tensor of shape (T,) or (B, T))")
+    return torch.full((B, T), K, dtype=torch.long, device=device), K
 
 
 class ESSMLayer(nn.Module):

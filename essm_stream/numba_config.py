@@ -11,6 +11,12 @@ so a directory this module picks must be a real directory (not a symlink) owned 
 not writable by group or others; one that is not is refused with a warning, and when no directory
 passes, kernels compile in every process (no disk cache) rather than load another user's files.
 `NUMBA_DISABLE_JIT=1` turns every kernel into plain Python (tests run that way too).
+
+Inside that directory the kernels live in a subdirectory named by a hash of the kernel sources
+(KERNEL_SOURCES) and the numba version. numba invalidates a cached function only when its own file
+changes, but `stream_run` in kernels.py inlines the ops of kernels_lds.py / kernels_lru.py and
+freezes layout.py's offsets as constants: after an upgrade that edits only one of those, its old
+machine code would load and index the weights wrongly. A new hash gives a fresh cache instead.
 """
 from __future__ import annotations
 
@@ -54,27 +60,55 @@ def safe_cache_dir(path: str) -> str | None:
     return None
 
 
+# Every module whose code or constants end up inside a cached kernel.
+KERNEL_SOURCES = ("kernels.py", "kernels_lds.py", "kernels_lru.py", "layout.py", "numba_config.py")
+
+
+def kernel_source_key() -> str:
+    """Short hash of the kernel sources and the numba version: the cache subdirectory's name."""
+    import hashlib
+    from importlib.metadata import PackageNotFoundError, version
+
+    h = hashlib.sha256()
+    try:
+        h.update(version("numba").encode())
+    except PackageNotFoundError:
+        pass
+    here = os.path.dirname(os.path.abspath(__file__))
+    for name in KERNEL_SOURCES:
+        try:
+            with open(os.path.join(here, name), "rb") as f:
+                h.update(name.encode() + b"\0" + f.read())
+        except OSError:
+            h.update(name.encode() + b"\0missing")
+    return h.hexdigest()[:16]
+
+
 def cache_dir(environ=None, tmpdir: str | None = None) -> str | None:
     """Directory numba caches compiled kernels in (decided once, before any kernel is defined), or
     None when no safe directory exists (then kernels are compiled per process)."""
     env = os.environ if environ is None else environ
+    key = kernel_source_key()
     if env.get("NUMBA_CACHE_DIR"):
-        return env["NUMBA_CACHE_DIR"]          # the user's explicit choice is taken as is
+        # the user's explicit choice is taken as is (no safety check), keyed like ours; a child
+        # process inherits the keyed directory and keeps it
+        user = env["NUMBA_CACHE_DIR"]
+        return user if os.path.basename(os.path.normpath(user)) == f"essm-{key}" else os.path.join(user, f"essm-{key}")
     base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     tmp = tmpdir or tempfile.gettempdir()
     for cand in (os.path.join(base, "essm-stream", "numba"),
                  os.path.join(tmp, f"essm-stream-numba-{_uid() if _uid() is not None else 0}")):
-        why = safe_cache_dir(cand)
+        why = safe_cache_dir(cand) or safe_cache_dir(os.path.join(cand, key))
         if why is None:
-            return cand
+            return os.path.join(cand, key)
         log.warning("not caching numba kernels in %s: %s", cand, why)
     log.warning("no safe numba cache directory: kernels compile in every process (set NUMBA_CACHE_DIR)")
     return None
 
 
 _CACHE_DIR = cache_dir()
-if _CACHE_DIR is not None and not os.environ.get("NUMBA_CACHE_DIR"):
-    os.environ["NUMBA_CACHE_DIR"] = _CACHE_DIR   # read by numba's config at import
+if _CACHE_DIR is not None:
+    os.environ["NUMBA_CACHE_DIR"] = _CACHE_DIR   # read by numba's config at import (and by children)
 
 import numba  # noqa: E402  (after the cache dir is settled)
 

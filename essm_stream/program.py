@@ -11,7 +11,13 @@ header's `__metadata__` holds one key, "essm_program", a JSON document:
      "arrays": {name: [shape...]}, "digest": "sha256:<64 hex>",
      "provenance": {"created": ISO-8601 UTC, "package_version": str, "source_checkpoint": str|None,
                     "source_sha256": str|None},
-     "frontend": dict|None, "budget_profile": dict|None}
+     "frontend": dict|None, "budget_profile": dict|None,
+     "spectral": LDS record (only in programs compiled with spectral="lds"; see lds.validate_spectral)}
+
+spectral="lds" programs add the arrays lds.a, lds.bL (n_layers, N), lds.C (n_layers, K̄, N) and
+lds.err (n_layers, K̄) (layout.SEGMENTS) and record mode, tol, buffered, weighted, n_max, N per
+layer ("n"), pole source and measured error per layer. phir stays in the file (for the record,
+`essm-stream analyze` and refitting).
 
 budget_profile (columns, one entry per listed budget):
     {"K": [ints in 1..K̄, distinct], "accuracy": [float|None], "latency_s": [float|None],
@@ -57,14 +63,15 @@ MAX_PROGRAM_BYTES = 2 << 30     # a program file larger than this is refused bef
 MAX_HEADER_BYTES = 64 << 20     # safetensors JSON header (holds the frontend, e.g. a mel basis)
 MAX_JSON_DEPTH = 32             # nesting of the metadata JSON (frontend / budget_profile are shallow)
 _DIGEST_TAG = b"essm-stream-program-digest-v1\0"
-OPTIONAL_META_KEYS = {"model_kind"}   # "lru" for an LRU program (absent: ES-SSM)
+OPTIONAL_META_KEYS = {"model_kind",    # "lru" for an LRU program (absent: ES-SSM)
+                      "spectral"}      # the LDS record of a spectral="lds" program (absent: exact)
 PROVENANCE_KEYS = {"created", "package_version", "source_checkpoint", "source_sha256"}
 PROFILE_COLUMNS = ("accuracy", "latency_s", "energy_j")
 
 
-def expected_shapes(cfg: ESSMConfig) -> dict[str, tuple[int, ...]]:
+def expected_shapes(cfg: ESSMConfig, spectral: dict | None = None) -> dict[str, tuple[int, ...]]:
     """Every array a program of this config holds, with its shape (the table is `layout.SEGMENTS`)."""
-    return program_shapes(cfg)
+    return program_shapes(cfg, spectral)
 
 
 def content_digest(meta: dict, arrays: dict[str, np.ndarray]) -> str:
@@ -79,24 +86,12 @@ def content_digest(meta: dict, arrays: dict[str, np.ndarray]) -> str:
     return "sha256:" + h.hexdigest()
 
 
-_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
-_BRACKETS = re.compile(r"[\[\]{}]")
-
-
 def json_loads_bounded(text: str, what: str, max_depth: int = MAX_JSON_DEPTH) -> Any:
     """json.loads that refuses nesting deeper than max_depth with a ProgramError (not RecursionError)."""
+    from .fileio import loads_bounded
     if not isinstance(text, str):
         raise ProgramError(f"{what} must be a JSON string, got {type(text).__name__}")
-    depth = deepest = 0
-    for ch in _BRACKETS.findall(_STRINGS.sub("", text)):
-        depth += 1 if ch in "[{" else -1
-        deepest = max(deepest, depth)
-    if deepest > max_depth:
-        raise ProgramError(f"{what} nests {deepest} levels deep; at most {max_depth} are allowed")
-    try:
-        return json.loads(text, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as e:
-        raise ProgramError(f"{what} is not valid JSON: {e}") from None
+    return loads_bounded(text, what, max_depth=max_depth, error=ProgramError)
 
 
 def _check_depth(obj: Any, what: str, max_depth: int = MAX_JSON_DEPTH - 1) -> None:
@@ -109,10 +104,6 @@ def _check_depth(obj: Any, what: str, max_depth: int = MAX_JSON_DEPTH - 1) -> No
             if depth > max_depth:
                 raise ProgramError(f"{what} nests more than {max_depth} levels deep")
             stack.extend((v, depth + 1) for v in (o.values() if isinstance(o, dict) else o))
-
-
-def _reject_constant(name: str):
-    raise ValueError(f"{name} is not a JSON number")
 
 
 def validate_budget_profile(profile: Any, k_max: int) -> dict | None:
@@ -167,11 +158,25 @@ class StreamProgram:
     """Arrays laid out for the step, the model config and the metadata slots; immutable arrays."""
 
     def __init__(self, cfg: ESSMConfig, arrays: dict[str, np.ndarray], provenance: dict | None = None,
-                 frontend: dict | None = None, budget_profile: dict | None = None):
+                 frontend: dict | None = None, budget_profile: dict | None = None,
+                 spectral: dict | None = None):
         if not isinstance(cfg, (ESSMConfig, LRUConfig)):
             raise ProgramError(f"StreamProgram needs an ESSMConfig (or an LRUConfig), got {type(cfg).__name__}")
         self.cfg = cfg
-        self.arrays = self._check_arrays(cfg, arrays)
+        # spectral: None (exact ring-buffer FIR) or the LDS ladder's record (essm_stream/lds.py)
+        from . import lds as _lds
+        if spectral is not None and isinstance(cfg, LRUConfig):
+            raise ProgramError("an LRU program has no spectral filter bank: spectral must be None")
+        try:
+            self.spectral = _lds.validate_spectral(spectral, cfg.n_layers)
+        except ConfigError as e:
+            raise ProgramError(str(e)) from None
+        self.arrays = self._check_arrays(cfg, arrays, self.spectral)
+        if self.spectral is not None:
+            try:
+                _lds.check_lds_arrays(self.arrays, self.spectral)
+            except ConfigError as e:
+                raise ProgramError(str(e)) from None
         prov = {"created": None, "package_version": None, "source_checkpoint": None, "source_sha256": None}
         prov.update(provenance or {})
         unknown = set(prov) - PROVENANCE_KEYS
@@ -203,12 +208,15 @@ class StreamProgram:
     def __repr__(self) -> str:
         c = self.cfg
         return (f"StreamProgram(d_in={c.d_in}, d_model={c.d_model}, d_out={c.d_out}, n_layers={c.n_layers}, "
-                f"L={c.seq_len}, K̄={c.k_max}, variant={c.variant!r}, head={c.head!r})")
+                f"L={c.seq_len}, K̄={c.k_max}, variant={c.variant!r}, head={c.head!r}"
+                + ("" if self.spectral is None else
+                   f", spectral='lds' N={self.spectral['n']}{'' if self.spectral['buffered'] else ' no-buffer'}")
+                + ")")
 
     # -- validation ---------------------------------------------------------------------------
     @staticmethod
-    def _check_arrays(cfg: ESSMConfig, arrays: dict) -> dict[str, np.ndarray]:
-        want = expected_shapes(cfg)
+    def _check_arrays(cfg: ESSMConfig, arrays: dict, spectral: dict | None = None) -> dict[str, np.ndarray]:
+        want = expected_shapes(cfg, spectral)
         if not isinstance(arrays, dict):
             raise ProgramError(f"program arrays must be a dict, got {type(arrays).__name__}")
         missing = sorted(set(want) - set(arrays))
@@ -263,6 +271,8 @@ class StreamProgram:
         }
         if isinstance(self.cfg, LRUConfig):
             meta["model_kind"] = "lru"
+        if self.spectral is not None:
+            meta["spectral"] = copy.deepcopy(self.spectral)
         return meta
 
     @property
@@ -318,7 +328,8 @@ class StreamProgram:
         cfg = cls._check_meta(meta, where=path)
         listed = {k: (v.get("dtype"), v.get("shape")) if isinstance(v, dict) else (None, None)
                   for k, v in header.items()}
-        want = {k: ("F64", list(shape)) for k, shape in expected_shapes(cfg).items()}
+        want = {k: ("F64", list(shape))   # (an LDS record was validated by _check_meta)
+                for k, shape in expected_shapes(cfg, meta.get("spectral")).items()}
         if listed != want:
             bad = sorted(k for k in set(listed) | set(want) if listed.get(k) != want.get(k))
             raise ProgramError(f"{path!r}: tensors {bad[:6]} are missing, unexpected, not float64 or of the "
@@ -375,7 +386,14 @@ class StreamProgram:
         if meta["dtype"] != "float64":
             raise ProgramError(f"{where}: dtype {meta['dtype']!r:.40} is not supported (programs store float64)")
         listed = meta["arrays"]
-        want = {k: list(v) for k, v in expected_shapes(cfg).items()}
+        from . import lds as _lds
+        if "spectral" in meta and kind == "lru":
+            raise ProgramError(f"{where}: an LRU program has no spectral record")
+        try:   # an LDS program's arrays depend on its record (N per layer)
+            spectral = _lds.validate_spectral(meta.get("spectral"), cfg.n_layers)
+        except ConfigError as e:
+            raise ProgramError(f"{where}: {e}") from None
+        want = {k: list(v) for k, v in expected_shapes(cfg, spectral).items()}
         if listed != want:
             raise ProgramError(f"{where}: the array list in the metadata does not match the config's arrays "
                                f"(shape table layout.SEGMENTS; variant={cfg.variant!r}, mlp={cfg.mlp})")
@@ -396,7 +414,7 @@ class StreamProgram:
             raise ProgramError(f"{where}: the array list in the metadata does not match the arrays in the file")
         try:
             return cls(cfg, arrays, provenance=meta["provenance"], frontend=meta["frontend"],
-                       budget_profile=meta["budget_profile"])
+                       budget_profile=meta["budget_profile"], spectral=meta.get("spectral"))
         except ProgramError as e:
             raise ProgramError(f"{where}: {e}") from None
 

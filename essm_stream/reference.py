@@ -108,7 +108,12 @@ def stream_run_ref(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
         return ERR_NONFINITE
     w = lo.unpack(W, off, lay)
     ln_eps, gate_eps = w["eps"]
-    H = state[lay[lo.ST_HIST]:lay[lo.ST_HIST] + nl * B * d * 2 * L].reshape(nl, B, d, 2 * L)
+    lds, N = bool(g["lds"]), g["lds_n"]
+    H = state[lay[lo.ST_HIST]:lay[lo.ST_HIST] + nl * B * d * 2 * L].reshape(nl, B, d, 2 * L) if not lds else None
+    if lds:   # spectral="lds": ladder states (l, b, n, d) and the (l, b, L, d) ring of past inputs
+        from .lds import ladder_step_ref
+        S = state[lay[lo.ST_LDS]:lay[lo.ST_LDS] + nl * B * N * d].reshape(nl, B, N, d)
+        R = state[lay[lo.ST_LRING]:lay[lo.ST_LRING] + nl * B * L * d].reshape(nl, B, L, d) if g["lds_buf"] else None
     P = state[lay[lo.ST_POOL]:lay[lo.ST_POOL] + B * PW * d_out].reshape(B, PW, d_out) if g["pooled"] else None
     if g["lru"]:   # layer kind lru: its complex states (kernels_lru.lru_mix_ref)
         from .kernels_lru import lru_mix_ref
@@ -118,8 +123,10 @@ def stream_run_ref(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
         p = int(ist[lo.IST_POS])
         steps = int(ist[lo.IST_T]) + 1
         pp = int(ist[lo.IST_POOL])
-        undo = (H[:, :, :, p].copy(), None if P is None else P[:, pp].copy())
-        u_finite = True                                       # layer kind lru keeps no history to check
+        undo = (None if H is None else H[:, :, :, p].copy(), None if P is None else P[:, pp].copy())
+        u_finite = True                                       # layer kind lru / LDS keep no window to check
+        if lds:   # what this frame overwrites: ladder states, ring row p
+            undo_lds = (S.copy(), None if R is None else R[:, :, p].copy())
         if g["lru"]:
             undo_x = XS.copy()
         for b in range(B):
@@ -136,10 +143,21 @@ def stream_run_ref(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
                         z = layer_norm(h, w["ln2.g"][l], w["ln2.b"][l], ln_eps)
                         h = h + w["fc2.W"][l] @ gelu(w["fc1.W"][l] @ z + w["fc1.b"][l]) + w["fc2.b"][l]
                     continue
-                H[l, b, :, p] = u
-                H[l, b, :, p + L] = u
-                window = H[l, b, :, p + 1:p + 1 + L].astype(np.float64)        # (d, L), oldest first
-                c = w["phir"][l, :K] @ window.T                                 # (K, d)
+                if lds:
+                    u_finite = u_finite and bool(np.all(np.isfinite(u)))
+                    u_old = np.zeros(d)
+                    if R is not None:
+                        u_old = R[l, b, p].astype(np.float64)                   # u(t-L), leaving the window
+                        R[l, b, p] = u
+                    v = S[l, b].astype(np.float64)                              # (N, d)
+                    ladder_step_ref(v, u, u_old, w["lds.a"][l], w["lds.bL"][l])
+                    S[l, b] = v
+                    c = w["lds.C"][l, :K] @ v                                   # (K, d)
+                else:
+                    H[l, b, :, p] = u
+                    H[l, b, :, p + L] = u
+                    window = H[l, b, :, p + 1:p + 1 + L].astype(np.float64)    # (d, L), oldest first
+                    c = w["phir"][l, :K] @ window.T                             # (K, d)
                 gate_w = {"sigma": np.ones(Kb)}
                 if g["gated"]:
                     gate_w.update(W1=w["W1"][l], b1=w["b1"][l], W2=w["W2"][l], b2=w["b2"][l])
@@ -155,8 +173,13 @@ def stream_run_ref(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
                 n = min(steps, PW)
                 y = np.mean([P[b, (pp - n + 1 + r) % PW] for r in range(n)], axis=0)
             Y[t, b] = y
-        if not (u_finite and np.all(np.isfinite(H[:, :, :, p])) and np.all(np.isfinite(Y[t]))):   # overflow: take back
-            H[:, :, :, p] = H[:, :, :, p + L] = undo[0]
+        if not (u_finite and (H is None or np.all(np.isfinite(H[:, :, :, p]))) and np.all(np.isfinite(Y[t]))):
+            if H is not None:                                                   # overflow: take back
+                H[:, :, :, p] = H[:, :, :, p + L] = undo[0]
+            if lds:
+                S[...] = undo_lds[0]
+                if R is not None:
+                    R[:, :, p] = undo_lds[1]
             if g["lru"]:
                 XS[...] = undo_x
             if P is not None:

@@ -17,7 +17,8 @@ if [ "${1-}" = "--runtime-only" ]; then
   fi
   exec .venv-runtime/bin/python -m pytest -q -m "not slow" tests/test_engine.py tests/test_engine_layout.py \
     tests/test_engine_hardening.py tests/test_program.py tests/test_program_hardening.py \
-    tests/test_program_fuzz.py tests/test_lru_stream.py "$@"
+    tests/test_program_fuzz.py tests/test_lru_stream.py tests/test_lds.py tests/test_lds_engine.py \
+    tests/test_spotter_input.py "$@"
 fi
 bash scripts/setup.sh train,dev,sim
 exec .venv/bin/python -m pytest -q "$@"

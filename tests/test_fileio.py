@@ -170,16 +170,41 @@ def test_read_json_limits(tmp_path):
 
 def test_numba_cache_dir_is_one_place_under_the_user_cache(tmp_path):
     """#12 "two numba cache folders": one place, $XDG_CACHE_HOME/essm-stream/numba (beside filters/)."""
-    from essm_stream.numba_config import cache_dir
+    from essm_stream.numba_config import cache_dir, kernel_source_key
+    key = kernel_source_key()
     d = cache_dir({"XDG_CACHE_HOME": str(tmp_path)}, tmpdir=str(tmp_path / "tmp"))
-    assert d == str(tmp_path / "essm-stream" / "numba")
+    assert d == str(tmp_path / "essm-stream" / "numba" / key)
     assert _mode(d) & 0o077 == 0
-    assert cache_dir({"NUMBA_CACHE_DIR": "/some/where"}) == "/some/where"
+    assert cache_dir({"NUMBA_CACHE_DIR": "/some/where"}) == f"/some/where/essm-{key}"
+    # a child process inherits the keyed directory and keeps it
+    assert cache_dir({"NUMBA_CACHE_DIR": f"/some/where/essm-{key}"}) == f"/some/where/essm-{key}"
+
+
+def test_numba_cache_is_keyed_by_every_kernel_source(tmp_path, monkeypatch):
+    """stream_run inlines kernels_lds/kernels_lru ops and freezes layout.py's offsets as constants,
+    but numba only notices edits to the file a cached function is defined in: an edit to any kernel
+    source (an upgrade) must change the cache directory, or stale machine code indexes the weights
+    with old offsets."""
+    import shutil
+
+    from essm_stream import numba_config
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    here = os.path.dirname(numba_config.__file__)
+    for name in numba_config.KERNEL_SOURCES:
+        shutil.copy(os.path.join(here, name), pkg / name)
+    monkeypatch.setattr(numba_config, "__file__", str(pkg / "numba_config.py"))
+    keys = {numba_config.kernel_source_key()}
+    for name in ("layout.py", "kernels_lds.py", "kernels_lru.py"):
+        with open(pkg / name, "a") as f:
+            f.write("\n# edited\n")
+        keys.add(numba_config.kernel_source_key())
+    assert len(keys) == 4
 
 
 def test_numba_tmp_fallback_checks_owner_and_mode(tmp_path, caplog):
     """#11 item 17: the predictable /tmp fallback was used whoever owned it and whatever its mode."""
-    from essm_stream.numba_config import cache_dir
+    from essm_stream.numba_config import cache_dir, kernel_source_key
     blocked = tmp_path / "not-a-dir"
     blocked.write_text("x")                      # $XDG_CACHE_HOME unusable -> the tmp fallback
     env = {"XDG_CACHE_HOME": str(blocked)}
@@ -187,7 +212,7 @@ def test_numba_tmp_fallback_checks_owner_and_mode(tmp_path, caplog):
     tmp.mkdir()
     fallback = tmp / f"essm-stream-numba-{os.getuid()}"
     fallback.mkdir(mode=0o700)
-    assert cache_dir(env, tmpdir=str(tmp)) == str(fallback)
+    assert cache_dir(env, tmpdir=str(tmp)) == str(fallback / kernel_source_key())
     os.chmod(fallback, 0o777)                    # planted by someone else, world-writable
     assert cache_dir(env, tmpdir=str(tmp)) is None
     assert "lets others write" in caplog.text
@@ -196,7 +221,8 @@ def test_numba_tmp_fallback_checks_owner_and_mode(tmp_path, caplog):
         os.chown(fallback, 12345, 12345)
         assert cache_dir(env, tmpdir=str(tmp)) is None
         assert "owned by uid 12345" in caplog.text
-    fallback.rmdir()
+    import shutil
+    shutil.rmtree(fallback)
     fallback.symlink_to(tmp_path)                # a symlink to a directory we own is refused too
     assert cache_dir(env, tmpdir=str(tmp)) is None
     assert "symlink" in caplog.text

@@ -21,4 +21,5 @@ COMMANDS = [
     ("kws-data", "kws_data"),
     ("kws-train", "kws_train"),
     ("kws-eval", "kws_eval"),
+    ("analyze", "analyze"),
 ]

@@ -13,7 +13,7 @@ def add_arguments(p):
     p.add_argument("--loso", action="store_true", help="leave-one-synthesizer-family-out evaluation")
     p.add_argument("--sets", default="runs/kws2/sets", help="with --loso: `python -m essm_stream.kws.loso` output")
     p.add_argument("--models", default="runs/kws2/models", help="with --loso: one folder per held-out family "
-                   "holding kws.essm (and tcresnet.pt)")
+                   "holding kws.essm (and tcresnet.safetensors)")
     p.add_argument("--families", default="festival,flite,espeak")
     p.add_argument("--fa-target", type=float, default=2.0, help="false accepts/h the validation threshold aims at")
     p.add_argument("--no-pocketsphinx", action="store_true")

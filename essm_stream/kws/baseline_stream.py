@@ -61,8 +61,11 @@ def train_tcresnet(feats_dir, out_dir, test_family: str, steps: int = 1500, batc
         if (step + 1) % 250 == 0:
             log.info("tcresnet %s step %d loss %.3f", test_family, step + 1, float(loss))
     model.eval()
-    torch.save(model.state_dict(), out / "tcresnet.pt")
-    (out / "tcresnet_norm.json").write_text(json.dumps({"mean": mean.tolist(), "std": std.tolist()}))
+    from safetensors.torch import save as st_save
+
+    from ..fileio import atomic_write_bytes
+    atomic_write_bytes(out / "tcresnet.safetensors", st_save({k: v.contiguous() for k, v in model.state_dict().items()}))
+    atomic_write_bytes(out / "tcresnet_norm.json", json.dumps({"mean": mean.tolist(), "std": std.tolist()}).encode())
     return {"seconds": time.perf_counter() - t0, "params": int(sum(p.numel() for p in model.parameters()))}
 
 
@@ -76,7 +79,8 @@ class TCResNetStream:
         nm = json.loads((Path(out_dir) / "tcresnet_norm.json").read_text())
         self.mean, self.std = np.asarray(nm["mean"], np.float32), np.asarray(nm["std"], np.float32)
         self.model = _tcresnet(len(self.mean), len(D.LABELS))
-        self.model.load_state_dict(torch.load(Path(out_dir) / "tcresnet.pt"))
+        from safetensors.torch import load_file            # weights only: no pickle
+        self.model.load_state_dict(load_file(str(Path(out_dir) / "tcresnet.safetensors")))
         self.model.eval()
         self.torch = torch
 

@@ -245,7 +245,7 @@ def run_all(sets_dir, models_dir, out_dir, families=("festival", "flite", "espea
                     res["families"][fam]["conditions"][name]["old"] = o
             if "gate" in cached:
                 res["families"][fam]["gate"] = cached["gate"]
-        if (Path(models_dir) / fam / "tcresnet.pt").is_file():
+        if (Path(models_dir) / fam / "tcresnet.safetensors").is_file():
             try:
                 from .baseline_stream import evaluate_tcresnet
                 from .spotter import KeywordSpotter
