@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from .errors import BudgetError, ConfigError, ShapeError
 from .lru_config import LRUConfig
-from .model import budget_mask, trailing_mean
+from .model import budget_mask, export_block_weights, trailing_mean
 
 __all__ = ["LRUConfig", "LRULayer", "LRUBlock", "LRUModel", "lru_scan"]
 
@@ -249,20 +249,6 @@ class LRUModel(nn.Module):
         """Record the layers' current state sizes in cfg (after an in-training reduction)."""
         self.cfg = dataclasses.replace(self.cfg, states=tuple(blk.lru.N for blk in self.blocks))
 
-    @torch.no_grad()
     def export_weights(self) -> dict[str, np.ndarray]:
         """Every weight as float64 numpy under a flat name, ESSMModel's names with `lru.` for the mixer."""
-        f64 = lambda t: t.detach().cpu().to(torch.float64).numpy().copy()  # noqa: E731
-        out = {"inp.W": f64(self.inp.weight), "inp.b": f64(self.inp.bias)}
-        for i, blk in enumerate(self.blocks):
-            p = f"blocks.{i}."
-            out[p + "ln1.g"], out[p + "ln1.b"] = f64(blk.ln1.weight), f64(blk.ln1.bias)
-            for k, v in blk.lru.export_weights().items():
-                out[p + "lru." + k] = v
-            if blk.has_mlp:
-                out[p + "ln2.g"], out[p + "ln2.b"] = f64(blk.ln2.weight), f64(blk.ln2.bias)
-                out[p + "fc1.W"], out[p + "fc1.b"] = f64(blk.fc1.weight), f64(blk.fc1.bias)
-                out[p + "fc2.W"], out[p + "fc2.b"] = f64(blk.fc2.weight), f64(blk.fc2.bias)
-        out["ln_f.g"], out["ln_f.b"] = f64(self.ln_f.weight), f64(self.ln_f.bias)
-        out["out.W"], out["out.b"] = f64(self.out.weight), f64(self.out.bias)
-        return out
+        return export_block_weights(self, "lru")

@@ -239,20 +239,27 @@ class ESSMModel(nn.Module):
             y = trailing_mean(y, self.cfg.pool_window)
         return y
 
-    @torch.no_grad()
     def export_weights(self) -> dict[str, np.ndarray]:
         """Every weight as float64 numpy under a flat, stable name; layers via ESSMLayer.export_weights."""
-        f64 = lambda t: t.detach().cpu().to(torch.float64).numpy().copy()  # noqa: E731
-        out = {"inp.W": f64(self.inp.weight), "inp.b": f64(self.inp.bias)}
-        for i, blk in enumerate(self.blocks):
-            p = f"blocks.{i}."
-            out[p + "ln1.g"], out[p + "ln1.b"] = f64(blk.ln1.weight), f64(blk.ln1.bias)
-            for k, v in blk.essm.export_weights().items():
-                out[p + "essm." + k] = v
-            if blk.has_mlp:
-                out[p + "ln2.g"], out[p + "ln2.b"] = f64(blk.ln2.weight), f64(blk.ln2.bias)
-                out[p + "fc1.W"], out[p + "fc1.b"] = f64(blk.fc1.weight), f64(blk.fc1.bias)
-                out[p + "fc2.W"], out[p + "fc2.b"] = f64(blk.fc2.weight), f64(blk.fc2.bias)
-        out["ln_f.g"], out["ln_f.b"] = f64(self.ln_f.weight), f64(self.ln_f.bias)
-        out["out.W"], out["out.b"] = f64(self.out.weight), f64(self.out.bias)
-        return out
+        return export_block_weights(self, "essm")
+
+
+@torch.no_grad()
+def export_block_weights(model: nn.Module, mixer: str) -> dict[str, np.ndarray]:
+    """Float64 numpy copies of a pre-norm residual model (inp, blocks with ln1 / <mixer> / MLP, ln_f,
+    out) under the flat names programs use; `mixer` is the block attribute holding the sequence
+    layer ("essm" or "lru"), whose own export_weights() gives its part."""
+    f64 = lambda t: t.detach().cpu().to(torch.float64).numpy().copy()  # noqa: E731
+    out = {"inp.W": f64(model.inp.weight), "inp.b": f64(model.inp.bias)}
+    for i, blk in enumerate(model.blocks):
+        p = f"blocks.{i}."
+        out[p + "ln1.g"], out[p + "ln1.b"] = f64(blk.ln1.weight), f64(blk.ln1.bias)
+        for k, v in getattr(blk, mixer).export_weights().items():
+            out[p + mixer + "." + k] = v
+        if blk.has_mlp:
+            out[p + "ln2.g"], out[p + "ln2.b"] = f64(blk.ln2.weight), f64(blk.ln2.bias)
+            out[p + "fc1.W"], out[p + "fc1.b"] = f64(blk.fc1.weight), f64(blk.fc1.bias)
+            out[p + "fc2.W"], out[p + "fc2.b"] = f64(blk.fc2.weight), f64(blk.fc2.bias)
+    out["ln_f.g"], out["ln_f.b"] = f64(model.ln_f.weight), f64(model.ln_f.bias)
+    out["out.W"], out["out.b"] = f64(model.out.weight), f64(model.out.bias)
+    return out
