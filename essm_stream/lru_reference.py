@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from .lru_config import LRUConfig
-from .reference import gelu, layer_norm
+from .reference import residual_model_ref
 
 
 def lru_system_ref(w: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -34,17 +34,4 @@ def lru_layer_ref(u: np.ndarray, w: dict, x0: np.ndarray | None = None) -> tuple
 
 def lru_model_ref(x: np.ndarray, w: dict, cfg: LRUConfig) -> np.ndarray:
     """The whole LRU model on one sequence, x (T, d_in) -> (T, d_out)."""
-    T = x.shape[0]
-    h = x @ w["inp.W"].T + w["inp.b"]
-    for i in range(cfg.n_layers):
-        p = f"blocks.{i}."
-        lw = {k[len(p) + 4:]: v for k, v in w.items() if k.startswith(p + "lru.")}
-        h = h + lru_layer_ref(layer_norm(h, w[p + "ln1.g"], w[p + "ln1.b"], cfg.ln_eps), lw)[0]
-        if cfg.mlp:
-            z = layer_norm(h, w[p + "ln2.g"], w[p + "ln2.b"], cfg.ln_eps)
-            h = h + gelu(z @ w[p + "fc1.W"].T + w[p + "fc1.b"]) @ w[p + "fc2.W"].T + w[p + "fc2.b"]
-    y = layer_norm(h, w["ln_f.g"], w["ln_f.b"], cfg.ln_eps) @ w["out.W"].T + w["out.b"]
-    if cfg.head == "mean" and cfg.pool_window > 1:
-        W = cfg.pool_window
-        y = np.stack([y[max(0, t - W + 1): t + 1].mean(0) for t in range(T)])
-    return y
+    return residual_model_ref(x, w, cfg, "lru", lambda u, lw: lru_layer_ref(u, lw)[0])

@@ -68,14 +68,17 @@ def layer_ref(u: np.ndarray, w: dict, K, eps: float = 1e-6) -> np.ndarray:
     return y
 
 
-def model_ref(x: np.ndarray, w: dict, cfg: ESSMConfig, K) -> np.ndarray:
-    """The whole model on one sequence, x (T, d_in) -> (T, d_out); weights from ESSMModel.export_weights()."""
+def residual_model_ref(x: np.ndarray, w: dict, cfg, mixer: str, layer) -> np.ndarray:
+    """A pre-norm residual model on one sequence, x (T, d_in) -> (T, d_out): input projection, blocks
+    h += layer(LN1(h), weights of blocks.i.<mixer>.*) and h += MLP(LN2(h)), final LN, head. The layer
+    kinds (ES-SSM here, LRU in lru_reference) differ only in `layer`."""
     T = x.shape[0]
     h = x @ w["inp.W"].T + w["inp.b"]
     for i in range(cfg.n_layers):
         p = f"blocks.{i}."
-        lw = {k[len(p) + 5:]: v for k, v in w.items() if k.startswith(p + "essm.")}
-        h = h + layer_ref(layer_norm(h, w[p + "ln1.g"], w[p + "ln1.b"], cfg.ln_eps), lw, K, cfg.gate_eps)
+        q = p + mixer + "."
+        lw = {k[len(q):]: v for k, v in w.items() if k.startswith(q)}
+        h = h + layer(layer_norm(h, w[p + "ln1.g"], w[p + "ln1.b"], cfg.ln_eps), lw)
         if cfg.mlp:
             z = layer_norm(h, w[p + "ln2.g"], w[p + "ln2.b"], cfg.ln_eps)
             h = h + gelu(z @ w[p + "fc1.W"].T + w[p + "fc1.b"]) @ w[p + "fc2.W"].T + w[p + "fc2.b"]
@@ -84,6 +87,11 @@ def model_ref(x: np.ndarray, w: dict, cfg: ESSMConfig, K) -> np.ndarray:
         W = cfg.pool_window
         y = np.stack([y[max(0, t - W + 1): t + 1].mean(0) for t in range(T)])
     return y
+
+
+def model_ref(x: np.ndarray, w: dict, cfg: ESSMConfig, K) -> np.ndarray:
+    """The whole model on one sequence, x (T, d_in) -> (T, d_out); weights from ESSMModel.export_weights()."""
+    return residual_model_ref(x, w, cfg, "essm", lambda u, lw: layer_ref(u, lw, K, cfg.gate_eps))
 
 
 def stream_run_ref(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
