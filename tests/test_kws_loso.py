@@ -129,3 +129,24 @@ def test_streamtrain_extend_resumes_a_finished_run(tmp_path):
     assert step() == 2                                      # plain resume: the budget is still spent
     S.train_fold(tmp_path / "feats", out, S.StreamTrainConfig(steps=5, max_minutes=10, extend=1, **small))
     assert step() == 5
+
+
+def test_load_condition_pairs_keyword_and_negative_sets(tmp_path):
+    """kws-eval and the TC-ResNet8 stream baseline read a condition's sets through one function."""
+    import json
+
+    import numpy as np
+
+    from essm_stream.kws.loso import load_condition
+
+    def write(name, events):
+        np.savez(tmp_path / name, pcm=np.zeros(160, np.int16), events=np.array(json.dumps(events)),
+                 meta=np.array(json.dumps({"snr_db": 10})))
+
+    write("test_festival_kw_10dB.npz", [["yes", 0.1, 0.4]])
+    write("test_festival_neg_10dB.npz", [])
+    write("test_flite_kw_10dB.npz", [["no", 0.1, 0.4]])
+    kw, neg = load_condition(tmp_path, "test", "festival", "10dB")
+    assert [e.label for s in kw for e in s["events"]] == ["yes"]
+    assert len(neg) == 1 and neg[0]["events"] == [] and neg[0]["meta"]["snr_db"] == 10
+    assert load_condition(tmp_path, "test", "festival", "clean") == ([], [])

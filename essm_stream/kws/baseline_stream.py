@@ -117,8 +117,7 @@ def evaluate_tcresnet(family: str, sets_dir, model_dir, spotter, fa_target: floa
     res = {"threshold": th}
     for snr in L.SNRS:
         name = L.snr_name(snr)
-        kw = [L.load_set(p) for p in sorted(sets_dir.glob(f"test_{family}_kw_{name}.npz"))]
-        neg = [L.load_set(p) for p in sorted(sets_dir.glob(f"test_{family}_neg_{name}.npz"))]
+        kw, neg = L.load_condition(sets_dir, "test", family, name)
         if not kw:
             continue
         a = min(rows(kw), key=lambda r: abs(r["threshold"] - th))

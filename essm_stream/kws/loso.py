@@ -93,6 +93,15 @@ def load_set(path) -> dict:
     return d
 
 
+def load_condition(sets_dir, split: str, family: str, name: str) -> tuple[list[dict], list[dict]]:
+    """The keyword and the keyword-free stream sets of one (split, family, condition), e.g.
+    ("test", "festival", "10dB"); empty lists where none was built."""
+    from pathlib import Path
+    kw = [load_set(p) for p in sorted(Path(sets_dir).glob(f"{split}_{family}_kw_{name}.npz"))]
+    neg = [load_set(p) for p in sorted(Path(sets_dir).glob(f"{split}_{family}_neg_{name}.npz"))]
+    return kw, neg
+
+
 def _items(banks_dir, sub: str, voices, kinds) -> list[dict]:
     out = []
     for v in voices:

@@ -156,8 +156,7 @@ def evaluate_family(family: str, sets_dir, program_path, old_program=None, fa_ta
         res["pocketsphinx_threshold"] = pick(psv, fa_target)["threshold"]
     for snr in L.SNRS:
         name = L.snr_name(snr)
-        kw = [L.load_set(p) for p in sorted(sets_dir.glob(f"test_{family}_kw_{name}.npz"))]
-        neg = [L.load_set(p) for p in sorted(sets_dir.glob(f"test_{family}_neg_{name}.npz"))]
+        kw, neg = L.load_condition(sets_dir, "test", family, name)
         if not kw:
             continue
         c = {"kw_seconds": sum(len(s["pcm"]) for s in kw) / 16000, "neg_seconds": sum(len(s["pcm"]) for s in neg) / 16000}
@@ -210,8 +209,7 @@ def extras(family: str, sets_dir, program_path, old_program, out_path) -> dict:
     res = {"old": {}}
     for snr in (None, 10.0):
         name = L.snr_name(snr)
-        kw = [L.load_set(p) for p in sorted(sets_dir.glob(f"test_{family}_kw_{name}.npz"))]
-        neg = [L.load_set(p) for p in sorted(sets_dir.glob(f"test_{family}_neg_{name}.npz"))]
+        kw, neg = L.load_condition(sets_dir, "test", family, name)
         if kw and old_program:
             res["old"][name] = {"kw": old_model_score(kw, old_program),
                                 "neg": old_model_score(neg, old_program, PEER_NEG_S) if neg else None}
