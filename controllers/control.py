@@ -93,6 +93,27 @@ class Controller:
             return BAD
         return int(k)
 
+    def _step_latency(self, tel: Telemetry):
+        """(latency_s, K it ran at) of the measured step; None when nothing was measured (hold);
+        or the int K after rejecting an implausible reading (`_reject` has already moved K)."""
+        latency = _value(tel.latency_s)
+        if latency is None:
+            return None
+        k_ran = self._k_ran(tel)
+        if latency is BAD or latency == 0.0:                # no step takes zero time
+            return self._reject("latency_s")
+        if k_ran is BAD:
+            return self._reject("k")
+        return latency, k_ran
+
+    def _most_accurate(self, ok: np.ndarray, acc: np.ndarray) -> int:
+        """The smallest K of highest accuracy among those with ok[K - k_min] (k_min if none is)."""
+        idx = np.nonzero(ok)[0]
+        if not len(idx):
+            return self.k_min
+        a = acc[idx]
+        return self.k_min + int(idx[np.nonzero(a >= a.max() - 1e-12)[0][0]])
+
     def _dt_value(self, dt):
         return _value(dt, 0.0, 1e6)
 
@@ -420,24 +441,17 @@ class PredictiveController(Controller):
         ok = s_up * self._lat[lo:] <= self.margin * self.deadline_s
         if self.energy_j_per_step is not None:
             ok &= s_up * self._en[lo:] <= self.energy_j_per_step
-        idx = np.nonzero(ok)[0]
-        if not len(idx):
-            return self.k_min
-        acc = self._acc[lo:][idx]
-        best = idx[np.nonzero(acc >= acc.max() - 1e-12)[0][0]]
-        return self.k_min + int(best)
+        return self._most_accurate(ok, self._acc[lo:])
 
     def update(self, telemetry=None, dt=None) -> int:
         tel = _tel(telemetry)
         self._since += 1
-        latency = _value(tel.latency_s)
-        if latency is None:
+        reading = self._step_latency(tel)
+        if reading is None:
             return self.k
-        k_ran = self._k_ran(tel)
-        if latency is BAD or latency == 0.0:
-            return self._reject("latency_s")
-        if k_ran is BAD:
-            return self._reject("k")
+        if isinstance(reading, int):
+            return reading
+        latency, k_ran = reading
         self.kalman.update(min(latency / self._lat[k_ran - 1], 1e6))
         new = self.choose(self.kalman.upper(self.z))
         if new < self.k or (new > self.k and self._since >= self.dwell_steps):
@@ -701,23 +715,17 @@ class TailController(Controller):
     def choose(self, m: float, q: float) -> int:
         lo = self.k_min - 1
         ok = self._loglat[lo:] + m + q <= math.log(self.deadline_s)
-        idx = np.nonzero(ok)[0]
-        if not len(idx):
-            return self.k_min
-        acc = self._acc[lo:][idx]
-        return self.k_min + int(idx[np.nonzero(acc >= acc.max() - 1e-12)[0][0]])
+        return self._most_accurate(ok, self._acc[lo:])
 
     def update(self, telemetry=None, dt=None) -> int:
         tel = _tel(telemetry)
         self._since += 1
-        latency = _value(tel.latency_s)
-        if latency is None:
+        reading = self._step_latency(tel)
+        if reading is None:
             return self.k
-        k_ran = self._k_ran(tel)
-        if latency is BAD or latency == 0.0:
-            return self._reject("latency_s")
-        if k_ran is BAD:
-            return self._reject("k")
+        if isinstance(reading, int):
+            return reading
+        latency, k_ran = reading
         log_s = min(math.log(latency) - self._loglat[k_ran - 1], 12.0)
         overran = latency > self.deadline_s
         unavoidable = log_s + self._loglat[self.k_min - 1] > math.log(self.deadline_s)
