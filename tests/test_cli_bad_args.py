@@ -2,7 +2,6 @@
 before any long work (outputs are checked first). Also: a command module that fails to import fails
 the CLI loudly (#12), and the bridge's / controllers' errors are one line too."""
 import json
-import time
 
 import numpy as np
 import pytest
@@ -178,23 +177,34 @@ def _argv(line, paths):
 
 @pytest.mark.parametrize("line, word", BAD, ids=[b[0] for b in BAD])
 def test_bad_arguments_exit_2_with_one_line(line, word, paths, capsys):
-    """#11 item 15: exit code 2, exactly one line on stderr, no traceback, and quickly (no work started)."""
+    """#11 item 15: exit code 2, exactly one line on stderr, no traceback (that the checks come before
+    the work is tested by behaviour below, not by a timing bound)."""
     if "cuda" in line and _cuda():
         pytest.skip("this machine has CUDA (or no torch)")
     argv = _argv(line, paths)
-    t = time.perf_counter()
     try:
         rc = main(argv)
     except SystemExit as e:
         rc = e.code
-    seconds = time.perf_counter() - t
     err = capsys.readouterr().err
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert rc == 2, (rc, err)
     assert len(lines) == 1, err
     assert "Traceback" not in err and "error:" in lines[0]
     assert word in lines[0], lines[0]
-    assert seconds < 60, f"{line} took {seconds:.0f} s before failing: checks must come before the work"
+
+
+def test_unwritable_out_is_refused_before_training_starts(paths, monkeypatch, capsys):
+    """#11 item 15: an unwritable --out was found only after training; now training never starts."""
+    pytest.importorskip("torch")
+    import essm_stream.train as T
+
+    def no_training(*a, **k):
+        raise AssertionError("training started before --out was checked")
+    monkeypatch.setattr(T, "train", no_training)
+    rc = main(_argv("train --task digits --steps 5 --out {UNDER_FILE}", paths))
+    err = capsys.readouterr().err
+    assert rc == 2 and "--out" in err and "training started" not in err
 
 
 def test_every_subcommand_has_bad_argument_cases():
