@@ -120,7 +120,7 @@ class StreamEngine:
         self.nan_policy = nan_policy
         self._kernel_name = kernel
         if kernel == "numba":
-            self._kernel = _k.stream_run
+            self._kernel = None   # bound below, once the layout (and so the mode) is known
         else:
             from .reference import stream_run_ref
             self._kernel = stream_run_ref
@@ -133,6 +133,8 @@ class StreamEngine:
                               "if that is intended")
         self.nbytes = need
         self._lay, self._off = lay.lay, lay.off
+        if self._kernel is None:
+            self._kernel = _k.kernel_for(lay.lay)   # only this mode's step is compiled
         self._W = lay.pack(program.arrays, dt)
         # state
         self._state = np.zeros(lay.state_len, dtype=dt)
