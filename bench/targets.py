@@ -163,13 +163,14 @@ def measure(reps: int = 7, log=print, with_paper: bool = True, with_start: bool 
     f_e32, _ = step_cost(edge.cfg, 32, 32)
     b_p1 = step_cost(paper.cfg, 1, 32)[1] if with_paper else 0
     samples = {k: [] for k in c}
-    samples.update({"sgemm_gflops": [], "bw_edge_gbs": [], "bw_paper_gbs": []})
+    samples.update({"sgemm_gflops": [], "bw_edge_gbs": [], "bw_paper_gbs": [], "loadavg_1m": []})
     for r in range(reps):
         t0 = time.perf_counter()
         samples["sgemm_gflops"].append(sgemm_gflops())
         for tag, (fn, fr, n) in c.items():
             samples[tag].append(_median_step(fn, fr, n))
         samples["bw_edge_gbs"].append(read_bandwidth_at(int(b_e1)))
+        samples["loadavg_1m"].append(os.getloadavg()[0])   # other jobs on the machine while this round ran
         if with_paper:
             samples["bw_paper_gbs"].append(read_bandwidth_at(int(b_p1), min_s=0.1))
         log(f"round {r + 1}/{reps} ({time.perf_counter() - t0:.1f} s): " +
@@ -218,7 +219,7 @@ def lines(res) -> list[str]:
         if k.startswith(("engine", "torch", "onnx")):
             out.append(f"  {k:26s} {np.median(v) * 1e6:9.1f}  [{v.min() * 1e6:.1f}-{v.max() * 1e6:.1f}]")
     for k, lab in (("sgemm_gflops", "sgemm GFLOP/s (1 thread)"), ("bw_edge_gbs", "read GB/s at edge's working set"),
-                   ("bw_paper_gbs", "read GB/s at paper's working set")):
+                   ("bw_paper_gbs", "read GB/s at paper's working set"), ("loadavg_1m", "load average (1 min) per round")):
         v = S.get(k)
         if v is not None and len(v):
             out.append(f"  {lab:34s} {np.median(v):7.1f}  [{v.min():.1f}-{v.max():.1f}]")
@@ -262,7 +263,9 @@ def sweep(reps: int = 5, log=print) -> dict:
         fr = list(rng.standard_normal((8, B, 40)).astype(np.float32))
         pts.append(("B", B, "engine", (lambda e: (lambda x: e.step(x, 32)))(eng), fr, max(10, 200 // B)))
     samples = {(a, v, c): [] for a, v, c, *_ in pts}
+    out["loadavg_1m"] = []
     for r in range(reps):
+        out["loadavg_1m"].append(os.getloadavg()[0])
         for a, v, cn, fn, fr, n in pts:
             samples[(a, v, cn)].append(_median_step(fn, fr, n))
         log(f"sweep round {r + 1}/{reps}")
@@ -271,7 +274,12 @@ def sweep(reps: int = 5, log=print) -> dict:
     return out
 
 
-def plot_sweep(sw: dict, folder: str) -> list[str]:
+def load_note(loads) -> str:
+    """'load average 0.4-1.1 on 2 cores': what else ran on the machine while measuring."""
+    return f"load average {min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} cores" if loads else ""
+
+
+def plot_sweep(sw: dict, folder: str, note: str = "") -> list[str]:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -279,7 +287,7 @@ def plot_sweep(sw: dict, folder: str) -> list[str]:
     paths = []
     labels = {"K": ("budget K (edge, B=1)", "µs per step"), "L": ("window L (edge, B=1, K=32)", "µs per step"),
               "B": ("streams B (edge, K=32)", "µs per stream per step")}
-    for axis, data in sw.items():
+    for axis, data in ((k, v) for k, v in sw.items() if k in labels):
         fig, ax = plt.subplots(figsize=(4.6, 3.6))
         for cn, d in data.items():
             xs = sorted(d)
@@ -293,7 +301,7 @@ def plot_sweep(sw: dict, folder: str) -> list[str]:
         ax.set_yscale("log")
         ax.set_xlabel(labels[axis][0])
         ax.set_ylabel(labels[axis][1])
-        ax.set_title("median, bars min-max over rounds\n(measured on a loaded 2-core machine)", fontsize=8)
+        ax.set_title("median, bars min-max over rounds" + (f"\n({note})" if note else ""), fontsize=8)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
         fig.tight_layout()
