@@ -305,22 +305,6 @@ def test_gemm_nt_matches_reference():
         assert np.allclose(o1, o2, rtol=1e-13, atol=1e-13)
 
 
-def test_gemm_nt_rs_matches_reference_with_row_scale():
-    """The convolution's product (channels in the outer loop, α_k scaling row k as it is stored) against
-    the plain reference, for shapes with leftover rows and columns (not multiples of the 4 × 4 tile)."""
-    rng = np.random.default_rng(7)
-    A, Bm, sc = rng.standard_normal(600), rng.standard_normal(700), rng.standard_normal(40)
-    for Ma, Nb in ((7, 6), (4, 4), (1, 9), (5, 1), (3, 3), (9, 13)):
-        for scaled in (False, True):
-            o1, o2 = np.full(300, 7.0), np.full(300, 7.0)
-            kernels.gemm_nt_rs(A, 3, 41, Bm, 5, 37, 33, o1, 2, 17, Ma, Nb, sc, 4, scaled)
-            kernels.gemm_nt_ref(A, 3, 41, Bm, 5, 37, 33, o2, 2, 17, Ma, Nb, False)
-            if scaled:
-                for i in range(Ma):
-                    o2[2 + i * 17:2 + i * 17 + Nb] *= sc[4 + i]
-            assert np.allclose(o1, o2, rtol=1e-13, atol=1e-13), (Ma, Nb, scaled)
-
-
 @pytest.mark.slow
 def test_exact_engine_compiles_no_other_modes_kernels(tmp_path):
     """An exact (FIR) program compiles only its own mode's ops: with an empty numba cache, stepping an
@@ -333,13 +317,13 @@ def test_exact_engine_compiles_no_other_modes_kernels(tmp_path):
         cfg = ESSMConfig(d_in=3, d_out=2, d_model=8, n_layers=1, seq_len=8, k_max=4, d_gate=4)
         StreamEngine(tiny_program(cfg), dtype=np.float64).step(np.ones(3), 2)
         n = [len(f.signatures) for f in (kernels_lds.ladder_update, kernels_lds.ladder_readout,
-                                          kernels_lds.lds_undo, kernels_lru.lru_undo, kernels.gemm_nt_rs)]
+                                          kernels_lds.lds_undo, kernels_lru.lru_undo, kernels.gemm_nt)]
         print(n)
     """)
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.strip().splitlines()[-1] == "[0, 0, 0, 0, 1]", r.stdout   # (gemm_nt_rs: the FIR's own)
+    assert r.stdout.strip().splitlines()[-1] == "[0, 0, 0, 0, 1]", r.stdout   # (gemm_nt: the FIR's own)
 
 
 def test_engine_imports_and_steps_without_torch(tmp_path, prog):
