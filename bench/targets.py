@@ -97,6 +97,22 @@ def read_bandwidth_at(nbytes: int, min_s: float = 0.05) -> float:
     return best / 1e9
 
 
+def kernel_blas() -> str:
+    """The BLAS the engine's convolution calls (SciPy's, through numba's np.dot): library, version,
+    the kernel it chose for this CPU, threads; and OPENBLAS_CORETYPE when it forces one."""
+    try:
+        import scipy
+        from threadpoolctl import threadpool_info
+        here = os.path.dirname(os.path.abspath(scipy.__file__))
+        libs = [i for i in threadpool_info() if i.get("user_api") == "blas" and os.path.abspath(i["filepath"]).startswith(here)]
+        txt = ", ".join(f"{i['internal_api']} {i['version']} ({i.get('architecture')} kernels, {i['num_threads']} thread)"
+                        for i in libs) or "not loaded"
+    except ImportError as e:
+        txt = f"unknown ({e})"
+    forced = os.environ.get("OPENBLAS_CORETYPE")
+    return txt + (f"; OPENBLAS_CORETYPE={forced} forces that core's kernels" if forced else "")
+
+
 def demo_cpu_seconds(cache: str) -> dict:
     """CPU seconds (user + sys) and wall seconds of `essm-stream demo --fast` in a fresh process."""
     env = dict(os.environ, NUMBA_CACHE_DIR=cache, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
@@ -187,7 +203,7 @@ def measure(reps: int = 7, log=print, with_paper: bool = True, with_start: bool 
     if with_paper:
         ratios["paper B=1 K=32 / memory floor"] = S["engine paper B=1 K=32"] / (b_p1 / (S["bw_paper_gbs"] * 1e9))
         ratios["paper B=1 K=32 vs ONNX Runtime"] = S["onnx paper B=1 K=32"] / S["engine paper B=1 K=32"]
-    res = {"reps": reps, "samples_s": {k: list(v) for k, v in samples.items()},
+    res = {"reps": reps, "samples_s": {k: list(v) for k, v in samples.items()}, "blas": kernel_blas(),
            "ratios": {k: v.tolist() for k, v in ratios.items()},
            "bytes": {"edge B=1 K=32": b_e1, "paper B=1 K=32": b_p1}, "flops": {"edge B=1 K=32": f_e1, "edge B=32 K=32": f_e32}}
     if with_start:
@@ -223,6 +239,8 @@ def lines(res) -> list[str]:
         v = S.get(k)
         if v is not None and len(v):
             out.append(f"  {lab:34s} {np.median(v):7.1f}  [{v.min():.1f}-{v.max():.1f}]")
+    if "blas" in res:
+        out.append(f"  engine's convolution BLAS: {res['blas']}")
     b = res["bytes"]
     out.append(f"  working sets: edge B=1 K=32 {b['edge B=1 K=32'] / 1e6:.2f} MB, paper B=1 K=32 {b['paper B=1 K=32'] / 1e6:.1f} MB")
     if "start" in res:
