@@ -41,7 +41,7 @@ from .layout import (D_GATE, D_HIDDEN, D_IN, D_MODEL, D_OUT, GATED, IST_ERR_B, I
                      W_X, W_Z, WL, W_UNDO, IST_SKIPPED, WB_C)
 from .kernels_lds import lds_convolve, lds_ring, lds_undo
 from .kernels_lru import lru_mix, lru_undo
-from .layout import LDS, LRU_KIND
+from .layout import HIST_BLOCK, LDS, LRU_KIND, hist_block
 from .numba_config import njit
 
 OK, ERR_NONFINITE, ERR_BUDGET, ERR_OVERFLOW = 0, 1, 2, 3
@@ -406,30 +406,34 @@ def input_projection(X, t, W, off, lay, work, ist):
     _add_bias(work, B, wl, lay[W_H], W, seg(off, O_INPB, 0), d)
 
 
+_hist_block = njit(inline="always")(hist_block)   # layout.hist_block, compiled
+
+
 @njit(inline="always")
 def ring_write(state, work, lay, B, l, p):
-    """Record u of every stream in layer l's time-major history at rows p and p + L (so the window of
-    all streams is one contiguous block of rows); V[:d] = u (D's input).
+    """Record u of every stream in layer l's history at rows p and p + L of its block (so the window
+    of a block's streams is one contiguous block of rows); V[:d] = u (D's input).
 
     The values overwritten (u of L frames ago) are kept in work[W_UNDO] until the frame is accepted."""
     wl, d, L = lay[WL], lay[D_MODEL], lay[L_WIN]
     su, sv, sundo = lay[W_U], lay[W_V], lay[W_UNDO]   # (locals: no reload per store)
-    N = B * d
-    r0 = lay[ST_HIST] + (l * 2 * L + p) * N          # row p of layer l; row p + L is L N further
-    r1 = r0 + L * N
-    for b in range(B):
-        wb = b * wl
-        u = work[wb + su:wb + su + d]
-        v = work[wb + sv:wb + sv + d]
-        undo = work[wb + sundo + l * d:wb + sundo + (l + 1) * d]
-        h0 = state[r0 + b * d:r0 + (b + 1) * d]
-        h1 = state[r1 + b * d:r1 + (b + 1) * d]
-        for j in range(d):
-            x = u[j]
-            undo[j] = h0[j]
-            h0[j] = x
-            h1[j] = x
-            v[j] = x
+    for i in range((B + HIST_BLOCK - 1) // HIST_BLOCK):
+        o, w, b0, nb = _hist_block(lay, B, l, i)
+        r0 = o + p * w                                # row p of the block; row p + L is L w further
+        r1 = r0 + L * w
+        for bi in range(nb):
+            wb = (b0 + bi) * wl
+            u = work[wb + su:wb + su + d]
+            v = work[wb + sv:wb + sv + d]
+            undo = work[wb + sundo + l * d:wb + sundo + (l + 1) * d]
+            h0 = state[r0 + bi * d:r0 + (bi + 1) * d]
+            h1 = state[r1 + bi * d:r1 + (bi + 1) * d]
+            for j in range(d):
+                x = u[j]
+                undo[j] = h0[j]
+                h0[j] = x
+                h1[j] = x
+                v[j] = x
 
 
 @njit(inline="always")
@@ -470,33 +474,32 @@ def gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps):
 
 @njit(inline="always")
 def convolve(Ks, t, W, off, lay, state, work, B, l, p, Kt):
-    """c_k = Σ_τ φ_k(τ) u(t-τ) for k < K_t of every stream at once: one GEMM, the (K_t × L) reversed
-    filters · the (L × B d) window of all streams (rows p+1 … p+L of the time-major history), by BLAS
-    (numba's np.dot: SciPy's sgemm / dgemm on one thread) into the batch scratch Cb; then row k of
-    stream b goes to its V[(k+1) d:] for k < K_b, × α_k if gated (the scaling fused into that copy).
-
-    Filters are read once per step for all streams, and the product runs at BLAS's rate: measured
-    2.1 µs per edge layer at K = 32, B = 1 (≈ 250 GFLOP/s) against 4-6 µs for the dot-product tiles
-    on the channel-major history this replaced (docs/PERFORMANCE.md)."""
+    """c_k = Σ_τ φ_k(τ) u(t-τ) for k < K_t of a block of streams at once: one GEMM per history block,
+    the (K_t × L) reversed filters · the (L × n_b d) window of the block's streams (rows p+1 … p+L),
+    by BLAS (numba's np.dot: SciPy's sgemm / dgemm on one thread) into the batch scratch Cb; then
+    row k of stream b goes to its V[(k+1) d:] for k < K_b, × α_k if gated (the scaling fused into
+    that copy). The filters are read once per block for all its streams (docs/PERFORMANCE.md)."""
     wl, d, L = lay[WL], lay[D_MODEL], lay[L_WIN]
-    N = B * d
     sV, ss, cb, gated = lay[W_V], lay[W_S], lay[WB_C], lay[GATED] != 0
     phir = seg(off, O_PHIR, l)
-    w0 = lay[ST_HIST] + (l * 2 * L + p + 1) * N
-    np.dot(W[phir:phir + Kt * L].reshape((Kt, L)), state[w0:w0 + L * N].reshape((L, N)),
-           work[cb:cb + Kt * N].reshape((Kt, N)))
-    for b in range(B):
-        wb = b * wl
-        for k in range(Ks[t, b]):
-            src = work[cb + k * N + b * d:cb + k * N + (b + 1) * d]
-            dst = work[wb + sV + (k + 1) * d:wb + sV + (k + 2) * d]
-            if gated:   # α_k applied as row k is copied (no second pass over V)
-                a = work[wb + ss + k]
-                for j in range(d):
-                    dst[j] = src[j] * a
-            else:
-                for j in range(d):
-                    dst[j] = src[j]
+    for i in range((B + HIST_BLOCK - 1) // HIST_BLOCK):
+        o, w, b0, nb = _hist_block(lay, B, l, i)
+        c0 = cb + Kt * b0 * d
+        w0 = o + (p + 1) * w
+        np.dot(W[phir:phir + Kt * L].reshape((Kt, L)), state[w0:w0 + L * w].reshape((L, w)),
+               work[c0:c0 + Kt * w].reshape((Kt, w)))
+        for bi in range(nb):
+            wb = (b0 + bi) * wl
+            for k in range(Ks[t, b0 + bi]):
+                src = work[c0 + k * w + bi * d:c0 + k * w + (bi + 1) * d]
+                dst = work[wb + sV + (k + 1) * d:wb + sV + (k + 2) * d]
+                if gated:   # α_k applied as row k is copied (no second pass over V)
+                    a = work[wb + ss + k]
+                    for j in range(d):
+                        dst[j] = src[j] * a
+                else:
+                    for j in range(d):
+                        dst[j] = src[j]
 
 
 @njit(inline="always")
@@ -646,15 +649,16 @@ def undo_mixer(state, work, lay, B, p, mode):
 def _undo_hist(state, work, lay, B, p):
     """History rows p and p + L of every layer back from work[W_UNDO]."""
     wl, d, L, nl = lay[WL], lay[D_MODEL], lay[L_WIN], lay[N_LAYERS]
-    sh, sundo = lay[ST_HIST], lay[W_UNDO]
-    N = B * d
+    sundo = lay[W_UNDO]
     for l in range(nl):
-        r0 = sh + (l * 2 * L + p) * N                        # rows p and p + L of layer l
-        for b in range(B):
-            ub = b * wl + sundo + l * d
-            for j in range(d):
-                state[r0 + b * d + j] = work[ub + j]
-                state[r0 + L * N + b * d + j] = work[ub + j]
+        for i in range((B + HIST_BLOCK - 1) // HIST_BLOCK):
+            o, w, b0, nb = _hist_block(lay, B, l, i)
+            r0 = o + p * w                                   # rows p and p + L of the block
+            for bi in range(nb):
+                ub = (b0 + bi) * wl + sundo + l * d
+                for j in range(d):
+                    state[r0 + bi * d + j] = work[ub + j]
+                    state[r0 + L * w + bi * d + j] = work[ub + j]
 
 
 def _literal_mode(mode) -> int:

@@ -218,9 +218,10 @@ SCRATCH: tuple[Section, ...] = (
 )
 STATE: tuple[Section, ...] = (
     Section("hist", lambda g, B: 0 if g["lds"] else g["n_layers"] * 2 * g["L"] * B * g["d"],
-            "input history of every layer, time-major (l, 2L, b, j): each frame's u of all streams is "
-            "one row, written at rows p and p + L, so the window of step t is the contiguous block of "
-            "rows [p + 1, p + L], oldest first: one (L, B d) matrix of every stream's window"),
+            "input history of every layer, in blocks of HIST_BLOCK streams, each block time-major: "
+            "(l, block, 2L, b', j). A frame's u of the block's streams is one row, written at rows p "
+            "and p + L, so the window of step t is the contiguous block of rows [p + 1, p + L], oldest "
+            "first: one (L, n_b d) matrix of the block's windows (hist_block gives the offsets)"),
     Section("pool", lambda g, B: B * g["pool_W"] * g["d_out"] if g["pooled"] else 0,
             "ring of the last pool_W head outputs (b, W, d_out) for head='mean'"),
     Section("lru_x", lambda g, B: g["n_layers"] * B * 2 * g["n_state"],
@@ -235,8 +236,9 @@ STATE: tuple[Section, ...] = (
 # Batch scratch: sections of `work` after the B per-stream strides, shared by the streams of a frame.
 BATCH: tuple[Section, ...] = (
     Section("Cb", lambda g, B: g["k_max"] * B * g["d"] if not (g["lru"] or g["lds"]) else 0,
-            "exact mode: the convolution of every stream's window as one (K_t, B d) matrix (K_t = the "
-            "frame's largest budget); row k, columns b d … b d + d go to stream b's V (× α_k)"),
+            "exact mode: the convolution of every stream's window, per history block one (K_t, n_b d) "
+            "matrix at K_t b0 d (K_t = the frame's largest budget); row k, columns b' d … b' d + d go "
+            "to stream b0 + b''s V (× α_k)"),
 )
 
 LAY = DIMS + tuple("w_" + s.name for s in SCRATCH) + ("wl",) + tuple("st_" + s.name for s in STATE) + \
@@ -258,6 +260,21 @@ WB_C = _LAY["wb_Cb"]   # absolute offset into work
 (IST_POS, IST_T, IST_POOL, IST_ERR_T, IST_ERR_B, IST_ERR_J, IST_ERR_K, IST_NREPLACED,
  IST_SKIPPED) = range(9)
 N_IST = 9
+
+
+HIST_BLOCK = 8   # streams per block of the history (one convolution GEMM per block: N = 8 d columns
+                 # keeps OpenBLAS on its fast path; with all 32 edge streams in one it took 7x longer at K=4)
+
+
+def hist_block(lay, B, l, i):
+    """Layer l's history for stream block i (streams b0 = i HIST_BLOCK … b0 + nb - 1): returns
+    (offset of the block's row 0 in the state vector, the row width nb d, b0, nb). Row r (0 … 2L-1)
+    starts at offset + r · width, stream b0 + b' at + b' d within it. Plain Python, also compiled
+    by numba for the kernels (kernels._hist_block): one formula for both."""
+    d, L = lay[D_MODEL], lay[L_WIN]
+    b0 = i * HIST_BLOCK
+    nb = min(HIST_BLOCK, B - b0)
+    return lay[ST_HIST] + (l * 2 * L * B + 2 * L * b0) * d, nb * d, b0, nb
 
 
 def _aligned(n: int) -> int:

@@ -278,16 +278,17 @@ def test_nan_policy_zero_reads_nonfinite_as_zero(prog):
         StreamEngine(prog, nan_policy="ignore")
 
 
-def test_numba_kernel_matches_reference_kernel():
+@pytest.mark.parametrize("B", [5, 11])   # 11: two history blocks (layout.HIST_BLOCK), the second partial
+def test_numba_kernel_matches_reference_kernel(B):
     """stream_run vs stream_run_ref, same signature and state, pooled head, per-stream budgets."""
     cfg = ESSMConfig(d_in=5, d_out=3, d_model=12, n_layers=2, seq_len=16, k_max=9, d_gate=5,
                      head="mean", pool_window=4)
     prog = tiny_program(cfg, seed=5)
-    fast = StreamEngine(prog, batch=5, dtype=np.float64)
-    ref = StreamEngine(prog, batch=5, dtype=np.float64, kernel="ref")
+    fast = StreamEngine(prog, batch=B, dtype=np.float64)
+    ref = StreamEngine(prog, batch=B, dtype=np.float64, kernel="ref")
     rng = np.random.default_rng(5)
-    X = rng.standard_normal((37, 5, 5))
-    K = rng.integers(1, 10, (37, 5))
+    X = rng.standard_normal((37, B, 5))
+    K = rng.integers(1, 10, (37, B))
     yf, yr = fast.run(X, K), ref.run(X, K)
     err = rel_err(yf, yr)
     print(f"numba vs reference kernel: max relative error {err:.2e}")
@@ -295,7 +296,7 @@ def test_numba_kernel_matches_reference_kernel():
     assert np.allclose(fast.snapshot().hist, ref.snapshot().hist, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("B", [1, 6])
+@pytest.mark.parametrize("B", [1, 6, 19])   # 19: three history blocks, the last partial
 def test_float32_kernel_matches_float64_reference_every_budget(B):
     """The float32 fast path (one BLAS convolution over every stream's time-major window, α in the
     copy to V, K_t the frame's largest budget) against the float64 numpy reference kernel: every K
