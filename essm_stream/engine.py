@@ -73,7 +73,7 @@ class EngineState:
 
     @property
     def hist(self) -> np.ndarray:
-        """Input history of every layer, flattened: per layer, blocks of layout.HIST_BLOCK streams, each (2L, n_b, d) (layout.STATE)."""
+        """Input history of every layer, flattened: per layer, blocks of layout.hist_blk(d) streams, each (2L, n_b, d) (layout.STATE)."""
         return self.section("hist")
 
     @property

@@ -41,7 +41,7 @@ from .layout import (D_GATE, D_HIDDEN, D_IN, D_MODEL, D_OUT, GATED, IST_ERR_B, I
                      W_X, W_Z, WL, W_UNDO, IST_SKIPPED, WB_C)
 from .kernels_lds import lds_convolve, lds_ring, lds_undo
 from .kernels_lru import lru_mix, lru_undo
-from .layout import HIST_BLOCK, LDS, LRU_KIND, hist_block
+from .layout import HIST_BLK, LDS, LRU_KIND, hist_block
 from .numba_config import njit
 
 OK, ERR_NONFINITE, ERR_BUDGET, ERR_OVERFLOW = 0, 1, 2, 3
@@ -417,7 +417,7 @@ def ring_write(state, work, lay, B, l, p):
     The values overwritten (u of L frames ago) are kept in work[W_UNDO] until the frame is accepted."""
     wl, d, L = lay[WL], lay[D_MODEL], lay[L_WIN]
     su, sv, sundo = lay[W_U], lay[W_V], lay[W_UNDO]   # (locals: no reload per store)
-    for i in range((B + HIST_BLOCK - 1) // HIST_BLOCK):
+    for i in range((B + lay[HIST_BLK] - 1) // lay[HIST_BLK]):
         o, w, b0, nb = _hist_block(lay, B, l, i)
         r0 = o + p * w                                # row p of the block; row p + L is L w further
         r1 = r0 + L * w
@@ -482,7 +482,7 @@ def convolve(Ks, t, W, off, lay, state, work, B, l, p, Kt):
     wl, d, L = lay[WL], lay[D_MODEL], lay[L_WIN]
     sV, ss, cb, gated = lay[W_V], lay[W_S], lay[WB_C], lay[GATED] != 0
     phir = seg(off, O_PHIR, l)
-    for i in range((B + HIST_BLOCK - 1) // HIST_BLOCK):
+    for i in range((B + lay[HIST_BLK] - 1) // lay[HIST_BLK]):
         o, w, b0, nb = _hist_block(lay, B, l, i)
         c0 = cb + Kt * b0 * d
         w0 = o + (p + 1) * w
@@ -651,7 +651,7 @@ def _undo_hist(state, work, lay, B, p):
     wl, d, L, nl = lay[WL], lay[D_MODEL], lay[L_WIN], lay[N_LAYERS]
     sundo = lay[W_UNDO]
     for l in range(nl):
-        for i in range((B + HIST_BLOCK - 1) // HIST_BLOCK):
+        for i in range((B + lay[HIST_BLK] - 1) // lay[HIST_BLK]):
             o, w, b0, nb = _hist_block(lay, B, l, i)
             r0 = o + p * w                                   # rows p and p + L of the block
             for bi in range(nb):

@@ -163,7 +163,16 @@ def program_shapes(cfg: ESSMConfig, spectral: dict | None = None) -> dict[str, t
 # -- named dims --------------------------------------------------------------------------------
 
 DIMS = ("d_in", "d", "d_out", "n_layers", "L", "k_max", "d_gate", "d_hidden", "gated", "mlp",
-        "pool_W", "pooled", "lru", "n_state", "lds", "lds_n", "lds_buf")
+        "pool_W", "pooled", "lru", "n_state", "lds", "lds_n", "lds_buf", "hist_blk")
+
+HIST_COLS = 64   # columns (streams × channels) per block of the history, see hist_blk
+
+
+def hist_blk(d: int) -> int:
+    """Streams per block of the history: max(1, HIST_COLS // d). One convolution GEMM per block; a
+    (K × L)·(L × 64) product keeps OpenBLAS on its fastest path here (edge B=32, K=32: 775–830 µs a
+    step with one stream of d = 64 per block against 1037 with eight; docs/PERFORMANCE.md)."""
+    return max(1, HIST_COLS // max(int(d), 1))
 
 
 def named_dims(cfg: ESSMConfig, spectral: dict | None = None) -> dict[str, int]:
@@ -178,13 +187,14 @@ def named_dims(cfg: ESSMConfig, spectral: dict | None = None) -> dict[str, int]:
         return {"d_in": cfg.d_in, "d": cfg.d_model, "d_out": cfg.d_out, "n_layers": cfg.n_layers,
                 "L": 1, "k_max": 1, "d_gate": 0, "d_hidden": cfg.mlp_ratio * cfg.d_model if cfg.mlp else 0,
                 "gated": 0, "mlp": int(cfg.mlp), "pool_W": cfg.pool_window if pool else 1,
-                "pooled": int(pool), "lru": 1, "n_state": max(cfg.layer_states()), **no_lds}
+                "pooled": int(pool), "lru": 1, "n_state": max(cfg.layer_states()), **no_lds,
+                "hist_blk": hist_blk(cfg.d_model)}
     return {"d_in": cfg.d_in, "d": cfg.d_model, "d_out": cfg.d_out, "n_layers": cfg.n_layers,
             "L": cfg.seq_len, "k_max": cfg.k_max, "d_gate": cfg.d_gate if cfg.gated else 0,
             "d_hidden": cfg.mlp_ratio * cfg.d_model if cfg.mlp else 0, "gated": int(cfg.gated),
             "mlp": int(cfg.mlp), "pool_W": cfg.pool_window if pool else 1, "pooled": int(pool),
             "lru": 0, "n_state": 0, "lds": int(lds), "lds_n": max(spectral["n"]) if lds else 0,
-            "lds_buf": int(lds and bool(spectral["buffered"]))}
+            "lds_buf": int(lds and bool(spectral["buffered"])), "hist_blk": hist_blk(cfg.d_model)}
 
 
 @dataclass(frozen=True)
@@ -218,7 +228,7 @@ SCRATCH: tuple[Section, ...] = (
 )
 STATE: tuple[Section, ...] = (
     Section("hist", lambda g, B: 0 if g["lds"] else g["n_layers"] * 2 * g["L"] * B * g["d"],
-            "input history of every layer, in blocks of HIST_BLOCK streams, each block time-major: "
+            "input history of every layer, in blocks of hist_blk streams, each block time-major: "
             "(l, block, 2L, b', j). A frame's u of the block's streams is one row, written at rows p "
             "and p + L, so the window of step t is the contiguous block of rows [p + 1, p + L], oldest "
             "first: one (L, n_b d) matrix of the block's windows (hist_block gives the offsets)"),
@@ -246,7 +256,7 @@ LAY = DIMS + tuple("w_" + s.name for s in SCRATCH) + ("wl",) + tuple("st_" + s.n
 _LAY = {name: i for i, name in enumerate(LAY)}
 N_LAY = len(LAY)
 (D_IN, D_MODEL, D_OUT, N_LAYERS, L_WIN, K_MAX, D_GATE, D_HIDDEN, GATED, MLP, POOL_W, POOLED,
- LRU_KIND, N_STATE, LDS, LDS_N, LDS_BUF) = (_LAY[n] for n in DIMS)
+ LRU_KIND, N_STATE, LDS, LDS_N, LDS_BUF, HIST_BLK) = (_LAY[n] for n in DIMS)
 W_X, W_H, W_U, W_Z, W_V, W_G, W_S, W_A, W_O = (_LAY["w_" + s] for s in "xhuzVgsao")
 W_UNDO = _LAY["w_undo"]
 W_LRU_UNDO = _LAY["w_lru_undo"]
@@ -262,18 +272,14 @@ WB_C = _LAY["wb_Cb"]   # absolute offset into work
 N_IST = 9
 
 
-HIST_BLOCK = 8   # streams per block of the history (one convolution GEMM per block: N = 8 d columns
-                 # keeps OpenBLAS on its fast path; with all 32 edge streams in one it took 7x longer at K=4)
-
-
 def hist_block(lay, B, l, i):
-    """Layer l's history for stream block i (streams b0 = i HIST_BLOCK … b0 + nb - 1): returns
+    """Layer l's history for stream block i (streams b0 = i lay[HIST_BLK] … b0 + nb - 1): returns
     (offset of the block's row 0 in the state vector, the row width nb d, b0, nb). Row r (0 … 2L-1)
     starts at offset + r · width, stream b0 + b' at + b' d within it. Plain Python, also compiled
     by numba for the kernels (kernels._hist_block): one formula for both."""
     d, L = lay[D_MODEL], lay[L_WIN]
-    b0 = i * HIST_BLOCK
-    nb = min(HIST_BLOCK, B - b0)
+    b0 = i * lay[HIST_BLK]
+    nb = min(lay[HIST_BLK], B - b0)
     return lay[ST_HIST] + (l * 2 * L * B + 2 * L * b0) * d, nb * d, b0, nb
 
 

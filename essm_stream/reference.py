@@ -123,7 +123,7 @@ def stream_run_ref(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
         for l in range(nl):
             H.append([])
             for b in range(B):
-                o, width, b0, nb = lo.hist_block(lay, B, l, b // lo.HIST_BLOCK)
+                o, width, b0, nb = lo.hist_block(lay, B, l, b // int(lay[lo.HIST_BLK]))
                 H[l].append(state[o:o + 2 * L * width].reshape(2 * L, nb, d)[:, b - b0])
     if lds:   # spectral="lds": ladder states (l, b, n, d) and the (l, b, L, d) ring of past inputs
         from .lds import ladder_step_ref

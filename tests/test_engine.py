@@ -278,7 +278,7 @@ def test_nan_policy_zero_reads_nonfinite_as_zero(prog):
         StreamEngine(prog, nan_policy="ignore")
 
 
-@pytest.mark.parametrize("B", [5, 11])   # 11: two history blocks (layout.HIST_BLOCK), the second partial
+@pytest.mark.parametrize("B", [5, 11])   # d=12: 5 streams per history block (layout.hist_blk); 11: three, the last partial
 def test_numba_kernel_matches_reference_kernel(B):
     """stream_run vs stream_run_ref, same signature and state, pooled head, per-stream budgets."""
     cfg = ESSMConfig(d_in=5, d_out=3, d_model=12, n_layers=2, seq_len=16, k_max=9, d_gate=5,
@@ -296,7 +296,7 @@ def test_numba_kernel_matches_reference_kernel(B):
     assert np.allclose(fast.snapshot().hist, ref.snapshot().hist, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("B", [1, 6, 19])   # 19: three history blocks, the last partial
+@pytest.mark.parametrize("B", [1, 6, 19])   # d=10: 6 streams per history block; 19: four blocks, the last partial
 def test_float32_kernel_matches_float64_reference_every_budget(B):
     """The float32 fast path (one BLAS convolution over every stream's time-major window, α in the
     copy to V, K_t the frame's largest budget) against the float64 numpy reference kernel: every K
