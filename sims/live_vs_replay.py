@@ -2,16 +2,17 @@
 the same kind of load, with the noise of each side measured the same way (two live runs; two
 independent recordings).
 
-    python -m sims.live_vs_replay --rt --traces sims/traces /tmp/traces_b --repeats 2 --duration 4
+    python -m sims.live_vs_replay --rt --suffix=-rt --repeats 2 --duration 4     # SCHED_FIFO loop
+    python -m sims.live_vs_replay --suffix= --repeats 2 --duration 4             # ordinary (CFS) loop
 
 Live: `sims.control_eval.run_eval` (memcpy loops on the engine's core, the step and random schedules,
 deadline 2 x the unloaded paced median at K̄, measured at the start of each run). Replay: the traces
-`memcpy-step*` and `memcpy-random*` (same load, same schedule shapes) from each directory given.
+`memcpy-step{suffix}[-b]` and `memcpy-random{suffix}[-b]` (same load, same schedule shapes; both
+independent recordings) from each directory given.
 """
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import logging
 import os
@@ -24,7 +25,7 @@ SHOW = ("fixed K=8", "fixed K=16", "fixed K=32", "latency PI", "pred & PI, floor
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--traces", nargs="+", required=True, help="directories holding recorded traces")
+    p.add_argument("--traces", nargs="+", default=["sims/traces"], help="directories holding recorded traces")
     p.add_argument("--suffix", default="-rt", help="trace name suffix to match (-rt: real-time recordings)")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--duration", type=float, default=4.0)
@@ -34,18 +35,21 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING)
     from sims.control_eval import run_eval, run_replay
 
+    recordings = []                                  # one list of paths (one per scenario) per recording
+    for d in a.traces:
+        for rec in (".npz", "-b.npz"):
+            paths = [os.path.join(d, f"{base}{a.suffix}{rec}") for base in SCEN.values()]
+            if all(os.path.isfile(x) for x in paths):
+                recordings.append(paths)
+    if not recordings:
+        p.error(f"no memcpy-step{a.suffix}[-b].npz / memcpy-random{a.suffix}[-b].npz in {a.traces}")
     live = []
     for i in range(a.repeats):
         res = run_eval(None, duration_s=a.duration, load_kind="memory", workers=2, scenario_names=tuple(SCEN),
                        fixed_ks=[8, 16, 32], out_dir=None, plot=False, rt=a.rt, progress=False)
         live.append({k: {"miss_rate": r["miss_rate"], "mean_k": r["mean_k"]} for k, r in res["runs"].items()})
     rep = []
-    for d in a.traces:
-        paths = []
-        for s, base in SCEN.items():
-            m = [f for f in glob.glob(os.path.join(d, f"{base}{a.suffix}*.npz"))
-                 if os.path.basename(f)[len(base) + len(a.suffix):] in (".npz", "-b.npz")]
-            paths += sorted(m)[:1]
+    for paths in recordings:
         res = run_replay(paths, curves=("synthetic",), progress=False)
         out = {}
         for r in res["rows"]:
@@ -74,6 +78,12 @@ def main(argv=None) -> int:
     n_r = [abs(r["replay_k"][0] - r["replay_k"][-1]) for r in rows]
     print(f"\nmean K: |live - replay| median {np.median(d_lr):.2f}; run-to-run spread live median {np.median(n_l):.2f}, "
           f"recording-to-recording spread replay median {np.median(n_r):.2f}")
+    m_lr = [abs(np.mean(r["live_miss"]) - np.mean(r["replay_miss"])) for r in rows]
+    m_l = [abs(r["live_miss"][0] - r["live_miss"][-1]) for r in rows]
+    m_r = [abs(r["replay_miss"][0] - r["replay_miss"][-1]) for r in rows]
+    print(f"miss rate (points): |live - replay| median {100 * np.median(m_lr):.3f}; run-to-run spread live median "
+          f"{100 * np.median(m_l):.3f}, recording-to-recording spread replay median {100 * np.median(m_r):.3f}")
+    print(f"load average (1, 5, 15 min) at the end: {[round(v, 2) for v in os.getloadavg()]}")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(rows, f, indent=1)
