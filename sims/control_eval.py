@@ -419,7 +419,7 @@ def run_replay(trace_paths, *, curves=("synthetic", "peaked", "monotone"), deadl
         kseries[(tr.name, cname, "oracle")] = k_or
         judged[f"{tr.name}/{cname}"] = judge(group)
         rows.extend(group)
-    return {"rows": rows, "judged": judged, "kseries": kseries,
+    return {"rows": rows, "judged": judged, "kseries": kseries, "trace_stats": [trace_stats(t) for t in traces],
             "config": {"deadline_factor": deadline_factor, "power_target_frac": power_target_frac,
                        "miss_target": miss_target, "idle_w": idle_w, "dyn_w": dyn_w, "split": split,
                        "traces": [os.path.relpath(p) for p in trace_paths], "curves": list(curves)}}
@@ -471,6 +471,45 @@ def targets_table(res: dict) -> str:
                      f"{100 * e['power_error']:+.2f}% ({100 * e['dyn_power_error']:+.1f}%), "
                      f"{100 * e['acc_vs_energy_oracle']:.1f}% | {'met' if j['energy']['met'] else 'short'} |")
     return "\n".join(lines)
+
+
+def trace_table(res: dict) -> str:
+    """Markdown: one row per replayed trace: what the load did to the engine, and how much the
+    leading indicators said about the next step (Pearson correlation with its log slowdown)."""
+    lines = ["| trace | split | loop | load (on the engine's core) | slowdown median / p99 / max | steps with s > 2 | "
+             "P(s > 2 after s > 2) | PSI stall frac. mean, corr. | run queue mean, corr. | load avg (1 min) |",
+             "|" + "---|" * 10]
+    for st in res["trace_stats"]:
+        lines.append(f"| {st['trace']} | {st['split'] or '-'} | {st['loop']} | {st['load']} | "
+                     f"{st['median']:.2f} / {st['p99']:.2f} / {st['max']:.0f} | {100 * st['frac_gt2']:.1f}% | "
+                     f"{100 * st['p_gt2_after_gt2']:.0f}% | {st['psi_mean']:.2f}, {st['psi_corr']:+.2f} | "
+                     f"{st['runq_mean']:.1f}, {st['runq_corr']:+.2f} | {st['load_avg']} |")
+    return "\n".join(lines)
+
+
+def trace_stats(tr) -> dict:
+    import numpy as np
+    s = tr.slowdown
+    big = s > 2
+
+    def corr(col):
+        x = tr.col(col)[:-1]
+        y = np.log(s[1:])
+        ok = np.isfinite(x)
+        if ok.sum() < 10 or np.std(x[ok]) == 0:
+            return float("nan")
+        return float(np.corrcoef(x[ok], y[ok])[0, 1])
+    la = tr.meta.get("load_average_1_5_15", {}).get("before")
+    return {"trace": tr.name, "split": tr.meta.get("split", ""), "load": tr.meta.get("load", ""),
+            "loop": "SCHED_FIFO" if "FIFO" in str(tr.meta.get("scheduling", "")) else "CFS",
+            "steps": len(s), "median": float(np.median(s)), "p99": float(np.percentile(s, 99)), "max": float(s.max()),
+            "frac_gt2": float(big.mean()),
+            "p_gt2_after_gt2": float(big[1:][big[:-1]].mean()) if big[:-1].any() else float("nan"),
+            "psi_mean": float(np.nanmean(tr.col("psi_some_frac"))) if np.isfinite(tr.col("psi_some_frac")).any()
+            else float("nan"), "psi_corr": corr("psi_some_frac"),
+            "runq_mean": float(np.nanmean(tr.col("run_queue"))) if np.isfinite(tr.col("run_queue")).any()
+            else float("nan"), "runq_corr": corr("run_queue"),
+            "load_avg": "-" if not la else f"{la[0]:.2f}"}
 
 
 SHORT = {"miss <= 2x oracle": "2x oracle", "miss <= 0.2%": "0.2%", "acc >= 98% oracle": "98% acc",
@@ -525,7 +564,7 @@ def write_json(path: str, res: dict) -> None:
             "mean_power_w", "power_target_w", "power_error", "dyn_power_error", "energy_oracle_accuracy",
             "acc_vs_energy_oracle", "deadline_s", "period_s", "steps", "rejected", "curve_source", "level_ks")
     rows = [{k: r[k] for k in keep if k in r} for r in res["rows"]]
-    doc = clean({"config": res["config"], "rows": rows, "judged": res["judged"]})
+    doc = clean({"config": res["config"], "rows": rows, "judged": res["judged"], "traces": res.get("trace_stats", [])})
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=d, prefix=".ce.", suffix=".json")
@@ -650,6 +689,8 @@ def run_from_args(a) -> int:
     curves = tuple(c for c in a.curves.split(",") if c)
     res = run_replay(paths, curves=curves, deadline_factor=a.deadline_factor, miss_target=a.miss_target,
                      split=a.split)
+    print("\n### traces\n")
+    print(trace_table(res))
     for c in curves:
         print(f"\n### curve: {c}  (cells: miss rate / expected accuracy vs oracle)\n")
         print(replay_table(res, c))

@@ -48,7 +48,7 @@ LOADS = {
     "spin19-step": ("spin", 2, 19, "step", "2 ALU spinners at nice 19, on from 30% to 70%"),
     "engine2-bursts": ("engine", 1, 0, "bursts", "a second engine (same program, K=32, back to back), bursts"),
     "pagecache-random": ("pagecache", 2, 0, "random", "0-2 write 48 MiB / fsync / drop / read loops, random"),
-    "ambient": (None, 0, 0, "none", "no load of our own: the shared machine's other work only"),
+    "ambient": (None, 0, 0, "none", "no load of our own (the quiet window: whatever else ran on the box)"),
 }
 
 
