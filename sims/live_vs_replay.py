@@ -4,6 +4,7 @@ independent recordings).
 
     python -m sims.live_vs_replay --rt --suffix=-rt --repeats 2 --duration 4     # SCHED_FIFO loop
     python -m sims.live_vs_replay --suffix= --repeats 2 --duration 4             # ordinary (CFS) loop
+    python -m sims.live_vs_replay --model-check                                  # no live runs: see below
 
 Live: `sims.control_eval.run_eval` (memcpy loops on the engine's core, the step and random schedules,
 deadline 2 x the unloaded paced median at K̄, measured at the start of each run). Replay: the traces
@@ -13,6 +14,7 @@ independent recordings) from each directory given.
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import logging
 import os
@@ -20,6 +22,48 @@ import os
 import numpy as np
 
 SCEN = {"step": "memcpy-step", "random": "memcpy-random"}
+MODEL_PAIRS = ((1, 32), (32, 1), (4, 24), (24, 4))
+
+
+def recorded_k(tr):
+    """The per-step K a trace was recorded at: the seeded draw its meta names."""
+    m = tr.meta
+    ks = np.array(m["latency_profile"]["K"])
+    w = int(m.get("warmup_steps_dropped", 0))
+    return np.random.default_rng(m["seed"]).choice(ks, size=len(tr) + w)[w:]
+
+
+def model_check(paths, body_window: int = 51, quantiles=(99.0, 99.5)) -> dict:
+    """How well does replay's slowdown model carry a step recorded at one K over to another K?
+    The recorder drew K at random per step, so the steps recorded at K = hi are a sample of the real
+    latency at hi, and the steps recorded at K = lo, replayed at hi, are the model's guess of it.
+    Two models: multiplicative (replay's: lat(hi)·s_t) and body + delay (lat(hi)·b_t + d_t, b_t = min(s_t,
+    the centred rolling median of s over `body_window` steps), d_t the rest of the step as a fixed
+    delay). Returns per model the ratios model / real of the tail quantiles over every trace and pair."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    from controllers.replay import LoadTrace
+    out = {"multiplicative": [], "body + delay": []}
+    for p in paths:
+        tr = LoadTrace.load(p)
+        if tr.profile_latency is None or "seed" not in tr.meta:
+            continue
+        ks, lat_s = tr.profile_latency
+        lat = dict(zip(ks, lat_s))
+        k = recorded_k(tr)
+        s = tr.slowdown
+        pad = body_window // 2
+        b = np.minimum(s, np.median(sliding_window_view(np.pad(s, pad, mode="edge"), body_window), axis=1))
+        d = (s - b) * np.array([lat[int(x)] for x in k])
+        for lo, hi in MODEL_PAIRS:
+            if lo not in lat or hi not in lat:
+                continue
+            src, real = k == lo, s[k == hi] * lat[hi]
+            for q in quantiles:
+                r = np.percentile(real, q)
+                out["multiplicative"].append(float(np.percentile(s[src] * lat[hi], q) / r))
+                out["body + delay"].append(float(np.percentile(b[src] * lat[hi] + d[src], q) / r))
+    return out
 SHOW = ("fixed K=8", "fixed K=16", "fixed K=32", "latency PI", "pred & PI, floor", "tail, floor", "energy")
 
 
@@ -31,8 +75,23 @@ def main(argv=None) -> int:
     p.add_argument("--duration", type=float, default=4.0)
     p.add_argument("--rt", action="store_true", help="live loop SCHED_FIFO 50, as the -rt traces were recorded")
     p.add_argument("--json", help="write the comparison here")
+    p.add_argument("--model-check", action="store_true",
+                   help="no live runs: check replay's slowdown model across K on every trace in --traces")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if a.model_check:
+        paths = sorted(f for d in a.traces for f in glob.glob(os.path.join(d, "*.npz")))
+        res = model_check(paths)
+        if not res["multiplicative"]:
+            p.error(f"no traces with a latency profile and a seed in {a.traces}")
+        print(f"tail latency carried from one recorded K to another (pairs {MODEL_PAIRS}, p99 and p99.5, "
+              f"{len(paths)} traces): model / real")
+        print("| model | median | 25-75% | mean abs log ratio |\n|---|---|---|---|")
+        for n, v in res.items():
+            v = np.array(v)
+            q1, q3 = np.percentile(v, [25, 75])
+            print(f"| {n} | {np.median(v):.2f} | {q1:.2f}-{q3:.2f} | {np.mean(np.abs(np.log(v))):.3f} |")
+        return 0
     from sims.control_eval import run_eval, run_replay
 
     recordings = []                                  # one list of paths (one per scenario) per recording

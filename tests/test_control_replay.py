@@ -213,3 +213,25 @@ def test_recorder_drops_the_cold_start_and_can_regenerate_its_budgets():
     regen = np.random.default_rng(m["seed"]).choice(np.array(m["latency_profile"]["K"]), size=len(tr) + 5)[5:]
     np.testing.assert_array_equal(regen, eng.ks[5:])
     assert np.all(tr.slowdown > 0)
+
+
+def test_model_check_tells_a_fixed_delay_from_a_slowdown(tmp_path):
+    """On a trace whose spikes are fixed delays (a preemption costs the same at every K), the
+    body + delay model carries the tail from one recorded K to another almost exactly, and the
+    multiplicative one (replay's) misses it by far more: the check can tell the two apart."""
+    from sims.live_vs_replay import model_check, recorded_k
+    ks, lat = [1, 4, 24, 32], [20e-6, 30e-6, 70e-6, 80e-6]
+    n = 20000
+    tr = LoadTrace(np.ones(n), {}, {"name": "delays", "seed": 3, "warmup_steps_dropped": 0,
+                                    "latency_profile": {"K": ks, "latency_s": lat}})
+    k = recorded_k(tr)
+    rng = np.random.default_rng(0)
+    base = np.array([dict(zip(ks, lat))[int(x)] for x in k])
+    delay = np.where(rng.random(n) < 0.03, rng.uniform(40e-6, 60e-6, n), 0.0)
+    tr.slowdown = (base * np.exp(0.03 * rng.standard_normal(n)) + delay) / base
+    p = str(tmp_path / "delays.npz")
+    tr.save(p)
+    res = model_check([p])
+    err = {m: np.mean(np.abs(np.log(v))) for m, v in res.items()}
+    assert err["body + delay"] < 0.1 < err["multiplicative"]
+    assert err["multiplicative"] > 3 * err["body + delay"]
