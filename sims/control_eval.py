@@ -350,19 +350,24 @@ def judge(rows: list[dict], max_abs_miss: float = 2e-3) -> dict:
 
 def run_replay(trace_paths, *, curves=("synthetic", "peaked", "monotone"), deadline_factor: float = 2.0,
                power_target_frac: float = 0.5, miss_target: float = 1e-3, idle_w: float = 2.0,
-               dyn_w: float = 3.0, progress: bool = True, split: str = "all") -> dict:
+               dyn_w: float = 3.0, progress: bool = True, split: str = "all",
+               model: str = "multiplicative") -> dict:
     """Every controller on every trace for every curve. Returns {"rows": [...], "judged": {...}}.
     `split`: "all", or only the traces whose meta["split"] is "tune" / "held-out" (the shipped set
-    holds two independent recordings per load: the controllers' defaults were chosen on "tune")."""
+    holds two independent recordings per load: the controllers' defaults were chosen on "tune").
+    `model`: how a recorded step carries over to another K (controllers.replay.REPLAY_MODELS)."""
     import numpy as np
     from tqdm.auto import tqdm
 
     from controllers import FakeClock
-    from controllers.replay import LoadTrace, energy_oracle, level_oracle, oracle as replay_oracle, replay
+    from controllers.replay import (REPLAY_MODELS, LoadTrace, body_and_delay, energy_oracle, level_oracle,
+                                    oracle as replay_oracle, replay)
 
     from essm_stream.errors import ConfigError
     if split not in SPLITS:
         raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
+    if model not in REPLAY_MODELS:
+        raise ConfigError(f"replay model must be one of {REPLAY_MODELS}, got {model!r}")
     traces = [LoadTrace.load(p) for p in trace_paths]
     if split != "all":
         keep = [i for i, t in enumerate(traces) if t.meta.get("split") == split]
@@ -375,7 +380,11 @@ def run_replay(trace_paths, *, curves=("synthetic", "peaked", "monotone"), deadl
     traces, trace_paths = [traces[i] for i in order], [trace_paths[i] for i in order]
     rows, judged, kseries = [], {}, {}
     jobs = [(t, c) for t in traces for c in curves]
+    parts = {}
     for tr, cname in tqdm(jobs, desc="control-eval replay", disable=not progress):
+        if id(tr) not in parts:
+            parts[id(tr)] = body_and_delay(tr) if model == "delay" else (tr.slowdown, None)
+        s_t, d_t = parts[id(tr)]
         prof, desc = replay_profile(tr, cname)
         period = float(tr.meta.get("period_s", 1e-3))
         k_max = prof.k_max
@@ -384,14 +393,14 @@ def run_replay(trace_paths, *, curves=("synthetic", "peaked", "monotone"), deadl
         power_w = idle_w + dyn_lo + power_target_frac * (dyn_hi - dyn_lo)
         clock = FakeClock()
         fixed, ctls = build_controllers(prof, deadline, k_max, power_w, idle_w, clock=clock, miss_target=miss_target)
-        k_or, miss_or, acc_or = replay_oracle(tr.slowdown, prof, deadline)
+        k_or, miss_or, acc_or = replay_oracle(s_t, prof, deadline, delay_s=d_t)
         base = {"trace": tr.name, "load": tr.meta.get("load", ""), "split": tr.meta.get("split", ""),
                 "scheduling": tr.meta.get("scheduling", ""), "curve": cname, "curve_source": desc,
                 "deadline_s": deadline, "period_s": period, "steps": len(tr), "power_target_w": power_w}
         group = [dict(base, controller="oracle", kind="oracle", miss_rate=miss_or, mean_k=float(k_or.mean()),
                       accuracy=acc_or, acc_vs_oracle=1.0, mean_power_w=None, power_error=None)]
         # the bound for causal controllers with perfect feed-forward of the load level (not of each step)
-        lk, lm, la = level_oracle(tr.slowdown, tr.col("load"), prof, deadline, min(2 * miss_or, 2e-3))
+        lk, lm, la = level_oracle(s_t, tr.col("load"), prof, deadline, min(2 * miss_or, 2e-3), delay_s=d_t)
         group.append(dict(base, controller="level oracle", kind="bound", miss_rate=lm, accuracy=la,
                           mean_k=float("nan") if lk is None else float(np.mean([lk[int(l)] for l in
                                                                            np.nan_to_num(tr.col("load"))])),
@@ -399,7 +408,8 @@ def run_replay(trace_paths, *, curves=("synthetic", "peaked", "monotone"), deadl
         for name, factory in list(fixed.items()) + list(ctls.items()):
             ctl = factory()
             clock.t = 0.0
-            res = replay(tr, ctl, prof, deadline_s=deadline, period_s=period, idle_w=idle_w, dyn_w=dyn_w, clock=clock)
+            res = replay(tr, ctl, prof, deadline_s=deadline, period_s=period, idle_w=idle_w, dyn_w=dyn_w, clock=clock,
+                         model=model)
             kind = "fixed" if name.startswith("fixed") else ("adaptive" if name in ADAPTIVE else name)
             row = dict(base, controller=name, kind=kind, miss_rate=res.miss_rate, mean_k=res.mean_k,
                        accuracy=res.accuracy, acc_vs_oracle=res.accuracy / acc_or,
@@ -409,8 +419,8 @@ def run_replay(trace_paths, *, curves=("synthetic", "peaked", "monotone"), deadl
             if name == "energy":
                 # the clairvoyant schedule at the energy this controller really spent (the target
                 # itself may be out of reach when load makes even K=1 steps expensive)
-                _, acc_eo, p_eo = energy_oracle(tr.slowdown, prof, max(power_w, res.mean_power_w), period_s=period,
-                                                idle_w=idle_w, dyn_w=dyn_w)
+                _, acc_eo, p_eo = energy_oracle(s_t, prof, max(power_w, res.mean_power_w), period_s=period,
+                                                idle_w=idle_w, dyn_w=dyn_w, delay_s=d_t)
                 row.update(energy_oracle_accuracy=acc_eo, energy_oracle_power_w=p_eo,
                            acc_vs_energy_oracle=res.accuracy / acc_eo)
             group.append(row)
@@ -422,6 +432,7 @@ def run_replay(trace_paths, *, curves=("synthetic", "peaked", "monotone"), deadl
     return {"rows": rows, "judged": judged, "kseries": kseries, "trace_stats": [trace_stats(t) for t in traces],
             "config": {"deadline_factor": deadline_factor, "power_target_frac": power_target_frac,
                        "miss_target": miss_target, "idle_w": idle_w, "dyn_w": dyn_w, "split": split,
+                       "replay_model": model,
                        "traces": [os.path.relpath(p) for p in trace_paths], "curves": list(curves)}}
 
 
@@ -644,6 +655,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="accuracy curves: synthetic, peaked (measured digits sweep), monotone (measured "
                         "permuted-digits sweep), or sweep JSON paths")
     g.add_argument("--miss-target", type=float, default=1e-3, help="the tail controller's target miss rate")
+    g.add_argument("--replay-model", choices=("multiplicative", "delay"), default="multiplicative",
+                   help="how a step recorded at one K carries over to another: multiplicative (latency = "
+                        "lat(K) x slowdown) or delay (lat(K) x body slowdown + a fixed delay; see docs/CONTROL.md)")
     g.add_argument("--split", choices=SPLITS, default="all",
                    help="replay only the traces of this half of the shipped set (tune: the recordings the "
                         "controllers' defaults were chosen on; held-out: the independent second recordings)")
@@ -688,7 +702,7 @@ def run_from_args(a) -> int:
         raise ConfigError(f"no such trace file: {', '.join(missing) if missing else 'none shipped in sims/traces'}")
     curves = tuple(c for c in a.curves.split(",") if c)
     res = run_replay(paths, curves=curves, deadline_factor=a.deadline_factor, miss_target=a.miss_target,
-                     split=a.split)
+                     split=a.split, model=a.replay_model)
     print("\n### traces\n")
     print(trace_table(res))
     for c in curves:

@@ -22,27 +22,18 @@ import os
 import numpy as np
 
 SCEN = {"step": "memcpy-step", "random": "memcpy-random"}
+SHOW = ("fixed K=8", "fixed K=16", "fixed K=32", "latency PI", "pred & PI, floor", "tail, floor", "energy")
 MODEL_PAIRS = ((1, 32), (32, 1), (4, 24), (24, 4))
 
 
-def recorded_k(tr):
-    """The per-step K a trace was recorded at: the seeded draw its meta names."""
-    m = tr.meta
-    ks = np.array(m["latency_profile"]["K"])
-    w = int(m.get("warmup_steps_dropped", 0))
-    return np.random.default_rng(m["seed"]).choice(ks, size=len(tr) + w)[w:]
-
-
-def model_check(paths, body_window: int = 51, quantiles=(99.0, 99.5)) -> dict:
+def model_check(paths, quantiles=(99.0, 99.5)) -> dict:
     """How well does replay's slowdown model carry a step recorded at one K over to another K?
     The recorder drew K at random per step, so the steps recorded at K = hi are a sample of the real
     latency at hi, and the steps recorded at K = lo, replayed at hi, are the model's guess of it.
-    Two models: multiplicative (replay's: lat(hi)·s_t) and body + delay (lat(hi)·b_t + d_t, b_t = min(s_t,
-    the centred rolling median of s over `body_window` steps), d_t the rest of the step as a fixed
-    delay). Returns per model the ratios model / real of the tail quantiles over every trace and pair."""
-    from numpy.lib.stride_tricks import sliding_window_view
-
-    from controllers.replay import LoadTrace
+    Two models (controllers.replay): multiplicative (lat(hi)·s_t) and delay (lat(hi)·b_t + d_t,
+    `body_and_delay`). Returns per model the ratios model / real of the tail quantiles over every
+    trace and pair."""
+    from controllers.replay import LoadTrace, body_and_delay
     out = {"multiplicative": [], "body + delay": []}
     for p in paths:
         tr = LoadTrace.load(p)
@@ -50,11 +41,9 @@ def model_check(paths, body_window: int = 51, quantiles=(99.0, 99.5)) -> dict:
             continue
         ks, lat_s = tr.profile_latency
         lat = dict(zip(ks, lat_s))
-        k = recorded_k(tr)
+        k = tr.recorded_k()
         s = tr.slowdown
-        pad = body_window // 2
-        b = np.minimum(s, np.median(sliding_window_view(np.pad(s, pad, mode="edge"), body_window), axis=1))
-        d = (s - b) * np.array([lat[int(x)] for x in k])
+        b, d = body_and_delay(tr)
         for lo, hi in MODEL_PAIRS:
             if lo not in lat or hi not in lat:
                 continue
@@ -64,7 +53,6 @@ def model_check(paths, body_window: int = 51, quantiles=(99.0, 99.5)) -> dict:
                 out["multiplicative"].append(float(np.percentile(s[src] * lat[hi], q) / r))
                 out["body + delay"].append(float(np.percentile(b[src] * lat[hi] + d[src], q) / r))
     return out
-SHOW = ("fixed K=8", "fixed K=16", "fixed K=32", "latency PI", "pred & PI, floor", "tail, floor", "energy")
 
 
 def main(argv=None) -> int:
@@ -75,6 +63,11 @@ def main(argv=None) -> int:
     p.add_argument("--duration", type=float, default=4.0)
     p.add_argument("--rt", action="store_true", help="live loop SCHED_FIFO 50, as the -rt traces were recorded")
     p.add_argument("--json", help="write the comparison here")
+    p.add_argument("--replay-model", choices=("multiplicative", "delay"), default="multiplicative",
+                   help="replay's model of how a recorded step carries over to another K")
+    p.add_argument("--live-from", metavar="JSON",
+                   help="no live runs: take the live rows from an earlier run's --json (replay them again, "
+                        "e.g. with another --replay-model)")
     p.add_argument("--model-check", action="store_true",
                    help="no live runs: check replay's slowdown model across K on every trace in --traces")
     a = p.parse_args(argv)
@@ -103,13 +96,20 @@ def main(argv=None) -> int:
     if not recordings:
         p.error(f"no memcpy-step{a.suffix}[-b].npz / memcpy-random{a.suffix}[-b].npz in {a.traces}")
     live = []
-    for i in range(a.repeats):
+    if a.live_from:
+        with open(a.live_from) as f:
+            old = json.load(f)
+        n = min(len(r["live_miss"]) for r in old)
+        for i in range(n):
+            live.append({f"{r['scenario']}/{r['controller']}": {"miss_rate": r["live_miss"][i], "mean_k": r["live_k"][i]}
+                         for r in old})
+    for i in range(0 if a.live_from else a.repeats):
         res = run_eval(None, duration_s=a.duration, load_kind="memory", workers=2, scenario_names=tuple(SCEN),
                        fixed_ks=[8, 16, 32], out_dir=None, plot=False, rt=a.rt, progress=False)
         live.append({k: {"miss_rate": r["miss_rate"], "mean_k": r["mean_k"]} for k, r in res["runs"].items()})
     rep = []
     for paths in recordings:
-        res = run_replay(paths, curves=("synthetic",), progress=False)
+        res = run_replay(paths, curves=("synthetic",), progress=False, model=a.replay_model)
         out = {}
         for r in res["rows"]:
             s = next(k for k, v in SCEN.items() if r["trace"].startswith(v))
@@ -142,7 +142,22 @@ def main(argv=None) -> int:
     m_r = [abs(r["replay_miss"][0] - r["replay_miss"][-1]) for r in rows]
     print(f"miss rate (points): |live - replay| median {100 * np.median(m_lr):.3f}; run-to-run spread live median "
           f"{100 * np.median(m_l):.3f}, recording-to-recording spread replay median {100 * np.median(m_r):.3f}")
-    print(f"load average (1, 5, 15 min) at the end: {[round(v, 2) for v in os.getloadavg()]}")
+    ad = [r for r in rows if not r["controller"].startswith("fixed")]
+    if ad:
+        def spread(v):
+            return abs(v[0] - v[-1])
+        within = sum(abs(np.mean(r["live_miss"]) - np.mean(r["replay_miss"]))
+                     <= max(spread(r["live_miss"]), spread(r["replay_miss"])) for r in ad)
+        print(f"adaptive rows: miss |live - replay| median "
+              f"{100 * np.median([abs(np.mean(r['live_miss']) - np.mean(r['replay_miss'])) for r in ad]):.2f} pts, "
+              f"live spread {100 * np.median([spread(r['live_miss']) for r in ad]):.2f}, recording spread "
+              f"{100 * np.median([spread(r['replay_miss']) for r in ad]):.2f}; mean K |live - replay| median "
+              f"{np.median([abs(np.mean(r['live_k']) - np.mean(r['replay_k'])) for r in ad]):.1f}, live spread "
+              f"{np.median([spread(r['live_k']) for r in ad]):.1f}, recording spread "
+              f"{np.median([spread(r['replay_k']) for r in ad]):.1f}; live-vs-replay miss difference within the "
+              f"larger spread: {within} of {len(ad)}")
+    if not a.live_from:
+        print(f"load average (1, 5, 15 min) at the end: {[round(v, 2) for v in os.getloadavg()]}")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(rows, f, indent=1)

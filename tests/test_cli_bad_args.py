@@ -121,6 +121,7 @@ BAD = [
     ("control-eval --live --core 9999", "--core"),
     ("control-eval --miss-target 0", "--miss-target"),
     ("control-eval --split bogus", "--split"),
+    ("control-eval --replay-model additive", "--replay-model"),
     ("control-eval --workers 0", "--workers"),
     ("control-eval --replay {MISSING}", "trace"),
     ("control-eval --json {D}", "directory"),

@@ -9,7 +9,7 @@ import pytest
 
 from controllers import (BudgetProfile, ControlConfigError, FakeClock, FixedK, LoadTrace, MinOf, ProfileError,
                          StaleGuard, TailController, replay)
-from controllers.replay import energy_oracle, oracle
+from controllers.replay import body_and_delay, energy_oracle, oracle
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = sorted(glob.glob(os.path.join(ROOT, "sims", "traces", "*.npz")))
@@ -215,20 +215,55 @@ def test_recorder_drops_the_cold_start_and_can_regenerate_its_budgets():
     assert np.all(tr.slowdown > 0)
 
 
+def delay_trace(n=20000, seed=0):
+    """Spikes that are fixed delays (40-60 µs on 3% of the steps) over a small jitter, recorded at
+    the seeded random K the recorder uses."""
+    ks, lat = [1, 4, 24, 32], [20e-6, 30e-6, 70e-6, 80e-6]
+    tr = LoadTrace(np.ones(n), {}, {"name": "delays", "seed": 3, "warmup_steps_dropped": 0,
+                                    "latency_profile": {"K": ks, "latency_s": lat}})
+    k = tr.recorded_k()
+    rng = np.random.default_rng(seed)
+    base = np.array([dict(zip(ks, lat))[int(x)] for x in k])
+    delay = np.where(rng.random(n) < 0.03, rng.uniform(40e-6, 60e-6, n), 0.0)
+    tr.slowdown = (base * np.exp(0.03 * rng.standard_normal(n)) + delay) / base
+    return tr, k, delay
+
+
+def test_delay_model_replay_and_oracle_agree():
+    """Under the "delay" model a recorded step costs lat(K)·b_t + d_t at every K; replay, the oracle
+    and the energy oracle all use it, and it differs from the multiplicative replay where it should."""
+    tr, k, delay = delay_trace(4000)
+    b, d = body_and_delay(tr)
+    assert np.all(b <= tr.slowdown + 1e-12) and np.all(d >= 0)
+    np.testing.assert_allclose(d[delay > 0], delay[delay > 0], rtol=0.15)    # the delays are found
+    prof = profile()
+    dl = 1.5 * prof.lat(32)
+    for kk in (1, 32):
+        r = replay(tr, FixedK(kk), prof, deadline_s=dl, period_s=1e-3, model="delay")
+        np.testing.assert_allclose(r.latency_s, prof.lat(kk) * b + d)
+    tight = 70e-6                                                        # the longest delays miss even at K = 1
+    ko, miss, _ = oracle(b, prof, tight, delay_s=d)
+    assert miss == pytest.approx(np.mean(prof.lat(1) * b + d > tight)) and 0 < miss < 0.03
+    fit = prof.lat(1) * b + d <= tight                                   # steps some K can make
+    chosen = np.asarray(prof.latency_s)[ko - 1] * b + d
+    assert np.all(chosen[fit] <= tight + 1e-12) and ko[fit].mean() > 5
+    m = replay(tr, FixedK(32), prof, deadline_s=dl, period_s=1e-3)
+    dm = replay(tr, FixedK(32), prof, deadline_s=dl, period_s=1e-3, model="delay")
+    assert m.miss_rate != dm.miss_rate
+    with pytest.raises(ProfileError, match="replay model"):
+        replay(tr, FixedK(32), prof, deadline_s=dl, period_s=1e-3, model="additive")
+    with pytest.raises(ProfileError, match="odd integer"):
+        body_and_delay(tr, window=4)
+    with pytest.raises(ProfileError, match="per-step K is unknown"):
+        LoadTrace(np.ones(5), {}, {"name": "x"}).recorded_k()
+
+
 def test_model_check_tells_a_fixed_delay_from_a_slowdown(tmp_path):
     """On a trace whose spikes are fixed delays (a preemption costs the same at every K), the
     body + delay model carries the tail from one recorded K to another almost exactly, and the
     multiplicative one (replay's) misses it by far more: the check can tell the two apart."""
-    from sims.live_vs_replay import model_check, recorded_k
-    ks, lat = [1, 4, 24, 32], [20e-6, 30e-6, 70e-6, 80e-6]
-    n = 20000
-    tr = LoadTrace(np.ones(n), {}, {"name": "delays", "seed": 3, "warmup_steps_dropped": 0,
-                                    "latency_profile": {"K": ks, "latency_s": lat}})
-    k = recorded_k(tr)
-    rng = np.random.default_rng(0)
-    base = np.array([dict(zip(ks, lat))[int(x)] for x in k])
-    delay = np.where(rng.random(n) < 0.03, rng.uniform(40e-6, 60e-6, n), 0.0)
-    tr.slowdown = (base * np.exp(0.03 * rng.standard_normal(n)) + delay) / base
+    from sims.live_vs_replay import model_check
+    tr, _, _ = delay_trace()
     p = str(tmp_path / "delays.npz")
     tr.save(p)
     res = model_check([p])
