@@ -17,13 +17,23 @@ Inside that directory the kernels live in a subdirectory named by a hash of the 
 changes, but `stream_run` in kernels.py inlines the ops of kernels_lds.py / kernels_lru.py and
 freezes layout.py's offsets as constants: after an upgrade that edits only one of those, its old
 machine code would load and index the weights wrongly. A new hash gives a fresh cache instead.
+
+Old keyed subdirectories (an earlier install's kernels) would pile up: at start-up the current one
+is touched (its mtime says "in use") and `prune_stale` removes sibling subdirectories of our own
+naming (16 hex digits; `essm-` + 16 hex digits inside a user's NUMBA_CACHE_DIR) that no process has
+started from for STALE_AFTER_S (a day), never anything else, never a symlink or another user's
+directory. A process of an older install that is still running keeps working if its directory goes:
+its kernels are in memory, and numba recreates the directory for anything it compiles later.
 """
 from __future__ import annotations
 
 import logging
 import os
+import re
+import shutil
 import stat
 import tempfile
+import time
 
 log = logging.getLogger(__name__)
 
@@ -65,15 +75,15 @@ KERNEL_SOURCES = ("kernels.py", "kernels_lds.py", "kernels_lru.py", "layout.py",
 
 
 def kernel_source_key() -> str:
-    """Short hash of the kernel sources and the numba version: the cache subdirectory's name."""
+    """Short hash of the kernel sources and the numba version: the cache subdirectory's name.
+    (numba.__version__, not importlib.metadata: that scans every installed distribution, ≈ 30 ms
+    of each start; numba is imported here anyway, and its CACHE_DIR is set after the import.)"""
     import hashlib
-    from importlib.metadata import PackageNotFoundError, version
+
+    import numba
 
     h = hashlib.sha256()
-    try:
-        h.update(version("numba").encode())
-    except PackageNotFoundError:
-        pass
+    h.update(str(numba.__version__).encode())
     here = os.path.dirname(os.path.abspath(__file__))
     for name in KERNEL_SOURCES:
         try:
@@ -106,14 +116,58 @@ def cache_dir(environ=None, tmpdir: str | None = None) -> str | None:
     return None
 
 
+STALE_AFTER_S = 24 * 3600     # a keyed cache no process has started from for a day is stale
+_OURS = re.compile(r"[0-9a-f]{16}")
+_OURS_IN_USER_DIR = re.compile(r"essm-[0-9a-f]{16}")
+
+
+def prune_stale(current: str, max_age_s: float = STALE_AFTER_S, now: float | None = None) -> list[str]:
+    """Mark `current` (a keyed cache directory) as in use and remove its stale siblings: directories
+    named like ours (16 hex digits, or essm-<16 hex> when the parent is a user's NUMBA_CACHE_DIR),
+    owned by this user, not symlinks, whose mtime is older than max_age_s. Each is renamed away
+    first (a process that starts meanwhile makes a fresh one rather than reading a half-deleted
+    one). Returns the names removed; errors are logged, never raised (a cache is an optimisation)."""
+    now = time.time() if now is None else now
+    parent, mine = os.path.split(os.path.normpath(current))
+    pattern = _OURS_IN_USER_DIR if mine.startswith("essm-") else _OURS
+    try:
+        os.utime(current)                          # in use now (loading cached kernels writes nothing)
+        entries = list(os.scandir(parent))
+    except OSError as e:
+        log.debug("not pruning the numba cache in %s: %s", parent, e)
+        return []
+    removed = []
+    for e in entries:
+        if e.name == mine or not pattern.fullmatch(e.name):
+            continue
+        try:
+            st = e.stat(follow_symlinks=False)
+            if not stat.S_ISDIR(st.st_mode) or (_uid() is not None and st.st_uid != _uid()):
+                continue
+            if now - st.st_mtime < max_age_s:
+                continue
+            doomed = os.path.join(parent, f".{e.name}.stale-{os.getpid()}")
+            os.rename(e.path, doomed)
+        except OSError:
+            continue                               # gone already, or not ours to move
+        shutil.rmtree(doomed, ignore_errors=True)
+        removed.append(e.name)
+    if removed:
+        log.info("removed %d stale numba cache director%s in %s (unused for %.0f h): %s", len(removed),
+                 "y" if len(removed) == 1 else "ies", parent, max_age_s / 3600, ", ".join(removed))
+    return removed
+
+
 _CACHE_DIR = cache_dir()
 if _CACHE_DIR is not None:
-    os.environ["NUMBA_CACHE_DIR"] = _CACHE_DIR   # read by numba's config at import (and by children)
+    os.environ["NUMBA_CACHE_DIR"] = _CACHE_DIR   # read by numba's config (and by child processes)
 
-import numba  # noqa: E402  (after the cache dir is settled)
+import numba  # noqa: E402  (imported by kernel_source_key already; its config takes the dir below)
 
 if _CACHE_DIR is not None:
-    numba.config.CACHE_DIR = _CACHE_DIR          # in case numba was imported before us
+    numba.config.CACHE_DIR = _CACHE_DIR          # numba read NUMBA_CACHE_DIR at its import, before we set it
+    if os.path.isdir(_CACHE_DIR):
+        prune_stale(_CACHE_DIR)
 
 JIT_DISABLED = bool(int(os.environ.get("NUMBA_DISABLE_JIT", "0") or 0))
 

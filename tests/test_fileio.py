@@ -262,3 +262,41 @@ def test_filter_cache_file_honours_the_umask(tmp_path, monkeypatch):
     assert f.name == hankel._cache_name(5, 3) and (f.stat().st_mode & 0o777) == 0o600
     with np.load(f) as z:
         assert np.array_equal(z["sigma"], sigma) and np.array_equal(z["phi"], phi) and int(z["L"]) == 5
+
+
+def test_stale_numba_caches_are_pruned_only_when_ours_and_unused(tmp_path):
+    """Each kernel-source edit (an upgrade) makes a new keyed cache directory; old ones were never
+    removed. Only siblings named like ours, unused for a day, go; fresh ones (another install may be
+    starting from them), foreign names, files and symlinks stay."""
+    from essm_stream.numba_config import STALE_AFTER_S, prune_stale
+    now = 1_000_000_000.0
+    base = tmp_path / "numba"
+    base.mkdir()
+    cur = base / "0123456789abcdef"
+    old, fresh = base / "fedcba9876543210", base / "00000000000000aa"
+    foreign, short = base / "notes", base / "abc"
+    for d in (cur, old, fresh, foreign, short):
+        d.mkdir()
+        (d / "x.nbi").write_bytes(b"index")
+    (base / "1111111111111111").write_text("a file named like a cache")
+    (base / "2222222222222222").symlink_to(old)
+    for d in (old, foreign, short, base / "1111111111111111"):
+        os.utime(d, (now - 2 * STALE_AFTER_S, now - 2 * STALE_AFTER_S))
+    os.utime(fresh, (now - STALE_AFTER_S / 2, now - STALE_AFTER_S / 2))
+    os.utime(cur, (now - 10 * STALE_AFTER_S, now - 10 * STALE_AFTER_S))   # the one in use is never pruned
+
+    assert prune_stale(str(cur), now=now) == ["fedcba9876543210"]
+    left = sorted(p.name for p in base.iterdir())
+    assert left == ["00000000000000aa", "0123456789abcdef", "1111111111111111",
+                    "2222222222222222", "abc", "notes"]
+    assert (cur / "x.nbi").exists() and os.stat(cur).st_mtime > now   # touched: in use
+    # inside a user's NUMBA_CACHE_DIR only essm-<key> siblings are ours
+    user = tmp_path / "user"
+    mine, theirs, stale_ours = user / "essm-0123456789abcdef", user / "fedcba9876543210", user / "essm-fedcba9876543210"
+    for d in (mine, theirs, stale_ours):
+        d.mkdir(parents=True)
+        os.utime(d, (now - 2 * STALE_AFTER_S, now - 2 * STALE_AFTER_S))
+    assert prune_stale(str(mine), now=now) == ["essm-fedcba9876543210"]
+    assert sorted(p.name for p in user.iterdir()) == ["essm-0123456789abcdef", "fedcba9876543210"]
+    # a parent that cannot be listed: nothing happens, nothing raises
+    assert prune_stale(str(tmp_path / "missing" / "0123456789abcdef"), now=now) == []
