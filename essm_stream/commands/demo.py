@@ -96,9 +96,25 @@ def _controller(prog, a):
     return ctl, f"energy-aware: K=1 in quiet, token bucket at {a.budget:.0%} of K={prog.k_max} power while sound"
 
 
+def _process_start_wall() -> float:
+    """perf_counter() value at this process's start (Linux: /proc/self/stat's start time), else now."""
+    import os
+    import time
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return time.perf_counter() - (uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return time.perf_counter()
+
+
 def run(a):
     import sys
     import time
+
+    t_proc = _process_start_wall()
 
     from essm_stream.errors import ConfigError
     from essm_stream.kws.evaluate import score_stream
@@ -153,6 +169,7 @@ def run(a):
     tty = sys.stdout.isatty() and not a.quiet
     dets, n_samples, last_status, heard_audio = [], 0, -1.0, []
     pipeline_cpu = 0.0          # frontend + engine + detector: what the device really spends per step
+    startup_cpu = startup_wall = None
     t_wall = time.perf_counter()
     try:
         with src:
@@ -163,6 +180,8 @@ def run(a):
                 c0 = time.thread_time()
                 new = sp.process(chunk)
                 pipeline_cpu += time.thread_time() - c0
+                if startup_cpu is None:   # process start -> first chunk through the whole pipeline
+                    startup_cpu, startup_wall = time.process_time(), time.perf_counter() - t_proc
                 for d in new:
                     dets.append(d)
                     line = f"  {d.time_s:7.2f} s  {d.label.upper():<6} score {d.score:.2f}   K={sp.K:<2d}"
@@ -182,6 +201,7 @@ def run(a):
     tr = sp.trace.arrays()
     summary = _summary(sp, prog, tr, dets, events, n_samples / sr, wall, getattr(src, "overflows", 0))
     summary["pipeline_cpu_us"] = 1e6 * pipeline_cpu / max(sp.hops, 1)
+    summary["startup_cpu_s"], summary["startup_wall_s"] = startup_cpu, startup_wall
     if events is not None:
         heard = [e for e in events if e.end_s <= n_samples / sr]   # a cut-short run scores what it heard
         s, _ = score_stream(dets, heard, n_samples / sr)
@@ -235,6 +255,10 @@ def _print_summary(s):
               + (", of the engine only: the frontend's cost does not depend on K)" if share else ")"))
     if s["overflows"]:
         print(f"  source overflows (chunks dropped): {s['overflows']}")
+    if s.get("startup_cpu_s") is not None:
+        print(f"  start-up: {s['startup_cpu_s']:.2f} s CPU, {s['startup_wall_s']:.2f} s wall from process start to "
+              "the first chunk through the pipeline (imports, engine kernels compiled or loaded from the cache, "
+              "ONNX sessions)")
 
 
 def _plot(path, tr, dets, events, sp, what, how):
