@@ -137,6 +137,7 @@ class StreamEngine:
         self._lay, self._off = lay.lay, lay.off
         if self._kernel is None:
             self._kernel = _k.kernel_for(lay.lay)   # only this mode's step is compiled
+        self._undo = _k.undo_for(lay.lay)           # (compiled on the first overflow only)
         self._W = lay.pack(program.arrays, dt)
         # state
         self._state = np.zeros(lay.state_len, dtype=dt)
@@ -254,7 +255,7 @@ class StreamEngine:
                     self._K1.fill(K)
                     status = self._kernel(*self._step_args)   # NaN/Inf checked in the kernel first
                     if status != _k.OK:
-                        self._raise(status, self._K1)
+                        self._raise(self._overflowed(status, *self._step_args[:2], self._y1), self._K1)
                     return ret
             self._check_frame_array(x_t, "x_t")
             B, d_in = self.batch, self.cfg.d_in
@@ -274,7 +275,7 @@ class StreamEngine:
             np.copyto(self._x1_b if ret is self._y1_b else self._x1_v, x_t)
             status = self._kernel(*self._step_args)
             if status != _k.OK:
-                self._raise(status, self._K1)
+                self._raise(self._overflowed(status, *self._step_args[:2], self._y1), self._K1)
             if out is not None:
                 np.copyto(out, ret)
                 return out
@@ -336,12 +337,36 @@ class StreamEngine:
             status = self._kernel(X3, Ks, self._W, self._off, self._lay, self._state, self._ist,
                                   self._work, Y, self._nan_zero)
             if status != _k.OK:
-                self._raise(status, Ks)
+                self._raise(self._overflowed(status, X3, Ks, Y), Ks)
             return Y[:, 0] if squeeze else Y
         finally:
             self._token.append(True)
 
+    def _overflowed(self, status: int, X3, Ks, Y) -> int:
+        """After the kernel returned `status` for the block (X3, Ks) -> Y: while it is ERR_UNDO (frame
+        t = ist[IST_ERR_T] of the part it ran overflowed, its writes still in the state), take that
+        frame back; without nan_policy='zero' that is ERR_OVERFLOW (ist[IST_ERR_T] = t within the
+        whole block); with it, the frame outputs 0, counts as skipped and the frames after it run.
+        Returns the final status (OK when every overflow was skipped)."""
+        t0, T = 0, X3.shape[0]
+        while status == _k.ERR_UNDO:
+            t = t0 + int(self._ist[_lo.IST_ERR_T])
+            self._undo(self._state, self._work, self._lay, self._ist, self.batch, int(self._ist[_lo.IST_POS]))
+            self._ist[_lo.IST_ERR_T] = t
+            if not self._nan_zero:
+                return _k.ERR_OVERFLOW
+            Y[t] = 0.0
+            self._ist[_lo.IST_SKIPPED] += 1
+            t0 = t + 1
+            if t0 == T:
+                return _k.OK
+            status = self._kernel(X3[t0:], Ks[t0:], self._W, self._off, self._lay, self._state, self._ist,
+                                  self._work, Y[t0:], self._nan_zero)
+        return status
+
     def _raise(self, status: int, Ks) -> None:
+        if status == _k.OK:
+            return
         t, b, j, k = (int(self._ist[i]) for i in (_lo.IST_ERR_T, _lo.IST_ERR_B, _lo.IST_ERR_J, _lo.IST_ERR_K))
         if status == _k.ERR_BUDGET:
             raise BudgetError(f"budget K={k} at step {t}, stream {b} is out of range [1, {self.cfg.k_max}] "

@@ -45,6 +45,11 @@ from .layout import HIST_BLK, LDS, LRU_KIND, hist_block
 from .numba_config import njit
 
 OK, ERR_NONFINITE, ERR_BUDGET, ERR_OVERFLOW = 0, 1, 2, 3
+# Frame ist[IST_ERR_T] (of this call's block) overflowed and the step stopped there with its writes
+# still in the state: the caller takes it back with undo_for(lay) and decides (engine._overflowed).
+# The undo is a kernel of its own, compiled on the first overflow only: inside the step it cost every
+# cold start ~0.7 s of compiling for a path that most processes never take.
+ERR_UNDO = 4
 MODE_FIR, MODE_LDS, MODE_LRU = 0, 1, 2   # a layer's mixer: ring-buffer FIR, LDS ladder, LRU recurrence
 
 ACC = np.float64   # accumulator of the short reductions (see module doc)
@@ -692,7 +697,7 @@ def _ol_undo_mixer(state, work, lay, B, p, mode):
     return impl
 
 
-@njit
+@njit(inline="always")
 def undo_frame(state, work, lay, ist, B, p, mode):
     """Put back what frame t wrote into the mixer's state and the pool ring (ist has not advanced yet)."""
     wl, d, d_out, nl = lay[WL], lay[D_MODEL], lay[D_OUT], lay[N_LAYERS]
@@ -746,14 +751,9 @@ def _run(X, Ks, W, off, lay, state, ist, work, Y, nan_zero, mode):
             if lay[MLP] != 0:
                 mlp(W, off, lay, work, B, l, ln_eps)             # h += MLP(LN2(h))
         head(t, W, off, lay, state, ist, work, Y, B, ln_eps)     # y_t = W_out LN_f(h) + b_out (pooled)
-        if not (finite and output_finite(Y, t)):                 # overflow: take the frame back
-            undo_frame(state, work, lay, ist, B, p, mode)
+        if not (finite and output_finite(Y, t)):                 # overflow: the caller takes it back
             ist[IST_ERR_T] = t
-            if not nan_zero:
-                return ERR_OVERFLOW
-            Y[t] = 0.0
-            ist[IST_SKIPPED] += 1
-            continue
+            return ERR_UNDO
         advance(lay, ist)
     return OK
 
@@ -776,6 +776,33 @@ def stream_run_lru(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
     return _run(X, Ks, W, off, lay, state, ist, work, Y, nan_zero, 2)
 
 
+@njit
+def undo_fir(state, work, lay, ist, B, p):
+    """undo_frame for exact (ring-buffer FIR) programs."""
+    undo_frame(state, work, lay, ist, B, p, 0)
+
+
+@njit
+def undo_lds(state, work, lay, ist, B, p):
+    """undo_frame for spectral="lds" programs."""
+    undo_frame(state, work, lay, ist, B, p, 1)
+
+
+@njit
+def undo_lru(state, work, lay, ist, B, p):
+    """undo_frame for layer kind lru."""
+    undo_frame(state, work, lay, ist, B, p, 2)
+
+
+def undo_for(lay):
+    """The compiled undo of this layout's mode (compiled on its first call: the first overflow)."""
+    if lay[LRU_KIND] != 0:
+        return undo_lru
+    if lay[LDS] != 0:
+        return undo_lds
+    return undo_fir
+
+
 def kernel_for(lay):
     """The compiled step of this layout's mode (the engine binds it once)."""
     if lay[LRU_KIND] != 0:
@@ -790,9 +817,12 @@ def stream_run(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
 
     Validates the whole block first (nothing changes on error) and returns a status code.
     With nan_zero, non-finite input values are read as 0 (counted in ist[IST_NREPLACED]).
-    A frame whose values overflow (a non-finite u in any layer, or y) is taken back (state as
-    before it): with nan_zero its outputs are 0 and it is counted in ist[IST_SKIPPED]; without,
-    the block stops there with ERR_OVERFLOW (ist[IST_ERR_T] = t; frames before t are consumed).
+    A frame whose values overflow (a non-finite u in any layer, or y) stops the block with
+    ERR_UNDO (ist[IST_ERR_T] = t; frames before t are consumed) and its writes still in the state:
+    the caller calls undo_for(lay)(state, work, lay, ist, B, ist[IST_POS]) to take it back (state as
+    before it), then either reports the overflow or (nan_zero) outputs 0 for it, counts it in
+    ist[IST_SKIPPED] and runs the frames after it (StreamEngine._overflowed; the reference kernel
+    does all of that itself and returns ERR_OVERFLOW or OK).
 
     Dispatches to the compiled step of the layout's mode (kernel_for); the engine binds that
     directly. reference.stream_run_ref is its numpy float64 twin (same signature)."""

@@ -200,3 +200,22 @@ def test_item7_engine_runs_with_numba_bounds_checking(tmp_path):
            "probe or numba_kernel_matches_reference or nan_policy or snapshot_restore or (item3 and float64)"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env, cwd=str(tmp_path))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+
+
+def test_overflows_in_one_block_each_taken_back_like_the_reference(prog):
+    """The compiled step stops at an overflowing frame and the engine takes it back with the undo
+    kernel (compiled apart), then runs the rest: two overflows in one block, one of them the last
+    frame, give the reference kernel's outputs, skipped count and state."""
+    X = np.random.default_rng(2).standard_normal((9, 3))
+    for t in (2, 3, 8):
+        X[t] = overflow_frame(prog, np.float64)
+    fast = StreamEngine(prog, nan_policy="zero", dtype=np.float64)
+    twin = StreamEngine(prog, nan_policy="zero", kernel="ref", dtype=np.float64)
+    K = np.array([3, 1, 4, 2, 4, 3, 2, 1, 1])
+    with np.errstate(all="ignore"):
+        Yr = twin.run(X, K)
+    Yf = fast.run(X, K)
+    assert fast.skipped_frames == twin.skipped_frames == 3 and fast.steps == twin.steps == 6
+    assert np.all(Yf[[2, 3, 8]] == 0) and np.allclose(Yr, Yf, rtol=0, atol=1e-12)
+    a, b = fast.snapshot(), twin.snapshot()
+    assert np.allclose(a.state, b.state, rtol=0, atol=1e-12) and np.array_equal(a.ist[:3], b.ist[:3])
