@@ -36,7 +36,19 @@ def _one_line(msg) -> str:
     return " ".join(str(msg).split())
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_of(argv) -> str | None:
+    """The subcommand argv names (its first token that is not an option), or None."""
+    names = {name for name, _ in COMMANDS}
+    for tok in argv:
+        if not tok.startswith("-"):
+            return tok if tok in names else None
+    return None
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The CLI's parser. Every command module is imported (one that fails fails the CLI); with
+    `only`, only that command's arguments are built (others' add_arguments may import a lot:
+    `sim` imports the MuJoCo loop's module, ~0.07 s of every start)."""
     from . import __version__
     p = _Parser(
         prog="essm-stream",
@@ -50,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
             mod = importlib.import_module(full)
             sp = sub.add_parser(name, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP),
                                 formatter_class=_HelpFormatter)
-            mod.add_arguments(sp)
+            if only is None or only == name:
+                mod.add_arguments(sp)
         except Exception as e:    # an ImportError, or add_arguments importing something missing
             raise CommandImportError(f"cannot load the `{name}` command ({full}): "
                                      f"{type(e).__name__}: {_one_line(e)}") from e
@@ -60,26 +73,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _expected_errors():
     """(usage errors -> exit 2, environment errors -> exit 1) as tuples of exception classes. The
-    bridge and controllers are leaves that cannot import essm_stream: their families are caught here."""
+    bridge and controllers are leaves that cannot import essm_stream: their families are caught here,
+    looked up after the fact (an error of a package the command never imported cannot have occurred,
+    and importing both on every start cost ~0.03 s)."""
     from .errors import ESSMError
     usage, env = [ESSMError], [OSError]
-    try:
-        from firmware_bridge.errors import BridgeError, ConfigError as BridgeConfigError, ProtocolError
-        usage += [BridgeConfigError, ProtocolError]
-        env.append(BridgeError)
-    except ImportError:
-        pass
-    try:
-        from controllers.errors import ControlError
-        usage.append(ControlError)
-    except ImportError:
-        pass
+    if "firmware_bridge" in sys.modules:
+        try:
+            from firmware_bridge.errors import BridgeError, ConfigError as BridgeConfigError, ProtocolError
+            usage += [BridgeConfigError, ProtocolError]
+            env.append(BridgeError)
+        except ImportError:
+            pass
+    if "controllers" in sys.modules:
+        try:
+            from controllers.errors import ControlError
+            usage.append(ControlError)
+        except ImportError:
+            pass
     return tuple(usage), tuple(env)
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
     try:
-        parser = build_parser()
+        parser = build_parser(only=_command_of(argv))
     except CommandImportError as e:
         print(f"essm-stream: error: {e}", file=sys.stderr)
         return 1
@@ -92,21 +111,22 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
-    usage, env = _expected_errors()
     try:
         return int(args._run(args) or 0)
-    except usage as e:
-        if args.verbose >= 2:
+    except KeyboardInterrupt:
+        print(f"essm-stream {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        usage, env = _expected_errors()
+        if not isinstance(e, usage + env + (ModuleNotFoundError,)) or args.verbose >= 2:
             raise
-        print(f"essm-stream {args.command}: error: {_one_line(e)}", file=sys.stderr)
-        return 2
-    except env as e:
-        if args.verbose >= 2:
-            raise
-        print(f"essm-stream {args.command}: error: {type(e).__name__}: {_one_line(e)}", file=sys.stderr)
-        return 1
-    except ModuleNotFoundError as e:       # an optional dependency of this command (torch, librosa, ...)
-        top = (e.name or "").split(".")[0]
+        if isinstance(e, usage):
+            print(f"essm-stream {args.command}: error: {_one_line(e)}", file=sys.stderr)
+            return 2
+        if isinstance(e, env):
+            print(f"essm-stream {args.command}: error: {type(e).__name__}: {_one_line(e)}", file=sys.stderr)
+            return 1
+        top = (e.name or "").split(".")[0]   # an optional dependency of this command (torch, librosa, ...)
         if args.verbose >= 2 or not top or top in ("essm_stream", "controllers", "firmware_bridge", "sims"):
             raise
         extra = {"torch": "train", "sklearn": "train", "librosa": "train", "flint": "train", "mpmath": "train",
@@ -115,9 +135,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"essm-stream {args.command}: error: this command needs the package {top!r}, which is not "
               f"installed ({how})", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"essm-stream {args.command}: interrupted", file=sys.stderr)
-        return 130
 
 
 if __name__ == "__main__":
