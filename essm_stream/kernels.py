@@ -357,7 +357,16 @@ def _layer_norm_streams(work, B, wl, src, dst, W, go, bo, n, eps):
 # Input checks (before any state changes)
 # --------------------------------------------------------------------------------------------
 
-@njit(fastmath=False)  # fastmath would assume no NaN/Inf and fold these checks away
+@njit(fastmath=False)  # fastmath would assume no NaN/Inf and fold the check away
+def first_nonfinite(a, o, n):
+    """Index i < n of the first non-finite a[o + i], or -1."""
+    for i in range(n):
+        if not np.isfinite(a[o + i]):
+            return i
+    return -1
+
+
+@njit(inline="always")   # integer checks only: the float check is first_nonfinite's (fastmath off)
 def check_inputs(X, Ks, lay, ist, nan_zero):
     """Status of a block before any state changes: OK, ERR_BUDGET or ERR_NONFINITE (where in ist)."""
     T, B, d_in = X.shape
@@ -371,14 +380,12 @@ def check_inputs(X, Ks, lay, ist, nan_zero):
                 ist[IST_ERR_K] = k
                 return ERR_BUDGET
     if not nan_zero:
-        for t in range(T):
-            for b in range(B):
-                for j in range(d_in):
-                    if not np.isfinite(X[t, b, j]):
-                        ist[IST_ERR_T] = t
-                        ist[IST_ERR_B] = b
-                        ist[IST_ERR_J] = j
-                        return ERR_NONFINITE
+        i = first_nonfinite(X.reshape(-1), 0, T * B * d_in)   # X is C-contiguous: (t, b, j) in order
+        if i >= 0:
+            ist[IST_ERR_T] = i // (B * d_in)
+            ist[IST_ERR_B] = (i // d_in) % B
+            ist[IST_ERR_J] = i % d_in
+            return ERR_NONFINITE
     return OK
 
 
