@@ -127,7 +127,8 @@ def demo_cpu_seconds(cache: str) -> dict:
         r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     if r.returncode != 0:
         raise RuntimeError(f"demo --fast failed: {r.stderr[-1000:]}")
-    m = re.search(r"start-up: ([0-9.]+) s CPU, ([0-9.]+) s wall", r.stdout)
+    from essm_stream.commands.demo import STARTUP_RE
+    m = re.search(STARTUP_RE, r.stdout)
     if m is None:
         raise RuntimeError(f"demo --fast printed no start-up line: {r.stdout[-1000:]}")
     return {"cpu_s": (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime), "wall_s": wall,

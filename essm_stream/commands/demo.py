@@ -15,6 +15,9 @@ step show live; a summary and a plot come at the end.
   essm-stream demo --K 4            a fixed budget instead of the controller
 """
 
+# the summary's start-up line (bench/targets.py reads it): CPU and wall seconds from process start
+STARTUP_RE = r"start-up: ([0-9.]+) s CPU, ([0-9.]+) s wall"
+
 
 def add_arguments(p):
     from essm_stream.commands._args import fraction, nonneg_int, positive_float, positive_int

@@ -1,0 +1,17 @@
+"""The demo reports its own start-up cost (issue 13, cold start): the line the bench reads."""
+import contextlib
+import io
+import re
+
+
+def test_demo_prints_its_start_up_cost_in_the_form_the_bench_reads():
+    from essm_stream.cli import main
+    from essm_stream.commands.demo import STARTUP_RE
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = main(["demo", "--fast", "--seconds", "1", "--plot", "", "--quiet"])
+    assert rc == 0
+    m = re.search(STARTUP_RE, buf.getvalue())
+    assert m is not None, buf.getvalue()[-800:]
+    cpu, wall = float(m.group(1)), float(m.group(2))
+    assert cpu > 0 and wall > 0          # measured from process start: includes this test's imports
