@@ -79,3 +79,19 @@ def test_diagnose_bad_args_exit_2_with_one_line(tmp_path, capsys, argv, what):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert what in err[-1] and not any("Traceback" in x for x in err)
+
+
+def test_greedy_per_keyword_spends_the_false_accept_budget_where_hits_are_cheapest():
+    # thresholds ascending: index 0 loosest. keyword 0 gains 5 hits for 1 FA at index 0; keyword 1
+    # gains 5 hits for 4 FA; budget 2 FA in 1 h: only keyword 0 is lowered.
+    H = np.array([[5, 5], [0, 0]], float)
+    F = np.array([[1, 4], [0, 0]], float)
+    assert list(G.greedy_per_keyword(H, F, hours=1.0, cap=2.0)) == [0, 1]
+    assert list(G.greedy_per_keyword(H, F, hours=1.0, cap=5.0)) == [0, 0]
+    assert list(G.greedy_per_keyword(H, F, hours=1.0, cap=0.5)) == [1, 1]   # nothing fits: strictest
+
+
+def test_diagnose_perkw_missing_program_exits_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        G.main(["perkw", str(tmp_path / "none.essm")])
+    assert e.value.code == 2 and "no program" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
     python -m essm_stream.kws.diagnose streams MODEL_DIR FEATS_DIR [--test-feats DIR] [--test-family festival] [--K 32]
     python -m essm_stream.kws.diagnose val PROGRAM.essm [PROGRAM.essm ...] [--sets runs/kws2/sets] [--test]
+    python -m essm_stream.kws.diagnose perkw PROGRAM.essm [--sets runs/kws2/sets]
 
 `streams`: the model (MODEL_DIR/last.safetensors + norm.json) over the rendered feature streams of the
 fold (render.py), grouped by who speaks: a seeded sample of its training streams per family, its
@@ -16,6 +17,12 @@ noise), so their false accepts per hour are not comparable with kws-eval's keywo
 `val`: a program's hits at <= 2 / 10 / 50 false accepts/h on the fold's loso *validation* sets (the
 spotter's rule, as kws-eval picks its threshold), at K = 32 and 4; with --test also the held-out clean
 test curve read the same way (reporting only: choices are made on validation).
+
+`perkw`: would one threshold per keyword (issue 9 item 6) help? An estimate without changing the
+spotter: the global-threshold sweep's detections are split by keyword (hits and false accepts per
+keyword and threshold; the rule couples keywords only through the 1 s refractory), thresholds per
+keyword are chosen greedily on validation (most hits per false accept first) under a false-accept
+budget, and the same per-keyword thresholds are read on the held-out clean streams.
 """
 from __future__ import annotations
 
@@ -131,6 +138,82 @@ def val_readout(program_path, sets_dir, family: str = "festival", test: bool = F
     return res
 
 
+def per_keyword_table(prog, spotter, sets, K: int, thresholds) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """(hits (n_th, n_kw), false accepts (n_th, n_kw), keywords per keyword (n_kw,), hours) of the
+    spotter's rule at each global threshold, split by the detected keyword."""
+    from . import loso as L
+    from .evaluate import score_stream
+
+    names = [spotter.labels[i] for i in spotter.keyword_ids]
+    H = np.zeros((len(thresholds), len(names)))
+    F = np.zeros_like(H)
+    N = np.zeros(len(names))
+    hours = 0.0
+    for s in sets:
+        Y = L.engine_outputs(prog, L.normalise(prog, s["F"]), K)
+        act = L.vad_active(spotter, s["levels"], s["times"])
+        N += [sum(e.label == n for e in s["events"]) for n in names]
+        hours += len(s["pcm"]) / 16000 / 3600
+        for i, th in enumerate(thresholds):
+            dets = sorted(L.fast_replay(spotter, Y, s["levels"], s["times"], th, act), key=lambda d: d.time_s)
+            _, verdicts = score_stream(dets, s["events"], len(s["pcm"]) / 16000)
+            for d, v in zip(dets, verdicts):
+                (H if v == "hit" else F)[i, names.index(d.label)] += 1
+    return H, F, N, hours
+
+
+def greedy_per_keyword(H: np.ndarray, F: np.ndarray, hours: float, cap: float) -> np.ndarray:
+    """Per keyword an index into the (ascending) thresholds: start all at the strictest, then lower the
+    keyword whose next step gains the most hits per added false accept while the total stays <= cap/h."""
+    n_th, n_kw = H.shape
+    idx = np.full(n_kw, n_th - 1)
+    cols = np.arange(n_kw)
+    while True:
+        best = None
+        for c in range(n_kw):
+            for j in range(idx[c] - 1, -1, -1):
+                dh, df = H[j, c] - H[idx[c], c], F[j, c] - F[idx[c], c]
+                if dh <= 0 or (F[idx, cols].sum() + df) / hours > cap:
+                    continue
+                r = dh / (df + 0.5)
+                if best is None or r > best[0]:
+                    best = (r, c, j)
+        if best is None:
+            return idx
+        idx[best[1]] = best[2]
+
+
+def per_keyword_estimate(program_path, sets_dir, family: str = "festival", caps=CAPS, K: int | None = None) -> list[dict]:
+    from ..program import StreamProgram
+    from . import loso as L
+    from .spotter import KeywordSpotter
+
+    sets_dir = Path(sets_dir)
+    prog = StreamProgram.load(program_path)
+    sp = KeywordSpotter(prog)
+    K = prog.k_max if K is None else K
+    ths = np.asarray(L.THRESHOLDS)
+    val = [L.load_set(p) for p in sorted(sets_dir.glob(f"val_{family}_*.npz"))]
+    tk, tn = L.load_condition(sets_dir, "test", family, "clean")
+    if not val or not tk:
+        raise FileNotFoundError(f"no validation or clean test sets of {family} in {sets_dir}")
+    Hv, Fv, Nv, hv = per_keyword_table(prog, sp, val, K, ths)
+    Ht, _, Nt, _ = per_keyword_table(prog, sp, tk, K, ths)
+    _, Fn, _, hn = per_keyword_table(prog, sp, tn, K, ths)
+    cols = np.arange(Hv.shape[1])
+    out = []
+    for cap in caps:
+        ok = [i for i in range(len(ths)) if Fv[i].sum() / hv <= cap]
+        g = max(ok, key=lambda i: (Hv[i].sum(), i)) if ok else int(np.argmin(Fv.sum(1)))
+        idx = greedy_per_keyword(Hv, Fv, hv, cap)
+        out.append({"cap": cap, "global": {"threshold": float(ths[g]), "val": (Hv[g].sum() / Nv.sum(), Fv[g].sum() / hv),
+                                           "test": (Ht[g].sum() / Nt.sum(), Fn[g].sum() / hn)},
+                    "per_keyword": {"thresholds": {sp.labels[k]: float(ths[i]) for k, i in zip(sp.keyword_ids, idx)},
+                                    "val": (Hv[idx, cols].sum() / Nv.sum(), Fv[idx, cols].sum() / hv),
+                                    "test": (Ht[idx, cols].sum() / Nt.sum(), Fn[idx, cols].sum() / hn)}})
+    return out
+
+
 def main(argv=None) -> int:
     import argparse
 
@@ -148,6 +231,10 @@ def main(argv=None) -> int:
     a2.add_argument("--sets", default="runs/kws2/sets")
     a2.add_argument("--test-family", default="festival", choices=tuple(V.FAMILIES))
     a2.add_argument("--test", action="store_true")
+    a3 = sub.add_parser("perkw")
+    a3.add_argument("program")
+    a3.add_argument("--sets", default="runs/kws2/sets")
+    a3.add_argument("--test-family", default="festival", choices=tuple(V.FAMILIES))
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if a.cmd == "streams":
@@ -162,6 +249,20 @@ def main(argv=None) -> int:
                            for r in g["detector"])
             print(f"{name:34s} {g['hours']:.2f} h {g['keywords']:5d} kw  median max p {g['median_max_p']:.2f}  "
                   f"arg-max {100 * g['argmax_share']:.0f}%  hits / FA/h {det}")
+        return 0
+    if a.cmd == "perkw":
+        if not Path(a.program).is_file():
+            ap.error(f"no program {a.program}")
+        try:
+            rows = per_keyword_estimate(a.program, a.sets, a.test_family)
+        except FileNotFoundError as e:
+            ap.error(str(e))
+        for r in rows:
+            g, k = r["global"], r["per_keyword"]
+            print(f"<= {r['cap']:g} FA/h on validation: one threshold {g['threshold']}: validation "
+                  f"{100 * g['val'][0]:.0f}% at {g['val'][1]:.1f}, held-out clean {100 * g['test'][0]:.0f}% at "
+                  f"{g['test'][1]:.1f} FA/h | per keyword: validation {100 * k['val'][0]:.0f}% at {k['val'][1]:.1f}, "
+                  f"held-out clean {100 * k['test'][0]:.0f}% at {k['test'][1]:.1f} FA/h {k['thresholds']}")
         return 0
     for p in a.programs:
         if not Path(p).is_file():
