@@ -95,3 +95,18 @@ def test_diagnose_perkw_missing_program_exits_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         G.main(["perkw", str(tmp_path / "none.essm")])
     assert e.value.code == 2 and "no program" in capsys.readouterr().err
+
+
+def test_engine_cost_reports_both_budgets_and_the_program_size(tmp_path):
+    from essm_stream.config import ESSMConfig
+    from essm_stream.engine import tiny_program
+
+    p = tmp_path / "tiny.essm"
+    prog = tiny_program(ESSMConfig(d_in=3, d_out=2, d_model=8, n_layers=1, seq_len=8, k_max=8))
+    prog.save(p)
+    c = G.engine_cost(p, n=20)
+    assert set(c["us_per_step"]) == {4, 8} and all(v > 0 for v in c["us_per_step"].values())
+    assert c["params"] == sum(np.asarray(a).size for a in prog.arrays.values()) > 0
+    with pytest.raises(SystemExit) as e:
+        G.main(["cost", str(p), "--n", "0"])
+    assert e.value.code == 2

@@ -3,6 +3,7 @@
     python -m essm_stream.kws.diagnose streams MODEL_DIR FEATS_DIR [--test-feats DIR] [--test-family festival] [--K 32]
     python -m essm_stream.kws.diagnose val PROGRAM.essm [PROGRAM.essm ...] [--sets runs/kws2/sets] [--test]
     python -m essm_stream.kws.diagnose perkw PROGRAM.essm [--sets runs/kws2/sets]
+    python -m essm_stream.kws.diagnose cost PROGRAM.essm [PROGRAM.essm ...]
 
 `streams`: the model (MODEL_DIR/last.safetensors + norm.json) over the rendered feature streams of the
 fold (render.py), grouped by who speaks: a seeded sample of its training streams per family, its
@@ -23,6 +24,10 @@ spotter: the global-threshold sweep's detections are split by keyword (hits and 
 keyword and threshold; the rule couples keywords only through the 1 s refractory), thresholds per
 keyword are chosen greedily on validation (most hits per false accept first) under a false-accept
 budget, and the same per-keyword thresholds are read on the held-out clean streams.
+
+`cost`: the engine's CPU per model step (StreamEngine.step on one frame, float32, batch 1, median of
+n calls after a warm-up) at K = 4 and K = K̄, and the parameter count: the model-size axis of the
+accuracy tables (the speech-embedding frontend's cost per hop is in kws-eval's output).
 """
 from __future__ import annotations
 
@@ -214,6 +219,31 @@ def per_keyword_estimate(program_path, sets_dir, family: str = "festival", caps=
     return out
 
 
+def engine_cost(program_path, n: int = 500, Ks=(4, None)) -> dict:
+    """{"params": n, "us_per_step": {K: median µs}} of the compiled program (thread CPU time per call)."""
+    import time
+
+    from ..engine import StreamEngine
+    from ..program import StreamProgram
+
+    prog = StreamProgram.load(program_path)
+    eng = StreamEngine(prog, batch=1, dtype=np.float32)
+    eng.warmup()
+    x = np.random.default_rng(0).standard_normal(prog.d_in).astype(np.float32)
+    out = {}
+    for K in Ks:
+        K = prog.k_max if K is None else min(K, prog.k_max)
+        eng.reset()
+        ts = []
+        for i in range(n + 50):
+            t = time.thread_time()
+            eng.step(x, K)
+            ts.append(time.thread_time() - t)
+        out[K] = 1e6 * float(np.median(ts[50:]))
+    params = int(sum(np.asarray(a).size for a in prog.arrays.values()))
+    return {"params": params, "us_per_step": out}
+
+
 def main(argv=None) -> int:
     import argparse
 
@@ -231,6 +261,9 @@ def main(argv=None) -> int:
     a2.add_argument("--sets", default="runs/kws2/sets")
     a2.add_argument("--test-family", default="festival", choices=tuple(V.FAMILIES))
     a2.add_argument("--test", action="store_true")
+    a4 = sub.add_parser("cost")
+    a4.add_argument("programs", nargs="+")
+    a4.add_argument("--n", type=int, default=500)
     a3 = sub.add_parser("perkw")
     a3.add_argument("program")
     a3.add_argument("--sets", default="runs/kws2/sets")
@@ -249,6 +282,16 @@ def main(argv=None) -> int:
                            for r in g["detector"])
             print(f"{name:34s} {g['hours']:.2f} h {g['keywords']:5d} kw  median max p {g['median_max_p']:.2f}  "
                   f"arg-max {100 * g['argmax_share']:.0f}%  hits / FA/h {det}")
+        return 0
+    if a.cmd == "cost":
+        if a.n < 1:
+            ap.error("--n must be >= 1")
+        for p in a.programs:
+            if not Path(p).is_file():
+                ap.error(f"no program {p}")
+            c = engine_cost(p, a.n)
+            print(f"{p}: " + ", ".join(f"K={K} {us:.1f} µs/step" for K, us in c["us_per_step"].items())
+                  + f", {c['params']} numbers in the program")
         return 0
     if a.cmd == "perkw":
         if not Path(a.program).is_file():
