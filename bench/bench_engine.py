@@ -316,7 +316,7 @@ def main_targets(a) -> int:
     import targets as tg
     log = lambda s: print(s, flush=True)  # noqa: E731
     res = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "command": "essm-stream bench " + " ".join(sys.argv[2:]),
-           "caveat": "measured on a loaded 2-core machine shared with other agents unless said otherwise"}
+           "loadavg_start": os.getloadavg()}
     if getattr(a, "targets", False):
         res["targets"] = tg.measure(a.reps, log, with_paper=not a.no_paper, with_start=not a.no_start)
         text = "\n".join(tg.lines(res["targets"]))
@@ -331,14 +331,15 @@ def main_targets(a) -> int:
                 ortv = None
             head = (f"`{res['command']}`, {res['date']}, {a.reps} interleaved rounds; Python {platform.python_version()}, "
                     f"numpy {np.__version__}, numba {numba.__version__}, torch {torch.__version__}, onnxruntime {ortv}; "
-                    f"{os.cpu_count()} cores. **Measured on a loaded machine** (other agents' jobs on the same 2 "
-                    "cores): ratios formed inside each round are the usable part; absolute times are not the "
-                    "machine's. To be re-measured on a quiet machine.")
+                    f"{os.cpu_count()} cores; load average (1 min) {res['loadavg_start'][0]:.2f} at the start, "
+                    f"{tg.load_note(res['targets']['samples_s']['loadavg_1m'])} over the rounds (a shared machine: "
+                    "other jobs may have run beside the measurement; ratios formed inside a round are the robust "
+                    "part).")
             write_doc(a.doc, head + "\n\n```\n" + text + "\n```")
             log(f"wrote {a.doc}")
     if getattr(a, "plots", None):
         res["sweep"] = tg.sweep(max(3, min(a.reps, 5)), log)
-        for p in tg.plot_sweep(res["sweep"], a.plots):
+        for p in tg.plot_sweep(res["sweep"], a.plots, tg.load_note(res["sweep"]["loadavg_1m"])):
             log(f"wrote {p}")
     if a.json:
         from essm_stream.fileio import atomic_write_bytes

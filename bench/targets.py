@@ -97,6 +97,22 @@ def read_bandwidth_at(nbytes: int, min_s: float = 0.05) -> float:
     return best / 1e9
 
 
+def kernel_blas() -> str:
+    """The BLAS the engine's convolution calls (SciPy's, through numba's np.dot): library, version,
+    the kernel it chose for this CPU, threads; and OPENBLAS_CORETYPE when it forces one."""
+    try:
+        import scipy
+        from threadpoolctl import threadpool_info
+        here = os.path.dirname(os.path.abspath(scipy.__file__))
+        libs = [i for i in threadpool_info() if i.get("user_api") == "blas" and os.path.abspath(i["filepath"]).startswith(here)]
+        txt = ", ".join(f"{i['internal_api']} {i['version']} ({i.get('architecture')} kernels, {i['num_threads']} thread)"
+                        for i in libs) or "not loaded"
+    except ImportError as e:
+        txt = f"unknown ({e})"
+    forced = os.environ.get("OPENBLAS_CORETYPE")
+    return txt + (f"; OPENBLAS_CORETYPE={forced} forces that core's kernels" if forced else "")
+
+
 def demo_cpu_seconds(cache: str) -> dict:
     """CPU seconds (user + sys) and wall seconds of `essm-stream demo --fast` in a fresh process."""
     env = dict(os.environ, NUMBA_CACHE_DIR=cache, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
@@ -163,13 +179,14 @@ def measure(reps: int = 7, log=print, with_paper: bool = True, with_start: bool 
     f_e32, _ = step_cost(edge.cfg, 32, 32)
     b_p1 = step_cost(paper.cfg, 1, 32)[1] if with_paper else 0
     samples = {k: [] for k in c}
-    samples.update({"sgemm_gflops": [], "bw_edge_gbs": [], "bw_paper_gbs": []})
+    samples.update({"sgemm_gflops": [], "bw_edge_gbs": [], "bw_paper_gbs": [], "loadavg_1m": []})
     for r in range(reps):
         t0 = time.perf_counter()
         samples["sgemm_gflops"].append(sgemm_gflops())
         for tag, (fn, fr, n) in c.items():
             samples[tag].append(_median_step(fn, fr, n))
         samples["bw_edge_gbs"].append(read_bandwidth_at(int(b_e1)))
+        samples["loadavg_1m"].append(os.getloadavg()[0])   # other jobs on the machine while this round ran
         if with_paper:
             samples["bw_paper_gbs"].append(read_bandwidth_at(int(b_p1), min_s=0.1))
         log(f"round {r + 1}/{reps} ({time.perf_counter() - t0:.1f} s): " +
@@ -186,7 +203,7 @@ def measure(reps: int = 7, log=print, with_paper: bool = True, with_start: bool 
     if with_paper:
         ratios["paper B=1 K=32 / memory floor"] = S["engine paper B=1 K=32"] / (b_p1 / (S["bw_paper_gbs"] * 1e9))
         ratios["paper B=1 K=32 vs ONNX Runtime"] = S["onnx paper B=1 K=32"] / S["engine paper B=1 K=32"]
-    res = {"reps": reps, "samples_s": {k: list(v) for k, v in samples.items()},
+    res = {"reps": reps, "samples_s": {k: list(v) for k, v in samples.items()}, "blas": kernel_blas(),
            "ratios": {k: v.tolist() for k, v in ratios.items()},
            "bytes": {"edge B=1 K=32": b_e1, "paper B=1 K=32": b_p1}, "flops": {"edge B=1 K=32": f_e1, "edge B=32 K=32": f_e32}}
     if with_start:
@@ -218,10 +235,12 @@ def lines(res) -> list[str]:
         if k.startswith(("engine", "torch", "onnx")):
             out.append(f"  {k:26s} {np.median(v) * 1e6:9.1f}  [{v.min() * 1e6:.1f}-{v.max() * 1e6:.1f}]")
     for k, lab in (("sgemm_gflops", "sgemm GFLOP/s (1 thread)"), ("bw_edge_gbs", "read GB/s at edge's working set"),
-                   ("bw_paper_gbs", "read GB/s at paper's working set")):
+                   ("bw_paper_gbs", "read GB/s at paper's working set"), ("loadavg_1m", "load average (1 min) per round")):
         v = S.get(k)
         if v is not None and len(v):
             out.append(f"  {lab:34s} {np.median(v):7.1f}  [{v.min():.1f}-{v.max():.1f}]")
+    if "blas" in res:
+        out.append(f"  engine's convolution BLAS: {res['blas']}")
     b = res["bytes"]
     out.append(f"  working sets: edge B=1 K=32 {b['edge B=1 K=32'] / 1e6:.2f} MB, paper B=1 K=32 {b['paper B=1 K=32'] / 1e6:.1f} MB")
     if "start" in res:
@@ -262,7 +281,9 @@ def sweep(reps: int = 5, log=print) -> dict:
         fr = list(rng.standard_normal((8, B, 40)).astype(np.float32))
         pts.append(("B", B, "engine", (lambda e: (lambda x: e.step(x, 32)))(eng), fr, max(10, 200 // B)))
     samples = {(a, v, c): [] for a, v, c, *_ in pts}
+    out["loadavg_1m"] = []
     for r in range(reps):
+        out["loadavg_1m"].append(os.getloadavg()[0])
         for a, v, cn, fn, fr, n in pts:
             samples[(a, v, cn)].append(_median_step(fn, fr, n))
         log(f"sweep round {r + 1}/{reps}")
@@ -271,7 +292,12 @@ def sweep(reps: int = 5, log=print) -> dict:
     return out
 
 
-def plot_sweep(sw: dict, folder: str) -> list[str]:
+def load_note(loads) -> str:
+    """'load average 0.4-1.1 on 2 cores': what else ran on the machine while measuring."""
+    return f"load average {min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} cores" if loads else ""
+
+
+def plot_sweep(sw: dict, folder: str, note: str = "") -> list[str]:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -279,7 +305,7 @@ def plot_sweep(sw: dict, folder: str) -> list[str]:
     paths = []
     labels = {"K": ("budget K (edge, B=1)", "µs per step"), "L": ("window L (edge, B=1, K=32)", "µs per step"),
               "B": ("streams B (edge, K=32)", "µs per stream per step")}
-    for axis, data in sw.items():
+    for axis, data in ((k, v) for k, v in sw.items() if k in labels):
         fig, ax = plt.subplots(figsize=(4.6, 3.6))
         for cn, d in data.items():
             xs = sorted(d)
@@ -293,7 +319,7 @@ def plot_sweep(sw: dict, folder: str) -> list[str]:
         ax.set_yscale("log")
         ax.set_xlabel(labels[axis][0])
         ax.set_ylabel(labels[axis][1])
-        ax.set_title("median, bars min-max over rounds\n(measured on a loaded 2-core machine)", fontsize=8)
+        ax.set_title("median, bars min-max over rounds" + (f"\n({note})" if note else ""), fontsize=8)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
         fig.tight_layout()

@@ -622,9 +622,11 @@ class TailController(Controller):
            2 shock (the previous step overran, or its slowdown jumped by > `jump` over m).
     K is the most accurate K with  log lat(K) + m + q <= log deadline,  q the (1 - a) quantile of r
     in the current context (the alarm contexts never below the pooled quantile). Where a histogram
-    holds fewer than `min_tail` steps beyond the quantile (early on, rare contexts) the quantile
-    comes from a log-normal fit (mean + z·std of the residuals: a per-context log-normal with the
-    slowdown state m). Residuals of steps that even k_min would have missed are not used: no K avoids them.
+    holds fewer than `min_tail` steps beyond the quantile (a 99.9% quantile from a few thousand steps,
+    early on, rare contexts) the tail is extrapolated as an exponential excess over the (1 - p0)
+    quantile (peaks over threshold: a Pareto tail of the slowdown), not as a log-normal, whose thin
+    tail under-covers the preemption spikes. Residuals of steps that even k_min would have missed are
+    not used: no K avoids them (give k_min = the safety floor when the controller runs under one).
     `a` follows the realised avoidable misses (adaptive conformal inference, in log space): each
     such miss divides it by e, each step without one multiplies it by exp(target / (1 - target)),
     so the long-run rate of avoidable misses is held at `miss_target`.
@@ -637,7 +639,7 @@ class TailController(Controller):
                  half_life_steps: float = 4000.0,
                  psi_alarm: float = 0.5, runq_alarm: float | None = None, jump: float = 1.5,
                  dwell_steps: int = 20, prior_q: float = 1.0, aci_step: float = 0.3, min_tail: float = 3.0,
-                 k_init: int | None = None):
+                 tail_frac: float = 0.05, tail_min: float = 20.0, k_init: int | None = None):
         k_max = profile.k_max if k_max is None else k_max
         super().__init__(k_min, k_max, k_init)
         if profile.latency_s is None or profile.accuracy is None:
@@ -657,6 +659,8 @@ class TailController(Controller):
         self.prior_q = _check.number("prior_q", prior_q, lo=0)
         self.aci_step = _check.number("aci_step", aci_step, lo=0)
         self.min_tail = _check.number("min_tail", min_tail, lo=1.0)
+        self.tail_frac = _check.number("tail_frac", tail_frac, lo=0, lo_open=True, hi=0.5)
+        self.tail_min = _check.number("tail_min", tail_min, lo=1.0)
         ks = np.arange(1, self.k_max + 1)
         self._loglat = np.log(np.array([profile.lat(k) for k in ks]))
         self._acc = np.array([profile.acc(k) for k in ks])
@@ -679,18 +683,25 @@ class TailController(Controller):
 
     def _quantile(self, h: np.ndarray, w: float, a: float) -> float | None:
         """Upper (1 - a) quantile of the residual histogram h (total weight w). With at least
-        `min_tail` steps beyond it, the empirical quantile; with fewer (early on, or a rare context)
-        a log-normal tail: mean + z(1 - a)·std of the residuals, from at least 30 steps; else None."""
+        `min_tail` steps beyond it, the empirical quantile. With fewer (a rare quantile, early on, a
+        rare context) an exponential tail above a threshold, the peaks-over-threshold rule of extreme
+        value statistics: u = the empirical (1 - p0) quantile, p0 = min(tail_frac, max(tail_min / w, a)),
+        beta = the mean excess of the residuals above u, and q = u + beta·ln(p0 / a), i.e. a Pareto tail
+        of the slowdown itself. From at least 30 steps; else None."""
+        tail = np.cumsum(h[::-1])
         if w * a >= self.min_tail:
-            tail = np.cumsum(h[::-1])
             i = int(np.searchsorted(tail, a * w))            # first bin from the top holding mass a·w
             return float(self._edges[len(h) - i])
         if w < 30:
             return None
-        c = self._centres
-        mu = float(h @ c) / w
-        sd = math.sqrt(max(float(h @ (c - mu) ** 2) / w, 1e-6))
-        return mu + _NORMAL.inv_cdf(1.0 - a) * sd
+        p0 = min(self.tail_frac, max(self.tail_min / w, a))
+        u = float(self._edges[len(h) - int(np.searchsorted(tail, p0 * w))])
+        above = self._centres > u
+        n_ex = float(h[above].sum())
+        if n_ex <= 0:
+            return u
+        beta = max(float(h[above] @ (self._centres[above] - u)) / n_ex, self._edges[1] - self._edges[0])
+        return u + beta * math.log(max(p0 / a, 1.0))
 
     def _q(self, ctx: int) -> float:
         """The (1 - alpha) residual quantile for context `ctx`. Where a histogram has seen fewer than

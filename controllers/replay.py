@@ -5,7 +5,9 @@ A `LoadTrace` holds, per control step, the slowdown the engine suffered under a 
 seeded random K per step) and the CPU telemetry that was readable at that step (core utilisation,
 PSI stall fraction, run queue, the load level that was switched on). `replay` closes the loop on it:
 
-    latency_t = profile.lat(K_t) · s_t          (the model: the load multiplies every K's latency)
+    latency_t = profile.lat(K_t) · s_t          (model "multiplicative": the load multiplies every K's latency)
+    latency_t = profile.lat(K_t) · b_t + d_t    (model "delay": a body slowdown b_t plus a fixed delay d_t,
+                                                 see `body_and_delay`)
     energy    = idle_w · period + dyn_w · latency_t per step (PowerModel)
 
 and the controller sees, before step t, the telemetry of step t-1 exactly as the runner would give
@@ -24,7 +26,9 @@ from .clock import FakeClock
 from .errors import ProfileError
 from .telemetry import Telemetry
 
-__all__ = ["LoadTrace", "ReplayResult", "replay", "oracle", "energy_oracle", "TRACE_COLUMNS"]
+__all__ = ["LoadTrace", "ReplayResult", "replay", "oracle", "energy_oracle", "body_and_delay", "TRACE_COLUMNS",
+           "REPLAY_MODELS"]
+REPLAY_MODELS = ("multiplicative", "delay")
 
 # column: (stored dtype, required)
 TRACE_COLUMNS = {"slowdown": (np.float16, True), "t_s": (np.float32, False), "k_recorded": (np.uint8, False),
@@ -72,6 +76,16 @@ class LoadTrace:
         """(K, unloaded paced median latency) measured in the same session, if stored."""
         p = self.meta.get("latency_profile")
         return None if not p else (list(p["K"]), list(p["latency_s"]))
+
+    def recorded_k(self) -> np.ndarray:
+        """The budget each step was recorded at: the recorder draws it per step from the latency
+        profile's K with the trace's seed (sims/record_traces.py), so it is regenerated, not stored."""
+        m = self.meta
+        p = self.profile_latency
+        if p is None or "seed" not in m:
+            raise ProfileError(f"trace {self.name!r} has no seed / latency_profile: its per-step K is unknown")
+        w = int(m.get("warmup_steps_dropped", 0))
+        return np.random.default_rng(m["seed"]).choice(np.array(p[0]), size=len(self) + w)[w:]
 
     def save(self, path: str) -> None:
         """Compressed .npz (no pickle); written to a temporary name, then renamed."""
@@ -149,14 +163,40 @@ def _nan_none(v: float):
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
 
 
+def body_and_delay(trace: LoadTrace, window: int = 51) -> tuple[np.ndarray, np.ndarray]:
+    """Split each recorded step into a body slowdown b_t = min(s_t, the centred rolling median of s
+    over `window` steps) and the rest as a fixed delay d_t = (s_t - b_t) · lat(K recorded) in seconds:
+    a preemption costs the same time at every K, a cache / bandwidth slowdown scales with the step."""
+    from numpy.lib.stride_tricks import sliding_window_view
+    if not (isinstance(window, int) and window >= 1 and window % 2 == 1):
+        raise ProfileError(f"window must be an odd integer >= 1, got {window!r}")
+    s = trace.slowdown
+    ks, lat = trace.profile_latency or ([], [])
+    lat_of = dict(zip(ks, lat))
+    k = trace.recorded_k()
+    pad = window // 2
+    b = np.minimum(s, np.median(sliding_window_view(np.pad(s, pad, mode="edge"), window), axis=1))
+    return b, (s - b) * np.array([lat_of[int(x)] for x in k])
+
+
+def _model(trace: LoadTrace, model: str):
+    if model not in REPLAY_MODELS:
+        raise ProfileError(f"replay model must be one of {REPLAY_MODELS}, got {model!r}")
+    if model == "delay":
+        return body_and_delay(trace)
+    return trace.slowdown, np.zeros(len(trace))
+
+
 def replay(trace: LoadTrace, controller, profile, *, deadline_s: float, period_s: float,
-           idle_w: float = 2.0, dyn_w: float = 3.0, clock: FakeClock | None = None, name: str = "") -> ReplayResult:
+           idle_w: float = 2.0, dyn_w: float = 3.0, clock: FakeClock | None = None, name: str = "",
+           model: str = "multiplicative") -> ReplayResult:
     """Run `controller` against `trace` (see module docstring). `clock`: the FakeClock that any
-    StaleGuard inside the controller reads; it is advanced by `period_s` every step."""
+    StaleGuard inside the controller reads; it is advanced by `period_s` every step. `model`: how a
+    recorded step carries over to another K ("multiplicative" or "delay")."""
     if profile.latency_s is None:
         raise ProfileError("replay needs a profile with a latency_s column")
     n = len(trace)
-    s = trace.slowdown
+    s, delay = _model(trace, model)
     cpu, psi, runq = trace.col("cpu_util"), trace.col("psi_some_frac"), trace.col("run_queue")
     lat_k = profile.latency_s
     acc_k = profile.accuracy
@@ -172,7 +212,7 @@ def replay(trace: LoadTrace, controller, profile, *, deadline_s: float, period_s
         controller.notify(k)
         k = min(max(k, 1), profile.k_max)
         ks[t] = k
-        lat[t] = lat_k[k - 1] * s[t]
+        lat[t] = lat_k[k - 1] * s[t] + delay[t]
         energy += idle_w * period_s + dyn_w * lat[t]
         tel = Telemetry(t_s=(t + 1) * period_s, k=k, latency_s=float(lat[t]), deadline_s=deadline_s,
                         dt_s=period_s, cpu_util=_nan_none(cpu[t]), psi_some_frac=_nan_none(psi[t]),
@@ -184,13 +224,18 @@ def replay(trace: LoadTrace, controller, profile, *, deadline_s: float, period_s
                         acc, dict(getattr(controller, "rejected", {}) or {}))
 
 
-def oracle(slowdown: np.ndarray, profile, deadline_s: float, k_min: int = 1):
-    """Clairvoyant K per step: knowing s_t in advance, among the K with s_t·lat(K) <= deadline the
-    one of highest expected accuracy (the smallest on ties), else k_min (a miss no K avoids).
-    Returns (K array, miss rate, mean expected accuracy)."""
+def _lat_matrix(slowdown, lat, delay_s):
+    m = np.asarray(slowdown)[:, None] * lat[None, :]
+    return m if delay_s is None else m + np.asarray(delay_s)[:, None]
+
+
+def oracle(slowdown: np.ndarray, profile, deadline_s: float, k_min: int = 1, delay_s: np.ndarray | None = None):
+    """Clairvoyant K per step: knowing s_t (and the delay d_t of the "delay" model) in advance, among
+    the K with s_t·lat(K) + d_t <= deadline the one of highest expected accuracy (the smallest on
+    ties), else k_min (a miss no K avoids). Returns (K array, miss rate, mean expected accuracy)."""
     lat = np.asarray(profile.latency_s[k_min - 1:])
     acc = np.asarray(profile.accuracy[k_min - 1:], dtype=float)
-    fits = slowdown[:, None] * lat[None, :] <= deadline_s
+    fits = _lat_matrix(slowdown, lat, delay_s) <= deadline_s
     any_fit = fits.any(1)
     score = np.where(fits, acc[None, :], -np.inf)
     k = np.where(any_fit, k_min + np.argmax(score, 1), k_min)
@@ -198,13 +243,13 @@ def oracle(slowdown: np.ndarray, profile, deadline_s: float, k_min: int = 1):
 
 
 def energy_oracle(slowdown: np.ndarray, profile, power_w: float, *, period_s: float, idle_w: float, dyn_w: float,
-                  k_min: int = 1, iters: int = 60):
+                  k_min: int = 1, iters: int = 60, delay_s: np.ndarray | None = None):
     """The clairvoyant schedule of highest mean expected accuracy whose mean power is at most
     `power_w`: K_t = argmax acc(K) - λ·dyn_w·lat(K)·s_t, λ found by bisection (a Lagrangian
     relaxation of the knapsack, exact up to one step at the boundary). Returns (K, accuracy, power)."""
     lat = np.asarray(profile.latency_s[k_min - 1:])
     acc = np.asarray(profile.accuracy[k_min - 1:], dtype=float)
-    e = dyn_w * slowdown[:, None] * lat[None, :]                       # (T, K) dynamic J per step
+    e = dyn_w * _lat_matrix(slowdown, lat, delay_s)                    # (T, K) dynamic J per step
 
     def pick(lam):
         k = np.argmax(acc[None, :] - lam * e, 1)
@@ -226,7 +271,7 @@ def energy_oracle(slowdown: np.ndarray, profile, power_w: float, *, period_s: fl
 
 
 def level_oracle(slowdown: np.ndarray, level: np.ndarray, profile, deadline_s: float, max_miss_rate: float,
-                 k_min: int = 1):
+                 k_min: int = 1, delay_s: np.ndarray | None = None):
     """An upper bound for controllers that know the load *level* in advance but not each step's
     slowdown: one fixed K per level, the combination of highest mean expected accuracy whose miss
     rate is at most `max_miss_rate` (exhaustive over K per level, at most 3 levels).
@@ -239,7 +284,8 @@ def level_oracle(slowdown: np.ndarray, level: np.ndarray, profile, deadline_s: f
     if len(levels) > 3:
         raise ProfileError(f"level_oracle handles at most 3 load levels, got {levels}")
     n = len(slowdown)
-    miss = {l: (slowdown[level == l][:, None] * lat[None, :] > deadline_s).sum(0) for l in levels}  # (K,)
+    full = _lat_matrix(slowdown, lat, delay_s) > deadline_s
+    miss = {l: full[level == l].sum(0) for l in levels}                                             # (K,)
     cnt = {l: int((level == l).sum()) for l in levels}
     best = (None, float("nan"), -1.0)
     for combo in itertools.product(range(len(lat)), repeat=len(levels)):

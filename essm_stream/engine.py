@@ -35,6 +35,7 @@ import numpy as np
 from . import kernels as _k
 from . import layout as _lo
 from .errors import BudgetError, ConfigError, ESSMError, NonFiniteInputError, ShapeError
+from .numba_config import limit_blas_threads
 from .program import StreamProgram
 
 __all__ = ["StreamEngine", "EngineState", "warmup", "NonFiniteOutputError", "ConcurrentUseError",
@@ -72,7 +73,7 @@ class EngineState:
 
     @property
     def hist(self) -> np.ndarray:
-        """Input history of every layer, (n_layers, B, d, 2L) flattened."""
+        """Input history of every layer, flattened: per layer, blocks of layout.hist_blk(d) streams, each (2L, n_b, d) (layout.STATE)."""
         return self.section("hist")
 
     @property
@@ -120,24 +121,27 @@ class StreamEngine:
         self.nan_policy = nan_policy
         self._kernel_name = kernel
         if kernel == "numba":
-            self._kernel = _k.stream_run
+            self._kernel = None   # bound below, once the layout (and so the mode) is known
+            limit_blas_threads()  # the kernel's GEMMs run on one thread (numba_config.limit_blas_threads)
         else:
             from .reference import stream_run_ref
             self._kernel = stream_run_ref
         B = self.batch
         self.layout = lay = _lo.Layout(cfg, B, program.spectral)     # spectral: exact FIR or LDS ladder
-        need = dt.itemsize * (lay.n_w + lay.state_len + B * lay.work_len + 2 * B * (cfg.d_in + cfg.d_out))
+        need = dt.itemsize * (lay.n_w + lay.state_len + lay.work_total + 2 * B * (cfg.d_in + cfg.d_out))
         if max_bytes is not None and need > max_bytes:
             raise ConfigError(f"this engine would need {need / 2**20:.1f} MiB (program {program!r}, batch={B}, "
                               f"{dt.name}), more than max_bytes={max_bytes / 2**20:.1f} MiB; pass a larger max_bytes "
                               "if that is intended")
         self.nbytes = need
         self._lay, self._off = lay.lay, lay.off
+        if self._kernel is None:
+            self._kernel = _k.kernel_for(lay.lay)   # only this mode's step is compiled
         self._W = lay.pack(program.arrays, dt)
         # state
         self._state = np.zeros(lay.state_len, dtype=dt)
         self._ist = np.zeros(_lo.N_IST, dtype=np.int64)
-        self._work = np.zeros(B * lay.work_len, dtype=dt)
+        self._work = np.zeros(lay.work_total, dtype=dt)
         self._sections = tuple((name, (int(lay.lay[_lo.LAY.index("st_" + name)]), n))
                                for name, n in lay.state_sizes.items())
         # step buffers (so that step allocates nothing); step returns read-only views of _y1

@@ -82,7 +82,6 @@ import math
 import operator
 import os
 import re
-import tempfile
 import threading
 from pathlib import Path
 
@@ -437,30 +436,15 @@ def _load_disk(L: int, K: int):
 
 
 def _save_disk(L: int, K: int, sigma: np.ndarray, phi: np.ndarray) -> None:
-    d = cache_dir()
-    tmp = None
-    try:
-        d.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".hankel-", suffix=".npz.tmp", dir=d)
-        with os.fdopen(fd, "wb") as f:
-            try:
-                os.fchmod(f.fileno(), 0o644)  # mkstemp makes 0600; the cache holds public data
-            except (AttributeError, OSError):  # pragma: no cover - non-POSIX
-                pass
-            np.savez(f, version=np.int64(_FORMAT_VERSION), L=np.int64(L), K=np.int64(K),
-                     sigma=sigma, phi=phi)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, d / _cache_name(L, K))
-        tmp = None
+    import io
+
+    from .fileio import atomic_write_bytes
+    buf = io.BytesIO()
+    np.savez(buf, version=np.int64(_FORMAT_VERSION), L=np.int64(L), K=np.int64(K), sigma=sigma, phi=phi)
+    try:   # the umask decides who may read the cache, as for every other file the project writes
+        atomic_write_bytes(cache_dir() / _cache_name(L, K), buf.getvalue())
     except OSError as exc:
-        log.warning("could not write the filter cache in %s: %s", d, exc)
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+        log.warning("could not write the filter cache in %s: %s", cache_dir(), exc)
 
 
 # ----------------------------------------------------------------------------------------------

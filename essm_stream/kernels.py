@@ -29,19 +29,23 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numba import types
+from numba.core.errors import TypingError
+from numba.extending import overload
 
 from .layout import (D_GATE, D_HIDDEN, D_IN, D_MODEL, D_OUT, GATED, IST_ERR_B, IST_ERR_J,  # noqa: F401
                      IST_ERR_K, IST_ERR_T, IST_NREPLACED, IST_POOL, IST_POS, IST_T, K_MAX, L_WIN, MLP,
                      N_IST, N_LAYERS, O_B1, O_B2, O_EPS, O_FC1B, O_FC1W, O_FC2B, O_FC2W, O_INPB, O_INPW,
                      O_LN1B, O_LN1G, O_LN2B, O_LN2G, O_LNFB, O_LNFG, O_MCAT, O_OUTB, O_OUTW, O_PHIR,
                      O_W1, O_W2, POOL_W, POOLED, ST_HIST, ST_POOL, W_A, W_G, W_H, W_O, W_S, W_U, W_V,
-                     W_X, W_Z, WL, W_UNDO, IST_SKIPPED)
+                     W_X, W_Z, WL, W_UNDO, IST_SKIPPED, WB_C)
 from .kernels_lds import lds_convolve, lds_ring, lds_undo
 from .kernels_lru import lru_mix, lru_undo
-from .layout import LDS, LRU_KIND
+from .layout import HIST_BLK, LDS, LRU_KIND, hist_block
 from .numba_config import njit
 
 OK, ERR_NONFINITE, ERR_BUDGET, ERR_OVERFLOW = 0, 1, 2, 3
+MODE_FIR, MODE_LDS, MODE_LRU = 0, 1, 2   # a layer's mixer: ring-buffer FIR, LDS ladder, LRU recurrence
 
 ACC = np.float64   # accumulator of the short reductions (see module doc)
 
@@ -53,10 +57,8 @@ ACC = np.float64   # accumulator of the short reductions (see module doc)
 # --------------------------------------------------------------------------------------------
 
 @njit
-def _tile4x4(A, pa, lda, Bm, pb, ldb, n, out, q, ldo, acc, sc, so, scaled):
-    """out[q + i ldo + j] (=, or += if acc) Σ_m A_i[m] B_j[m] for i, j < 4; with scaled (and not acc),
-    row i is multiplied by sc[so + i] as it is stored (gemm_nt_rs). One tile for both, so that numba
-    compiles it once (a cold start pays ~1 s per compiled tile)."""
+def _tile4x4(A, pa, lda, Bm, pb, ldb, n, out, q, ldo, acc):
+    """out[q + i ldo + j] (=, or += if acc) Σ_m A_i[m] B_j[m] for i, j < 4."""
     A0 = A[pa:pa + n]
     A1 = A[pa + lda:pa + lda + n]
     A2 = A[pa + 2 * lda:pa + 2 * lda + n]
@@ -93,27 +95,6 @@ def _tile4x4(A, pa, lda, Bm, pb, ldb, n, out, q, ldo, acc, sc, so, scaled):
         s31 += x3 * y1
         s32 += x3 * y2
         s33 += x3 * y3
-    if scaled:
-        a0 = sc[so]
-        a1 = sc[so + 1]
-        a2 = sc[so + 2]
-        a3 = sc[so + 3]
-        s00 *= a0
-        s01 *= a0
-        s02 *= a0
-        s03 *= a0
-        s10 *= a1
-        s11 *= a1
-        s12 *= a1
-        s13 *= a1
-        s20 *= a2
-        s21 *= a2
-        s22 *= a2
-        s23 *= a2
-        s30 *= a3
-        s31 *= a3
-        s32 *= a3
-        s33 *= a3
     if acc:
         out[q] += s00
         out[q + 1] += s01
@@ -247,7 +228,7 @@ def gemm_nt(A, a0, lda, Bm, b0, ldb, n, out, o0, ldo, Ma, Nb, acc):
     while i + 4 <= Ma:
         j = 0
         while j + 4 <= Nb:
-            _tile4x4(A, a0 + i * lda, lda, Bm, b0 + j * ldb, ldb, n, out, o0 + i * ldo + j, ldo, racc, out, o0, Nb < 0)
+            _tile4x4(A, a0 + i * lda, lda, Bm, b0 + j * ldb, ldb, n, out, o0 + i * ldo + j, ldo, racc)
             j += 4
         while j < Nb:  # a column of B against four rows of A
             _tile1x4(Bm, b0 + j * ldb, A, a0 + i * lda, lda, n, out, o0 + i * ldo + j, ldo, racc)
@@ -264,36 +245,6 @@ def gemm_nt(A, a0, lda, Bm, b0, ldb, n, out, o0, ldo, Ma, Nb, acc):
         while j < Nb:
             _tile1x1(A, a0 + i * lda, Bm, b0 + j * ldb, n, out, o0 + i * ldo + j, racc)
             j += 1
-        i += 1
-
-
-@njit
-def gemm_nt_rs(A, a0, lda, Bm, b0, ldb, n, out, o0, ldo, Ma, Nb, sc, s0):
-    """gemm_nt (store, not accumulate) with row i of the result scaled by sc[s0 + i] as it is stored.
-
-    Used by the convolution to apply the gate's α_k to row k of c without a separate pass over V.
-    Same float operations as storing and then scaling (one rounding of the product): bit-identical
-    to gemm_nt followed by `out[row] *= sc[row]`."""
-    i = 0
-    while i + 4 <= Ma:
-        j = 0
-        while j + 4 <= Nb:
-            _tile4x4(A, a0 + i * lda, lda, Bm, b0 + j * ldb, ldb, n, out, o0 + i * ldo + j, ldo, Nb < 0,
-                     sc, s0 + i, Nb >= 0)   # (run-time False / True: not literals, see gemm_nt)
-            j += 4
-        while j < Nb:  # a column of B against four rows of A, then scaled per row
-            q = o0 + i * ldo + j
-            _tile1x4(Bm, b0 + j * ldb, A, a0 + i * lda, lda, n, out, q, ldo, Nb < 0)   # False, not a literal
-            for r in range(4):
-                out[q + r * ldo] *= sc[s0 + i + r]
-            j += 1
-        i += 4
-    while i < Ma:   # up to three single rows: the GEMV tiles, then the row scaled
-        gemm_nt(A, a0 + i * lda, lda, Bm, b0, ldb, n, out, o0 + i * ldo, ldo, min(Ma - i, 1), Nb, False)
-        a = sc[s0 + i]
-        q = o0 + i * ldo
-        for j in range(Nb):
-            out[q + j] *= a
         i += 1
 
 
@@ -451,28 +402,38 @@ def input_projection(X, t, W, off, lay, work, ist):
     wl, d_in, d = lay[WL], lay[D_IN], lay[D_MODEL]
     for b in range(B):
         _load_frame(X, t, b, work, b * wl + lay[W_X], d_in, ist)
-    gemm_nt(work, lay[W_X], wl, W, seg(off, O_INPW, 0), d_in, d_in, work, lay[W_H], wl, B, d, False)
+    gemm_nt(work, lay[W_X], wl, W, seg(off, O_INPW, 0), d_in, d_in, work, lay[W_H], wl, B, d, wl < 0)
     _add_bias(work, B, wl, lay[W_H], W, seg(off, O_INPB, 0), d)
+
+
+_hist_block = njit(inline="always")(hist_block)   # layout.hist_block, compiled
 
 
 @njit(inline="always")
 def ring_write(state, work, lay, B, l, p):
-    """Record u in layer l's history at p and p + L (so the window is contiguous); V[:d] = u (D's input).
+    """Record u of every stream in layer l's history at rows p and p + L of its block (so the window
+    of a block's streams is one contiguous block of rows); V[:d] = u (D's input).
 
-    The value overwritten (u of L frames ago) is kept in work[W_UNDO] until the frame is accepted."""
+    The values overwritten (u of L frames ago) are kept in work[W_UNDO] until the frame is accepted."""
     wl, d, L = lay[WL], lay[D_MODEL], lay[L_WIN]
-    sh, su, sv, sundo = lay[ST_HIST], lay[W_U], lay[W_V], lay[W_UNDO]   # (locals: no reload per store)
-    two_L = 2 * L
-    for b in range(B):
-        wb = b * wl
-        hb = sh + (l * B + b) * d * two_L
-        ub = wb + sundo + l * d
-        for j in range(d):
-            v = work[wb + su + j]
-            work[ub + j] = state[hb + j * two_L + p]
-            state[hb + j * two_L + p] = v
-            state[hb + j * two_L + p + L] = v
-            work[wb + sv + j] = v
+    su, sv, sundo = lay[W_U], lay[W_V], lay[W_UNDO]   # (locals: no reload per store)
+    for i in range((B + lay[HIST_BLK] - 1) // lay[HIST_BLK]):
+        o, w, b0, nb = _hist_block(lay, B, l, i)
+        r0 = o + p * w                                # row p of the block; row p + L is L w further
+        r1 = r0 + L * w
+        for bi in range(nb):
+            wb = (b0 + bi) * wl
+            u = work[wb + su:wb + su + d]
+            v = work[wb + sv:wb + sv + d]
+            undo = work[wb + sundo + l * d:wb + sundo + (l + 1) * d]
+            h0 = state[r0 + bi * d:r0 + (bi + 1) * d]
+            h1 = state[r1 + bi * d:r1 + (bi + 1) * d]
+            for j in range(d):
+                x = u[j]
+                undo[j] = h0[j]
+                h0[j] = x
+                h1[j] = x
+                v[j] = x
 
 
 @njit(inline="always")
@@ -480,11 +441,11 @@ def gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps):
     """α = softmax(s̃_{1:K}), s̃ = s √K / (‖s_{1:K}‖ + ε), s = W2 GELU(W1 u + b1) + b2 (Eq. 8), into work[W_S]."""
     wl, d, dg = lay[WL], lay[D_MODEL], lay[D_GATE]
     sg, ss = lay[W_G], lay[W_S]
-    gemm_nt(work, lay[W_U], wl, W, seg(off, O_W1, l), d, d, work, sg, wl, B, dg, False)
+    gemm_nt(work, lay[W_U], wl, W, seg(off, O_W1, l), d, d, work, sg, wl, B, dg, wl < 0)
     b1 = seg(off, O_B1, l)
     for b in range(B):
         _bias_gelu(work, b * wl + sg, W, b1, dg)   # + b1 in GELU's pass
-    gemm_nt(work, sg, wl, W, seg(off, O_W2, l), dg, dg, work, ss, wl, B, Kt, False)   # rows < max K only
+    gemm_nt(work, sg, wl, W, seg(off, O_W2, l), dg, dg, work, ss, wl, B, Kt, wl < 0)   # rows < max K only
     b2 = seg(off, O_B2, l)
     for b in range(B):
         wb = b * wl + ss
@@ -512,21 +473,33 @@ def gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps):
 
 
 @njit(inline="always")
-def convolve(Ks, t, W, off, lay, state, work, B, l, p):
-    """c_k = Σ_τ φ_k(τ) u(t-τ) for k < K: (K × L) reversed filters · (L × d) window, into V[d:]; × α_k
-    if gated, fused into the product's store (gemm_nt_rs)."""
+def convolve(Ks, t, W, off, lay, state, work, B, l, p, Kt):
+    """c_k = Σ_τ φ_k(τ) u(t-τ) for k < K_t of a block of streams at once: one GEMM per history block,
+    the (K_t × L) reversed filters · the (L × n_b d) window of the block's streams (rows p+1 … p+L),
+    by BLAS (numba's np.dot: SciPy's sgemm / dgemm on one thread) into the batch scratch Cb; then
+    row k of stream b goes to its V[(k+1) d:] for k < K_b, × α_k if gated (the scaling fused into
+    that copy). The filters are read once per block for all its streams (docs/PERFORMANCE.md)."""
     wl, d, L = lay[WL], lay[D_MODEL], lay[L_WIN]
-    two_L = 2 * L
-    sV, ss, sh, gated = lay[W_V], lay[W_S], lay[ST_HIST], lay[GATED] != 0
+    sV, ss, cb, gated = lay[W_V], lay[W_S], lay[WB_C], lay[GATED] != 0
     phir = seg(off, O_PHIR, l)
-    for b in range(B):
-        wb = b * wl
-        K = Ks[t, b]
-        hb = sh + (l * B + b) * d * two_L
-        if gated:   # α_k applied as row k is stored (no second pass over V)
-            gemm_nt_rs(W, phir, L, state, hb + p + 1, two_L, L, work, wb + sV + d, d, K, d, work, wb + ss)
-        else:
-            gemm_nt(W, phir, L, state, hb + p + 1, two_L, L, work, wb + sV + d, d, K, d, False)
+    for i in range((B + lay[HIST_BLK] - 1) // lay[HIST_BLK]):
+        o, w, b0, nb = _hist_block(lay, B, l, i)
+        c0 = cb + Kt * b0 * d
+        w0 = o + (p + 1) * w
+        np.dot(W[phir:phir + Kt * L].reshape((Kt, L)), state[w0:w0 + L * w].reshape((L, w)),
+               work[c0:c0 + Kt * w].reshape((Kt, w)))
+        for bi in range(nb):
+            wb = (b0 + bi) * wl
+            for k in range(Ks[t, b0 + bi]):
+                src = work[c0 + k * w + bi * d:c0 + k * w + (bi + 1) * d]
+                dst = work[wb + sV + (k + 1) * d:wb + sV + (k + 2) * d]
+                if gated:   # α_k applied as row k is copied (no second pass over V)
+                    a = work[wb + ss + k]
+                    for j in range(d):
+                        dst[j] = src[j] * a
+                else:
+                    for j in range(d):
+                        dst[j] = src[j]
 
 
 @njit(inline="always")
@@ -547,7 +520,7 @@ def mix(Ks, t, W, off, lay, work, B, l):
             for m in range((Ks[t, b] + 1) * d, (kg + 1) * d):
                 work[wb + sV + m] = 0.0
         gemm_nt(work, b0 * wl + sV, wl, W, seg(off, O_MCAT, l), ldM, (kg + 1) * d,
-                work, b0 * wl + lay[W_H], wl, nb, d, True)
+                work, b0 * wl + lay[W_H], wl, nb, d, wl >= 0)
         b0 += nb
 
 
@@ -557,14 +530,14 @@ def mlp(W, off, lay, work, B, l, ln_eps):
     wl, d, dh = lay[WL], lay[D_MODEL], lay[D_HIDDEN]
     sh, sz, sa = lay[W_H], lay[W_Z], lay[W_A]
     _layer_norm_streams(work, B, wl, sh, sz, W, seg(off, O_LN2G, l), seg(off, O_LN2B, l), d, ln_eps)
-    gemm_nt(work, sz, wl, W, seg(off, O_FC1W, l), d, d, work, sa, wl, B, dh, False)
+    gemm_nt(work, sz, wl, W, seg(off, O_FC1W, l), d, d, work, sa, wl, B, dh, wl < 0)
     fc1b, fc2b = seg(off, O_FC1B, l), seg(off, O_FC2B, l)
     for b in range(B):
         wb = b * wl
         _bias_gelu(work, wb + sa, W, fc1b, dh)   # + fc1.b in GELU's pass
         for i in range(d):
             work[wb + sh + i] += W[fc2b + i]
-    gemm_nt(work, sa, wl, W, seg(off, O_FC2W, l), dh, dh, work, sh, wl, B, d, True)
+    gemm_nt(work, sa, wl, W, seg(off, O_FC2W, l), dh, dh, work, sh, wl, B, d, wl >= 0)
 
 
 @njit(inline="always")
@@ -573,7 +546,7 @@ def head(t, W, off, lay, state, ist, work, Y, B, ln_eps):
     wl, d, d_out = lay[WL], lay[D_MODEL], lay[D_OUT]
     so = lay[W_O]
     _layer_norm_streams(work, B, wl, lay[W_H], lay[W_Z], W, seg(off, O_LNFG, 0), seg(off, O_LNFB, 0), d, ln_eps)
-    gemm_nt(work, lay[W_Z], wl, W, seg(off, O_OUTW, 0), d, d, work, so, wl, B, d_out, False)
+    gemm_nt(work, lay[W_Z], wl, W, seg(off, O_OUTW, 0), d, d, work, so, wl, B, d_out, wl < 0)
     _add_bias(work, B, wl, so, W, seg(off, O_OUTB, 0), d_out)
     if lay[POOLED] != 0:
         PW = lay[POOL_W]
@@ -621,29 +594,116 @@ def output_finite(Y, t):
     return True
 
 
+def layer_mixer(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode):
+    """One layer's sequence mixer, h += mixer(u), for the mode (MODE_FIR / MODE_LDS / MODE_LRU).
+
+    Compiled code never runs this body: the overload below hands numba the mode's own ops for the
+    literal `mode` of each entry point, so an exact-FIR engine compiles no LDS or LRU kernels
+    (measured: 9.1 → 5.8 s of CPU for the edge engine's first step on an empty cache; numba's
+    dead-branch pruning does not remove `if mode == ...` branches inside a loop). This body is the
+    same dispatch in Python, for NUMBA_DISABLE_JIT=1."""
+    if mode == MODE_LRU:
+        _mixer_lru(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps)
+    elif mode == MODE_LDS:
+        _mixer_lds(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps)
+    else:
+        _mixer_fir(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps)
+
+
+@njit(inline="always")
+def _mixer_fir(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps):
+    ring_write(state, work, lay, B, l, p)                     # window of u ← u(t)
+    if lay[GATED] != 0:
+        gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps)   # α(t) (Eq. 8)
+    convolve(Ks, t, W, off, lay, state, work, B, l, p, Kt)   # V = [u, α_k (Φ_k * u)(t)]_{k≤K}
+    mix(Ks, t, W, off, lay, work, B, l)                      # h += D u + Σ σ_k^¼ M_k α_k c_k (Eq. 7)
+
+
+@njit(inline="always")
+def _mixer_lds(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps):
+    lds_ring(state, work, lay, B, l, p)                      # u(t-L) out of the ring, u(t) in
+    if lay[GATED] != 0:
+        gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps)
+    lds_convolve(Ks, t, W, off, lay, state, work, B, l)      # V = [u, α_k ladder_k(t)]
+    mix(Ks, t, W, off, lay, work, B, l)
+
+
+@njit(inline="always")
+def _mixer_lru(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps):
+    lru_mix(W, off, lay, state, work, B, l)                  # x ← λx + B̃u; h += Re(Cx) + D u
+
+
+def undo_mixer(state, work, lay, B, p, mode):
+    """Put back what a frame wrote into the mixer's state (history rows, ladder or LRU states);
+    chosen by the literal mode like layer_mixer."""
+    if mode == MODE_LRU:
+        _undo_hist(state, work, lay, B, p)
+        lru_undo(state, work, lay, B)
+    elif mode == MODE_LDS:
+        lds_undo(state, work, lay, B, p)                     # ladder states and ring rows back
+    else:
+        _undo_hist(state, work, lay, B, p)
+
+
 @njit
-def undo_frame(state, work, lay, ist, B, p):
-    """Put back what frame t wrote into the history and the pool ring (ist has not advanced yet)."""
-    wl, d, L, d_out, nl = lay[WL], lay[D_MODEL], lay[L_WIN], lay[D_OUT], lay[N_LAYERS]
-    sh, sundo, sp = lay[ST_HIST], lay[W_UNDO], lay[ST_POOL]
-    two_L = 2 * L
-    for l in range(nl if lay[LDS] == 0 else 0):              # (LDS mode keeps no doubled history)
-        for b in range(B):
-            hb = sh + (l * B + b) * d * two_L
-            ub = b * wl + sundo + l * d
-            for j in range(d):
-                state[hb + j * two_L + p] = work[ub + j]
-                state[hb + j * two_L + p + L] = work[ub + j]
+def _undo_hist(state, work, lay, B, p):
+    """History rows p and p + L of every layer back from work[W_UNDO]."""
+    wl, d, L, nl = lay[WL], lay[D_MODEL], lay[L_WIN], lay[N_LAYERS]
+    sundo = lay[W_UNDO]
+    for l in range(nl):
+        for i in range((B + lay[HIST_BLK] - 1) // lay[HIST_BLK]):
+            o, w, b0, nb = _hist_block(lay, B, l, i)
+            r0 = o + p * w                                   # rows p and p + L of the block
+            for bi in range(nb):
+                ub = (b0 + bi) * wl + sundo + l * d
+                for j in range(d):
+                    state[r0 + bi * d + j] = work[ub + j]
+                    state[r0 + L * w + bi * d + j] = work[ub + j]
+
+
+def _literal_mode(mode) -> int:
+    if not isinstance(mode, types.IntegerLiteral):
+        raise TypingError("the kernels' mode must be a literal int (MODE_FIR / MODE_LDS / MODE_LRU)")
+    return mode.literal_value
+
+
+@overload(layer_mixer)
+def _ol_layer_mixer(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode):
+    fn = {MODE_FIR: _mixer_fir, MODE_LDS: _mixer_lds, MODE_LRU: _mixer_lru}[_literal_mode(mode)]
+
+    def impl(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode):
+        fn(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps)
+    return impl
+
+
+@overload(undo_mixer)
+def _ol_undo_mixer(state, work, lay, B, p, mode):
+    m = _literal_mode(mode)
+    if m == MODE_LRU:
+        def impl(state, work, lay, B, p, mode):
+            _undo_hist(state, work, lay, B, p)
+            lru_undo(state, work, lay, B)
+    elif m == MODE_LDS:
+        def impl(state, work, lay, B, p, mode):
+            lds_undo(state, work, lay, B, p)
+    else:
+        def impl(state, work, lay, B, p, mode):
+            _undo_hist(state, work, lay, B, p)
+    return impl
+
+
+@njit
+def undo_frame(state, work, lay, ist, B, p, mode):
+    """Put back what frame t wrote into the mixer's state and the pool ring (ist has not advanced yet)."""
+    wl, d, d_out, nl = lay[WL], lay[D_MODEL], lay[D_OUT], lay[N_LAYERS]
+    sundo, sp = lay[W_UNDO], lay[ST_POOL]
+    undo_mixer(state, work, lay, B, p, mode)
     if lay[POOLED] != 0:
         PW, pp = lay[POOL_W], ist[IST_POOL]
         for b in range(B):
             ub = b * wl + sundo + nl * d
             for i in range(d_out):
                 state[sp + b * PW * d_out + pp * d_out + i] = work[ub + i]
-    if lay[LRU_KIND] != 0:
-        lru_undo(state, work, lay, B)
-    if lay[LDS] != 0:
-        lds_undo(state, work, lay, B, p)                     # ladder states and ring rows back
 
 
 @njit(inline="always")
@@ -659,16 +719,11 @@ def advance(lay, ist):
 # The step
 # --------------------------------------------------------------------------------------------
 
-@njit
-def stream_run(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
-    """Advance B streams by T frames: X (T, B, d_in), Ks (T, B) int64 -> Y (T, B, d_out).
-
-    Validates the whole block first (nothing changes on error) and returns a status code.
-    With nan_zero, non-finite input values are read as 0 (counted in ist[IST_NREPLACED]).
-    A frame whose values overflow (a non-finite u in any layer, or y) is taken back (state as
-    before it): with nan_zero its outputs are 0 and it is counted in ist[IST_SKIPPED]; without,
-    the block stops there with ERR_OVERFLOW (ist[IST_ERR_T] = t; frames before t are consumed).
-    """
+@njit(inline="always")
+def _run(X, Ks, W, off, lay, state, ist, work, Y, nan_zero, mode):
+    """The step loop of every mode. `mode` is a literal constant of each entry point below: numba
+    compiles _run once per mode, and `layer_mixer` / `undo_mixer` resolve to that mode's ops only
+    (an overload chosen by the literal), so a program compiles its own mode's kernels and no other's."""
     status = check_inputs(X, Ks, lay, ist, nan_zero)
     if status != OK:
         return status
@@ -677,7 +732,8 @@ def stream_run(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
     d, wl = lay[D_MODEL], lay[WL]
     for t in range(T):
         p = ist[IST_POS]
-        Kt = 1                                                   # the largest budget of this frame
+        Kt = Ks[t, 0]                                            # the largest budget of this frame (not the
+                                                                 # literal 1: numba would compile gemm_nt for it)
         for b in range(B):
             Kt = max(Kt, Ks[t, b])
         input_projection(X, t, W, off, lay, work, ist)           # h = W_in x_t + b_in
@@ -686,25 +742,12 @@ def stream_run(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
             _layer_norm_streams(work, B, wl, lay[W_H], lay[W_U], W, seg(off, O_LN1G, l),
                                 seg(off, O_LN1B, l), d, ln_eps)  # u = LN1(h)
             finite = rows_finite(work, lay[W_U], wl, B, d) and finite
-            if lay[LRU_KIND] != 0:                               # layer kind lru (kernels_lru.py)
-                lru_mix(W, off, lay, state, work, B, l)          # x ← λx + B̃u; h += Re(Cx) + D u
-            else:
-                if lay[LDS] != 0:                                # spectral="lds" (kernels_lds.py)
-                    lds_ring(state, work, lay, B, l, p)          # u(t-L) out of the ring, u(t) in
-                else:
-                    ring_write(state, work, lay, B, l, p)        # window of u ← u(t)
-                if lay[GATED] != 0:
-                    gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps)   # α(t) (Eq. 8)
-                if lay[LDS] != 0:
-                    lds_convolve(Ks, t, W, off, lay, state, work, B, l)  # V = [u, α_k ladder_k(t)]
-                else:
-                    convolve(Ks, t, W, off, lay, state, work, B, l, p)   # V = [u, α_k (Φ_k * u)(t)]_{k≤K}
-                mix(Ks, t, W, off, lay, work, B, l)              # h += D u + Σ σ_k^¼ M_k α_k c_k (Eq. 7)
+            layer_mixer(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode)   # h += mixer(u)
             if lay[MLP] != 0:
                 mlp(W, off, lay, work, B, l, ln_eps)             # h += MLP(LN2(h))
         head(t, W, off, lay, state, ist, work, Y, B, ln_eps)     # y_t = W_out LN_f(h) + b_out (pooled)
         if not (finite and output_finite(Y, t)):                 # overflow: take the frame back
-            undo_frame(state, work, lay, ist, B, p)
+            undo_frame(state, work, lay, ist, B, p, mode)
             ist[IST_ERR_T] = t
             if not nan_zero:
                 return ERR_OVERFLOW
@@ -713,3 +756,44 @@ def stream_run(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
             continue
         advance(lay, ist)
     return OK
+
+
+@njit
+def stream_run_fir(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
+    """stream_run for exact (ring-buffer FIR) programs."""
+    return _run(X, Ks, W, off, lay, state, ist, work, Y, nan_zero, 0)
+
+
+@njit
+def stream_run_lds(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
+    """stream_run for spectral="lds" programs."""
+    return _run(X, Ks, W, off, lay, state, ist, work, Y, nan_zero, 1)
+
+
+@njit
+def stream_run_lru(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
+    """stream_run for layer kind lru."""
+    return _run(X, Ks, W, off, lay, state, ist, work, Y, nan_zero, 2)
+
+
+def kernel_for(lay):
+    """The compiled step of this layout's mode (the engine binds it once)."""
+    if lay[LRU_KIND] != 0:
+        return stream_run_lru
+    if lay[LDS] != 0:
+        return stream_run_lds
+    return stream_run_fir
+
+
+def stream_run(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
+    """Advance B streams by T frames: X (T, B, d_in), Ks (T, B) int64 -> Y (T, B, d_out).
+
+    Validates the whole block first (nothing changes on error) and returns a status code.
+    With nan_zero, non-finite input values are read as 0 (counted in ist[IST_NREPLACED]).
+    A frame whose values overflow (a non-finite u in any layer, or y) is taken back (state as
+    before it): with nan_zero its outputs are 0 and it is counted in ist[IST_SKIPPED]; without,
+    the block stops there with ERR_OVERFLOW (ist[IST_ERR_T] = t; frames before t are consumed).
+
+    Dispatches to the compiled step of the layout's mode (kernel_for); the engine binds that
+    directly. reference.stream_run_ref is its numpy float64 twin (same signature)."""
+    return kernel_for(lay)(X, Ks, W, off, lay, state, ist, work, Y, nan_zero)

@@ -12,11 +12,14 @@ Three kinds of entries, each a table that a new mode extends by appending rows:
             (`stored`) and/or packed into the engine's flat weight vector W (`packed`).
   SCRATCH   per-stream scratch sections of the kernel's `work` vector (size 0 when unused).
   STATE     streaming state sections of the engine's `state` vector (sized for B streams).
+  BATCH     scratch shared by the B streams of a frame, after the per-stream scratch in `work`: the
+            operands of the products that run over every stream at once (one GEMM per layer).
 
 The kernel receives three int64 vectors built here:
 
   lay   named dims (`DIMS`), then the offset of every SCRATCH section inside one stream's work,
-        the per-stream work stride `wl`, then the offset of every STATE section. Indices are the
+        the per-stream work stride `wl`, then the offset of every STATE section, then the (absolute)
+        offset in work of every BATCH section. Indices are the
         module constants (D_MODEL, W_U, ST_HIST, ...): `lay[D_MODEL]`, `work[b * lay[WL] + lay[W_U] + j]`.
   off   for every packed segment s: off[2 s] its offset into W, off[2 s + 1] its per-layer stride
         (`seg(off, O_W1, l)` is the start of layer l's W1).
@@ -160,7 +163,16 @@ def program_shapes(cfg: ESSMConfig, spectral: dict | None = None) -> dict[str, t
 # -- named dims --------------------------------------------------------------------------------
 
 DIMS = ("d_in", "d", "d_out", "n_layers", "L", "k_max", "d_gate", "d_hidden", "gated", "mlp",
-        "pool_W", "pooled", "lru", "n_state", "lds", "lds_n", "lds_buf")
+        "pool_W", "pooled", "lru", "n_state", "lds", "lds_n", "lds_buf", "hist_blk")
+
+HIST_COLS = 64   # columns (streams × channels) per block of the history, see hist_blk
+
+
+def hist_blk(d: int) -> int:
+    """Streams per block of the history: max(1, HIST_COLS // d). One convolution GEMM per block; a
+    (K × L)·(L × 64) product keeps OpenBLAS on its fastest path here (edge B=32, K=32: 775–830 µs a
+    step with one stream of d = 64 per block against 1037 with eight; docs/PERFORMANCE.md)."""
+    return max(1, HIST_COLS // max(int(d), 1))
 
 
 def named_dims(cfg: ESSMConfig, spectral: dict | None = None) -> dict[str, int]:
@@ -175,13 +187,14 @@ def named_dims(cfg: ESSMConfig, spectral: dict | None = None) -> dict[str, int]:
         return {"d_in": cfg.d_in, "d": cfg.d_model, "d_out": cfg.d_out, "n_layers": cfg.n_layers,
                 "L": 1, "k_max": 1, "d_gate": 0, "d_hidden": cfg.mlp_ratio * cfg.d_model if cfg.mlp else 0,
                 "gated": 0, "mlp": int(cfg.mlp), "pool_W": cfg.pool_window if pool else 1,
-                "pooled": int(pool), "lru": 1, "n_state": max(cfg.layer_states()), **no_lds}
+                "pooled": int(pool), "lru": 1, "n_state": max(cfg.layer_states()), **no_lds,
+                "hist_blk": hist_blk(cfg.d_model)}
     return {"d_in": cfg.d_in, "d": cfg.d_model, "d_out": cfg.d_out, "n_layers": cfg.n_layers,
             "L": cfg.seq_len, "k_max": cfg.k_max, "d_gate": cfg.d_gate if cfg.gated else 0,
             "d_hidden": cfg.mlp_ratio * cfg.d_model if cfg.mlp else 0, "gated": int(cfg.gated),
             "mlp": int(cfg.mlp), "pool_W": cfg.pool_window if pool else 1, "pooled": int(pool),
             "lru": 0, "n_state": 0, "lds": int(lds), "lds_n": max(spectral["n"]) if lds else 0,
-            "lds_buf": int(lds and bool(spectral["buffered"]))}
+            "lds_buf": int(lds and bool(spectral["buffered"])), "hist_blk": hist_blk(cfg.d_model)}
 
 
 @dataclass(frozen=True)
@@ -214,9 +227,11 @@ SCRATCH: tuple[Section, ...] = (
             "(the ring row it overwrote goes to `undo`, as in exact mode)"),
 )
 STATE: tuple[Section, ...] = (
-    Section("hist", lambda g, B: 0 if g["lds"] else g["n_layers"] * B * g["d"] * 2 * g["L"],
-            "input history of every layer (l, b, j, 2L): each u written at p and p + L, so the "
-            "window of step t is the contiguous slice [p + 1, p + L], oldest first"),
+    Section("hist", lambda g, B: 0 if g["lds"] else g["n_layers"] * 2 * g["L"] * B * g["d"],
+            "input history of every layer, in blocks of hist_blk streams, each block time-major: "
+            "(l, block, 2L, b', j). A frame's u of the block's streams is one row, written at rows p "
+            "and p + L, so the window of step t is the contiguous block of rows [p + 1, p + L], oldest "
+            "first: one (L, n_b d) matrix of the block's windows (hist_block gives the offsets)"),
     Section("pool", lambda g, B: B * g["pool_W"] * g["d_out"] if g["pooled"] else 0,
             "ring of the last pool_W head outputs (b, W, d_out) for head='mean'"),
     Section("lru_x", lambda g, B: g["n_layers"] * B * 2 * g["n_state"],
@@ -228,11 +243,20 @@ STATE: tuple[Section, ...] = (
             "correction (u(t-L) is read from row p before u(t) overwrites it)"),
 )
 
-LAY = DIMS + tuple("w_" + s.name for s in SCRATCH) + ("wl",) + tuple("st_" + s.name for s in STATE)
+# Batch scratch: sections of `work` after the B per-stream strides, shared by the streams of a frame.
+BATCH: tuple[Section, ...] = (
+    Section("Cb", lambda g, B: g["k_max"] * B * g["d"] if not (g["lru"] or g["lds"]) else 0,
+            "exact mode: the convolution of every stream's window, per history block one (K_t, n_b d) "
+            "matrix at K_t b0 d (K_t = the frame's largest budget); row k, columns b' d … b' d + d go "
+            "to stream b0 + b''s V (× α_k)"),
+)
+
+LAY = DIMS + tuple("w_" + s.name for s in SCRATCH) + ("wl",) + tuple("st_" + s.name for s in STATE) + \
+    tuple("wb_" + s.name for s in BATCH)
 _LAY = {name: i for i, name in enumerate(LAY)}
 N_LAY = len(LAY)
 (D_IN, D_MODEL, D_OUT, N_LAYERS, L_WIN, K_MAX, D_GATE, D_HIDDEN, GATED, MLP, POOL_W, POOLED,
- LRU_KIND, N_STATE, LDS, LDS_N, LDS_BUF) = (_LAY[n] for n in DIMS)
+ LRU_KIND, N_STATE, LDS, LDS_N, LDS_BUF, HIST_BLK) = (_LAY[n] for n in DIMS)
 W_X, W_H, W_U, W_Z, W_V, W_G, W_S, W_A, W_O = (_LAY["w_" + s] for s in "xhuzVgsao")
 W_UNDO = _LAY["w_undo"]
 W_LRU_UNDO = _LAY["w_lru_undo"]
@@ -240,11 +264,23 @@ WL = _LAY["wl"]
 ST_HIST, ST_POOL, ST_LRU_X = _LAY["st_hist"], _LAY["st_pool"], _LAY["st_lru_x"]
 W_LW, W_LO, W_LUNDO = _LAY["w_lw"], _LAY["w_lo"], _LAY["w_lundo"]
 ST_LDS, ST_LRING = _LAY["st_lds"], _LAY["st_lring"]
+WB_C = _LAY["wb_Cb"]   # absolute offset into work
 
 # ist: small int64 state and error details, shared by every mode.
 (IST_POS, IST_T, IST_POOL, IST_ERR_T, IST_ERR_B, IST_ERR_J, IST_ERR_K, IST_NREPLACED,
  IST_SKIPPED) = range(9)
 N_IST = 9
+
+
+def hist_block(lay, B, l, i):
+    """Layer l's history for stream block i (streams b0 = i lay[HIST_BLK] … b0 + nb - 1): returns
+    (offset of the block's row 0 in the state vector, the row width nb d, b0, nb). Row r (0 … 2L-1)
+    starts at offset + r · width, stream b0 + b' at + b' d within it. Plain Python, also compiled
+    by numba for the kernels (kernels._hist_block): one formula for both."""
+    d, L = lay[D_MODEL], lay[L_WIN]
+    b0 = i * lay[HIST_BLK]
+    nb = min(lay[HIST_BLK], B - b0)
+    return lay[ST_HIST] + (l * 2 * L * B + 2 * L * b0) * d, nb * d, b0, nb
 
 
 def _aligned(n: int) -> int:
@@ -271,7 +307,8 @@ def unpack(W: np.ndarray, off: np.ndarray, lay: np.ndarray) -> dict[str, np.ndar
 
 
 class Layout:
-    """The engine's memory plan for one config and batch size: lay, off, and the sizes of W, work and state."""
+    """The engine's memory plan for one config and batch size: lay, off, and the sizes of W, work and state
+    (work: B per-stream strides of work_len, then the BATCH sections; work_total in all)."""
 
     def __init__(self, cfg: ESSMConfig, batch: int = 1, spectral: dict | None = None):
         self.cfg, self.batch = cfg, int(batch)
@@ -292,6 +329,11 @@ class Layout:
             lay[_LAY["st_" + s.name]] = n
             n += _aligned(s.size(g, self.batch))
         self.state_len = max(n, 1)
+        n = self.batch * self.work_len
+        for s in BATCH:   # after every stream's stride, shared by the frame's streams
+            lay[_LAY["wb_" + s.name]] = n
+            n += _aligned(s.size(g, self.batch))
+        self.work_total = n   # the length of the kernel's work vector
         self.state_sizes = {s.name: int(s.size(g, self.batch)) for s in STATE}
         self.lay = lay
         off = np.zeros(2 * N_SEG, dtype=np.int64)

@@ -126,3 +126,41 @@ def njit(fn=None, **overrides):
     if fn is None:
         return lambda f: numba.njit(**opts)(f)
     return numba.njit(**opts)(fn)
+
+
+# The kernels' largest product (the convolution of every stream's window, kernels.convolve) is an
+# np.dot call that numba hands to SciPy's BLAS (scipy.linalg.cython_blas). A multi-threaded BLAS inside a step that runs
+# beside other work is a hazard, not a speed-up: measured here with 2 OpenBLAS threads and the other
+# core busy, one (32 × 128)·(128 × 2048) product took 4.2 ms instead of 0.21 ms. The engine is a
+# single-thread kernel (a controller thread may run beside it), so its BLAS runs on one thread.
+BLAS_THREADS = 1
+_blas_limited = False
+
+
+def limit_blas_threads(n: int = BLAS_THREADS) -> bool:
+    """Limit the BLAS that numba's np.dot calls (SciPy's) to n threads, once per process; numpy's own
+    BLAS (a separate library in wheels) is left alone. Respects an explicit OPENBLAS_NUM_THREADS.
+    Returns whether a limit is in place."""
+    global _blas_limited
+    if _blas_limited or os.environ.get("OPENBLAS_NUM_THREADS"):
+        return True
+    if os.environ.get("OPENBLAS_CORETYPE"):   # said once per process (info: set on purpose, it is no error)
+        log.info("OPENBLAS_CORETYPE=%s forces OpenBLAS's kernels for that core: the engine's convolution "
+                    "(numba's np.dot) may run several times slower than with this CPU's own kernels "
+                    "(docs/PERFORMANCE.md); unset it unless it is needed", os.environ["OPENBLAS_CORETYPE"])
+    try:
+        import scipy
+        import scipy.linalg.cython_blas  # noqa: F401  (load the library numba will call)
+        from threadpoolctl import ThreadpoolController
+    except ImportError as e:   # pragma: no cover - both are runtime dependencies
+        log.warning("cannot limit the kernels' BLAS threads (%s)", e)
+        return False
+    here = os.path.dirname(os.path.abspath(scipy.__file__))
+    ctl = ThreadpoolController().select(user_api="blas")
+    mine = [c for c in ctl.lib_controllers if os.path.abspath(c.filepath).startswith((here + os.sep, here + ".libs"))]
+    for c in mine:
+        c.set_num_threads(n)
+    if not mine:
+        log.debug("no SciPy BLAS library found to limit to %d threads", n)
+    _blas_limited = True   # (tried once; nothing to limit when SciPy links another BLAS)
+    return bool(mine)

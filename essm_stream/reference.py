@@ -117,7 +117,14 @@ def stream_run_ref(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
     w = lo.unpack(W, off, lay)
     ln_eps, gate_eps = w["eps"]
     lds, N = bool(g["lds"]), g["lds_n"]
-    H = state[lay[lo.ST_HIST]:lay[lo.ST_HIST] + nl * B * d * 2 * L].reshape(nl, B, d, 2 * L) if not lds else None
+    H = None
+    if not lds:   # H[l][b]: stream b's (2L, d) history rows in layer l, a view (layout.hist_block)
+        H = []
+        for l in range(nl):
+            H.append([])
+            for b in range(B):
+                o, width, b0, nb = lo.hist_block(lay, B, l, b // int(lay[lo.HIST_BLK]))
+                H[l].append(state[o:o + 2 * L * width].reshape(2 * L, nb, d)[:, b - b0])
     if lds:   # spectral="lds": ladder states (l, b, n, d) and the (l, b, L, d) ring of past inputs
         from .lds import ladder_step_ref
         S = state[lay[lo.ST_LDS]:lay[lo.ST_LDS] + nl * B * N * d].reshape(nl, B, N, d)
@@ -131,7 +138,7 @@ def stream_run_ref(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
         p = int(ist[lo.IST_POS])
         steps = int(ist[lo.IST_T]) + 1
         pp = int(ist[lo.IST_POOL])
-        undo = (None if H is None else H[:, :, :, p].copy(), None if P is None else P[:, pp].copy())
+        undo = (None if H is None else [[h[p].copy() for h in Hl] for Hl in H], None if P is None else P[:, pp].copy())
         u_finite = True                                       # layer kind lru / LDS keep no window to check
         if lds:   # what this frame overwrites: ladder states, ring row p
             undo_lds = (S.copy(), None if R is None else R[:, :, p].copy())
@@ -162,10 +169,10 @@ def stream_run_ref(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
                     S[l, b] = v
                     c = w["lds.C"][l, :K] @ v                                   # (K, d)
                 else:
-                    H[l, b, :, p] = u
-                    H[l, b, :, p + L] = u
-                    window = H[l, b, :, p + 1:p + 1 + L].astype(np.float64)    # (d, L), oldest first
-                    c = w["phir"][l, :K] @ window.T                             # (K, d)
+                    H[l][b][p] = u                                              # time-major rows
+                    H[l][b][p + L] = u
+                    window = H[l][b][p + 1:p + 1 + L].astype(np.float64)       # (L, d), oldest first
+                    c = w["phir"][l, :K] @ window                               # (K, d)
                 gate_w = {"sigma": np.ones(Kb)}
                 if g["gated"]:
                     gate_w.update(W1=w["W1"][l], b1=w["b1"][l], W2=w["W2"][l], b2=w["b2"][l])
@@ -181,9 +188,11 @@ def stream_run_ref(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
                 n = min(steps, PW)
                 y = np.mean([P[b, (pp - n + 1 + r) % PW] for r in range(n)], axis=0)
             Y[t, b] = y
-        if not (u_finite and (H is None or np.all(np.isfinite(H[:, :, :, p]))) and np.all(np.isfinite(Y[t]))):
+        if not (u_finite and (H is None or all(np.all(np.isfinite(h[p])) for Hl in H for h in Hl)) and np.all(np.isfinite(Y[t]))):
             if H is not None:                                                   # overflow: take back
-                H[:, :, :, p] = H[:, :, :, p + L] = undo[0]
+                for Hl, Ul in zip(H, undo[0]):
+                    for h, v in zip(Hl, Ul):
+                        h[p] = h[p + L] = v
             if lds:
                 S[...] = undo_lds[0]
                 if R is not None:

@@ -6,7 +6,9 @@ at a seeded random K per step; the slowdown s_t = latency_t / the unloaded paced
 that K (measured at the start of the session, stored in the trace) is written with the CPU telemetry
 readable at that step (core utilisation, PSI stall fraction, run queue) and the load level.
 
-    python -m sims.record_traces --out sims/traces --duration 5
+    python -m sims.record_traces --out sims/traces --duration 5 --seed 0                         # tune set
+    python -m sims.record_traces --out sims/traces --duration 5 --seed 100 --suffix=-b --split held-out
+    (and the same with --rt --suffix=-rt / -rt-b --seed 50 / 150 for the SCHED_FIFO loop)
 
 The machine this ran on is part of the record (`meta["machine"]`): on a shared box other people's
 work is co-running load too, and the traces say so.
@@ -46,7 +48,7 @@ LOADS = {
     "spin19-step": ("spin", 2, 19, "step", "2 ALU spinners at nice 19, on from 30% to 70%"),
     "engine2-bursts": ("engine", 1, 0, "bursts", "a second engine (same program, K=32, back to back), bursts"),
     "pagecache-random": ("pagecache", 2, 0, "random", "0-2 write 48 MiB / fsync / drop / read loops, random"),
-    "ambient": (None, 0, 0, "none", "no load of our own: the shared machine's other work only"),
+    "ambient": (None, 0, 0, "none", "no load of our own (the quiet window: whatever else ran on the box)"),
 }
 
 
@@ -61,7 +63,8 @@ def schedule(kind: str, duration_s: float, level: int, seed: int):
     return lambda t: 0
 
 
-def record_one(eng, lat0: dict, name: str, *, duration_s: float, period_s: float, core: int, seed: int):
+def record_one(eng, lat0: dict, name: str, *, duration_s: float, period_s: float, core: int, seed: int,
+               warmup: int = 20):
     from controllers import CpuMonitor
     from controllers.loadgen import CpuLoad
     from controllers.replay import LoadTrace
@@ -69,7 +72,7 @@ def record_one(eng, lat0: dict, name: str, *, duration_s: float, period_s: float
     kind, workers, nice, sched_kind, label = LOADS[name]
     ks = np.array(lat0["K"])
     base = dict(zip(lat0["K"], lat0["latency_s"]))
-    n = int(duration_s / period_s)
+    n = int(duration_s / period_s) + warmup         # the first `warmup` steps (the loop's cold start) are dropped
     rng = np.random.default_rng(seed)
     k_seq = rng.choice(ks, size=n)
     x = np.random.default_rng(seed).standard_normal(eng.d_in).astype(np.float32)
@@ -83,6 +86,7 @@ def record_one(eng, lat0: dict, name: str, *, duration_s: float, period_s: float
                        kind="spin" if kind == "engine" else kind,
                        script=ENGINE_SCRIPT if kind == "engine" else None).start()
         time.sleep(1.0 if kind == "engine" else 0.2)         # let the second engine compile / load
+    load_avg_before = os.getloadavg()
     sched = schedule(sched_kind, duration_s, max(workers, 1), seed)
     try:
         mon.read()
@@ -112,21 +116,29 @@ def record_one(eng, lat0: dict, name: str, *, duration_s: float, period_s: float
     finally:
         if load is not None:
             load.stop()
-    cols["k_recorded"] = k_seq.astype(float)
+    load_avg_after = os.getloadavg()
+    slow, late = slow[warmup:], late[warmup:]
+    cols = {c: v[warmup:] for c, v in cols.items()}
     meta = {"name": name, "load": label, "load_kind": kind, "workers": workers, "nice": nice,
             "schedule": sched_kind, "duration_s": duration_s, "period_s": period_s, "core": core, "seed": seed,
             "latency_profile": {"K": lat0["K"], "latency_s": lat0["latency_s"],
                                 "of": "median of paced steps per K at the start of the session (ambient load)"},
             "slowdown_of": "step latency / latency_profile at the K that ran (K drawn uniformly per step)",
             "loop_lateness_s": {"median": float(np.median(late)), "max": float(late.max())},
+            "warmup_steps_dropped": warmup,
+            "k_recorded": "not stored: np.random.default_rng(seed).choice(latency_profile['K'], "
+                          "size=steps + warmup_steps_dropped)[warmup_steps_dropped:]",
+            "load_average_1_5_15": {"before": [round(v, 2) for v in load_avg_before],
+                                    "after": [round(v, 2) for v in load_avg_after]},
             "machine": {"machine": platform.machine(), "cpus": os.cpu_count(),
                         "note": MACHINE_NOTE, "recorded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
             "command": "python -m sims.record_traces"}
     return LoadTrace(slow, cols, meta)
 
 
-MACHINE_NOTE = ("2-core VM shared with other agents' builds, tests and training runs while recording: their "
-                "work is co-running load in every trace, on top of the load named here")
+MACHINE_NOTE = ("2-core VM, recorded inside a quiet window (/work/signals/quiet.sh: the background training job "
+                "paused); other agents' short tests may have run; the load average before / after each "
+                "recording is in load_average_1_5_15")
 
 
 def main(argv=None) -> int:
@@ -138,6 +150,8 @@ def main(argv=None) -> int:
     p.add_argument("--loads", default=",".join(LOADS), help=f"comma-separated subset of {','.join(LOADS)}")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--suffix", default="", help="appended to each file name (e.g. -b for a second recording)")
+    p.add_argument("--split", choices=("tune", "held-out"), default="tune",
+                   help="which half of the shipped set this recording is (controllers are tuned on 'tune' only)")
     p.add_argument("--rt", action="store_true",
                    help="run the engine loop SCHED_FIFO (priority 50), as a robot's control thread would; "
                         "the loads stay ordinary processes")
@@ -167,6 +181,7 @@ def main(argv=None) -> int:
         tr = record_one(eng, lat0, n, duration_s=a.duration, period_s=a.period, core=a.core, seed=a.seed + i)
         tr.meta["scheduling"] = "SCHED_FIFO 50 (real-time control thread)" if a.rt else "SCHED_OTHER nice 0"
         tr.meta["name"] = n + a.suffix
+        tr.meta["split"] = a.split
         tr.meta["command"] = "python -m sims.record_traces " + " ".join(argv if argv is not None else sys.argv[1:])
         path = os.path.join(a.out, f"{n}{a.suffix}.npz")
         tr.save(path)

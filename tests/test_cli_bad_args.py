@@ -120,6 +120,8 @@ BAD = [
     ("control-eval --live --scenarios foo", "--scenarios"),
     ("control-eval --live --core 9999", "--core"),
     ("control-eval --miss-target 0", "--miss-target"),
+    ("control-eval --split bogus", "--split"),
+    ("control-eval --replay-model additive", "--replay-model"),
     ("control-eval --workers 0", "--workers"),
     ("control-eval --replay {MISSING}", "trace"),
     ("control-eval --json {D}", "directory"),

@@ -278,21 +278,45 @@ def test_nan_policy_zero_reads_nonfinite_as_zero(prog):
         StreamEngine(prog, nan_policy="ignore")
 
 
-def test_numba_kernel_matches_reference_kernel():
+@pytest.mark.parametrize("B", [5, 11])   # d=12: 5 streams per history block (layout.hist_blk); 11: three, the last partial
+def test_numba_kernel_matches_reference_kernel(B):
     """stream_run vs stream_run_ref, same signature and state, pooled head, per-stream budgets."""
     cfg = ESSMConfig(d_in=5, d_out=3, d_model=12, n_layers=2, seq_len=16, k_max=9, d_gate=5,
                      head="mean", pool_window=4)
     prog = tiny_program(cfg, seed=5)
-    fast = StreamEngine(prog, batch=5, dtype=np.float64)
-    ref = StreamEngine(prog, batch=5, dtype=np.float64, kernel="ref")
+    fast = StreamEngine(prog, batch=B, dtype=np.float64)
+    ref = StreamEngine(prog, batch=B, dtype=np.float64, kernel="ref")
     rng = np.random.default_rng(5)
-    X = rng.standard_normal((37, 5, 5))
-    K = rng.integers(1, 10, (37, 5))
+    X = rng.standard_normal((37, B, 5))
+    K = rng.integers(1, 10, (37, B))
     yf, yr = fast.run(X, K), ref.run(X, K)
     err = rel_err(yf, yr)
     print(f"numba vs reference kernel: max relative error {err:.2e}")
     assert err <= 1e-12
     assert np.allclose(fast.snapshot().hist, ref.snapshot().hist, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("B", [1, 6, 19])   # d=10: 6 streams per history block; 19: four blocks, the last partial
+def test_float32_kernel_matches_float64_reference_every_budget(B):
+    """The float32 fast path (one BLAS convolution over every stream's time-major window, α in the
+    copy to V, K_t the frame's largest budget) against the float64 numpy reference kernel: every K
+    from 1 to K̄ at some step, K changing between steps and differing between streams, 2.5 windows
+    (the ring wraps twice), d not a multiple of the 4 × 4 tile. Tolerance TOL[float32] relative."""
+    cfg = ESSMConfig(d_in=5, d_out=3, d_model=10, n_layers=2, seq_len=12, k_max=7, d_gate=5)
+    prog = tiny_program(cfg, seed=9)
+    rng = np.random.default_rng(9)
+    T = 30
+    X = rng.standard_normal((T, B, 5))
+    K = rng.integers(1, 8, (T, B))
+    K[:7, 0] = np.arange(1, 8)                      # every budget, K changing every step
+    fast = StreamEngine(prog, batch=B, dtype=np.float32)
+    ref = StreamEngine(prog, batch=B, dtype=np.float64, kernel="ref")
+    Y32 = np.concatenate([fast.run(X[t:t + 1].astype(np.float32), K[t:t + 1]) for t in range(T)])
+    Y64 = ref.run(X, K)
+    err = rel_err(Y32.astype(np.float64), Y64)
+    print(f"float32 kernel vs float64 reference, B={B}: max relative error {err:.2e}")
+    assert err <= TOL[np.float32]
+    assert np.allclose(fast.snapshot().hist, ref.snapshot().hist, rtol=0, atol=1e-5)   # same layout
 
 
 def test_gemm_nt_matches_reference():
@@ -303,6 +327,27 @@ def test_gemm_nt_matches_reference():
         kernels.gemm_nt(A, 3, 41, Bm, 5, 37, 33, o1, 2, 13, Ma, Nb, acc)
         kernels.gemm_nt_ref(A, 3, 41, Bm, 5, 37, 33, o2, 2, 13, Ma, Nb, acc)
         assert np.allclose(o1, o2, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.slow
+def test_exact_engine_compiles_no_other_modes_kernels(tmp_path):
+    """An exact (FIR) program compiles only its own mode's ops: with an empty numba cache, stepping an
+    FIR engine leaves the LDS and LRU kernels uncompiled (they cost a cold start seconds of CPU)."""
+    code = textwrap.dedent("""
+        import numpy as np
+        from essm_stream.config import ESSMConfig
+        from essm_stream.engine import StreamEngine, tiny_program
+        from essm_stream import kernels, kernels_lds, kernels_lru
+        cfg = ESSMConfig(d_in=3, d_out=2, d_model=8, n_layers=1, seq_len=8, k_max=4, d_gate=4)
+        StreamEngine(tiny_program(cfg), dtype=np.float64).step(np.ones(3), 2)
+        n = [len(f.signatures) for f in (kernels_lds.ladder_update, kernels_lds.ladder_readout,
+                                          kernels_lds.lds_undo, kernels_lru.lru_undo, kernels.gemm_nt)]
+        print(n)
+    """)
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines()[-1] == "[0, 0, 0, 0, 1]", r.stdout   # (gemm_nt: the FIR's own)
 
 
 def test_engine_imports_and_steps_without_torch(tmp_path, prog):

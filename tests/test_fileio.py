@@ -242,3 +242,23 @@ def test_package_imports_with_no_safe_cache_dir(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip() == "2"
+
+
+def test_filter_cache_file_honours_the_umask(tmp_path, monkeypatch):
+    """The Hankel filter cache is written like every other file: atomically, mode 0o666 & ~umask."""
+    import os
+
+    import numpy as np
+
+    from essm_stream import hankel
+    monkeypatch.setenv("ESSM_CACHE_DIR", str(tmp_path / "filters"))
+    sigma, phi = np.arange(3.0), np.ones((5, 3))
+    old = os.umask(0o077)
+    try:
+        hankel._save_disk(5, 3, sigma, phi)
+    finally:
+        os.umask(old)
+    (f,) = (tmp_path / "filters").iterdir()
+    assert f.name == hankel._cache_name(5, 3) and (f.stat().st_mode & 0o777) == 0o600
+    with np.load(f) as z:
+        assert np.array_equal(z["sigma"], sigma) and np.array_equal(z["phi"], phi) and int(z["L"]) == 5

@@ -330,11 +330,25 @@ def test_wav_roundtrip_and_chunks(tmp_path):
     chunks = list(src)
     assert np.array_equal(np.concatenate(chunks), x)
     assert [len(c) for c in chunks[:-1]] == [700] * (len(chunks) - 1)
-    S.write_wav(tmp_path / "b.wav", x, sr=8000)
-    with pytest.raises(ConfigError, match="16000 Hz"):
+    S.write_wav(tmp_path / "b.wav", x, sr=4000)
+    with pytest.raises(ConfigError, match="4000 Hz"):
         S.WavSource(tmp_path / "b.wav")
     with pytest.raises(ConfigError, match="does not exist"):
         S.WavSource(tmp_path / "none.wav")
+
+
+def test_wav_at_another_rate_is_resampled_like_the_mic_path(tmp_path):
+    from scipy.signal import resample_poly
+    t = np.arange(44100) / 44100
+    x = (np.sin(2 * np.pi * 440 * t) * 12000).astype(np.int16)      # 1 s of 440 Hz at 44.1 kHz
+    S.write_wav(tmp_path / "c.wav", x, sr=44100)
+    src = S.WavSource(tmp_path / "c.wav", chunk=320, realtime=False)
+    y = np.concatenate(list(src))
+    assert src.file_sr == 44100 and src.sr == 16000 and len(y) == 16000 and y.dtype == np.int16
+    ref = resample_poly(x.astype(np.float64), 160, 441)               # the same filter, one shot
+    assert np.max(np.abs(y.astype(np.float64) - ref)) <= 0.5 + 1e-6   # int16 rounding only
+    spec = np.abs(np.fft.rfft(y.astype(np.float64)))
+    assert abs(np.argmax(spec) - 440) <= 1                            # the tone stays at 440 Hz (1 Hz bins)
 
 
 def test_realtime_pacing_with_fake_clock():

@@ -1,5 +1,5 @@
 """essm-stream demo: the bundled keyword spotter on a live stream with an energy-aware budget."""
-HELP = "keyword spotting on a (bundled or live) 16 kHz stream with an energy-aware budget controller"
+HELP = "keyword spotting on a (bundled, recorded or live) audio stream with an energy-aware budget controller"
 DESCRIPTION = """\
 Runs the bundled ES-SSM keyword spotter (yes no up down left right on off stop go) on a stream and
 lets an energy-aware controller pick the spectral budget K every 20 ms step: K drops to 1 while the
@@ -11,7 +11,7 @@ step show live; a summary and a plot come at the end.
   essm-stream demo --fast           the same, as fast as possible
   essm-stream demo --mic            the default microphone (Ctrl-C to stop)
   essm-stream demo --list-devices   the audio inputs PortAudio sees (then --mic --device INDEX|NAME)
-  essm-stream demo --wav FILE.wav   a 16 kHz mono 16-bit WAV
+  essm-stream demo --wav FILE.wav   a 16-bit WAV (any rate >= 8 kHz; resampled to 16 kHz)
   essm-stream demo --K 4            a fixed budget instead of the controller
 """
 
@@ -21,7 +21,7 @@ def add_arguments(p):
 
     src = p.add_mutually_exclusive_group()
     src.add_argument("--mic", action="store_true", help="listen to the microphone")
-    src.add_argument("--wav", help="a 16 kHz mono 16-bit WAV file instead of the bundled recording")
+    src.add_argument("--wav", help="a 16-bit WAV file (mono or stereo, any rate >= 8 kHz) instead of the bundled recording")
     src.add_argument("--list-devices", action="store_true", help="list the audio input devices and exit")
     p.add_argument("--device", default=None, help="microphone device: index or a unique part of its name "
                    "(see --list-devices); default: the system's default input")
@@ -139,8 +139,8 @@ def run(a):
         what = (f"microphone {src.device_name!r} ({src.device_rate} Hz x {src.channels} ch, "
                 f"{'mixed' if src.channel == 'mix' else f'channel {src.channel}'} -> {sr} Hz mono)")
     elif a.wav:
-        src = WavSource(a.wav, chunk=a.chunk, realtime=not a.fast)
-        what = a.wav
+        src = WavSource(a.wav, chunk=a.chunk, realtime=not a.fast, rate=sr)
+        what = a.wav if src.file_sr == sr else f"{a.wav} ({src.file_sr} Hz -> {sr} Hz)"
     else:
         from essm_stream.kws.recording import load_recording
         pcm, events = load_recording()

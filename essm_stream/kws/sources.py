@@ -8,8 +8,8 @@ Every source is an iterator of 1-D PCM chunks (int16 or float32, mono, at the pr
   overflow); the consumer resamples to the program's rate with StreamingResampler (scipy's polyphase
   filter, state kept across blocks) and hands out chunks of any size. No input device (or no
   PortAudio) raises MicUnavailableError with what to do about it; a silent device MicStallError.
-- WavSource / ArraySource: a 16 kHz mono int16 WAV (stdlib `wave`, no extra dependency) or an
-  array, paced in real time (`realtime=True`, sleeping to the chunk's due time) or as fast as possible.
+- WavSource / ArraySource: a mono int16 WAV at any rate >= 8 kHz (stdlib `wave`; resampled to the
+  program's rate at load) or an array, paced in real time (`realtime=True`, sleeping to the chunk's due time) or as fast as possible.
 - BridgeAudioSource: audio frames from `firmware_bridge.adapters.SerialFrameSource` (the device
   sends PCM frames over the serial link); imported lazily.
 """
@@ -121,14 +121,27 @@ def write_wav(path, pcm: np.ndarray, sr: int = SR) -> None:
 
 
 class WavSource(ArraySource):
-    """A 16 kHz mono 16-bit WAV file (stereo is averaged), real-time paced or as fast as possible."""
+    """A mono 16-bit WAV file (stereo is averaged), real-time paced or as fast as possible.
 
-    def __init__(self, path, *, chunk: int = 320, realtime: bool = True, **kw):
+    A file at another rate than the program's is resampled once at load with the microphone path's
+    filter (StreamingResampler: scipy's polyphase Kaiser sinc), so a 44.1 / 48 kHz recording plays
+    the same as the microphone that made it; `file_sr` keeps the file's own rate.
+    """
+
+    MIN_SR = 8000      # below this a 16 kHz model's upper bands would be empty: refuse, do not guess
+
+    def __init__(self, path, *, chunk: int = 320, realtime: bool = True, rate: int = SR, **kw):
         pcm, sr = read_wav(path)
-        if sr != SR:
-            raise ConfigError(f"{str(path)!r} is sampled at {sr} Hz; the keyword model needs {SR} Hz "
-                              f"(resample it, e.g. `sox in.wav -r 16000 -c 1 -b 16 out.wav`)")
-        super().__init__(pcm, chunk=chunk, realtime=realtime, **kw)
+        if sr < self.MIN_SR:
+            raise ConfigError(f"{str(path)!r} is sampled at {sr} Hz; need at least {self.MIN_SR} Hz "
+                              f"(the keyword model runs at {rate} Hz)")
+        self.file_sr = sr
+        if sr != rate:
+            log.info("resampling %s from %d Hz to %d Hz", path, sr, rate)
+            r = StreamingResampler(sr, rate)
+            y = np.concatenate([r.process(pcm.astype(np.float64)), r.flush()])
+            pcm = np.clip(np.round(y), -32768, 32767).astype(np.int16)
+        super().__init__(pcm, chunk=chunk, realtime=realtime, sr=rate, **kw)
         self.path = str(path)
 
 
