@@ -12,7 +12,8 @@ Loss on crops of T steps of the rendered streams (render.py), at a budget K draw
   background steps where a keyword's posterior exceeds 0.3 become crop anchors (a third of the
   crops end just after one), so the false accepts of the current model are trained on next.
 Validation (checkpoint choice): hit rate at <= 6 false accepts/h on the fold's validation voices'
-streams (never the held-out family), K = K̄. Resumable: OUT/last.safetensors every ckpt_every steps.
+streams (never the held-out family), K = K̄. Resumable: OUT/last.safetensors every ckpt_every steps; the cosine
+schedule is bounded by a budget of the process's CPU minutes (max_minutes), not wall time.
 """
 from __future__ import annotations
 
@@ -52,10 +53,56 @@ class StreamTrainConfig:
     mine_every: int = 600
     eval_every: int = 300
     ckpt_every: int = 100
-    max_minutes: float = 1e9
+    max_minutes: float = 1e9         # budget in CPU minutes of this process (time.process_time: a job paused by
+                                     # SIGSTOP in another job's quiet window, or slowed by other load, keeps its budget)
     seed: int = 0
     extend: int = 0                  # 1: continue a finished run (resumed weights and optimizer, on possibly more
                                      # streams): the wall-time budget restarts and the mined anchors are dropped
+    small_k_frac: float = 0.0        # share of minibatches whose budget is drawn uniform on 1..small_k_max instead
+    small_k_max: int = 8             # of 1..K̄ (more training at small K: K = 4 retention)
+    aug_shift: float = 0.0           # feature augmentation on the normalised embeddings, per crop: a constant
+    aug_scale: float = 0.0           # offset N(0, aug_shift) and gain 1 + N(0, aug_scale) per feature (a voice's /
+    aug_noise: float = 0.0           # channel's bias), white noise of std U(0, aug_noise) per step, and a share
+    aug_drop: float = 0.0            # aug_drop of the features zeroed (0 = the mean)
+    keep_every: int = 0              # > 0: also keep the weights every keep_every steps (OUT/step_N.safetensors),
+                                     # so that the checkpoint can be chosen afterwards on the loso validation sets
+
+    def __post_init__(self):
+        if not 0.0 <= self.small_k_frac <= 1.0:
+            raise D.ConfigError(f"small_k_frac is a probability in [0, 1], got {self.small_k_frac}")
+        if self.keep_every < 0:
+            raise D.ConfigError(f"keep_every must be >= 0, got {self.keep_every}")
+        if self.small_k_max < 1 or (self.small_k_frac > 0 and self.small_k_max > self.k_max):
+            raise D.ConfigError(f"small_k_max must be in 1..k_max={self.k_max}, got {self.small_k_max}")
+        for f in ("aug_shift", "aug_scale", "aug_noise", "aug_drop"):
+            v = getattr(self, f)
+            if not (math.isfinite(v) and v >= 0) or (f == "aug_drop" and v >= 1):
+                raise D.ConfigError(f"{f} must be >= 0{' and < 1' if f == 'aug_drop' else ''}, got {v}")
+
+
+def augment_features(X: np.ndarray, rng: np.random.Generator, sc: StreamTrainConfig) -> np.ndarray:
+    """Feature-space augmentation of a (B, T, d) minibatch of normalised features (in place; returned):
+    per crop a constant offset and gain per feature, per step white noise, per crop a random share of
+    features set to 0 (their mean). All zero = identity."""
+    B, T, d = X.shape
+    if sc.aug_scale > 0:
+        X *= (1 + sc.aug_scale * rng.standard_normal((B, 1, d))).astype(np.float32)
+    if sc.aug_shift > 0:
+        X += (sc.aug_shift * rng.standard_normal((B, 1, d))).astype(np.float32)
+    if sc.aug_noise > 0:
+        X += (rng.uniform(0, sc.aug_noise, (B, 1, 1)) * rng.standard_normal((B, T, d))).astype(np.float32)
+    if sc.aug_drop > 0:
+        X *= (rng.random((B, 1, d)) >= sc.aug_drop).astype(np.float32)
+    return X
+
+
+def draw_budget(rng: np.random.Generator, sc: StreamTrainConfig, tc, cfg, T: int):
+    """K for one minibatch: budget dropout (uniform on 1..K̄), except that a share small_k_frac of
+    the minibatches draws K uniform on 1..small_k_max."""
+    from ..train import sample_budget
+    if sc.small_k_frac > 0 and rng.random() < sc.small_k_frac:
+        return int(rng.integers(1, sc.small_k_max + 1))
+    return sample_budget(rng, tc, cfg, T)
 
 
 def load_streams(feats_dir, voices) -> list[dict]:
@@ -157,7 +204,7 @@ def train_fold(feats_dir, out_dir, sc: StreamTrainConfig) -> dict:
     from ..checkpoint import load_checkpoint, restore_training_state, save_checkpoint
     from ..config import ESSMConfig
     from ..model import ESSMModel
-    from ..train import TrainConfig, make_optimizer, sample_budget
+    from ..train import TrainConfig, make_optimizer
 
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
     torch.manual_seed(sc.seed)
@@ -212,7 +259,7 @@ def train_fold(feats_dir, out_dir, sc: StreamTrainConfig) -> dict:
     for st in tr + va:                                   # normalise once (float32 in memory)
         st["X"] = ((st["X"].astype(np.float32) - meanf) / stdf).astype(np.float32)
     zero, one = np.zeros_like(meanf), np.ones_like(stdf)
-    t0 = time.perf_counter()
+    t0, w0 = time.process_time(), time.perf_counter()
     spent0 = clock["frac"] * sc.max_minutes
     lens = np.array([len(s["y"]) for s in tr])
     p_stream = lens / lens.sum()
@@ -245,7 +292,8 @@ def train_fold(feats_dir, out_dir, sc: StreamTrainConfig) -> dict:
             for c, a, z in s["kw"]:
                 if a >= s0 and z < e:
                     kws.append((b, int(c), a - s0, z - s0))
-        K = sample_budget(rng, tc, cfg, sc.crop)
+        augment_features(X, rng, sc)
+        K = draw_budget(rng, sc, tc, cfg, sc.crop)
         model.train()
         logp = F.log_softmax(model(torch.from_numpy(X), K).float(), -1)
         yt = torch.from_numpy(Y)
@@ -267,7 +315,7 @@ def train_fold(feats_dir, out_dir, sc: StreamTrainConfig) -> dict:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        clock["frac"] = (spent0 + (time.perf_counter() - t0) / 60) / sc.max_minutes
+        clock["frac"] = (spent0 + (time.process_time() - t0) / 60) / sc.max_minutes
         sched.step()
         lv = float(loss.detach())
         ema = lv if ema is None else 0.98 * ema + 0.02 * lv
@@ -301,11 +349,14 @@ def train_fold(feats_dir, out_dir, sc: StreamTrainConfig) -> dict:
             save_checkpoint(last, model, opt, sched, {"step": done, "history": history, "config": asdict(sc),
                                                       "anchors": anchors[:4000], "best": best,
                                                       "clock_frac": clock["frac"]})
+        if sc.keep_every > 0 and done % sc.keep_every == 0:
+            save_checkpoint(out / f"step_{done}.safetensors", model, train_state={"step": done, "config": asdict(sc)})
         if stop:
             log.info("stopping at step %d: max_minutes reached", done)
             break
     res = {"fold": fold, "config": asdict(sc), "history": history, "best": best, "steps_done": done,
-           "train_hours": n_tr_steps * hop_s / 3600, "seconds_this_leg": time.perf_counter() - t0}
+           "train_hours": n_tr_steps * hop_s / 3600, "seconds_this_leg": time.perf_counter() - w0,
+           "cpu_seconds_this_leg": time.process_time() - t0}
     (out / "train.json").write_text(json.dumps(res, indent=1, default=str))
     return res
 
@@ -345,7 +396,10 @@ def main(argv=None) -> int:
         ap.add_argument("--" + f.replace("_", "-"), type=type(v), default=v)
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    sc = StreamTrainConfig(**{f: getattr(a, f) for f in asdict(StreamTrainConfig())})
+    try:
+        sc = StreamTrainConfig(**{f: getattr(a, f) for f in asdict(StreamTrainConfig())})
+    except D.ConfigError as e:
+        ap.error(str(e))
     train_fold(a.feats, a.out, sc)
     build_fold_program(a.out, sc.kind)
     return 0

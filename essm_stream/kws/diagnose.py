@@ -1,0 +1,330 @@
+"""Where does a keyword model lose its hits: capacity / steps, or the voices it was trained on? (needs torch)
+
+    python -m essm_stream.kws.diagnose streams MODEL_DIR FEATS_DIR [--test-feats DIR] [--test-family festival] [--K 32]
+    python -m essm_stream.kws.diagnose val PROGRAM.essm [PROGRAM.essm ...] [--sets runs/kws2/sets] [--test]
+    python -m essm_stream.kws.diagnose perkw PROGRAM.essm [--sets runs/kws2/sets]
+    python -m essm_stream.kws.diagnose cost PROGRAM.essm [PROGRAM.essm ...]
+
+`streams`: the model (MODEL_DIR/last.safetensors + norm.json) over the rendered feature streams of the
+fold (render.py), grouped by who speaks: a seeded sample of its training streams per family, its
+validation voices per family and the held-out family's voices (their rendered streams exist in the
+features directory even though training never reads them). Per group: the share of keywords whose
+posterior reaches p at some step of its end window (median of that maximum, and the share where the
+keyword is the arg-max at some step), and hits / false accepts per hour of the training-time detector
+(streamtrain.simple_detect) at a few thresholds. Training high + held-out low: the data (voices) limit;
+training low too: the model / steps limit. The rendered streams are dense (near-misses, sentences,
+noise), so their false accepts per hour are not comparable with kws-eval's keyword-free streams.
+
+`val`: a program's hits at <= 2 / 10 / 50 false accepts/h on the fold's loso *validation* sets (the
+spotter's rule, as kws-eval picks its threshold), at K = 32 and 4; with --test also the held-out clean
+test curve read the same way (reporting only: choices are made on validation).
+
+`perkw`: would one threshold per keyword (issue 9 item 6) help? An estimate without changing the
+spotter: the global-threshold sweep's detections are split by keyword (hits and false accepts per
+keyword and threshold; the rule couples keywords only through the 1 s refractory), thresholds per
+keyword are chosen greedily on validation (most hits per false accept first) under a false-accept
+budget, and the same per-keyword thresholds are read on the held-out clean streams.
+
+`cost`: the engine's CPU per model step (StreamEngine.step on one frame, float32, batch 1, median of
+n calls after a warm-up) at K = 4 and K = K̄, and the parameter count: the model-size axis of the
+accuracy tables (the speech-embedding frontend's cost per hop is in kws-eval's output).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from . import voices as V
+
+log = logging.getLogger(__name__)
+CAPS = (2.0, 10.0, 50.0)
+
+
+def stream_groups(feats_dir, family: str, n_train: int = 40, seed: int = 0, test_feats=None) -> dict[str, list[dict]]:
+    """{group name: streams} for the fold of `family`: train-<family> (a seeded sample of n_train streams
+    per training family), val-<family>, test-<voice> (from test_feats when given: a features directory
+    made for one fold's training need not hold the held-out voices)."""
+    from .streamtrain import load_streams
+
+    fold = V.fold(family)
+    fdir = Path(feats_dir) / "embedding"
+    rng = np.random.default_rng(seed)
+    out: dict[str, list[dict]] = {}
+    tr = load_streams(fdir, fold["train"])
+    for fam in sorted({s["voice"].split(":")[0] for s in tr}):
+        ss = [s for s in tr if s["voice"].split(":")[0] == fam]
+        if len(ss) > n_train:
+            ss = [ss[i] for i in sorted(rng.choice(len(ss), n_train, replace=False))]
+        out[f"train-{fam}"] = ss
+    va = load_streams(fdir, fold["val"])
+    for fam in sorted({s["voice"].split(":")[0] for s in va}):
+        out[f"val-{fam}"] = [s for s in va if s["voice"].split(":")[0] == fam]
+    te = load_streams(Path(test_feats or feats_dir) / "embedding", fold["test"])
+    for v in sorted({s["voice"] for s in te}):
+        out[f"test-{v}"] = [s for s in te if s["voice"] == v]
+    return {k: v for k, v in out.items() if v}
+
+
+def group_stats(P_list, streams, thresholds=(0.5, 0.9, 0.98), hop_s: float = 0.08) -> dict:
+    """Keyword-window posteriors and detector hits / false accepts/h of one group (P: (T, C) per stream)."""
+    from .streamtrain import score_steps, simple_detect
+
+    mx, am = [], []
+    for P, s in zip(P_list, streams):
+        for c, a, z in s["kw"]:
+            w = P[a:z + 1]
+            mx.append(float(w[:, c].max()))
+            am.append(bool((w.argmax(1) == c).any()))
+    hours = sum(len(s["y"]) for s in streams) * hop_s / 3600
+    rows = []
+    for th in thresholds:
+        h = fa = 0
+        for P, s in zip(P_list, streams):
+            a, b = score_steps(simple_detect(P, th), s["kw"])
+            h, fa = h + a, fa + b
+        rows.append({"threshold": float(th), "hit_rate": h / max(1, len(mx)), "fa_per_hour": fa / max(hours, 1e-9)})
+    return {"keywords": len(mx), "hours": hours, "median_max_p": float(np.median(mx)) if mx else 0.0,
+            "argmax_share": float(np.mean(am)) if am else 0.0, "detector": rows}
+
+
+def diagnose_streams(model_dir, feats_dir, family: str = "festival", K: int | None = None, n_train: int = 40,
+                     test_feats=None) -> dict:
+    import torch
+
+    from ..checkpoint import load_checkpoint
+    from .streamtrain import _posteriors
+
+    model_dir = Path(model_dir)
+    model, _ = load_checkpoint(model_dir / "last.safetensors")
+    model.eval()
+    nm = json.loads((model_dir / "norm.json").read_text())
+    mean, std = np.asarray(nm["mean"], np.float32), np.asarray(nm["std"], np.float32)
+    K = model.cfg.k_max if K is None else int(K)
+    out = {}
+    for name, ss in stream_groups(feats_dir, family, n_train, test_feats=test_feats).items():
+        out[name] = group_stats(_posteriors(model, ss, mean, std, K, torch), ss)
+    return out
+
+
+def val_readout(program_path, sets_dir, family: str = "festival", test: bool = False) -> dict:
+    """Hits at <= CAPS false accepts/h on the validation sets (keyword + keyword-free streams pooled, as
+    loso.pick_threshold counts them) at K = 32 and 4, the <= 50 FA/h validation pick, and with test the
+    clean held-out curve read the same way (keyword-free streams' false accepts)."""
+    from ..program import StreamProgram
+    from . import loso as L
+    from .loso_eval import essm_rows
+    from .spotter import KeywordSpotter
+
+    sets_dir = Path(sets_dir)
+    prog = StreamProgram.load(program_path)
+    sp = KeywordSpotter(prog)
+    val = {k: [L.load_set(p) for p in sorted(sets_dir.glob(f"val_{family}_{k}_*.npz"))] for k in ("kw", "neg")}
+    if not val["kw"] or not val["neg"]:
+        raise FileNotFoundError(f"no validation sets val_{family}_kw_* / val_{family}_neg_* in {sets_dir}")
+    res = {}
+    for K in (prog.k_max, min(4, prog.k_max)):
+        vk, vn = essm_rows(prog, sp, val["kw"], K), essm_rows(prog, sp, val["neg"], K)
+        curve = [{"threshold": a["threshold"], "hit_rate": a["hit_rate"],
+                  "fa_per_hour": (a["false_accepts"] + b["false_accepts"]) / (a["hours"] + b["hours"])}
+                 for a, b in zip(vk, vn)]
+        r = {"val": {c: max([x["hit_rate"] for x in curve if x["fa_per_hour"] <= c] or [0.0]) for c in CAPS},
+             "pick50": L.pick_threshold(vk, vn, 50.0)}
+        if test:
+            tk, tn = L.load_condition(sets_dir, "test", family, "clean")
+            rk, rn = essm_rows(prog, sp, tk, K), essm_rows(prog, sp, tn, K)
+            tc = [{"threshold": a["threshold"], "hit_rate": a["hit_rate"], "fa_per_hour": b["fa_per_hour"]}
+                  for a, b in zip(rk, rn)]
+            r["test"] = {c: max([x["hit_rate"] for x in tc if x["fa_per_hour"] <= c] or [0.0]) for c in CAPS}
+            r["test_at_pick50"] = min(tc, key=lambda x: abs(x["threshold"] - r["pick50"]["threshold"]))
+        res[K] = r
+    return res
+
+
+def per_keyword_table(prog, spotter, sets, K: int, thresholds) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """(hits (n_th, n_kw), false accepts (n_th, n_kw), keywords per keyword (n_kw,), hours) of the
+    spotter's rule at each global threshold, split by the detected keyword."""
+    from . import loso as L
+    from .evaluate import score_stream
+
+    names = [spotter.labels[i] for i in spotter.keyword_ids]
+    H = np.zeros((len(thresholds), len(names)))
+    F = np.zeros_like(H)
+    N = np.zeros(len(names))
+    hours = 0.0
+    for s in sets:
+        Y = L.engine_outputs(prog, L.normalise(prog, s["F"]), K)
+        act = L.vad_active(spotter, s["levels"], s["times"])
+        N += [sum(e.label == n for e in s["events"]) for n in names]
+        hours += len(s["pcm"]) / 16000 / 3600
+        for i, th in enumerate(thresholds):
+            dets = sorted(L.fast_replay(spotter, Y, s["levels"], s["times"], th, act), key=lambda d: d.time_s)
+            _, verdicts = score_stream(dets, s["events"], len(s["pcm"]) / 16000)
+            for d, v in zip(dets, verdicts):
+                (H if v == "hit" else F)[i, names.index(d.label)] += 1
+    return H, F, N, hours
+
+
+def greedy_per_keyword(H: np.ndarray, F: np.ndarray, hours: float, cap: float) -> np.ndarray:
+    """Per keyword an index into the (ascending) thresholds: start all at the strictest, then lower the
+    keyword whose next step gains the most hits per added false accept while the total stays <= cap/h."""
+    n_th, n_kw = H.shape
+    idx = np.full(n_kw, n_th - 1)
+    cols = np.arange(n_kw)
+    while True:
+        best = None
+        for c in range(n_kw):
+            for j in range(idx[c] - 1, -1, -1):
+                dh, df = H[j, c] - H[idx[c], c], F[j, c] - F[idx[c], c]
+                if dh <= 0 or (F[idx, cols].sum() + df) / hours > cap:
+                    continue
+                r = dh / (df + 0.5)
+                if best is None or r > best[0]:
+                    best = (r, c, j)
+        if best is None:
+            return idx
+        idx[best[1]] = best[2]
+
+
+def per_keyword_estimate(program_path, sets_dir, family: str = "festival", caps=CAPS, K: int | None = None) -> list[dict]:
+    from ..program import StreamProgram
+    from . import loso as L
+    from .spotter import KeywordSpotter
+
+    sets_dir = Path(sets_dir)
+    prog = StreamProgram.load(program_path)
+    sp = KeywordSpotter(prog)
+    K = prog.k_max if K is None else K
+    ths = np.asarray(L.THRESHOLDS)
+    val = [L.load_set(p) for p in sorted(sets_dir.glob(f"val_{family}_*.npz"))]
+    tk, tn = L.load_condition(sets_dir, "test", family, "clean")
+    if not val or not tk:
+        raise FileNotFoundError(f"no validation or clean test sets of {family} in {sets_dir}")
+    Hv, Fv, Nv, hv = per_keyword_table(prog, sp, val, K, ths)
+    Ht, _, Nt, _ = per_keyword_table(prog, sp, tk, K, ths)
+    _, Fn, _, hn = per_keyword_table(prog, sp, tn, K, ths)
+    cols = np.arange(Hv.shape[1])
+    out = []
+    for cap in caps:
+        ok = [i for i in range(len(ths)) if Fv[i].sum() / hv <= cap]
+        g = max(ok, key=lambda i: (Hv[i].sum(), i)) if ok else int(np.argmin(Fv.sum(1)))
+        idx = greedy_per_keyword(Hv, Fv, hv, cap)
+        out.append({"cap": cap, "global": {"threshold": float(ths[g]), "val": (Hv[g].sum() / Nv.sum(), Fv[g].sum() / hv),
+                                           "test": (Ht[g].sum() / Nt.sum(), Fn[g].sum() / hn)},
+                    "per_keyword": {"thresholds": {sp.labels[k]: float(ths[i]) for k, i in zip(sp.keyword_ids, idx)},
+                                    "val": (Hv[idx, cols].sum() / Nv.sum(), Fv[idx, cols].sum() / hv),
+                                    "test": (Ht[idx, cols].sum() / Nt.sum(), Fn[idx, cols].sum() / hn)}})
+    return out
+
+
+def engine_cost(program_path, n: int = 500, Ks=(4, None)) -> dict:
+    """{"params": n, "us_per_step": {K: median µs}} of the compiled program (thread CPU time per call)."""
+    import time
+
+    from ..engine import StreamEngine
+    from ..program import StreamProgram
+
+    prog = StreamProgram.load(program_path)
+    eng = StreamEngine(prog, batch=1, dtype=np.float32)
+    eng.warmup()
+    x = np.random.default_rng(0).standard_normal(prog.d_in).astype(np.float32)
+    out = {}
+    for K in Ks:
+        K = prog.k_max if K is None else min(K, prog.k_max)
+        eng.reset()
+        ts = []
+        for i in range(n + 50):
+            t = time.thread_time()
+            eng.step(x, K)
+            ts.append(time.thread_time() - t)
+        out[K] = 1e6 * float(np.median(ts[50:]))
+    params = int(sum(np.asarray(a).size for a in prog.arrays.values()))
+    return {"params": params, "us_per_step": out}
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(description="keyword model diagnosis: capacity or data (see module doc)")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    a1 = sub.add_parser("streams")
+    a1.add_argument("model_dir")
+    a1.add_argument("feats")
+    a1.add_argument("--test-family", default="festival", choices=tuple(V.FAMILIES))
+    a1.add_argument("--K", type=int, default=None)
+    a1.add_argument("--n-train", type=int, default=40)
+    a1.add_argument("--test-feats", default=None, help="features directory holding the held-out voices (default FEATS)")
+    a2 = sub.add_parser("val")
+    a2.add_argument("programs", nargs="+")
+    a2.add_argument("--sets", default="runs/kws2/sets")
+    a2.add_argument("--test-family", default="festival", choices=tuple(V.FAMILIES))
+    a2.add_argument("--test", action="store_true")
+    a4 = sub.add_parser("cost")
+    a4.add_argument("programs", nargs="+")
+    a4.add_argument("--n", type=int, default=500)
+    a3 = sub.add_parser("perkw")
+    a3.add_argument("program")
+    a3.add_argument("--sets", default="runs/kws2/sets")
+    a3.add_argument("--test-family", default="festival", choices=tuple(V.FAMILIES))
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    if a.cmd == "streams":
+        if a.n_train < 1 or (a.K is not None and a.K < 1):
+            ap.error("--n-train and --K must be >= 1")
+        for p in (Path(a.model_dir) / "last.safetensors", Path(a.model_dir) / "norm.json"):
+            if not p.is_file():
+                ap.error(f"no {p}: train the fold first (python -m essm_stream.kws.streamtrain)")
+        res = diagnose_streams(a.model_dir, a.feats, a.test_family, a.K, a.n_train, a.test_feats)
+        for name, g in res.items():
+            det = " ".join(f"th {r['threshold']:.2f}: {100 * r['hit_rate']:.0f}% / {r['fa_per_hour']:.0f}"
+                           for r in g["detector"])
+            print(f"{name:34s} {g['hours']:.2f} h {g['keywords']:5d} kw  median max p {g['median_max_p']:.2f}  "
+                  f"arg-max {100 * g['argmax_share']:.0f}%  hits / FA/h {det}")
+        return 0
+    if a.cmd == "cost":
+        if a.n < 1:
+            ap.error("--n must be >= 1")
+        for p in a.programs:
+            if not Path(p).is_file():
+                ap.error(f"no program {p}")
+            c = engine_cost(p, a.n)
+            print(f"{p}: " + ", ".join(f"K={K} {us:.1f} µs/step" for K, us in c["us_per_step"].items())
+                  + f", {c['params']} numbers in the program")
+        return 0
+    if a.cmd == "perkw":
+        if not Path(a.program).is_file():
+            ap.error(f"no program {a.program}")
+        try:
+            rows = per_keyword_estimate(a.program, a.sets, a.test_family)
+        except FileNotFoundError as e:
+            ap.error(str(e))
+        for r in rows:
+            g, k = r["global"], r["per_keyword"]
+            print(f"<= {r['cap']:g} FA/h on validation: one threshold {g['threshold']}: validation "
+                  f"{100 * g['val'][0]:.0f}% at {g['val'][1]:.1f}, held-out clean {100 * g['test'][0]:.0f}% at "
+                  f"{g['test'][1]:.1f} FA/h | per keyword: validation {100 * k['val'][0]:.0f}% at {k['val'][1]:.1f}, "
+                  f"held-out clean {100 * k['test'][0]:.0f}% at {k['test'][1]:.1f} FA/h {k['thresholds']}")
+        return 0
+    for p in a.programs:
+        if not Path(p).is_file():
+            ap.error(f"no program {p}")
+        try:
+            res = val_readout(p, a.sets, a.test_family, a.test)
+        except FileNotFoundError as e:
+            ap.error(str(e))
+        for K, r in res.items():
+            line = (f"{p} K={K}: validation " + " / ".join(f"{100 * r['val'][c]:.0f}%" for c in CAPS)
+                    + f" at <= 2 / 10 / 50 FA/h; pick at <= 50: threshold {r['pick50']['threshold']} "
+                    f"({100 * r['pick50']['hit_rate']:.0f}% at {r['pick50']['fa_per_hour']:.1f} FA/h)")
+            if "test" in r:
+                t = r["test_at_pick50"]
+                line += (" | held-out clean " + " / ".join(f"{100 * r['test'][c]:.0f}%" for c in CAPS)
+                         + f"; at the pick {100 * t['hit_rate']:.0f}% at {t['fa_per_hour']:.1f} FA/h")
+            print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

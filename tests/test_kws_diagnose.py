@@ -1,0 +1,112 @@
+"""kws.diagnose: the capacity-or-data read-out of a keyword model (stream groups, keyword-window posteriors)."""
+import numpy as np
+import pytest
+
+from essm_stream.kws import data as D
+from essm_stream.kws import diagnose as G
+from essm_stream.kws import voices as V
+
+N_CLS = len(D.LABELS)
+
+
+def _stream(kw, T=200, voice="espeak:m1"):
+    y = np.full(T, D.UNKNOWN, np.int8)
+    for c, a, z in kw:
+        y[a - 3:z + 1] = -1
+    return {"X": np.zeros((T, 4), np.float32), "y": y, "kw": np.asarray(kw, np.int64).reshape(-1, 3), "voice": voice}
+
+
+def _posteriors(s, hit: set, p_hit=0.99, fa_at=()):
+    P = np.full((len(s["y"]), N_CLS), 0.01 / (N_CLS - 1))
+    P[:, D.UNKNOWN] = 0.99
+    for i, (c, a, z) in enumerate(s["kw"]):
+        if i in hit:
+            P[a + 2] = (1 - p_hit) / (N_CLS - 1)
+            P[a + 2, c] = p_hit
+    for t, c in fa_at:
+        P[t] = 1e-4
+        P[t, c] = 1 - 1e-4 * (N_CLS - 1)
+    return P
+
+
+def test_group_stats_counts_window_maxima_hits_and_false_accepts():
+    s = _stream([[0, 20, 30], [3, 80, 90], [5, 140, 150]])
+    P = _posteriors(s, hit={0, 2}, fa_at=[(110, 7)])
+    g = G.group_stats([P], [s], thresholds=(0.5, 0.995))
+    assert g["keywords"] == 3
+    assert g["median_max_p"] == pytest.approx(0.99)           # two of three keywords peak at 0.99
+    assert g["argmax_share"] == pytest.approx(2 / 3)
+    hours = 200 * 0.08 / 3600
+    assert g["detector"][0] == {"threshold": 0.5, "hit_rate": pytest.approx(2 / 3), "fa_per_hour": pytest.approx(1 / hours)}
+    # above the keywords' 0.99 only the false accept (0.9989) fires
+    assert g["detector"][1]["hit_rate"] == 0 and g["detector"][1]["fa_per_hour"] == pytest.approx(1 / hours)
+
+
+def test_stream_groups_split_by_family_and_keep_test_voices_apart(tmp_path):
+    fold = V.fold("festival")
+    feats, test_feats = tmp_path / "f" / "embedding", tmp_path / "t" / "embedding"
+    feats.mkdir(parents=True)
+    test_feats.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+
+    def put(d, v, n):
+        T = 50
+        np.savez(d / f"{v.replace(':', '_', 1)}.npz", X=rng.normal(size=(n * T, 96)).astype(np.float16),
+                 y=np.full(n * T, D.SILENCE, np.int8), kw=np.zeros((0, 3), np.int64), lens=np.full(n, T),
+                 voice=np.array(v))
+    tr_e = [v for v in fold["train"] if v.startswith("espeak")][:2]
+    for v in tr_e:
+        put(feats, v, 3)
+    put(feats, "flite:awb", 2)
+    put(feats, fold["val"][0], 1)
+    put(test_feats, fold["test"][0], 2)
+    g = G.stream_groups(tmp_path / "f", "festival", n_train=4, test_feats=tmp_path / "t")
+    assert len(g["train-espeak"]) == 4                        # 6 streams sampled down to n_train
+    assert {s["voice"] for s in g["train-flite"]} == {"flite:awb"} and len(g["train-flite"]) == 2
+    assert len(g[f"val-{fold['val'][0].split(':')[0]}"]) == 1
+    assert list(g)[-1] == f"test-{fold['test'][0]}" and len(g[f"test-{fold['test'][0]}"]) == 2
+    assert not any(k.startswith("test") for k in G.stream_groups(tmp_path / "f", "festival"))
+
+
+@pytest.mark.parametrize("argv, what", [
+    (["streams", "{M}", "{M}"], "last.safetensors"),
+    (["streams", "{M}", "{M}", "--n-train", "0"], "--n-train"),
+    (["val", "{M}/none.essm"], "no program"),
+])
+def test_diagnose_bad_args_exit_2_with_one_line(tmp_path, capsys, argv, what):
+    with pytest.raises(SystemExit) as e:
+        G.main([a.replace("{M}", str(tmp_path)) for a in argv])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert what in err[-1] and not any("Traceback" in x for x in err)
+
+
+def test_greedy_per_keyword_spends_the_false_accept_budget_where_hits_are_cheapest():
+    # thresholds ascending: index 0 loosest. keyword 0 gains 5 hits for 1 FA at index 0; keyword 1
+    # gains 5 hits for 4 FA; budget 2 FA in 1 h: only keyword 0 is lowered.
+    H = np.array([[5, 5], [0, 0]], float)
+    F = np.array([[1, 4], [0, 0]], float)
+    assert list(G.greedy_per_keyword(H, F, hours=1.0, cap=2.0)) == [0, 1]
+    assert list(G.greedy_per_keyword(H, F, hours=1.0, cap=5.0)) == [0, 0]
+    assert list(G.greedy_per_keyword(H, F, hours=1.0, cap=0.5)) == [1, 1]   # nothing fits: strictest
+
+
+def test_diagnose_perkw_missing_program_exits_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        G.main(["perkw", str(tmp_path / "none.essm")])
+    assert e.value.code == 2 and "no program" in capsys.readouterr().err
+
+
+def test_engine_cost_reports_both_budgets_and_the_program_size(tmp_path):
+    from essm_stream.config import ESSMConfig
+    from essm_stream.engine import tiny_program
+
+    p = tmp_path / "tiny.essm"
+    prog = tiny_program(ESSMConfig(d_in=3, d_out=2, d_model=8, n_layers=1, seq_len=8, k_max=8))
+    prog.save(p)
+    c = G.engine_cost(p, n=20)
+    assert set(c["us_per_step"]) == {4, 8} and all(v > 0 for v in c["us_per_step"].values())
+    assert c["params"] == sum(np.asarray(a).size for a in prog.arrays.values()) > 0
+    with pytest.raises(SystemExit) as e:
+        G.main(["cost", str(p), "--n", "0"])
+    assert e.value.code == 2
