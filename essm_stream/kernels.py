@@ -41,7 +41,7 @@ from .layout import (D_GATE, D_HIDDEN, D_IN, D_MODEL, D_OUT, GATED, IST_ERR_B, I
                      W_X, W_Z, WL, W_UNDO, IST_SKIPPED, WB_C)
 from .kernels_lds import lds_convolve, lds_ring, lds_undo
 from .kernels_lru import lru_mix, lru_undo
-from .layout import HIST_BLK, LDS, LRU_KIND, hist_block
+from .layout import CONV_SMALL, HIST_BLK, LDS, LRU_KIND, hist_block
 from .numba_config import njit
 
 OK, ERR_NONFINITE, ERR_BUDGET, ERR_OVERFLOW = 0, 1, 2, 3
@@ -484,6 +484,21 @@ def gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps):
             work[wb + k] *= inv
 
 
+@njit
+def _small_product(W, f0, L, state, w0, w, work, c0, Kt):
+    """C (Kt × w) = F (Kt × L) · X (L × w) for a few rows Kt: X's rows read once as contiguous
+    slices (which LLVM vectorizes; flat indexing of the same loop did not), C's rows stay in L1."""
+    for k in range(Kt):
+        work[c0 + k * w:c0 + (k + 1) * w] = 0.0
+    for tau in range(L):
+        x = state[w0 + tau * w:w0 + (tau + 1) * w]
+        for k in range(Kt):
+            f = W[f0 + k * L + tau]
+            c = work[c0 + k * w:c0 + (k + 1) * w]
+            for j in range(w):
+                c[j] += f * x[j]
+
+
 @njit(inline="always")
 def convolve(Ks, t, W, off, lay, state, work, B, l, p, Kt):
     """c_k = Σ_τ φ_k(τ) u(t-τ) for k < K_t of a block of streams at once: one GEMM per history block,
@@ -498,8 +513,11 @@ def convolve(Ks, t, W, off, lay, state, work, B, l, p, Kt):
         o, w, b0, nb = _hist_block(lay, B, l, i)
         c0 = cb + Kt * b0 * d
         w0 = o + (p + 1) * w
-        np.dot(W[phir:phir + Kt * L].reshape((Kt, L)), state[w0:w0 + L * w].reshape((L, w)),
-               work[c0:c0 + Kt * w].reshape((Kt, w)))
+        if Kt <= lay[CONV_SMALL] and Kt > 1:   # a few rows: the loop beats sgemm (numba_config)
+            _small_product(W, phir, L, state, w0, w, work, c0, Kt)
+        else:
+            np.dot(W[phir:phir + Kt * L].reshape((Kt, L)), state[w0:w0 + L * w].reshape((L, w)),
+                   work[c0:c0 + Kt * w].reshape((Kt, w)))
         for bi in range(nb):
             wb = (b0 + bi) * wl
             for k in range(Ks[t, b0 + bi]):

@@ -163,7 +163,7 @@ def program_shapes(cfg: ESSMConfig, spectral: dict | None = None) -> dict[str, t
 # -- named dims --------------------------------------------------------------------------------
 
 DIMS = ("d_in", "d", "d_out", "n_layers", "L", "k_max", "d_gate", "d_hidden", "gated", "mlp",
-        "pool_W", "pooled", "lru", "n_state", "lds", "lds_n", "lds_buf", "hist_blk")
+        "pool_W", "pooled", "lru", "n_state", "lds", "lds_n", "lds_buf", "hist_blk", "conv_small")
 
 HIST_COLS = 64   # columns (streams × channels) per block of the history, see hist_blk
 
@@ -173,6 +173,11 @@ def hist_blk(d: int) -> int:
     (K × L)·(L × 64) product keeps OpenBLAS on its fastest path here (edge B=32, K=32: 775–830 µs a
     step with one stream of d = 64 per block against 1037 with eight; docs/PERFORMANCE.md)."""
     return max(1, HIST_COLS // max(int(d), 1))
+
+
+def _conv_small_rows() -> int:
+    from .numba_config import conv_small_rows   # (imports numba: only when a layout is made)
+    return conv_small_rows()
 
 
 def named_dims(cfg: ESSMConfig, spectral: dict | None = None) -> dict[str, int]:
@@ -188,13 +193,14 @@ def named_dims(cfg: ESSMConfig, spectral: dict | None = None) -> dict[str, int]:
                 "L": 1, "k_max": 1, "d_gate": 0, "d_hidden": cfg.mlp_ratio * cfg.d_model if cfg.mlp else 0,
                 "gated": 0, "mlp": int(cfg.mlp), "pool_W": cfg.pool_window if pool else 1,
                 "pooled": int(pool), "lru": 1, "n_state": max(cfg.layer_states()), **no_lds,
-                "hist_blk": hist_blk(cfg.d_model)}
+                "hist_blk": hist_blk(cfg.d_model), "conv_small": 1}
     return {"d_in": cfg.d_in, "d": cfg.d_model, "d_out": cfg.d_out, "n_layers": cfg.n_layers,
             "L": cfg.seq_len, "k_max": cfg.k_max, "d_gate": cfg.d_gate if cfg.gated else 0,
             "d_hidden": cfg.mlp_ratio * cfg.d_model if cfg.mlp else 0, "gated": int(cfg.gated),
             "mlp": int(cfg.mlp), "pool_W": cfg.pool_window if pool else 1, "pooled": int(pool),
             "lru": 0, "n_state": 0, "lds": int(lds), "lds_n": max(spectral["n"]) if lds else 0,
-            "lds_buf": int(lds and bool(spectral["buffered"])), "hist_blk": hist_blk(cfg.d_model)}
+            "lds_buf": int(lds and bool(spectral["buffered"])), "hist_blk": hist_blk(cfg.d_model),
+            "conv_small": _conv_small_rows()}
 
 
 @dataclass(frozen=True)
@@ -256,7 +262,7 @@ LAY = DIMS + tuple("w_" + s.name for s in SCRATCH) + ("wl",) + tuple("st_" + s.n
 _LAY = {name: i for i, name in enumerate(LAY)}
 N_LAY = len(LAY)
 (D_IN, D_MODEL, D_OUT, N_LAYERS, L_WIN, K_MAX, D_GATE, D_HIDDEN, GATED, MLP, POOL_W, POOLED,
- LRU_KIND, N_STATE, LDS, LDS_N, LDS_BUF, HIST_BLK) = (_LAY[n] for n in DIMS)
+ LRU_KIND, N_STATE, LDS, LDS_N, LDS_BUF, HIST_BLK, CONV_SMALL) = (_LAY[n] for n in DIMS)
 W_X, W_H, W_U, W_Z, W_V, W_G, W_S, W_A, W_O = (_LAY["w_" + s] for s in "xhuzVgsao")
 W_UNDO = _LAY["w_undo"]
 W_LRU_UNDO = _LAY["w_lru_undo"]

@@ -27,6 +27,7 @@ its kernels are in memory, and numba recreates the directory for anything it com
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -218,3 +219,43 @@ def limit_blas_threads(n: int = BLAS_THREADS) -> bool:
         log.debug("no SciPy BLAS library found to limit to %d threads", n)
     _blas_limited = True   # (tried once; nothing to limit when SciPy links another BLAS)
     return bool(mine)
+
+
+# The convolution's products of a few filter rows (small K) are cheaper in a plain numba loop than
+# through sgemm unless OpenBLAS has small-matrix kernels for the core it runs on (its SkylakeX family
+# has; its Haswell kernels, what an AVX2-only CPU gets, have not). Measured, edge B=1 K=4: Haswell
+# kernels 26-27 µs through BLAS vs 22-23 µs with the loop; SkylakeX kernels 15-18 µs through BLAS vs
+# 24-26 µs with the loop (docs/PERFORMANCE.md).
+CONV_SMALL_ROWS = 4
+_SMALL_MATRIX_CORES = ("skylakex", "cooperlake", "sapphirerapids")
+
+
+def scipy_blas_cores() -> list[str]:
+    """The core names (threadpoolctl's "architecture") of the BLAS libraries SciPy loads: the one
+    numba's np.dot calls. Empty when it cannot be told."""
+    try:
+        import scipy
+        import scipy.linalg.cython_blas  # noqa: F401  (load the library numba will call)
+        from threadpoolctl import threadpool_info
+    except ImportError:   # pragma: no cover - both are runtime dependencies
+        return []
+    here = os.path.dirname(os.path.abspath(scipy.__file__))
+    return [str(i.get("architecture") or "") for i in threadpool_info()
+            if i.get("user_api") == "blas" and os.path.abspath(i["filepath"]).startswith((here + os.sep, here + ".libs"))]
+
+
+@functools.lru_cache(maxsize=1)
+def conv_small_rows() -> int:
+    """Up to how many filter rows the convolution runs its own loop instead of sgemm (1: sgemm for
+    every product). $ESSM_CONV_SMALL_ROWS overrides (tests, measurements)."""
+    env = os.environ.get("ESSM_CONV_SMALL_ROWS")
+    if env:
+        try:
+            n = int(env)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise ValueError(f"ESSM_CONV_SMALL_ROWS must be an integer >= 1, got {env!r}")
+        return n
+    cores = [c.lower() for c in scipy_blas_cores()]
+    return 1 if cores and all(c in _SMALL_MATRIX_CORES for c in cores) else CONV_SMALL_ROWS

@@ -278,8 +278,33 @@ def test_nan_policy_zero_reads_nonfinite_as_zero(prog):
         StreamEngine(prog, nan_policy="ignore")
 
 
+@pytest.fixture(params=[1, 4], ids=["sgemm-always", "loop-up-to-4-rows"])
+def conv_small(request, monkeypatch):
+    """Both convolution paths: sgemm for every product, and the numba loop for 2-4 filter rows (which
+    path a machine takes depends on its OpenBLAS kernels, numba_config.conv_small_rows)."""
+    from essm_stream import numba_config
+    monkeypatch.setenv("ESSM_CONV_SMALL_ROWS", str(request.param))
+    numba_config.conv_small_rows.cache_clear()
+    yield request.param
+    numba_config.conv_small_rows.cache_clear()
+
+
+def test_conv_small_rows_follows_the_blas_cores(monkeypatch):
+    from essm_stream import numba_config
+    for cores, rows in ((["SkylakeX"], 1), (["Haswell"], numba_config.CONV_SMALL_ROWS), ([], numba_config.CONV_SMALL_ROWS)):
+        monkeypatch.setattr(numba_config, "scipy_blas_cores", lambda c=cores: c)
+        monkeypatch.delenv("ESSM_CONV_SMALL_ROWS", raising=False)
+        numba_config.conv_small_rows.cache_clear()
+        assert numba_config.conv_small_rows() == rows
+    monkeypatch.setenv("ESSM_CONV_SMALL_ROWS", "0")
+    numba_config.conv_small_rows.cache_clear()
+    with pytest.raises(ValueError, match="ESSM_CONV_SMALL_ROWS"):
+        numba_config.conv_small_rows()
+    numba_config.conv_small_rows.cache_clear()
+
+
 @pytest.mark.parametrize("B", [5, 11])   # d=12: 5 streams per history block (layout.hist_blk); 11: three, the last partial
-def test_numba_kernel_matches_reference_kernel(B):
+def test_numba_kernel_matches_reference_kernel(B, conv_small):
     """stream_run vs stream_run_ref, same signature and state, pooled head, per-stream budgets."""
     cfg = ESSMConfig(d_in=5, d_out=3, d_model=12, n_layers=2, seq_len=16, k_max=9, d_gate=5,
                      head="mean", pool_window=4)
@@ -297,7 +322,7 @@ def test_numba_kernel_matches_reference_kernel(B):
 
 
 @pytest.mark.parametrize("B", [1, 6, 19])   # d=10: 6 streams per history block; 19: four blocks, the last partial
-def test_float32_kernel_matches_float64_reference_every_budget(B):
+def test_float32_kernel_matches_float64_reference_every_budget(B, conv_small):
     """The float32 fast path (one BLAS convolution over every stream's time-major window, α in the
     copy to V, K_t the frame's largest budget) against the float64 numpy reference kernel: every K
     from 1 to K̄ at some step, K changing between steps and differing between streams, 2.5 windows
@@ -310,6 +335,7 @@ def test_float32_kernel_matches_float64_reference_every_budget(B):
     K = rng.integers(1, 8, (T, B))
     K[:7, 0] = np.arange(1, 8)                      # every budget, K changing every step
     fast = StreamEngine(prog, batch=B, dtype=np.float32)
+    assert fast.layout.dims["conv_small"] == conv_small
     ref = StreamEngine(prog, batch=B, dtype=np.float64, kernel="ref")
     Y32 = np.concatenate([fast.run(X[t:t + 1].astype(np.float32), K[t:t + 1]) for t in range(T)])
     Y64 = ref.run(X, K)
