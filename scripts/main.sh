@@ -5,4 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh ""
-exec .venv/bin/essm-stream demo --plot "${ESSM_DEMO_PLOT:-runs/kws_demo.png}" "$@"
+# not exec: the demo times its start-up from its own process start, which exec would move back to the install
+.venv/bin/essm-stream demo --plot "${ESSM_DEMO_PLOT:-runs/kws_demo.png}" "$@"
