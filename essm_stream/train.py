@@ -156,12 +156,18 @@ def make_optimizer(model, lr: float, weight_decay: float) -> torch.optim.AdamW:
                               {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.98))
 
 
-def warmup_cosine(opt, warmup_steps: int, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up over warmup_steps, then cosine decay to 5% of the peak at `steps`."""
+def warmup_cosine(opt, warmup_steps: int, steps: int, clock: dict | None = None) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over warmup_steps, then cosine decay to 5% of the peak at `steps`.
+
+    clock: for a time-bounded run, a dict whose "frac" the caller keeps at the share of its time
+    budget spent; the cosine then follows whichever runs out first, the steps or the time, so a run
+    stopped by its budget still ends annealed."""
     def lr_lambda(step):
         if step < warmup_steps:
             return (step + 1) / warmup_steps
         prog = min(1.0, (step - warmup_steps) / max(1, steps - warmup_steps))
+        if clock is not None:
+            prog = min(1.0, max(clock["frac"], prog))
         return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * prog))
 
     return torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)

@@ -197,3 +197,19 @@ def test_ddp_two_process_gloo_matches_single_process(tmp_path):
     b, _ = load_checkpoint(tmp_path / "one" / "model.safetensors")
     for (n, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.allclose(x, y, rtol=1e-4, atol=1e-5), f"{n}: DDP and single-process training differ"
+
+
+def test_warmup_cosine_follows_steps_or_time_budget_whichever_ends_first():
+    import torch
+
+    from essm_stream.train import warmup_cosine
+    lrs = []
+    for clock in (None, {"frac": 0.0}, {"frac": 1.0}):
+        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        sched = warmup_cosine(opt, 2, 10, clock)
+        for _ in range(3):     # warm-up (2 steps), then the first decay step
+            opt.step()
+            sched.step()
+        lrs.append(opt.param_groups[0]["lr"])
+    assert lrs[0] == lrs[1] > 0.9           # clock at 0: the step schedule (cos of 1/8 of the way)
+    assert abs(lrs[2] - 0.05) < 1e-12       # time budget spent: fully annealed whatever the step

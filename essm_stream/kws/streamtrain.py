@@ -204,7 +204,7 @@ def train_fold(feats_dir, out_dir, sc: StreamTrainConfig) -> dict:
     from ..checkpoint import load_checkpoint, restore_training_state, save_checkpoint
     from ..config import ESSMConfig
     from ..model import ESSMModel
-    from ..train import TrainConfig, make_optimizer
+    from ..train import TrainConfig, make_optimizer, warmup_cosine
 
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
     torch.manual_seed(sc.seed)
@@ -235,15 +235,8 @@ def train_fold(feats_dir, out_dir, sc: StreamTrainConfig) -> dict:
     else:
         model = ESSMModel(cfg)
     opt = make_optimizer(model, sc.lr, sc.weight_decay)
-    clock = {"frac": 0.0}
-
-    def lr_lambda(step):
-        if step < sc.warmup_steps:
-            return (step + 1) / sc.warmup_steps
-        prog = min(1.0, max(clock["frac"], (step - sc.warmup_steps) / max(1, sc.steps - sc.warmup_steps)))
-        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * prog))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+    clock = {"frac": 0.0}       # share of max_minutes spent: the cosine ends with the steps or the time
+    sched = warmup_cosine(opt, sc.warmup_steps, sc.steps, clock)
     start, history, anchors, best = 0, [], [], {"hit_rate": -1.0}
     if meta is not None:
         start = restore_training_state(meta, opt, sched)

@@ -168,15 +168,13 @@ def train_long(data_dir, out_dir, lc: LongTrainConfig | None = None, stack: int 
     Returns {"model", "ds" (the short clips, stacked), "frontend", "history", "steps_done", "seconds"}.
     """
     lc = lc or LongTrainConfig()
-    import math
-
     import torch
     import torch.nn.functional as F
 
     from ..checkpoint import load_checkpoint, restore_training_state, save_checkpoint
     from ..config import ESSMConfig
     from ..model import ESSMModel
-    from ..train import TrainConfig, evaluate, make_optimizer, sample_budget
+    from ..train import TrainConfig, evaluate, make_optimizer, sample_budget, warmup_cosine
 
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads()))))
     out = Path(out_dir)
@@ -204,17 +202,8 @@ def train_long(data_dir, out_dir, lc: LongTrainConfig | None = None, stack: int 
         meta = None
     cfg = model.cfg
     opt = make_optimizer(model, lc.lr, lc.weight_decay)
-    # train.warmup_cosine's schedule, except that the cosine follows whichever runs out first: the
-    # steps or the wall-time budget (max_minutes), so a time-bounded run still ends annealed.
-    clock = {"frac": 0.0}       # share of max_minutes spent
-
-    def lr_lambda(step):
-        if step < lc.warmup_steps:
-            return (step + 1) / lc.warmup_steps
-        prog = min(1.0, max(clock["frac"], (step - lc.warmup_steps) / max(1, lc.steps - lc.warmup_steps)))
-        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * prog))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+    clock = {"frac": 0.0}       # share of max_minutes spent: the cosine ends with the steps or the time
+    sched = warmup_cosine(opt, lc.warmup_steps, lc.steps, clock)
     start, history = 0, []
     if meta is not None:
         start = restore_training_state(meta, opt, sched)
