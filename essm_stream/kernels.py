@@ -811,22 +811,18 @@ def undo_lru(state, work, lay, ist, B, p):
     undo_frame(state, work, lay, ist, B, p, 2)
 
 
+def _of_mode(lay, fir, lds, lru):
+    return lru if lay[LRU_KIND] != 0 else lds if lay[LDS] != 0 else fir
+
+
 def undo_for(lay):
     """The compiled undo of this layout's mode (compiled on its first call: the first overflow)."""
-    if lay[LRU_KIND] != 0:
-        return undo_lru
-    if lay[LDS] != 0:
-        return undo_lds
-    return undo_fir
+    return _of_mode(lay, undo_fir, undo_lds, undo_lru)
 
 
 def kernel_for(lay):
     """The compiled step of this layout's mode (the engine binds it once)."""
-    if lay[LRU_KIND] != 0:
-        return stream_run_lru
-    if lay[LDS] != 0:
-        return stream_run_lds
-    return stream_run_fir
+    return _of_mode(lay, stream_run_fir, stream_run_lds, stream_run_lru)
 
 
 def stream_run(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
