@@ -143,7 +143,7 @@ def pooled(rows: list[list[dict]]) -> list[dict]:
     return res
 
 
-def readout(program_path, sets, K: int | None = None, caps=(2.0, 10.0, 50.0)) -> dict:
+def readout(program_path, sets, K: int | None = None, caps=(2.0, 10.0, 50.0), test_sets=None) -> dict:
     """A program on the pooled validation: picks at each cap (loso.pick_threshold), and at each pick the
     false accepts/h of every group of keyword-free sets (old, ce, cr, pe, pr) and of the keyword streams."""
     from ..program import StreamProgram
@@ -170,6 +170,10 @@ def readout(program_path, sets, K: int | None = None, caps=(2.0, 10.0, 50.0)) ->
                      "fa_per_hour": (a["false_accepts"] + b["false_accepts"]) / (a["hours"] + b["hours"]),
                      "neg_fa_per_hour": b["fa_per_hour"]} for a, b in zip(kw, neg)]
     out["groups"] = groups
+    if test_sets:                                        # reporting only: held-out curves, never a choice
+        trows = set_rows(prog, sp, test_sets, K)
+        for g in sorted({(s["kind"], s["snr"]) for s in test_sets}):
+            out[f"test_{g[0]}_{g[1]}"] = pooled([r for r, s in zip(trows, test_sets) if (s["kind"], s["snr"]) == g])
     return out
 
 
@@ -193,11 +197,15 @@ def compile_checkpoints(model_dir, cache_dir) -> list[Path]:
     return out
 
 
-def select(sets_dir, model_dirs, cache_dir, out_path, family: str = "festival", caps=(2.0, 10.0, 50.0)) -> list[dict]:
-    """Every checkpoint of every run read on the pooled validation; one JSON line each in out_path."""
+def select(sets_dir, model_dirs, cache_dir, out_path, family: str = "festival", caps=(2.0, 10.0, 50.0),
+           test: bool = False) -> list[dict]:
+    """Every checkpoint of every run read on the pooled validation; one JSON line each in out_path.
+    test: also the held-out clean and 10 dB curves (reporting only; written after the choice rule)."""
     import json
 
     sets = val_sets(sets_dir, family)
+    test_sets = [load_light(p) for n in ("clean", "10dB") for k in ("kw", "neg")
+                 for p in sorted(Path(sets_dir).glob(f"test_{family}_{k}_{n}.npz"))] if test else None
     log.info("validation: %d sets, %.2f h keyword streams, %.2f h keyword-free", len(sets),
              sum(s["seconds"] for s in sets if s["kind"] == "kw") / 3600,
              sum(s["seconds"] for s in sets if s["kind"] == "neg") / 3600)
@@ -205,7 +213,7 @@ def select(sets_dir, model_dirs, cache_dir, out_path, family: str = "festival", 
     for md in model_dirs:
         progs = [Path(md)] if str(md).endswith(".essm") else compile_checkpoints(md, cache_dir)
         for p in progs:
-            r = readout(p, sets, caps=caps)
+            r = readout(p, sets, caps=caps, test_sets=test_sets)
             res.append(r)
             with open(out_path, "a") as f:
                 f.write(json.dumps({k: v for k, v in r.items() if k not in ("groups",)}, default=float) + "\n")
@@ -213,6 +221,58 @@ def select(sets_dir, model_dirs, cache_dir, out_path, family: str = "festival", 
                                              f"{v['fa_per_hour']:.1f}FA/h" for c, v in
                                              ((float(c), v) for c, v in r["picks"].items())))
     return res
+
+
+# ----------------------------------------------------------------------------- does validation predict the held-out rate?
+def calibration_rows(select_jsonl, program_part: str, loso_json, thresholds=(0.92, 0.93, 0.95, 0.97, 0.98, 0.99,
+                                                                             0.9925, 0.995, 0.9965, 0.998, 0.999)):
+    """Per threshold: validation false accepts/h (keyword-free sets only, and pooled with the keyword
+    streams as pick_threshold counts them) beside the held-out family's keyword-free false accepts/h
+    and hit rate (clean, K = K̄), from a `select` line and a kws-eval loso.json of the same program."""
+    import json
+
+    sel = [json.loads(x) for x in Path(select_jsonl).read_text().splitlines() if program_part in x]
+    if not sel:
+        raise FileNotFoundError(f"no program matching {program_part!r} in {select_jsonl}")
+    v = {round(r["threshold"], 4): r for r in sel[-1]["curve"]}
+    fam = next(iter(json.loads(Path(loso_json).read_text())["families"].values()))
+    c = fam["conditions"]["clean"]
+    tn = {round(r["threshold"], 4): r for r in c["K32_neg_curve"]}
+    tk = {round(r["threshold"], 4): r for r in c["K32_kw_curve"]}
+    rows = []
+    for th in thresholds:
+        th = round(th, 4)
+        if th in v and th in tn:
+            rows.append({"threshold": th, "val_neg_fa_per_hour": v[th]["neg_fa_per_hour"],
+                         "val_pooled_fa_per_hour": v[th]["fa_per_hour"], "val_hit_rate": v[th]["hit_rate"],
+                         "test_neg_fa_per_hour": tn[th]["fa_per_hour"], "test_fa": tn[th]["false_accepts"],
+                         "test_hit_rate": tk[th]["hit_rate"]})
+    return rows
+
+
+def plot_calibration(series: dict, path) -> None:
+    """Held-out vs validation keyword-free false accepts/h over thresholds, one line per program
+    (series: name -> calibration_rows); points on the diagonal would mean validation predicts it."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(10, 4.2))
+    for name, rows in series.items():
+        x = [max(r["val_neg_fa_per_hour"], 0.1) for r in rows]
+        y = [max(r["test_neg_fa_per_hour"], 0.1) for r in rows]
+        ax[0].plot(x, y, "o-", label=name)
+        ax[1].plot([r["threshold"] for r in rows], [100 * r["test_hit_rate"] for r in rows], "o-", label=name)
+    ax[0].plot([0.1, 100], [0.1, 100], "k:", lw=1, label="prediction = held out")
+    ax[0].set(xscale="log", yscale="log", xlabel="validation FA/h (keyword-free, 5.97 h; 0 drawn at 0.1)",
+              ylabel="held-out festival FA/h (1.11 h)", title="does validation predict the held-out FA rate?")
+    ax[1].set(xlabel="threshold", ylabel="held-out festival keywords found, clean (%)", title="hits at those thresholds")
+    for a in ax:
+        a.grid(alpha=0.3)
+        a.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main(argv=None) -> int:
@@ -226,10 +286,12 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--cache", default="runs/kws2/cal_programs", help="with select: compiled checkpoints")
     ap.add_argument("--out", default="runs/kws2/cal_select.jsonl", help="with select: one JSON line per program")
+    ap.add_argument("--test", action="store_true", help="with select: add the held-out clean / 10 dB curves "
+                    "(reporting only)")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if a.banks == "select":
-        select(a.sets, a.models, a.cache, a.out, a.family)
+        select(a.sets, a.models, a.cache, a.out, a.family, test=a.test)
         return 0
     build_banks(a.banks, a.family, a.workers)
     for p in build_calib_sets(a.banks, a.sets, a.family, a.workers):
