@@ -6,6 +6,7 @@
     python bench/startup.py --avx2                    # under AVX2 emulation (numba for Haswell, ...)
     python bench/startup.py --compile                 # compile seconds per kernel of the demo's engine
     python bench/startup.py --latency --seconds 12    # real-time pipeline latency during the compile
+    python bench/startup.py --breakdown --modes first,background   # CPU per start-up stage
 
 Each sample is a fresh process running the demo (`cli.main(["demo", "--fast", "--quiet", ...])`)
 with NUMBA_CACHE_DIR set to a new temporary directory (cold), then again with it filled (warm).
@@ -102,6 +103,55 @@ print(f"  compiling {sum(excl.values()):.2f} s CPU in {len(excl)} functions, of 
 for name, v in excl.most_common():
     if v >= 0.02:
         print(f"    {v:5.2f} s  {name}")
+"""
+
+BREAKDOWN = r"""
+import sys, time
+from essm_stream.commands.demo import _process_start_wall
+marks = [("interpreter and site (process start -> this script)", time.thread_time())]
+def mark(what):
+    marks.append((what, time.thread_time()))     # this (the main) thread's CPU; the compile runs beside
+import numpy
+mark("import numpy")
+from essm_stream import cli
+mark("import essm_stream.cli")
+from essm_stream.kws.evaluate import score_stream
+from essm_stream.kws.sources import ArraySource
+from essm_stream.kws.spotter import KeywordSpotter, load_program
+from essm_stream.kws.control import kws_energy_controller
+mark("import the demo's modules (spotter, sources, evaluate, control)")
+prog = load_program(None)
+mark("load the bundled program")
+from essm_stream.kws.frontend import make_frontend
+fe = make_frontend(prog.frontend, normalize=True)
+mark("frontend (onnxruntime import, two ONNX sessions)")
+import numba
+from essm_stream import engine
+mark("import numba and the engine (numba_config, kernels)")
+eng = engine.StreamEngine(prog, background_compile=(sys.argv[1] == "background"))
+mark("StreamEngine(...) (" + sys.argv[1] + ")")
+if sys.argv[1] != "background":
+    eng.warmup()
+    mark("engine.warmup(): kernel compiled or loaded")
+sp = KeywordSpotter(prog, controller=kws_energy_controller(prog, fraction=0.5), record=True,
+                    background_compile=(sys.argv[1] == "background"))
+mark("KeywordSpotter(...) (a second frontend and engine: kernel in memory)")
+from essm_stream.kws.recording import load_recording
+pcm, _ = load_recording()
+src = ArraySource(pcm, chunk=320)
+mark("load the recording")
+sp.process(next(iter(src)))
+mark("first chunk through the pipeline")
+prev = 0.0
+for what, t in marks:
+    print(f"  {t - prev:6.3f} s  {what}")
+    prev = t
+print(f"  {prev:6.3f} s  in all, main thread; process (every thread) {time.process_time():.3f} s")
+c = eng.compile_info
+if c is not None:
+    eng.wait_compiled()
+    c = eng.compile_info
+    print(f"  kernel in the background thread: {c['cpu_s']:.3f} s CPU, {c['wall_s']:.3f} s wall ({c['source']})")
 """
 
 LATENCY = r"""
@@ -207,6 +257,9 @@ def main(argv=None) -> int:
     p.add_argument("--avx2", action="store_true", help="emulate an AVX2-only CPU (see the module doc)")
     p.add_argument("--compile", action="store_true", help="per-kernel compile seconds instead")
     p.add_argument("--latency", action="store_true", help="real-time pipeline latency during the compile instead")
+    p.add_argument("--breakdown", action="store_true",
+                   help="CPU seconds of each start-up stage of the demo's pipeline (one process per mode, warm "
+                        "and cold) instead")
     p.add_argument("--seconds", type=float, default=12.0, help="--latency: seconds of audio")
     p.add_argument("--json", help="write every sample here")
     a = p.parse_args(argv)
@@ -218,7 +271,14 @@ def main(argv=None) -> int:
             return subprocess.run([sys.executable, "-c", COMPILE], env=_env(a.trees[0], cache, a.avx2)).returncode
     if a.latency:
         return latency(a.trees[0], a.seconds, a.avx2)
-    keys = [(t, m) for t in a.trees for m in modes]
+    if a.breakdown:
+        for m in modes:
+            with tempfile.TemporaryDirectory() as cache:
+                for kind in ("cold", "warm"):
+                    print(f"{m} compile, {kind} cache (load {os.getloadavg()[0]:.2f}):", flush=True)
+                    subprocess.run([sys.executable, "-c", BREAKDOWN, m], env=_env(a.trees[0], cache, a.avx2), check=True)
+        return 0
+    keys = [(t, m) for t in a.trees for m in (modes if _has_compile_first(t) else ["own"])]   # (older trees: one way)
     res = {f"{t} {m}": {"cold": [], "warm": []} for t, m in keys}
     for r in range(a.rounds):
         for t, m in keys:

@@ -221,8 +221,8 @@ def measure(reps: int = 7, log=print, with_paper: bool = True, with_start: bool 
            "ratios": {k: v.tolist() for k, v in ratios.items()},
            "bytes": {"edge B=1 K=32": b_e1, "paper B=1 K=32": b_p1}, "flops": {"edge B=1 K=32": f_e1, "edge B=32 K=32": f_e32}}
     if with_start:
-        log("start-up: demo --fast with an empty numba cache, then with it filled ...")
-        st = start_costs()
+        log("start-up: demo --fast with an empty numba cache, then with it filled (3 rounds) ...")
+        st = start_costs(reps=3)   # three fresh caches, each cold then warm
         res["start"] = st
         ratios["cold start demo, to 1st chunk, CPU s"] = np.array([s["startup_cpu_s"] for s in st["cold"]])
         ratios["cold demo + background compile, CPU s"] = np.array(
