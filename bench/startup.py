@@ -108,9 +108,9 @@ for name, v in excl.most_common():
 BREAKDOWN = r"""
 import sys, time
 from essm_stream.commands.demo import _process_start_wall
-marks = [("interpreter and site (process start -> this script)", time.thread_time())]
-def mark(what):
-    marks.append((what, time.thread_time()))     # this (the main) thread's CPU; the compile runs beside
+marks = [("interpreter and site (process start -> this script)", time.thread_time(), time.process_time())]
+def mark(what):   # this (the main) thread's CPU, and the process's (every thread: a compile runs beside)
+    marks.append((what, time.thread_time(), time.process_time()))
 import numpy
 mark("import numpy")
 from essm_stream import cli
@@ -121,7 +121,7 @@ from essm_stream.kws.spotter import KeywordSpotter, load_program
 from essm_stream.kws.control import kws_energy_controller
 mark("import the demo's modules (spotter, sources, evaluate, control)")
 prog = load_program(None)
-mark("load the bundled program")
+mark("load the bundled program (imports numba, SciPy: the layout asks which BLAS kernels SciPy runs)")
 from essm_stream.kws.frontend import make_frontend
 fe = make_frontend(prog.frontend, normalize=True)
 mark("frontend (onnxruntime import, two ONNX sessions)")
@@ -142,11 +142,12 @@ src = ArraySource(pcm, chunk=320)
 mark("load the recording")
 sp.process(next(iter(src)))
 mark("first chunk through the pipeline")
-prev = 0.0
-for what, t in marks:
-    print(f"  {t - prev:6.3f} s  {what}")
-    prev = t
-print(f"  {prev:6.3f} s  in all, main thread; process (every thread) {time.process_time():.3f} s")
+prev = pprev = 0.0
+print("  main thread / process CPU s")
+for what, t, pt in marks:
+    print(f"  {t - prev:6.3f} {pt - pprev:6.3f}  {what}")
+    prev, pprev = t, pt
+print(f"  {prev:6.3f} {pprev:6.3f}  in all")
 c = eng.compile_info
 if c is not None:
     eng.wait_compiled()
@@ -245,6 +246,8 @@ def latency(tree: str, seconds: float, avx2: bool) -> int:
         print(f"  {name}: {len(sel)} chunks of 20 ms; processing wall ms median {statistics.median(w):.2f}, "
               f"p99 {w[min(len(w) - 1, int(0.99 * len(w)))]:.2f}, max {w[-1]:.2f}; "
               f"largest backlog behind real time {max(late, 0.0):.1f} ms")
+        worst = sorted(range(len(sel)), key=lambda i: -sel[i][0])[:4]
+        print("    slowest chunks (index: ms): " + ", ".join(f"{rows.index(sel[i])}: {1e3 * sel[i][0]:.1f}" for i in worst))
     return 0
 
 

@@ -176,7 +176,9 @@ class StreamEngine:
         if background:
             self._compiler = _BackgroundCompile(self._kernel, self._step_args)
             self._kernel = self._interim
-            from .reference import stream_run_ref   # (now, not inside the first step: scipy.special)
+            import scipy.special  # noqa: F401  (the reference's GELU imports it: now, not inside the first step)
+
+            from .reference import stream_run_ref
             self._ref = stream_run_ref
 
     # -- properties ---------------------------------------------------------------------------
