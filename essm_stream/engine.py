@@ -28,6 +28,7 @@ Torch-free: importing this module imports numpy, numba and the package's torch-f
 from __future__ import annotations
 
 import numbers
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -528,8 +529,6 @@ class _BackgroundCompile:
     without it): the thread takes CPU from the process, not from the process's total."""
 
     def __init__(self, dispatcher, args):
-        import threading
-
         import numba
         self.dispatcher = dispatcher
         self.sig = tuple(numba.typeof(a) for a in args)   # the types every engine call passes
@@ -544,17 +543,55 @@ class _BackgroundCompile:
         import time
         c0, w0 = time.thread_time(), time.perf_counter()
         try:
-            limit_blas_threads()          # before the compiled kernel's first GEMM
-            d = self.dispatcher
-            had = self.sig in d.overloads
-            hits0 = d.stats.cache_hits.get(self.sig, 0)
-            d.compile(self.sig)
-            self.source = "memory" if had else "cache" if d.stats.cache_hits.get(self.sig, 0) > hits0 else "compiled"
+            with _fewer_gc_passes():
+                self._compile()
         except BaseException as e:        # kept for wait_compiled / the engine's log
             self.error = e
         finally:
             self.cpu_s, self.wall_s = time.thread_time() - c0, time.perf_counter() - w0
             self.done.set()
+
+    def _compile(self) -> None:
+        limit_blas_threads()              # before the compiled kernel's first GEMM
+        d = self.dispatcher
+        had = self.sig in d.overloads
+        hits0 = d.stats.cache_hits.get(self.sig, 0)
+        d.compile(self.sig)
+        self.source = "memory" if had else "cache" if d.stats.cache_hits.get(self.sig, 0) > hits0 else "compiled"
+
+
+# While a kernel compiles, Python's cyclic garbage collector runs its first generation every 700 net
+# allocations and, at the default thresholds, 9 full passes over the whole heap (numba, SciPy, ONNX
+# Runtime: ~10^6 objects) during the demo's compile; with the first generation at 10000 it runs 1.
+# Garbage is still collected (numba's IR cycles, ~560k objects, live a little longer: ~20 MB more peak
+# memory). docs/PERFORMANCE.md "Start-up" has the measurement. Process-wide, so counted: the
+# thresholds come back when the last compile ends, unless someone else changed them meanwhile.
+COMPILE_GC_THRESHOLD0 = 10000
+_gc_state = {"n": 0, "saved": None, "ours": None}
+_gc_lock = threading.Lock()
+
+
+class _fewer_gc_passes:
+    """Context: the collector's first-generation threshold at least COMPILE_GC_THRESHOLD0 inside."""
+
+    def __enter__(self):
+        import gc
+        with _gc_lock:
+            if _gc_state["n"] == 0:
+                saved = gc.get_threshold()
+                ours = (max(saved[0], COMPILE_GC_THRESHOLD0),) + tuple(saved[1:])
+                gc.set_threshold(*ours)
+                _gc_state["saved"], _gc_state["ours"] = saved, ours
+            _gc_state["n"] += 1
+        return self
+
+    def __exit__(self, *exc):
+        import gc
+        with _gc_lock:
+            _gc_state["n"] -= 1
+            if _gc_state["n"] == 0 and gc.get_threshold() == _gc_state["ours"]:
+                gc.set_threshold(*_gc_state["saved"])
+        return False
 
 
 def warmup(dtypes=(np.float32, np.float64)) -> dict:

@@ -103,3 +103,12 @@ def test_background_compile_argument_is_checked():
         StreamEngine(tiny_program(CFG), background_compile="yes")
     eng = StreamEngine(tiny_program(CFG), kernel="ref", background_compile=True)   # nothing to compile
     assert eng.compile_info is None and not eng.compiled and eng.wait_compiled()
+
+
+def test_the_collector_thresholds_come_back_after_a_compile():
+    import gc
+    before = gc.get_threshold()
+    eng = StreamEngine(tiny_program(CFG, seed=8), background_compile=True)
+    eng.wait_compiled(timeout=300)
+    eng._compiler.thread.join(timeout=60)           # (the thread restores them as it ends)
+    assert gc.get_threshold() == before
