@@ -177,8 +177,8 @@ class StreamEngine:
         if background:
             self._compiler = _BackgroundCompile(self._kernel, self._step_args)
             self._kernel = self._interim
-            import scipy.special  # noqa: F401  (the reference's GELU imports it: now, not inside the first step)
-
+            import importlib
+            importlib.import_module("scipy.special")   # the reference's GELU imports it: now, not in the first step
             from .reference import stream_run_ref
             self._ref = stream_run_ref
 
