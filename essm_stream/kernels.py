@@ -269,19 +269,27 @@ def gemm_nt_ref(A, a0, lda, Bm, b0, ldb, n, out, o0, ldo, Ma, Nb, acc):
 
 @njit
 def _layer_norm(x, xo, g, go, bb, bo, n, eps, out, oo):
-    """out[oo:oo+n] = LN(x[xo:xo+n]) g + b; mean and variance accumulate in float64 (ACC)."""
+    """out[oo:oo+n] = LN(x[xo:xo+n]) g + b; mean and variance accumulate in float64 (ACC).
+
+    Every loop runs over slices (views), not x[xo + j]: numba wraps a possibly negative flat index
+    (xo + j < 0 reads from the end), and that select keeps LLVM from vectorizing the loop (the
+    GELU written that way ran scalar, ≈ 4x slower; bench/profile_ops.py)."""
+    xs = x[xo:xo + n]
+    gs = g[go:go + n]
+    bs = bb[bo:bo + n]
+    os_ = out[oo:oo + n]
     mu = ACC(0)
     for j in range(n):
-        mu += x[xo + j]
+        mu += xs[j]
     mu /= n
     var = ACC(0)
     for j in range(n):
-        c = x[xo + j] - mu
+        c = xs[j] - mu
         var += c * c
     var /= n
     r = 1.0 / math.sqrt(var + eps)
     for j in range(n):
-        out[oo + j] = (x[xo + j] - mu) * r * g[go + j] + bb[bo + j]
+        os_[j] = (xs[j] - mu) * r * gs[j] + bs[j]
 
 
 # erf(z) ≈ z P(z²) / Q(z²) on z ∈ [-4, 4] (clamped: |erf| rounds to 1 in float32 beyond), the
@@ -295,40 +303,43 @@ _ERF_Q = (-1.42647390514189e-02, -7.37332916720468e-03, -1.68282697438203e-03, -
 
 @njit
 def _gelu(x, xo, n):
+    xs = x[xo:xo + n]     # a slice, not x[xo + j]: see _layer_norm (vectorization)
     if x.itemsize == 4:   # float32 engine: the vectorized rational erf (compile-time branch)
         p0, p1, p2, p3, p4, p5, p6 = _ERF_P
         q0, q1, q2, q3, q4 = _ERF_Q
         for j in range(n):
-            v = float(x[xo + j])
+            v = float(xs[j])
             z = min(max(v * 0.7071067811865476, -4.0), 4.0)
             z2 = z * z
             p = z * (p0 + z2 * (p1 + z2 * (p2 + z2 * (p3 + z2 * (p4 + z2 * (p5 + z2 * p6))))))
             q = q0 + z2 * (q1 + z2 * (q2 + z2 * (q3 + z2 * q4)))
-            x[xo + j] = 0.5 * v * (1.0 + p / q)
+            xs[j] = 0.5 * v * (1.0 + p / q)
     else:                 # float64 engine: libm erf, as the reference
         for j in range(n):
-            v = x[xo + j]
-            x[xo + j] = 0.5 * v * (1.0 + math.erf(v * 0.7071067811865476))
+            v = xs[j]
+            xs[j] = 0.5 * v * (1.0 + math.erf(v * 0.7071067811865476))
 
 
 @njit
 def _bias_gelu(x, xo, W, bo, n):
     """x[xo:xo+n] = GELU(x[xo:xo+n] + W[bo:bo+n]): the bias add in the GELU's pass (same roundings
-    as adding, storing and then applying _gelu)."""
+    as adding, storing and then applying _gelu). Slices, not flat indices (see _layer_norm)."""
+    xs = x[xo:xo + n]
+    ws = W[bo:bo + n]
     if x.itemsize == 4:
         p0, p1, p2, p3, p4, p5, p6 = _ERF_P
         q0, q1, q2, q3, q4 = _ERF_Q
         for j in range(n):
-            v = float(x[xo + j] + W[bo + j])   # the sum rounds to the engine dtype, as when stored
+            v = float(xs[j] + ws[j])   # the sum rounds to the engine dtype, as when stored
             z = min(max(v * 0.7071067811865476, -4.0), 4.0)
             z2 = z * z
             p = z * (p0 + z2 * (p1 + z2 * (p2 + z2 * (p3 + z2 * (p4 + z2 * (p5 + z2 * p6))))))
             q = q0 + z2 * (q1 + z2 * (q2 + z2 * (q3 + z2 * q4)))
-            x[xo + j] = 0.5 * v * (1.0 + p / q)
+            xs[j] = 0.5 * v * (1.0 + p / q)
     else:
         for j in range(n):
-            v = x[xo + j] + W[bo + j]
-            x[xo + j] = 0.5 * v * (1.0 + math.erf(v * 0.7071067811865476))
+            v = xs[j] + ws[j]
+            xs[j] = 0.5 * v * (1.0 + math.erf(v * 0.7071067811865476))
 
 
 @njit(inline="always")
@@ -340,10 +351,11 @@ def seg(off, s, l):
 @njit(inline="always")
 def _add_bias(work, B, wl, o, W, bo, n):
     """work[b wl + o + i] += W[bo + i] for every stream."""
+    wb_ = W[bo:bo + n]
     for b in range(B):
-        wb = b * wl + o
+        ws = work[b * wl + o:b * wl + o + n]   # slices: see _layer_norm (vectorization)
         for i in range(n):
-            work[wb + i] += W[bo + i]
+            ws[i] += wb_[i]
 
 
 @njit   # a call, not inlined: three call sites would type and lower three copies (cold start)
@@ -460,28 +472,28 @@ def gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps):
     gemm_nt(work, sg, wl, W, seg(off, O_W2, l), dg, dg, work, ss, wl, B, Kt, wl < 0)   # rows < max K only
     b2 = seg(off, O_B2, l)
     for b in range(B):
-        wb = b * wl + ss
         K = Ks[t, b]
+        s = work[b * wl + ss:b * wl + ss + K]   # slices: see _layer_norm (vectorization)
+        bs = W[b2:b2 + K]
         nrm = ACC(0)
         for k in range(K):
-            v = work[wb + k] + W[b2 + k]
-            work[wb + k] = v
+            v = s[k] + bs[k]
+            s[k] = v
             nrm += v * v
         scale = math.sqrt(K) / (math.sqrt(nrm) + gate_eps)
-        mx = work[wb] * scale
+        mx = s[0] * scale
         for k in range(K):
-            v = work[wb + k] * scale
-            work[wb + k] = v
-            if v > mx:
-                mx = v
+            v = s[k] * scale
+            s[k] = v
+            mx = max(mx, v)
         tot = ACC(0)
         for k in range(K):
-            e = math.exp(work[wb + k] - mx)
-            work[wb + k] = e
+            e = math.exp(s[k] - mx)
+            s[k] = e
             tot += e
         inv = 1.0 / tot
         for k in range(K):
-            work[wb + k] *= inv
+            s[k] *= inv
 
 
 @njit
@@ -546,9 +558,8 @@ def mix(Ks, t, W, off, lay, work, B, l):
             if Ks[t, b] > kg:
                 kg = Ks[t, b]
         for b in range(b0, b0 + nb):
-            wb = b * wl
-            for m in range((Ks[t, b] + 1) * d, (kg + 1) * d):
-                work[wb + sV + m] = 0.0
+            wb = b * wl + sV
+            work[wb + (Ks[t, b] + 1) * d:wb + (kg + 1) * d] = 0.0
         gemm_nt(work, b0 * wl + sV, wl, W, seg(off, O_MCAT, l), ldM, (kg + 1) * d,
                 work, b0 * wl + lay[W_H], wl, nb, d, wl >= 0)
         b0 += nb
@@ -562,11 +573,13 @@ def mlp(W, off, lay, work, B, l, ln_eps):
     _layer_norm_streams(work, B, wl, sh, sz, W, seg(off, O_LN2G, l), seg(off, O_LN2B, l), d, ln_eps)
     gemm_nt(work, sz, wl, W, seg(off, O_FC1W, l), d, d, work, sa, wl, B, dh, wl < 0)
     fc1b, fc2b = seg(off, O_FC1B, l), seg(off, O_FC2B, l)
+    b2 = W[fc2b:fc2b + d]
     for b in range(B):
         wb = b * wl
         _bias_gelu(work, wb + sa, W, fc1b, dh)   # + fc1.b in GELU's pass
+        hs = work[wb + sh:wb + sh + d]
         for i in range(d):
-            work[wb + sh + i] += W[fc2b + i]
+            hs[i] += b2[i]
     gemm_nt(work, sa, wl, W, seg(off, O_FC2W, l), dh, dh, work, sh, wl, B, d, wl >= 0)
 
 
