@@ -497,18 +497,93 @@ def gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps):
 
 
 @njit
+def _rows4(F, f0, L, X, w0, w, C, c0):
+    """C[c0 + r w + j] = Σ_τ F[f0 + r L + τ] X[w0 + τ w + j] for four filter rows r: each pass reads
+    two window rows and updates the four output rows (in L1) with both, so a loaded or stored
+    vector of C carries two multiply-adds (one per row pass, as before, was store-bound)."""
+    g0 = F[f0:f0 + L]
+    g1 = F[f0 + L:f0 + 2 * L]
+    g2 = F[f0 + 2 * L:f0 + 3 * L]
+    g3 = F[f0 + 3 * L:f0 + 4 * L]
+    y0 = C[c0:c0 + w]
+    y1 = C[c0 + w:c0 + 2 * w]
+    y2 = C[c0 + 2 * w:c0 + 3 * w]
+    y3 = C[c0 + 3 * w:c0 + 4 * w]
+    x = X[w0:w0 + w]
+    a, b, c, e = g0[0], g1[0], g2[0], g3[0]
+    for j in range(w):
+        v = x[j]
+        y0[j] = a * v
+        y1[j] = b * v
+        y2[j] = c * v
+        y3[j] = e * v
+    tau = 1
+    while tau + 2 <= L:
+        x = X[w0 + tau * w:w0 + (tau + 1) * w]
+        xx = X[w0 + (tau + 1) * w:w0 + (tau + 2) * w]
+        a, aa = g0[tau], g0[tau + 1]
+        b, bb = g1[tau], g1[tau + 1]
+        c, cc = g2[tau], g2[tau + 1]
+        e, ee = g3[tau], g3[tau + 1]
+        for j in range(w):
+            v = x[j]
+            vv = xx[j]
+            y0[j] += a * v + aa * vv
+            y1[j] += b * v + bb * vv
+            y2[j] += c * v + cc * vv
+            y3[j] += e * v + ee * vv
+        tau += 2
+    if tau < L:
+        x = X[w0 + tau * w:w0 + (tau + 1) * w]
+        a, b, c, e = g0[tau], g1[tau], g2[tau], g3[tau]
+        for j in range(w):
+            v = x[j]
+            y0[j] += a * v
+            y1[j] += b * v
+            y2[j] += c * v
+            y3[j] += e * v
+
+
+@njit
+def _rows1(F, f0, L, X, w0, w, C, c0):
+    """One filter row of _rows4's product, four window rows a pass."""
+    g = F[f0:f0 + L]
+    y = C[c0:c0 + w]
+    x = X[w0:w0 + w]
+    a = g[0]
+    for j in range(w):
+        y[j] = a * x[j]
+    tau = 1
+    while tau + 4 <= L:
+        x0 = X[w0 + tau * w:w0 + (tau + 1) * w]
+        x1 = X[w0 + (tau + 1) * w:w0 + (tau + 2) * w]
+        x2 = X[w0 + (tau + 2) * w:w0 + (tau + 3) * w]
+        x3 = X[w0 + (tau + 3) * w:w0 + (tau + 4) * w]
+        a0, a1, a2, a3 = g[tau], g[tau + 1], g[tau + 2], g[tau + 3]
+        for j in range(w):
+            y[j] += (a0 * x0[j] + a1 * x1[j]) + (a2 * x2[j] + a3 * x3[j])
+        tau += 4
+    while tau < L:
+        x0 = X[w0 + tau * w:w0 + (tau + 1) * w]
+        a0 = g[tau]
+        for j in range(w):
+            y[j] += a0 * x0[j]
+        tau += 1
+
+
+@njit
 def _small_product(W, f0, L, state, w0, w, work, c0, Kt):
-    """C (Kt × w) = F (Kt × L) · X (L × w) for a few rows Kt: X's rows read once as contiguous
-    slices (which LLVM vectorizes; flat indexing of the same loop did not), C's rows stay in L1."""
-    for k in range(Kt):
-        work[c0 + k * w:c0 + (k + 1) * w] = 0.0
-    for tau in range(L):
-        x = state[w0 + tau * w:w0 + (tau + 1) * w]
-        for k in range(Kt):
-            f = W[f0 + k * L + tau]
-            c = work[c0 + k * w:c0 + (k + 1) * w]
-            for j in range(w):
-                c[j] += f * x[j]
+    """C (Kt × w) = F (Kt × L) · X (L × w) for a few rows Kt, C at work[c0] (rows of w), F at W[f0]
+    (rows of L), X the window at state[w0] (rows of w): four filter rows at a time, then one.
+    Under AVX2 emulation (4 layers of edge, L = 128, w = 64) 3.9 µs at Kt = 4 against 11.8 for the
+    one-row-per-pass loop it replaces and 16.6 for OpenBLAS's Haswell sgemm (docs/PERFORMANCE.md)."""
+    k = 0
+    while k + 4 <= Kt:
+        _rows4(W, f0 + k * L, L, state, w0, w, work, c0 + k * w)
+        k += 4
+    while k < Kt:
+        _rows1(W, f0 + k * L, L, state, w0, w, work, c0 + k * w)
+        k += 1
 
 
 @njit(inline="always")

@@ -278,7 +278,7 @@ def test_nan_policy_zero_reads_nonfinite_as_zero(prog):
         StreamEngine(prog, nan_policy="ignore")
 
 
-@pytest.fixture(params=[1, 4], ids=["sgemm-always", "loop-up-to-4-rows"])
+@pytest.fixture(params=[1, 4, 7], ids=["sgemm-always", "loop-up-to-4-rows", "loop-up-to-7-rows"])
 def conv_small(request, monkeypatch):
     """Both convolution paths: sgemm for every product, and the numba loop for 2-4 filter rows (which
     path a machine takes depends on its OpenBLAS kernels, numba_config.conv_small_rows)."""
@@ -343,6 +343,22 @@ def test_float32_kernel_matches_float64_reference_every_budget(B, conv_small):
     print(f"float32 kernel vs float64 reference, B={B}: max relative error {err:.2e}")
     assert err <= TOL[np.float32]
     assert np.allclose(fast.snapshot().hist, ref.snapshot().hist, rtol=0, atol=1e-5)   # same layout
+
+
+@pytest.mark.parametrize("L", [12, 13, 14, 15])   # every remainder of the 2- and 4-row unrolls
+def test_small_product_matches_numpy(L):
+    """kernels._small_product (four filter rows a pass, then one) against numpy's product, float64,
+    every row count 1 … 9 (groups of four and the rows left), offsets inside larger arrays."""
+    rng = np.random.default_rng(L)
+    w = 10
+    W = rng.standard_normal(3 + 9 * L)
+    state = rng.standard_normal(5 + L * w)
+    for Kt in range(1, 10):
+        work = np.full(7 + Kt * w + 4, np.nan)
+        kernels._small_product(W, 3, L, state, 5, w, work, 7, Kt)
+        want = W[3:3 + Kt * L].reshape(Kt, L) @ state[5:5 + L * w].reshape(L, w)
+        assert np.allclose(work[7:7 + Kt * w].reshape(Kt, w), want, rtol=1e-13, atol=1e-13)
+        assert np.isnan(work[:7]).all() and np.isnan(work[7 + Kt * w:]).all()   # nothing outside C
 
 
 def test_gemm_nt_matches_reference():
