@@ -351,11 +351,10 @@ def seg(off, s, l):
 @njit(inline="always")
 def _add_bias(work, B, wl, o, W, bo, n):
     """work[b wl + o + i] += W[bo + i] for every stream."""
-    wb_ = W[bo:bo + n]
     for b in range(B):
-        ws = work[b * wl + o:b * wl + o + n]   # slices: see _layer_norm (vectorization)
+        wb = b * wl + o
         for i in range(n):
-            ws[i] += wb_[i]
+            work[wb + i] += W[bo + i]
 
 
 @njit   # a call, not inlined: three call sites would type and lower three copies (cold start)
@@ -472,117 +471,84 @@ def gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps):
     gemm_nt(work, sg, wl, W, seg(off, O_W2, l), dg, dg, work, ss, wl, B, Kt, wl < 0)   # rows < max K only
     b2 = seg(off, O_B2, l)
     for b in range(B):
+        wb = b * wl + ss
         K = Ks[t, b]
-        s = work[b * wl + ss:b * wl + ss + K]   # slices: see _layer_norm (vectorization)
-        bs = W[b2:b2 + K]
         nrm = ACC(0)
         for k in range(K):
-            v = s[k] + bs[k]
-            s[k] = v
+            v = work[wb + k] + W[b2 + k]
+            work[wb + k] = v
             nrm += v * v
         scale = math.sqrt(K) / (math.sqrt(nrm) + gate_eps)
-        mx = s[0] * scale
+        mx = work[wb] * scale
         for k in range(K):
-            v = s[k] * scale
-            s[k] = v
-            mx = max(mx, v)
+            v = work[wb + k] * scale
+            work[wb + k] = v
+            if v > mx:
+                mx = v
         tot = ACC(0)
         for k in range(K):
-            e = math.exp(s[k] - mx)
-            s[k] = e
+            e = math.exp(work[wb + k] - mx)
+            work[wb + k] = e
             tot += e
         inv = 1.0 / tot
         for k in range(K):
-            s[k] *= inv
-
-
-@njit
-def _rows4(F, f0, L, X, w0, w, C, c0):
-    """C[c0 + r w + j] = Σ_τ F[f0 + r L + τ] X[w0 + τ w + j] for four filter rows r: each pass reads
-    two window rows and updates the four output rows (in L1) with both, so a loaded or stored
-    vector of C carries two multiply-adds (one per row pass, as before, was store-bound)."""
-    g0 = F[f0:f0 + L]
-    g1 = F[f0 + L:f0 + 2 * L]
-    g2 = F[f0 + 2 * L:f0 + 3 * L]
-    g3 = F[f0 + 3 * L:f0 + 4 * L]
-    y0 = C[c0:c0 + w]
-    y1 = C[c0 + w:c0 + 2 * w]
-    y2 = C[c0 + 2 * w:c0 + 3 * w]
-    y3 = C[c0 + 3 * w:c0 + 4 * w]
-    x = X[w0:w0 + w]
-    a, b, c, e = g0[0], g1[0], g2[0], g3[0]
-    for j in range(w):
-        v = x[j]
-        y0[j] = a * v
-        y1[j] = b * v
-        y2[j] = c * v
-        y3[j] = e * v
-    tau = 1
-    while tau + 2 <= L:
-        x = X[w0 + tau * w:w0 + (tau + 1) * w]
-        xx = X[w0 + (tau + 1) * w:w0 + (tau + 2) * w]
-        a, aa = g0[tau], g0[tau + 1]
-        b, bb = g1[tau], g1[tau + 1]
-        c, cc = g2[tau], g2[tau + 1]
-        e, ee = g3[tau], g3[tau + 1]
-        for j in range(w):
-            v = x[j]
-            vv = xx[j]
-            y0[j] += a * v + aa * vv
-            y1[j] += b * v + bb * vv
-            y2[j] += c * v + cc * vv
-            y3[j] += e * v + ee * vv
-        tau += 2
-    if tau < L:
-        x = X[w0 + tau * w:w0 + (tau + 1) * w]
-        a, b, c, e = g0[tau], g1[tau], g2[tau], g3[tau]
-        for j in range(w):
-            v = x[j]
-            y0[j] += a * v
-            y1[j] += b * v
-            y2[j] += c * v
-            y3[j] += e * v
-
-
-@njit
-def _rows1(F, f0, L, X, w0, w, C, c0):
-    """One filter row of _rows4's product, four window rows a pass."""
-    g = F[f0:f0 + L]
-    y = C[c0:c0 + w]
-    x = X[w0:w0 + w]
-    a = g[0]
-    for j in range(w):
-        y[j] = a * x[j]
-    tau = 1
-    while tau + 4 <= L:
-        x0 = X[w0 + tau * w:w0 + (tau + 1) * w]
-        x1 = X[w0 + (tau + 1) * w:w0 + (tau + 2) * w]
-        x2 = X[w0 + (tau + 2) * w:w0 + (tau + 3) * w]
-        x3 = X[w0 + (tau + 3) * w:w0 + (tau + 4) * w]
-        a0, a1, a2, a3 = g[tau], g[tau + 1], g[tau + 2], g[tau + 3]
-        for j in range(w):
-            y[j] += (a0 * x0[j] + a1 * x1[j]) + (a2 * x2[j] + a3 * x3[j])
-        tau += 4
-    while tau < L:
-        x0 = X[w0 + tau * w:w0 + (tau + 1) * w]
-        a0 = g[tau]
-        for j in range(w):
-            y[j] += a0 * x0[j]
-        tau += 1
+            work[wb + k] *= inv
 
 
 @njit
 def _small_product(W, f0, L, state, w0, w, work, c0, Kt):
     """C (Kt × w) = F (Kt × L) · X (L × w) for a few rows Kt, C at work[c0] (rows of w), F at W[f0]
-    (rows of L), X the window at state[w0] (rows of w): four filter rows at a time, then one.
+    (rows of L), X the window at state[w0] (rows of w). Four filter rows at a time: each pass reads
+    two window rows and updates the four output rows (in L1) with both, so a loaded and stored
+    vector of C carries two multiply-adds (one row per pass, as before, was bound by those stores);
+    the rows left one at a time. One function, no callees, few slices (each costs compile time).
     Under AVX2 emulation (4 layers of edge, L = 128, w = 64) 3.9 µs at Kt = 4 against 11.8 for the
-    one-row-per-pass loop it replaces and 16.6 for OpenBLAS's Haswell sgemm (docs/PERFORMANCE.md)."""
+    one-row-per-pass loop and 16.6 for OpenBLAS's Haswell sgemm (docs/PERFORMANCE.md)."""
     k = 0
     while k + 4 <= Kt:
-        _rows4(W, f0 + k * L, L, state, w0, w, work, c0 + k * w)
+        f = f0 + k * L   # filter row k + r at W[f + r L]
+        y0 = work[c0 + k * w:c0 + (k + 1) * w]
+        y1 = work[c0 + (k + 1) * w:c0 + (k + 2) * w]
+        y2 = work[c0 + (k + 2) * w:c0 + (k + 3) * w]
+        y3 = work[c0 + (k + 3) * w:c0 + (k + 4) * w]
+        s = L % 2      # an odd L: window row 0 alone first (its products initialise C), then pairs
+        x = state[w0:w0 + w]
+        a = W[f] * s
+        b = W[f + L] * s
+        c = W[f + 2 * L] * s
+        e = W[f + 3 * L] * s
+        for j in range(w):
+            v = x[j]
+            y0[j] = a * v
+            y1[j] = b * v
+            y2[j] = c * v
+            y3[j] = e * v
+        for tau in range(s, L, 2):
+            x = state[w0 + tau * w:w0 + (tau + 2) * w]   # window rows tau and tau + 1
+            a = W[f + tau]
+            b = W[f + L + tau]
+            c = W[f + 2 * L + tau]
+            e = W[f + 3 * L + tau]
+            aa = W[f + tau + 1]
+            bb = W[f + L + tau + 1]
+            cc = W[f + 2 * L + tau + 1]
+            ee = W[f + 3 * L + tau + 1]
+            for j in range(w):
+                v = x[j]
+                vv = x[w + j]
+                y0[j] += a * v + aa * vv
+                y1[j] += b * v + bb * vv
+                y2[j] += c * v + cc * vv
+                y3[j] += e * v + ee * vv
         k += 4
     while k < Kt:
-        _rows1(W, f0 + k * L, L, state, w0, w, work, c0 + k * w)
+        y = work[c0 + k * w:c0 + (k + 1) * w]
+        y[:] = 0.0
+        for tau in range(L):
+            f = W[f0 + k * L + tau]
+            x = state[w0 + tau * w:w0 + (tau + 1) * w]
+            for j in range(w):
+                y[j] += f * x[j]
         k += 1
 
 
@@ -633,8 +599,9 @@ def mix(Ks, t, W, off, lay, work, B, l):
             if Ks[t, b] > kg:
                 kg = Ks[t, b]
         for b in range(b0, b0 + nb):
-            wb = b * wl + sV
-            work[wb + (Ks[t, b] + 1) * d:wb + (kg + 1) * d] = 0.0
+            wb = b * wl
+            for m in range((Ks[t, b] + 1) * d, (kg + 1) * d):
+                work[wb + sV + m] = 0.0
         gemm_nt(work, b0 * wl + sV, wl, W, seg(off, O_MCAT, l), ldM, (kg + 1) * d,
                 work, b0 * wl + lay[W_H], wl, nb, d, wl >= 0)
         b0 += nb
@@ -648,13 +615,11 @@ def mlp(W, off, lay, work, B, l, ln_eps):
     _layer_norm_streams(work, B, wl, sh, sz, W, seg(off, O_LN2G, l), seg(off, O_LN2B, l), d, ln_eps)
     gemm_nt(work, sz, wl, W, seg(off, O_FC1W, l), d, d, work, sa, wl, B, dh, wl < 0)
     fc1b, fc2b = seg(off, O_FC1B, l), seg(off, O_FC2B, l)
-    b2 = W[fc2b:fc2b + d]
     for b in range(B):
         wb = b * wl
         _bias_gelu(work, wb + sa, W, fc1b, dh)   # + fc1.b in GELU's pass
-        hs = work[wb + sh:wb + sh + d]
         for i in range(d):
-            hs[i] += b2[i]
+            work[wb + sh + i] += W[fc2b + i]
     gemm_nt(work, sa, wl, W, seg(off, O_FC2W, l), dh, dh, work, sh, wl, B, d, wl >= 0)
 
 
