@@ -4,7 +4,8 @@
 
 Every op runs `reps` times back to back on the state and scratch of an engine that has already
 stepped past its window (so the history is full); the best of 5 such timings, per call of the op
-over all layers. Ops overlap and share caches inside a real step, so the parts need not add up to
+over all layers, less the time of restoring the residual stream h before each repetition (ops that
+add into h would otherwise grow it to Inf/NaN over the repetitions, and time that arithmetic). Ops overlap and share caches inside a real step, so the parts need not add up to
 the step (printed beside them, the median of `step()` calls of the same engine).
 """
 from __future__ import annotations
