@@ -524,7 +524,8 @@ def _small_product(W, f0, L, state, w0, w, work, c0, Kt):
             y2[j] = c * v
             y3[j] = e * v
         for tau in range(s, L, 2):
-            x = state[w0 + tau * w:w0 + (tau + 2) * w]   # window rows tau and tau + 1
+            x = state[w0 + tau * w:w0 + (tau + 1) * w]
+            xx = state[w0 + (tau + 1) * w:w0 + (tau + 2) * w]
             a = W[f + tau]
             b = W[f + L + tau]
             c = W[f + 2 * L + tau]
@@ -535,7 +536,7 @@ def _small_product(W, f0, L, state, w0, w, work, c0, Kt):
             ee = W[f + 3 * L + tau + 1]
             for j in range(w):
                 v = x[j]
-                vv = x[w + j]
+                vv = xx[j]   # (x[w + j] would be a flat index: see _layer_norm)
                 y0[j] += a * v + aa * vv
                 y1[j] += b * v + bb * vv
                 y2[j] += c * v + cc * vv
