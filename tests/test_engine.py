@@ -194,6 +194,26 @@ def test_chunked_equals_per_step_bit_for_bit(prog, dtype):
     assert np.array_equal(a.snapshot().hist, b.snapshot().hist)
 
 
+@pytest.mark.parametrize("kernel", ["numba", "ref"])
+def test_step_fast_path_budgets_and_entry_point(prog, kernel):
+    """step()'s fast path rewrites the budget array only when the int K changes and calls the compiled
+    entry point bound for the step arguments' types: an int K repeated, changed, then a per-stream
+    array (the checking path) and the same int again give exactly what run() gives for those budgets."""
+    rng = np.random.default_rng(2)
+    T, B = 12, 2
+    X = rng.standard_normal((T, B, 3))
+    ks = [5, 5, 1, 1, 32, np.array([3, 7]), 32, 32, np.array([32, 32]), 4, 4, 5]
+    K = np.array([np.broadcast_to(k, (B,)) for k in ks])
+    a = StreamEngine(prog, batch=B, dtype=np.float64, kernel=kernel)
+    Y_step = np.stack([a.step(X[t], ks[t]).copy() for t in range(T)])
+    b = StreamEngine(prog, batch=B, dtype=np.float64, kernel=kernel)
+    assert np.array_equal(Y_step, b.run(X, K))
+    if kernel == "ref" or not hasattr(a._kernel, "overloads"):   # (NUMBA_DISABLE_JIT: plain functions)
+        assert a._fast is a._kernel
+    else:
+        assert a._fast_of is a._kernel and a._fast is not a._kernel   # the compiled entry point
+
+
 def test_single_stream_shapes_mirror_input(prog):
     eng = StreamEngine(prog, batch=1, dtype=np.float64)
     x = np.random.default_rng(0).standard_normal((10, 3))
