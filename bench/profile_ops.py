@@ -22,7 +22,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
 from essm_stream import kernels as k  # noqa: E402
-from essm_stream.layout import (D_MODEL, IST_POS, N_LAYERS, O_EPS, O_LN1B, O_LN1G, W_H, W_U,  # noqa: E402
+from essm_stream.layout import (CONV_SMALL, D_MODEL, IST_POS, N_LAYERS, O_EPS, O_LN1B, O_LN1G, W_H, W_U,  # noqa: E402
                                 WL)
 from essm_stream.numba_config import njit  # noqa: E402
 
@@ -59,7 +59,10 @@ def _op(X, Ks, W, off, lay, state, ist, work, Y, which, reps):
             elif which == 4:
                 k.gate(Ks, 0, W, off, lay, work, B, l, Kt, gate_eps)
             elif which == 5:
-                k.convolve(Ks, 0, W, off, lay, state, work, B, l, p, Kt)
+                if lay[CONV_SMALL] > 1:   # the engine's mode: kernels.kernel_for
+                    k.convolve_small(Ks, 0, W, off, lay, state, work, B, l, p, Kt)
+                else:
+                    k.convolve(Ks, 0, W, off, lay, state, work, B, l, p, Kt)
             elif which == 6:
                 k.mix(Ks, 0, W, off, lay, work, B, l)
             elif which == 7:

@@ -51,6 +51,9 @@ OK, ERR_NONFINITE, ERR_BUDGET, ERR_OVERFLOW = 0, 1, 2, 3
 # cold start ~0.7 s of compiling for a path that most processes never take.
 ERR_UNDO = 4
 MODE_FIR, MODE_LDS, MODE_LRU = 0, 1, 2   # a layer's mixer: ring-buffer FIR, LDS ladder, LRU recurrence
+# ring-buffer FIR whose products of 2 … lay[CONV_SMALL] filter rows run the numba loop (_small_product)
+# instead of BLAS: a mode of its own, so that only machines whose BLAS needs it compile that loop
+MODE_FIR_SMALL = 3
 
 ACC = np.float64   # accumulator of the short reductions (see module doc)
 
@@ -554,36 +557,59 @@ def _small_product(W, f0, L, state, w0, w, work, c0, Kt):
 
 
 @njit(inline="always")
+def _conv_to_V(Ks, t, work, lay, c0, w, b0, nb):
+    """Row k of the block's product at work[c0] (rows of w = nb d) to V[(k+1) d:] of stream b0 + b'
+    for k < K_b, × α_k if gated (the scaling fused into that copy: no second pass over V)."""
+    wl, d = lay[WL], lay[D_MODEL]
+    sV, ss, gated = lay[W_V], lay[W_S], lay[GATED] != 0
+    for bi in range(nb):
+        wb = (b0 + bi) * wl
+        for k in range(Ks[t, b0 + bi]):
+            src = work[c0 + k * w + bi * d:c0 + k * w + (bi + 1) * d]
+            dst = work[wb + sV + (k + 1) * d:wb + sV + (k + 2) * d]
+            if gated:
+                a = work[wb + ss + k]
+                for j in range(d):
+                    dst[j] = src[j] * a
+            else:
+                for j in range(d):
+                    dst[j] = src[j]
+
+
+@njit(inline="always")
 def convolve(Ks, t, W, off, lay, state, work, B, l, p, Kt):
     """c_k = Σ_τ φ_k(τ) u(t-τ) for k < K_t of a block of streams at once: one GEMM per history block,
     the (K_t × L) reversed filters · the (L × n_b d) window of the block's streams (rows p+1 … p+L),
     by BLAS (numba's np.dot: SciPy's sgemm / dgemm on one thread) into the batch scratch Cb; then
-    row k of stream b goes to its V[(k+1) d:] for k < K_b, × α_k if gated (the scaling fused into
-    that copy). The filters are read once per block for all its streams (docs/PERFORMANCE.md)."""
-    wl, d, L = lay[WL], lay[D_MODEL], lay[L_WIN]
-    sV, ss, cb, gated = lay[W_V], lay[W_S], lay[WB_C], lay[GATED] != 0
+    row k of stream b goes to its V[(k+1) d:] for k < K_b, × α_k if gated (_conv_to_V). The filters
+    are read once per block for all its streams (docs/PERFORMANCE.md)."""
+    L, d, cb = lay[L_WIN], lay[D_MODEL], lay[WB_C]
     phir = seg(off, O_PHIR, l)
     for i in range((B + lay[HIST_BLK] - 1) // lay[HIST_BLK]):
         o, w, b0, nb = _hist_block(lay, B, l, i)
         c0 = cb + Kt * b0 * d
         w0 = o + (p + 1) * w
-        if Kt <= lay[CONV_SMALL] and Kt > 1:   # a few rows: the loop beats sgemm (numba_config)
+        np.dot(W[phir:phir + Kt * L].reshape((Kt, L)), state[w0:w0 + L * w].reshape((L, w)),
+               work[c0:c0 + Kt * w].reshape((Kt, w)))
+        _conv_to_V(Ks, t, work, lay, c0, w, b0, nb)
+
+
+@njit(inline="always")
+def convolve_small(Ks, t, W, off, lay, state, work, B, l, p, Kt):
+    """convolve, with products of 2 … lay[CONV_SMALL] filter rows by the numba loop _small_product
+    (where SciPy's OpenBLAS has no small-matrix kernels: numba_config.conv_small_rows)."""
+    L, d, cb = lay[L_WIN], lay[D_MODEL], lay[WB_C]
+    phir = seg(off, O_PHIR, l)
+    for i in range((B + lay[HIST_BLK] - 1) // lay[HIST_BLK]):
+        o, w, b0, nb = _hist_block(lay, B, l, i)
+        c0 = cb + Kt * b0 * d
+        w0 = o + (p + 1) * w
+        if Kt <= lay[CONV_SMALL] and Kt > 1:
             _small_product(W, phir, L, state, w0, w, work, c0, Kt)
         else:
             np.dot(W[phir:phir + Kt * L].reshape((Kt, L)), state[w0:w0 + L * w].reshape((L, w)),
                    work[c0:c0 + Kt * w].reshape((Kt, w)))
-        for bi in range(nb):
-            wb = (b0 + bi) * wl
-            for k in range(Ks[t, b0 + bi]):
-                src = work[c0 + k * w + bi * d:c0 + k * w + (bi + 1) * d]
-                dst = work[wb + sV + (k + 1) * d:wb + sV + (k + 2) * d]
-                if gated:   # α_k applied as row k is copied (no second pass over V)
-                    a = work[wb + ss + k]
-                    for j in range(d):
-                        dst[j] = src[j] * a
-                else:
-                    for j in range(d):
-                        dst[j] = src[j]
+        _conv_to_V(Ks, t, work, lay, c0, w, b0, nb)
 
 
 @njit(inline="always")
@@ -687,6 +713,8 @@ def layer_mixer(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode):
         _mixer_lru(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode)
     elif mode == MODE_LDS:
         _mixer_lds(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode)
+    elif mode == MODE_FIR_SMALL:
+        _mixer_fir_small(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode)
     else:
         _mixer_fir(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode)
 
@@ -697,6 +725,14 @@ def _mixer_fir(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode):
         gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps)   # α(t) (Eq. 8)
     convolve(Ks, t, W, off, lay, state, work, B, l, p, Kt)   # V = [u, α_k (Φ_k * u)(t)]_{k≤K}
     mix(Ks, t, W, off, lay, work, B, l)                      # h += D u + Σ σ_k^¼ M_k α_k c_k (Eq. 7)
+
+
+def _mixer_fir_small(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode):
+    ring_write(state, work, lay, B, l, p)
+    if lay[GATED] != 0:
+        gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps)
+    convolve_small(Ks, t, W, off, lay, state, work, B, l, p, Kt)   # (few rows: the numba loop)
+    mix(Ks, t, W, off, lay, work, B, l)
 
 
 def _mixer_lds(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode):
@@ -749,7 +785,8 @@ def _literal_mode(mode) -> int:
 def _ol_layer_mixer(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode):
     # the mode's mixer is the implementation itself (plain Python, compiled here with its ops
     # inlined once), not a wrapper that inlines it: one copy of its IR fewer (cold start)
-    return {MODE_FIR: _mixer_fir, MODE_LDS: _mixer_lds, MODE_LRU: _mixer_lru}[_literal_mode(mode)]
+    return {MODE_FIR: _mixer_fir, MODE_LDS: _mixer_lds, MODE_LRU: _mixer_lru,
+            MODE_FIR_SMALL: _mixer_fir_small}[_literal_mode(mode)]
 
 
 @overload(undo_mixer)
@@ -836,6 +873,13 @@ def stream_run_fir(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
 
 
 @njit
+def stream_run_fir_small(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
+    """stream_run for exact programs on machines whose BLAS is slow for a few filter rows
+    (lay[CONV_SMALL] > 1): products of 2 … CONV_SMALL rows by the numba loop."""
+    return _run(X, Ks, W, off, lay, state, ist, work, Y, nan_zero, 3)
+
+
+@njit
 def stream_run_lds(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
     """stream_run for spectral="lds" programs."""
     return _run(X, Ks, W, off, lay, state, ist, work, Y, nan_zero, 1)
@@ -875,8 +919,12 @@ def undo_for(lay):
 
 
 def kernel_for(lay):
-    """The compiled step of this layout's mode (the engine binds it once)."""
-    return _of_mode(lay, stream_run_fir, stream_run_lds, stream_run_lru)
+    """The compiled step of this layout's mode (the engine binds it once). Exact programs: the few-row
+    convolution loop is compiled in only where the layout asks for it (lay[CONV_SMALL] > 1: SciPy's
+    OpenBLAS without small-matrix kernels); elsewhere every product is BLAS and the loop is not
+    compiled at all (≈ 0.3-0.7 s of a cold start, bench/startup.py --compile)."""
+    fir = stream_run_fir_small if lay[CONV_SMALL] > 1 else stream_run_fir
+    return _of_mode(lay, fir, stream_run_lds, stream_run_lru)
 
 
 def stream_run(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):

@@ -392,9 +392,11 @@ def test_gemm_nt_matches_reference():
 
 
 @pytest.mark.slow
-def test_exact_engine_compiles_no_other_modes_kernels(tmp_path):
+@pytest.mark.parametrize("small_rows,small_compiled", [("1", 0), ("4", 1)])
+def test_exact_engine_compiles_no_other_modes_kernels(tmp_path, small_rows, small_compiled):
     """An exact (FIR) program compiles only its own mode's ops: with an empty numba cache, stepping an
-    FIR engine leaves the LDS and LRU kernels uncompiled (they cost a cold start seconds of CPU)."""
+    FIR engine leaves the LDS and LRU kernels uncompiled (they cost a cold start seconds of CPU), and
+    the few-row convolution loop too unless the layout asks for it (conv_small > 1)."""
     code = textwrap.dedent("""
         import numpy as np
         from essm_stream.config import ESSMConfig
@@ -403,13 +405,15 @@ def test_exact_engine_compiles_no_other_modes_kernels(tmp_path):
         cfg = ESSMConfig(d_in=3, d_out=2, d_model=8, n_layers=1, seq_len=8, k_max=4, d_gate=4)
         StreamEngine(tiny_program(cfg), dtype=np.float64).step(np.ones(3), 2)
         n = [len(f.signatures) for f in (kernels_lds.ladder_update, kernels_lds.ladder_readout,
-                                          kernels_lds.lds_undo, kernels_lru.lru_undo, kernels.gemm_nt)]
+                                          kernels_lds.lds_undo, kernels_lru.lru_undo, kernels.gemm_nt,
+                                          kernels._small_product)]
         print(n)
     """)
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), ESSM_CONV_SMALL_ROWS=small_rows)
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.strip().splitlines()[-1] == "[0, 0, 0, 0, 1]", r.stdout   # (gemm_nt: the FIR's own)
+    want = f"[0, 0, 0, 0, 1, {small_compiled}]"   # (gemm_nt: the FIR's own)
+    assert r.stdout.strip().splitlines()[-1] == want, r.stdout
 
 
 def test_engine_imports_and_steps_without_torch(tmp_path, prog):
