@@ -277,7 +277,33 @@ class StreamEngine:
             raise ShapeError(f"{what} has dtype {x.dtype}, this engine runs in {self.dtype.name}: "
                              f"pass x.astype(np.{self.dtype.name}) or build the engine with dtype=np.{x.dtype.name}")
 
+    # step()'s fast path: the budget last written into _K1 (None: unknown), and the kernel's compiled
+    # entry point for the step arguments' types, bound on the first step of each kernel (_bind_fast)
+    _k1 = None
+    _fast_of = None
+    _fast = None
+
+    def _bind_fast(self) -> None:
+        """Bind _fast to the compiled entry point of the kernel's overload for exactly the types of
+        _step_args (the same array objects at every step), which skips numba's dispatch (matching
+        argument types to a compiled signature: ≈ 0.17 µs of the ≈ 0.5 µs a call costs for these ten
+        arguments). Until the dispatcher has compiled that signature (the first step compiles it),
+        and for kernels that are not numba dispatchers (kernel='ref', NUMBA_DISABLE_JIT, a wrapper),
+        _fast is the kernel itself."""
+        k = self._kernel
+        self._fast, self._fast_of = k, k
+        overloads = getattr(k, "overloads", None)
+        if overloads is None:
+            return
+        from numba import typeof
+        cres = overloads.get(tuple(typeof(a) for a in self._step_args))
+        if cres is None:
+            self._fast_of = None          # not compiled yet: call the dispatcher, look again next step
+        else:
+            self._fast = cres.entry_point
+
     def _set_step_budget(self, K) -> None:
+        self._k1 = None
         if isinstance(K, numbers.Integral) and not isinstance(K, (bool, np.bool_)):
             if not 1 <= K <= self.cfg.k_max:
                 raise BudgetError(f"budget K={int(K)} is out of range [1, {self.cfg.k_max}]")
@@ -316,8 +342,12 @@ class StreamEngine:
                 else:
                     ret = None
                 if ret is not None:
-                    self._K1.fill(K)
-                    status = self._kernel(*self._step_args)   # NaN/Inf checked in the kernel first
+                    if K != self._k1:                      # (the budget array is only rewritten when K changes)
+                        self._K1.fill(K)
+                        self._k1 = K
+                    if self._kernel is not self._fast_of:  # first step, or the kernel changed
+                        self._bind_fast()
+                    status = self._fast(*self._step_args)   # NaN/Inf checked in the kernel first
                     if status != _k.OK:
                         self._raise(self._overflowed(status, *self._step_args[:2], self._y1), self._K1)
                     return ret
