@@ -13,6 +13,10 @@ step show live; a summary and a plot come at the end.
   essm-stream demo --list-devices   the audio inputs PortAudio sees (then --mic --device INDEX|NAME)
   essm-stream demo --wav FILE.wav   a 16-bit WAV (any rate >= 8 kHz; resampled to 16 kHz)
   essm-stream demo --K 4            a fixed budget instead of the controller
+
+On a first run the engine's numba kernel compiles in a background thread (≈ 5 s of CPU) while the
+numpy reference kernel steps the same state, so audio flows at once; --compile-first waits for it.
+The summary's start-up lines say what the start-up and that compile cost.
 """
 
 # the summary's start-up line (bench/targets.py reads it): CPU and wall seconds from process start
