@@ -43,6 +43,12 @@ CACHE = True           # compiled machine code cached on disk, keyed by signatur
 BOUNDSCHECK = False    # the Python wrappers validate shapes; kernels index without checks
 NOGIL = True           # a controller thread may run beside the engine
 ERROR_MODEL = "numpy"  # no ZeroDivisionError checks in hot loops
+# numba builds, by default, a C-callable wrapper of every compiled function for first-class function
+# values (`cfunc`-style calls through a pointer); no kernel is ever passed around that way, and each
+# wrapper is LLVM IR to optimise and turn into machine code on a cold start (≈ 0.5 s of the demo's
+# 6-7 s compile, docs/PERFORMANCE.md "Start-up"). The CPython wrapper stays: tests and the engine
+# call kernels from Python.
+NO_CFUNC_WRAPPER = True
 
 
 def _uid() -> int | None:
@@ -176,7 +182,7 @@ JIT_DISABLED = bool(int(os.environ.get("NUMBA_DISABLE_JIT", "0") or 0))
 def njit(fn=None, **overrides):
     """numba.njit with the package's settings; `@njit` or `@njit(inline="always")`."""
     opts = dict(fastmath=FASTMATH, cache=CACHE and _CACHE_DIR is not None, boundscheck=BOUNDSCHECK, nogil=NOGIL,
-                error_model=ERROR_MODEL)
+                error_model=ERROR_MODEL, no_cfunc_wrapper=NO_CFUNC_WRAPPER)
     opts.update(overrides)
     if fn is None:
         return lambda f: numba.njit(**opts)(f)
