@@ -229,10 +229,12 @@ def limit_blas_threads(n: int = BLAS_THREADS) -> bool:
 
 # The convolution's products of a few filter rows (small K) are cheaper in a plain numba loop than
 # through sgemm unless OpenBLAS has small-matrix kernels for the core it runs on (its SkylakeX family
-# has; its Haswell kernels, what an AVX2-only CPU gets, have not). Measured, edge B=1 K=4: Haswell
-# kernels 26-27 µs through BLAS vs 22-23 µs with the loop; SkylakeX kernels 15-18 µs through BLAS vs
-# 24-26 µs with the loop (docs/PERFORMANCE.md).
-CONV_SMALL_ROWS = 4
+# has; its Haswell kernels, what an AVX2-only CPU gets, have not). Measured under AVX2 emulation
+# (Haswell kernels, edge, 2 interleaved rounds, docs/PERFORMANCE.md), loop up to 4 vs 16 rows:
+# B=1 K=8 32-33 vs 24-25 µs, K=16 43-45 vs 40 µs; B=32 K=8 749-764 vs 524-535 µs, K=16 1001-1033 vs
+# 884-904 µs; K=32 (sgemm either way) unchanged. SkylakeX kernels: the loop loses (K=4 15-18 µs
+# through BLAS vs 24-26 µs).
+CONV_SMALL_ROWS = 16
 _SMALL_MATRIX_CORES = ("skylakex", "cooperlake", "sapphirerapids")
 
 

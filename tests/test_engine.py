@@ -298,9 +298,9 @@ def test_nan_policy_zero_reads_nonfinite_as_zero(prog):
         StreamEngine(prog, nan_policy="ignore")
 
 
-@pytest.fixture(params=[1, 4, 7], ids=["sgemm-always", "loop-up-to-4-rows", "loop-up-to-7-rows"])
+@pytest.fixture(params=[1, 7, 16], ids=["sgemm-always", "loop-up-to-7-rows", "loop-up-to-16-rows"])
 def conv_small(request, monkeypatch):
-    """Both convolution paths: sgemm for every product, and the numba loop for 2-4 filter rows (which
+    """Both convolution paths: sgemm for every product, and the numba loop for 2 … n filter rows (which
     path a machine takes depends on its OpenBLAS kernels, numba_config.conv_small_rows)."""
     from essm_stream import numba_config
     monkeypatch.setenv("ESSM_CONV_SMALL_ROWS", str(request.param))
