@@ -13,8 +13,11 @@ binding (`peers.OnnxStep`), the fastest of each we have. Machine limits in the s
 single-thread sgemm (numpy/OpenBLAS 1024³ float32 in a subprocess with one BLAS thread) and
 single-thread read bandwidth at the size of the working set (a numba sum repeated over a buffer of
 exactly that many bytes, so it is served from the cache level the working set lives in).
-Start-up: CPU seconds (user + sys of the child) of `essm-stream demo --fast` in a fresh process with an
-empty numba cache directory (cold), then again with that cache filled (warm).
+Start-up: `essm-stream demo --fast` in a fresh process with an empty numba cache directory (cold), then
+again with that cache filled (warm); the lines read the demo's own summary: CPU seconds (every
+thread) from process start to the first audio through the pipeline, and, since the demo compiles
+the engine's kernel in a background thread while the numpy reference kernel steps, that start-up
+with the whole compile's CPU added (what the compile costs, moved rather than removed).
 """
 from __future__ import annotations
 
@@ -40,6 +43,7 @@ TARGETS = {  # name: (threshold, sense) -- sense '>=' or '<='
     "paper B=1 K=32 / memory floor": (1.5, "<="),
     "paper B=1 K=32 vs ONNX Runtime": (1.5, ">="),
     "cold start demo, to 1st chunk, CPU s": (5.0, "<="),
+    "cold demo + background compile, CPU s": (5.0, "<="),
     "warm start demo, to 1st chunk, CPU s": (1.0, "<="),
 }
 
@@ -127,12 +131,16 @@ def demo_cpu_seconds(cache: str) -> dict:
         r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     if r.returncode != 0:
         raise RuntimeError(f"demo --fast failed: {r.stderr[-1000:]}")
-    from essm_stream.commands.demo import STARTUP_RE
+    from essm_stream.commands.demo import COMPILE_RE, STARTUP_RE
     m = re.search(STARTUP_RE, r.stdout)
     if m is None:
         raise RuntimeError(f"demo --fast printed no start-up line: {r.stdout[-1000:]}")
-    return {"cpu_s": (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime), "wall_s": wall,
-            "startup_cpu_s": float(m.group(1)), "startup_wall_s": float(m.group(2))}
+    out = {"cpu_s": (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime), "wall_s": wall,
+           "startup_cpu_s": float(m.group(1)), "startup_wall_s": float(m.group(2))}
+    m = re.search(COMPILE_RE, r.stdout)
+    if m is not None:   # the kernel compiled in the background: its CPU and start-up + compile
+        out["compile_cpu_s"], out["startup_with_compile_cpu_s"] = float(m.group(1)), float(m.group(2))
+    return out
 
 
 def start_costs(reps: int = 1) -> dict:
@@ -213,10 +221,12 @@ def measure(reps: int = 7, log=print, with_paper: bool = True, with_start: bool 
            "ratios": {k: v.tolist() for k, v in ratios.items()},
            "bytes": {"edge B=1 K=32": b_e1, "paper B=1 K=32": b_p1}, "flops": {"edge B=1 K=32": f_e1, "edge B=32 K=32": f_e32}}
     if with_start:
-        log("start-up: demo --fast with an empty numba cache, then with it filled ...")
-        st = start_costs()
+        log("start-up: demo --fast with an empty numba cache, then with it filled (3 rounds) ...")
+        st = start_costs(reps=3)   # three fresh caches, each cold then warm
         res["start"] = st
         ratios["cold start demo, to 1st chunk, CPU s"] = np.array([s["startup_cpu_s"] for s in st["cold"]])
+        ratios["cold demo + background compile, CPU s"] = np.array(
+            [s.get("startup_with_compile_cpu_s", s["startup_cpu_s"]) for s in st["cold"]])
         ratios["warm start demo, to 1st chunk, CPU s"] = np.array([s["startup_cpu_s"] for s in st["warm"]])
         res["ratios"] = {k: np.asarray(v).tolist() for k, v in ratios.items()}
     return res
@@ -233,7 +243,7 @@ def lines(res) -> list[str]:
         unit = "%" if "%" in name else ("s" if "CPU s" in name else "x")
         num = f"{med:.1f}{unit}" if unit != "x" else f"{med:.2f}x"
         spread = f"[{v.min():.2f}-{v.max():.2f}]" if unit == "x" else f"[{v.min():.1f}-{v.max():.1f}]"
-        out.append(f"{'PASS      ' if ok else 'FALL SHORT'}  {name:34s} {num:>8s} {spread:>15s}  target {sense} {thr:g}"
+        out.append(f"{'PASS      ' if ok else 'FALL SHORT'}  {name:38s} {num:>8s} {spread:>15s}  target {sense} {thr:g}"
                    f"{'' if unit == 'x' else unit}  (n={len(v)})")
     out.append("")
     out.append("contender medians over rounds (µs per step) [min-max]:")
@@ -255,8 +265,9 @@ def lines(res) -> list[str]:
             cpu = ", ".join(f"{x['cpu_s']:.1f}" for x in s)
             wall = ", ".join(f"{x['wall_s']:.1f}" for x in s)
             up = ", ".join(f"{x['startup_cpu_s']:.2f}" for x in s if "startup_cpu_s" in x)
-            out.append(f"  demo --fast {k}: start-up (to the 1st chunk) CPU {up} s; whole run (40 s of audio "
-                       f"and the plot) CPU {cpu} s, wall {wall} s")
+            comp = ", ".join(f"{x['compile_cpu_s']:.2f}" for x in s if "compile_cpu_s" in x)
+            out.append(f"  demo --fast {k}: start-up (to the 1st chunk) CPU {up} s; kernel compile or load (background "
+                       f"thread) CPU {comp or 'n/a'} s; whole run (40 s of audio and the plot) CPU {cpu} s, wall {wall} s")
     return out
 
 

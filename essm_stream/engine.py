@@ -28,6 +28,7 @@ Torch-free: importing this module imports numpy, numba and the package's torch-f
 from __future__ import annotations
 
 import numbers
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,7 +36,7 @@ import numpy as np
 from . import kernels as _k
 from . import layout as _lo
 from .errors import BudgetError, ConfigError, ESSMError, NonFiniteInputError, ShapeError
-from .numba_config import limit_blas_threads
+from .numba_config import JIT_DISABLED, limit_blas_threads
 from .program import StreamProgram
 
 __all__ = ["StreamEngine", "EngineState", "warmup", "NonFiniteOutputError", "ConcurrentUseError",
@@ -104,7 +105,8 @@ class StreamEngine:
     """
 
     def __init__(self, program: StreamProgram, batch: int = 1, dtype=np.float32,
-                 nan_policy: str = "raise", kernel: str = "numba", max_bytes: int | None = DEFAULT_MAX_BYTES):
+                 nan_policy: str = "raise", kernel: str = "numba", max_bytes: int | None = DEFAULT_MAX_BYTES,
+                 background_compile: bool = False):
         if not isinstance(program, StreamProgram):
             raise ConfigError(f"StreamEngine needs a StreamProgram (StreamProgram.load(path)), got {type(program).__name__}")
         if isinstance(batch, bool) or not isinstance(batch, numbers.Integral) or not 1 <= batch <= 1 << 20:
@@ -116,13 +118,17 @@ class StreamEngine:
             raise ConfigError(f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
         if kernel not in ("numba", "ref"):
             raise ConfigError(f"kernel must be 'numba' or 'ref' (plain numpy reference), got {kernel!r}")
+        if not isinstance(background_compile, bool):
+            raise ConfigError(f"background_compile must be True or False, got {background_compile!r}")
         cfg = program.cfg
         self.program, self.cfg, self.batch, self.dtype = program, cfg, int(batch), dt
         self.nan_policy = nan_policy
         self._kernel_name = kernel
+        background = kernel == "numba" and background_compile and not JIT_DISABLED
         if kernel == "numba":
             self._kernel = None   # bound below, once the layout (and so the mode) is known
-            limit_blas_threads()  # the kernel's GEMMs run on one thread (numba_config.limit_blas_threads)
+            if not background:    # (a background compile limits them in its thread, before the handover)
+                limit_blas_threads()  # the kernel's GEMMs run on one thread (numba_config.limit_blas_threads)
         else:
             from .reference import stream_run_ref
             self._kernel = stream_run_ref
@@ -164,6 +170,17 @@ class StreamEngine:
         # CPython (free-threaded builds lock the list), and cost ~0.1 µs a pair where a
         # threading.Lock acquire(False)/release pair measured ~0.4 µs here (docs/RELIABILITY.md)
         self._token = [True]
+        # background compile: the numpy reference kernel steps the same state until the compiled
+        # kernel is ready; the first call after that switches (_interim), at a call boundary
+        self._compiler = None
+        self.handover_step = None if background else 0
+        if background:
+            self._compiler = _BackgroundCompile(self._kernel, self._step_args)
+            self._kernel = self._interim
+            import importlib
+            importlib.import_module("scipy.special")   # the reference's GELU imports it: now, not in the first step
+            from .reference import stream_run_ref
+            self._ref = stream_run_ref
 
     # -- properties ---------------------------------------------------------------------------
     @property
@@ -197,6 +214,53 @@ class StreamEngine:
         return (f"StreamEngine({self.program!r}, batch={self.batch}, dtype={self.dtype.name}, "
                 f"nan_policy={self.nan_policy!r}, steps={self.steps})")
 
+    # -- background compile --------------------------------------------------------------------
+    @property
+    def compiled(self) -> bool:
+        """Do the engine's calls run the compiled (numba) kernel? False while a background compile
+        is in progress (the numpy reference kernel steps meanwhile) and for kernel='ref'."""
+        return self._kernel_name == "numba" and self.handover_step is not None
+
+    @property
+    def compile_info(self) -> dict | None:
+        """For background_compile=True: {"done", "cpu_s" (the compile thread's CPU seconds), "wall_s",
+        "source" ("compiled", "cache": loaded from the disk cache, "memory": this process had it), "handover_step" (frames consumed before the compiled
+        kernel took over, None until then), "error"}; None otherwise."""
+        c = self._compiler
+        if c is None:
+            return None
+        return {"done": c.done.is_set(), "cpu_s": c.cpu_s, "wall_s": c.wall_s, "source": c.source,
+                "handover_step": self.handover_step, "error": None if c.error is None else repr(c.error)}
+
+    def wait_compiled(self, timeout: float | None = None) -> bool:
+        """Block until a background compile has finished (at most `timeout` seconds); True when it has.
+        The next call of the engine then runs the compiled kernel. Re-raises the compile's error, if
+        any (the engine keeps stepping with the reference kernel then). True at once without one."""
+        c = self._compiler
+        if c is None:
+            return True
+        if not c.done.wait(timeout):
+            return False
+        if c.error is not None:
+            raise c.error
+        return True
+
+    def _interim(self, *args):
+        """The kernel while the compiled one is being built: the numpy reference (same signature,
+        same state layout, float64 maths rounded to the engine's dtype where stored), then, from the
+        first call after the compile finished, the compiled kernel (the switch is this call)."""
+        c = self._compiler
+        if c.done.is_set():
+            if c.error is None:
+                self._kernel = c.dispatcher
+                self.handover_step = self.steps
+                return self._kernel(*args)
+            import logging
+            logging.getLogger(__name__).error("the background compile of the engine's kernel failed (%r): "
+                                              "stepping with the numpy reference kernel", c.error)
+            self._kernel = self._ref
+        return self._ref(*args)
+
     # -- one call at a time -------------------------------------------------------------------
     def _acquire(self) -> None:
         try:
@@ -213,7 +277,33 @@ class StreamEngine:
             raise ShapeError(f"{what} has dtype {x.dtype}, this engine runs in {self.dtype.name}: "
                              f"pass x.astype(np.{self.dtype.name}) or build the engine with dtype=np.{x.dtype.name}")
 
+    # step()'s fast path: the budget last written into _K1 (None: unknown), and the kernel's compiled
+    # entry point for the step arguments' types, bound on the first step of each kernel (_bind_fast)
+    _k1 = None
+    _fast_of = None
+    _fast = None
+
+    def _bind_fast(self) -> None:
+        """Bind _fast to the compiled entry point of the kernel's overload for exactly the types of
+        _step_args (the same array objects at every step), which skips numba's dispatch (matching
+        argument types to a compiled signature: ≈ 0.17 µs of the ≈ 0.5 µs a call costs for these ten
+        arguments). Until the dispatcher has compiled that signature (the first step compiles it),
+        and for kernels that are not numba dispatchers (kernel='ref', NUMBA_DISABLE_JIT, a wrapper),
+        _fast is the kernel itself."""
+        k = self._kernel
+        self._fast, self._fast_of = k, k
+        overloads = getattr(k, "overloads", None)
+        if overloads is None:
+            return
+        from numba import typeof
+        cres = overloads.get(tuple(typeof(a) for a in self._step_args))
+        if cres is None:
+            self._fast_of = None          # not compiled yet: call the dispatcher, look again next step
+        else:
+            self._fast = cres.entry_point
+
     def _set_step_budget(self, K) -> None:
+        self._k1 = None
         if isinstance(K, numbers.Integral) and not isinstance(K, (bool, np.bool_)):
             if not 1 <= K <= self.cfg.k_max:
                 raise BudgetError(f"budget K={int(K)} is out of range [1, {self.cfg.k_max}]")
@@ -252,8 +342,12 @@ class StreamEngine:
                 else:
                     ret = None
                 if ret is not None:
-                    self._K1.fill(K)
-                    status = self._kernel(*self._step_args)   # NaN/Inf checked in the kernel first
+                    if K != self._k1:                      # (the budget array is only rewritten when K changes)
+                        self._K1.fill(K)
+                        self._k1 = K
+                    if self._kernel is not self._fast_of:  # first step, or the kernel changed
+                        self._bind_fast()
+                    status = self._fast(*self._step_args)   # NaN/Inf checked in the kernel first
                     if status != _k.OK:
                         self._raise(self._overflowed(status, *self._step_args[:2], self._y1), self._K1)
                     return ret
@@ -440,11 +534,94 @@ class StreamEngine:
             self._token.append(True)
 
     def warmup(self) -> None:
-        """Compile (or load from the on-disk cache) the kernel for this dtype, without touching state."""
+        """Compile (or load from the on-disk cache) the kernel for this dtype, without touching state.
+        With a background compile: wait for it (the next call runs the compiled kernel)."""
+        if self._compiler is not None:
+            self.wait_compiled()
+            return
+        if self._kernel_name == "numba" and not JIT_DISABLED:
+            # compiled in a helper thread, waited for: the same machine code, but measured ≈ 0.8 s less
+            # system time on the demo's cold start than compiling in the main thread (90k instead of
+            # 207k page faults; docs/PERFORMANCE.md "Start-up")
+            c = _BackgroundCompile(self._kernel, self._step_args)
+            c.thread.join()
+            if c.error is not None:
+                raise c.error
         s = self.snapshot()
         self.step(np.zeros((self.batch, self.cfg.d_in), dtype=self.dtype), 1)
         self.restore(s)
 
+
+
+class _BackgroundCompile:
+    """Compile (or load from the disk cache) one kernel for exactly the engine's argument types, in a
+    daemon thread. numba's compilation is Python holding the GIL most of the time (LLVM's part runs
+    without it): the thread takes CPU from the process, not from the process's total."""
+
+    def __init__(self, dispatcher, args):
+        import numba
+        self.dispatcher = dispatcher
+        self.sig = tuple(numba.typeof(a) for a in args)   # the types every engine call passes
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+        self.cpu_s = self.wall_s = None
+        self.source = None               # "compiled", "cache" (the disk cache) or "memory" (this process had it)
+        self.thread = threading.Thread(target=self._run, name="essm-stream-compile", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        import time
+        c0, w0 = time.thread_time(), time.perf_counter()
+        try:
+            with _fewer_gc_passes():
+                self._compile()
+        except BaseException as e:        # kept for wait_compiled / the engine's log
+            self.error = e
+        finally:
+            self.cpu_s, self.wall_s = time.thread_time() - c0, time.perf_counter() - w0
+            self.done.set()
+
+    def _compile(self) -> None:
+        limit_blas_threads()              # before the compiled kernel's first GEMM
+        d = self.dispatcher
+        had = self.sig in d.overloads
+        hits0 = d.stats.cache_hits.get(self.sig, 0)
+        d.compile(self.sig)
+        self.source = "memory" if had else "cache" if d.stats.cache_hits.get(self.sig, 0) > hits0 else "compiled"
+
+
+# While a kernel compiles, Python's cyclic garbage collector runs its first generation every 700 net
+# allocations and, at the default thresholds, 9 full passes over the whole heap (numba, SciPy, ONNX
+# Runtime: ~10^6 objects) during the demo's compile; with the first generation at 10000 it runs 1.
+# Garbage is still collected (numba's IR cycles, ~560k objects, live a little longer: ~20 MB more peak
+# memory). docs/PERFORMANCE.md "Start-up" has the measurement. Process-wide, so counted: the
+# thresholds come back when the last compile ends, unless someone else changed them meanwhile.
+COMPILE_GC_THRESHOLD0 = 10000
+_gc_state = {"n": 0, "saved": None, "ours": None}
+_gc_lock = threading.Lock()
+
+
+class _fewer_gc_passes:
+    """Context: the collector's first-generation threshold at least COMPILE_GC_THRESHOLD0 inside."""
+
+    def __enter__(self):
+        import gc
+        with _gc_lock:
+            if _gc_state["n"] == 0:
+                saved = gc.get_threshold()
+                ours = (max(saved[0], COMPILE_GC_THRESHOLD0),) + tuple(saved[1:])
+                gc.set_threshold(*ours)
+                _gc_state["saved"], _gc_state["ours"] = saved, ours
+            _gc_state["n"] += 1
+        return self
+
+    def __exit__(self, *exc):
+        import gc
+        with _gc_lock:
+            _gc_state["n"] -= 1
+            if _gc_state["n"] == 0 and gc.get_threshold() == _gc_state["ours"]:
+                gc.set_threshold(*_gc_state["saved"])
+        return False
 
 
 def warmup(dtypes=(np.float32, np.float64)) -> dict:

@@ -51,6 +51,9 @@ OK, ERR_NONFINITE, ERR_BUDGET, ERR_OVERFLOW = 0, 1, 2, 3
 # cold start ~0.7 s of compiling for a path that most processes never take.
 ERR_UNDO = 4
 MODE_FIR, MODE_LDS, MODE_LRU = 0, 1, 2   # a layer's mixer: ring-buffer FIR, LDS ladder, LRU recurrence
+# ring-buffer FIR whose products of 2 … lay[CONV_SMALL] filter rows run the numba loop (_small_product)
+# instead of BLAS: a mode of its own, so that only machines whose BLAS needs it compile that loop
+MODE_FIR_SMALL = 3
 
 ACC = np.float64   # accumulator of the short reductions (see module doc)
 
@@ -269,19 +272,27 @@ def gemm_nt_ref(A, a0, lda, Bm, b0, ldb, n, out, o0, ldo, Ma, Nb, acc):
 
 @njit
 def _layer_norm(x, xo, g, go, bb, bo, n, eps, out, oo):
-    """out[oo:oo+n] = LN(x[xo:xo+n]) g + b; mean and variance accumulate in float64 (ACC)."""
+    """out[oo:oo+n] = LN(x[xo:xo+n]) g + b; mean and variance accumulate in float64 (ACC).
+
+    Every loop runs over slices (views), not x[xo + j]: numba wraps a possibly negative flat index
+    (xo + j < 0 reads from the end), and that select keeps LLVM from vectorizing the loop (the
+    GELU written that way ran scalar, ≈ 4x slower; bench/profile_ops.py)."""
+    xs = x[xo:xo + n]
+    gs = g[go:go + n]
+    bs = bb[bo:bo + n]
+    os_ = out[oo:oo + n]
     mu = ACC(0)
     for j in range(n):
-        mu += x[xo + j]
+        mu += xs[j]
     mu /= n
     var = ACC(0)
     for j in range(n):
-        c = x[xo + j] - mu
+        c = xs[j] - mu
         var += c * c
     var /= n
     r = 1.0 / math.sqrt(var + eps)
     for j in range(n):
-        out[oo + j] = (x[xo + j] - mu) * r * g[go + j] + bb[bo + j]
+        os_[j] = (xs[j] - mu) * r * gs[j] + bs[j]
 
 
 # erf(z) ≈ z P(z²) / Q(z²) on z ∈ [-4, 4] (clamped: |erf| rounds to 1 in float32 beyond), the
@@ -295,40 +306,43 @@ _ERF_Q = (-1.42647390514189e-02, -7.37332916720468e-03, -1.68282697438203e-03, -
 
 @njit
 def _gelu(x, xo, n):
+    xs = x[xo:xo + n]     # a slice, not x[xo + j]: see _layer_norm (vectorization)
     if x.itemsize == 4:   # float32 engine: the vectorized rational erf (compile-time branch)
         p0, p1, p2, p3, p4, p5, p6 = _ERF_P
         q0, q1, q2, q3, q4 = _ERF_Q
         for j in range(n):
-            v = float(x[xo + j])
+            v = float(xs[j])
             z = min(max(v * 0.7071067811865476, -4.0), 4.0)
             z2 = z * z
             p = z * (p0 + z2 * (p1 + z2 * (p2 + z2 * (p3 + z2 * (p4 + z2 * (p5 + z2 * p6))))))
             q = q0 + z2 * (q1 + z2 * (q2 + z2 * (q3 + z2 * q4)))
-            x[xo + j] = 0.5 * v * (1.0 + p / q)
+            xs[j] = 0.5 * v * (1.0 + p / q)
     else:                 # float64 engine: libm erf, as the reference
         for j in range(n):
-            v = x[xo + j]
-            x[xo + j] = 0.5 * v * (1.0 + math.erf(v * 0.7071067811865476))
+            v = xs[j]
+            xs[j] = 0.5 * v * (1.0 + math.erf(v * 0.7071067811865476))
 
 
 @njit
 def _bias_gelu(x, xo, W, bo, n):
     """x[xo:xo+n] = GELU(x[xo:xo+n] + W[bo:bo+n]): the bias add in the GELU's pass (same roundings
-    as adding, storing and then applying _gelu)."""
+    as adding, storing and then applying _gelu). Slices, not flat indices (see _layer_norm)."""
+    xs = x[xo:xo + n]
+    ws = W[bo:bo + n]
     if x.itemsize == 4:
         p0, p1, p2, p3, p4, p5, p6 = _ERF_P
         q0, q1, q2, q3, q4 = _ERF_Q
         for j in range(n):
-            v = float(x[xo + j] + W[bo + j])   # the sum rounds to the engine dtype, as when stored
+            v = float(xs[j] + ws[j])   # the sum rounds to the engine dtype, as when stored
             z = min(max(v * 0.7071067811865476, -4.0), 4.0)
             z2 = z * z
             p = z * (p0 + z2 * (p1 + z2 * (p2 + z2 * (p3 + z2 * (p4 + z2 * (p5 + z2 * p6))))))
             q = q0 + z2 * (q1 + z2 * (q2 + z2 * (q3 + z2 * q4)))
-            x[xo + j] = 0.5 * v * (1.0 + p / q)
+            xs[j] = 0.5 * v * (1.0 + p / q)
     else:
         for j in range(n):
-            v = x[xo + j] + W[bo + j]
-            x[xo + j] = 0.5 * v * (1.0 + math.erf(v * 0.7071067811865476))
+            v = xs[j] + ws[j]
+            xs[j] = 0.5 * v * (1.0 + math.erf(v * 0.7071067811865476))
 
 
 @njit(inline="always")
@@ -486,17 +500,80 @@ def gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps):
 
 @njit
 def _small_product(W, f0, L, state, w0, w, work, c0, Kt):
-    """C (Kt × w) = F (Kt × L) · X (L × w) for a few rows Kt: X's rows read once as contiguous
-    slices (which LLVM vectorizes; flat indexing of the same loop did not), C's rows stay in L1."""
-    for k in range(Kt):
-        work[c0 + k * w:c0 + (k + 1) * w] = 0.0
-    for tau in range(L):
-        x = state[w0 + tau * w:w0 + (tau + 1) * w]
-        for k in range(Kt):
-            f = W[f0 + k * L + tau]
-            c = work[c0 + k * w:c0 + (k + 1) * w]
+    """C (Kt × w) = F (Kt × L) · X (L × w) for a few rows Kt, C at work[c0] (rows of w), F at W[f0]
+    (rows of L), X the window at state[w0] (rows of w). Four filter rows at a time: each pass reads
+    two window rows and updates the four output rows (in L1) with both, so a loaded and stored
+    vector of C carries two multiply-adds (one row per pass, as before, was bound by those stores);
+    the rows left one at a time. One function, no callees, few slices (each costs compile time).
+    Under AVX2 emulation (4 layers of edge, L = 128, w = 64) 3.9 µs at Kt = 4 against 11.8 for the
+    one-row-per-pass loop and 16.6 for OpenBLAS's Haswell sgemm (docs/PERFORMANCE.md)."""
+    k = 0
+    while k + 4 <= Kt:
+        f = f0 + k * L   # filter row k + r at W[f + r L]
+        y0 = work[c0 + k * w:c0 + (k + 1) * w]
+        y1 = work[c0 + (k + 1) * w:c0 + (k + 2) * w]
+        y2 = work[c0 + (k + 2) * w:c0 + (k + 3) * w]
+        y3 = work[c0 + (k + 3) * w:c0 + (k + 4) * w]
+        s = L % 2      # an odd L: window row 0 alone first (its products initialise C), then pairs
+        x = state[w0:w0 + w]
+        a = W[f] * s
+        b = W[f + L] * s
+        c = W[f + 2 * L] * s
+        e = W[f + 3 * L] * s
+        for j in range(w):
+            v = x[j]
+            y0[j] = a * v
+            y1[j] = b * v
+            y2[j] = c * v
+            y3[j] = e * v
+        for tau in range(s, L, 2):
+            x = state[w0 + tau * w:w0 + (tau + 1) * w]
+            xx = state[w0 + (tau + 1) * w:w0 + (tau + 2) * w]
+            a = W[f + tau]
+            b = W[f + L + tau]
+            c = W[f + 2 * L + tau]
+            e = W[f + 3 * L + tau]
+            aa = W[f + tau + 1]
+            bb = W[f + L + tau + 1]
+            cc = W[f + 2 * L + tau + 1]
+            ee = W[f + 3 * L + tau + 1]
             for j in range(w):
-                c[j] += f * x[j]
+                v = x[j]
+                vv = xx[j]   # (x[w + j] would be a flat index: see _layer_norm)
+                y0[j] += a * v + aa * vv
+                y1[j] += b * v + bb * vv
+                y2[j] += c * v + cc * vv
+                y3[j] += e * v + ee * vv
+        k += 4
+    while k < Kt:
+        y = work[c0 + k * w:c0 + (k + 1) * w]
+        y[:] = 0.0
+        for tau in range(L):
+            f = W[f0 + k * L + tau]
+            x = state[w0 + tau * w:w0 + (tau + 1) * w]
+            for j in range(w):
+                y[j] += f * x[j]
+        k += 1
+
+
+@njit(inline="always")
+def _conv_to_V(Ks, t, work, lay, c0, w, b0, nb):
+    """Row k of the block's product at work[c0] (rows of w = nb d) to V[(k+1) d:] of stream b0 + b'
+    for k < K_b, × α_k if gated (the scaling fused into that copy: no second pass over V)."""
+    wl, d = lay[WL], lay[D_MODEL]
+    sV, ss, gated = lay[W_V], lay[W_S], lay[GATED] != 0
+    for bi in range(nb):
+        wb = (b0 + bi) * wl
+        for k in range(Ks[t, b0 + bi]):
+            src = work[c0 + k * w + bi * d:c0 + k * w + (bi + 1) * d]
+            dst = work[wb + sV + (k + 1) * d:wb + sV + (k + 2) * d]
+            if gated:
+                a = work[wb + ss + k]
+                for j in range(d):
+                    dst[j] = src[j] * a
+            else:
+                for j in range(d):
+                    dst[j] = src[j]
 
 
 @njit(inline="always")
@@ -504,32 +581,35 @@ def convolve(Ks, t, W, off, lay, state, work, B, l, p, Kt):
     """c_k = Σ_τ φ_k(τ) u(t-τ) for k < K_t of a block of streams at once: one GEMM per history block,
     the (K_t × L) reversed filters · the (L × n_b d) window of the block's streams (rows p+1 … p+L),
     by BLAS (numba's np.dot: SciPy's sgemm / dgemm on one thread) into the batch scratch Cb; then
-    row k of stream b goes to its V[(k+1) d:] for k < K_b, × α_k if gated (the scaling fused into
-    that copy). The filters are read once per block for all its streams (docs/PERFORMANCE.md)."""
-    wl, d, L = lay[WL], lay[D_MODEL], lay[L_WIN]
-    sV, ss, cb, gated = lay[W_V], lay[W_S], lay[WB_C], lay[GATED] != 0
+    row k of stream b goes to its V[(k+1) d:] for k < K_b, × α_k if gated (_conv_to_V). The filters
+    are read once per block for all its streams (docs/PERFORMANCE.md)."""
+    L, d, cb = lay[L_WIN], lay[D_MODEL], lay[WB_C]
     phir = seg(off, O_PHIR, l)
     for i in range((B + lay[HIST_BLK] - 1) // lay[HIST_BLK]):
         o, w, b0, nb = _hist_block(lay, B, l, i)
         c0 = cb + Kt * b0 * d
         w0 = o + (p + 1) * w
-        if Kt <= lay[CONV_SMALL] and Kt > 1:   # a few rows: the loop beats sgemm (numba_config)
+        np.dot(W[phir:phir + Kt * L].reshape((Kt, L)), state[w0:w0 + L * w].reshape((L, w)),
+               work[c0:c0 + Kt * w].reshape((Kt, w)))
+        _conv_to_V(Ks, t, work, lay, c0, w, b0, nb)
+
+
+@njit(inline="always")
+def convolve_small(Ks, t, W, off, lay, state, work, B, l, p, Kt):
+    """convolve, with products of 2 … lay[CONV_SMALL] filter rows by the numba loop _small_product
+    (where SciPy's OpenBLAS has no small-matrix kernels: numba_config.conv_small_rows)."""
+    L, d, cb = lay[L_WIN], lay[D_MODEL], lay[WB_C]
+    phir = seg(off, O_PHIR, l)
+    for i in range((B + lay[HIST_BLK] - 1) // lay[HIST_BLK]):
+        o, w, b0, nb = _hist_block(lay, B, l, i)
+        c0 = cb + Kt * b0 * d
+        w0 = o + (p + 1) * w
+        if Kt <= lay[CONV_SMALL] and Kt > 1:
             _small_product(W, phir, L, state, w0, w, work, c0, Kt)
         else:
             np.dot(W[phir:phir + Kt * L].reshape((Kt, L)), state[w0:w0 + L * w].reshape((L, w)),
                    work[c0:c0 + Kt * w].reshape((Kt, w)))
-        for bi in range(nb):
-            wb = (b0 + bi) * wl
-            for k in range(Ks[t, b0 + bi]):
-                src = work[c0 + k * w + bi * d:c0 + k * w + (bi + 1) * d]
-                dst = work[wb + sV + (k + 1) * d:wb + sV + (k + 2) * d]
-                if gated:   # α_k applied as row k is copied (no second pass over V)
-                    a = work[wb + ss + k]
-                    for j in range(d):
-                        dst[j] = src[j] * a
-                else:
-                    for j in range(d):
-                        dst[j] = src[j]
+        _conv_to_V(Ks, t, work, lay, c0, w, b0, nb)
 
 
 @njit(inline="always")
@@ -633,6 +713,8 @@ def layer_mixer(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode):
         _mixer_lru(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode)
     elif mode == MODE_LDS:
         _mixer_lds(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode)
+    elif mode == MODE_FIR_SMALL:
+        _mixer_fir_small(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode)
     else:
         _mixer_fir(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode)
 
@@ -643,6 +725,14 @@ def _mixer_fir(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode):
         gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps)   # α(t) (Eq. 8)
     convolve(Ks, t, W, off, lay, state, work, B, l, p, Kt)   # V = [u, α_k (Φ_k * u)(t)]_{k≤K}
     mix(Ks, t, W, off, lay, work, B, l)                      # h += D u + Σ σ_k^¼ M_k α_k c_k (Eq. 7)
+
+
+def _mixer_fir_small(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode):
+    ring_write(state, work, lay, B, l, p)
+    if lay[GATED] != 0:
+        gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps)
+    convolve_small(Ks, t, W, off, lay, state, work, B, l, p, Kt)   # (few rows: the numba loop)
+    mix(Ks, t, W, off, lay, work, B, l)
 
 
 def _mixer_lds(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode):
@@ -695,7 +785,8 @@ def _literal_mode(mode) -> int:
 def _ol_layer_mixer(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode):
     # the mode's mixer is the implementation itself (plain Python, compiled here with its ops
     # inlined once), not a wrapper that inlines it: one copy of its IR fewer (cold start)
-    return {MODE_FIR: _mixer_fir, MODE_LDS: _mixer_lds, MODE_LRU: _mixer_lru}[_literal_mode(mode)]
+    return {MODE_FIR: _mixer_fir, MODE_LDS: _mixer_lds, MODE_LRU: _mixer_lru,
+            MODE_FIR_SMALL: _mixer_fir_small}[_literal_mode(mode)]
 
 
 @overload(undo_mixer)
@@ -782,6 +873,13 @@ def stream_run_fir(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
 
 
 @njit
+def stream_run_fir_small(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
+    """stream_run for exact programs on machines whose BLAS is slow for a few filter rows
+    (lay[CONV_SMALL] > 1): products of 2 … CONV_SMALL rows by the numba loop."""
+    return _run(X, Ks, W, off, lay, state, ist, work, Y, nan_zero, 3)
+
+
+@njit
 def stream_run_lds(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
     """stream_run for spectral="lds" programs."""
     return _run(X, Ks, W, off, lay, state, ist, work, Y, nan_zero, 1)
@@ -821,8 +919,12 @@ def undo_for(lay):
 
 
 def kernel_for(lay):
-    """The compiled step of this layout's mode (the engine binds it once)."""
-    return _of_mode(lay, stream_run_fir, stream_run_lds, stream_run_lru)
+    """The compiled step of this layout's mode (the engine binds it once). Exact programs: the few-row
+    convolution loop is compiled in only where the layout asks for it (lay[CONV_SMALL] > 1: SciPy's
+    OpenBLAS without small-matrix kernels); elsewhere every product is BLAS and the loop is not
+    compiled at all (≈ 0.3-0.7 s of a cold start, bench/startup.py --compile)."""
+    fir = stream_run_fir_small if lay[CONV_SMALL] > 1 else stream_run_fir
+    return _of_mode(lay, fir, stream_run_lds, stream_run_lru)
 
 
 def stream_run(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):

@@ -43,6 +43,12 @@ CACHE = True           # compiled machine code cached on disk, keyed by signatur
 BOUNDSCHECK = False    # the Python wrappers validate shapes; kernels index without checks
 NOGIL = True           # a controller thread may run beside the engine
 ERROR_MODEL = "numpy"  # no ZeroDivisionError checks in hot loops
+# numba builds, by default, a C-callable wrapper of every compiled function for first-class function
+# values (`cfunc`-style calls through a pointer); no kernel is ever passed around that way, and each
+# wrapper is LLVM IR to optimise and turn into machine code on a cold start (≈ 0.5 s of the demo's
+# 6-7 s compile, docs/PERFORMANCE.md "Start-up"). The CPython wrapper stays: tests and the engine
+# call kernels from Python.
+NO_CFUNC_WRAPPER = True
 
 
 def _uid() -> int | None:
@@ -176,7 +182,7 @@ JIT_DISABLED = bool(int(os.environ.get("NUMBA_DISABLE_JIT", "0") or 0))
 def njit(fn=None, **overrides):
     """numba.njit with the package's settings; `@njit` or `@njit(inline="always")`."""
     opts = dict(fastmath=FASTMATH, cache=CACHE and _CACHE_DIR is not None, boundscheck=BOUNDSCHECK, nogil=NOGIL,
-                error_model=ERROR_MODEL)
+                error_model=ERROR_MODEL, no_cfunc_wrapper=NO_CFUNC_WRAPPER)
     opts.update(overrides)
     if fn is None:
         return lambda f: numba.njit(**opts)(f)
@@ -223,10 +229,12 @@ def limit_blas_threads(n: int = BLAS_THREADS) -> bool:
 
 # The convolution's products of a few filter rows (small K) are cheaper in a plain numba loop than
 # through sgemm unless OpenBLAS has small-matrix kernels for the core it runs on (its SkylakeX family
-# has; its Haswell kernels, what an AVX2-only CPU gets, have not). Measured, edge B=1 K=4: Haswell
-# kernels 26-27 µs through BLAS vs 22-23 µs with the loop; SkylakeX kernels 15-18 µs through BLAS vs
-# 24-26 µs with the loop (docs/PERFORMANCE.md).
-CONV_SMALL_ROWS = 4
+# has; its Haswell kernels, what an AVX2-only CPU gets, have not). Measured under AVX2 emulation
+# (Haswell kernels, edge, 2 interleaved rounds, docs/PERFORMANCE.md), loop up to 4 vs 16 rows:
+# B=1 K=8 32-33 vs 24-25 µs, K=16 43-45 vs 40 µs; B=32 K=8 749-764 vs 524-535 µs, K=16 1001-1033 vs
+# 884-904 µs; K=32 (sgemm either way) unchanged. SkylakeX kernels: the loop loses (K=4 15-18 µs
+# through BLAS vs 24-26 µs).
+CONV_SMALL_ROWS = 16
 _SMALL_MATRIX_CORES = ("skylakex", "cooperlake", "sapphirerapids")
 
 

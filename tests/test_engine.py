@@ -194,6 +194,26 @@ def test_chunked_equals_per_step_bit_for_bit(prog, dtype):
     assert np.array_equal(a.snapshot().hist, b.snapshot().hist)
 
 
+@pytest.mark.parametrize("kernel", ["numba", "ref"])
+def test_step_fast_path_budgets_and_entry_point(prog, kernel):
+    """step()'s fast path rewrites the budget array only when the int K changes and calls the compiled
+    entry point bound for the step arguments' types: an int K repeated, changed, then a per-stream
+    array (the checking path) and the same int again give exactly what run() gives for those budgets."""
+    rng = np.random.default_rng(2)
+    T, B = 12, 2
+    X = rng.standard_normal((T, B, 3))
+    ks = [5, 5, 1, 1, 32, np.array([3, 7]), 32, 32, np.array([32, 32]), 4, 4, 5]
+    K = np.array([np.broadcast_to(k, (B,)) for k in ks])
+    a = StreamEngine(prog, batch=B, dtype=np.float64, kernel=kernel)
+    Y_step = np.stack([a.step(X[t], ks[t]).copy() for t in range(T)])
+    b = StreamEngine(prog, batch=B, dtype=np.float64, kernel=kernel)
+    assert np.array_equal(Y_step, b.run(X, K))
+    if kernel == "ref" or not hasattr(a._kernel, "overloads"):   # (NUMBA_DISABLE_JIT: plain functions)
+        assert a._fast is a._kernel
+    else:
+        assert a._fast_of is a._kernel and a._fast is not a._kernel   # the compiled entry point
+
+
 def test_single_stream_shapes_mirror_input(prog):
     eng = StreamEngine(prog, batch=1, dtype=np.float64)
     x = np.random.default_rng(0).standard_normal((10, 3))
@@ -278,9 +298,9 @@ def test_nan_policy_zero_reads_nonfinite_as_zero(prog):
         StreamEngine(prog, nan_policy="ignore")
 
 
-@pytest.fixture(params=[1, 4], ids=["sgemm-always", "loop-up-to-4-rows"])
+@pytest.fixture(params=[1, 7, 16], ids=["sgemm-always", "loop-up-to-7-rows", "loop-up-to-16-rows"])
 def conv_small(request, monkeypatch):
-    """Both convolution paths: sgemm for every product, and the numba loop for 2-4 filter rows (which
+    """Both convolution paths: sgemm for every product, and the numba loop for 2 … n filter rows (which
     path a machine takes depends on its OpenBLAS kernels, numba_config.conv_small_rows)."""
     from essm_stream import numba_config
     monkeypatch.setenv("ESSM_CONV_SMALL_ROWS", str(request.param))
@@ -345,6 +365,22 @@ def test_float32_kernel_matches_float64_reference_every_budget(B, conv_small):
     assert np.allclose(fast.snapshot().hist, ref.snapshot().hist, rtol=0, atol=1e-5)   # same layout
 
 
+@pytest.mark.parametrize("L", [12, 13, 14, 15])   # every remainder of the 2- and 4-row unrolls
+def test_small_product_matches_numpy(L):
+    """kernels._small_product (four filter rows a pass, then one) against numpy's product, float64,
+    every row count 1 … 9 (groups of four and the rows left), offsets inside larger arrays."""
+    rng = np.random.default_rng(L)
+    w = 10
+    W = rng.standard_normal(3 + 9 * L)
+    state = rng.standard_normal(5 + L * w)
+    for Kt in range(1, 10):
+        work = np.full(7 + Kt * w + 4, np.nan)
+        kernels._small_product(W, 3, L, state, 5, w, work, 7, Kt)
+        want = W[3:3 + Kt * L].reshape(Kt, L) @ state[5:5 + L * w].reshape(L, w)
+        assert np.allclose(work[7:7 + Kt * w].reshape(Kt, w), want, rtol=1e-13, atol=1e-13)
+        assert np.isnan(work[:7]).all() and np.isnan(work[7 + Kt * w:]).all()   # nothing outside C
+
+
 def test_gemm_nt_matches_reference():
     rng = np.random.default_rng(6)
     A, Bm = rng.standard_normal(400), rng.standard_normal(500)
@@ -356,9 +392,11 @@ def test_gemm_nt_matches_reference():
 
 
 @pytest.mark.slow
-def test_exact_engine_compiles_no_other_modes_kernels(tmp_path):
+@pytest.mark.parametrize("small_rows,small_compiled", [("1", 0), ("4", 1)])
+def test_exact_engine_compiles_no_other_modes_kernels(tmp_path, small_rows, small_compiled):
     """An exact (FIR) program compiles only its own mode's ops: with an empty numba cache, stepping an
-    FIR engine leaves the LDS and LRU kernels uncompiled (they cost a cold start seconds of CPU)."""
+    FIR engine leaves the LDS and LRU kernels uncompiled (they cost a cold start seconds of CPU), and
+    the few-row convolution loop too unless the layout asks for it (conv_small > 1)."""
     code = textwrap.dedent("""
         import numpy as np
         from essm_stream.config import ESSMConfig
@@ -367,13 +405,15 @@ def test_exact_engine_compiles_no_other_modes_kernels(tmp_path):
         cfg = ESSMConfig(d_in=3, d_out=2, d_model=8, n_layers=1, seq_len=8, k_max=4, d_gate=4)
         StreamEngine(tiny_program(cfg), dtype=np.float64).step(np.ones(3), 2)
         n = [len(f.signatures) for f in (kernels_lds.ladder_update, kernels_lds.ladder_readout,
-                                          kernels_lds.lds_undo, kernels_lru.lru_undo, kernels.gemm_nt)]
+                                          kernels_lds.lds_undo, kernels_lru.lru_undo, kernels.gemm_nt,
+                                          kernels._small_product)]
         print(n)
     """)
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), ESSM_CONV_SMALL_ROWS=small_rows)
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.strip().splitlines()[-1] == "[0, 0, 0, 0, 1]", r.stdout   # (gemm_nt: the FIR's own)
+    want = f"[0, 0, 0, 0, 1, {small_compiled}]"   # (gemm_nt: the FIR's own)
+    assert r.stdout.strip().splitlines()[-1] == want, r.stdout
 
 
 def test_engine_imports_and_steps_without_torch(tmp_path, prog):

@@ -25,6 +25,8 @@ Limits of the constructor's settings (ConfigError outside them): 0 < threshold <
 0 <= smoothing_s <= 10 (the smoothing ring is allocated up front), 0 <= refractory_s <= 3600,
 0 <= rearm <= 1, vad_margin_db in [0, 100] or None, 0 <= vad_hang_s <= 3600, idle_w and dyn_w
 finite and >= 0; all finite. record=True keeps one trace row per 20 ms hop (≈ 1 MB per hour of audio).
+background_compile=True starts at once: the engine's numba kernel compiles in a thread (or loads from
+the cache) while its numpy reference kernel steps the same state (`StreamEngine(background_compile=)`).
 
 Torch-free: numpy + numba (through the engine) only.
 """
@@ -95,7 +97,7 @@ class KeywordSpotter:
                  smoothing_s: float | None = None, refractory_s: float | None = None, rearm: float = 0.5,
                  dtype=np.float32, record: bool = False, telemetry=None, idle_w: float = 0.0,
                  dyn_w: float = 3.0, energy_per_step=None, vad_margin_db: float | None = 6.0,
-                 vad_hang_s: float = 1.0):
+                 vad_hang_s: float = 1.0, background_compile: bool = False):
         self.program = load_program(program)
         fe = self.program.frontend
         if not isinstance(fe, dict) or fe.get("type") not in FRONTEND_KINDS or fe.get("mean") is None:
@@ -126,8 +128,11 @@ class KeywordSpotter:
             raise ConfigError(f"frontend gives {self.stack} x {self.frontend.n_mels} features per step, "
                               f"the model takes d_in={self.program.d_in}")
         from ..engine import StreamEngine
-        self.engine = StreamEngine(self.program, batch=1, dtype=dtype)
-        self.engine.warmup()          # load/compile the kernel now, not inside the first timed step
+        # background_compile: the engine steps with its numpy reference kernel until the compiled one
+        # is ready (StreamEngine); otherwise load/compile the kernel now, not inside the first timed step
+        self.engine = StreamEngine(self.program, batch=1, dtype=dtype, background_compile=background_compile)
+        if not background_compile:
+            self.engine.warmup()
         self.k_max = self.program.k_max
         if K is None:
             K = self.k_max
