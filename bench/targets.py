@@ -258,7 +258,8 @@ def lines(res) -> list[str]:
     if "blas" in res:
         out.append(f"  engine's convolution BLAS: {res['blas']}")
     b = res["bytes"]
-    out.append(f"  working sets: edge B=1 K=32 {b['edge B=1 K=32'] / 1e6:.2f} MB, paper B=1 K=32 {b['paper B=1 K=32'] / 1e6:.1f} MB")
+    paper = f", paper B=1 K=32 {b['paper B=1 K=32'] / 1e6:.1f} MB" if b["paper B=1 K=32"] else ""   # (--no-paper: not measured)
+    out.append(f"  working sets: edge B=1 K=32 {b['edge B=1 K=32'] / 1e6:.2f} MB{paper}")
     if "start" in res:
         for k in ("cold", "warm"):
             s = res["start"][k]

@@ -104,3 +104,6 @@ def test_target_lines_pass_and_fall_short():
     assert row("vs tuned torch").startswith("PASS") and "5.50x" in out and "[4.00-6.00]" in out
     assert row("per-stream / B=1").startswith("FALL SHORT")
     assert row("% of sgemm").startswith("PASS")
+    assert "paper B=1 K=32 87.0 MB" in out
+    res["bytes"]["paper B=1 K=32"] = 0                    # --no-paper: the paper's working set is not claimed
+    assert "paper" not in "\n".join(lines(res))
