@@ -42,12 +42,22 @@ class StreamScore:
 
 def score_stream(detections, events: list[Event], duration_s: float, tolerance_s: float = TOLERANCE_S):
     """Match detections to keyword events; returns (StreamScore, per-detection verdicts)."""
+    import bisect
+
     kw = [e for e in events if e.label in KEYWORDS]
     used = [False] * len(kw)
     lat, verdicts, fa = [], [], 0
+    starts = [e.start_s for e in kw]
+    ordered = all(a <= b for a, b in zip(starts, starts[1:]))
+    span = max((e.end_s - e.start_s for e in kw), default=0.0) + tolerance_s
     for d in sorted(detections, key=lambda d: d.time_s):
         match = None
-        for i, e in enumerate(kw):
+        # events in start order: only those starting in [t - longest event - tolerance, t] can match
+        # (the same first-in-list match as scanning them all; hours-long streams stay linear)
+        lo, hi = ((bisect.bisect_left(starts, d.time_s - span - 1e-9), bisect.bisect_right(starts, d.time_s))
+                  if ordered else (0, len(kw)))
+        for i in range(lo, hi):
+            e = kw[i]
             if not used[i] and e.label == d.label and e.start_s <= d.time_s <= e.end_s + tolerance_s:
                 match = i
                 break

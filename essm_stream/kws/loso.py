@@ -122,8 +122,8 @@ def _neg_items(banks_dir, voices) -> list[dict]:
 
 
 def build_sets(banks_dir, out_dir, name: str, kw_items, neg_items, babble_pool, seed: int,
-               neg_noisy_s: float = 1200.0, snrs=SNRS, neg_max_s: float | None = None) -> list[str]:
-    """Write <out>/<name>_kw_<snr>.npz and <name>_neg_<snr>.npz (skipping those that exist)."""
+               neg_noisy_s: float = 1200.0, snrs=SNRS, neg_max_s: float | None = None, tag: str = "") -> list[str]:
+    """Write <out>/<name>_kw_<snr><tag>.npz and <name>_neg_<snr><tag>.npz (skipping those that exist)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -137,8 +137,8 @@ def build_sets(banks_dir, out_dir, name: str, kw_items, neg_items, babble_pool, 
     for snr in snrs:
         for kind, sp, evs, limit in (("kw", speech, ev, None), ("neg", nspeech, nevents,
                                                                  None if snr is None else neg_noisy_s)):
-            path = out / f"{name}_{kind}_{snr_name(snr)}.npz"
-            if path.is_file() or len(sp) == 0:
+            path = out / f"{name}_{kind}_{snr_name(snr)}{tag}.npz"
+            if path.is_file() or len(sp) == 0 or (kind == "kw" and not kw_items):
                 continue
             if kind == "neg" and neg_max_s is not None:
                 limit = neg_max_s if limit is None else min(limit, neg_max_s)
@@ -264,8 +264,9 @@ def fast_replay(spotter, Y: np.ndarray, levels: np.ndarray, times: np.ndarray, t
     return out
 
 
-THRESHOLDS = tuple(np.round(np.concatenate([np.linspace(0.3, 0.9, 13), [0.93, 0.95, 0.97, 0.98, 0.99, 0.995, 0.998,
-                                                                         0.999, 0.9995, 0.9998]]), 4))
+THRESHOLDS = tuple(np.round(np.concatenate([np.linspace(0.3, 0.9, 13), [0.92, 0.93, 0.94, 0.95, 0.96, 0.97, 0.975, 0.98,
+                                                                         0.985, 0.99, 0.9925, 0.995, 0.9965, 0.998,
+                                                                         0.9985, 0.999, 0.9995, 0.9998, 0.9999]]), 4))
 
 
 def sweep_thresholds(spotter, Y, levels, times, events, seconds, thresholds=THRESHOLDS) -> list[dict]:

@@ -37,8 +37,17 @@ RATIOS = [(8, 9), (9, 10), (14, 15), (19, 20), (1, 1), (1, 1), (21, 20), (11, 10
 
 
 # ----------------------------------------------------------------------------- perturbations
-def perturb_speaker(x: np.ndarray, rng) -> np.ndarray:
-    """Resample by r (played back at 16 kHz: pitch, formants and tempo scale by in/out)."""
+def perturb_speaker(x: np.ndarray, rng, speaker: str = "resample") -> np.ndarray:
+    """Resample by r (played back at 16 kHz: pitch, formants and tempo scale by in/out). speaker="wide"
+    first changes tempo, pitch and formants independently (perturb.random_speaker), then resamples
+    half of the utterances."""
+    if speaker == "wide":
+        from .perturb import random_speaker
+        x, _ = random_speaker(x, rng)
+        if rng.random() < 0.5:
+            return x * 10 ** (rng.uniform(-10, 0) / 20)
+    elif speaker != "resample":
+        raise D.ConfigError(f"speaker perturbation must be 'resample' or 'wide', got {speaker!r}")
     up, down = RATIOS[int(rng.integers(len(RATIOS)))]
     y = resample_poly(x.astype(np.float64), up, down) if up != down else x.astype(np.float64)
     return y * 10 ** (rng.uniform(-10, 0) / 20)
@@ -127,7 +136,8 @@ def mix_at_snr(speech: np.ndarray, noise: np.ndarray, snr_db: float | None) -> n
 
 
 # ----------------------------------------------------------------------------- composition
-def compose(items: list[dict], rng, gap_s=(0.2, 1.5), perturb: bool = True, max_s: float | None = None):
+def compose(items: list[dict], rng, gap_s=(0.2, 1.5), perturb: bool = True, max_s: float | None = None,
+            speaker: str = "resample"):
     """Concatenate utterances with silent gaps; returns (speech track, events [(label, start_s, end_s)],
     speech activity per sample). Keyword times come from the bank (kw_start/kw_end)."""
     parts, events, t = [], [], int(rng.uniform(*gap_s) * SR)
@@ -136,7 +146,7 @@ def compose(items: list[dict], rng, gap_s=(0.2, 1.5), perturb: bool = True, max_
         a = j["audio"].astype(np.float64)
         if perturb:
             L0 = len(a)
-            a = perturb_speaker(a, rng)
+            a = perturb_speaker(a, rng, speaker)
             scale = len(a) / max(1, L0)
         else:
             a = a * 10 ** (rng.uniform(-6, 0) / 20)
@@ -240,8 +250,8 @@ def babble_pool_from(banks_dir, family: str, n: int = 300, seed: int = 0, exclud
     return [pool[i] for i in idx]
 
 
-def render_train_stream(items, rng, babble_pool, kind: str, max_s: float = 60.0):
-    speech, events = compose(items, rng, max_s=max_s)
+def render_train_stream(items, rng, babble_pool, kind: str, max_s: float = 60.0, speaker: str = "resample"):
+    speech, events = compose(items, rng, max_s=max_s, speaker=speaker)
     x = augment(speech, rng, babble_pool)
     F, end_time = features_raw(kind, x)
     y, kw = step_targets(events, speech, len(F), end_time)
@@ -249,7 +259,7 @@ def render_train_stream(items, rng, babble_pool, kind: str, max_s: float = 60.0)
 
 
 def _render_voice(args):
-    bank, out, kind, renders, seed, babble_files = args
+    bank, out, kind, renders, seed, babble_files, speaker = args
     if Path(out).is_file():
         return out, 0
     items = V.load_bank(bank)
@@ -261,7 +271,7 @@ def _render_voice(args):
     for r in range(renders):
         order = rng.permutation(len(items))
         for c in range(0, len(order), 40):                  # ≈ 40 utterances per stream (30-60 s)
-            F, y, kw = render_train_stream([items[i] for i in order[c:c + 40]], rng, pool, kind)
+            F, y, kw = render_train_stream([items[i] for i in order[c:c + 40]], rng, pool, kind, speaker=speaker)
             Xs.append(F)
             ys.append(y)
             kws.append(kw + np.array([0, sum(lens), sum(lens)]))
@@ -274,7 +284,7 @@ def _render_voice(args):
 
 
 def render_train(banks_dir, out_dir, kind: str = "embedding", renders: dict | None = None, workers: int = 2,
-                 seed: int = 0, voices: list[str] | None = None):
+                 seed: int = 0, voices: list[str] | None = None, speaker: str = "resample"):
     """One features file per training bank: <out>/<kind>/<voice>.npz (X float16, y, kw, lens)."""
     from concurrent.futures import ProcessPoolExecutor
 
@@ -290,7 +300,7 @@ def render_train(banks_dir, out_dir, kind: str = "embedding", renders: dict | No
         if voice not in voices:
             continue
         fam = V.family_of(voice)
-        jobs.append((str(f), str(out / f.name), kind, renders.get(fam, 1), seed * 1000 + i, str(banks_dir)))
+        jobs.append((str(f), str(out / f.name), kind, renders.get(fam, 1), seed * 1000 + i, str(banks_dir), speaker))
     prio = {"flite:awb": 0, "flite:rms": 0, "espeak": 1, "festival": 2, "flite": 3}
     jobs.sort(key=lambda j: (prio.get(Path(j[0]).stem.replace("_", ":", 1),
                                       prio[V.family_of(Path(j[0]).stem.replace("_", ":", 1))]), j[0]))
@@ -300,6 +310,37 @@ def render_train(banks_dir, out_dir, kind: str = "embedding", renders: dict | No
             if n:
                 log.info("%s: %d steps", o, n)
             done.append(o)
+    return done
+
+
+def merge_features(out_dir, *dirs) -> list[str]:
+    """One features file per voice in out_dir: the streams of every dir that has the voice, in order
+    (a voice missing from the first dir is skipped); files are written atomically, existing ones kept."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    done = []
+    for f in sorted(Path(dirs[0]).glob("*.npz")):
+        dst = out / f.name
+        if dst.is_file():
+            continue
+        Xs, ys, kws, lens = [], [], [], []
+        voice = ""
+        for d in dirs:
+            g = Path(d) / f.name
+            if not g.is_file():
+                continue
+            z = np.load(g)
+            off = sum(int(n) for n in lens)
+            Xs.append(z["X"])
+            ys.append(z["y"])
+            kws.append(z["kw"] + np.array([0, off, off]))
+            lens += [int(n) for n in z["lens"]]
+            voice = str(z["voice"])
+        tmp = dst.with_suffix(f".tmp{os.getpid()}.npz")
+        np.savez(tmp, X=np.concatenate(Xs), y=np.concatenate(ys), kw=np.concatenate(kws).reshape(-1, 3),
+                 lens=np.array(lens), voice=np.array(voice))
+        tmp.replace(dst)
+        done.append(str(dst))
     return done
 
 
@@ -314,6 +355,10 @@ def main(argv=None) -> int:
     ap.add_argument("--renders", default="", help='JSON {"espeak": 2, "flite": 3, "festival": 3}')
     ap.add_argument("--voices", default="", help="comma-separated voices, or 'espeak-train' (default: the "
                     "standard subset: every 3rd espeak-ng training variant, every 2nd validation one, all others)")
+    ap.add_argument("--speaker", default="resample", choices=("resample", "wide"),
+                    help="per-utterance speaker perturbation: resampling only, or independent tempo / pitch / "
+                    "formant changes first (kws/perturb.py)")
+    ap.add_argument("--seed", type=int, default=0, help="render seed (new rooms, noise, speakers per seed)")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     voices = None
@@ -321,7 +366,8 @@ def main(argv=None) -> int:
         voices = list(V.espeak_voices(test_only=False))
     elif a.voices:
         voices = a.voices.split(",")
-    render_train(a.banks, a.out, a.kind, json.loads(a.renders) if a.renders else None, a.workers, voices=voices)
+    render_train(a.banks, a.out, a.kind, json.loads(a.renders) if a.renders else None, a.workers, seed=a.seed,
+                 voices=voices, speaker=a.speaker)
     return 0
 
 
