@@ -172,3 +172,25 @@ def test_load_condition_pairs_keyword_and_negative_sets(tmp_path):
     assert [e.label for s in kw for e in s["events"]] == ["yes"]
     assert len(neg) == 1 and neg[0]["events"] == [] and neg[0]["meta"]["snr_db"] == 10
     assert load_condition(tmp_path, "test", "festival", "clean") == ([], [])
+
+
+def test_loso_markdown_names_the_rule_and_reports_confusions():
+    from essm_stream.kws import loso_eval as LE
+
+    def cond(hits, fa_kw):
+        k = {"hit_rate": hits / 300, "hits": hits, "keywords": 300, "fa_neg": 1, "neg_hours": 1.0,
+             "fa_per_hour_neg": 1.0, "fa_in_kw_stream": fa_kw, "kw_hours": 0.25}
+        curve = [{"threshold": 0.9, "hit_rate": hits / 300, "false_accepts": 1, "hours": 1.0}]
+        return {"K32": k, "K4": dict(k), "K32_kw_curve": curve, "K4_kw_curve": curve,
+                "K32_neg_curve": curve, "K4_neg_curve": curve}
+    choice = {"threshold": 0.9, "hit_rate": 0.3, "fa_per_hour": 8.0, "fa_on": "neg", "neg_fa_per_hour": 8.0,
+              "kw_fa_per_hour": 24.0, "pooled_fa_per_hour": 12.0}
+    res = {"fa_target": 10.0, "fa_on": "neg", "families": {"flite": {
+        "threshold": 0.9, "val_choice": choice, "val_hours": 2.0, "fa_on": "neg",
+        "conditions": {"clean": cond(90, 3), "10dB": cond(60, 5)}}}}
+    md = LE.markdown(res)
+    assert "keyword-free validation speech only, <= 10 FA/h" in md
+    assert "inside keyword streams (confusions) 24.0 FA/h" in md
+    assert "| ES-SSM K=32: false accepts inside keyword streams (confusions), per hour of them | 12.0 (3) | 20.0 (5) |" in md
+    res["families"]["flite"]["fa_on"] = "all"
+    assert "validation keyword + keyword-free streams" in LE.markdown(res)

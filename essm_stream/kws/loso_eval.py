@@ -295,6 +295,9 @@ def markdown(res: dict) -> str:
 
         lines.append(row("ES-SSM K=32: keywords found", lambda c: f"{_pct(c['K32']['hit_rate'])} ({c['K32']['hits']}/{c['K32']['keywords']})"))
         lines.append(row("ES-SSM K=32: FA/h keyword-free (hours)", lambda c: f"{c['K32']['fa_per_hour_neg']:.1f} ({c['K32']['fa_neg']} in {c['K32']['neg_hours']:.2f} h)"))
+        lines.append(row("ES-SSM K=32: false accepts inside keyword streams (confusions), per hour of them",
+                         lambda c: f"{c['K32']['fa_in_kw_stream'] / max(c['K32']['kw_hours'], 1e-9):.1f} "
+                                   f"({c['K32']['fa_in_kw_stream']})"))
         lines.append(row("ES-SSM K=4: keywords found", lambda c: f"{_pct(c['K4']['hit_rate'])}"))
         lines.append(row("ES-SSM K=4: FA/h keyword-free", lambda c: f"{c['K4']['fa_per_hour_neg']:.1f}"))
         def det(c, K, cap):
