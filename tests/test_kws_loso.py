@@ -60,6 +60,28 @@ def test_pick_threshold_meets_target_or_says_fewest():
     assert L.pick_threshold(kw, none, fa_target=0.1)["threshold"] == 0.9    # fewest when none reaches it
 
 
+def test_pick_threshold_fa_on_keyword_free_only_differs_from_pooled():
+    # validation keyword streams full of confusions (a wrong keyword fires at low thresholds), keyword-free
+    # speech almost clean: the pooled budget is driven by the confusions, the keyword-free one is not
+    ths = (0.5, 0.7, 0.9, 0.99)
+    kw = [{"threshold": th, "hit_rate": h, "hits": 0, "false_accepts": fa, "hours": 1.0}
+          for th, h, fa in zip(ths, (0.8, 0.6, 0.4, 0.1), (60, 30, 12, 1))]
+    neg = [{"threshold": th, "hit_rate": 0.0, "hits": 0, "false_accepts": fa, "hours": 4.0}
+           for th, fa in zip(ths, (80, 8, 4, 0))]
+    old = L.pick_threshold(kw, neg, fa_target=3.0)              # pooled: 7.6 at 0.7, 3.2 at 0.9, 0.2 at 0.99
+    new = L.pick_threshold(kw, neg, fa_target=3.0, fa_on="neg")  # keyword-free: 20 at 0.5, 2 at 0.7
+    assert old["threshold"] == 0.99 and new["threshold"] == 0.7
+    assert old["fa_per_hour"] == pytest.approx(0.2) and old["hit_rate"] == 0.1
+    assert new["fa_per_hour"] == pytest.approx(2.0) and new["neg_fa_per_hour"] == pytest.approx(2.0)
+    # the confusions are reported beside the pick, not dropped
+    assert new["kw_fa_per_hour"] == pytest.approx(30.0) and new["pooled_fa_per_hour"] == pytest.approx(38 / 5)
+    assert old["fa_on"] == "all" and new["fa_on"] == "neg"
+    with pytest.raises(ValueError, match="fa_on"):
+        L.pick_threshold(kw, neg, 3.0, fa_on="kw")
+    with pytest.raises(ValueError, match="differ"):
+        L.pick_threshold(kw, neg[::-1], 3.0)
+
+
 def test_perturbations_keep_shape_and_finite():
     rng = np.random.default_rng(1)
     x = np.sin(2 * np.pi * 200 * np.arange(16000) / 16000)
@@ -150,3 +172,25 @@ def test_load_condition_pairs_keyword_and_negative_sets(tmp_path):
     assert [e.label for s in kw for e in s["events"]] == ["yes"]
     assert len(neg) == 1 and neg[0]["events"] == [] and neg[0]["meta"]["snr_db"] == 10
     assert load_condition(tmp_path, "test", "festival", "clean") == ([], [])
+
+
+def test_loso_markdown_names_the_rule_and_reports_confusions():
+    from essm_stream.kws import loso_eval as LE
+
+    def cond(hits, fa_kw):
+        k = {"hit_rate": hits / 300, "hits": hits, "keywords": 300, "fa_neg": 1, "neg_hours": 1.0,
+             "fa_per_hour_neg": 1.0, "fa_in_kw_stream": fa_kw, "kw_hours": 0.25}
+        curve = [{"threshold": 0.9, "hit_rate": hits / 300, "false_accepts": 1, "hours": 1.0}]
+        return {"K32": k, "K4": dict(k), "K32_kw_curve": curve, "K4_kw_curve": curve,
+                "K32_neg_curve": curve, "K4_neg_curve": curve}
+    choice = {"threshold": 0.9, "hit_rate": 0.3, "fa_per_hour": 8.0, "fa_on": "neg", "neg_fa_per_hour": 8.0,
+              "kw_fa_per_hour": 24.0, "pooled_fa_per_hour": 12.0}
+    res = {"fa_target": 10.0, "fa_on": "neg", "families": {"flite": {
+        "threshold": 0.9, "val_choice": choice, "val_hours": 2.0, "fa_on": "neg",
+        "conditions": {"clean": cond(90, 3), "10dB": cond(60, 5)}}}}
+    md = LE.markdown(res)
+    assert "keyword-free validation speech only, <= 10 FA/h" in md
+    assert "inside keyword streams (confusions) 24.0 FA/h" in md
+    assert "| ES-SSM K=32: false accepts inside keyword streams (confusions), per hour of them | 12.0 (3) | 20.0 (5) |" in md
+    res["families"]["flite"]["fa_on"] = "all"
+    assert "validation keyword + keyword-free streams" in LE.markdown(res)

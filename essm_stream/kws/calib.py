@@ -143,9 +143,11 @@ def pooled(rows: list[list[dict]]) -> list[dict]:
     return res
 
 
-def readout(program_path, sets, K: int | None = None, caps=(2.0, 10.0, 50.0), test_sets=None) -> dict:
-    """A program on the pooled validation: picks at each cap (loso.pick_threshold), and at each pick the
-    false accepts/h of every group of keyword-free sets (old, ce, cr, pe, pr) and of the keyword streams."""
+def readout(program_path, sets, K: int | None = None, caps=(2.0, 10.0, 50.0), test_sets=None,
+            fa_on: str = "all") -> dict:
+    """A program on the pooled validation: picks at each cap (loso.pick_threshold with fa_on: the budget
+    over keyword + keyword-free streams, or keyword-free only), and at each pick the false accepts/h
+    of every group of keyword-free sets (old, ce, cr, pe, pr) and of the keyword streams."""
     from ..program import StreamProgram
     from .spotter import KeywordSpotter
 
@@ -159,16 +161,17 @@ def readout(program_path, sets, K: int | None = None, caps=(2.0, 10.0, 50.0), te
     for g in sorted({(s["kind"], s["tag"]) for s in sets}):
         groups[f"{g[0]}:{g[1]}"] = pooled([r for r, s in zip(rows, sets) if (s["kind"], s["tag"]) == g])
     out = {"program": str(program_path), "K": K, "hours_kw": kw[0]["hours"], "hours_neg": neg[0]["hours"],
-           "keywords": kw[0]["keywords"], "picks": {}}
+           "keywords": kw[0]["keywords"], "fa_on": fa_on, "picks": {}}
     for c in caps:
-        p = L.pick_threshold(kw, neg, c)
+        p = L.pick_threshold(kw, neg, c, fa_on)
         i = [r["threshold"] for r in kw].index(p["threshold"])
         p["groups_fa_per_hour"] = {g: v[i]["fa_per_hour"] for g, v in groups.items()}
         p["groups_hit_rate"] = {g: v[i]["hit_rate"] for g, v in groups.items() if g.startswith("kw")}
         out["picks"][str(c)] = p
     out["curve"] = [{"threshold": a["threshold"], "hit_rate": a["hit_rate"],
                      "fa_per_hour": (a["false_accepts"] + b["false_accepts"]) / (a["hours"] + b["hours"]),
-                     "neg_fa_per_hour": b["fa_per_hour"]} for a, b in zip(kw, neg)]
+                     "neg_fa_per_hour": b["fa_per_hour"], "kw_fa_per_hour": a["fa_per_hour"]}
+                    for a, b in zip(kw, neg)]
     out["groups"] = groups
     if test_sets:                                        # reporting only: held-out curves, never a choice
         trows = set_rows(prog, sp, test_sets, K)
@@ -198,9 +201,10 @@ def compile_checkpoints(model_dir, cache_dir) -> list[Path]:
 
 
 def select(sets_dir, model_dirs, cache_dir, out_path, family: str = "festival", caps=(2.0, 10.0, 50.0),
-           test: bool = False) -> list[dict]:
+           test: bool = False, fa_on: str = "all") -> list[dict]:
     """Every checkpoint of every run read on the pooled validation; one JSON line each in out_path.
-    test: also the held-out clean and 10 dB curves (reporting only; written after the choice rule)."""
+    test: also the held-out clean and 10 dB curves (reporting only; written after the choice rule).
+    fa_on: what the caps count (loso.pick_threshold)."""
     import json
 
     sets = val_sets(sets_dir, family)
@@ -213,7 +217,7 @@ def select(sets_dir, model_dirs, cache_dir, out_path, family: str = "festival", 
     for md in model_dirs:
         progs = [Path(md)] if str(md).endswith(".essm") else compile_checkpoints(md, cache_dir)
         for p in progs:
-            r = readout(p, sets, caps=caps, test_sets=test_sets)
+            r = readout(p, sets, caps=caps, test_sets=test_sets, fa_on=fa_on)
             res.append(r)
             with open(out_path, "a") as f:
                 f.write(json.dumps({k: v for k, v in r.items() if k not in ("groups",)}, default=float) + "\n")
@@ -288,10 +292,12 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="runs/kws2/cal_select.jsonl", help="with select: one JSON line per program")
     ap.add_argument("--test", action="store_true", help="with select: add the held-out clean / 10 dB curves "
                     "(reporting only)")
+    ap.add_argument("--fa-on", default="all", choices=L.FA_ON, help="with select: what the false-accept caps "
+                    "count: 'all' = keyword streams (confusions) + keyword-free speech, 'neg' = keyword-free only")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if a.banks == "select":
-        select(a.sets, a.models, a.cache, a.out, a.family, test=a.test)
+        select(a.sets, a.models, a.cache, a.out, a.family, test=a.test, fa_on=a.fa_on)
         return 0
     build_banks(a.banks, a.family, a.workers)
     for p in build_calib_sets(a.banks, a.sets, a.family, a.workers):
