@@ -27,6 +27,7 @@ Torch-free: importing this module imports numpy, numba and the package's torch-f
 """
 from __future__ import annotations
 
+import logging
 import numbers
 import threading
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ from . import layout as _lo
 from .errors import BudgetError, ConfigError, ESSMError, NonFiniteInputError, ShapeError
 from .numba_config import JIT_DISABLED, limit_blas_threads
 from .program import StreamProgram
+
+log = logging.getLogger(__name__)
 
 __all__ = ["StreamEngine", "EngineState", "warmup", "NonFiniteOutputError", "ConcurrentUseError",
            "DEFAULT_MAX_BYTES"]
@@ -255,9 +258,8 @@ class StreamEngine:
                 self._kernel = c.dispatcher
                 self.handover_step = self.steps
                 return self._kernel(*args)
-            import logging
-            logging.getLogger(__name__).error("the background compile of the engine's kernel failed (%r): "
-                                              "stepping with the numpy reference kernel", c.error)
+            log.error("the background compile of the engine's kernel failed (%r): "
+                      "stepping with the numpy reference kernel", c.error)
             self._kernel = self._ref
         return self._ref(*args)
 
