@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import types
+from numba import prange, types
 from numba.core.errors import TypingError
 from numba.extending import overload
 
@@ -41,7 +41,7 @@ from .layout import (D_GATE, D_HIDDEN, D_IN, D_MODEL, D_OUT, GATED, IST_ERR_B, I
                      W_X, W_Z, WL, W_UNDO, IST_SKIPPED, WB_C)
 from .kernels_lds import lds_convolve, lds_ring, lds_undo
 from .kernels_lru import lru_mix, lru_undo
-from .layout import CONV_SMALL, HIST_BLK, LDS, LRU_KIND, hist_block
+from .layout import CONV_SMALL, HIST_BLK, LDS, LRU_KIND, THREADS, WB_HP, hist_block
 from .numba_config import njit
 
 OK, ERR_NONFINITE, ERR_BUDGET, ERR_OVERFLOW = 0, 1, 2, 3
@@ -54,6 +54,9 @@ MODE_FIR, MODE_LDS, MODE_LRU = 0, 1, 2   # a layer's mixer: ring-buffer FIR, LDS
 # ring-buffer FIR whose products of 2 … lay[CONV_SMALL] filter rows run the numba loop (_small_product)
 # instead of BLAS: a mode of its own, so that only machines whose BLAS needs it compile that loop
 MODE_FIR_SMALL = 3
+# ring-buffer FIR whose convolution and mixing are split into lay[THREADS] tasks that run on numba's
+# thread pool (the engine's threads=N): the streams for B >= 2, the filter channels for B = 1
+MODE_FIR_PAR = 4
 
 ACC = np.float64   # accumulator of the short reductions (see module doc)
 
@@ -560,11 +563,17 @@ def _small_product(W, f0, L, state, w0, w, work, c0, Kt):
 def _conv_to_V(Ks, t, work, lay, c0, w, b0, nb):
     """Row k of the block's product at work[c0] (rows of w = nb d) to V[(k+1) d:] of stream b0 + b'
     for k < K_b, × α_k if gated (the scaling fused into that copy: no second pass over V)."""
+    _conv_rows_to_V(Ks, t, work, lay, c0, w, b0, nb, 0, lay[K_MAX])
+
+
+@njit(inline="always")
+def _conv_rows_to_V(Ks, t, work, lay, c0, w, b0, nb, k0, k1):
+    """_conv_to_V for the rows k0 <= k < min(k1, K_b) only (one task's filter channels, threads > 1)."""
     wl, d = lay[WL], lay[D_MODEL]
     sV, ss, gated = lay[W_V], lay[W_S], lay[GATED] != 0
     for bi in range(nb):
         wb = (b0 + bi) * wl
-        for k in range(Ks[t, b0 + bi]):
+        for k in range(k0, min(k1, Ks[t, b0 + bi])):
             src = work[c0 + k * w + bi * d:c0 + k * w + (bi + 1) * d]
             dst = work[wb + sV + (k + 1) * d:wb + sV + (k + 2) * d]
             if gated:
@@ -615,12 +624,18 @@ def convolve_small(Ks, t, W, off, lay, state, work, B, l, p, Kt):
 @njit(inline="always")
 def mix(Ks, t, W, off, lay, work, B, l):
     """h += [D | σ^{1/4} M_1 … M_K] V, four streams at a time (V zero-padded to the group's max K)."""
+    _mix_streams(Ks, t, W, off, lay, work, 0, B, l)
+
+
+@njit(inline="always")
+def _mix_streams(Ks, t, W, off, lay, work, b_lo, b_hi, l):
+    """mix for the streams b_lo <= b < b_hi (one task's streams, threads > 1)."""
     wl, d = lay[WL], lay[D_MODEL]
     sV = lay[W_V]
     ldM = (lay[K_MAX] + 1) * d
-    b0 = 0
-    while b0 < B:
-        nb = min(4, B - b0)
+    b0 = b_lo
+    while b0 < b_hi:
+        nb = min(4, b_hi - b0)
         kg = 1
         for b in range(b0, b0 + nb):
             if Ks[t, b] > kg:
@@ -632,6 +647,77 @@ def mix(Ks, t, W, off, lay, work, B, l):
         gemm_nt(work, b0 * wl + sV, wl, W, seg(off, O_MCAT, l), ldM, (kg + 1) * d,
                 work, b0 * wl + lay[W_H], wl, nb, d, wl >= 0)
         b0 += nb
+
+
+@njit(inline="always")
+def _product(W, f0, L, state, w0, w, work, c0, kc, small):
+    """C (kc × w) = F (kc × L) · X (L × w) (convolve's product): the numba loop for 2 … small rows,
+    else BLAS (numba's np.dot)."""
+    if kc <= small and kc > 1:
+        _small_product(W, f0, L, state, w0, w, work, c0, kc)
+    else:
+        np.dot(W[f0:f0 + kc * L].reshape((kc, L)), state[w0:w0 + L * w].reshape((L, w)),
+               work[c0:c0 + kc * w].reshape((kc, w)))
+
+
+@njit
+def _conv_mix_task(Ks, t, W, off, lay, state, work, B, l, p, Kt, c):
+    """Task c of conv_mix_par (a compiled function of its own: numba caches it on disk, and the
+    parallel loop around it stays small)."""
+    n = lay[THREADS]
+    L, d, cb, wl = lay[L_WIN], lay[D_MODEL], lay[WB_C], lay[WL]
+    phir = seg(off, O_PHIR, l)
+    small = lay[CONV_SMALL]
+    if B == 1:
+        o, w, b0, nb = _hist_block(lay, 1, l, 0)
+        w0 = o + (p + 1) * w
+        mcat = seg(off, O_MCAT, l)
+        ldM = (lay[K_MAX] + 1) * d
+        sV, hp = lay[W_V], lay[WB_HP]
+        k0 = c * Kt // n
+        k1 = (c + 1) * Kt // n
+        if k1 > k0:
+            _product(W, phir + k0 * L, L, state, w0, w, work, cb + k0 * w, k1 - k0, small)
+            _conv_rows_to_V(Ks, t, work, lay, cb, w, 0, 1, k0, k1)
+        m0 = 0 if c == 0 else (k0 + 1) * d
+        m1 = (k1 + 1) * d
+        gemm_nt(work, sV + m0, wl, W, mcat + m0, ldM, m1 - m0, work, hp + c * d, d, 1, d, wl < 0)
+    else:
+        hb = lay[HIST_BLK]
+        nblk = (B + hb - 1) // hb
+        i0 = c * nblk // n
+        i1 = (c + 1) * nblk // n
+        for i in range(i0, i1):
+            o, w, b0, nb = _hist_block(lay, B, l, i)
+            c0 = cb + Kt * b0 * d
+            _product(W, phir, L, state, o + (p + 1) * w, w, work, c0, Kt, small)
+            _conv_to_V(Ks, t, work, lay, c0, w, b0, nb)
+        _mix_streams(Ks, t, W, off, lay, work, i0 * hb, min(i1 * hb, B), l)
+
+
+@njit(parallel=True)
+def conv_mix_par(Ks, t, W, off, lay, state, work, B, l, p, Kt):
+    """convolve + mix of layer l split into n = lay[THREADS] tasks on numba's thread pool (one
+    fork and join per layer; the gate, LayerNorms, MLP and head stay on the calling thread).
+
+    B >= 2: task c takes the history blocks c nblk / n … (c+1) nblk / n (whole streams): their
+    products and their streams' mixing, writing only their own rows of Cb, V and h.
+    B = 1: task c takes the filter channels k0 = c Kt / n … k1 = (c+1) Kt / n: those rows of the
+    product (the whole window, read by every task from cache) and those blocks of columns of Mcat
+    (task 0 also D's), so each task streams its own part of the weights; its part of the mixing
+    goes to work[WB_HP + c d] and the parts are summed into h after the join (float sums in another
+    order than one thread's: equal to the float64 reference within the same tolerance)."""
+    n = lay[THREADS]
+    # (numba.set_num_threads here would keep the function out of the disk cache: a ctypes pointer)
+    for c in prange(n):
+        _conv_mix_task(Ks, t, W, off, lay, state, work, B, l, p, Kt, c)
+    if B == 1:
+        d, hp = lay[D_MODEL], lay[WB_HP]
+        h = work[lay[W_H]:lay[W_H] + d]
+        for c in range(n):
+            part = work[hp + c * d:hp + (c + 1) * d]
+            for j in range(d):
+                h[j] += part[j]
 
 
 @njit(inline="always")
@@ -715,6 +801,8 @@ def layer_mixer(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode):
         _mixer_lds(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode)
     elif mode == MODE_FIR_SMALL:
         _mixer_fir_small(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode)
+    elif mode == MODE_FIR_PAR:
+        _mixer_fir_par(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode)
     else:
         _mixer_fir(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode)
 
@@ -733,6 +821,13 @@ def _mixer_fir_small(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mod
         gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps)
     convolve_small(Ks, t, W, off, lay, state, work, B, l, p, Kt)   # (few rows: the numba loop)
     mix(Ks, t, W, off, lay, work, B, l)
+
+
+def _mixer_fir_par(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode):
+    ring_write(state, work, lay, B, l, p)
+    if lay[GATED] != 0:
+        gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps)
+    conv_mix_par(Ks, t, W, off, lay, state, work, B, l, p, Kt)   # convolve + mix on lay[THREADS] threads
 
 
 def _mixer_lds(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode):
@@ -786,7 +881,7 @@ def _ol_layer_mixer(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode
     # the mode's mixer is the implementation itself (plain Python, compiled here with its ops
     # inlined once), not a wrapper that inlines it: one copy of its IR fewer (cold start)
     return {MODE_FIR: _mixer_fir, MODE_LDS: _mixer_lds, MODE_LRU: _mixer_lru,
-            MODE_FIR_SMALL: _mixer_fir_small}[_literal_mode(mode)]
+            MODE_FIR_SMALL: _mixer_fir_small, MODE_FIR_PAR: _mixer_fir_par}[_literal_mode(mode)]
 
 
 @overload(undo_mixer)
@@ -880,6 +975,13 @@ def stream_run_fir_small(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
 
 
 @njit
+def stream_run_fir_par(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
+    """stream_run for exact programs with lay[THREADS] > 1: each layer's convolution and mixing
+    split across that many threads (conv_mix_par)."""
+    return _run(X, Ks, W, off, lay, state, ist, work, Y, nan_zero, 4)
+
+
+@njit
 def stream_run_lds(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
     """stream_run for spectral="lds" programs."""
     return _run(X, Ks, W, off, lay, state, ist, work, Y, nan_zero, 1)
@@ -923,7 +1025,10 @@ def kernel_for(lay):
     convolution loop is compiled in only where the layout asks for it (lay[CONV_SMALL] > 1: SciPy's
     OpenBLAS without small-matrix kernels); elsewhere every product is BLAS and the loop is not
     compiled at all (≈ 0.3-0.7 s of a cold start, bench/startup.py --compile)."""
-    fir = stream_run_fir_small if lay[CONV_SMALL] > 1 else stream_run_fir
+    if lay[THREADS] > 1:
+        fir = stream_run_fir_par
+    else:
+        fir = stream_run_fir_small if lay[CONV_SMALL] > 1 else stream_run_fir
     return _of_mode(lay, fir, stream_run_lds, stream_run_lru)
 
 

@@ -1,0 +1,93 @@
+"""StreamEngine(threads=N): a step's convolution and mixing split across numba's thread pool
+(kernels.conv_mix_par) must give what the float64 reference gives, at every K, for one stream (the
+filter channels split) and several (the streams split), with per-stream and per-step budgets, and
+agree with the single-thread kernel. No timing here (docs/PERFORMANCE.md "Threads" has the speed)."""
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+
+from essm_stream.config import ESSMConfig
+from essm_stream.engine import StreamEngine, tiny_program
+from essm_stream.errors import ConfigError
+
+NEED_2 = pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="numba's pool has one thread")
+
+
+def rel_err(a, b):
+    return float(np.max(np.abs(a - b)) / (np.max(np.abs(b)) + 1e-12))
+
+
+@pytest.fixture(scope="module")
+def prog():
+    # d=12: five streams per history block (layout.hist_blk), so B=11 has three blocks, the last partial;
+    # K̄=9 with two threads splits the channels 0-3 / 4-8 (B=1); pooled head; gated; MLP
+    cfg = ESSMConfig(d_in=5, d_out=3, d_model=12, n_layers=2, seq_len=16, k_max=9, d_gate=5,
+                     head="mean", pool_window=4)
+    return tiny_program(cfg, seed=7)
+
+
+@NEED_2
+@pytest.mark.parametrize("B", [1, 2, 11])
+def test_threads_match_reference_and_single_thread_every_budget(prog, B):
+    """K = 1 (one task has no channel), 2, 5 (uneven split), K̄, each through the ring's wrap-around
+    (T > L), then budgets that change every step and differ per stream: float64 engine with threads=2 against the float64 reference kernel
+    (1e-12) and the single-thread kernel; float32 against the reference (2e-4, as test_engine's)."""
+    rng = np.random.default_rng(B)
+    T = 24
+    X = rng.standard_normal((T, B, 5))
+    for K in (1, 2, 5, 9, "schedule"):
+        Ks = rng.integers(1, 10, (T, B)) if K == "schedule" else K
+        ref = StreamEngine(prog, batch=B, dtype=np.float64, kernel="ref").run(X, Ks)
+        one = StreamEngine(prog, batch=B, dtype=np.float64).run(X, Ks)
+        two = StreamEngine(prog, batch=B, dtype=np.float64, threads=2).run(X, Ks)
+        two32 = StreamEngine(prog, batch=B, dtype=np.float32, threads=2).run(X.astype(np.float32), Ks)
+        assert rel_err(two, ref) <= 1e-12, K
+        assert rel_err(two, one) <= 1e-12, K
+        assert rel_err(two32, ref) <= 2e-4, K
+
+
+@NEED_2
+def test_threads_step_equals_run_and_state_round_trips(prog):
+    """step() and run() take the same parallel kernel: per-step K changes and per-stream K arrays
+    through step(), snapshot/restore in between, equal to one run() of the same frames."""
+    B, T = 3, 25
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((T, B, 5))
+    Ks = rng.integers(1, 10, (T, B))
+    a = StreamEngine(prog, batch=B, dtype=np.float64, threads=2)
+    ys = []
+    for t in range(T):
+        if t == 10:
+            s = a.snapshot()
+            a.step(X[t], 9)          # a frame that is then taken back
+            a.restore(s)
+        ys.append(a.step(X[t], Ks[t] if t % 2 else int(Ks[t, 0])).copy())
+    Kr = Ks.copy()
+    Kr[::2] = Ks[::2, :1]
+    b = StreamEngine(prog, batch=B, dtype=np.float64, threads=2).run(X, Kr)
+    assert np.array_equal(np.stack(ys), b)
+
+
+def test_threads_argument_is_checked(prog):
+    for bad in (0, -1, 1.5, True, "2", numba.config.NUMBA_NUM_THREADS + 1):
+        with pytest.raises(ConfigError, match="threads"):
+            StreamEngine(prog, threads=bad)
+    assert StreamEngine(prog, threads=1).threads == 1
+
+
+def test_threads_refused_for_lds_programs():
+    from essm_stream import lds
+    from essm_stream.compile import compile_weights
+    from essm_stream.hankel import spectral_filters
+    from essm_stream.program import StreamProgram
+
+    from programs import export_weights
+    cfg = ESSMConfig(d_in=2, d_out=2, d_model=4, n_layers=1, seq_len=32, k_max=4, d_gate=2)
+    w = export_weights(cfg, 0)
+    w["blocks.0.essm.sigma"], w["blocks.0.essm.phi"] = spectral_filters(cfg.seq_len, cfg.k_max)
+    prog = lds.lds_program(StreamProgram(cfg, compile_weights(w, cfg)), tol=1e-2)
+    with pytest.raises(ConfigError, match="threads=2.*spectral='lds'"):
+        StreamEngine(prog, threads=2)
+    StreamEngine(prog, threads=1)
