@@ -11,6 +11,7 @@ import pytest
 from essm_stream.config import ESSMConfig
 from essm_stream.engine import StreamEngine, tiny_program
 from essm_stream.errors import ConfigError
+from essm_stream.layout import CONV_SMALL
 
 NEED_2 = pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="numba's pool has one thread")
 
@@ -91,3 +92,23 @@ def test_threads_refused_for_lds_programs():
     with pytest.raises(ConfigError, match="threads=2.*spectral='lds'"):
         StreamEngine(prog, threads=2)
     StreamEngine(prog, threads=1)
+
+
+@NEED_2
+@pytest.mark.parametrize("B", [1, 11])
+def test_threads_with_the_few_row_loop(prog, B, monkeypatch):
+    """The tasks' products through the numba loop (_small_product, what AVX2-only machines run for
+    2 … 16 filter rows) instead of BLAS: still the reference."""
+    from essm_stream import numba_config
+    monkeypatch.setenv("ESSM_CONV_SMALL_ROWS", "16")
+    numba_config.conv_small_rows.cache_clear()
+    try:
+        rng = np.random.default_rng(11)
+        X = rng.standard_normal((24, B, 5))
+        Ks = rng.integers(1, 10, (24, B))
+        ref = StreamEngine(prog, batch=B, dtype=np.float64, kernel="ref").run(X, Ks)
+        two = StreamEngine(prog, batch=B, dtype=np.float64, threads=2)
+        assert int(two.layout.lay[CONV_SMALL]) == 16
+        assert rel_err(two.run(X, Ks), ref) <= 1e-12
+    finally:
+        numba_config.conv_small_rows.cache_clear()
