@@ -41,7 +41,7 @@ from .layout import (D_GATE, D_HIDDEN, D_IN, D_MODEL, D_OUT, GATED, IST_ERR_B, I
                      W_X, W_Z, WL, W_UNDO, IST_SKIPPED, WB_C)
 from .kernels_lds import lds_convolve, lds_ring, lds_undo
 from .kernels_lru import lru_mix, lru_undo
-from .layout import CONV_SMALL, HIST_BLK, LDS, LRU_KIND, THREADS, WB_HP, hist_block
+from .layout import CONV_SMALL, HIST_BLK, LDS, LRU_KIND, PAR_MIN, THREADS, WB_HP, hist_block
 from .numba_config import njit
 
 OK, ERR_NONFINITE, ERR_BUDGET, ERR_OVERFLOW = 0, 1, 2, 3
@@ -827,7 +827,14 @@ def _mixer_fir_par(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode)
     ring_write(state, work, lay, B, l, p)
     if lay[GATED] != 0:
         gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps)
-    conv_mix_par(Ks, t, W, off, lay, state, work, B, l, p, Kt)   # convolve + mix on lay[THREADS] threads
+    if B * Kt * lay[D_MODEL] * (lay[L_WIN] + lay[D_MODEL]) >= lay[PAR_MIN]:
+        conv_mix_par(Ks, t, W, off, lay, state, work, B, l, p, Kt)   # convolve + mix on lay[THREADS] threads
+    else:                                                           # too little work to pay for a fork
+        if lay[CONV_SMALL] > 1:
+            convolve_small(Ks, t, W, off, lay, state, work, B, l, p, Kt)
+        else:
+            convolve(Ks, t, W, off, lay, state, work, B, l, p, Kt)
+        mix(Ks, t, W, off, lay, work, B, l)
 
 
 def _mixer_lds(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode):

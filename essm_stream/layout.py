@@ -163,7 +163,7 @@ def program_shapes(cfg: ESSMConfig, spectral: dict | None = None) -> dict[str, t
 # -- named dims --------------------------------------------------------------------------------
 
 DIMS = ("d_in", "d", "d_out", "n_layers", "L", "k_max", "d_gate", "d_hidden", "gated", "mlp",
-        "pool_W", "pooled", "lru", "n_state", "lds", "lds_n", "lds_buf", "hist_blk", "conv_small", "threads")
+        "pool_W", "pooled", "lru", "n_state", "lds", "lds_n", "lds_buf", "hist_blk", "conv_small", "threads", "par_min")
 
 HIST_COLS = 64   # columns (streams × channels) per block of the history, see hist_blk
 
@@ -180,13 +180,19 @@ def _conv_small_rows() -> int:
     return conv_small_rows()
 
 
+def _parallel_min_work() -> int:
+    from .numba_config import parallel_min_work
+    return parallel_min_work()
+
+
 def named_dims(cfg: ESSMConfig, spectral: dict | None = None, threads: int = 1) -> dict[str, int]:
     """The sizes the kernel reads; d_gate / d_hidden / pool_W are 0 / 0 / 1 when the config does not use them.
 
     spectral: the program's spectral record (None = exact ring-buffer FIR). For an LDS record,
     lds = 1, lds_n = the largest layer's ladder size, lds_buf = 1 if it keeps the window buffer.
     threads: the tasks a layer's convolution and mixing are split into (the engine's `threads`;
-    1 = the single-thread kernel; exact programs only)."""
+    1 = the single-thread kernel; exact programs only); par_min: a frame whose B·K_t·d·(L + d)
+    is below it runs them on the calling thread alone (numba_config.parallel_min_work)."""
     pool = pooled(cfg)
     lds = spectral is not None and spectral.get("mode") == "lds"
     no_lds = {"lds": 0, "lds_n": 0, "lds_buf": 0}
@@ -195,14 +201,15 @@ def named_dims(cfg: ESSMConfig, spectral: dict | None = None, threads: int = 1) 
                 "L": 1, "k_max": 1, "d_gate": 0, "d_hidden": cfg.mlp_ratio * cfg.d_model if cfg.mlp else 0,
                 "gated": 0, "mlp": int(cfg.mlp), "pool_W": cfg.pool_window if pool else 1,
                 "pooled": int(pool), "lru": 1, "n_state": max(cfg.layer_states()), **no_lds,
-                "hist_blk": hist_blk(cfg.d_model), "conv_small": 1, "threads": 1}
+                "hist_blk": hist_blk(cfg.d_model), "conv_small": 1, "threads": 1, "par_min": 0}
     return {"d_in": cfg.d_in, "d": cfg.d_model, "d_out": cfg.d_out, "n_layers": cfg.n_layers,
             "L": cfg.seq_len, "k_max": cfg.k_max, "d_gate": cfg.d_gate if cfg.gated else 0,
             "d_hidden": cfg.mlp_ratio * cfg.d_model if cfg.mlp else 0, "gated": int(cfg.gated),
             "mlp": int(cfg.mlp), "pool_W": cfg.pool_window if pool else 1, "pooled": int(pool),
             "lru": 0, "n_state": 0, "lds": int(lds), "lds_n": max(spectral["n"]) if lds else 0,
             "lds_buf": int(lds and bool(spectral["buffered"])), "hist_blk": hist_blk(cfg.d_model),
-            "conv_small": _conv_small_rows(), "threads": int(threads) if not lds else 1}
+            "conv_small": _conv_small_rows(), "threads": int(threads) if not lds else 1,
+            "par_min": _parallel_min_work() if threads > 1 else 0}
 
 
 @dataclass(frozen=True)
@@ -267,7 +274,7 @@ LAY = DIMS + tuple("w_" + s.name for s in SCRATCH) + ("wl",) + tuple("st_" + s.n
 _LAY = {name: i for i, name in enumerate(LAY)}
 N_LAY = len(LAY)
 (D_IN, D_MODEL, D_OUT, N_LAYERS, L_WIN, K_MAX, D_GATE, D_HIDDEN, GATED, MLP, POOL_W, POOLED,
- LRU_KIND, N_STATE, LDS, LDS_N, LDS_BUF, HIST_BLK, CONV_SMALL, THREADS) = (_LAY[n] for n in DIMS)
+ LRU_KIND, N_STATE, LDS, LDS_N, LDS_BUF, HIST_BLK, CONV_SMALL, THREADS, PAR_MIN) = (_LAY[n] for n in DIMS)
 W_X, W_H, W_U, W_Z, W_V, W_G, W_S, W_A, W_O = (_LAY["w_" + s] for s in "xhuzVgsao")
 W_UNDO = _LAY["w_undo"]
 W_LRU_UNDO = _LAY["w_lru_undo"]

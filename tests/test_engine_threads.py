@@ -11,13 +11,21 @@ import pytest
 from essm_stream.config import ESSMConfig
 from essm_stream.engine import StreamEngine, tiny_program
 from essm_stream.errors import ConfigError
-from essm_stream.layout import CONV_SMALL
+from essm_stream.layout import CONV_SMALL, PAR_MIN
 
 NEED_2 = pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="numba's pool has one thread")
 
 
 def rel_err(a, b):
     return float(np.max(np.abs(a - b)) / (np.max(np.abs(b)) + 1e-12))
+
+
+@pytest.fixture(params=["0", "2000"], ids=["always-split", "split-from-K6"], autouse=True)
+def par_min(request, monkeypatch):
+    """Every frame split (ESSM_PARALLEL_MIN_WORK=0), and a threshold inside the test config's range:
+    B=1 frames with K_t <= 5 (B K_t d (L + d) = 336 K_t < 2000) run on the calling thread, the rest split."""
+    monkeypatch.setenv("ESSM_PARALLEL_MIN_WORK", request.param)
+    return int(request.param)
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +104,7 @@ def test_threads_refused_for_lds_programs():
 
 @NEED_2
 @pytest.mark.parametrize("B", [1, 11])
-def test_threads_with_the_few_row_loop(prog, B, monkeypatch):
+def test_threads_with_the_few_row_loop(prog, B, monkeypatch, par_min):
     """The tasks' products through the numba loop (_small_product, what AVX2-only machines run for
     2 … 16 filter rows) instead of BLAS: still the reference."""
     from essm_stream import numba_config
@@ -108,7 +116,7 @@ def test_threads_with_the_few_row_loop(prog, B, monkeypatch):
         Ks = rng.integers(1, 10, (24, B))
         ref = StreamEngine(prog, batch=B, dtype=np.float64, kernel="ref").run(X, Ks)
         two = StreamEngine(prog, batch=B, dtype=np.float64, threads=2)
-        assert int(two.layout.lay[CONV_SMALL]) == 16
+        assert int(two.layout.lay[CONV_SMALL]) == 16 and int(two.layout.lay[PAR_MIN]) == par_min
         assert rel_err(two.run(X, Ks), ref) <= 1e-12
     finally:
         numba_config.conv_small_rows.cache_clear()
