@@ -41,7 +41,7 @@ from .layout import (D_GATE, D_HIDDEN, D_IN, D_MODEL, D_OUT, GATED, IST_ERR_B, I
                      W_X, W_Z, WL, W_UNDO, IST_SKIPPED, WB_C)
 from .kernels_lds import lds_convolve, lds_ring, lds_undo
 from .kernels_lru import lru_mix, lru_undo
-from .layout import CONV_SMALL, HIST_BLK, LDS, LRU_KIND, PAR_MIN, THREADS, WB_HP, hist_block
+from .layout import CONV_SMALL, HIST_BLK, LDS, LRU_KIND, PAR_MIN_B, PAR_MIN_K, THREADS, WB_HP, hist_block
 from .numba_config import njit
 
 OK, ERR_NONFINITE, ERR_BUDGET, ERR_OVERFLOW = 0, 1, 2, 3
@@ -667,24 +667,41 @@ def _conv_mix_task(Ks, t, W, off, lay, state, work, B, l, p, Kt, c):
     n = lay[THREADS]
     L, d, cb, wl = lay[L_WIN], lay[D_MODEL], lay[WB_C], lay[WL]
     phir = seg(off, O_PHIR, l)
-    small = lay[CONV_SMALL]
-    if B == 1:
-        o, w, b0, nb = _hist_block(lay, 1, l, 0)
-        w0 = o + (p + 1) * w
-        mcat = seg(off, O_MCAT, l)
-        ldM = (lay[K_MAX] + 1) * d
-        sV, hp = lay[W_V], lay[WB_HP]
+    small, hb = lay[CONV_SMALL], lay[HIST_BLK]
+    nblk = (B + hb - 1) // hb
+    if B < 4 * n:      # few streams: split the filter channels
         k0 = c * Kt // n
         k1 = (c + 1) * Kt // n
         if k1 > k0:
-            _product(W, phir + k0 * L, L, state, w0, w, work, cb + k0 * w, k1 - k0, small)
-            _conv_rows_to_V(Ks, t, work, lay, cb, w, 0, 1, k0, k1)
-        m0 = 0 if c == 0 else (k0 + 1) * d
+            for i in range(nblk):
+                o, w, b0, nb = _hist_block(lay, B, l, i)
+                c0 = cb + Kt * b0 * d
+                _product(W, phir + k0 * L, L, state, o + (p + 1) * w, w, work, c0 + k0 * w, k1 - k0, small)
+                _conv_rows_to_V(Ks, t, work, lay, c0, w, b0, nb, k0, k1)
+        mcat = seg(off, O_MCAT, l)
+        ldM = (lay[K_MAX] + 1) * d
+        sV = lay[W_V]
+        hp = lay[WB_HP] + c * B * d
+        m0 = 0 if c == 0 else (k0 + 1) * d     # this task's columns of V and Mcat (task 0: D's too)
         m1 = (k1 + 1) * d
-        gemm_nt(work, sV + m0, wl, W, mcat + m0, ldM, m1 - m0, work, hp + c * d, d, 1, d, wl < 0)
-    else:
-        hb = lay[HIST_BLK]
-        nblk = (B + hb - 1) // hb
+        b0 = 0
+        while b0 < B:                          # four streams at a time, as mix
+            nb = min(4, B - b0)
+            kg = 1
+            for b in range(b0, b0 + nb):
+                if Ks[t, b] > kg:
+                    kg = Ks[t, b]
+            e1 = min(m1, (kg + 1) * d)
+            for b in range(b0, b0 + nb):       # V zero-padded to the group's max K (this task's part)
+                wb = b * wl + sV
+                for m in range(max(m0, (Ks[t, b] + 1) * d), e1):
+                    work[wb + m] = 0.0
+            if e1 > m0:
+                gemm_nt(work, b0 * wl + sV + m0, wl, W, mcat + m0, ldM, e1 - m0, work, hp + b0 * d, d, nb, d, wl < 0)
+            else:
+                work[hp + b0 * d:hp + (b0 + nb) * d] = 0.0
+            b0 += nb
+    else:              # many streams: split the streams (history blocks)
         i0 = c * nblk // n
         i1 = (c + 1) * nblk // n
         for i in range(i0, i1):
@@ -700,24 +717,26 @@ def conv_mix_par(Ks, t, W, off, lay, state, work, B, l, p, Kt):
     """convolve + mix of layer l split into n = lay[THREADS] tasks on numba's thread pool (one
     fork and join per layer; the gate, LayerNorms, MLP and head stay on the calling thread).
 
-    B >= 2: task c takes the history blocks c nblk / n … (c+1) nblk / n (whole streams): their
+    B >= 4 n: task c takes the history blocks c nblk / n … (c+1) nblk / n (whole streams): their
     products and their streams' mixing, writing only their own rows of Cb, V and h.
-    B = 1: task c takes the filter channels k0 = c Kt / n … k1 = (c+1) Kt / n: those rows of the
-    product (the whole window, read by every task from cache) and those blocks of columns of Mcat
-    (task 0 also D's), so each task streams its own part of the weights; its part of the mixing
-    goes to work[WB_HP + c d] and the parts are summed into h after the join (float sums in another
+    B < 4 n (too few streams for the mixing's groups of four): task c takes the filter channels
+    k0 = c K_t / n … k1 = (c+1) K_t / n of every stream: those rows of the products (the windows
+    read by every task, from cache) and those blocks of columns of V and Mcat (task 0 also D's), so
+    each task streams its own part of the weights; its part of the mixing goes to
+    work[WB_HP + c B d] and the parts are summed into h after the join (float sums in another
     order than one thread's: equal to the float64 reference within the same tolerance)."""
     n = lay[THREADS]
     # (numba.set_num_threads here would keep the function out of the disk cache: a ctypes pointer)
     for c in prange(n):
         _conv_mix_task(Ks, t, W, off, lay, state, work, B, l, p, Kt, c)
-    if B == 1:
-        d, hp = lay[D_MODEL], lay[WB_HP]
-        h = work[lay[W_H]:lay[W_H] + d]
-        for c in range(n):
-            part = work[hp + c * d:hp + (c + 1) * d]
-            for j in range(d):
-                h[j] += part[j]
+    if B < 4 * n:
+        d, wl, hp = lay[D_MODEL], lay[WL], lay[WB_HP]
+        for b in range(B):
+            h = work[b * wl + lay[W_H]:b * wl + lay[W_H] + d]
+            for c in range(n):
+                part = work[hp + (c * B + b) * d:hp + (c * B + b + 1) * d]
+                for j in range(d):
+                    h[j] += part[j]
 
 
 @njit(inline="always")
@@ -827,7 +846,7 @@ def _mixer_fir_par(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode)
     ring_write(state, work, lay, B, l, p)
     if lay[GATED] != 0:
         gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps)
-    if B * Kt * lay[D_MODEL] * (lay[L_WIN] + lay[D_MODEL]) >= lay[PAR_MIN]:
+    if B * Kt * lay[D_MODEL] * (lay[L_WIN] + lay[D_MODEL]) >= (lay[PAR_MIN_K] if B < 4 * lay[THREADS] else lay[PAR_MIN_B]):
         conv_mix_par(Ks, t, W, off, lay, state, work, B, l, p, Kt)   # convolve + mix on lay[THREADS] threads
     else:                                                           # too little work to pay for a fork
         if lay[CONV_SMALL] > 1:

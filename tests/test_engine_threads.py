@@ -11,7 +11,7 @@ import pytest
 from essm_stream.config import ESSMConfig
 from essm_stream.engine import StreamEngine, tiny_program
 from essm_stream.errors import ConfigError
-from essm_stream.layout import CONV_SMALL, PAR_MIN
+from essm_stream.layout import CONV_SMALL, PAR_MIN_K
 
 NEED_2 = pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="numba's pool has one thread")
 
@@ -38,7 +38,7 @@ def prog():
 
 
 @NEED_2
-@pytest.mark.parametrize("B", [1, 2, 11])
+@pytest.mark.parametrize("B", [1, 3, 11])   # channels split (B < 4 threads), streams split (11)
 def test_threads_match_reference_and_single_thread_every_budget(prog, B):
     """K = 1 (one task has no channel), 2, 5 (uneven split), K̄, each through the ring's wrap-around
     (T > L), then budgets that change every step and differ per stream: float64 engine with threads=2 against the float64 reference kernel
@@ -116,7 +116,7 @@ def test_threads_with_the_few_row_loop(prog, B, monkeypatch, par_min):
         Ks = rng.integers(1, 10, (24, B))
         ref = StreamEngine(prog, batch=B, dtype=np.float64, kernel="ref").run(X, Ks)
         two = StreamEngine(prog, batch=B, dtype=np.float64, threads=2)
-        assert int(two.layout.lay[CONV_SMALL]) == 16 and int(two.layout.lay[PAR_MIN]) == par_min
+        assert int(two.layout.lay[CONV_SMALL]) == 16 and int(two.layout.lay[PAR_MIN_K]) == par_min
         assert rel_err(two.run(X, Ks), ref) <= 1e-12
     finally:
         numba_config.conv_small_rows.cache_clear()
