@@ -161,7 +161,8 @@ class StreamEngine:
             from .reference import stream_run_ref
             self._kernel = stream_run_ref
         B = self.batch
-        self.layout = lay = _lo.Layout(cfg, B, program.spectral, threads=self.threads)   # spectral: exact FIR or LDS ladder
+        self.layout = lay = _lo.Layout(cfg, B, program.spectral, threads=self.threads,
+                                                  par_min=parallel_min_work() if self.threads > 1 else (0, 0))   # spectral: exact FIR or LDS ladder
         need = dt.itemsize * (lay.n_w + lay.state_len + lay.work_total + 2 * B * (cfg.d_in + cfg.d_out))
         if max_bytes is not None and need > max_bytes:
             raise ConfigError(f"this engine would need {need / 2**20:.1f} MiB (program {program!r}, batch={B}, "
@@ -585,6 +586,36 @@ class StreamEngine:
         self.step(np.zeros((self.batch, self.cfg.d_in), dtype=self.dtype), 1)
         self.restore(s)
 
+
+
+# threads=N (kernels.conv_mix_par) forks and joins numba's pool once per layer: ≈ 1 µs with
+# OpenMP's spinning threads, more when a thread has to be woken. A frame whose convolution and mixing
+# are small, B · K_t · d · (L + d) (the products' multiply-adds plus the mixing's weights, per layer)
+# below these, runs them on the calling thread instead, at the single-thread kernel's speed. Two
+# splits, two thresholds: the filter channels (B < 4 threads; each task also sums a partial mixing
+# output) and the streams (B >= 4 threads). From the crossovers measured with
+# `python bench/threads_sweep.py --paper` (docs/PERFORMANCE.md "Threads": edge, native and
+# AVX2-emulated; channel split: loses at <= 197k on both builds (B=4 K=4), gains from 295k;
+# stream split: gains from 98k, B=8 K=1, the smallest measured). Kept here, not in the kernel
+# modules: a new value must not change the kernels' cache key.
+PARALLEL_MIN_WORK_CHANNELS = 250_000
+PARALLEL_MIN_WORK_STREAMS = 50_000
+
+
+def parallel_min_work() -> tuple[int, int]:
+    """(channel split, stream split) work below which a threads=N engine steps a frame's layers on
+    one thread; $ESSM_PARALLEL_MIN_WORK overrides both (0: always split; measurements, tests)."""
+    import os
+    env = os.environ.get("ESSM_PARALLEL_MIN_WORK")
+    if env:
+        try:
+            n = int(env)
+        except ValueError:
+            n = -1
+        if n < 0:
+            raise ConfigError(f"ESSM_PARALLEL_MIN_WORK must be an integer >= 0, got {env!r}")
+        return n, n
+    return PARALLEL_MIN_WORK_CHANNELS, PARALLEL_MIN_WORK_STREAMS
 
 
 def _max_threads() -> int:

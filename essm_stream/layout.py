@@ -180,13 +180,8 @@ def _conv_small_rows() -> int:
     return conv_small_rows()
 
 
-def _parallel_min_work(threads: int) -> dict[str, int]:
-    from .numba_config import parallel_min_work
-    k, b = parallel_min_work() if threads > 1 else (0, 0)
-    return {"par_min_k": k, "par_min_b": b}
-
-
-def named_dims(cfg: ESSMConfig, spectral: dict | None = None, threads: int = 1) -> dict[str, int]:
+def named_dims(cfg: ESSMConfig, spectral: dict | None = None, threads: int = 1,
+               par_min: tuple[int, int] = (0, 0)) -> dict[str, int]:
     """The sizes the kernel reads; d_gate / d_hidden / pool_W are 0 / 0 / 1 when the config does not use them.
 
     spectral: the program's spectral record (None = exact ring-buffer FIR). For an LDS record,
@@ -194,7 +189,7 @@ def named_dims(cfg: ESSMConfig, spectral: dict | None = None, threads: int = 1) 
     threads: the tasks a layer's convolution and mixing are split into (the engine's `threads`;
     1 = the single-thread kernel; exact programs only); par_min_k / par_min_b: a frame whose
     B·K_t·d·(L + d) is below it (split by filter channels, B < 4 threads / by streams) runs them on
-    the calling thread alone (numba_config.parallel_min_work)."""
+    the calling thread alone (the engine's policy: engine.parallel_min_work)."""
     pool = pooled(cfg)
     lds = spectral is not None and spectral.get("mode") == "lds"
     no_lds = {"lds": 0, "lds_n": 0, "lds_buf": 0}
@@ -211,7 +206,7 @@ def named_dims(cfg: ESSMConfig, spectral: dict | None = None, threads: int = 1) 
             "lru": 0, "n_state": 0, "lds": int(lds), "lds_n": max(spectral["n"]) if lds else 0,
             "lds_buf": int(lds and bool(spectral["buffered"])), "hist_blk": hist_blk(cfg.d_model),
             "conv_small": _conv_small_rows(), "threads": int(threads) if not lds else 1,
-            **_parallel_min_work(threads)}
+            "par_min_k": int(par_min[0]), "par_min_b": int(par_min[1])}
 
 
 @dataclass(frozen=True)
@@ -331,9 +326,10 @@ class Layout:
     """The engine's memory plan for one config and batch size: lay, off, and the sizes of W, work and state
     (work: B per-stream strides of work_len, then the BATCH sections; work_total in all)."""
 
-    def __init__(self, cfg: ESSMConfig, batch: int = 1, spectral: dict | None = None, threads: int = 1):
+    def __init__(self, cfg: ESSMConfig, batch: int = 1, spectral: dict | None = None, threads: int = 1,
+                 par_min: tuple[int, int] = (0, 0)):
         self.cfg, self.batch = cfg, int(batch)
-        g = self.dims = named_dims(cfg, spectral, threads)
+        g = self.dims = named_dims(cfg, spectral, threads, par_min)
         self.shapes = packed_shapes(g)
         per_layer = {s.name: s.per_layer for s in SEGMENTS}
         lay = np.zeros(N_LAY, dtype=np.int64)

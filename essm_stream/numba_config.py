@@ -267,29 +267,3 @@ def conv_small_rows() -> int:
         return n
     cores = [c.lower() for c in scipy_blas_cores()]
     return 1 if cores and all(c in _SMALL_MATRIX_CORES for c in cores) else CONV_SMALL_ROWS
-
-
-# The engine's threads=N (kernels.conv_mix_par) forks and joins numba's pool once per layer: ≈ 1 µs
-# with OpenMP's spinning threads, more when a thread has to be woken. A frame whose convolution and
-# mixing are small (B · K_t · d · (L + d) below these: the product's multiply-adds plus the mixing's
-# weights per stream) runs them on the calling thread instead, at the single-thread kernel's speed.
-# Two splits, two thresholds: the filter channels (B < 4 threads; each task also sums a partial
-# mixing output) and the streams. From the crossovers measured in docs/PERFORMANCE.md "Threads"
-# (edge, native and AVX2-emulated, quiet windows).
-PARALLEL_MIN_WORK_CHANNELS = 250_000
-PARALLEL_MIN_WORK_STREAMS = 100_000
-
-
-def parallel_min_work() -> tuple[int, int]:
-    """(channel split, stream split) work below which a threads=N engine steps a frame's layers on
-    one thread; $ESSM_PARALLEL_MIN_WORK overrides both (0: always split; measurements, tests)."""
-    env = os.environ.get("ESSM_PARALLEL_MIN_WORK")
-    if env:
-        try:
-            n = int(env)
-        except ValueError:
-            n = -1
-        if n < 0:
-            raise ValueError(f"ESSM_PARALLEL_MIN_WORK must be an integer >= 0, got {env!r}")
-        return n, n
-    return PARALLEL_MIN_WORK_CHANNELS, PARALLEL_MIN_WORK_STREAMS

@@ -120,3 +120,12 @@ def test_threads_with_the_few_row_loop(prog, B, monkeypatch, par_min):
         assert rel_err(two.run(X, Ks), ref) <= 1e-12
     finally:
         numba_config.conv_small_rows.cache_clear()
+
+
+def test_parallel_min_work_env_is_checked(prog, monkeypatch):
+    from essm_stream.engine import PARALLEL_MIN_WORK_CHANNELS, PARALLEL_MIN_WORK_STREAMS, parallel_min_work
+    monkeypatch.setenv("ESSM_PARALLEL_MIN_WORK", "-3")
+    with pytest.raises(ConfigError, match="ESSM_PARALLEL_MIN_WORK"):
+        StreamEngine(prog, threads=2) if numba.config.NUMBA_NUM_THREADS >= 2 else parallel_min_work()
+    monkeypatch.delenv("ESSM_PARALLEL_MIN_WORK")
+    assert parallel_min_work() == (PARALLEL_MIN_WORK_CHANNELS, PARALLEL_MIN_WORK_STREAMS)
