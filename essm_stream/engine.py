@@ -149,6 +149,8 @@ class StreamEngine:
         if self.threads > 1 and kernel == "numba" and max_threads > self.threads:
             import numba
             self._pin = lambda n=self.threads: numba.set_num_threads(n)
+        if self.threads > 1 and kernel == "numba" and not JIT_DISABLED:
+            _check_threading_layer()
         self.program, self.cfg, self.batch, self.dtype = program, cfg, int(batch), dt
         self.nan_policy = nan_policy
         self._kernel_name = kernel
@@ -616,6 +618,29 @@ def parallel_min_work() -> tuple[int, int]:
             raise ConfigError(f"ESSM_PARALLEL_MIN_WORK must be an integer >= 0, got {env!r}")
         return n, n
     return PARALLEL_MIN_WORK_CHANNELS, PARALLEL_MIN_WORK_STREAMS
+
+
+_layer_checked = []
+
+
+def _check_threading_layer() -> None:
+    """Start numba's thread pool (once per process) and warn when its layer is 'workqueue': numba's
+    fallback without OpenMP or TBB, whose fork and join cost ≈ 80 µs here (OpenMP ≈ 1.3 µs), more
+    than a split step saves (docs/PERFORMANCE.md "Threads")."""
+    if _layer_checked:
+        return
+    _layer_checked.append(True)
+    import numba
+    from numba.np.ufunc import parallel as _par
+    try:
+        _par._launch_threads()
+        layer = numba.threading_layer()
+    except Exception as e:   # (private API: a numba that moved it only loses the warning)
+        log.debug("could not tell numba's threading layer: %r", e)
+        return
+    if layer == "workqueue":
+        log.warning("numba's threading layer is 'workqueue' (no OpenMP or TBB found): every split step pays "
+                    "≈ 80 µs to fork and join, more than threads > 1 saves; install libgomp or tbb, or use threads=1")
 
 
 def _max_threads() -> int:

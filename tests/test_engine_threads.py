@@ -129,3 +129,20 @@ def test_parallel_min_work_env_is_checked(prog, monkeypatch):
         StreamEngine(prog, threads=2) if numba.config.NUMBA_NUM_THREADS >= 2 else parallel_min_work()
     monkeypatch.delenv("ESSM_PARALLEL_MIN_WORK")
     assert parallel_min_work() == (PARALLEL_MIN_WORK_CHANNELS, PARALLEL_MIN_WORK_STREAMS)
+
+
+def test_workqueue_layer_is_warned_about(monkeypatch, caplog):
+    """numba's fallback layer (no OpenMP / TBB) forks and joins in ~80 µs: an engine with threads > 1
+    says so once (the check itself, not the machine's layer, is what is tested here)."""
+    import logging
+
+    from numba.np.ufunc import parallel as par
+
+    from essm_stream import engine as eng_mod
+    monkeypatch.setattr(eng_mod, "_layer_checked", [])
+    monkeypatch.setattr(par, "_launch_threads", lambda: None)
+    monkeypatch.setattr(numba, "threading_layer", lambda: "workqueue")
+    with caplog.at_level(logging.WARNING, logger="essm_stream.engine"):
+        eng_mod._check_threading_layer()
+        eng_mod._check_threading_layer()
+    assert sum("workqueue" in r.message for r in caplog.records) == 1
