@@ -55,7 +55,7 @@ MODE_FIR, MODE_LDS, MODE_LRU = 0, 1, 2   # a layer's mixer: ring-buffer FIR, LDS
 # instead of BLAS: a mode of its own, so that only machines whose BLAS needs it compile that loop
 MODE_FIR_SMALL = 3
 # ring-buffer FIR whose convolution and mixing are split into lay[THREADS] tasks that run on numba's
-# thread pool (the engine's threads=N): the streams for B >= 2, the filter channels for B = 1
+# thread pool (the engine's threads=N): the streams for B >= 4 N, the filter channels below
 MODE_FIR_PAR = 4
 
 ACC = np.float64   # accumulator of the short reductions (see module doc)
@@ -563,9 +563,24 @@ def _small_product(W, f0, L, state, w0, w, work, c0, Kt):
 def _conv_to_V(Ks, t, work, lay, c0, w, b0, nb):
     """Row k of the block's product at work[c0] (rows of w = nb d) to V[(k+1) d:] of stream b0 + b'
     for k < K_b, × α_k if gated (the scaling fused into that copy: no second pass over V)."""
-    _conv_rows_to_V(Ks, t, work, lay, c0, w, b0, nb, 0, lay[K_MAX])
+    wl, d = lay[WL], lay[D_MODEL]
+    sV, ss, gated = lay[W_V], lay[W_S], lay[GATED] != 0
+    for bi in range(nb):
+        wb = (b0 + bi) * wl
+        for k in range(Ks[t, b0 + bi]):
+            src = work[c0 + k * w + bi * d:c0 + k * w + (bi + 1) * d]
+            dst = work[wb + sV + (k + 1) * d:wb + sV + (k + 2) * d]
+            if gated:
+                a = work[wb + ss + k]
+                for j in range(d):
+                    dst[j] = src[j] * a
+            else:
+                for j in range(d):
+                    dst[j] = src[j]
 
 
+# (_conv_to_V and mix keep their own bodies, not calls of the range versions below: the
+# single-thread kernel's code, and its compile on a cold start, stay as they were)
 @njit(inline="always")
 def _conv_rows_to_V(Ks, t, work, lay, c0, w, b0, nb, k0, k1):
     """_conv_to_V for the rows k0 <= k < min(k1, K_b) only (one task's filter channels, threads > 1)."""
@@ -624,7 +639,23 @@ def convolve_small(Ks, t, W, off, lay, state, work, B, l, p, Kt):
 @njit(inline="always")
 def mix(Ks, t, W, off, lay, work, B, l):
     """h += [D | σ^{1/4} M_1 … M_K] V, four streams at a time (V zero-padded to the group's max K)."""
-    _mix_streams(Ks, t, W, off, lay, work, 0, B, l)
+    wl, d = lay[WL], lay[D_MODEL]
+    sV = lay[W_V]
+    ldM = (lay[K_MAX] + 1) * d
+    b0 = 0
+    while b0 < B:
+        nb = min(4, B - b0)
+        kg = 1
+        for b in range(b0, b0 + nb):
+            if Ks[t, b] > kg:
+                kg = Ks[t, b]
+        for b in range(b0, b0 + nb):
+            wb = b * wl
+            for m in range((Ks[t, b] + 1) * d, (kg + 1) * d):
+                work[wb + sV + m] = 0.0
+        gemm_nt(work, b0 * wl + sV, wl, W, seg(off, O_MCAT, l), ldM, (kg + 1) * d,
+                work, b0 * wl + lay[W_H], wl, nb, d, wl >= 0)
+        b0 += nb
 
 
 @njit(inline="always")
@@ -1051,7 +1082,7 @@ def kernel_for(lay):
     convolution loop is compiled in only where the layout asks for it (lay[CONV_SMALL] > 1: SciPy's
     OpenBLAS without small-matrix kernels); elsewhere every product is BLAS and the loop is not
     compiled at all (≈ 0.3-0.7 s of a cold start, bench/startup.py --compile)."""
-    if lay[THREADS] > 1:
+    if lay[THREADS] > 1:     # (the engine's threads=N: conv_mix_par; it runs the few-row loop itself)
         fir = stream_run_fir_par
     else:
         fir = stream_run_fir_small if lay[CONV_SMALL] > 1 else stream_run_fir
