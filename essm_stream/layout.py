@@ -164,6 +164,10 @@ def program_shapes(cfg: ESSMConfig, spectral: dict | None = None) -> dict[str, t
 
 DIMS = ("d_in", "d", "d_out", "n_layers", "L", "k_max", "d_gate", "d_hidden", "gated", "mlp",
         "pool_W", "pooled", "lru", "n_state", "lds", "lds_n", "lds_buf", "hist_blk", "conv_small", "threads", "par_min_k", "par_min_b")
+# (the threads dims sit at the end of LAY, after the BATCH offsets, not after conv_small: every
+# entry the single-thread kernel reads keeps its index, so its machine code is the same as before
+# they existed; named dims are looked up by name, never by position)
+_TAIL_DIMS = ("threads", "par_min_k", "par_min_b")
 
 HIST_COLS = 64   # columns (streams × channels) per block of the history, see hist_blk
 
@@ -266,8 +270,8 @@ BATCH: tuple[Section, ...] = (
             "stream's mixing output (its channels' columns of Mcat), summed into h after the tasks join"),
 )
 
-LAY = DIMS + tuple("w_" + s.name for s in SCRATCH) + ("wl",) + tuple("st_" + s.name for s in STATE) + \
-    tuple("wb_" + s.name for s in BATCH)
+LAY = tuple(n for n in DIMS if n not in _TAIL_DIMS) + tuple("w_" + s.name for s in SCRATCH) + ("wl",) + \
+    tuple("st_" + s.name for s in STATE) + tuple("wb_" + s.name for s in BATCH) + _TAIL_DIMS
 _LAY = {name: i for i, name in enumerate(LAY)}
 N_LAY = len(LAY)
 (D_IN, D_MODEL, D_OUT, N_LAYERS, L_WIN, K_MAX, D_GATE, D_HIDDEN, GATED, MLP, POOL_W, POOLED,
