@@ -146,3 +146,38 @@ def test_workqueue_layer_is_warned_about(monkeypatch, caplog):
         eng_mod._check_threading_layer()
         eng_mod._check_threading_layer()
     assert sum("workqueue" in r.message for r in caplog.records) == 1
+
+
+@NEED_2
+def test_threads_snapshot_moves_between_thread_counts_and_overflow_is_taken_back(prog):
+    """The state layout does not depend on threads: a threads=1 snapshot restores into a threads=2
+    engine (and continues exactly); a frame that overflows inside a split step is taken back."""
+    from essm_stream.engine import NonFiniteOutputError
+    rng = np.random.default_rng(9)
+    X = rng.standard_normal((30, 3, 5))
+    one = StreamEngine(prog, batch=3, dtype=np.float64)
+    two = StreamEngine(prog, batch=3, dtype=np.float64, threads=2)
+    one.run(X[:20], 9)
+    two.restore(one.snapshot())
+    assert rel_err(two.run(X[20:], 9), one.run(X[20:], 9)) <= 1e-12
+    f32 = StreamEngine(prog, batch=3, dtype=np.float32, threads=2)
+    f32.run(X[:20].astype(np.float32), 9)
+    before = f32.snapshot()
+    big = np.full((3, 5), 3e38, dtype=np.float32)
+    with pytest.raises(NonFiniteOutputError):
+        f32.step(big, 9)
+    after = f32.snapshot()
+    assert np.array_equal(after.state, before.state) and np.array_equal(after.ist[:3], before.ist[:3])
+
+
+@NEED_2
+def test_threads_with_background_compile(prog):
+    """The split kernel compiled in the background thread while the reference steps, then handed over."""
+    rng = np.random.default_rng(10)
+    X = rng.standard_normal((24, 3, 5))
+    bg = StreamEngine(prog, batch=3, dtype=np.float64, threads=2, background_compile=True)
+    ys = [bg.step(X[t], 7).copy() for t in range(4)]
+    assert bg.wait_compiled(120)
+    ys += [bg.step(X[t], 7).copy() for t in range(4, 24)]
+    ref = StreamEngine(prog, batch=3, dtype=np.float64, kernel="ref").run(X, 7)
+    assert bg.compiled and rel_err(np.stack(ys), ref) <= 1e-12
