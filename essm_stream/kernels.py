@@ -681,6 +681,90 @@ def _mix_streams(Ks, t, W, off, lay, work, b_lo, b_hi, l):
 
 
 @njit(inline="always")
+def _split_streams(lay, B, Kt):
+    """Does a threads=N frame split by streams, the whole layer per task (B >= 4 N and enough work)?"""
+    return B >= 4 * lay[THREADS] and B * Kt * lay[D_MODEL] * (lay[L_WIN] + lay[D_MODEL]) >= lay[PAR_MIN_B]
+
+
+@njit(inline="always")
+def _ring_write_blocks(state, work, lay, B, l, p, i0, i1):
+    """ring_write for the history blocks i0 <= i < i1 only (one task's streams)."""
+    wl, d, L = lay[WL], lay[D_MODEL], lay[L_WIN]
+    su, sv, sundo = lay[W_U], lay[W_V], lay[W_UNDO]
+    for i in range(i0, i1):
+        o, w, b0, nb = _hist_block(lay, B, l, i)
+        r0 = o + p * w
+        r1 = r0 + L * w
+        for bi in range(nb):
+            wb = (b0 + bi) * wl
+            u = work[wb + su:wb + su + d]
+            v = work[wb + sv:wb + sv + d]
+            undo = work[wb + sundo + l * d:wb + sundo + (l + 1) * d]
+            h0 = state[r0 + bi * d:r0 + (bi + 1) * d]
+            h1 = state[r1 + bi * d:r1 + (bi + 1) * d]
+            for j in range(d):
+                x = u[j]
+                undo[j] = h0[j]
+                h0[j] = x
+                h1[j] = x
+                v[j] = x
+
+
+@njit(inline="always")
+def _gate_streams(Ks, t, W, off, lay, work, b_lo, b_hi, l, Kt, gate_eps):
+    """gate for the streams b_lo <= b < b_hi only (one task's streams)."""
+    wl, d, dg = lay[WL], lay[D_MODEL], lay[D_GATE]
+    sg, ss = lay[W_G], lay[W_S]
+    nb, o = b_hi - b_lo, b_lo * wl
+    gemm_nt(work, o + lay[W_U], wl, W, seg(off, O_W1, l), d, d, work, o + sg, wl, nb, dg, wl < 0)
+    b1 = seg(off, O_B1, l)
+    for b in range(b_lo, b_hi):
+        _bias_gelu(work, b * wl + sg, W, b1, dg)
+    gemm_nt(work, o + sg, wl, W, seg(off, O_W2, l), dg, dg, work, o + ss, wl, nb, Kt, wl < 0)
+    b2 = seg(off, O_B2, l)
+    for b in range(b_lo, b_hi):
+        wb = b * wl + ss
+        K = Ks[t, b]
+        nrm = ACC(0)
+        for k in range(K):
+            v = work[wb + k] + W[b2 + k]
+            work[wb + k] = v
+            nrm += v * v
+        scale = math.sqrt(K) / (math.sqrt(nrm) + gate_eps)
+        mx = work[wb] * scale
+        for k in range(K):
+            v = work[wb + k] * scale
+            work[wb + k] = v
+            if v > mx:
+                mx = v
+        tot = ACC(0)
+        for k in range(K):
+            e = math.exp(work[wb + k] - mx)
+            work[wb + k] = e
+            tot += e
+        inv = 1.0 / tot
+        for k in range(K):
+            work[wb + k] *= inv
+
+
+@njit(inline="always")
+def _mlp_streams(W, off, lay, work, b_lo, b_hi, l, ln_eps):
+    """mlp for the streams b_lo <= b < b_hi only (one task's streams)."""
+    wl, d, dh = lay[WL], lay[D_MODEL], lay[D_HIDDEN]
+    sh, sz, sa = lay[W_H], lay[W_Z], lay[W_A]
+    nb, o = b_hi - b_lo, b_lo * wl
+    _layer_norm_streams(work, nb, wl, o + sh, o + sz, W, seg(off, O_LN2G, l), seg(off, O_LN2B, l), d, ln_eps)
+    gemm_nt(work, o + sz, wl, W, seg(off, O_FC1W, l), d, d, work, o + sa, wl, nb, dh, wl < 0)
+    fc1b, fc2b = seg(off, O_FC1B, l), seg(off, O_FC2B, l)
+    for b in range(b_lo, b_hi):
+        wb = b * wl
+        _bias_gelu(work, wb + sa, W, fc1b, dh)
+        for i in range(d):
+            work[wb + sh + i] += W[fc2b + i]
+    gemm_nt(work, o + sa, wl, W, seg(off, O_FC2W, l), dh, dh, work, o + sh, wl, nb, d, wl >= 0)
+
+
+@njit(inline="always")
 def _product(W, f0, L, state, w0, w, work, c0, kc, small):
     """C (kc × w) = F (kc × L) · X (L × w) (convolve's product): the numba loop for 2 … small rows,
     else BLAS (numba's np.dot)."""
@@ -732,15 +816,23 @@ def _conv_mix_task(Ks, t, W, off, lay, state, work, B, l, p, Kt, c):
             else:
                 work[hp + b0 * d:hp + (b0 + nb) * d] = 0.0
             b0 += nb
-    else:              # many streams: split the streams (history blocks)
+    else:              # many streams: split the streams (history blocks), the whole layer per task
         i0 = c * nblk // n
         i1 = (c + 1) * nblk // n
-        for i in range(i0, i1):
-            o, w, b0, nb = _hist_block(lay, B, l, i)
-            c0 = cb + Kt * b0 * d
-            _product(W, phir, L, state, o + (p + 1) * w, w, work, c0, Kt, small)
-            _conv_to_V(Ks, t, work, lay, c0, w, b0, nb)
-        _mix_streams(Ks, t, W, off, lay, work, i0 * hb, min(i1 * hb, B), l)
+        b_lo, b_hi = i0 * hb, min(i1 * hb, B)
+        if b_hi > b_lo:
+            ln_eps, gate_eps = W[seg(off, O_EPS, 0)], W[seg(off, O_EPS, 0) + 1]
+            _ring_write_blocks(state, work, lay, B, l, p, i0, i1)
+            if lay[GATED] != 0:
+                _gate_streams(Ks, t, W, off, lay, work, b_lo, b_hi, l, Kt, gate_eps)
+            for i in range(i0, i1):
+                o, w, b0, nb = _hist_block(lay, B, l, i)
+                c0 = cb + Kt * b0 * d
+                _product(W, phir, L, state, o + (p + 1) * w, w, work, c0, Kt, small)
+                _conv_to_V(Ks, t, work, lay, c0, w, b0, nb)
+            _mix_streams(Ks, t, W, off, lay, work, b_lo, b_hi, l)
+            if lay[MLP] != 0:
+                _mlp_streams(W, off, lay, work, b_lo, b_hi, l, ln_eps)
 
 
 @njit(parallel=True)
@@ -748,8 +840,10 @@ def conv_mix_par(Ks, t, W, off, lay, state, work, B, l, p, Kt):
     """convolve + mix of layer l split into n = lay[THREADS] tasks on numba's thread pool (one
     fork and join per layer; the gate, LayerNorms, MLP and head stay on the calling thread).
 
-    B >= 4 n: task c takes the history blocks c nblk / n … (c+1) nblk / n (whole streams): their
-    products and their streams' mixing, writing only their own rows of Cb, V and h.
+    B >= 4 n (and enough work, _split_streams): task c takes the history blocks c nblk / n …
+    (c+1) nblk / n (whole streams) through the whole layer: their ring rows, gate, products, mixing
+    and MLP, writing only their own rows of the history, Cb and their streams' scratch (the step
+    loop then skips the MLP).
     B < 4 n (too few streams for the mixing's groups of four): task c takes the filter channels
     k0 = c K_t / n … k1 = (c+1) K_t / n of every stream: those rows of the products (the windows
     read by every task, from cache) and those blocks of columns of V and Mcat (task 0 also D's), so
@@ -874,11 +968,14 @@ def _mixer_fir_small(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mod
 
 
 def _mixer_fir_par(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode):
+    if _split_streams(lay, B, Kt):     # the whole layer (MLP too) per task, whole streams each
+        conv_mix_par(Ks, t, W, off, lay, state, work, B, l, p, Kt)
+        return
     ring_write(state, work, lay, B, l, p)
     if lay[GATED] != 0:
         gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps)
-    if B * Kt * lay[D_MODEL] * (lay[L_WIN] + lay[D_MODEL]) >= (lay[PAR_MIN_K] if B < 4 * lay[THREADS] else lay[PAR_MIN_B]):
-        conv_mix_par(Ks, t, W, off, lay, state, work, B, l, p, Kt)   # convolve + mix on lay[THREADS] threads
+    if B < 4 * lay[THREADS] and B * Kt * lay[D_MODEL] * (lay[L_WIN] + lay[D_MODEL]) >= lay[PAR_MIN_K]:
+        conv_mix_par(Ks, t, W, off, lay, state, work, B, l, p, Kt)   # convolve + mix, channels split
     else:                                                           # too little work to pay for a fork
         if lay[CONV_SMALL] > 1:
             convolve_small(Ks, t, W, off, lay, state, work, B, l, p, Kt)
@@ -1008,8 +1105,8 @@ def _run(X, Ks, W, off, lay, state, ist, work, Y, nan_zero, mode):
                                 seg(off, O_LN1B, l), d, ln_eps)  # u = LN1(h)
             finite = rows_finite(work, lay[W_U], wl, B, d) and finite
             layer_mixer(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode)   # h += mixer(u)
-            if lay[MLP] != 0:
-                mlp(W, off, lay, work, B, l, ln_eps)             # h += MLP(LN2(h))
+            if lay[MLP] != 0 and not (mode == MODE_FIR_PAR and _split_streams(lay, B, Kt)):
+                mlp(W, off, lay, work, B, l, ln_eps)             # h += MLP(LN2(h)) (a split layer did it)
         head(t, W, off, lay, state, ist, work, Y, B, ln_eps)     # y_t = W_out LN_f(h) + b_out (pooled)
         if not (finite and output_finite(Y, t)):                 # overflow: the caller takes it back
             ist[IST_ERR_T] = t
