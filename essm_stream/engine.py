@@ -107,13 +107,15 @@ class StreamEngine:
     allocated and refused above this (default DEFAULT_MAX_BYTES; None: no limit).
 
     threads: how many threads one call uses (default 1: the single-thread kernel, nothing else
-    runs). With N > 1 (exact programs; at most numba's pool, NUMBA_NUM_THREADS) every layer's
-    convolution and mixing run as N tasks on numba's thread pool (kernels.conv_mix_par): B >= 2
-    splits the streams, B = 1 the filter channels (and their columns of the mixing weights). The
-    results equal the float64 reference within the same tolerance as threads=1 (sums in another
-    order). Worth it only where a step's work is large: docs/PERFORMANCE.md "Threads" has the
-    measurements and the rule. The pool's threads (OpenMP's by default) spin for a while after
-    each step: they take a core from anything else running.
+    runs). With N > 1 (exact programs; at most numba's pool, NUMBA_NUM_THREADS) each layer runs
+    as N tasks on numba's thread pool (kernels.conv_mix_par, one fork per layer): B >= 4N splits
+    the streams (the whole layer per task), fewer streams split the filter channels of the
+    convolution and their columns of the mixing weights. Frames with little work (parallel_min_work)
+    stay on the calling thread. The results equal the float64 reference within the same
+    tolerance as threads=1 (sums in another order). Worth it where a step's work is large and N
+    cores are otherwise idle: docs/PERFORMANCE.md "Threads" has the measurements and the rule. The
+    pool's threads (OpenMP's by default) spin for a while after each step, taking a core from
+    anything else running, and a step waits for its slowest thread (jitter on a shared machine).
     """
 
     def __init__(self, program: StreamProgram, batch: int = 1, dtype=np.float32,
