@@ -97,7 +97,7 @@ def _set_job(args):
 
 
 def build_calib_sets(banks_dir, sets_dir, family: str, workers: int = 2) -> list[str]:
-    jobs = [(str(banks_dir), str(sets_dir), family, tag, 300 + L.FAMILY_SEED[family] + i)
+    jobs = [(str(banks_dir), str(sets_dir), family, tag, 300 + V.fold_seed(family) + i)
             for i, tag in enumerate(("ce", "ck", "cr", "pe", "pk", "pr"))]
     out = []
     with ProcessPoolExecutor(workers) as ex:
@@ -286,7 +286,7 @@ def main(argv=None) -> int:
     ap.add_argument("sets")
     ap.add_argument("models", nargs="*", help="with select: model directories (their last + step_* checkpoints) "
                     "or .essm programs")
-    ap.add_argument("--family", default="festival", choices=V.FAMILIES, help="the held-out family of the fold")
+    ap.add_argument("--family", default="festival", type=V.fold_name, help="the fold: its held-out family, or held-out voices (e.g. festival:ked_diphone,festival:cmu_us_slt_arctic_hts; voices.fold_name)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--cache", default="runs/kws2/cal_programs", help="with select: compiled checkpoints")
     ap.add_argument("--out", default="runs/kws2/cal_select.jsonl", help="with select: one JSON line per program")
