@@ -104,3 +104,19 @@ def test_kws_eval_bad_hold_out_exits_2(tmp_path):
                         "--sets", str(tmp_path), "--models", str(tmp_path), "--out", str(tmp_path / "o")],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "festival:nobody" in r.stdout + r.stderr
+
+
+def test_babble_falls_back_to_other_families_when_the_fold_leaves_one_voice(tmp_path):
+    """festival kal_diphone trains in the ked+slt fold: its family has no other allowed voice, so its
+    babble comes from the other families' allowed voices, never from a held-out speaker."""
+    (tmp_path / "train").mkdir()
+    _bank(tmp_path / "train" / "festival_kal_diphone.npz", "festival:kal_diphone", "neg", 3, 0.1)
+    _bank(tmp_path / "train" / "festival_ked_diphone.npz", "festival:ked_diphone", "neg", 3, 0.2)
+    _bank(tmp_path / "train" / "flite_slt.npz", "flite:slt", "neg", 3, 0.3)
+    _bank(tmp_path / "train" / "flite_awb.npz", "flite:awb", "neg", 3, 0.4)
+    skip = ("ked", "slt")
+    assert R.babble_pool_from(tmp_path, "festival", exclude_voice="festival:kal_diphone", exclude_speakers=skip) is None
+    pool = R.babble_pool_from(tmp_path, None, exclude_voice="festival:kal_diphone", exclude_speakers=skip)
+    assert [round(float(a[0]), 3) for a in pool] == [0.4] * 3
+    with pytest.raises(ConfigError, match="babble"):
+        R.noise_of("babble", 100, np.random.default_rng(0), None)

@@ -120,6 +120,8 @@ def nonstationary(n: int, rng) -> np.ndarray:
 
 
 def noise_of(kind: str, n: int, rng, babble_pool) -> np.ndarray:
+    if kind == "babble" and not babble_pool:
+        raise D.ConfigError("babble noise needs a pool of keyword-free speech (none was found for this voice)")
     if kind == "babble":
         return D.babble(n, babble_pool, rng, voices=(3, 7))
     if kind == "nonstationary":
@@ -238,13 +240,14 @@ def babble_pool_from(banks_dir, family: str, n: int = 300, seed: int = 0, exclud
                      exclude_speakers=()):
     """Keyword-free sentences of `family`'s voices for babble. Training streams take babble from their
     own family, so a held-out family is heard neither as speech nor as babble in training; a speaker
-    fold's held-out speakers (exclude_speakers, voices.speaker_of names) are left out of the babble too."""
+    fold's held-out speakers (exclude_speakers, voices.speaker_of names) are left out of the babble too.
+    family=None: any family's voices (the fallback when a fold leaves a family one voice)."""
     rng = np.random.default_rng(seed)
     files = sorted((Path(banks_dir) / "train").glob("*.npz"))
     pool = []
     skip = set(exclude_speakers)
     for f in files:
-        if not f.name.startswith(family + "_") or f.stem == exclude_voice.replace(":", "_", 1):
+        if (family is not None and not f.name.startswith(family + "_")) or f.stem == exclude_voice.replace(":", "_", 1):
             continue
         if V.speaker_of(f.stem.replace("_", ":", 1)) in skip:
             continue
@@ -272,6 +275,9 @@ def _render_voice(args):
     pool = babble_pool_from(babble_files, V.family_of(voice), n=200, seed=seed, exclude_voice=voice,
                             exclude_speakers=skip_speakers) \
         if babble_files and items else None
+    if babble_files and items and pool is None:        # the fold left the family no other voice: any family's
+        pool = babble_pool_from(babble_files, None, n=200, seed=seed, exclude_voice=voice,
+                                exclude_speakers=skip_speakers)
     rng = np.random.default_rng(seed)
     Xs, ys, kws, lens = [], [], [], []
     for r in range(renders):
