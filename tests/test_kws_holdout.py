@@ -120,3 +120,12 @@ def test_babble_falls_back_to_other_families_when_the_fold_leaves_one_voice(tmp_
     assert [round(float(a[0]), 3) for a in pool] == [0.4] * 3
     with pytest.raises(ConfigError, match="babble"):
         R.noise_of("babble", 100, np.random.default_rng(0), None)
+
+
+def test_calib_select_names_a_speaker_fold_and_its_missing_sets(tmp_path, capsys):
+    from essm_stream.kws import calib
+    with pytest.raises(FileNotFoundError, match=r"val_ho-festival\.ked\+festival\.slt_"):
+        calib.select(tmp_path, [], tmp_path / "c", tmp_path / "o.jsonl", family=H_VOICES)
+    with pytest.raises(SystemExit) as e:
+        calib.main(["select", str(tmp_path), "--family", H_VOICES, "--out", str(tmp_path / "o.jsonl")])
+    assert e.value.code == 2 and "val_ho-festival.ked+festival.slt_" in capsys.readouterr().err

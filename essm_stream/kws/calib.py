@@ -207,7 +207,10 @@ def select(sets_dir, model_dirs, cache_dir, out_path, family: str = "festival", 
     fa_on: what the caps count (loso.pick_threshold)."""
     import json
 
+    family = V.fold_name(family)
     sets = val_sets(sets_dir, family)
+    if not any(x["kind"] == "kw" for x in sets) or not any(x["kind"] == "neg" for x in sets):
+        raise FileNotFoundError(f"no validation keyword and keyword-free sets val_{family}_* in {sets_dir}")
     test_sets = [load_light(p) for n in ("clean", "10dB") for k in ("kw", "neg")
                  for p in sorted(Path(sets_dir).glob(f"test_{family}_{k}_{n}.npz"))] if test else None
     log.info("validation: %d sets, %.2f h keyword streams, %.2f h keyword-free", len(sets),
@@ -297,7 +300,10 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if a.banks == "select":
-        select(a.sets, a.models, a.cache, a.out, a.family, test=a.test, fa_on=a.fa_on)
+        try:
+            select(a.sets, a.models, a.cache, a.out, a.family, test=a.test, fa_on=a.fa_on)
+        except FileNotFoundError as e:
+            ap.error(str(e))
         return 0
     build_banks(a.banks, a.family, a.workers)
     for p in build_calib_sets(a.banks, a.sets, a.family, a.workers):
