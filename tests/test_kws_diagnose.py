@@ -110,3 +110,38 @@ def test_engine_cost_reports_both_budgets_and_the_program_size(tmp_path):
     with pytest.raises(SystemExit) as e:
         G.main(["cost", str(p), "--n", "0"])
     assert e.value.code == 2
+
+
+def test_per_keyword_hits_counts_every_keyword_at_the_stored_threshold(tmp_path):
+    """perkw-test: per keyword hits <= its count, counts summing to the stream's keywords, the program's
+    stored threshold used, and the same totals as the global sweep at that threshold."""
+    from essm_stream.kws import loso as L
+    from essm_stream.kws.spotter import KeywordSpotter, bundled_program_path
+    from essm_stream.program import StreamProgram
+
+    rng = np.random.default_rng(3)
+    T = 400
+    times = 0.775 + 0.08 * np.arange(T)
+    events = [(D.KEYWORDS[i % 10], 1.0 + 3 * i, 1.5 + 3 * i) for i in range(9)]
+    pcm = np.zeros(int(times[-1] * 16000) + 1, np.int16)
+    L.save_set(tmp_path / "test_festival_kw_clean.npz", pcm, events, {"snr_db": None}, with_features=False)
+    L.save_set(tmp_path / "test_festival_neg_clean.npz", pcm, [], {"snr_db": None}, with_features=False)
+    prog = bundled_program_path()
+    fe = StreamProgram.load(prog).frontend
+    for name in ("kw", "neg"):                       # wide random embeddings: keywords fire here and there
+        z = dict(np.load(tmp_path / f"test_festival_{name}_clean.npz"))
+        z.update(F=(np.asarray(fe["mean"]) + np.asarray(fe["std"]) * 2 * rng.normal(size=(T, 96))).astype(np.float16), levels=np.where(np.arange(T) % 40 < 20, -60.0, -15.0), times=times)
+        np.savez(tmp_path / f"test_festival_{name}_clean.npz", **z)
+    res = G.per_keyword_hits(prog, tmp_path, "festival", conditions=("clean",), threshold=0.3)
+    r = res["clean"]
+    assert r["threshold"] == 0.3 and r["K"] == StreamProgram.load(prog).k_max
+    kws = [k for k in r if k not in ("threshold", "K", "hours")]
+    assert sorted(kws) == sorted(D.KEYWORDS)
+    assert sum(r[k]["keywords"] for k in kws) == 9 and all(r[k]["hits"] <= r[k]["keywords"] for k in kws)
+    kw, neg = L.load_condition(tmp_path, "test", "festival", "clean")
+    sp = KeywordSpotter(StreamProgram.load(prog))
+    p = StreamProgram.load(prog)
+    Y = L.engine_outputs(p, L.normalise(p, neg[0]["F"]), p.k_max)
+    row = L.sweep_thresholds(sp, Y, neg[0]["levels"], neg[0]["times"], [], len(pcm) / 16000, (0.3,))[0]
+    assert sum(r[k]["fa_neg"] for k in kws) == row["false_accepts"] > 0     # random speech fires at 0.3
+    assert G.per_keyword_hits(prog, tmp_path, "festival", ("clean",))["clean"]["threshold"] == sp.threshold

@@ -15,6 +15,10 @@ def add_arguments(p):
     p.add_argument("--models", default="runs/kws2/models", help="with --loso: one folder per held-out family "
                    "holding kws.essm (and tcresnet.safetensors)")
     p.add_argument("--families", default="festival,flite,espeak")
+    p.add_argument("--hold-out", default=None, metavar="VOICES",
+                   help="with --loso: one speaker fold instead of --families: held-out voices, e.g. "
+                   "festival:ked_diphone,festival:cmu_us_slt_arctic_hts (sets and models are named after the fold, "
+                   "ho-festival.ked+festival.slt)")
     p.add_argument("--fa-target", type=float, default=2.0, help="false accepts/h the validation threshold aims at")
     p.add_argument("--fa-on", default="all", choices=("all", "neg"),
                    help="what the validation false-accept budget counts: 'all' = keyword streams (keyword "
@@ -64,9 +68,15 @@ def run(a):
 
         from essm_stream.kws.loso_eval import run_all
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+        from essm_stream.kws.voices import fold_name
+        try:
+            families = (fold_name(a.hold_out),) if a.hold_out else tuple(a.families.split(","))
+        except ValueError as e:
+            print(f"error: --hold-out: {e}")
+            return 2
         out = a.out or "runs/kws2/eval"
         check_outputs(dirs=[("--out", out)])
-        r = run_all(a.sets, a.models, out, tuple(a.families.split(",")), pocketsphinx=not a.no_pocketsphinx,
+        r = run_all(a.sets, a.models, out, families, pocketsphinx=not a.no_pocketsphinx,
                     fa_target=a.fa_target, old_program=a.old_program or None, fa_on=a.fa_on)
         if not r["families"]:
             print(f"error: no fold had both a program under {a.models}/<family>/kws.essm and sets in {a.sets}")

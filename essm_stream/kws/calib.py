@@ -97,7 +97,7 @@ def _set_job(args):
 
 
 def build_calib_sets(banks_dir, sets_dir, family: str, workers: int = 2) -> list[str]:
-    jobs = [(str(banks_dir), str(sets_dir), family, tag, 300 + L.FAMILY_SEED[family] + i)
+    jobs = [(str(banks_dir), str(sets_dir), family, tag, 300 + V.fold_seed(family) + i)
             for i, tag in enumerate(("ce", "ck", "cr", "pe", "pk", "pr"))]
     out = []
     with ProcessPoolExecutor(workers) as ex:
@@ -207,7 +207,10 @@ def select(sets_dir, model_dirs, cache_dir, out_path, family: str = "festival", 
     fa_on: what the caps count (loso.pick_threshold)."""
     import json
 
+    family = V.fold_name(family)
     sets = val_sets(sets_dir, family)
+    if not any(x["kind"] == "kw" for x in sets) or not any(x["kind"] == "neg" for x in sets):
+        raise FileNotFoundError(f"no validation keyword and keyword-free sets val_{family}_* in {sets_dir}")
     test_sets = [load_light(p) for n in ("clean", "10dB") for k in ("kw", "neg")
                  for p in sorted(Path(sets_dir).glob(f"test_{family}_{k}_{n}.npz"))] if test else None
     log.info("validation: %d sets, %.2f h keyword streams, %.2f h keyword-free", len(sets),
@@ -286,7 +289,7 @@ def main(argv=None) -> int:
     ap.add_argument("sets")
     ap.add_argument("models", nargs="*", help="with select: model directories (their last + step_* checkpoints) "
                     "or .essm programs")
-    ap.add_argument("--family", default="festival", choices=V.FAMILIES, help="the held-out family of the fold")
+    ap.add_argument("--family", default="festival", type=V.fold_name, help="the fold: its held-out family, or held-out voices (e.g. festival:ked_diphone,festival:cmu_us_slt_arctic_hts; voices.fold_name)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--cache", default="runs/kws2/cal_programs", help="with select: compiled checkpoints")
     ap.add_argument("--out", default="runs/kws2/cal_select.jsonl", help="with select: one JSON line per program")
@@ -297,7 +300,10 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if a.banks == "select":
-        select(a.sets, a.models, a.cache, a.out, a.family, test=a.test, fa_on=a.fa_on)
+        try:
+            select(a.sets, a.models, a.cache, a.out, a.family, test=a.test, fa_on=a.fa_on)
+        except FileNotFoundError as e:
+            ap.error(str(e))
         return 0
     build_banks(a.banks, a.family, a.workers)
     for p in build_calib_sets(a.banks, a.sets, a.family, a.workers):

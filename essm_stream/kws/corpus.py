@@ -81,6 +81,22 @@ def all_jobs(out: Path, scale: float = 1.0) -> list[tuple]:
     return jobs
 
 
+def more_jobs(out: Path, voices, round_: int = 1, eval_sizes=None, neg_sentences: int = NEG_CHUNK) -> list[tuple]:
+    """Extra held-out material for some voices (a speaker fold's few test voices need more than their
+    family's share): eval/<voice>.more<round>.npz (keywords alone / in sentences, EVAL_SIZES of the
+    family by default) and neg/<voice>_m<round>.npz (keyword-free sentences), new texts and prosody
+    draws per round. loso reads them with the voice's other banks."""
+    jobs = []
+    for v in voices:
+        fam, stem = V.family_of(v), v.replace(":", "_", 1)
+        ev = tuple(eval_sizes) if eval_sizes else EVAL_SIZES[fam]
+        jobs.append((str(out / "eval" / f"{stem}.more{round_}.npz"), v, ev, _seed("eval-more", v, round_), False))
+        if neg_sentences > 0:
+            jobs.append((str(out / "neg" / f"{stem}_m{round_}.npz"), v, int(neg_sentences),
+                         _seed("neg-more", v, round_), True))
+    return jobs
+
+
 def build_banks(out, workers: int = 2, scale: float = 1.0, order=("train", "eval", "neg")) -> list:
     out = Path(out)
     for sub in ("train", "eval", "neg"):
@@ -102,8 +118,24 @@ def main(argv=None) -> int:
     ap.add_argument("out")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every bank size (tests use 0.05)")
+    ap.add_argument("--more", default="", metavar="VOICES", help="only extra held-out banks for these voices "
+                    "(comma-separated): eval/<voice>.more<R>.npz + neg/<voice>_m<R>.npz")
+    ap.add_argument("--more-round", type=int, default=1, metavar="R")
+    ap.add_argument("--more-neg", type=int, default=NEG_CHUNK, help="keyword-free sentences per voice and round")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if a.more:
+        out = Path(a.out)
+        for sub in ("eval", "neg"):
+            (out / sub).mkdir(parents=True, exist_ok=True)
+        vs = [v.strip() for v in a.more.split(",") if v.strip()]
+        bad = [v for v in vs if v not in V.all_voices()]
+        if bad:
+            ap.error(f"unknown voices {bad}")
+        with ProcessPoolExecutor(a.workers) as ex:
+            for path, n, dt in ex.map(_job, more_jobs(out, vs, a.more_round, neg_sentences=a.more_neg)):
+                log.info("%s: %d utterances in %.0f s", path, n, dt)
+        return 0
     build_banks(a.out, a.workers, a.scale)
     return 0
 

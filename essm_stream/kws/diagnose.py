@@ -1,6 +1,7 @@
 """Where does a keyword model lose its hits: capacity / steps, or the voices it was trained on? (needs torch)
 
     python -m essm_stream.kws.diagnose streams MODEL_DIR FEATS_DIR [--test-feats DIR] [--test-family festival] [--K 32]
+    python -m essm_stream.kws.diagnose perkw-test PROGRAM... --sets SETS --test-family FOLD   (hits per keyword)
     python -m essm_stream.kws.diagnose val PROGRAM.essm [PROGRAM.essm ...] [--sets runs/kws2/sets] [--test]
     python -m essm_stream.kws.diagnose perkw PROGRAM.essm [--sets runs/kws2/sets]
     python -m essm_stream.kws.diagnose cost PROGRAM.essm [PROGRAM.essm ...]
@@ -219,6 +220,32 @@ def per_keyword_estimate(program_path, sets_dir, family: str = "festival", caps=
     return out
 
 
+def per_keyword_hits(program_path, sets_dir, family: str = "festival", conditions=("clean", "10dB"),
+                     K: int | None = None, threshold: float | None = None) -> dict:
+    """Held-out hits per keyword and false accepts on keyword-free speech per detected keyword, at the
+    program's stored detector threshold (kws-eval stores its validation pick there) or `threshold`:
+    {condition: {"threshold", "hours", keyword: {"hits", "keywords", "fa_neg"}}}."""
+    from ..program import StreamProgram
+    from . import loso as L
+    from .spotter import KeywordSpotter
+
+    prog = StreamProgram.load(program_path)
+    sp = KeywordSpotter(prog)
+    th = float(sp.threshold if threshold is None else threshold)
+    K = prog.k_max if K is None else K
+    out = {}
+    for c in conditions:
+        kw, neg = L.load_condition(sets_dir, "test", family, c)
+        if not kw:
+            raise FileNotFoundError(f"no test_{family}_kw_{c}.npz in {sets_dir}")
+        H, _, N, _ = per_keyword_table(prog, sp, kw, K, [th])
+        _, Fn, _, hn = per_keyword_table(prog, sp, neg, K, [th]) if neg else (None, np.zeros_like(H), None, 0.0)
+        names = [sp.labels[i] for i in sp.keyword_ids]
+        out[c] = {"threshold": th, "K": K, "hours": hn} | {
+            n: {"hits": int(H[0, i]), "keywords": int(N[i]), "fa_neg": int(Fn[0, i])} for i, n in enumerate(names)}
+    return out
+
+
 def engine_cost(program_path, n: int = 500, Ks=(4, None)) -> dict:
     """{"params": n, "us_per_step": {K: median µs}} of the compiled program (thread CPU time per call)."""
     import time
@@ -252,14 +279,14 @@ def main(argv=None) -> int:
     a1 = sub.add_parser("streams")
     a1.add_argument("model_dir")
     a1.add_argument("feats")
-    a1.add_argument("--test-family", default="festival", choices=tuple(V.FAMILIES))
+    a1.add_argument("--test-family", default="festival", type=V.fold_name, help="a family or held-out voices")
     a1.add_argument("--K", type=int, default=None)
     a1.add_argument("--n-train", type=int, default=40)
     a1.add_argument("--test-feats", default=None, help="features directory holding the held-out voices (default FEATS)")
     a2 = sub.add_parser("val")
     a2.add_argument("programs", nargs="+")
     a2.add_argument("--sets", default="runs/kws2/sets")
-    a2.add_argument("--test-family", default="festival", choices=tuple(V.FAMILIES))
+    a2.add_argument("--test-family", default="festival", type=V.fold_name, help="a family or held-out voices")
     a2.add_argument("--test", action="store_true")
     a4 = sub.add_parser("cost")
     a4.add_argument("programs", nargs="+")
@@ -267,9 +294,29 @@ def main(argv=None) -> int:
     a3 = sub.add_parser("perkw")
     a3.add_argument("program")
     a3.add_argument("--sets", default="runs/kws2/sets")
-    a3.add_argument("--test-family", default="festival", choices=tuple(V.FAMILIES))
+    a3.add_argument("--test-family", default="festival", type=V.fold_name, help="a family or held-out voices")
+    a5 = sub.add_parser("perkw-test", help="held-out hits per keyword at the program's stored threshold")
+    a5.add_argument("programs", nargs="+")
+    a5.add_argument("--sets", default="runs/kws2/sets")
+    a5.add_argument("--test-family", default="festival", type=V.fold_name, help="a family or held-out voices")
+    a5.add_argument("--K", type=int, default=None)
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if a.cmd == "perkw-test":
+        for p in a.programs:
+            if not Path(p).is_file():
+                ap.error(f"no program {p}")
+            try:
+                res = per_keyword_hits(p, a.sets, a.test_family, K=a.K)
+            except FileNotFoundError as e:
+                ap.error(str(e))
+            for c, r in res.items():
+                kws = [k for k in r if k not in ("threshold", "K", "hours")]
+                print(f"{p} {c} K={r['K']} threshold {r['threshold']}: hits " +
+                      ", ".join(f"{k} {r[k]['hits']}/{r[k]['keywords']}" for k in kws) +
+                      f" | false accepts on {r['hours']:.2f} h keyword-free: " +
+                      ", ".join(f"{k} {r[k]['fa_neg']}" for k in kws if r[k]["fa_neg"]))
+        return 0
     if a.cmd == "streams":
         if a.n_train < 1 or (a.K is not None and a.K < 1):
             ap.error("--n-train and --K must be >= 1")

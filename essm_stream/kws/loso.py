@@ -105,9 +105,10 @@ def load_condition(sets_dir, split: str, family: str, name: str) -> tuple[list[d
 def _items(banks_dir, sub: str, voices, kinds) -> list[dict]:
     out = []
     for v in voices:
-        f = Path(banks_dir) / sub / f"{v.replace(':', '_', 1)}.npz"
-        if f.is_file():
-            out += [j for j in V.load_bank(f) if j["kind"] in kinds]
+        stem = v.replace(':', '_', 1)
+        for f in [Path(banks_dir) / sub / f"{stem}.npz"] + sorted((Path(banks_dir) / sub).glob(f"{stem}.more*.npz")):
+            if f.is_file():                  # the voice's bank, then its extra rounds (corpus.more_jobs)
+                out += [j for j in V.load_bank(f) if j["kind"] in kinds]
     return out
 
 
@@ -157,15 +158,17 @@ def build_sets(banks_dir, out_dir, name: str, kw_items, neg_items, babble_pool, 
 
 def build_family_sets(banks_dir, out_dir, family: str, neg_noisy_s: float = 1200.0, val: bool = True,
                       test: bool = True, snrs=SNRS):
-    """Held-out test sets of a family + the validation sets of its fold. Every 7th keyword-free
-    sentence is kept apart as babble, so the babble never speaks the negatives' own sentences."""
+    """Held-out test sets of a fold (a family, or held-out voices: voices.fold_name) + its validation
+    sets. Every 7th keyword-free sentence is kept apart as babble, so the babble never speaks the
+    negatives' own sentences. Files are named after the fold (test_<fold>_..., val_<fold>_...)."""
+    family = V.fold_name(family)
     fold = V.fold(family)
     test_kw = _items(banks_dir, "eval", fold["test"], ("iso", "sent"))
     test_neg = _neg_items(banks_dir, fold["test"])
     pool = [j["audio"] for j in test_neg[::7]] or None
     neg = [j for i, j in enumerate(test_neg) if i % 7]
     if test:
-        build_sets(banks_dir, out_dir, f"test_{family}", test_kw, neg, pool, seed=11 + FAMILY_SEED[family],
+        build_sets(banks_dir, out_dir, f"test_{family}", test_kw, neg, pool, seed=11 + V.fold_seed(family),
                    neg_noisy_s=neg_noisy_s, snrs=snrs)
     if not val:
         return
@@ -175,11 +178,11 @@ def build_family_sets(banks_dir, out_dir, family: str, neg_noisy_s: float = 1200
     val_neg = _items(banks_dir, "train", fold["val"], ("neg", "near")) + _neg_items(banks_dir, fold["val"])
     vpool = [j["audio"] for j in val_neg[::7]] or None
     build_sets(banks_dir, out_dir, f"val_{family}", val_kw, [j for i, j in enumerate(val_neg) if i % 7], vpool,
-               seed=23 + FAMILY_SEED[family], neg_noisy_s=300.0, snrs=tuple(x for x in snrs if x in (None, 10.0)),
+               seed=23 + V.fold_seed(family), neg_noisy_s=300.0, snrs=tuple(x for x in snrs if x in (None, 10.0)),
                neg_max_s=VAL_NEG_S)
 
 
-FAMILY_SEED = {"espeak": 0, "flite": 100, "festival": 200}
+FAMILY_SEED = {"espeak": 0, "flite": 100, "festival": 200}   # = voices.fold_seed of the families
 VAL_MAX_KW = 200          # validation keywords (a random subset of the validation voices' banks)
 VAL_NEG_S = 900.0         # validation keyword-free speech, clean (300 s at 10 dB)
 
@@ -330,10 +333,13 @@ def main(argv=None) -> int:
                     help="seconds of keyword-free speech rendered at each noisy SNR (clean: all of it)")
     ap.add_argument("--snrs", default="clean,20,10,5", help="test conditions to build (parallel runs may split them)")
     ap.add_argument("--part", default="both", choices=("both", "test", "val"))
+    ap.add_argument("--hold-out", default=None, type=V.fold_name, metavar="VOICES",
+                    help="a speaker fold instead of --families: held-out voices, e.g. "
+                    "festival:ked_diphone,festival:cmu_us_slt_arctic_hts (their speakers' other voices leave training too)")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     snrs = tuple(None if x == "clean" else float(x) for x in a.snrs.split(","))
-    for fam in a.families.split(","):
+    for fam in ([a.hold_out] if a.hold_out else a.families.split(",")):
         build_family_sets(a.banks, a.out, fam, a.neg_noisy_s, val=a.part != "test", test=a.part != "val", snrs=snrs)
     return 0
 

@@ -120,6 +120,8 @@ def nonstationary(n: int, rng) -> np.ndarray:
 
 
 def noise_of(kind: str, n: int, rng, babble_pool) -> np.ndarray:
+    if kind == "babble" and not babble_pool:
+        raise D.ConfigError("babble noise needs a pool of keyword-free speech (none was found for this voice)")
     if kind == "babble":
         return D.babble(n, babble_pool, rng, voices=(3, 7))
     if kind == "nonstationary":
@@ -234,14 +236,20 @@ def features_raw(kind: str, x: np.ndarray, stack: int = 8):
     return F[: m * stack].reshape(m, stack * F.shape[1]), (lambda i: fe.frame_end_time(i * stack + stack - 1))
 
 
-def babble_pool_from(banks_dir, family: str, n: int = 300, seed: int = 0, exclude_voice: str = ""):
+def babble_pool_from(banks_dir, family: str, n: int = 300, seed: int = 0, exclude_voice: str = "",
+                     exclude_speakers=()):
     """Keyword-free sentences of `family`'s voices for babble. Training streams take babble from their
-    own family, so a held-out family is heard neither as speech nor as babble in training."""
+    own family, so a held-out family is heard neither as speech nor as babble in training; a speaker
+    fold's held-out speakers (exclude_speakers, voices.speaker_of names) are left out of the babble too.
+    family=None: any family's voices (the fallback when a fold leaves a family one voice)."""
     rng = np.random.default_rng(seed)
     files = sorted((Path(banks_dir) / "train").glob("*.npz"))
     pool = []
+    skip = set(exclude_speakers)
     for f in files:
-        if not f.name.startswith(family + "_") or f.stem == exclude_voice.replace(":", "_", 1):
+        if (family is not None and not f.name.startswith(family + "_")) or f.stem == exclude_voice.replace(":", "_", 1):
+            continue
+        if V.speaker_of(f.stem.replace("_", ":", 1)) in skip:
             continue
         pool += [j["audio"] for j in V.load_bank(f) if j["kind"] == "neg"]
     if not pool:
@@ -259,13 +267,17 @@ def render_train_stream(items, rng, babble_pool, kind: str, max_s: float = 60.0,
 
 
 def _render_voice(args):
-    bank, out, kind, renders, seed, babble_files, speaker = args
+    bank, out, kind, renders, seed, babble_files, speaker, skip_speakers = args
     if Path(out).is_file():
         return out, 0
     items = V.load_bank(bank)
     voice = items[0]["voice"] if items else ""
-    pool = babble_pool_from(babble_files, V.family_of(voice), n=200, seed=seed, exclude_voice=voice) \
+    pool = babble_pool_from(babble_files, V.family_of(voice), n=200, seed=seed, exclude_voice=voice,
+                            exclude_speakers=skip_speakers) \
         if babble_files and items else None
+    if babble_files and items and pool is None:        # the fold left the family no other voice: any family's
+        pool = babble_pool_from(babble_files, None, n=200, seed=seed, exclude_voice=voice,
+                                exclude_speakers=skip_speakers)
     rng = np.random.default_rng(seed)
     Xs, ys, kws, lens = [], [], [], []
     for r in range(renders):
@@ -284,13 +296,25 @@ def _render_voice(args):
 
 
 def render_train(banks_dir, out_dir, kind: str = "embedding", renders: dict | None = None, workers: int = 2,
-                 seed: int = 0, voices: list[str] | None = None, speaker: str = "resample"):
-    """One features file per training bank: <out>/<kind>/<voice>.npz (X float16, y, kw, lens)."""
+                 seed: int = 0, voices: list[str] | None = None, speaker: str = "resample", fold: str | None = None):
+    """One features file per training bank: <out>/<kind>/<voice>.npz (X float16, y, kw, lens).
+
+    fold (a voices.fold name, e.g. a held-out-voices fold): its test speakers are never babble, and
+    without `voices` the fold's training voices are rendered; a voice of a test speaker is refused."""
     from concurrent.futures import ProcessPoolExecutor
 
     renders = renders or {"espeak": 1, "flite": 1, "festival": 1}
     out = Path(out_dir) / kind
     out.mkdir(parents=True, exist_ok=True)
+    skip = ()
+    if fold is not None:
+        f = V.fold(fold)
+        skip = tuple(sorted({V.speaker_of(v) for v in f["test"]}))
+        if voices is None:
+            voices = list(f["train"])
+        bad = [v for v in voices if V.speaker_of(v) in skip]
+        if bad:
+            raise D.ConfigError(f"voices {bad} are held-out speakers of fold {fold!r}: not rendered for training")
     if voices is None:                       # espeak-ng: every 3rd training variant, every 2nd validation one
         sv = V.espeak_voices(test_only=False)[::3] + V.espeak_voices(test_only=True)[::2]
         voices = list(sv) + list(V.family_voices("flite")) + list(V.family_voices("festival"))
@@ -300,7 +324,8 @@ def render_train(banks_dir, out_dir, kind: str = "embedding", renders: dict | No
         if voice not in voices:
             continue
         fam = V.family_of(voice)
-        jobs.append((str(f), str(out / f.name), kind, renders.get(fam, 1), seed * 1000 + i, str(banks_dir), speaker))
+        jobs.append((str(f), str(out / f.name), kind, renders.get(fam, 1), seed * 1000 + i, str(banks_dir), speaker,
+                     skip))
     prio = {"flite:awb": 0, "flite:rms": 0, "espeak": 1, "festival": 2, "flite": 3}
     jobs.sort(key=lambda j: (prio.get(Path(j[0]).stem.replace("_", ":", 1),
                                       prio[V.family_of(Path(j[0]).stem.replace("_", ":", 1))]), j[0]))
@@ -359,6 +384,9 @@ def main(argv=None) -> int:
                     help="per-utterance speaker perturbation: resampling only, or independent tempo / pitch / "
                     "formant changes first (kws/perturb.py)")
     ap.add_argument("--seed", type=int, default=0, help="render seed (new rooms, noise, speakers per seed)")
+    ap.add_argument("--hold-out", default=None, type=V.fold_name, metavar="FOLD",
+                    help="a fold (family, or held-out voices 'festival:ked_diphone,festival:cmu_us_slt_arctic_hts'): "
+                    "its test speakers are never babble; default voices = its training voices")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     voices = None
@@ -367,7 +395,7 @@ def main(argv=None) -> int:
     elif a.voices:
         voices = a.voices.split(",")
     render_train(a.banks, a.out, a.kind, json.loads(a.renders) if a.renders else None, a.workers, seed=a.seed,
-                 voices=voices, speaker=a.speaker)
+                 voices=voices, speaker=a.speaker, fold=a.hold_out)
     return 0
 
 

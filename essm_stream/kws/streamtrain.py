@@ -1,6 +1,7 @@
 """Stream training of the keyword ES-SSM on rendered multi-synthesizer streams (needs torch).
 
     python -m essm_stream.kws.streamtrain FEATS_DIR OUT_DIR --test-family festival [--kind embedding]
+    (--test-family also takes held-out voices: festival:ked_diphone,festival:cmu_us_slt_arctic_hts)
 
 Loss on crops of T steps of the rendered streams (render.py), at a budget K drawn per minibatch
 (budget dropout, uniform on 1..K̄):
@@ -68,6 +69,7 @@ class StreamTrainConfig:
                                      # so that the checkpoint can be chosen afterwards on the loso validation sets
 
     def __post_init__(self):
+        self.test_family = V.fold_name(self.test_family)   # a family, or held-out voices (a speaker fold)
         if not 0.0 <= self.small_k_frac <= 1.0:
             raise D.ConfigError(f"small_k_frac is a probability in [0, 1], got {self.small_k_frac}")
         if self.keep_every < 0:

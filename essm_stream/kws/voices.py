@@ -115,24 +115,83 @@ def family_voices(family: str) -> tuple[str, ...]:
     raise D.ConfigError(f"unknown synthesizer family {family!r}; known: {FAMILIES}")
 
 
-def fold(test_family: str) -> dict[str, tuple[str, ...]]:
-    """Leave-one-family-out split: {'train', 'val', 'test'} voices, speakers disjoint from the test family.
+HOLD_OUT_PREFIX = "ho-"
 
-    Validation (thresholds, checkpoint choice) is never the test family: espeak-ng's seeded test
-    variants plus one voice of the other recorded families that is not a test speaker.
+
+def all_voices() -> tuple[str, ...]:
+    return tuple(v for f in FAMILIES for v in family_voices(f))
+
+
+def _token(voice: str) -> str:
+    """'<family>.<speaker>' of a voice: the unit a speaker fold holds out (file-name safe, no '_')."""
+    return f"{family_of(voice)}.{speaker_of(voice).split(':')[-1]}"
+
+
+def fold_name(spec: str) -> str:
+    """The canonical name of a fold: a family name ('festival'), or held-out voices given as a
+    comma-separated list of voices ('festival:ked_diphone,festival:cmu_us_slt_arctic_hts') or of
+    '<family>.<speaker>' tokens ('festival.ked,festival.slt'), or such a name already
+    ('ho-festival.ked+festival.slt'). Raises ConfigError naming what is unknown."""
+    spec = str(spec).strip()
+    if spec in FAMILIES:
+        return spec
+    body = spec[len(HOLD_OUT_PREFIX):] if spec.startswith(HOLD_OUT_PREFIX) else spec
+    parts = [x.strip() for x in body.replace("+", ",").split(",") if x.strip()]
+    if not parts:
+        raise D.ConfigError(f"empty fold {spec!r}: give a family {FAMILIES} or held-out voices")
+    known = {_token(v): v for v in all_voices()}
+    tokens = set()
+    for x in parts:
+        if ":" in x:
+            if x not in all_voices():
+                raise D.ConfigError(f"unknown voice {x!r} in fold {spec!r} (family:voice, e.g. festival:ked_diphone)")
+            tokens.add(_token(x))
+        elif x in known:
+            tokens.add(x)
+        else:
+            raise D.ConfigError(f"unknown held-out voice {x!r} in fold {spec!r}; known: {sorted(known)}")
+    return HOLD_OUT_PREFIX + "+".join(sorted(tokens))
+
+
+def fold(test_family: str) -> dict[str, tuple[str, ...]]:
+    """A speaker-disjoint split: {'train', 'val', 'test', 'excluded'} voices.
+
+    test_family is a family (leave-one-family-out) or a held-out-voices fold (see fold_name: e.g.
+    'ho-festival.ked+festival.slt' holds out festival's ked_diphone and slt HTS voices). Either way
+    every voice of a test *speaker* is kept out of training and validation ('excluded' lists those
+    that are not themselves test voices, e.g. flite's slt when festival's slt is held out).
+    Validation (thresholds, checkpoint choice) is never a test voice: espeak-ng's seeded test
+    variants, plus flite rms for the festival family fold (a speaker fold trains on every recorded
+    voice it does not hold out, so its validation is espeak-ng's test variants only).
     """
-    test = family_voices(test_family)
-    test_speakers = {speaker_of(v) for v in test}
-    others = [f for f in FAMILIES if f != test_family]
-    pool = [v for f in others for v in family_voices(f) if speaker_of(v) not in test_speakers]
-    if test_family == "espeak":
-        val = ("flite:rms",)
+    name = fold_name(test_family)
+    if name in FAMILIES:
+        test = family_voices(name)
     else:
-        val = espeak_voices(test_only=True) + tuple(v for v in ("flite:rms",) if v in pool and test_family != "flite")
+        toks = set(name[len(HOLD_OUT_PREFIX):].split("+"))
+        test = tuple(v for v in all_voices() if _token(v) in toks)
+    test_speakers = {speaker_of(v) for v in test}
+    excluded = tuple(v for v in all_voices() if v not in test and speaker_of(v) in test_speakers)
+    others = [f for f in FAMILIES if f != name]
+    pool = [v for f in others for v in family_voices(f) if speaker_of(v) not in test_speakers]
+    espeak_test = set(espeak_voices(test_only=True))
+    if name == "espeak":
+        val = ("flite:rms",)
+    elif name in FAMILIES:
+        val = espeak_voices(test_only=True) + tuple(v for v in ("flite:rms",) if v in pool and name != "flite")
+    else:
+        val = espeak_voices(test_only=True)
     val_set = set(val)
-    train = tuple(v for v in pool if v not in val_set and not (family_of(v) == "espeak" and v in
-                                                                set(espeak_voices(test_only=True))))
-    return {"train": train, "val": tuple(v for v in val if v in pool), "test": test}
+    train = tuple(v for v in pool if v not in val_set and not (family_of(v) == "espeak" and v in espeak_test))
+    return {"train": train, "val": tuple(v for v in val if v in pool), "test": test, "excluded": excluded}
+
+
+def fold_seed(name: str) -> int:
+    """A fixed seed offset per fold (the families' historical ones; a speaker fold's from its name)."""
+    import zlib
+
+    name = fold_name(name)
+    return {"espeak": 0, "flite": 100, "festival": 200}.get(name, 1000 + zlib.crc32(name.encode()) % 100000)
 
 
 # ----------------------------------------------------------------------------- reading WAVs
