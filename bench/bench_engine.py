@@ -42,11 +42,12 @@ print(sorted(r)[3] / 1e9)   # the median: on a shared VM the best of a few can b
 """
 
 
-def sgemm_gflops() -> float:
-    """Single-thread float32 GEMM of numpy's BLAS (1024^3), in a subprocess with one BLAS thread and
-    OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE unset (they may be set here and slow OpenBLAS down)."""
+def sgemm_gflops(threads: int = 1) -> float:
+    """Float32 GEMM of numpy's BLAS (1024^3) on `threads` BLAS threads (default one), in a subprocess
+    with OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE unset (they may be set here and slow OpenBLAS down)."""
     env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
-    env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    n = str(int(threads))
+    env.update(OPENBLAS_NUM_THREADS=n, OMP_NUM_THREADS=n, MKL_NUM_THREADS=n)
     r = subprocess.run([sys.executable, "-c", SGEMM_CODE], env=env, capture_output=True, text=True, timeout=300)
     return float(r.stdout.split()[-1])
 
@@ -318,7 +319,10 @@ def main_targets(a) -> int:
     res = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "command": "essm-stream bench " + " ".join(sys.argv[2:]),
            "loadavg_start": os.getloadavg()}
     if getattr(a, "targets", False):
-        res["targets"] = tg.measure(a.reps, log, with_paper=not a.no_paper, with_start=not a.no_start)
+        ths = tuple(int(x) for x in str(getattr(a, "threads", "1") or "1").split(","))
+        if 1 not in ths:
+            ths = (1,) + ths   # the one-thread targets are always measured (the N-thread lines are beside them)
+        res["targets"] = tg.measure(a.reps, log, with_paper=not a.no_paper, with_start=not a.no_start, threads=ths)
         text = "\n".join(tg.lines(res["targets"]))
         print(text, flush=True)
         if a.doc:

@@ -308,14 +308,14 @@ def build_onnx_step(prog, batch: int, K: int):
 
 
 class OnnxStep:
-    """ONNX Runtime on the step graph, one thread, with IO binding: every input and output is bound
+    """ONNX Runtime on the step graph, one thread (or `threads` intra-op threads), with IO binding: every input and output is bound
     once to preallocated buffers (two bindings whose state buffers swap roles each step), so a step
     is one copy of x and one run_with_iobinding, with no feed dict or output allocation."""
 
-    def __init__(self, prog, batch: int, K: int):
+    def __init__(self, prog, batch: int, K: int, threads: int = 1):
         import onnxruntime as ort
         so = ort.SessionOptions()
-        so.intra_op_num_threads = 1
+        so.intra_op_num_threads = int(threads)   # (threads > 1: the same cores as an engine with threads=N)
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -46,6 +46,24 @@ TARGETS = {  # name: (threshold, sense) -- sense '>=' or '<='
     "cold demo + background compile, CPU s": (5.0, "<="),
     "warm start demo, to 1st chunk, CPU s": (1.0, "<="),
 }
+# The same targets with N threads everywhere (the engine's threads=N, torch.set_num_threads(N), ONNX
+# Runtime intra_op_num_threads=N, sgemm on N BLAS threads, the memory floor from an N-thread read of
+# the same working set): "..., N threads each" lines beside the one-thread ones. Each peer / limit in
+# those lines is the better of its 1-thread and N-thread runs in the round (what a user with N cores
+# would run): a peer slower on N threads is not a fair opponent.
+THREADED = ("edge B=1 K=32 vs tuned torch", "edge B=1 K=4 vs tuned torch", "edge B=1 K=32 vs ONNX Runtime",
+            "edge B=1 K=32 % of sgemm", "edge B=32 K=32 per-stream / B=1", "edge B=32 K=32 % of sgemm",
+            "paper B=1 K=32 / memory floor", "paper B=1 K=32 vs ONNX Runtime")
+# engine threads=N against the engine's threads=1 in the same round (> 1: N threads are faster)
+GAIN_POINTS = ("edge B=1 K=32", "edge B=1 K=4", "edge B=32 K=32", "paper B=1 K=32")
+
+
+def threaded_name(name: str, n: int) -> str:
+    return f"{name}, {n} threads each"   # (peers and limits: the better of 1 and n threads)
+
+
+def gain_name(point: str, n: int) -> str:
+    return f"{point}: engine threads={n} / threads=1"
 
 
 def make_program(name: str, seq_len: int | None = None):
@@ -59,6 +77,11 @@ def make_program(name: str, seq_len: int | None = None):
 
 
 def _median_step(fn, frames, n: int, warm: int = 3) -> float:
+    return float(np.median(_step_times(fn, frames, n, warm)))
+
+
+def _step_times(fn, frames, n: int, warm: int = 3) -> np.ndarray:
+    """Seconds of each of n steps (after `warm` untimed ones)."""
     for i in range(warm):
         fn(frames[i % len(frames)])
     pc = time.perf_counter_ns
@@ -68,28 +91,45 @@ def _median_step(fn, frames, n: int, warm: int = 3) -> float:
         t0 = pc()
         fn(x)
         ts[i] = pc() - t0
-    return float(np.median(ts)) / 1e9
+    return ts / 1e9
 
 
-def read_bandwidth_at(nbytes: int, min_s: float = 0.05) -> float:
-    """Single-thread read bandwidth (GB/s) over a buffer of nbytes, read repeatedly: a buffer that fits
-    a cache level is measured from that level. Best of 5 timings of >= min_s each."""
+def read_bandwidth_at(nbytes: int, min_s: float = 0.05, threads: int = 1) -> float:
+    """Read bandwidth (GB/s) over a buffer of nbytes, read repeatedly: a buffer that fits a cache level
+    is measured from that level. Best of 5 timings of >= min_s each. threads > 1: that many threads
+    of numba's pool each read their own 1/threads of the buffer (the same working set in all)."""
+    from numba import prange
+
     from essm_stream.numba_config import njit
 
     @njit(cache=False)
-    def total(a, reps):
+    def total1(a, reps, n):
         s = np.float32(0)
         for r in range(reps):
             for i in range(a.shape[0]):
                 s += a[i]
         return s
 
+    @njit(cache=False, parallel=True)
+    def total_n(a, reps, n):
+        m = a.shape[0] // n
+        part = np.zeros(n, dtype=np.float32)
+        for c in prange(n):
+            x = a[c * m:(c + 1) * m]   # a slice: a flat a[i] with a run-time offset would not vectorize
+            s = np.float32(0)
+            for r in range(reps):
+                for i in range(m):
+                    s += x[i]
+            part[c] = s
+        return part.sum()
+
+    total = total1 if threads == 1 else total_n
     a = np.ones(max(nbytes // 4, 1024), dtype=np.float32)
-    total(a, 1)
+    total(a, 1, threads)
     reps = 1
     while True:
         t = time.perf_counter()
-        total(a, reps)
+        total(a, reps, threads)
         dt = time.perf_counter() - t
         if dt >= min_s or reps > 1 << 20:
             break
@@ -97,7 +137,7 @@ def read_bandwidth_at(nbytes: int, min_s: float = 0.05) -> float:
     best = 0.0
     for _ in range(5):
         t = time.perf_counter()
-        total(a, reps)
+        total(a, reps, threads)
         best = max(best, reps * a.nbytes / (time.perf_counter() - t))
     return best / 1e9
 
@@ -152,7 +192,16 @@ def start_costs(reps: int = 1) -> dict:
     return {"cold": cold, "warm": warm}
 
 
-def measure(reps: int = 7, log=print, with_paper: bool = True, with_start: bool = True) -> dict:
+def _suffix(n: int) -> str:
+    """Contender / sample names: no suffix for one thread (the names of earlier runs' JSON), else ' threads=N'."""
+    return "" if n == 1 else f" threads={n}"
+
+
+def measure(reps: int = 7, log=print, with_paper: bool = True, with_start: bool = True,
+            threads: tuple = (1, 2)) -> dict:
+    """threads: the thread counts N to measure; for each N > 1 the engine runs with threads=N and
+    every peer and machine limit with N threads too (separate contenders, same rounds)."""
+    import numba
     import torch
 
     from essm_stream.engine import StreamEngine
@@ -160,64 +209,105 @@ def measure(reps: int = 7, log=print, with_paper: bool = True, with_start: bool 
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
     edge, paper = make_program("edge"), (make_program("paper") if with_paper else None)
-    c = {}     # contender name -> (step function, frames, steps per round)
+    c = {}     # contender name -> (step function, frames, steps per round, torch threads or None)
 
-    def add_engine(tag, prog, B, K, n):
-        eng = StreamEngine(prog, batch=B, dtype=np.float32)
+    def add_engine(tag, prog, B, K, n, th):
+        eng = StreamEngine(prog, batch=B, dtype=np.float32, threads=th)
         eng.warmup()
         eng.run(rng.standard_normal((prog.cfg.seq_len + 1, B, prog.cfg.d_in)).astype(np.float32), prog.cfg.k_max)
         fr = [f for f in rng.standard_normal((16, B, prog.cfg.d_in)).astype(np.float32)]
-        c[tag] = (lambda x: eng.step(x, K), fr, n)
+        c[tag + _suffix(th)] = (lambda x: eng.step(x, K), fr, n, None)
 
-    def add_torch(tag, prog, B, K, n):
+    def add_torch(tag, prog, B, K, n, th):
         ts = TunedTorchStep(prog, B, K)
         fr = [torch.from_numpy(f) for f in rng.standard_normal((16, B, prog.cfg.d_in)).astype(np.float32)]
-        c[tag] = (ts.step, fr, n)
+        c[tag + _suffix(th)] = (ts.step, fr, n, th)
 
-    def add_onnx(tag, prog, B, K, n):
-        on = OnnxStep(prog, B, K)
+    def add_onnx(tag, prog, B, K, n, th):
+        on = OnnxStep(prog, B, K, threads=th)
         fr = [f for f in rng.standard_normal((16, B, prog.cfg.d_in)).astype(np.float32)]
-        c[tag] = (on.step, fr, n)
+        c[tag + _suffix(th)] = (on.step, fr, n, None)
 
-    log("building contenders (engine, tuned torch, ONNX Runtime with IO binding) ...")
-    add_engine("engine edge B=1 K=32", edge, 1, 32, 400)
-    add_engine("engine edge B=1 K=4", edge, 1, 4, 600)
-    add_torch("torch edge B=1 K=32", edge, 1, 32, 200)
-    add_torch("torch edge B=1 K=4", edge, 1, 4, 200)
-    add_onnx("onnx edge B=1 K=32", edge, 1, 32, 200)
-    add_engine("engine edge B=32 K=32", edge, 32, 32, 40)
-    if with_paper:
-        add_engine("engine paper B=1 K=32", paper, 1, 32, 20)
-        add_onnx("onnx paper B=1 K=32", paper, 1, 32, 20)
+    log("building contenders (engine, tuned torch, ONNX Runtime with IO binding; threads "
+        + ", ".join(map(str, threads)) + ") ...")
+    for th in threads:
+        add_engine("engine edge B=1 K=32", edge, 1, 32, 400, th)
+        add_engine("engine edge B=1 K=4", edge, 1, 4, 600, th)
+        add_torch("torch edge B=1 K=32", edge, 1, 32, 200, th)
+        add_torch("torch edge B=1 K=4", edge, 1, 4, 200, th)
+        add_onnx("onnx edge B=1 K=32", edge, 1, 32, 200, th)
+        add_engine("engine edge B=32 K=32", edge, 32, 32, 40, th)
+        if with_paper:
+            add_engine("engine paper B=1 K=32", paper, 1, 32, 20, th)
+            add_onnx("onnx paper B=1 K=32", paper, 1, 32, 20, th)
     f_e1, b_e1 = step_cost(edge.cfg, 1, 32)
     f_e32, _ = step_cost(edge.cfg, 32, 32)
     b_p1 = step_cost(paper.cfg, 1, 32)[1] if with_paper else 0
     samples = {k: [] for k in c}
-    samples.update({"sgemm_gflops": [], "bw_edge_gbs": [], "bw_paper_gbs": [], "loadavg_1m": []})
+    for th in threads:
+        sx = _suffix(th)
+        samples.update({"sgemm_gflops" + sx: [], "bw_edge_gbs" + sx: [], "bw_paper_gbs" + sx: []})
+    samples["loadavg_1m"] = []
+    tails = {}   # contender -> per round [p99, max] of its steps (jitter)
     for r in range(reps):
         t0 = time.perf_counter()
-        samples["sgemm_gflops"].append(sgemm_gflops())
-        for tag, (fn, fr, n) in c.items():
-            samples[tag].append(_median_step(fn, fr, n))
-        samples["bw_edge_gbs"].append(read_bandwidth_at(int(b_e1)))
+        for th in threads:
+            samples["sgemm_gflops" + _suffix(th)].append(sgemm_gflops(th))
+        for tag, (fn, fr, n, tth) in c.items():
+            torch.set_num_threads(tth or 1)
+            ts = _step_times(fn, fr, n)
+            samples[tag].append(float(np.median(ts)))
+            tails.setdefault(tag, []).append([float(np.percentile(ts, 99)), float(ts.max())])
+        torch.set_num_threads(1)
+        for th in threads:
+            samples["bw_edge_gbs" + _suffix(th)].append(read_bandwidth_at(int(b_e1), threads=th))
         samples["loadavg_1m"].append(os.getloadavg()[0])   # other jobs on the machine while this round ran
         if with_paper:
-            samples["bw_paper_gbs"].append(read_bandwidth_at(int(b_p1), min_s=0.1))
+            for th in threads:
+                samples["bw_paper_gbs" + _suffix(th)].append(read_bandwidth_at(int(b_p1), min_s=0.1, threads=th))
         log(f"round {r + 1}/{reps} ({time.perf_counter() - t0:.1f} s): " +
             ", ".join(f"{k} {v[-1] * 1e6:.0f} us" for k, v in samples.items() if k in c))
     S = {k: np.array(v) for k, v in samples.items()}
-    ratios = {
-        "edge B=1 K=32 vs tuned torch": S["torch edge B=1 K=32"] / S["engine edge B=1 K=32"],
-        "edge B=1 K=4 vs tuned torch": S["torch edge B=1 K=4"] / S["engine edge B=1 K=4"],
-        "edge B=1 K=32 vs ONNX Runtime": S["onnx edge B=1 K=32"] / S["engine edge B=1 K=32"],
-        "edge B=1 K=32 % of sgemm": 100 * f_e1 / S["engine edge B=1 K=32"] / (S["sgemm_gflops"] * 1e9),
-        "edge B=32 K=32 per-stream / B=1": S["engine edge B=32 K=32"] / 32 / S["engine edge B=1 K=32"],
-        "edge B=32 K=32 % of sgemm": 100 * f_e32 / S["engine edge B=32 K=32"] / (S["sgemm_gflops"] * 1e9),
-    }
-    if with_paper:
-        ratios["paper B=1 K=32 / memory floor"] = S["engine paper B=1 K=32"] / (b_p1 / (S["bw_paper_gbs"] * 1e9))
-        ratios["paper B=1 K=32 vs ONNX Runtime"] = S["onnx paper B=1 K=32"] / S["engine paper B=1 K=32"]
+    # N threads: a user with N cores runs each peer the faster way, so its sample in a round is the
+    # faster of its 1-thread and N-thread runs (torch's eager step is often slower on 2 threads);
+    # likewise the machine limits are the better of 1 and N threads. The engine's own N-thread time
+    # is never replaced (its threads=1 comparison is the GAIN lines).
+    for th in threads:
+        if th > 1:
+            x = _suffix(th)
+            for k in [k for k in S if k.endswith(x) and k.startswith(("torch", "onnx"))]:
+                S[k + " best"] = np.minimum(S[k], S[k[:-len(x)]])
+            for k in ("sgemm_gflops", "bw_edge_gbs", "bw_paper_gbs"):
+                if len(S.get(k + x, [])):
+                    S[k + x + " best"] = np.maximum(S[k + x], S[k])
+    ratios = {}
+    for th in threads:
+        x = _suffix(th) if th == 1 else _suffix(th) + " best"
+        e = _suffix(th)   # the engine's own samples
+        nm = (lambda name: name) if th == 1 else (lambda name, th=th: threaded_name(name, th))
+        ratios.update({
+            nm("edge B=1 K=32 vs tuned torch"): S["torch edge B=1 K=32" + x] / S["engine edge B=1 K=32" + e],
+            nm("edge B=1 K=4 vs tuned torch"): S["torch edge B=1 K=4" + x] / S["engine edge B=1 K=4" + e],
+            nm("edge B=1 K=32 vs ONNX Runtime"): S["onnx edge B=1 K=32" + x] / S["engine edge B=1 K=32" + e],
+            nm("edge B=1 K=32 % of sgemm"): 100 * f_e1 / S["engine edge B=1 K=32" + e] / (S["sgemm_gflops" + x] * 1e9),
+            nm("edge B=32 K=32 per-stream / B=1"): S["engine edge B=32 K=32" + e] / 32 / S["engine edge B=1 K=32" + e],
+            nm("edge B=32 K=32 % of sgemm"): 100 * f_e32 / S["engine edge B=32 K=32" + e] / (S["sgemm_gflops" + x] * 1e9),
+        })
+        if with_paper:
+            ratios[nm("paper B=1 K=32 / memory floor")] = S["engine paper B=1 K=32" + e] / (b_p1 / (S["bw_paper_gbs" + x] * 1e9))
+            ratios[nm("paper B=1 K=32 vs ONNX Runtime")] = S["onnx paper B=1 K=32" + x] / S["engine paper B=1 K=32" + e]
+    gains = {}
+    for th in threads:
+        if th > 1:
+            for pt in GAIN_POINTS:
+                if "engine " + pt in S and "engine " + pt + _suffix(th) in S:
+                    gains[gain_name(pt, th)] = S["engine " + pt] / S["engine " + pt + _suffix(th)]
+    try:
+        layer = numba.threading_layer()
+    except ValueError:   # no parallel region ran (threads=1 only)
+        layer = None
     res = {"reps": reps, "samples_s": {k: list(v) for k, v in samples.items()}, "blas": kernel_blas(),
+           "threads": list(threads), "tails_s": tails, "threading_layer": layer, "gains": {k: v.tolist() for k, v in gains.items()},
            "ratios": {k: v.tolist() for k, v in ratios.items()},
            "bytes": {"edge B=1 K=32": b_e1, "paper B=1 K=32": b_p1}, "flops": {"edge B=1 K=32": f_e1, "edge B=32 K=32": f_e32}}
     if with_start:
@@ -232,26 +322,56 @@ def measure(reps: int = 7, log=print, with_paper: bool = True, with_start: bool 
     return res
 
 
+def _target(name: str):
+    if name in TARGETS:
+        return TARGETS[name]
+    base = re.sub(r", \d+ threads each$", "", name)
+    return TARGETS[base]
+
+
 def lines(res) -> list[str]:
     out = []
     S = {k: np.array(v) for k, v in res["samples_s"].items()}
     for name, v in res["ratios"].items():
         v = np.asarray(v)
-        thr, sense = TARGETS[name]
+        thr, sense = _target(name)
         med = float(np.median(v))
         ok = med >= thr if sense == ">=" else med <= thr
         unit = "%" if "%" in name else ("s" if "CPU s" in name else "x")
         num = f"{med:.1f}{unit}" if unit != "x" else f"{med:.2f}x"
         spread = f"[{v.min():.2f}-{v.max():.2f}]" if unit == "x" else f"[{v.min():.1f}-{v.max():.1f}]"
-        out.append(f"{'PASS      ' if ok else 'FALL SHORT'}  {name:38s} {num:>8s} {spread:>15s}  target {sense} {thr:g}"
+        out.append(f"{'PASS      ' if ok else 'FALL SHORT'}  {name:50s} {num:>8s} {spread:>15s}  target {sense} {thr:g}"
                    f"{'' if unit == 'x' else unit}  (n={len(v)})")
+    if any(th > 1 for th in res.get("threads", [1])):
+        out.append("(lines '..., N threads each': the engine with threads=N; each peer and machine limit the better "
+                   "of its 1-thread and N-thread runs in the same round)")
+    if res.get("gains"):
+        out.append("")
+        out.append("threads: the engine with N threads against itself with one, same rounds (GAIN: N threads faster "
+                   "at the median; numba threading layer " + str(res.get("threading_layer")) + "):")
+        for name, v in res["gains"].items():
+            v = np.asarray(v)
+            med = float(np.median(v))
+            out.append(f"{'GAIN      ' if med > 1 else 'NO GAIN   '}  {name:46s} {med:.2f}x [{v.min():.2f}-{v.max():.2f}]  (n={len(v)})")
     out.append("")
-    out.append("contender medians over rounds (µs per step) [min-max]:")
+    tails = res.get("tails_s", {})
+    out.append("contender medians over rounds (µs per step) [min-max]" + ("; p99 and max step, medians over the rounds"
+                                                                          if tails else "") + ":")
     for k, v in S.items():
         if k.startswith(("engine", "torch", "onnx")):
-            out.append(f"  {k:26s} {np.median(v) * 1e6:9.1f}  [{v.min() * 1e6:.1f}-{v.max() * 1e6:.1f}]")
-    for k, lab in (("sgemm_gflops", "sgemm GFLOP/s (1 thread)"), ("bw_edge_gbs", "read GB/s at edge's working set"),
-                   ("bw_paper_gbs", "read GB/s at paper's working set"), ("loadavg_1m", "load average (1 min) per round")):
+            tl = ""
+            if k in tails:
+                t = np.asarray(tails[k]) * 1e6
+                tl = f"   p99 {np.median(t[:, 0]):.1f}, max {np.median(t[:, 1]):.0f}"
+            out.append(f"  {k:36s} {np.median(v) * 1e6:9.1f}  [{v.min() * 1e6:.1f}-{v.max() * 1e6:.1f}]{tl}")
+    limits = [("sgemm_gflops", "sgemm GFLOP/s (1 thread)"), ("bw_edge_gbs", "read GB/s at edge's working set"),
+              ("bw_paper_gbs", "read GB/s at paper's working set")]
+    for th in res.get("threads", [1]):
+        if th > 1:
+            limits += [("sgemm_gflops" + _suffix(th), f"sgemm GFLOP/s ({th} threads)"),
+                       ("bw_edge_gbs" + _suffix(th), f"read GB/s at edge's set, {th} thr"),
+                       ("bw_paper_gbs" + _suffix(th), f"read GB/s at paper's set, {th} thr")]
+    for k, lab in limits + [("loadavg_1m", "load average (1 min) per round")]:
         v = S.get(k)
         if v is not None and len(v):
             out.append(f"  {lab:34s} {np.median(v):7.1f}  [{v.min():.1f}-{v.max():.1f}]")

@@ -105,11 +105,22 @@ class StreamEngine:
 
     max_bytes: the engine's total memory (weights, state, scratch) is computed before anything is
     allocated and refused above this (default DEFAULT_MAX_BYTES; None: no limit).
+
+    threads: how many threads one call uses (default 1: the single-thread kernel, nothing else
+    runs). With N > 1 (exact programs; at most numba's pool, NUMBA_NUM_THREADS) each layer runs
+    as N tasks on numba's thread pool (kernels.conv_mix_par, one fork per layer): B >= 4N splits
+    the streams (the whole layer per task), fewer streams split the filter channels of the
+    convolution and their columns of the mixing weights. Frames with little work (parallel_min_work)
+    stay on the calling thread. The results equal the float64 reference within the same
+    tolerance as threads=1 (sums in another order). Worth it where a step's work is large and N
+    cores are otherwise idle: docs/PERFORMANCE.md "Threads" has the measurements and the rule. The
+    pool's threads (OpenMP's by default) spin for a while after each step, taking a core from
+    anything else running, and a step waits for its slowest thread (jitter on a shared machine).
     """
 
     def __init__(self, program: StreamProgram, batch: int = 1, dtype=np.float32,
                  nan_policy: str = "raise", kernel: str = "numba", max_bytes: int | None = DEFAULT_MAX_BYTES,
-                 background_compile: bool = False):
+                 background_compile: bool = False, threads: int = 1):
         if not isinstance(program, StreamProgram):
             raise ConfigError(f"StreamEngine needs a StreamProgram (StreamProgram.load(path)), got {type(program).__name__}")
         if isinstance(batch, bool) or not isinstance(batch, numbers.Integral) or not 1 <= batch <= 1 << 20:
@@ -123,7 +134,25 @@ class StreamEngine:
             raise ConfigError(f"kernel must be 'numba' or 'ref' (plain numpy reference), got {kernel!r}")
         if not isinstance(background_compile, bool):
             raise ConfigError(f"background_compile must be True or False, got {background_compile!r}")
+        max_threads = _max_threads()
+        if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or not 1 <= threads <= max_threads:
+            raise ConfigError(f"threads must be an int in [1, {max_threads}] (numba's thread pool: NUMBA_NUM_THREADS), "
+                              f"got {threads!r}")
+        if threads > 1 and (program.spectral is not None or getattr(program.cfg, "kind", "essm") == "lru"):
+            raise ConfigError(f"threads={threads}: only exact (ring-buffer FIR) programs split a step across threads; "
+                              "this program is " + ("an LRU" if getattr(program.cfg, "kind", "essm") == "lru"
+                                                    else f"spectral={program.spectral.get('mode')!r}") + " one: use threads=1")
         cfg = program.cfg
+        self.threads = int(threads)
+        # numba's parallel loop runs on the calling thread's share of the pool (numba.set_num_threads,
+        # thread-local, default the whole pool): where the pool is larger than `threads`, every call
+        # sets it, so that a step wakes `threads` threads and no more
+        self._pin = None
+        if self.threads > 1 and kernel == "numba" and max_threads > self.threads:
+            import numba
+            self._pin = lambda n=self.threads: numba.set_num_threads(n)
+        if self.threads > 1 and kernel == "numba" and not JIT_DISABLED:
+            _check_threading_layer()
         self.program, self.cfg, self.batch, self.dtype = program, cfg, int(batch), dt
         self.nan_policy = nan_policy
         self._kernel_name = kernel
@@ -136,7 +165,8 @@ class StreamEngine:
             from .reference import stream_run_ref
             self._kernel = stream_run_ref
         B = self.batch
-        self.layout = lay = _lo.Layout(cfg, B, program.spectral)     # spectral: exact FIR or LDS ladder
+        self.layout = lay = _lo.Layout(cfg, B, program.spectral, threads=self.threads,
+                                                  par_min=parallel_min_work() if self.threads > 1 else (0, 0))   # spectral: exact FIR or LDS ladder
         need = dt.itemsize * (lay.n_w + lay.state_len + lay.work_total + 2 * B * (cfg.d_in + cfg.d_out))
         if max_bytes is not None and need > max_bytes:
             raise ConfigError(f"this engine would need {need / 2**20:.1f} MiB (program {program!r}, batch={B}, "
@@ -214,8 +244,9 @@ class StreamEngine:
         return int(self._ist[_lo.IST_SKIPPED])
 
     def __repr__(self) -> str:
+        th = f", threads={self.threads}" if self.threads > 1 else ""
         return (f"StreamEngine({self.program!r}, batch={self.batch}, dtype={self.dtype.name}, "
-                f"nan_policy={self.nan_policy!r}, steps={self.steps})")
+                f"nan_policy={self.nan_policy!r}{th}, steps={self.steps})")
 
     # -- background compile --------------------------------------------------------------------
     @property
@@ -349,6 +380,8 @@ class StreamEngine:
                         self._k1 = K
                     if self._kernel is not self._fast_of:  # first step, or the kernel changed
                         self._bind_fast()
+                    if self._pin is not None:              # (threads > 1 on a larger pool only)
+                        self._pin()
                     status = self._fast(*self._step_args)   # NaN/Inf checked in the kernel first
                     if status != _k.OK:
                         self._raise(self._overflowed(status, *self._step_args[:2], self._y1), self._K1)
@@ -369,6 +402,8 @@ class StreamEngine:
                                  f"{getattr(out, 'shape', '')}; nothing was changed")
             self._set_step_budget(K)
             np.copyto(self._x1_b if ret is self._y1_b else self._x1_v, x_t)
+            if self._pin is not None:
+                self._pin()
             status = self._kernel(*self._step_args)
             if status != _k.OK:
                 self._raise(self._overflowed(status, *self._step_args[:2], self._y1), self._K1)
@@ -430,6 +465,8 @@ class StreamEngine:
                 Y = out.reshape(T, B, self.cfg.d_out)
             if T == 0:
                 return Y[:, 0] if squeeze else Y
+            if self._pin is not None:
+                self._pin()
             status = self._kernel(X3, Ks, self._W, self._off, self._lay, self._state, self._ist,
                                   self._work, Y, self._nan_zero)
             if status != _k.OK:
@@ -553,6 +590,65 @@ class StreamEngine:
         self.step(np.zeros((self.batch, self.cfg.d_in), dtype=self.dtype), 1)
         self.restore(s)
 
+
+
+# threads=N (kernels.conv_mix_par) forks and joins numba's pool once per layer: ≈ 1 µs with
+# OpenMP's spinning threads, more when a thread has to be woken. A frame whose convolution and mixing
+# are small, B · K_t · d · (L + d) (the products' multiply-adds plus the mixing's weights, per layer)
+# below these, runs them on the calling thread instead, at the single-thread kernel's speed. Two
+# splits, two thresholds: the filter channels (B < 4 threads; each task also sums a partial mixing
+# output) and the streams (B >= 4 threads). From the crossovers measured with
+# `python bench/threads_sweep.py --paper` (docs/PERFORMANCE.md "Threads": edge, native and
+# AVX2-emulated; channel split: loses at <= 197k on both builds (B=4 K=4), gains from 295k;
+# stream split: gains from 98k, B=8 K=1, the smallest measured). Kept here, not in the kernel
+# modules: a new value must not change the kernels' cache key.
+PARALLEL_MIN_WORK_CHANNELS = 250_000
+PARALLEL_MIN_WORK_STREAMS = 50_000
+
+
+def parallel_min_work() -> tuple[int, int]:
+    """(channel split, stream split) work below which a threads=N engine steps a frame's layers on
+    one thread; $ESSM_PARALLEL_MIN_WORK overrides both (0: always split; measurements, tests)."""
+    import os
+    env = os.environ.get("ESSM_PARALLEL_MIN_WORK")
+    if env:
+        try:
+            n = int(env)
+        except ValueError:
+            n = -1
+        if n < 0:
+            raise ConfigError(f"ESSM_PARALLEL_MIN_WORK must be an integer >= 0, got {env!r}")
+        return n, n
+    return PARALLEL_MIN_WORK_CHANNELS, PARALLEL_MIN_WORK_STREAMS
+
+
+_layer_checked = []
+
+
+def _check_threading_layer() -> None:
+    """Start numba's thread pool (once per process) and warn when its layer is 'workqueue': numba's
+    fallback without OpenMP or TBB, whose fork and join cost ≈ 80 µs here (OpenMP ≈ 1.3 µs), more
+    than a split step saves (docs/PERFORMANCE.md "Threads")."""
+    if _layer_checked:
+        return
+    _layer_checked.append(True)
+    import numba
+    from numba.np.ufunc import parallel as _par
+    try:
+        _par._launch_threads()
+        layer = numba.threading_layer()
+    except Exception as e:   # (private API: a numba that moved it only loses the warning)
+        log.debug("could not tell numba's threading layer: %r", e)
+        return
+    if layer == "workqueue":
+        log.warning("numba's threading layer is 'workqueue' (no OpenMP or TBB found): every split step pays "
+                    "≈ 80 µs to fork and join, more than threads > 1 saves; install libgomp or tbb, or use threads=1")
+
+
+def _max_threads() -> int:
+    """The most threads an engine may use: numba's thread pool (NUMBA_NUM_THREADS, default the CPU count)."""
+    import numba
+    return int(numba.config.NUMBA_NUM_THREADS)
 
 
 class _BackgroundCompile:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import types
+from numba import prange, types
 from numba.core.errors import TypingError
 from numba.extending import overload
 
@@ -41,7 +41,7 @@ from .layout import (D_GATE, D_HIDDEN, D_IN, D_MODEL, D_OUT, GATED, IST_ERR_B, I
                      W_X, W_Z, WL, W_UNDO, IST_SKIPPED, WB_C)
 from .kernels_lds import lds_convolve, lds_ring, lds_undo
 from .kernels_lru import lru_mix, lru_undo
-from .layout import CONV_SMALL, HIST_BLK, LDS, LRU_KIND, hist_block
+from .layout import CONV_SMALL, HIST_BLK, LDS, LRU_KIND, PAR_MIN_B, PAR_MIN_K, THREADS, WB_HP, hist_block
 from .numba_config import njit
 
 OK, ERR_NONFINITE, ERR_BUDGET, ERR_OVERFLOW = 0, 1, 2, 3
@@ -54,6 +54,9 @@ MODE_FIR, MODE_LDS, MODE_LRU = 0, 1, 2   # a layer's mixer: ring-buffer FIR, LDS
 # ring-buffer FIR whose products of 2 … lay[CONV_SMALL] filter rows run the numba loop (_small_product)
 # instead of BLAS: a mode of its own, so that only machines whose BLAS needs it compile that loop
 MODE_FIR_SMALL = 3
+# ring-buffer FIR whose convolution and mixing are split into lay[THREADS] tasks that run on numba's
+# thread pool (the engine's threads=N): the streams for B >= 4 N, the filter channels below
+MODE_FIR_PAR = 4
 
 ACC = np.float64   # accumulator of the short reductions (see module doc)
 
@@ -576,6 +579,27 @@ def _conv_to_V(Ks, t, work, lay, c0, w, b0, nb):
                     dst[j] = src[j]
 
 
+# (_conv_to_V and mix keep their own bodies, not calls of the range versions below: the
+# single-thread kernel's code, and its compile on a cold start, stay as they were)
+@njit(inline="always")
+def _conv_rows_to_V(Ks, t, work, lay, c0, w, b0, nb, k0, k1):
+    """_conv_to_V for the rows k0 <= k < min(k1, K_b) only (one task's filter channels, threads > 1)."""
+    wl, d = lay[WL], lay[D_MODEL]
+    sV, ss, gated = lay[W_V], lay[W_S], lay[GATED] != 0
+    for bi in range(nb):
+        wb = (b0 + bi) * wl
+        for k in range(k0, min(k1, Ks[t, b0 + bi])):
+            src = work[c0 + k * w + bi * d:c0 + k * w + (bi + 1) * d]
+            dst = work[wb + sV + (k + 1) * d:wb + sV + (k + 2) * d]
+            if gated:
+                a = work[wb + ss + k]
+                for j in range(d):
+                    dst[j] = src[j] * a
+            else:
+                for j in range(d):
+                    dst[j] = src[j]
+
+
 @njit(inline="always")
 def convolve(Ks, t, W, off, lay, state, work, B, l, p, Kt):
     """c_k = Σ_τ φ_k(τ) u(t-τ) for k < K_t of a block of streams at once: one GEMM per history block,
@@ -632,6 +656,212 @@ def mix(Ks, t, W, off, lay, work, B, l):
         gemm_nt(work, b0 * wl + sV, wl, W, seg(off, O_MCAT, l), ldM, (kg + 1) * d,
                 work, b0 * wl + lay[W_H], wl, nb, d, wl >= 0)
         b0 += nb
+
+
+@njit(inline="always")
+def _mix_streams(Ks, t, W, off, lay, work, b_lo, b_hi, l):
+    """mix for the streams b_lo <= b < b_hi (one task's streams, threads > 1)."""
+    wl, d = lay[WL], lay[D_MODEL]
+    sV = lay[W_V]
+    ldM = (lay[K_MAX] + 1) * d
+    b0 = b_lo
+    while b0 < b_hi:
+        nb = min(4, b_hi - b0)
+        kg = 1
+        for b in range(b0, b0 + nb):
+            if Ks[t, b] > kg:
+                kg = Ks[t, b]
+        for b in range(b0, b0 + nb):
+            wb = b * wl
+            for m in range((Ks[t, b] + 1) * d, (kg + 1) * d):
+                work[wb + sV + m] = 0.0
+        gemm_nt(work, b0 * wl + sV, wl, W, seg(off, O_MCAT, l), ldM, (kg + 1) * d,
+                work, b0 * wl + lay[W_H], wl, nb, d, wl >= 0)
+        b0 += nb
+
+
+@njit(inline="always")
+def _split_streams(lay, B, Kt):
+    """Does a threads=N frame split by streams, the whole layer per task (B >= 4 N and enough work)?"""
+    return B >= 4 * lay[THREADS] and B * Kt * lay[D_MODEL] * (lay[L_WIN] + lay[D_MODEL]) >= lay[PAR_MIN_B]
+
+
+@njit(inline="always")
+def _ring_write_blocks(state, work, lay, B, l, p, i0, i1):
+    """ring_write for the history blocks i0 <= i < i1 only (one task's streams)."""
+    wl, d, L = lay[WL], lay[D_MODEL], lay[L_WIN]
+    su, sv, sundo = lay[W_U], lay[W_V], lay[W_UNDO]
+    for i in range(i0, i1):
+        o, w, b0, nb = _hist_block(lay, B, l, i)
+        r0 = o + p * w
+        r1 = r0 + L * w
+        for bi in range(nb):
+            wb = (b0 + bi) * wl
+            u = work[wb + su:wb + su + d]
+            v = work[wb + sv:wb + sv + d]
+            undo = work[wb + sundo + l * d:wb + sundo + (l + 1) * d]
+            h0 = state[r0 + bi * d:r0 + (bi + 1) * d]
+            h1 = state[r1 + bi * d:r1 + (bi + 1) * d]
+            for j in range(d):
+                x = u[j]
+                undo[j] = h0[j]
+                h0[j] = x
+                h1[j] = x
+                v[j] = x
+
+
+@njit(inline="always")
+def _gate_streams(Ks, t, W, off, lay, work, b_lo, b_hi, l, Kt, gate_eps):
+    """gate for the streams b_lo <= b < b_hi only (one task's streams)."""
+    wl, d, dg = lay[WL], lay[D_MODEL], lay[D_GATE]
+    sg, ss = lay[W_G], lay[W_S]
+    nb, o = b_hi - b_lo, b_lo * wl
+    gemm_nt(work, o + lay[W_U], wl, W, seg(off, O_W1, l), d, d, work, o + sg, wl, nb, dg, wl < 0)
+    b1 = seg(off, O_B1, l)
+    for b in range(b_lo, b_hi):
+        _bias_gelu(work, b * wl + sg, W, b1, dg)
+    gemm_nt(work, o + sg, wl, W, seg(off, O_W2, l), dg, dg, work, o + ss, wl, nb, Kt, wl < 0)
+    b2 = seg(off, O_B2, l)
+    for b in range(b_lo, b_hi):
+        wb = b * wl + ss
+        K = Ks[t, b]
+        nrm = ACC(0)
+        for k in range(K):
+            v = work[wb + k] + W[b2 + k]
+            work[wb + k] = v
+            nrm += v * v
+        scale = math.sqrt(K) / (math.sqrt(nrm) + gate_eps)
+        mx = work[wb] * scale
+        for k in range(K):
+            v = work[wb + k] * scale
+            work[wb + k] = v
+            if v > mx:
+                mx = v
+        tot = ACC(0)
+        for k in range(K):
+            e = math.exp(work[wb + k] - mx)
+            work[wb + k] = e
+            tot += e
+        inv = 1.0 / tot
+        for k in range(K):
+            work[wb + k] *= inv
+
+
+@njit(inline="always")
+def _mlp_streams(W, off, lay, work, b_lo, b_hi, l, ln_eps):
+    """mlp for the streams b_lo <= b < b_hi only (one task's streams)."""
+    wl, d, dh = lay[WL], lay[D_MODEL], lay[D_HIDDEN]
+    sh, sz, sa = lay[W_H], lay[W_Z], lay[W_A]
+    nb, o = b_hi - b_lo, b_lo * wl
+    _layer_norm_streams(work, nb, wl, o + sh, o + sz, W, seg(off, O_LN2G, l), seg(off, O_LN2B, l), d, ln_eps)
+    gemm_nt(work, o + sz, wl, W, seg(off, O_FC1W, l), d, d, work, o + sa, wl, nb, dh, wl < 0)
+    fc1b, fc2b = seg(off, O_FC1B, l), seg(off, O_FC2B, l)
+    for b in range(b_lo, b_hi):
+        wb = b * wl
+        _bias_gelu(work, wb + sa, W, fc1b, dh)
+        for i in range(d):
+            work[wb + sh + i] += W[fc2b + i]
+    gemm_nt(work, o + sa, wl, W, seg(off, O_FC2W, l), dh, dh, work, o + sh, wl, nb, d, wl >= 0)
+
+
+@njit(inline="always")
+def _product(W, f0, L, state, w0, w, work, c0, kc, small):
+    """C (kc × w) = F (kc × L) · X (L × w) (convolve's product): the numba loop for 2 … small rows,
+    else BLAS (numba's np.dot)."""
+    if kc <= small and kc > 1:
+        _small_product(W, f0, L, state, w0, w, work, c0, kc)
+    else:
+        np.dot(W[f0:f0 + kc * L].reshape((kc, L)), state[w0:w0 + L * w].reshape((L, w)),
+               work[c0:c0 + kc * w].reshape((kc, w)))
+
+
+@njit
+def _conv_mix_task(Ks, t, W, off, lay, state, work, B, l, p, Kt, c):
+    """Task c of conv_mix_par (a compiled function of its own: numba caches it on disk, and the
+    parallel loop around it stays small)."""
+    n = lay[THREADS]
+    L, d, cb, wl = lay[L_WIN], lay[D_MODEL], lay[WB_C], lay[WL]
+    phir = seg(off, O_PHIR, l)
+    small, hb = lay[CONV_SMALL], lay[HIST_BLK]
+    nblk = (B + hb - 1) // hb
+    if B < 4 * n:      # few streams: split the filter channels
+        k0 = c * Kt // n
+        k1 = (c + 1) * Kt // n
+        if k1 > k0:
+            for i in range(nblk):
+                o, w, b0, nb = _hist_block(lay, B, l, i)
+                c0 = cb + Kt * b0 * d
+                _product(W, phir + k0 * L, L, state, o + (p + 1) * w, w, work, c0 + k0 * w, k1 - k0, small)
+                _conv_rows_to_V(Ks, t, work, lay, c0, w, b0, nb, k0, k1)
+        mcat = seg(off, O_MCAT, l)
+        ldM = (lay[K_MAX] + 1) * d
+        sV = lay[W_V]
+        hp = lay[WB_HP] + c * B * d
+        m0 = 0 if c == 0 else (k0 + 1) * d     # this task's columns of V and Mcat (task 0: D's too)
+        m1 = (k1 + 1) * d
+        b0 = 0
+        while b0 < B:                          # four streams at a time, as mix
+            nb = min(4, B - b0)
+            kg = 1
+            for b in range(b0, b0 + nb):
+                if Ks[t, b] > kg:
+                    kg = Ks[t, b]
+            e1 = min(m1, (kg + 1) * d)
+            for b in range(b0, b0 + nb):       # V zero-padded to the group's max K (this task's part)
+                wb = b * wl + sV
+                for m in range(max(m0, (Ks[t, b] + 1) * d), e1):
+                    work[wb + m] = 0.0
+            if e1 > m0:
+                gemm_nt(work, b0 * wl + sV + m0, wl, W, mcat + m0, ldM, e1 - m0, work, hp + b0 * d, d, nb, d, wl < 0)
+            else:
+                work[hp + b0 * d:hp + (b0 + nb) * d] = 0.0
+            b0 += nb
+    else:              # many streams: split the streams (history blocks), the whole layer per task
+        i0 = c * nblk // n
+        i1 = (c + 1) * nblk // n
+        b_lo, b_hi = i0 * hb, min(i1 * hb, B)
+        if b_hi > b_lo:
+            ln_eps, gate_eps = W[seg(off, O_EPS, 0)], W[seg(off, O_EPS, 0) + 1]
+            _ring_write_blocks(state, work, lay, B, l, p, i0, i1)
+            if lay[GATED] != 0:
+                _gate_streams(Ks, t, W, off, lay, work, b_lo, b_hi, l, Kt, gate_eps)
+            for i in range(i0, i1):
+                o, w, b0, nb = _hist_block(lay, B, l, i)
+                c0 = cb + Kt * b0 * d
+                _product(W, phir, L, state, o + (p + 1) * w, w, work, c0, Kt, small)
+                _conv_to_V(Ks, t, work, lay, c0, w, b0, nb)
+            _mix_streams(Ks, t, W, off, lay, work, b_lo, b_hi, l)
+            if lay[MLP] != 0:
+                _mlp_streams(W, off, lay, work, b_lo, b_hi, l, ln_eps)
+
+
+@njit(parallel=True)
+def conv_mix_par(Ks, t, W, off, lay, state, work, B, l, p, Kt):
+    """convolve + mix of layer l split into n = lay[THREADS] tasks on numba's thread pool (one
+    fork and join per layer; the gate, LayerNorms, MLP and head stay on the calling thread).
+
+    B >= 4 n (and enough work, _split_streams): task c takes the history blocks c nblk / n …
+    (c+1) nblk / n (whole streams) through the whole layer: their ring rows, gate, products, mixing
+    and MLP, writing only their own rows of the history, Cb and their streams' scratch (the step
+    loop then skips the MLP).
+    B < 4 n (too few streams for the mixing's groups of four): task c takes the filter channels
+    k0 = c K_t / n … k1 = (c+1) K_t / n of every stream: those rows of the products (the windows
+    read by every task, from cache) and those blocks of columns of V and Mcat (task 0 also D's), so
+    each task streams its own part of the weights; its part of the mixing goes to
+    work[WB_HP + c B d] and the parts are summed into h after the join (float sums in another
+    order than one thread's: equal to the float64 reference within the same tolerance)."""
+    n = lay[THREADS]
+    # (numba.set_num_threads here would keep the function out of the disk cache: a ctypes pointer)
+    for c in prange(n):
+        _conv_mix_task(Ks, t, W, off, lay, state, work, B, l, p, Kt, c)
+    if B < 4 * n:
+        d, wl, hp = lay[D_MODEL], lay[WL], lay[WB_HP]
+        for b in range(B):
+            h = work[b * wl + lay[W_H]:b * wl + lay[W_H] + d]
+            for c in range(n):
+                part = work[hp + (c * B + b) * d:hp + (c * B + b + 1) * d]
+                for j in range(d):
+                    h[j] += part[j]
 
 
 @njit(inline="always")
@@ -715,6 +945,8 @@ def layer_mixer(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode):
         _mixer_lds(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode)
     elif mode == MODE_FIR_SMALL:
         _mixer_fir_small(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode)
+    elif mode == MODE_FIR_PAR:
+        _mixer_fir_par(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode)
     else:
         _mixer_fir(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode)
 
@@ -733,6 +965,23 @@ def _mixer_fir_small(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mod
         gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps)
     convolve_small(Ks, t, W, off, lay, state, work, B, l, p, Kt)   # (few rows: the numba loop)
     mix(Ks, t, W, off, lay, work, B, l)
+
+
+def _mixer_fir_par(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode):
+    if _split_streams(lay, B, Kt):     # the whole layer (MLP too) per task, whole streams each
+        conv_mix_par(Ks, t, W, off, lay, state, work, B, l, p, Kt)
+        return
+    ring_write(state, work, lay, B, l, p)
+    if lay[GATED] != 0:
+        gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps)
+    if B < 4 * lay[THREADS] and B * Kt * lay[D_MODEL] * (lay[L_WIN] + lay[D_MODEL]) >= lay[PAR_MIN_K]:
+        conv_mix_par(Ks, t, W, off, lay, state, work, B, l, p, Kt)   # convolve + mix, channels split
+    else:                                                           # too little work to pay for a fork
+        if lay[CONV_SMALL] > 1:
+            convolve_small(Ks, t, W, off, lay, state, work, B, l, p, Kt)
+        else:
+            convolve(Ks, t, W, off, lay, state, work, B, l, p, Kt)
+        mix(Ks, t, W, off, lay, work, B, l)
 
 
 def _mixer_lds(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode):
@@ -786,7 +1035,7 @@ def _ol_layer_mixer(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode
     # the mode's mixer is the implementation itself (plain Python, compiled here with its ops
     # inlined once), not a wrapper that inlines it: one copy of its IR fewer (cold start)
     return {MODE_FIR: _mixer_fir, MODE_LDS: _mixer_lds, MODE_LRU: _mixer_lru,
-            MODE_FIR_SMALL: _mixer_fir_small}[_literal_mode(mode)]
+            MODE_FIR_SMALL: _mixer_fir_small, MODE_FIR_PAR: _mixer_fir_par}[_literal_mode(mode)]
 
 
 @overload(undo_mixer)
@@ -856,8 +1105,8 @@ def _run(X, Ks, W, off, lay, state, ist, work, Y, nan_zero, mode):
                                 seg(off, O_LN1B, l), d, ln_eps)  # u = LN1(h)
             finite = rows_finite(work, lay[W_U], wl, B, d) and finite
             layer_mixer(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode)   # h += mixer(u)
-            if lay[MLP] != 0:
-                mlp(W, off, lay, work, B, l, ln_eps)             # h += MLP(LN2(h))
+            if lay[MLP] != 0 and not (mode == MODE_FIR_PAR and _split_streams(lay, B, Kt)):
+                mlp(W, off, lay, work, B, l, ln_eps)             # h += MLP(LN2(h)) (a split layer did it)
         head(t, W, off, lay, state, ist, work, Y, B, ln_eps)     # y_t = W_out LN_f(h) + b_out (pooled)
         if not (finite and output_finite(Y, t)):                 # overflow: the caller takes it back
             ist[IST_ERR_T] = t
@@ -877,6 +1126,13 @@ def stream_run_fir_small(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
     """stream_run for exact programs on machines whose BLAS is slow for a few filter rows
     (lay[CONV_SMALL] > 1): products of 2 … CONV_SMALL rows by the numba loop."""
     return _run(X, Ks, W, off, lay, state, ist, work, Y, nan_zero, 3)
+
+
+@njit
+def stream_run_fir_par(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
+    """stream_run for exact programs with lay[THREADS] > 1: each layer's convolution and mixing
+    split across that many threads (conv_mix_par)."""
+    return _run(X, Ks, W, off, lay, state, ist, work, Y, nan_zero, 4)
 
 
 @njit
@@ -923,7 +1179,10 @@ def kernel_for(lay):
     convolution loop is compiled in only where the layout asks for it (lay[CONV_SMALL] > 1: SciPy's
     OpenBLAS without small-matrix kernels); elsewhere every product is BLAS and the loop is not
     compiled at all (≈ 0.3-0.7 s of a cold start, bench/startup.py --compile)."""
-    fir = stream_run_fir_small if lay[CONV_SMALL] > 1 else stream_run_fir
+    if lay[THREADS] > 1:     # (the engine's threads=N: conv_mix_par; it runs the few-row loop itself)
+        fir = stream_run_fir_par
+    else:
+        fir = stream_run_fir_small if lay[CONV_SMALL] > 1 else stream_run_fir
     return _of_mode(lay, fir, stream_run_lds, stream_run_lru)
 
 

@@ -163,7 +163,11 @@ def program_shapes(cfg: ESSMConfig, spectral: dict | None = None) -> dict[str, t
 # -- named dims --------------------------------------------------------------------------------
 
 DIMS = ("d_in", "d", "d_out", "n_layers", "L", "k_max", "d_gate", "d_hidden", "gated", "mlp",
-        "pool_W", "pooled", "lru", "n_state", "lds", "lds_n", "lds_buf", "hist_blk", "conv_small")
+        "pool_W", "pooled", "lru", "n_state", "lds", "lds_n", "lds_buf", "hist_blk", "conv_small", "threads", "par_min_k", "par_min_b")
+# (the threads dims sit at the end of LAY, after the BATCH offsets, not after conv_small: every
+# entry the single-thread kernel reads keeps its index, so its machine code is the same as before
+# they existed; named dims are looked up by name, never by position)
+_TAIL_DIMS = ("threads", "par_min_k", "par_min_b")
 
 HIST_COLS = 64   # columns (streams × channels) per block of the history, see hist_blk
 
@@ -180,11 +184,16 @@ def _conv_small_rows() -> int:
     return conv_small_rows()
 
 
-def named_dims(cfg: ESSMConfig, spectral: dict | None = None) -> dict[str, int]:
+def named_dims(cfg: ESSMConfig, spectral: dict | None = None, threads: int = 1,
+               par_min: tuple[int, int] = (0, 0)) -> dict[str, int]:
     """The sizes the kernel reads; d_gate / d_hidden / pool_W are 0 / 0 / 1 when the config does not use them.
 
     spectral: the program's spectral record (None = exact ring-buffer FIR). For an LDS record,
-    lds = 1, lds_n = the largest layer's ladder size, lds_buf = 1 if it keeps the window buffer."""
+    lds = 1, lds_n = the largest layer's ladder size, lds_buf = 1 if it keeps the window buffer.
+    threads: the tasks a layer's convolution and mixing are split into (the engine's `threads`;
+    1 = the single-thread kernel; exact programs only); par_min_k / par_min_b: a frame whose
+    B·K_t·d·(L + d) is below it (split by filter channels, B < 4 threads / by streams) runs them on
+    the calling thread alone (the engine's policy: engine.parallel_min_work)."""
     pool = pooled(cfg)
     lds = spectral is not None and spectral.get("mode") == "lds"
     no_lds = {"lds": 0, "lds_n": 0, "lds_buf": 0}
@@ -193,14 +202,15 @@ def named_dims(cfg: ESSMConfig, spectral: dict | None = None) -> dict[str, int]:
                 "L": 1, "k_max": 1, "d_gate": 0, "d_hidden": cfg.mlp_ratio * cfg.d_model if cfg.mlp else 0,
                 "gated": 0, "mlp": int(cfg.mlp), "pool_W": cfg.pool_window if pool else 1,
                 "pooled": int(pool), "lru": 1, "n_state": max(cfg.layer_states()), **no_lds,
-                "hist_blk": hist_blk(cfg.d_model), "conv_small": 1}
+                "hist_blk": hist_blk(cfg.d_model), "conv_small": 1, "threads": 1, "par_min_k": 0, "par_min_b": 0}
     return {"d_in": cfg.d_in, "d": cfg.d_model, "d_out": cfg.d_out, "n_layers": cfg.n_layers,
             "L": cfg.seq_len, "k_max": cfg.k_max, "d_gate": cfg.d_gate if cfg.gated else 0,
             "d_hidden": cfg.mlp_ratio * cfg.d_model if cfg.mlp else 0, "gated": int(cfg.gated),
             "mlp": int(cfg.mlp), "pool_W": cfg.pool_window if pool else 1, "pooled": int(pool),
             "lru": 0, "n_state": 0, "lds": int(lds), "lds_n": max(spectral["n"]) if lds else 0,
             "lds_buf": int(lds and bool(spectral["buffered"])), "hist_blk": hist_blk(cfg.d_model),
-            "conv_small": _conv_small_rows()}
+            "conv_small": _conv_small_rows(), "threads": int(threads) if not lds else 1,
+            "par_min_k": int(par_min[0]), "par_min_b": int(par_min[1])}
 
 
 @dataclass(frozen=True)
@@ -255,14 +265,17 @@ BATCH: tuple[Section, ...] = (
             "exact mode: the convolution of every stream's window, per history block one (K_t, n_b d) "
             "matrix at K_t b0 d (K_t = the frame's largest budget); row k, columns b' d … b' d + d go "
             "to stream b0 + b''s V (× α_k)"),
+    Section("Hp", lambda g, B: g["threads"] * B * g["d"] if 1 < g["threads"] and B < 4 * g["threads"] else 0,
+            "threads > 1 with B < 4 threads (the filter channels split): each task's part of every "
+            "stream's mixing output (its channels' columns of Mcat), summed into h after the tasks join"),
 )
 
-LAY = DIMS + tuple("w_" + s.name for s in SCRATCH) + ("wl",) + tuple("st_" + s.name for s in STATE) + \
-    tuple("wb_" + s.name for s in BATCH)
+LAY = tuple(n for n in DIMS if n not in _TAIL_DIMS) + tuple("w_" + s.name for s in SCRATCH) + ("wl",) + \
+    tuple("st_" + s.name for s in STATE) + tuple("wb_" + s.name for s in BATCH) + _TAIL_DIMS
 _LAY = {name: i for i, name in enumerate(LAY)}
 N_LAY = len(LAY)
 (D_IN, D_MODEL, D_OUT, N_LAYERS, L_WIN, K_MAX, D_GATE, D_HIDDEN, GATED, MLP, POOL_W, POOLED,
- LRU_KIND, N_STATE, LDS, LDS_N, LDS_BUF, HIST_BLK, CONV_SMALL) = (_LAY[n] for n in DIMS)
+ LRU_KIND, N_STATE, LDS, LDS_N, LDS_BUF, HIST_BLK, CONV_SMALL, THREADS, PAR_MIN_K, PAR_MIN_B) = (_LAY[n] for n in DIMS)
 W_X, W_H, W_U, W_Z, W_V, W_G, W_S, W_A, W_O = (_LAY["w_" + s] for s in "xhuzVgsao")
 W_UNDO = _LAY["w_undo"]
 W_LRU_UNDO = _LAY["w_lru_undo"]
@@ -271,6 +284,7 @@ ST_HIST, ST_POOL, ST_LRU_X = _LAY["st_hist"], _LAY["st_pool"], _LAY["st_lru_x"]
 W_LW, W_LO, W_LUNDO = _LAY["w_lw"], _LAY["w_lo"], _LAY["w_lundo"]
 ST_LDS, ST_LRING = _LAY["st_lds"], _LAY["st_lring"]
 WB_C = _LAY["wb_Cb"]   # absolute offset into work
+WB_HP = _LAY["wb_Hp"]
 
 # ist: small int64 state and error details, shared by every mode.
 (IST_POS, IST_T, IST_POOL, IST_ERR_T, IST_ERR_B, IST_ERR_J, IST_ERR_K, IST_NREPLACED,
@@ -316,9 +330,10 @@ class Layout:
     """The engine's memory plan for one config and batch size: lay, off, and the sizes of W, work and state
     (work: B per-stream strides of work_len, then the BATCH sections; work_total in all)."""
 
-    def __init__(self, cfg: ESSMConfig, batch: int = 1, spectral: dict | None = None):
+    def __init__(self, cfg: ESSMConfig, batch: int = 1, spectral: dict | None = None, threads: int = 1,
+                 par_min: tuple[int, int] = (0, 0)):
         self.cfg, self.batch = cfg, int(batch)
-        g = self.dims = named_dims(cfg, spectral)
+        g = self.dims = named_dims(cfg, spectral, threads, par_min)
         self.shapes = packed_shapes(g)
         per_layer = {s.name: s.per_layer for s in SEGMENTS}
         lay = np.zeros(N_LAY, dtype=np.int64)

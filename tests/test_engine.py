@@ -396,7 +396,8 @@ def test_gemm_nt_matches_reference():
 def test_exact_engine_compiles_no_other_modes_kernels(tmp_path, small_rows, small_compiled):
     """An exact (FIR) program compiles only its own mode's ops: with an empty numba cache, stepping an
     FIR engine leaves the LDS and LRU kernels uncompiled (they cost a cold start seconds of CPU), and
-    the few-row convolution loop too unless the layout asks for it (conv_small > 1)."""
+    the few-row convolution loop too unless the layout asks for it (conv_small > 1), and the
+    threads=N split (kernels.conv_mix_par) for the default threads=1."""
     code = textwrap.dedent("""
         import numpy as np
         from essm_stream.config import ESSMConfig
@@ -406,13 +407,14 @@ def test_exact_engine_compiles_no_other_modes_kernels(tmp_path, small_rows, smal
         StreamEngine(tiny_program(cfg), dtype=np.float64).step(np.ones(3), 2)
         n = [len(f.signatures) for f in (kernels_lds.ladder_update, kernels_lds.ladder_readout,
                                           kernels_lds.lds_undo, kernels_lru.lru_undo, kernels.gemm_nt,
-                                          kernels._small_product)]
+                                          kernels._small_product, kernels.conv_mix_par,
+                                          kernels._conv_mix_task)]
         print(n)
     """)
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), ESSM_CONV_SMALL_ROWS=small_rows)
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
-    want = f"[0, 0, 0, 0, 1, {small_compiled}]"   # (gemm_nt: the FIR's own)
+    want = f"[0, 0, 0, 0, 1, {small_compiled}, 0, 0]"   # (gemm_nt: the FIR's own; threads=1: no parallel split)
     assert r.stdout.strip().splitlines()[-1] == want, r.stdout
 
 

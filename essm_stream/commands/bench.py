@@ -23,6 +23,9 @@ def add_arguments(p):
     p.add_argument("--reps", type=int, default=7, help="interleaved rounds for --targets and --plots")
     p.add_argument("--no-start", action="store_true", help="with --targets: skip the demo start-up measurement")
     p.add_argument("--no-paper", action="store_true", help="with --targets: skip the paper config")
+    p.add_argument("--threads", default="1,2",
+                   help="with --targets: thread counts N (comma-separated); for each N > 1 the engine runs with "
+                        "threads=N beside torch, ONNX Runtime, sgemm and the read bandwidth on N threads too")
     p.add_argument("--plots", metavar="DIR",
                    help="time vs K, L and B (engine, tuned torch) into DIR/perf_k.png, perf_l.png, perf_b.png")
     p.add_argument("--plot", help="write latency-vs-K plot (PNG) here, e.g. docs/latency_vs_k.png")
@@ -37,7 +40,7 @@ def run(a):
 
     # bench/bench_engine.py parses these strings itself; they are checked here first, with the CLI's
     # one int_list, so that a bad value fails before minutes of measurement.
-    for name in ("batches", "ks"):
+    for name in ("batches", "ks", "threads"):
         try:
             int_list(lo=1)(getattr(a, name))
         except Exception as e:
