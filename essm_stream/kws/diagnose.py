@@ -5,6 +5,7 @@
     python -m essm_stream.kws.diagnose val PROGRAM.essm [PROGRAM.essm ...] [--sets runs/kws2/sets] [--test]
     python -m essm_stream.kws.diagnose perkw PROGRAM.essm [--sets runs/kws2/sets]
     python -m essm_stream.kws.diagnose cost PROGRAM.essm [PROGRAM.essm ...]
+    python -m essm_stream.kws.diagnose det-k PROGRAM... --sets SETS --test-family FOLD [--K 32,8,4] [--caps 2,10,50]
 
 `streams`: the model (MODEL_DIR/last.safetensors + norm.json) over the rendered feature streams of the
 fold (render.py), grouped by who speaks: a seeded sample of its training streams per family, its
@@ -26,6 +27,11 @@ keyword and threshold; the rule couples keywords only through the 1 s refractory
 keyword are chosen greedily on validation (most hits per false accept first) under a false-accept
 budget, and the same per-keyword thresholds are read on the held-out clean streams.
 
+`det-k`: the elastic target as the issue states it ("K = 4 keeps >= 98% of K = 32's hits at the same
+false-accept rate"): each budget's held-out DET curve (one engine pass per K, every threshold) read at
+<= 2 / 10 / 50 false accepts per hour of keyword-free speech, each K at its own best threshold, and the
+ratio of hits to K = K̄'s at each cap (kws-eval's "same threshold" row compares operating points instead).
+
 `cost`: the engine's CPU per model step (StreamEngine.step on one frame, float32, batch 1, median of
 n calls after a warm-up) at K = 4 and K = K̄, and the parameter count: the model-size axis of the
 accuracy tables (the speech-embedding frontend's cost per hop is in kws-eval's output).
@@ -42,6 +48,14 @@ from . import voices as V
 
 log = logging.getLogger(__name__)
 CAPS = (2.0, 10.0, 50.0)
+
+
+def fine_thresholds() -> tuple[float, ...]:
+    """kws-eval's grid (loso.THRESHOLDS) plus steps of 0.005 from 0.3 to 0.99 and 24 log-spaced points up to
+    1 - 5e-5: each budget's DET curve read between the coarse grid's points (0.05 apart below 0.9)."""
+    from . import loso as L
+    extra = np.concatenate([np.arange(0.3, 0.99, 0.005), 1 - np.logspace(-2, np.log10(5e-5), 24)])
+    return tuple(sorted(set(np.round(np.concatenate([L.THRESHOLDS, extra]), 6).tolist())))
 
 
 def stream_groups(feats_dir, family: str, n_train: int = 40, seed: int = 0, test_feats=None) -> dict[str, list[dict]]:
@@ -246,6 +260,76 @@ def per_keyword_hits(program_path, sets_dir, family: str = "festival", condition
     return out
 
 
+def budget_det(program_path, sets_dir, family: str = "festival", Ks=(32, 8, 4), caps=CAPS,
+               conditions=("clean", "10dB"), thresholds=None) -> dict:
+    """The elastic target read as the issue writes it: K = k's hits against K = K̄'s at the *same false-accept
+    rate*, not at the same threshold. Per held-out condition, one engine pass per K over the keyword and
+    keyword-free test streams and every threshold of the grid (loso_eval.essm_rows), each K's DET curve read at
+    <= cap false accepts/h of keyword-free speech (loso_eval.det_point: each K at its own best threshold), and
+    the ratio hits(K) / hits(K̄) at each cap. Reporting only: the test curve chooses nothing.
+    {condition: {"keywords", "kw_hours", "neg_hours", "curves": {K: [{threshold, hits, false_accepts}]},
+                 "det": {K: {cap: det_point}}, "ratio": {K: {cap: ratio or None}}}}"""
+    from ..program import StreamProgram
+    from . import loso as L
+    from .loso_eval import det_point, essm_rows
+    from .spotter import KeywordSpotter
+
+    prog = StreamProgram.load(program_path)
+    sp = KeywordSpotter(prog)
+    Ks = [int(k) for k in Ks]
+    bad = [k for k in Ks if not 1 <= k <= prog.k_max]
+    if bad:
+        raise ValueError(f"budgets {bad} outside 1 .. {prog.k_max} (the program's K̄)")
+    if any(not c > 0 for c in caps):
+        raise ValueError(f"false-accept caps must be > 0, got {list(caps)}")
+    ref = prog.k_max
+    Ks = [ref] + [k for k in dict.fromkeys(Ks) if k != ref]
+    thresholds = L.THRESHOLDS if thresholds is None else tuple(float(t) for t in thresholds)
+    out = {}
+    for c in conditions:
+        kw, neg = L.load_condition(sets_dir, "test", family, c)
+        if not kw or not neg:
+            raise FileNotFoundError(f"no test_{family}_kw_{c}.npz and test_{family}_neg_{c}.npz in {sets_dir}")
+        r = {"keywords": 0, "kw_hours": 0.0, "neg_hours": 0.0, "curves": {}, "det": {}, "ratio": {}}
+        for K in Ks:
+            rk, rn = essm_rows(prog, sp, kw, K, thresholds), essm_rows(prog, sp, neg, K, thresholds)
+            r["keywords"], r["kw_hours"], r["neg_hours"] = rk[0]["keywords"], rk[0]["hours"], rn[0]["hours"]
+            r["curves"][K] = [{"threshold": a["threshold"], "hits": a["hits"], "false_accepts": b["false_accepts"]}
+                              for a, b in zip(rk, rn)]
+            r["det"][K] = {cap: det_point(rk, rn, cap) for cap in caps}
+            log.info("%s %s K=%d: %s", program_path, c, K,
+                     ", ".join(f"<= {cap:g}: {d['hits']}" for cap, d in r["det"][K].items()))
+        r["ratio"] = {K: {cap: (r["det"][K][cap]["hits"] / r["det"][ref][cap]["hits"]
+                                if r["det"][ref][cap]["hits"] else None) for cap in caps} for K in Ks}
+        out[c] = r
+    return out
+
+
+def budget_det_markdown(name: str, res: dict) -> str:
+    """One table per program: rows = condition x cap, columns = K (hits, false accepts, threshold) and the
+    ratios to K̄ (the first K of the result)."""
+    lines = []
+    for c, r in res.items():
+        Ks = list(r["det"])
+        ref = Ks[0]
+        lines += [f"{name}, {c}: {r['keywords']} keywords in {r['kw_hours']:.2f} h of keyword streams, "
+                  f"{r['neg_hours']:.2f} h of keyword-free speech", "",
+                  "| ≤ FA/h (events) | " + " | ".join(f"K = {K}: hits (FA, threshold)" for K in Ks) + " | "
+                  + " | ".join(f"K = {K} / K = {ref}" for K in Ks[1:]) + " |",
+                  "|---|" + "---|" * (2 * len(Ks) - 1)]
+        for cap, d0 in r["det"][ref].items():
+            cells = []
+            for K in Ks:
+                d = r["det"][K][cap]
+                th = "none" if d["threshold"] is None else f"{d['threshold']:g}"
+                cells.append(f"{100 * d['hit_rate']:.1f}% ({d['hits']}) ({d['false_accepts']}, {th})")
+            rat = [("n/a" if r["ratio"][K][cap] is None else f"{100 * r['ratio'][K][cap]:.0f}%") for K in Ks[1:]]
+            ev = int(np.floor(cap * r["neg_hours"] + 1e-9))
+            lines.append(f"| {cap:g} (≤ {ev}) | " + " | ".join(cells) + " | " + " | ".join(rat) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def engine_cost(program_path, n: int = 500, Ks=(4, None)) -> dict:
     """{"params": n, "us_per_step": {K: median µs}} of the compiled program (thread CPU time per call)."""
     import time
@@ -300,8 +384,41 @@ def main(argv=None) -> int:
     a5.add_argument("--sets", default="runs/kws2/sets")
     a5.add_argument("--test-family", default="festival", type=V.fold_name, help="a family or held-out voices")
     a5.add_argument("--K", type=int, default=None)
+    a6 = sub.add_parser("det-k", help="K = k vs K = K̄ hits at the same false-accept rate (held-out DET curves)")
+    a6.add_argument("programs", nargs="+")
+    a6.add_argument("--sets", default="runs/kws2/sets")
+    a6.add_argument("--test-family", default="festival", type=V.fold_name, help="a family or held-out voices")
+    a6.add_argument("--K", default="32,8,4", help="budgets, comma-separated (the program's K̄ is the reference)")
+    a6.add_argument("--caps", default="2,10,50", help="false accepts per hour of keyword-free speech")
+    a6.add_argument("--conditions", default="clean,10dB")
+    a6.add_argument("--json", default=None, help="also write the result (curves included) to this file")
+    a6.add_argument("--fine", action="store_true", help="a finer threshold grid than kws-eval's (diagnose.fine_thresholds)")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if a.cmd == "det-k":
+        try:
+            Ks = [int(x) for x in a.K.split(",")]
+            caps = [float(x) for x in a.caps.split(",")]
+        except ValueError:
+            ap.error(f"--K and --caps take comma-separated numbers, got {a.K!r} / {a.caps!r}")
+        if any(k < 1 for k in Ks) or any(not c > 0 for c in caps):
+            ap.error("--K values must be >= 1 and --caps > 0")
+        conds = [x for x in a.conditions.split(",") if x]
+        allres = {}
+        for p in a.programs:
+            if not Path(p).is_file():
+                ap.error(f"no program {p}")
+            try:
+                res = budget_det(p, a.sets, a.test_family, Ks, caps, conds, fine_thresholds() if a.fine else None)
+            except (FileNotFoundError, ValueError) as e:
+                ap.error(str(e))
+            allres[p] = res
+            print(budget_det_markdown(p, res))
+        if a.json:
+            from ..fileio import atomic_write_bytes
+            atomic_write_bytes(a.json, json.dumps({"sets": str(a.sets), "test_family": a.test_family, "fine": a.fine,
+                                                   "results": allres}, indent=1).encode())
+        return 0
     if a.cmd == "perkw-test":
         for p in a.programs:
             if not Path(p).is_file():

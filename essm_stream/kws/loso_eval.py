@@ -117,6 +117,25 @@ def hits_at_fa(rows, fa) -> float:
     return max(ok) if ok else 0.0
 
 
+def det_point(kw_rows: list[dict], neg_rows: list[dict], cap: float) -> dict:
+    """The DET read-out at <= cap false accepts per hour of keyword-free speech: among the thresholds of
+    one sweep (kw_rows and neg_rows row-aligned, as essm_rows gives them) whose keyword-free rate stays
+    <= cap, the one with the most hits (ties: fewer false accepts, then the lower threshold). If none
+    fits: 0 hits, threshold None. Keyword-stream false accepts (confusions) are not budgeted."""
+    if len(kw_rows) != len(neg_rows) or any(a["threshold"] != b["threshold"] for a, b in zip(kw_rows, neg_rows)):
+        raise ValueError("det_point: keyword and keyword-free rows must come from the same threshold sweep")
+    n = kw_rows[0]["keywords"] if kw_rows else 0
+    hours = neg_rows[0]["hours"] if neg_rows else 0.0
+    ok = [(a, b) for a, b in zip(kw_rows, neg_rows) if b["false_accepts"] / max(b["hours"], 1e-9) <= cap + 1e-9]
+    if not ok:
+        return {"threshold": None, "hits": 0, "keywords": n, "hit_rate": 0.0, "false_accepts": 0, "hours": hours,
+                "fa_per_hour": 0.0}
+    a, b = max(ok, key=lambda ab: (ab[0]["hits"], -ab[1]["false_accepts"], -ab[0]["threshold"]))
+    return {"threshold": a["threshold"], "hits": a["hits"], "keywords": a["keywords"], "hit_rate": a["hit_rate"],
+            "false_accepts": b["false_accepts"], "hours": b["hours"],
+            "fa_per_hour": b["false_accepts"] / max(b["hours"], 1e-9)}
+
+
 def old_model_score(sets, program=None, limit_s: float | None = None) -> dict:
     """The previous bundled log-mel model through KeywordSpotter on the PCM, at its stored threshold."""
     from .evaluate import run_spotter
@@ -304,8 +323,7 @@ def markdown(res: dict) -> str:
             kw, ng = c[f"K{K}_kw_curve"], c[f"K{K}_neg_curve"]
             if not ng:
                 return "n/a"
-            ok = [a["hit_rate"] for a, b in zip(kw, ng) if b["false_accepts"] / max(b["hours"], 1e-9) <= cap]
-            return _pct(max(ok)) if ok else "0%"
+            return _pct(det_point(kw, ng, cap)["hit_rate"])
 
         lines.append(row("DET read-out, K=32 (test curve, reporting only): found at <= 2 / 10 / 50 FA/h",
                          lambda c: " / ".join(det(c, 32, x) for x in (2, 10, 50))))
