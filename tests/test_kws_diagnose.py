@@ -210,12 +210,14 @@ def test_det_k_cli_writes_the_table_and_json_and_refuses_bad_args(tmp_path, caps
     prog = _random_condition(tmp_path, T=200)
     out = tmp_path / "o" / "det.json"
     assert G.main(["det-k", str(prog), "--sets", str(tmp_path), "--K", "4", "--caps", "10000",
-                   "--conditions", "clean", "--json", str(out)]) == 0
-    assert "K = 4 / K = 32" in capsys.readouterr().out
+                   "--conditions", "clean", "--json", str(out), "--name", "D", "--plot", str(tmp_path / "d.png")]) == 0
+    o = capsys.readouterr().out
+    assert "K = 4 / K = 32" in o and o.startswith("D, clean: 9 keywords")
     j = json.loads(out.read_text())
-    assert j["test_family"] == "festival" and list(j["results"][str(prog)]["clean"]["det"]) == ["32", "4"]
+    assert j["test_family"] == "festival" and list(j["results"]["D"]["clean"]["det"]) == ["32", "4"]
+    assert j["programs"] == {"D": str(prog)} and (tmp_path / "d.png").read_bytes()[:4] == b"\x89PNG"
     for argv, what in ((["--K", "0"], "--K"), (["--caps", "x"], "--caps"), (["--K", "64"], "outside 1"),
-                       (["--conditions", "5dB"], "test_festival_kw_5dB")):
+                       (["--conditions", "5dB"], "test_festival_kw_5dB"), (["--name", "a", "--name", "b"], "--name")):
         with pytest.raises(SystemExit) as e:
             G.main(["det-k", str(prog), "--sets", str(tmp_path)] + argv)
         assert e.value.code == 2 and what in capsys.readouterr().err.strip().splitlines()[-1]

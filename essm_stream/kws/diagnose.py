@@ -330,6 +330,42 @@ def budget_det_markdown(name: str, res: dict) -> str:
     return "\n".join(lines)
 
 
+def plot_budget_det(results: dict, path) -> None:
+    """One panel per (program, condition): each budget's held-out DET curve (hits vs keyword-free false
+    accepts/h, every threshold of the sweep, the lowest-FA point per hit count) and the read-out caps."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..fileio import save_figure
+
+    panels = [(name, c, r) for name, res in results.items() for c, r in res.items()]
+    if not panels:
+        raise ValueError("plot_budget_det: no results to plot")
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
+    for ax, (name, c, r) in zip(axes[0], panels):
+        for K, ls in zip(r["curves"], ("-", "--", ":", "-.")):
+            pts = sorted((x["false_accepts"] / max(r["neg_hours"], 1e-9), x["hits"]) for x in r["curves"][K])
+            fa, hi = [], []
+            for f, h in pts:                          # the frontier: more false accepts only for more hits
+                if fa and f == fa[-1]:
+                    hi[-1] = max(hi[-1], h)
+                elif not hi or h > hi[-1]:
+                    fa.append(f)
+                    hi.append(h)
+            ax.step(np.maximum(fa, 0.1), 100 * np.asarray(hi) / max(r["keywords"], 1), ls, where="post", label=f"K = {K}")
+        for cap in next(iter(r["det"].values())):
+            ax.axvline(float(cap), color="0.6", lw=0.6)
+        ax.set_xscale("log")
+        ax.set_xlabel(f"false accepts / h ({r['neg_hours']:.2f} h keyword-free)", fontsize=8)
+        ax.set_ylabel(f"keywords found (%) of {r['keywords']}", fontsize=8)
+        ax.set_title(f"{name}, {c}", fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=110)
+
+
 def engine_cost(program_path, n: int = 500, Ks=(4, None)) -> dict:
     """{"params": n, "us_per_step": {K: median µs}} of the compiled program (thread CPU time per call)."""
     import time
@@ -392,6 +428,9 @@ def main(argv=None) -> int:
     a6.add_argument("--caps", default="2,10,50", help="false accepts per hour of keyword-free speech")
     a6.add_argument("--conditions", default="clean,10dB")
     a6.add_argument("--json", default=None, help="also write the result (curves included) to this file")
+    a6.add_argument("--plot", default=None, help="also plot every budget's DET curve to this PNG")
+    a6.add_argument("--name", action="append", default=None,
+                    help="a short name per program for the table and plot (repeat in order; default the path)")
     a6.add_argument("--fine", action="store_true", help="a finer threshold grid than kws-eval's (diagnose.fine_thresholds)")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -404,19 +443,25 @@ def main(argv=None) -> int:
         if any(k < 1 for k in Ks) or any(not c > 0 for c in caps):
             ap.error("--K values must be >= 1 and --caps > 0")
         conds = [x for x in a.conditions.split(",") if x]
+        names = a.name or list(a.programs)
+        if len(names) != len(a.programs) or len(set(names)) != len(names):
+            ap.error(f"--name: one distinct name per program ({len(a.programs)}), got {names}")
         allres = {}
-        for p in a.programs:
+        for p, name in zip(a.programs, names):
             if not Path(p).is_file():
                 ap.error(f"no program {p}")
             try:
                 res = budget_det(p, a.sets, a.test_family, Ks, caps, conds, fine_thresholds() if a.fine else None)
             except (FileNotFoundError, ValueError) as e:
                 ap.error(str(e))
-            allres[p] = res
-            print(budget_det_markdown(p, res))
+            allres[name] = res
+            print(budget_det_markdown(name, res))
+        if a.plot:
+            plot_budget_det(allres, a.plot)
         if a.json:
             from ..fileio import atomic_write_bytes
             atomic_write_bytes(a.json, json.dumps({"sets": str(a.sets), "test_family": a.test_family, "fine": a.fine,
+                                                   "programs": dict(zip(names, a.programs)),
                                                    "results": allres}, indent=1).encode())
         return 0
     if a.cmd == "perkw-test":
