@@ -198,6 +198,11 @@ def test_budget_det_reads_every_budget_at_matched_false_accept_rates(tmp_path):
     assert r["ratio"][p.k_max][1e5] == 1.0
     md = G.budget_det_markdown("m", res)
     assert f"K = 4 / K = {p.k_max}" in md and "9 keywords" in md
+    rb = G.budget_det(prog, tmp_path, "festival", Ks=(4,), caps=(1e5,), conditions=("clean",), thresholds=ths,
+                      n_boot=50)["clean"]                 # the flags' sums are checked against the sweep inside
+    lo, hi = rb["boot"][4][1e5]
+    assert lo <= rb["ratio"][4][1e5] <= hi and rb["boot"][p.k_max][1e5] == (1.0, 1.0)
+    assert "[" in G.budget_det_markdown("m", {"clean": rb})
     with pytest.raises(ValueError, match="outside 1"):
         G.budget_det(prog, tmp_path, "festival", Ks=(p.k_max + 1,), conditions=("clean",))
     with pytest.raises(FileNotFoundError, match="test_festival_kw_10dB"):
@@ -221,3 +226,24 @@ def test_det_k_cli_writes_the_table_and_json_and_refuses_bad_args(tmp_path, caps
         with pytest.raises(SystemExit) as e:
             G.main(["det-k", str(prog), "--sets", str(tmp_path)] + argv)
         assert e.value.code == 2 and what in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_keyword_hit_flags_match_score_stream_and_the_bootstrap_is_paired():
+    from essm_stream.kws.data import Event
+    from essm_stream.kws.evaluate import score_stream
+    from essm_stream.kws.spotter import Detection
+
+    rng = np.random.default_rng(7)
+    events = [Event(D.KEYWORDS[i % 3], 2.0 * i, 2.0 * i + 0.4) for i in range(60)]   # windows overlap (1.5 s tolerance)
+    for trial in range(5):
+        dets = [Detection(D.KEYWORDS[int(rng.integers(3))], 0.9, float(t)) for t in rng.uniform(0, 121, 80)]
+        f = G.keyword_hit_flags(dets, events)
+        assert f.shape == (60,) and int(f.sum()) == score_stream(dets, events, 121.0)[0].hits
+    ref = np.zeros(200, bool)
+    ref[:100] = True
+    more = ref.copy()
+    more[100:110] = True                                   # K finds everything ref finds, plus 10
+    b = G.bootstrap_ratios({32: ref, 4: more, 8: ref[::-1]}, 32, n_boot=300)
+    assert b[32] == (1.0, 1.0) and 1.0 <= b[4][0] <= 1.1 <= b[4][1] < 1.3
+    assert b[8][0] < 1.0 < b[8][1]                           # unpaired flags: a wide interval around 1
+    assert G.bootstrap_ratios({32: np.zeros(0, bool)}, 32) == {32: None}

@@ -6,6 +6,7 @@
     python -m essm_stream.kws.diagnose perkw PROGRAM.essm [--sets runs/kws2/sets]
     python -m essm_stream.kws.diagnose cost PROGRAM.essm [PROGRAM.essm ...]
     python -m essm_stream.kws.diagnose det-k PROGRAM... --sets SETS --test-family FOLD [--K 32,8,4] [--caps 2,10,50]
+        [--fine] [--boot 2000] [--name NAME ...] [--json OUT.json] [--plot OUT.png]
 
 `streams`: the model (MODEL_DIR/last.safetensors + norm.json) over the rendered feature streams of the
 fold (render.py), grouped by who speaks: a seeded sample of its training streams per family, its
@@ -30,7 +31,8 @@ budget, and the same per-keyword thresholds are read on the held-out clean strea
 `det-k`: the elastic target as the issue states it ("K = 4 keeps >= 98% of K = 32's hits at the same
 false-accept rate"): each budget's held-out DET curve (one engine pass per K, every threshold) read at
 <= 2 / 10 / 50 false accepts per hour of keyword-free speech, each K at its own best threshold, and the
-ratio of hits to K = K̄'s at each cap (kws-eval's "same threshold" row compares operating points instead).
+ratio of hits to K = K̄'s at each cap (kws-eval's "same threshold" row compares operating points instead);
+--boot N adds a paired keyword-bootstrap 90% interval of each ratio at the read-out thresholds.
 
 `cost`: the engine's CPU per model step (StreamEngine.step on one frame, float32, batch 1, median of
 n calls after a warm-up) at K = 4 and K = K̄, and the parameter count: the model-size axis of the
@@ -261,12 +263,14 @@ def per_keyword_hits(program_path, sets_dir, family: str = "festival", condition
 
 
 def budget_det(program_path, sets_dir, family: str = "festival", Ks=(32, 8, 4), caps=CAPS,
-               conditions=("clean", "10dB"), thresholds=None) -> dict:
+               conditions=("clean", "10dB"), thresholds=None, n_boot: int = 0) -> dict:
     """The elastic target read as the issue writes it: K = k's hits against K = K̄'s at the *same false-accept
     rate*, not at the same threshold. Per held-out condition, one engine pass per K over the keyword and
     keyword-free test streams and every threshold of the grid (loso_eval.essm_rows), each K's DET curve read at
     <= cap false accepts/h of keyword-free speech (loso_eval.det_point: each K at its own best threshold), and
-    the ratio hits(K) / hits(K̄) at each cap. Reporting only: the test curve chooses nothing.
+    the ratio hits(K) / hits(K̄) at each cap. Reporting only: the test curve chooses nothing. With n_boot > 0
+    also "boot": {K: {cap: (5%, 95%)}}, the keyword-sampling interval of the ratio at the read-out thresholds
+    (bootstrap_ratios; the keyword-free speech's own sampling is not in it).
     {condition: {"keywords", "kw_hours", "neg_hours", "curves": {K: [{threshold, hits, false_accepts}]},
                  "det": {K: {cap: det_point}}, "ratio": {K: {cap: ratio or None}}}}"""
     from ..program import StreamProgram
@@ -301,7 +305,59 @@ def budget_det(program_path, sets_dir, family: str = "festival", Ks=(32, 8, 4), 
                      ", ".join(f"<= {cap:g}: {d['hits']}" for cap, d in r["det"][K].items()))
         r["ratio"] = {K: {cap: (r["det"][K][cap]["hits"] / r["det"][ref][cap]["hits"]
                                 if r["det"][ref][cap]["hits"] else None) for cap in caps} for K in Ks}
+        if n_boot > 0:
+            Ys = {K: [L.engine_outputs(prog, L.normalise(prog, s["F"]), K) for s in kw] for K in Ks}
+            r["boot"] = {K: {} for K in Ks}
+            for cap in caps:
+                flags = {}
+                for K in Ks:
+                    th = r["det"][K][cap]["threshold"]
+                    flags[K] = (np.concatenate([keyword_hit_flags(L.fast_replay(sp, Y, s["levels"], s["times"], th),
+                                                                  s["events"]) for Y, s in zip(Ys[K], kw)])
+                                if th is not None else np.zeros(r["keywords"], dtype=bool))
+                    if int(flags[K].sum()) != r["det"][K][cap]["hits"]:
+                        raise RuntimeError(f"keyword flags ({int(flags[K].sum())}) disagree with the sweep's hits "
+                                           f"({r['det'][K][cap]['hits']}) at K={K}, threshold {th}")
+                for K, iv in bootstrap_ratios(flags, ref, n_boot).items():
+                    r["boot"][K][cap] = iv
         out[c] = r
+    return out
+
+
+def keyword_hit_flags(detections, events) -> np.ndarray:
+    """Per keyword event (keywords only, in list order): found or not, by evaluate.score_stream's matching
+    (detections in time order, each taking the first unused event of its label whose window
+    [start, end + TOLERANCE_S] holds it). tests hold the sum equal to score_stream's hits."""
+    from .data import KEYWORDS
+    from .evaluate import TOLERANCE_S
+
+    kw = [e for e in events if e.label in KEYWORDS]
+    used = np.zeros(len(kw), dtype=bool)
+    for d in sorted(detections, key=lambda d: d.time_s):
+        for i, e in enumerate(kw):
+            if not used[i] and e.label == d.label and e.start_s <= d.time_s <= e.end_s + TOLERANCE_S:
+                used[i] = True
+                break
+    return used
+
+
+def bootstrap_ratios(flags: dict, ref, n_boot: int = 2000, seed: int = 0, q=(0.05, 0.95)) -> dict:
+    """Keyword-sampling interval of hits(K) / hits(ref) with every K's threshold held fixed: the keywords
+    resampled with replacement, the same draw for every K (paired). flags: {K: bool array over the same
+    keywords}. Returns {K: (low, high)} at the quantiles q (None where the reference finds nothing)."""
+    base = np.asarray(flags[ref], dtype=np.int64)
+    n = len(base)
+    if n == 0:
+        return {K: None for K in flags}
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(n_boot, n))
+    h_ref = base[idx].sum(1)
+    out = {}
+    for K, f in flags.items():
+        hk = np.asarray(f, dtype=np.int64)[idx].sum(1)
+        ok = h_ref > 0
+        out[K] = (None if not ok.any() else
+                  tuple(float(x) for x in np.quantile(hk[ok] / h_ref[ok], q)))
     return out
 
 
@@ -324,6 +380,10 @@ def budget_det_markdown(name: str, res: dict) -> str:
                 th = "none" if d["threshold"] is None else f"{d['threshold']:g}"
                 cells.append(f"{100 * d['hit_rate']:.1f}% ({d['hits']}) ({d['false_accepts']}, {th})")
             rat = [("n/a" if r["ratio"][K][cap] is None else f"{100 * r['ratio'][K][cap]:.0f}%") for K in Ks[1:]]
+            if "boot" in r:
+                rat = [x + ("" if r["boot"][K][cap] is None else
+                            " [{:.0f}–{:.0f}%]".format(*(100 * v for v in r["boot"][K][cap])))
+                       for x, K in zip(rat, Ks[1:])]
             ev = int(np.floor(cap * r["neg_hours"] + 1e-9))
             lines.append(f"| {cap:g} (≤ {ev}) | " + " | ".join(cells) + " | " + " | ".join(rat) + " |")
         lines.append("")
@@ -431,6 +491,8 @@ def main(argv=None) -> int:
     a6.add_argument("--plot", default=None, help="also plot every budget's DET curve to this PNG")
     a6.add_argument("--name", action="append", default=None,
                     help="a short name per program for the table and plot (repeat in order; default the path)")
+    a6.add_argument("--boot", type=int, default=0,
+                    help="bootstrap draws for a 90%% keyword-sampling interval of each ratio (0: none)")
     a6.add_argument("--fine", action="store_true", help="a finer threshold grid than kws-eval's (diagnose.fine_thresholds)")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -440,8 +502,8 @@ def main(argv=None) -> int:
             caps = [float(x) for x in a.caps.split(",")]
         except ValueError:
             ap.error(f"--K and --caps take comma-separated numbers, got {a.K!r} / {a.caps!r}")
-        if any(k < 1 for k in Ks) or any(not c > 0 for c in caps):
-            ap.error("--K values must be >= 1 and --caps > 0")
+        if any(k < 1 for k in Ks) or any(not c > 0 for c in caps) or a.boot < 0:
+            ap.error("--K values must be >= 1, --caps > 0 and --boot >= 0")
         conds = [x for x in a.conditions.split(",") if x]
         names = a.name or list(a.programs)
         if len(names) != len(a.programs) or len(set(names)) != len(names):
@@ -451,7 +513,8 @@ def main(argv=None) -> int:
             if not Path(p).is_file():
                 ap.error(f"no program {p}")
             try:
-                res = budget_det(p, a.sets, a.test_family, Ks, caps, conds, fine_thresholds() if a.fine else None)
+                res = budget_det(p, a.sets, a.test_family, Ks, caps, conds, fine_thresholds() if a.fine else None,
+                                 a.boot)
             except (FileNotFoundError, ValueError) as e:
                 ap.error(str(e))
             allres[name] = res
@@ -460,7 +523,7 @@ def main(argv=None) -> int:
             plot_budget_det(allres, a.plot)
         if a.json:
             from ..fileio import atomic_write_bytes
-            atomic_write_bytes(a.json, json.dumps({"sets": str(a.sets), "test_family": a.test_family, "fine": a.fine,
+            atomic_write_bytes(a.json, json.dumps({"sets": str(a.sets), "test_family": a.test_family, "fine": a.fine, "boot": a.boot,
                                                    "programs": dict(zip(names, a.programs)),
                                                    "results": allres}, indent=1).encode())
         return 0
