@@ -196,6 +196,10 @@ def test_loso_markdown_names_the_rule_and_reports_confusions():
     res["families"]["flite"]["fa_on"] = "all"
     assert "validation keyword + keyword-free streams" in LE.markdown(res)
     assert "| DET read-out, K=4: found at <= 2 / 10 / 50 FA/h | 30% / 30% / 30% | 20% / 20% / 20% |" in md
+    assert "each K at its own threshold; finer grid and intervals: diagnose det-k) | 100% / 100% / 100% |" in md
+    c = res["families"]["flite"]["conditions"]["clean"]                   # K=4 finds 45 at 1 FA/h, K=32 90
+    c["K4_kw_curve"] = [dict(c["K4_kw_curve"][0], hits=45, hit_rate=0.15)]
+    assert "diagnose det-k) | 50% / 50% / 50% | 100% / 100% / 100% |" in LE.markdown(res)
 
 
 def test_det_point_reads_each_curve_at_its_own_threshold_under_the_cap():

@@ -330,6 +330,16 @@ def markdown(res: dict) -> str:
         lines.append(row("DET read-out, K=4: found at <= 2 / 10 / 50 FA/h",
                          lambda c: " / ".join(det(c, 4, x) for x in (2, 10, 50))))
         lines.append(row("K=4 / K=32 hits, same threshold", lambda c: f"{100 * c['K4']['hits'] / max(1, c['K32']['hits']):.0f}%"))
+
+        def same_fa(c, cap):
+            if not c["K32_neg_curve"] or not c["K4_neg_curve"]:
+                return "n/a"
+            a, b = (det_point(c[f"K{K}_kw_curve"], c[f"K{K}_neg_curve"], cap)["hits"] for K in (4, 32))
+            return f"{100 * a / b:.0f}%" if b else "n/a"
+
+        lines.append(row("K=4 / K=32 hits at the same FA/h (<= 2 / 10 / 50, each K at its own threshold; "
+                         "finer grid and intervals: diagnose det-k)",
+                         lambda c: " / ".join(same_fa(c, x) for x in (2, 10, 50))))
         if all("pocketsphinx" in cs[n] for n in names):
             lines.append(row(f"pocketsphinx (kws threshold {r['pocketsphinx_threshold']:g}): found / FA/h",
                              lambda c: f"{_pct(c['pocketsphinx']['kw']['hit_rate'])} / "
