@@ -145,3 +145,105 @@ def test_per_keyword_hits_counts_every_keyword_at_the_stored_threshold(tmp_path)
     row = L.sweep_thresholds(sp, Y, neg[0]["levels"], neg[0]["times"], [], len(pcm) / 16000, (0.3,))[0]
     assert sum(r[k]["fa_neg"] for k in kws) == row["false_accepts"] > 0     # random speech fires at 0.3
     assert G.per_keyword_hits(prog, tmp_path, "festival", ("clean",))["clean"]["threshold"] == sp.threshold
+
+
+def _random_condition(tmp_path, T=400, seed=5):
+    """test_festival_{kw,neg}_clean.npz with wide random embeddings around the bundled program's mean (its
+    keywords fire here and there), 9 labelled keywords; returns the bundled program's path."""
+    from essm_stream.kws import loso as L
+    from essm_stream.kws.spotter import bundled_program_path
+    from essm_stream.program import StreamProgram
+
+    rng = np.random.default_rng(seed)
+    times = 0.775 + 0.08 * np.arange(T)
+    events = [(D.KEYWORDS[i % 10], 1.0 + 3 * i, 1.5 + 3 * i) for i in range(9)]
+    pcm = np.zeros(int(times[-1] * 16000) + 1, np.int16)
+    prog = bundled_program_path()
+    fe = StreamProgram.load(prog).frontend
+    for name, ev in (("kw", events), ("neg", [])):
+        L.save_set(tmp_path / f"test_festival_{name}_clean.npz", pcm, ev, {"snr_db": None}, with_features=False)
+        z = dict(np.load(tmp_path / f"test_festival_{name}_clean.npz"))
+        z.update(F=(np.asarray(fe["mean"]) + np.asarray(fe["std"]) * 2 * rng.normal(size=(T, 96))).astype(np.float16),
+                 levels=np.where(np.arange(T) % 40 < 20, -60.0, -15.0), times=times)
+        np.savez(tmp_path / f"test_festival_{name}_clean.npz", **z)
+    return prog
+
+
+def test_budget_det_reads_every_budget_at_matched_false_accept_rates(tmp_path):
+    """det-k: K̄ first as the reference, each K's read-out equal to det_point over its own engine sweep,
+    the ratio = hits(K) / hits(K̄), and bad budgets / missing sets refused with a clear error."""
+    from essm_stream.kws import loso as L
+    from essm_stream.kws.loso_eval import det_point, essm_rows
+    from essm_stream.kws.spotter import KeywordSpotter
+    from essm_stream.program import StreamProgram
+
+    prog = _random_condition(tmp_path)
+    p = StreamProgram.load(prog)
+    ths = (0.3, 0.5, 0.7, 0.9)
+    caps = (1e3, 1e5)
+    res = G.budget_det(prog, tmp_path, "festival", Ks=(4, 8), caps=caps, conditions=("clean",), thresholds=ths)
+    r = res["clean"]
+    assert list(r["det"]) == [p.k_max, 4, 8] and r["keywords"] == 9
+    kw, neg = L.load_condition(tmp_path, "test", "festival", "clean")
+    sp = KeywordSpotter(p)
+    for K in (p.k_max, 4):
+        rk, rn = essm_rows(p, sp, kw, K, ths), essm_rows(p, sp, neg, K, ths)
+        for cap in caps:
+            assert r["det"][K][cap] == det_point(rk, rn, cap)
+        assert [c["hits"] for c in r["curves"][K]] == [a["hits"] for a in rk]
+    top = r["det"][p.k_max][1e5]
+    assert top["hits"] == max(c["hits"] for c in r["curves"][p.k_max]) > 0     # random speech: keywords fire
+    for K in (4, 8):
+        assert r["ratio"][K][1e5] == pytest.approx(r["det"][K][1e5]["hits"] / top["hits"])
+    assert r["ratio"][p.k_max][1e5] == 1.0
+    md = G.budget_det_markdown("m", res)
+    assert f"K = 4 / K = {p.k_max}" in md and "9 keywords" in md
+    rb = G.budget_det(prog, tmp_path, "festival", Ks=(4,), caps=(1e5,), conditions=("clean",), thresholds=ths,
+                      n_boot=50)["clean"]                 # the flags' sums are checked against the sweep inside
+    lo, hi = rb["boot"][4][1e5]
+    assert lo <= rb["ratio"][4][1e5] <= hi and rb["boot"][p.k_max][1e5] == (1.0, 1.0)
+    assert "[" in G.budget_det_markdown("m", {"clean": rb})
+    with pytest.raises(ValueError, match="outside 1"):
+        G.budget_det(prog, tmp_path, "festival", Ks=(p.k_max + 1,), conditions=("clean",))
+    with pytest.raises(FileNotFoundError, match="test_festival_kw_10dB"):
+        G.budget_det(prog, tmp_path, "festival", Ks=(4,), conditions=("10dB",), thresholds=ths)
+
+
+def test_det_k_cli_writes_the_table_and_json_and_refuses_bad_args(tmp_path, capsys):
+    import json
+
+    prog = _random_condition(tmp_path, T=200)
+    out = tmp_path / "o" / "det.json"
+    assert G.main(["det-k", str(prog), "--sets", str(tmp_path), "--K", "4", "--caps", "10000",
+                   "--conditions", "clean", "--json", str(out), "--name", "D", "--plot", str(tmp_path / "d.png")]) == 0
+    o = capsys.readouterr().out
+    assert "K = 4 / K = 32" in o and o.startswith("D, clean: 9 keywords")
+    j = json.loads(out.read_text())
+    assert j["test_family"] == "festival" and list(j["results"]["D"]["clean"]["det"]) == ["32", "4"]
+    assert j["programs"] == {"D": str(prog)} and (tmp_path / "d.png").read_bytes()[:4] == b"\x89PNG"
+    for argv, what in ((["--K", "0"], "--K"), (["--caps", "x"], "--caps"), (["--K", "64"], "outside 1"),
+                       (["--conditions", "5dB"], "test_festival_kw_5dB"), (["--name", "a", "--name", "b"], "--name")):
+        with pytest.raises(SystemExit) as e:
+            G.main(["det-k", str(prog), "--sets", str(tmp_path)] + argv)
+        assert e.value.code == 2 and what in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_keyword_hit_flags_match_score_stream_and_the_bootstrap_is_paired():
+    from essm_stream.kws.data import Event
+    from essm_stream.kws.evaluate import score_stream
+    from essm_stream.kws.spotter import Detection
+
+    rng = np.random.default_rng(7)
+    events = [Event(D.KEYWORDS[i % 3], 2.0 * i, 2.0 * i + 0.4) for i in range(60)]   # windows overlap (1.5 s tolerance)
+    for trial in range(5):
+        dets = [Detection(D.KEYWORDS[int(rng.integers(3))], 0.9, float(t)) for t in rng.uniform(0, 121, 80)]
+        f = G.keyword_hit_flags(dets, events)
+        assert f.shape == (60,) and int(f.sum()) == score_stream(dets, events, 121.0)[0].hits
+    ref = np.zeros(200, bool)
+    ref[:100] = True
+    more = ref.copy()
+    more[100:110] = True                                   # K finds everything ref finds, plus 10
+    b = G.bootstrap_ratios({32: ref, 4: more, 8: ref[::-1]}, 32, n_boot=300)
+    assert b[32] == (1.0, 1.0) and 1.0 <= b[4][0] <= 1.1 <= b[4][1] < 1.3
+    assert b[8][0] < 1.0 < b[8][1]                           # unpaired flags: a wide interval around 1
+    assert G.bootstrap_ratios({32: np.zeros(0, bool)}, 32) == {32: None}

@@ -180,7 +180,8 @@ def test_loso_markdown_names_the_rule_and_reports_confusions():
     def cond(hits, fa_kw):
         k = {"hit_rate": hits / 300, "hits": hits, "keywords": 300, "fa_neg": 1, "neg_hours": 1.0,
              "fa_per_hour_neg": 1.0, "fa_in_kw_stream": fa_kw, "kw_hours": 0.25}
-        curve = [{"threshold": 0.9, "hit_rate": hits / 300, "false_accepts": 1, "hours": 1.0}]
+        curve = [{"threshold": 0.9, "hit_rate": hits / 300, "hits": hits, "keywords": 300, "false_accepts": 1,
+                  "hours": 1.0}]
         return {"K32": k, "K4": dict(k), "K32_kw_curve": curve, "K4_kw_curve": curve,
                 "K32_neg_curve": curve, "K4_neg_curve": curve}
     choice = {"threshold": 0.9, "hit_rate": 0.3, "fa_per_hour": 8.0, "fa_on": "neg", "neg_fa_per_hour": 8.0,
@@ -194,3 +195,29 @@ def test_loso_markdown_names_the_rule_and_reports_confusions():
     assert "| ES-SSM K=32: false accepts inside keyword streams (confusions), per hour of them | 12.0 (3) | 20.0 (5) |" in md
     res["families"]["flite"]["fa_on"] = "all"
     assert "validation keyword + keyword-free streams" in LE.markdown(res)
+    assert "| DET read-out, K=4: found at <= 2 / 10 / 50 FA/h | 30% / 30% / 30% | 20% / 20% / 20% |" in md
+    assert "each K at its own threshold; finer grid and intervals: diagnose det-k) | 100% / 100% / 100% |" in md
+    c = res["families"]["flite"]["conditions"]["clean"]                   # K=4 finds 45 at 1 FA/h, K=32 90
+    c["K4_kw_curve"] = [dict(c["K4_kw_curve"][0], hits=45, hit_rate=0.15)]
+    assert "diagnose det-k) | 50% / 50% / 50% | 100% / 100% / 100% |" in LE.markdown(res)
+
+
+def test_det_point_reads_each_curve_at_its_own_threshold_under_the_cap():
+    """The DET read-out behind kws-eval's rows and diagnose det-k: most hits among thresholds whose
+    keyword-free FA/h <= cap (ties: fewer false accepts), nothing when no threshold fits, and rows of
+    two different sweeps refused."""
+    from essm_stream.kws.loso_eval import det_point
+
+    ths = (0.5, 0.8, 0.9, 0.99)
+    hits, fas = (50, 40, 40, 10), (30, 6, 4, 1)          # 2 h of keyword-free speech
+    kw = [{"threshold": t, "hits": h, "keywords": 100, "hit_rate": h / 100, "false_accepts": 0, "hours": 0.5}
+          for t, h in zip(ths, hits)]
+    neg = [{"threshold": t, "hits": 0, "keywords": 0, "hit_rate": 0.0, "false_accepts": f, "hours": 2.0}
+           for t, f in zip(ths, fas)]
+    p = det_point(kw, neg, 3.0)                           # 0.8 (3 FA/h) and 0.9 (2 FA/h) tie at 40 hits
+    assert (p["threshold"], p["hits"], p["false_accepts"], p["fa_per_hour"]) == (0.9, 40, 4, 2.0)
+    assert det_point(kw, neg, 15.0)["threshold"] == 0.5 and det_point(kw, neg, 0.5)["threshold"] == 0.99
+    none = det_point(kw, neg, 0.1)
+    assert none["threshold"] is None and none["hits"] == 0 and none["keywords"] == 100 and none["hours"] == 2.0
+    with pytest.raises(ValueError, match="same threshold sweep"):
+        det_point(kw, neg[::-1], 3.0)

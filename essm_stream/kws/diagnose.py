@@ -5,6 +5,8 @@
     python -m essm_stream.kws.diagnose val PROGRAM.essm [PROGRAM.essm ...] [--sets runs/kws2/sets] [--test]
     python -m essm_stream.kws.diagnose perkw PROGRAM.essm [--sets runs/kws2/sets]
     python -m essm_stream.kws.diagnose cost PROGRAM.essm [PROGRAM.essm ...]
+    python -m essm_stream.kws.diagnose det-k PROGRAM... --sets SETS --test-family FOLD [--K 32,8,4] [--caps 2,10,50]
+        [--fine] [--boot 2000] [--name NAME ...] [--json OUT.json] [--plot OUT.png]
 
 `streams`: the model (MODEL_DIR/last.safetensors + norm.json) over the rendered feature streams of the
 fold (render.py), grouped by who speaks: a seeded sample of its training streams per family, its
@@ -26,6 +28,12 @@ keyword and threshold; the rule couples keywords only through the 1 s refractory
 keyword are chosen greedily on validation (most hits per false accept first) under a false-accept
 budget, and the same per-keyword thresholds are read on the held-out clean streams.
 
+`det-k`: the elastic target as the issue states it ("K = 4 keeps >= 98% of K = 32's hits at the same
+false-accept rate"): each budget's held-out DET curve (one engine pass per K, every threshold) read at
+<= 2 / 10 / 50 false accepts per hour of keyword-free speech, each K at its own best threshold, and the
+ratio of hits to K = K̄'s at each cap (kws-eval's "same threshold" row compares operating points instead);
+--boot N adds a paired keyword-bootstrap 90% interval of each ratio at the read-out thresholds.
+
 `cost`: the engine's CPU per model step (StreamEngine.step on one frame, float32, batch 1, median of
 n calls after a warm-up) at K = 4 and K = K̄, and the parameter count: the model-size axis of the
 accuracy tables (the speech-embedding frontend's cost per hop is in kws-eval's output).
@@ -42,6 +50,14 @@ from . import voices as V
 
 log = logging.getLogger(__name__)
 CAPS = (2.0, 10.0, 50.0)
+
+
+def fine_thresholds() -> tuple[float, ...]:
+    """kws-eval's grid (loso.THRESHOLDS) plus steps of 0.005 from 0.3 to 0.99 and 24 log-spaced points up to
+    1 - 5e-5: each budget's DET curve read between the coarse grid's points (0.05 apart below 0.9)."""
+    from . import loso as L
+    extra = np.concatenate([np.arange(0.3, 0.99, 0.005), 1 - np.logspace(-2, np.log10(5e-5), 24)])
+    return tuple(sorted(set(np.round(np.concatenate([L.THRESHOLDS, extra]), 6).tolist())))
 
 
 def stream_groups(feats_dir, family: str, n_train: int = 40, seed: int = 0, test_feats=None) -> dict[str, list[dict]]:
@@ -246,6 +262,170 @@ def per_keyword_hits(program_path, sets_dir, family: str = "festival", condition
     return out
 
 
+def budget_det(program_path, sets_dir, family: str = "festival", Ks=(32, 8, 4), caps=CAPS,
+               conditions=("clean", "10dB"), thresholds=None, n_boot: int = 0) -> dict:
+    """The elastic target read as the issue writes it: K = k's hits against K = K̄'s at the *same false-accept
+    rate*, not at the same threshold. Per held-out condition, one engine pass per K over the keyword and
+    keyword-free test streams and every threshold of the grid (loso_eval.essm_rows), each K's DET curve read at
+    <= cap false accepts/h of keyword-free speech (loso_eval.det_point: each K at its own best threshold), and
+    the ratio hits(K) / hits(K̄) at each cap. Reporting only: the test curve chooses nothing. With n_boot > 0
+    also "boot": {K: {cap: (5%, 95%)}}, the keyword-sampling interval of the ratio at the read-out thresholds
+    (bootstrap_ratios; the keyword-free speech's own sampling is not in it).
+    {condition: {"keywords", "kw_hours", "neg_hours", "curves": {K: [{threshold, hits, false_accepts}]},
+                 "det": {K: {cap: det_point}}, "ratio": {K: {cap: ratio or None}}}}"""
+    from ..program import StreamProgram
+    from . import loso as L
+    from .loso_eval import det_point, essm_rows
+    from .spotter import KeywordSpotter
+
+    prog = StreamProgram.load(program_path)
+    sp = KeywordSpotter(prog)
+    Ks = [int(k) for k in Ks]
+    bad = [k for k in Ks if not 1 <= k <= prog.k_max]
+    if bad:
+        raise ValueError(f"budgets {bad} outside 1 .. {prog.k_max} (the program's K̄)")
+    if any(not c > 0 for c in caps):
+        raise ValueError(f"false-accept caps must be > 0, got {list(caps)}")
+    ref = prog.k_max
+    Ks = [ref] + [k for k in dict.fromkeys(Ks) if k != ref]
+    thresholds = L.THRESHOLDS if thresholds is None else tuple(float(t) for t in thresholds)
+    out = {}
+    for c in conditions:
+        kw, neg = L.load_condition(sets_dir, "test", family, c)
+        if not kw or not neg:
+            raise FileNotFoundError(f"no test_{family}_kw_{c}.npz and test_{family}_neg_{c}.npz in {sets_dir}")
+        r = {"keywords": 0, "kw_hours": 0.0, "neg_hours": 0.0, "curves": {}, "det": {}, "ratio": {}}
+        for K in Ks:
+            rk, rn = essm_rows(prog, sp, kw, K, thresholds), essm_rows(prog, sp, neg, K, thresholds)
+            r["keywords"], r["kw_hours"], r["neg_hours"] = rk[0]["keywords"], rk[0]["hours"], rn[0]["hours"]
+            r["curves"][K] = [{"threshold": a["threshold"], "hits": a["hits"], "false_accepts": b["false_accepts"]}
+                              for a, b in zip(rk, rn)]
+            r["det"][K] = {cap: det_point(rk, rn, cap) for cap in caps}
+            log.info("%s %s K=%d: %s", program_path, c, K,
+                     ", ".join(f"<= {cap:g}: {d['hits']}" for cap, d in r["det"][K].items()))
+        r["ratio"] = {K: {cap: (r["det"][K][cap]["hits"] / r["det"][ref][cap]["hits"]
+                                if r["det"][ref][cap]["hits"] else None) for cap in caps} for K in Ks}
+        if n_boot > 0:
+            Ys = {K: [L.engine_outputs(prog, L.normalise(prog, s["F"]), K) for s in kw] for K in Ks}
+            r["boot"] = {K: {} for K in Ks}
+            for cap in caps:
+                flags = {}
+                for K in Ks:
+                    th = r["det"][K][cap]["threshold"]
+                    flags[K] = (np.concatenate([keyword_hit_flags(L.fast_replay(sp, Y, s["levels"], s["times"], th),
+                                                                  s["events"]) for Y, s in zip(Ys[K], kw)])
+                                if th is not None else np.zeros(r["keywords"], dtype=bool))
+                    if int(flags[K].sum()) != r["det"][K][cap]["hits"]:
+                        raise RuntimeError(f"keyword flags ({int(flags[K].sum())}) disagree with the sweep's hits "
+                                           f"({r['det'][K][cap]['hits']}) at K={K}, threshold {th}")
+                for K, iv in bootstrap_ratios(flags, ref, n_boot).items():
+                    r["boot"][K][cap] = iv
+        out[c] = r
+    return out
+
+
+def keyword_hit_flags(detections, events) -> np.ndarray:
+    """Per keyword event (keywords only, in list order): found or not, by evaluate.score_stream's matching
+    (detections in time order, each taking the first unused event of its label whose window
+    [start, end + TOLERANCE_S] holds it). tests hold the sum equal to score_stream's hits."""
+    from .data import KEYWORDS
+    from .evaluate import TOLERANCE_S
+
+    kw = [e for e in events if e.label in KEYWORDS]
+    used = np.zeros(len(kw), dtype=bool)
+    for d in sorted(detections, key=lambda d: d.time_s):
+        for i, e in enumerate(kw):
+            if not used[i] and e.label == d.label and e.start_s <= d.time_s <= e.end_s + TOLERANCE_S:
+                used[i] = True
+                break
+    return used
+
+
+def bootstrap_ratios(flags: dict, ref, n_boot: int = 2000, seed: int = 0, q=(0.05, 0.95)) -> dict:
+    """Keyword-sampling interval of hits(K) / hits(ref) with every K's threshold held fixed: the keywords
+    resampled with replacement, the same draw for every K (paired). flags: {K: bool array over the same
+    keywords}. Returns {K: (low, high)} at the quantiles q (None where the reference finds nothing)."""
+    base = np.asarray(flags[ref], dtype=np.int64)
+    n = len(base)
+    if n == 0:
+        return {K: None for K in flags}
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(n_boot, n))
+    h_ref = base[idx].sum(1)
+    out = {}
+    for K, f in flags.items():
+        hk = np.asarray(f, dtype=np.int64)[idx].sum(1)
+        ok = h_ref > 0
+        out[K] = (None if not ok.any() else
+                  tuple(float(x) for x in np.quantile(hk[ok] / h_ref[ok], q)))
+    return out
+
+
+def budget_det_markdown(name: str, res: dict) -> str:
+    """One table per program: rows = condition x cap, columns = K (hits, false accepts, threshold) and the
+    ratios to K̄ (the first K of the result)."""
+    lines = []
+    for c, r in res.items():
+        Ks = list(r["det"])
+        ref = Ks[0]
+        lines += [f"{name}, {c}: {r['keywords']} keywords in {r['kw_hours']:.2f} h of keyword streams, "
+                  f"{r['neg_hours']:.2f} h of keyword-free speech", "",
+                  "| ≤ FA/h (events) | " + " | ".join(f"K = {K}: hits (FA, threshold)" for K in Ks) + " | "
+                  + " | ".join(f"K = {K} / K = {ref}" for K in Ks[1:]) + " |",
+                  "|---|" + "---|" * (2 * len(Ks) - 1)]
+        for cap, d0 in r["det"][ref].items():
+            cells = []
+            for K in Ks:
+                d = r["det"][K][cap]
+                th = "none" if d["threshold"] is None else f"{d['threshold']:g}"
+                cells.append(f"{100 * d['hit_rate']:.1f}% ({d['hits']}) ({d['false_accepts']}, {th})")
+            rat = [("n/a" if r["ratio"][K][cap] is None else f"{100 * r['ratio'][K][cap]:.0f}%") for K in Ks[1:]]
+            if "boot" in r:
+                rat = [x + ("" if r["boot"][K][cap] is None else
+                            " [{:.0f}–{:.0f}%]".format(*(100 * v for v in r["boot"][K][cap])))
+                       for x, K in zip(rat, Ks[1:])]
+            ev = int(np.floor(cap * r["neg_hours"] + 1e-9))
+            lines.append(f"| {cap:g} (≤ {ev}) | " + " | ".join(cells) + " | " + " | ".join(rat) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot_budget_det(results: dict, path) -> None:
+    """One panel per (program, condition): each budget's held-out DET curve (hits vs keyword-free false
+    accepts/h, every threshold of the sweep, the lowest-FA point per hit count) and the read-out caps."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..fileio import save_figure
+
+    panels = [(name, c, r) for name, res in results.items() for c, r in res.items()]
+    if not panels:
+        raise ValueError("plot_budget_det: no results to plot")
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
+    for ax, (name, c, r) in zip(axes[0], panels):
+        for K, ls in zip(r["curves"], ("-", "--", ":", "-.")):
+            pts = sorted((x["false_accepts"] / max(r["neg_hours"], 1e-9), x["hits"]) for x in r["curves"][K])
+            fa, hi = [], []
+            for f, h in pts:                          # the frontier: more false accepts only for more hits
+                if fa and f == fa[-1]:
+                    hi[-1] = max(hi[-1], h)
+                elif not hi or h > hi[-1]:
+                    fa.append(f)
+                    hi.append(h)
+            ax.step(np.maximum(fa, 0.1), 100 * np.asarray(hi) / max(r["keywords"], 1), ls, where="post", label=f"K = {K}")
+        for cap in next(iter(r["det"].values())):
+            ax.axvline(float(cap), color="0.6", lw=0.6)
+        ax.set_xscale("log")
+        ax.set_xlabel(f"false accepts / h ({r['neg_hours']:.2f} h keyword-free)", fontsize=8)
+        ax.set_ylabel(f"keywords found (%) of {r['keywords']}", fontsize=8)
+        ax.set_title(f"{name}, {c}", fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=110)
+
+
 def engine_cost(program_path, n: int = 500, Ks=(4, None)) -> dict:
     """{"params": n, "us_per_step": {K: median µs}} of the compiled program (thread CPU time per call)."""
     import time
@@ -300,8 +480,53 @@ def main(argv=None) -> int:
     a5.add_argument("--sets", default="runs/kws2/sets")
     a5.add_argument("--test-family", default="festival", type=V.fold_name, help="a family or held-out voices")
     a5.add_argument("--K", type=int, default=None)
+    a6 = sub.add_parser("det-k", help="K = k vs K = K̄ hits at the same false-accept rate (held-out DET curves)")
+    a6.add_argument("programs", nargs="+")
+    a6.add_argument("--sets", default="runs/kws2/sets")
+    a6.add_argument("--test-family", default="festival", type=V.fold_name, help="a family or held-out voices")
+    a6.add_argument("--K", default="32,8,4", help="budgets, comma-separated (the program's K̄ is the reference)")
+    a6.add_argument("--caps", default="2,10,50", help="false accepts per hour of keyword-free speech")
+    a6.add_argument("--conditions", default="clean,10dB")
+    a6.add_argument("--json", default=None, help="also write the result (curves included) to this file")
+    a6.add_argument("--plot", default=None, help="also plot every budget's DET curve to this PNG")
+    a6.add_argument("--name", action="append", default=None,
+                    help="a short name per program for the table and plot (repeat in order; default the path)")
+    a6.add_argument("--boot", type=int, default=0,
+                    help="bootstrap draws for a 90%% keyword-sampling interval of each ratio (0: none)")
+    a6.add_argument("--fine", action="store_true", help="a finer threshold grid than kws-eval's (diagnose.fine_thresholds)")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if a.cmd == "det-k":
+        try:
+            Ks = [int(x) for x in a.K.split(",")]
+            caps = [float(x) for x in a.caps.split(",")]
+        except ValueError:
+            ap.error(f"--K and --caps take comma-separated numbers, got {a.K!r} / {a.caps!r}")
+        if any(k < 1 for k in Ks) or any(not c > 0 for c in caps) or a.boot < 0:
+            ap.error("--K values must be >= 1, --caps > 0 and --boot >= 0")
+        conds = [x for x in a.conditions.split(",") if x]
+        names = a.name or list(a.programs)
+        if len(names) != len(a.programs) or len(set(names)) != len(names):
+            ap.error(f"--name: one distinct name per program ({len(a.programs)}), got {names}")
+        allres = {}
+        for p, name in zip(a.programs, names):
+            if not Path(p).is_file():
+                ap.error(f"no program {p}")
+            try:
+                res = budget_det(p, a.sets, a.test_family, Ks, caps, conds, fine_thresholds() if a.fine else None,
+                                 a.boot)
+            except (FileNotFoundError, ValueError) as e:
+                ap.error(str(e))
+            allres[name] = res
+            print(budget_det_markdown(name, res))
+        if a.plot:
+            plot_budget_det(allres, a.plot)
+        if a.json:
+            from ..fileio import atomic_write_bytes
+            atomic_write_bytes(a.json, json.dumps({"sets": str(a.sets), "test_family": a.test_family, "fine": a.fine, "boot": a.boot,
+                                                   "programs": dict(zip(names, a.programs)),
+                                                   "results": allres}, indent=1).encode())
+        return 0
     if a.cmd == "perkw-test":
         for p in a.programs:
             if not Path(p).is_file():
