@@ -86,6 +86,7 @@ def test_threads_argument_is_checked(prog):
     assert StreamEngine(prog, threads=1).threads == 1
 
 
+@NEED_2
 def test_threads_refused_for_lds_programs():
     from essm_stream import lds
     from essm_stream.compile import compile_weights
