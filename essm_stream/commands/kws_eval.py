@@ -24,6 +24,9 @@ def add_arguments(p):
                    help="what the validation false-accept budget counts: 'all' = keyword streams (keyword "
                    "confusions) + keyword-free speech, 'neg' = keyword-free speech only (the issue's target); "
                    "the other rates are reported beside the pick either way")
+    p.add_argument("--recorded-fa-target", type=float, default=None, metavar="FA_H",
+                   help="with --loso: the threshold must also keep the false accepts per hour of the recorded "
+                   "validation speakers' keyword-free speech (sets whose voices are all recorded people) <= FA_H")
     p.add_argument("--no-pocketsphinx", action="store_true")
     p.add_argument("--old-program", default="", help="with --loso: a previous keyword program to score on the "
                    "same streams (e.g. the espeak-ng-only model that was bundled before)")
@@ -76,8 +79,12 @@ def run(a):
             return 2
         out = a.out or "runs/kws2/eval"
         check_outputs(dirs=[("--out", out)])
+        if a.recorded_fa_target is not None and not a.recorded_fa_target >= 0:
+            print(f"error: --recorded-fa-target must be >= 0 false accepts per hour, got {a.recorded_fa_target}")
+            return 2
         r = run_all(a.sets, a.models, out, families, pocketsphinx=not a.no_pocketsphinx,
-                    fa_target=a.fa_target, old_program=a.old_program or None, fa_on=a.fa_on)
+                    fa_target=a.fa_target, old_program=a.old_program or None, fa_on=a.fa_on,
+                    recorded_fa_target=a.recorded_fa_target)
         if not r["families"]:
             print(f"error: no fold had both a program under {a.models}/<family>/kws.essm and sets in {a.sets}")
             return 2

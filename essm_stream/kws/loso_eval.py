@@ -153,7 +153,8 @@ def old_model_score(sets, program=None, limit_s: float | None = None) -> dict:
 
 
 def evaluate_family(family: str, sets_dir, program_path, old_program=None, fa_target: float = 2.0,
-                    pocketsphinx: bool = True, gate: bool = True, fa_on: str = "all") -> dict:
+                    pocketsphinx: bool = True, gate: bool = True, fa_on: str = "all",
+                    recorded_fa_target: float | None = None) -> dict:
     from ..program import StreamProgram
     from .spotter import KeywordSpotter
 
@@ -163,7 +164,14 @@ def evaluate_family(family: str, sets_dir, program_path, old_program=None, fa_ta
     t0 = time.perf_counter()
     val = {k: [L.load_set(p) for p in sorted(sets_dir.glob(f"val_{family}_{k}_*.npz"))] for k in ("kw", "neg")}
     vk, vn = essm_rows(prog, sp, val["kw"], prog.k_max), essm_rows(prog, sp, val["neg"], prog.k_max)
-    choice = L.pick_threshold(vk, vn, fa_target, fa_on)
+    guard = None
+    if recorded_fa_target is not None:          # a second cap on the recorded validation speakers' speech alone
+        rec = [x for x in val["neg"] if L.is_recorded(x["meta"].get("voices"))]
+        if not rec:
+            raise FileNotFoundError(f"--recorded-fa-target: no keyword-free validation set of recorded voices "
+                                    f"(val_{family}_neg_*) in {sets_dir}")
+        guard = essm_rows(prog, sp, rec, prog.k_max)
+    choice = L.pick_threshold(vk, vn, fa_target, fa_on, guard, recorded_fa_target)
     th = choice["threshold"]
     fe = dict(prog.frontend)                      # the program carries the validation threshold from now on
     fe["detector"] = dict(fe.get("detector", {}), threshold=th)
@@ -172,6 +180,10 @@ def evaluate_family(family: str, sets_dir, program_path, old_program=None, fa_ta
     res = {"family": family, "program": str(program_path), "threshold": th, "val_choice": choice, "fa_on": fa_on,
            "val_hours": vk[0]["hours"] + vn[0]["hours"], "val_kw_hours": vk[0]["hours"],
            "val_neg_hours": vn[0]["hours"], "conditions": {}}
+    if guard is not None:
+        res["recorded_fa_target"] = recorded_fa_target
+        res["val_recorded_neg_hours"] = guard[0]["hours"]
+        res["val_recorded_neg_curve"] = guard
     if pocketsphinx:
         clean = {k: [x for x in val[k] if x["meta"].get("snr_db") is None] for k in ("kw", "neg")}
         if fa_on == "neg":
@@ -249,7 +261,8 @@ def extras(family: str, sets_dir, program_path, old_program, out_path) -> dict:
 
 
 def run_all(sets_dir, models_dir, out_dir, families=("festival", "flite", "espeak"), pocketsphinx: bool = True,
-            fa_target: float = 2.0, old_program=None, fa_on: str = "all") -> dict:
+            fa_target: float = 2.0, old_program=None, fa_on: str = "all",
+            recorded_fa_target: float | None = None) -> dict:
     """old_program: the previous keyword program to score beside (a path; None = skip it).
     OUT/extras_<family>.json (from extras()), when present, supplies the previous model's and the
     gate's numbers instead of recomputing them."""
@@ -264,7 +277,8 @@ def run_all(sets_dir, models_dir, out_dir, families=("festival", "flite", "espea
         ex = out / f"extras_{fam}.json"
         cached = json.loads(ex.read_text()) if ex.is_file() else None
         res["families"][fam] = evaluate_family(fam, sets_dir, p, False if (cached or not old_program) else old_program,
-                                               fa_target, pocketsphinx, gate=cached is None, fa_on=fa_on)
+                                               fa_target, pocketsphinx, gate=cached is None, fa_on=fa_on,
+                                               recorded_fa_target=recorded_fa_target)
         if cached:
             for name, o in cached.get("old", {}).items():
                 if name in res["families"][fam]["conditions"]:
@@ -304,6 +318,9 @@ def markdown(res: dict) -> str:
                 "false accepts counted over validation keyword + keyword-free streams")
         rates = (f"; keyword-free {v['neg_fa_per_hour']:.1f} FA/h, inside keyword streams (confusions) "
                  f"{v['kw_fa_per_hour']:.1f} FA/h" if "neg_fa_per_hour" in v else "")
+        if "guard_fa_per_hour" in v:
+            rates += (f"; recorded validation speakers' keyword-free speech {v['guard_fa_per_hour']:.1f} FA/h "
+                      f"(cap {v['guard_cap']:g}, {r.get('val_recorded_neg_hours', 0):.2f} h)")
         lines += [f"#### Held out: {fam} (threshold {r['threshold']} chosen on validation voices, {rule}, "
                   f"<= {res.get('fa_target', 2.0):g} FA/h: {100 * v['hit_rate']:.0f}% at {v['fa_per_hour']:.1f} "
                   f"FA/h over {r['val_hours']:.2f} h{rates})", "",
