@@ -144,3 +144,12 @@ def test_forced_choice_hears_a_native_keyword():
     (a, _), = V.festival_batch("kal_diphone", [("left", 1.0)])
     assert fc(a) == "left"
     assert fc(np.zeros(1600)) in (None,) + tuple(D.KEYWORDS)       # silence: no crash, a word or none
+
+
+def test_kws_eval_rejects_a_negative_recorded_cap(tmp_path):
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "essm_stream", "kws-eval", "--loso", "--hold-out", I_SPEC,
+                        "--recorded-fa-target", "-1", "--sets", str(tmp_path), "--models", str(tmp_path),
+                        "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "--recorded-fa-target" in r.stdout + r.stderr

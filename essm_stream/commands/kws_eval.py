@@ -82,9 +82,13 @@ def run(a):
         if a.recorded_fa_target is not None and not a.recorded_fa_target >= 0:
             print(f"error: --recorded-fa-target must be >= 0 false accepts per hour, got {a.recorded_fa_target}")
             return 2
-        r = run_all(a.sets, a.models, out, families, pocketsphinx=not a.no_pocketsphinx,
-                    fa_target=a.fa_target, old_program=a.old_program or None, fa_on=a.fa_on,
-                    recorded_fa_target=a.recorded_fa_target)
+        try:
+            r = run_all(a.sets, a.models, out, families, pocketsphinx=not a.no_pocketsphinx,
+                        fa_target=a.fa_target, old_program=a.old_program or None, fa_on=a.fa_on,
+                        recorded_fa_target=a.recorded_fa_target)
+        except FileNotFoundError as e:             # e.g. --recorded-fa-target without recorded validation sets
+            print(f"error: {e}")
+            return 2
         if not r["families"]:
             print(f"error: no fold had both a program under {a.models}/<family>/kws.essm and sets in {a.sets}")
             return 2
