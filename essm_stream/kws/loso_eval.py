@@ -555,16 +555,18 @@ def plot_det(res: dict, path) -> None:
     fams = list(res["families"])
     if not fams:
         return
-    ncol = max(len(res["families"][f]["conditions"]) for f in fams)
-    fig, axes = plt.subplots(len(fams), max(ncol, 1), figsize=(3.6 * max(ncol, 1), 3.4 * len(fams)), squeeze=False)
+    ncond = max(len(res["families"][f]["conditions"]) for f in fams)
+    ncol = min(max(ncond, 1), 2)                           # two panels a row, a fold's rows together
+    nrow = -(-max(ncond, 1) // ncol)
+    fig, axes = plt.subplots(nrow * len(fams), ncol, figsize=(4.6 * ncol, 3.5 * nrow * len(fams)), squeeze=False)
 
     def fa_of(rows):
         return np.maximum([b["false_accepts"] / max(b["hours"], 1e-9) for b in rows], 0.1)
 
     for i, fam in enumerate(fams):
         r = res["families"][fam]
-        for j, ax in enumerate(axes[i]):
-            names = list(r["conditions"])
+        names = list(r["conditions"])
+        for j, ax in enumerate(axes[i * nrow:(i + 1) * nrow].ravel()):
             if j >= len(names):
                 ax.axis("off")
                 continue
