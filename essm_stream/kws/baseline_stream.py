@@ -59,7 +59,7 @@ def train_tcresnet(feats_dir, out_dir, test_family: str, steps: int = 1500, batc
         opt.step()
         sched.step()
         if (step + 1) % 250 == 0:
-            log.info("tcresnet %s step %d loss %.3f", test_family, step + 1, float(loss))
+            log.info("tcresnet %s step %d loss %.3f", test_family, step + 1, loss.item())
     model.eval()
     from safetensors.torch import save as st_save
 
