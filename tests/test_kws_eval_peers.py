@@ -155,3 +155,50 @@ def test_kws_eval_bad_models_exit_2(tmp_path, capsys):
     assert rc == 2 and "used twice" in capsys.readouterr().out
     rc = main(["kws-eval", "--loso", "--models", str(tmp_path), "--ps-neg-s", "-1", "--sets", str(tmp_path)])
     assert rc == 2
+
+
+def test_run_all_one_table_from_models_tcresnet_and_cached_pocketsphinx(tmp_path):
+    """run_all end to end on tiny stored sets: two programs (the bundled one under two names), a TC-ResNet8 from its
+    own folder, pocketsphinx at a given threshold read from its cache (nothing decoded), every condition present."""
+    torch = pytest.importorskip("torch")
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from essm_stream.kws.baseline import _tcresnet
+    from essm_stream.kws.spotter import bundled_program_path
+
+    fam, sets = "ho-x", tmp_path / "sets"
+    sets.mkdir()
+    yes = D.LABELS.index("yes")
+    for split, conds in (("val", ("clean",)), ("test", ("clean", "5dB"))):
+        for c in conds:
+            _write_set(sets / f"{split}_{fam}_kw_{c}.npz", 300, [(55, 65, yes, 0.9)], [Event("yes", 5.0, 5.5)], 25.0)
+            _write_set(sets / f"{split}_{fam}_neg_{c}.npz", 300, [], [], 25.0)
+    for m in ("D", "H"):
+        (tmp_path / m / fam).mkdir(parents=True)
+        shutil.copyfile(bundled_program_path(), tmp_path / m / fam / "kws.essm")
+    tc = tmp_path / "tc" / fam
+    tc.mkdir(parents=True)
+    torch.manual_seed(0)
+    save_file(_tcresnet(96, len(D.LABELS)).state_dict(), str(tc / "tcresnet.safetensors"))
+    (tc / "tcresnet_norm.json").write_text(json.dumps({"mean": [0.0] * 96, "std": [1.0] * 96}))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / f"extras_{fam}.json").write_text(json.dumps({"old": {}}))          # cached extras: no gate run
+    for c in ("clean", "5dB"):
+        for kind in ("kw", "neg"):
+            s = L.load_set(sets / f"test_{fam}_{kind}_{c}.npz")
+            E.ps_cache_put(out / "ps_cache", s, 1e20, None, [("yes", 5.6)] if kind == "kw" else [("no", 3.0)])
+    res = E.run_all(sets, ["D=" + str(tmp_path / "D"), "H=" + str(tmp_path / "H")], out, (fam,),
+                    fa_target=10.0, fa_on="neg", tcresnet_dir=tmp_path / "tc", ps={"threshold": 1e20, "neg_s": None,
+                                                                                  "workers": 1})
+    r = res["families"][fam]
+    assert res["models"] == ["D", "H"] and list(r["conditions"]) == ["clean", "5dB"]
+    assert r["other_models"]["H"]["conditions"]["5dB"]["K32"] == r["conditions"]["5dB"]["K32"]   # same program
+    assert r["conditions"]["5dB"]["pocketsphinx"]["kw"]["hits"] == 1
+    assert r["conditions"]["5dB"]["pocketsphinx"]["neg"]["false_accepts"] == 1
+    assert r["tcresnet"]["fa_on"] == "neg" and set(r["tcresnet"]) >= {"clean", "5dB"}
+    md = (out / "loso.md").read_text()
+    assert "| ES-SSM H (threshold" in md and "TC-ResNet8: FA/h keyword-free" in md and "| | clean | 5dB |" in md
+    assert (out / "kws_det.png").is_file() and json.loads((out / "loso.json").read_text())["models"] == ["D", "H"]

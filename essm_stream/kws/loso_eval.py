@@ -314,8 +314,13 @@ def extras(family: str, sets_dir, program_path, old_program, out_path) -> dict:
     clean = [L.load_set(p) for p in sorted(sets_dir.glob(f"test_{family}_*_clean.npz"))]
     if clean:
         res["gate"] = gate_effect(program_path, clean, limit_s=300.0)
-    Path(out_path).write_text(json.dumps(res, indent=1, default=float))
+    _write(out_path, json.dumps(res, indent=1, default=float))
     return res
+
+
+def _write(path, text: str) -> None:
+    from ..fileio import atomic_write_bytes
+    atomic_write_bytes(path, text.encode())
 
 
 def model_dirs(models) -> dict:
@@ -394,13 +399,13 @@ def run_all(sets_dir, models_dir, out_dir, families=("festival", "flite", "espea
                 log.warning("TC-ResNet8 baseline skipped: %s", e)
         elif tcresnet_dir:
             log.warning("fold %s: no TC-ResNet8 in %s", fam, tdir)
-        (out / "loso.json").write_text(json.dumps(res, indent=1, default=float))
+        _write(out / "loso.json", json.dumps(res, indent=1, default=float))
     if not res["families"]:
         return res
     res["costs"] = frontend_costs()
-    (out / "loso.json").write_text(json.dumps(res, indent=1, default=float))
+    _write(out / "loso.json", json.dumps(res, indent=1, default=float))
     plot_det(res, out / "kws_det.png")
-    (out / "loso.md").write_text(markdown(res))
+    _write(out / "loso.md", markdown(res))
     return res
 
 
