@@ -1,9 +1,11 @@
 """essm-stream kws-eval: keyword programs on streams.
 
---loso (the issue-9 evaluation): every held-out synthesizer family's streams (keywords alone and in
-sentences at clean / 20 / 10 / 5 dB, keyword-free speech) through the fold's ES-SSM at K = 4 and 32,
+--loso (the issue-9 evaluation): every held-out synthesizer family's (or speaker fold's) streams
+(keywords alone and in sentences at every SNR present in --sets: clean / 20 / 10 / 5 dB, keyword-free
+speech) through the fold's ES-SSM program(s) at K = 4 and 32 (several --models folders: one table),
 the previous bundled model, the TC-ResNet8 baseline (if trained; needs torch) and pocketsphinx, with
-thresholds chosen on validation voices only; writes loso.json, loso.md and kws_det.png.
+thresholds chosen on validation voices only (or pocketsphinx's given by --ps-threshold); writes loso.json,
+loso.md and kws_det.png; pocketsphinx's detections are cached per set file and threshold (--ps-cache).
 Without --loso: the espeak-ng clip sweep and stream metrics of one program (no torch).
 """
 HELP = "evaluate keyword programs: leave-one-synthesizer-out streams (--loso), or one program on espeak-ng data"
@@ -12,8 +14,13 @@ HELP = "evaluate keyword programs: leave-one-synthesizer-out streams (--loso), o
 def add_arguments(p):
     p.add_argument("--loso", action="store_true", help="leave-one-synthesizer-family-out evaluation")
     p.add_argument("--sets", default="runs/kws2/sets", help="with --loso: `python -m essm_stream.kws.loso` output")
-    p.add_argument("--models", default="runs/kws2/models", help="with --loso: one folder per held-out family "
-                   "holding kws.essm (and tcresnet.safetensors)")
+    p.add_argument("--models", default=["runs/kws2/models"], nargs="+", metavar="[NAME=]DIR",
+                   help="with --loso: folder(s) with one sub-folder per held-out fold holding kws.essm (and "
+                   "tcresnet.safetensors); several folders are scored on the same streams in one table, named NAME "
+                   "(default: the folder's name); the first is the primary (pocketsphinx, gate, previous model)")
+    p.add_argument("--tcresnet", default=None, metavar="DIR",
+                   help="with --loso: a folder holding <fold>/tcresnet.safetensors (python -m "
+                   "essm_stream.kws.baseline_stream); default: the first --models folder")
     p.add_argument("--families", default="festival,flite,espeak")
     p.add_argument("--hold-out", default=None, metavar="VOICES",
                    help="with --loso: one speaker fold instead of --families: held-out voices, e.g. "
@@ -28,6 +35,17 @@ def add_arguments(p):
                    help="with --loso: the threshold must also keep the false accepts per hour of the recorded "
                    "validation speakers' keyword-free speech (sets whose voices are all recorded people) <= FA_H")
     p.add_argument("--no-pocketsphinx", action="store_true")
+    p.add_argument("--ps-threshold", type=float, default=None,
+                   help="with --loso: pocketsphinx's keyword threshold, chosen outside this run by a declared "
+                   "validation rule (no validation sweep; loso.md says so)")
+    p.add_argument("--ps-val-limit-s", type=float, default=None,
+                   help="with --loso: cut each clean validation set to its first seconds in pocketsphinx's sweep")
+    p.add_argument("--ps-neg-s", type=float, default=600.0,
+                   help="with --loso: seconds of each keyword-free test set pocketsphinx decodes (0 = all)")
+    p.add_argument("--ps-workers", type=int, default=2, help="with --loso: pocketsphinx processes")
+    p.add_argument("--ps-cache", default=None, metavar="DIR",
+                   help="with --loso: pocketsphinx detections per (set file, threshold, cut), read and written "
+                   "(default OUT/ps_cache): a later run decodes only what is new")
     p.add_argument("--old-program", default="", help="with --loso: a previous keyword program to score on the "
                    "same streams (e.g. the espeak-ng-only model that was bundled before)")
     p.add_argument("--data", default="runs/kws/data", help="the directory `essm-stream kws-data` wrote")
@@ -77,20 +95,33 @@ def run(a):
         except ValueError as e:
             print(f"error: --hold-out: {e}")
             return 2
+        from essm_stream.kws.loso_eval import model_dirs
+        try:
+            models = model_dirs(a.models)
+        except ValueError as e:
+            print(f"error: {e}")
+            return 2
+        if a.ps_neg_s < 0 or a.ps_workers < 1 or (a.ps_val_limit_s is not None and a.ps_val_limit_s <= 0):
+            print("error: --ps-neg-s must be >= 0, --ps-workers >= 1, --ps-val-limit-s > 0")
+            return 2
         out = a.out or "runs/kws2/eval"
         check_outputs(dirs=[("--out", out)])
         if a.recorded_fa_target is not None and not a.recorded_fa_target >= 0:
             print(f"error: --recorded-fa-target must be >= 0 false accepts per hour, got {a.recorded_fa_target}")
             return 2
+        ps = {"threshold": a.ps_threshold, "val_limit_s": a.ps_val_limit_s, "neg_s": a.ps_neg_s or None,
+              "workers": a.ps_workers}
+        if a.ps_cache:
+            ps["cache"] = a.ps_cache
         try:
-            r = run_all(a.sets, a.models, out, families, pocketsphinx=not a.no_pocketsphinx,
+            r = run_all(a.sets, models, out, families, pocketsphinx=not a.no_pocketsphinx,
                         fa_target=a.fa_target, old_program=a.old_program or None, fa_on=a.fa_on,
-                        recorded_fa_target=a.recorded_fa_target)
+                        tcresnet_dir=a.tcresnet, ps=ps, recorded_fa_target=a.recorded_fa_target)
         except FileNotFoundError as e:             # e.g. --recorded-fa-target without recorded validation sets
             print(f"error: {e}")
             return 2
         if not r["families"]:
-            print(f"error: no fold had both a program under {a.models}/<family>/kws.essm and sets in {a.sets}")
+            print(f"error: no fold had both a program under {next(iter(models.values()))}/<fold>/kws.essm and sets in {a.sets}")
             return 2
         print(Path(out, "loso.md").read_text())
         print(f"wrote {out}/loso.json, {out}/loso.md and {out}/kws_det.png")

@@ -59,7 +59,7 @@ def train_tcresnet(feats_dir, out_dir, test_family: str, steps: int = 1500, batc
         opt.step()
         sched.step()
         if (step + 1) % 250 == 0:
-            log.info("tcresnet %s step %d loss %.3f", test_family, step + 1, float(loss))
+            log.info("tcresnet %s step %d loss %.3f", test_family, step + 1, loss.item())
     model.eval()
     from safetensors.torch import save as st_save
 
@@ -97,9 +97,13 @@ class TCResNetStream:
         return Y
 
 
-def evaluate_tcresnet(family: str, sets_dir, model_dir, spotter, fa_target: float = 2.0) -> dict:
-    """Threshold on the fold's validation sets, then every test condition (kw + keyword-free)."""
-    tc = TCResNetStream(model_dir)
+def evaluate_tcresnet(family: str, sets_dir, model_dir, spotter, fa_target: float = 2.0, fa_on: str = "all",
+                      model=None) -> dict:
+    """Threshold on the fold's validation sets by the ES-SSM's rule (loso.pick_threshold with the same
+    fa_target and fa_on), then every test condition present (keyword + keyword-free streams), with the
+    whole threshold sweep of each kept as its DET curve (kw_curve / neg_curve, reporting only).
+    model: anything with .outputs(F) (default: the TC-ResNet8 stored in model_dir)."""
+    tc = model if model is not None else TCResNetStream(model_dir)
     sets_dir = Path(sets_dir)
 
     def rows(sets):
@@ -113,17 +117,21 @@ def evaluate_tcresnet(family: str, sets_dir, model_dir, spotter, fa_target: floa
 
     vk = rows([L.load_set(p) for p in sorted(sets_dir.glob(f"val_{family}_kw_*.npz"))])
     vn = rows([L.load_set(p) for p in sorted(sets_dir.glob(f"val_{family}_neg_*.npz"))])
-    th = L.pick_threshold(vk, vn, fa_target)["threshold"]
-    res = {"threshold": th}
+    choice = L.pick_threshold(vk, vn, fa_target, fa_on)
+    th = choice["threshold"]
+    res = {"threshold": th, "val_choice": choice, "fa_on": fa_on, "fa_target": fa_target}
     for snr in L.SNRS:
         name = L.snr_name(snr)
         kw, neg = L.load_condition(sets_dir, "test", family, name)
         if not kw:
             continue
-        a = min(rows(kw), key=lambda r: abs(r["threshold"] - th))
-        b = min(rows(neg), key=lambda r: abs(r["threshold"] - th)) if neg else {"false_accepts": 0, "hours": 0}
+        rk, rn = rows(kw), (rows(neg) if neg else None)
+        a = min(rk, key=lambda r: abs(r["threshold"] - th))
+        b = min(rn, key=lambda r: abs(r["threshold"] - th)) if rn else {"false_accepts": 0, "hours": 0.0}
         res[name] = {"hit_rate": a["hit_rate"], "hits": a["hits"], "keywords": a["keywords"],
-                     "fa_per_hour_neg": b["false_accepts"] / max(b["hours"], 1e-9), "neg_hours": b["hours"]}
+                     "fa_neg": b["false_accepts"], "fa_per_hour_neg": b["false_accepts"] / max(b["hours"], 1e-9),
+                     "neg_hours": b["hours"], "fa_in_kw_stream": a["false_accepts"], "kw_hours": a["hours"],
+                     "kw_curve": rk, "neg_curve": rn}
     return res
 
 

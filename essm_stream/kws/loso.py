@@ -90,6 +90,7 @@ def load_set(path) -> dict:
     d = {k: z[k] for k in z.files if k not in ("events", "meta")}
     d["events"] = [D.Event(e[0], float(e[1]), float(e[2])) for e in json.loads(str(z["events"]))]
     d["meta"] = json.loads(str(z["meta"]))
+    d["path"] = str(path)                      # names the set in caches (loso_eval.ps_sweep)
     return d
 
 

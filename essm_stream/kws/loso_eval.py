@@ -54,26 +54,80 @@ def pocketsphinx_detections(pcm: np.ndarray, threshold: float, refractory_s: flo
 
 
 def _ps_job(args):
-    pcm, events, th = args
-    sc, _ = score_stream(pocketsphinx_detections(pcm, th), events, len(pcm) / 16000)
-    return sc
+    pcm, th = args
+    t = time.perf_counter()
+    return [(d.label, d.time_s) for d in pocketsphinx_detections(pcm, th)], time.perf_counter() - t
 
 
-def ps_sweep(sets: list[dict], thresholds=PS_THRESHOLDS, workers: int = 3, limit_s: float | None = None) -> list[dict]:
-    """Pooled pocketsphinx hits / false accepts per threshold (sets x thresholds in `workers` processes;
-    each set cut to its first limit_s seconds when given)."""
-    from concurrent.futures import ProcessPoolExecutor
+def _ps_cache_file(cache_dir, s: dict, threshold: float, limit_s: float | None):
+    """The cache file of one (set, threshold, cut), or None when caching is off or the set has no path."""
+    if cache_dir is None or not s.get("path"):
+        return None
+    cut = "all" if limit_s is None else f"{limit_s:g}s"
+    return Path(cache_dir) / f"{Path(s['path']).stem}__{threshold:g}__{cut}.json"
+
+
+def ps_cache_put(cache_dir, s: dict, threshold: float, limit_s: float | None, detections, decode_s: float = 0.0) -> None:
+    """Store pocketsphinx's detections [(label, time_s), ...] on set s (cut to limit_s seconds) at threshold."""
+    from ..fileio import atomic_write_bytes
+
+    f = _ps_cache_file(cache_dir, s, threshold, limit_s)
+    if f is None:
+        return
+    f.parent.mkdir(parents=True, exist_ok=True)
+    n = len(s["pcm"]) if limit_s is None else min(len(s["pcm"]), int(limit_s * 16000))
+    atomic_write_bytes(f, json.dumps({"set": Path(s["path"]).name, "threshold": threshold, "limit_s": limit_s,
+                                      "samples": n, "decode_s": decode_s,
+                                      "detections": [[str(a), float(b)] for a, b in detections]}).encode())
+
+
+def ps_cache_get(cache_dir, s: dict, threshold: float, limit_s: float | None):
+    """Cached detections of (set, threshold, cut), or None (no cache, not cached, or cached for another
+    length of audio: a set rebuilt under the same name is decoded again)."""
+    f = _ps_cache_file(cache_dir, s, threshold, limit_s)
+    if f is None or not f.is_file():
+        return None
+    j = json.loads(f.read_text())
+    n = len(s["pcm"]) if limit_s is None else min(len(s["pcm"]), int(limit_s * 16000))
+    if j.get("samples") != n:
+        log.warning("pocketsphinx cache %s is for %s samples, the set has %d: decoded again", f, j.get("samples"), n)
+        return None
+    return [(a, float(b)) for a, b in j["detections"]]
+
+
+def ps_sweep(sets: list[dict], thresholds=PS_THRESHOLDS, workers: int = 3, limit_s: float | None = None,
+             cache_dir=None) -> list[dict]:
+    """Pooled pocketsphinx hits / false accepts per threshold (sets x thresholds in `workers` processes,
+    in this process when workers <= 1; each set cut to its first limit_s seconds when given).
+    cache_dir: detections per (set file, threshold, cut) are read from / written to it (ps_cache_get/put),
+    so a later run decodes only what is new."""
+    from .spotter import Detection
 
     cut = []
     for s in sets:
         n = len(s["pcm"]) if limit_s is None else min(len(s["pcm"]), int(limit_s * 16000))
-        cut.append((s["pcm"][:n], [e for e in s["events"] if e.end_s <= n / 16000]))
-    jobs = [(pcm, ev, th) for th in thresholds for pcm, ev in cut]
-    with ProcessPoolExecutor(workers) as ex:
-        scores = list(ex.map(_ps_job, jobs))
+        cut.append((s, s["pcm"][:n], [e for e in s["events"] if e.end_s <= n / 16000]))
+    jobs = [(th, s, pcm) for th in thresholds for s, pcm, _ in cut]
+    dets = [ps_cache_get(cache_dir, s, th, limit_s) for th, s, _ in jobs]
+    todo = [i for i, d in enumerate(dets) if d is None]
+    if todo:
+        args = [(jobs[i][2], jobs[i][0]) for i in todo]
+        if workers <= 1:
+            outs = [_ps_job(a) for a in args]
+        else:
+            from concurrent.futures import ProcessPoolExecutor
+            with ProcessPoolExecutor(workers) as ex:
+                outs = list(ex.map(_ps_job, args))
+        for i, (d, sec) in zip(todo, outs):
+            dets[i] = d
+            ps_cache_put(cache_dir, jobs[i][1], jobs[i][0], limit_s, d, sec)
+    log.info("pocketsphinx: %d decodes, %d from the cache", len(todo), len(jobs) - len(todo))
     rows = []
     for i, th in enumerate(thresholds):
-        sc = scores[i * len(cut):(i + 1) * len(cut)]
+        sc = []
+        for j, (s, pcm, ev) in enumerate(cut):
+            d = [Detection(a, 1.0, b) for a, b in dets[i * len(cut) + j]]
+            sc.append(score_stream(d, ev, len(pcm) / 16000)[0])
         h, n, fa, hours = (sum(x.hits for x in sc), sum(x.keywords for x in sc), sum(x.false_accepts for x in sc),
                            sum(x.hours for x in sc))
         rows.append({"threshold": th, "hits": h, "keywords": n, "false_accepts": fa, "hours": hours,
@@ -153,8 +207,15 @@ def old_model_score(sets, program=None, limit_s: float | None = None) -> dict:
 
 
 def evaluate_family(family: str, sets_dir, program_path, old_program=None, fa_target: float = 2.0,
-                    pocketsphinx: bool = True, gate: bool = True, fa_on: str = "all",
+                    pocketsphinx: bool = True, gate: bool = True, fa_on: str = "all", ps: dict | None = None,
                     recorded_fa_target: float | None = None) -> dict:
+    """One program on one fold: threshold on the fold's validation sets, then every test condition present.
+    ps (pocketsphinx options, all optional): threshold (a value chosen elsewhere by a declared rule: no
+    validation sweep here), val_limit_s (cut each clean validation set to its first seconds in the sweep),
+    neg_s (keyword-free seconds per test set it decodes; default PEER_NEG_S, None = all), cache (folder of
+    per-set detections, ps_sweep), workers (processes).
+    recorded_fa_target: a second validation cap on the recorded validation speakers' keyword-free speech
+    (loso.pick_threshold guard; sets whose voices are all recorded people)."""
     from ..program import StreamProgram
     from .spotter import KeywordSpotter
 
@@ -184,16 +245,26 @@ def evaluate_family(family: str, sets_dir, program_path, old_program=None, fa_ta
         res["recorded_fa_target"] = recorded_fa_target
         res["val_recorded_neg_hours"] = guard[0]["hours"]
         res["val_recorded_neg_curve"] = guard
+    ps = dict(ps or {})
+    pso = {"workers": ps.get("workers", 3), "cache_dir": ps.get("cache")}
+    ps_neg_s = ps.get("neg_s", PEER_NEG_S)
     if pocketsphinx:
+        res["pocketsphinx_neg_s"] = ps_neg_s
         clean = {k: [x for x in val[k] if x["meta"].get("snr_db") is None] for k in ("kw", "neg")}
-        if fa_on == "neg":
-            pk, pn = ps_sweep(clean["kw"]), ps_sweep(clean["neg"])
-            res["pocketsphinx_val"] = {"kw": pk, "neg": pn}
+        if ps.get("threshold") is not None:
+            res["pocketsphinx_threshold"] = float(ps["threshold"])
+            res["pocketsphinx_rule"] = "given"                 # chosen elsewhere (--ps-threshold), not here
+        elif fa_on == "neg":
+            lim = ps.get("val_limit_s")
+            pk, pn = ps_sweep(clean["kw"], limit_s=lim, **pso), ps_sweep(clean["neg"], limit_s=lim, **pso)
+            res["pocketsphinx_val"] = {"kw": pk, "neg": pn, "limit_s": lim}
             res["pocketsphinx_threshold"] = L.pick_threshold(pk, pn, fa_target, "neg")["threshold"]
+            res["pocketsphinx_rule"] = "validation"
         else:
-            psv = ps_sweep(clean["kw"] + clean["neg"])
+            psv = ps_sweep(clean["kw"] + clean["neg"], limit_s=ps.get("val_limit_s"), **pso)
             res["pocketsphinx_val"] = psv
             res["pocketsphinx_threshold"] = pick(psv, fa_target)["threshold"]
+            res["pocketsphinx_rule"] = "validation"
     for snr in L.SNRS:
         name = L.snr_name(snr)
         kw, neg = L.load_condition(sets_dir, "test", family, name)
@@ -214,7 +285,8 @@ def evaluate_family(family: str, sets_dir, program_path, old_program=None, fa_ta
                         "neg": old_model_score(neg, old_program, PEER_NEG_S) if neg else None}
         if pocketsphinx:
             pth = res["pocketsphinx_threshold"]
-            pk, pn = ps_sweep(kw, (pth,))[0], (ps_sweep(neg, (pth,), limit_s=PEER_NEG_S)[0] if neg else None)
+            pk = ps_sweep(kw, (pth,), **pso)[0]
+            pn = ps_sweep(neg, (pth,), limit_s=ps_neg_s, **pso)[0] if neg else None
             c["pocketsphinx"] = {"kw": pk, "neg": pn}
         res["conditions"][name] = c
         log.info("%s %s: K=32 %.1f%% %.1f FA/h | K=4 %.1f%%", family, name, 100 * c["K32"]["hit_rate"],
@@ -256,50 +328,101 @@ def extras(family: str, sets_dir, program_path, old_program, out_path) -> dict:
     clean = [L.load_set(p) for p in sorted(sets_dir.glob(f"test_{family}_*_clean.npz"))]
     if clean:
         res["gate"] = gate_effect(program_path, clean, limit_s=300.0)
-    Path(out_path).write_text(json.dumps(res, indent=1, default=float))
+    _write(out_path, json.dumps(res, indent=1, default=float))
     return res
 
 
+def _write(path, text: str) -> None:
+    from ..fileio import atomic_write_bytes
+    atomic_write_bytes(path, text.encode())
+
+
+def model_dirs(models) -> dict:
+    """{name: folder} from one folder (named "ES-SSM"), a list of folders or NAME=FOLDER strings (named after
+    the folder when no NAME is given), or a dict; names must differ."""
+    if isinstance(models, dict):
+        return {str(k): Path(v) for k, v in models.items()}
+    if isinstance(models, (str, Path)):
+        return {"ES-SSM": Path(models)}
+    out = {}
+    for m in models:
+        name, _, folder = str(m).rpartition("=")
+        name = name or Path(folder).name
+        if not folder or name in out:
+            raise ValueError(f"--models: {m!r}: " + ("empty folder" if not folder else f"the name {name!r} is used twice"))
+        out[name] = Path(folder)
+    if not out:
+        raise ValueError("--models: no folder given")
+    return out
+
+
 def run_all(sets_dir, models_dir, out_dir, families=("festival", "flite", "espeak"), pocketsphinx: bool = True,
-            fa_target: float = 2.0, old_program=None, fa_on: str = "all",
-            recorded_fa_target: float | None = None) -> dict:
-    """old_program: the previous keyword program to score beside (a path; None = skip it).
+            fa_target: float = 2.0, old_program=None, fa_on: str = "all", tcresnet_dir=None,
+            ps: dict | None = None, recorded_fa_target: float | None = None) -> dict:
+    """Every fold's test conditions (all SNRs present in sets_dir) through each ES-SSM program, TC-ResNet8
+    and pocketsphinx; writes OUT/loso.json, loso.md and kws_det.png.
+
+    models_dir: one folder with <fold>/kws.essm, or several (a list / dict, see model_dirs): the first is the
+    primary (res["families"][fold] is its result, as with one folder), the others are scored the same way
+    under res["families"][fold]["other_models"][name]; pocketsphinx, the previous model and the gate run once.
+    tcresnet_dir: a folder holding <fold>/tcresnet.safetensors (default: the primary folder).
+    ps: pocketsphinx options (evaluate_family); ps["cache"] defaults to OUT/ps_cache.
+    old_program: the previous keyword program to score beside (a path; None = skip it).
+    recorded_fa_target: evaluate_family's second validation cap (every program).
     OUT/extras_<family>.json (from extras()), when present, supplies the previous model's and the
     gate's numbers instead of recomputing them."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    res = {"families": {}, "fa_target": fa_target, "fa_on": fa_on}
+    dirs = model_dirs(models_dir)
+    (first, mdir), others = next(iter(dirs.items())), list(dirs.items())[1:]
+    ps = dict(ps or {})
+    ps.setdefault("cache", out / "ps_cache")
+    res = {"families": {}, "fa_target": fa_target, "fa_on": fa_on, "models": list(dirs)}
     for fam in families:
-        p = Path(models_dir) / fam / "kws.essm"
+        p = mdir / fam / "kws.essm"
         if not p.is_file() or not list(Path(sets_dir).glob(f"test_{fam}_kw_*.npz")):
             log.warning("fold %s: no program %s or no sets: skipped", fam, p)
             continue
         ex = out / f"extras_{fam}.json"
         cached = json.loads(ex.read_text()) if ex.is_file() else None
-        res["families"][fam] = evaluate_family(fam, sets_dir, p, False if (cached or not old_program) else old_program,
-                                               fa_target, pocketsphinx, gate=cached is None, fa_on=fa_on,
-                                               recorded_fa_target=recorded_fa_target)
+        r = evaluate_family(fam, sets_dir, p, False if (cached or not old_program) else old_program,
+                            fa_target, pocketsphinx, gate=cached is None, fa_on=fa_on, ps=ps,
+                            recorded_fa_target=recorded_fa_target)
+        r["name"] = first
+        res["families"][fam] = r
         if cached:
             for name, o in cached.get("old", {}).items():
-                if name in res["families"][fam]["conditions"]:
-                    res["families"][fam]["conditions"][name]["old"] = o
+                if name in r["conditions"]:
+                    r["conditions"][name]["old"] = o
             if "gate" in cached:
-                res["families"][fam]["gate"] = cached["gate"]
-        if (Path(models_dir) / fam / "tcresnet.safetensors").is_file():
+                r["gate"] = cached["gate"]
+        for name, d in others:
+            q = d / fam / "kws.essm"
+            if not q.is_file():
+                log.warning("fold %s: model %s has no program %s: skipped", fam, name, q)
+                continue
+            o = evaluate_family(fam, sets_dir, q, False, fa_target, False, gate=False, fa_on=fa_on,
+                                recorded_fa_target=recorded_fa_target)
+            o["name"] = name
+            r.setdefault("other_models", {})[name] = o
+        tdir = Path(tcresnet_dir) / fam if tcresnet_dir else mdir / fam
+        if (tdir / "tcresnet.safetensors").is_file():
             try:
                 from .baseline_stream import evaluate_tcresnet
                 from .spotter import KeywordSpotter
-                res["families"][fam]["tcresnet"] = evaluate_tcresnet(fam, sets_dir, Path(models_dir) / fam,
-                                                                     KeywordSpotter(p), fa_target)
+                r["tcresnet"] = evaluate_tcresnet(fam, sets_dir, tdir, KeywordSpotter(p), fa_target, fa_on=fa_on)
+                r["tcresnet"]["dir"] = str(tdir)
             except ImportError as e:                     # torch is the [train] extra
                 log.warning("TC-ResNet8 baseline skipped: %s", e)
-        (out / "loso.json").write_text(json.dumps(res, indent=1, default=float))
+        elif tcresnet_dir:
+            log.warning("fold %s: no TC-ResNet8 in %s", fam, tdir)
+        _write(out / "loso.json", json.dumps(res, indent=1, default=float))
     if not res["families"]:
         return res
     res["costs"] = frontend_costs()
-    (out / "loso.json").write_text(json.dumps(res, indent=1, default=float))
+    _write(out / "loso.json", json.dumps(res, indent=1, default=float))
     plot_det(res, out / "kws_det.png")
-    (out / "loso.md").write_text(markdown(res))
+    _write(out / "loso.md", markdown(res))
     return res
 
 
@@ -308,45 +431,53 @@ def _pct(x):
     return f"{100 * x:.0f}%"
 
 
+def _models_of(r: dict) -> list[dict]:
+    """The ES-SSM results of one fold: the primary, then the other models of the run."""
+    return [r] + list(r.get("other_models", {}).values())
+
+
+def _rule_text(r: dict, fa_target) -> str:
+    v = r["val_choice"]
+    rates = (f"; keyword-free {v['neg_fa_per_hour']:.1f} FA/h, inside keyword streams (confusions) "
+             f"{v['kw_fa_per_hour']:.1f} FA/h" if "neg_fa_per_hour" in v else "")
+    if "guard_fa_per_hour" in v:
+        rates += (f"; recorded validation speakers' keyword-free speech {v['guard_fa_per_hour']:.1f} FA/h "
+                  f"(cap {v['guard_cap']:g}, {r.get('val_recorded_neg_hours', 0):.2f} h)")
+    return (f"threshold {r['threshold']} chosen on validation voices, <= {fa_target:g} FA/h: "
+            f"{100 * v['hit_rate']:.0f}% at {v['fa_per_hour']:.1f} FA/h over {r['val_hours']:.2f} h{rates}")
+
+
+def _fa(n, hours) -> str:
+    return f"{n / max(hours, 1e-9):.1f} ({n} in {hours:.2f} h)"
+
+
 def markdown(res: dict) -> str:
     lines = []
+    fa_target = res.get("fa_target", 2.0)
     for fam, r in res["families"].items():
         cs = r["conditions"]
         names = list(cs)
-        v = r["val_choice"]
+        models = _models_of(r)
+        single = len(models) == 1
         rule = ("false accepts counted on keyword-free validation speech only" if r.get("fa_on") == "neg" else
                 "false accepts counted over validation keyword + keyword-free streams")
-        rates = (f"; keyword-free {v['neg_fa_per_hour']:.1f} FA/h, inside keyword streams (confusions) "
-                 f"{v['kw_fa_per_hour']:.1f} FA/h" if "neg_fa_per_hour" in v else "")
-        if "guard_fa_per_hour" in v:
-            rates += (f"; recorded validation speakers' keyword-free speech {v['guard_fa_per_hour']:.1f} FA/h "
-                      f"(cap {v['guard_cap']:g}, {r.get('val_recorded_neg_hours', 0):.2f} h)")
-        lines += [f"#### Held out: {fam} (threshold {r['threshold']} chosen on validation voices, {rule}, "
-                  f"<= {res.get('fa_target', 2.0):g} FA/h: {100 * v['hit_rate']:.0f}% at {v['fa_per_hour']:.1f} "
-                  f"FA/h over {r['val_hours']:.2f} h{rates})", "",
-                  "| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        if single:
+            head = (f"#### Held out: {fam} (threshold {r['threshold']} chosen on validation voices, {rule}, "
+                    + _rule_text(r, fa_target).split(", ", 1)[1] + ")")
+        else:
+            head = (f"#### Held out: {fam} (thresholds chosen on validation voices, {rule}; " +
+                    "; ".join(f"{m.get('name')}: {_rule_text(m, fa_target)}" for m in models) + ")")
+        lines += [head, "", "| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
 
-        def row(label, f):
-            return f"| {label} | " + " | ".join(f(cs[n]) for n in names) + " |"
+        def row(label, f, conds=None):
+            conds = cs if conds is None else conds
+            return f"| {label} | " + " | ".join(f(conds[n]) if n in conds else "not run" for n in names) + " |"
 
-        lines.append(row("ES-SSM K=32: keywords found", lambda c: f"{_pct(c['K32']['hit_rate'])} ({c['K32']['hits']}/{c['K32']['keywords']})"))
-        lines.append(row("ES-SSM K=32: FA/h keyword-free (hours)", lambda c: f"{c['K32']['fa_per_hour_neg']:.1f} ({c['K32']['fa_neg']} in {c['K32']['neg_hours']:.2f} h)"))
-        lines.append(row("ES-SSM K=32: false accepts inside keyword streams (confusions), per hour of them",
-                         lambda c: f"{c['K32']['fa_in_kw_stream'] / max(c['K32']['kw_hours'], 1e-9):.1f} "
-                                   f"({c['K32']['fa_in_kw_stream']})"))
-        lines.append(row("ES-SSM K=4: keywords found", lambda c: f"{_pct(c['K4']['hit_rate'])}"))
-        lines.append(row("ES-SSM K=4: FA/h keyword-free", lambda c: f"{c['K4']['fa_per_hour_neg']:.1f}"))
         def det(c, K, cap):
             kw, ng = c[f"K{K}_kw_curve"], c[f"K{K}_neg_curve"]
             if not ng:
                 return "n/a"
             return _pct(det_point(kw, ng, cap)["hit_rate"])
-
-        lines.append(row("DET read-out, K=32 (test curve, reporting only): found at <= 2 / 10 / 50 FA/h",
-                         lambda c: " / ".join(det(c, 32, x) for x in (2, 10, 50))))
-        lines.append(row("DET read-out, K=4: found at <= 2 / 10 / 50 FA/h",
-                         lambda c: " / ".join(det(c, 4, x) for x in (2, 10, 50))))
-        lines.append(row("K=4 / K=32 hits, same threshold", lambda c: f"{100 * c['K4']['hits'] / max(1, c['K32']['hits']):.0f}%"))
 
         def same_fa(c, cap):
             if not c["K32_neg_curve"] or not c["K4_neg_curve"]:
@@ -354,22 +485,68 @@ def markdown(res: dict) -> str:
             a, b = (det_point(c[f"K{K}_kw_curve"], c[f"K{K}_neg_curve"], cap)["hits"] for K in (4, 32))
             return f"{100 * a / b:.0f}%" if b else "n/a"
 
-        lines.append(row("K=4 / K=32 hits at the same FA/h (<= 2 / 10 / 50, each K at its own threshold; "
-                         "finer grid and intervals: diagnose det-k)",
-                         lambda c: " / ".join(same_fa(c, x) for x in (2, 10, 50))))
-        if all("pocketsphinx" in cs[n] for n in names):
-            lines.append(row(f"pocketsphinx (kws threshold {r['pocketsphinx_threshold']:g}): found / FA/h",
-                             lambda c: f"{_pct(c['pocketsphinx']['kw']['hit_rate'])} / "
-                                       f"{(c['pocketsphinx']['neg'] or {}).get('fa_per_hour', float('nan')):.1f}"))
+        for m in models:
+            mc = m["conditions"]
+            lab = "ES-SSM" if single else f"ES-SSM {m.get('name')} (threshold {m['threshold']})"
+            pre = "" if single else f"{m.get('name')}: "
+            lines.append(row(f"{lab} K=32: keywords found",
+                             lambda c: f"{_pct(c['K32']['hit_rate'])} ({c['K32']['hits']}/{c['K32']['keywords']})", mc))
+            lines.append(row(f"{lab} K=32: FA/h keyword-free (hours)",
+                             lambda c: _fa(c['K32']['fa_neg'], c['K32']['neg_hours']), mc))
+            lines.append(row(f"{lab} K=32: false accepts inside keyword streams (confusions), per hour of them",
+                             lambda c: f"{c['K32']['fa_in_kw_stream'] / max(c['K32']['kw_hours'], 1e-9):.1f} "
+                                       f"({c['K32']['fa_in_kw_stream']})", mc))
+            lines.append(row(f"{lab} K=4: keywords found", (lambda c: f"{_pct(c['K4']['hit_rate'])}") if single else
+                             (lambda c: f"{_pct(c['K4']['hit_rate'])} ({c['K4']['hits']}/{c['K4']['keywords']})"), mc))
+            lines.append(row(f"{lab} K=4: FA/h keyword-free", (lambda c: f"{c['K4']['fa_per_hour_neg']:.1f}") if single
+                             else (lambda c: _fa(c['K4']['fa_neg'], c['K4']['neg_hours'])), mc))
+            lines.append(row(f"{pre}DET read-out, K=32 (test curve, reporting only): found at <= 2 / 10 / 50 FA/h",
+                             lambda c: " / ".join(det(c, 32, x) for x in (2, 10, 50)), mc))
+            lines.append(row(f"{pre}DET read-out, K=4: found at <= 2 / 10 / 50 FA/h",
+                             lambda c: " / ".join(det(c, 4, x) for x in (2, 10, 50)), mc))
+            lines.append(row(f"{pre}K=4 / K=32 hits, same threshold",
+                             lambda c: f"{100 * c['K4']['hits'] / max(1, c['K32']['hits']):.0f}%", mc))
+            lines.append(row(f"{pre}K=4 / K=32 hits at the same FA/h (<= 2 / 10 / 50, each K at its own threshold; "
+                             "finer grid and intervals: diagnose det-k)",
+                             lambda c: " / ".join(same_fa(c, x) for x in (2, 10, 50)), mc))
+        if any("pocketsphinx" in cs[n] for n in names):
+            pth = r["pocketsphinx_threshold"]
+            how = ("given by --ps-threshold, chosen outside this run" if r.get("pocketsphinx_rule") == "given" else
+                   "chosen on the clean validation sets" + (f" cut to {r['pocketsphinx_val']['limit_s']:g} s each"
+                                                            if isinstance(r.get("pocketsphinx_val"), dict)
+                                                            and r["pocketsphinx_val"].get("limit_s") else ""))
+            ns = r.get("pocketsphinx_neg_s", PEER_NEG_S)
+            span = "all of it" if not ns else f"first {ns:g} s of each set"
+            lines.append(row(f"pocketsphinx (kws threshold {pth:g}, {how}): found / FA/h keyword-free ({span})",
+                             lambda c: (f"{_pct(c['pocketsphinx']['kw']['hit_rate'])} ({c['pocketsphinx']['kw']['hits']}/"
+                                        f"{c['pocketsphinx']['kw']['keywords']}) / " +
+                                        (_fa(c['pocketsphinx']['neg']['false_accepts'], c['pocketsphinx']['neg']['hours'])
+                                         if c['pocketsphinx']['neg'] else "n/a")) if "pocketsphinx" in c else "not run"))
+            lines.append(row("pocketsphinx: false accepts inside keyword streams (confusions)",
+                             lambda c: str(c["pocketsphinx"]["kw"]["false_accepts"]) if "pocketsphinx" in c else "not run"))
         if any("old" in cs[n] for n in names):
             lines.append(row("previous bundled model (espeak-ng only, log-mel): found / FA/h",
                              lambda c: (f"{_pct(c['old']['kw']['hit_rate'])} / "
                                         f"{(c['old']['neg'] or {}).get('fa_per_hour', float('nan')):.1f}")
                              if "old" in c else "not run"))
-        if "tcresnet" in r and all(n in r["tcresnet"] for n in names):
+        if "tcresnet" in r:
             tcr = r["tcresnet"]
-            lines.append(f"| TC-ResNet8 (same frontend and data, threshold {tcr['threshold']}): found / FA/h | " +
-                         " | ".join(f"{_pct(tcr[n]['hit_rate'])} / {tcr[n]['fa_per_hour_neg']:.1f}" for n in names) + " |")
+            tcc = {n: tcr[n] for n in names if n in tcr}
+            if "fa_neg" in next(iter(tcc.values()), {}):
+                lines.append(row(f"TC-ResNet8 (same frontend and training streams, threshold {tcr['threshold']} by the "
+                                 "same rule): keywords found",
+                                 lambda c: f"{_pct(c['hit_rate'])} ({c['hits']}/{c['keywords']})", tcc))
+                lines.append(row("TC-ResNet8: FA/h keyword-free (hours)",
+                                 lambda c: _fa(c['fa_neg'], c['neg_hours']), tcc))
+                lines.append(row("TC-ResNet8: false accepts inside keyword streams (confusions)",
+                                 lambda c: str(c["fa_in_kw_stream"]), tcc))
+                lines.append(row("TC-ResNet8: DET read-out (test curve, reporting only): found at <= 2 / 10 / 50 FA/h",
+                                 lambda c: " / ".join(_pct(det_point(c["kw_curve"], c["neg_curve"], x)["hit_rate"])
+                                                      for x in (2, 10, 50)) if c.get("neg_curve") else "n/a", tcc))
+            elif all(n in tcr for n in names):               # loso.json of an earlier version
+                lines.append(f"| TC-ResNet8 (same frontend and data, threshold {tcr['threshold']}): found / FA/h | " +
+                             " | ".join(f"{_pct(tcr[n]['hit_rate'])} / {tcr[n]['fa_per_hour_neg']:.1f}" for n in names)
+                             + " |")
         lines.append("")
     for fam, r in res["families"].items():
         g = r.get("gate")
@@ -386,7 +563,14 @@ def markdown(res: dict) -> str:
     return "\n".join(lines)
 
 
+COND_COLORS = {"clean": "tab:blue", "20dB": "tab:green", "10dB": "tab:orange", "5dB": "tab:red"}
+MODEL_COLORS = ("tab:blue", "tab:purple", "tab:olive", "tab:cyan")
+
+
 def plot_det(res: dict, path) -> None:
+    """One panel per (fold, test condition): each ES-SSM program's DET curve at K = 32 (solid) and K = 4
+    (dashed) with its validation-threshold point (circle), TC-ResNet8's curve (dotted) and point (square),
+    pocketsphinx at its threshold (cross), the previous model (diamond). 0 FA/h is drawn at 0.1."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -396,36 +580,60 @@ def plot_det(res: dict, path) -> None:
     fams = list(res["families"])
     if not fams:
         return
-    fig, axes = plt.subplots(1, len(fams), figsize=(5 * len(fams), 4), squeeze=False)
-    for ax, fam in zip(axes[0], fams):
-        cs = res["families"][fam]["conditions"]
-        for name, color in (("clean", "tab:blue"), ("10dB", "tab:orange")):
-            if name not in cs:
+    ncond = max(len(res["families"][f]["conditions"]) for f in fams)
+    ncol = min(max(ncond, 1), 2)                           # two panels a row, a fold's rows together
+    nrow = -(-max(ncond, 1) // ncol)
+    fig, axes = plt.subplots(nrow * len(fams), ncol, figsize=(4.6 * ncol, 3.5 * nrow * len(fams)), squeeze=False)
+
+    def fa_of(rows):
+        return np.maximum([b["false_accepts"] / max(b["hours"], 1e-9) for b in rows], 0.1)
+
+    for i, fam in enumerate(fams):
+        r = res["families"][fam]
+        names = list(r["conditions"])
+        for j, ax in enumerate(axes[i * nrow:(i + 1) * nrow].ravel()):
+            if j >= len(names):
+                ax.axis("off")
                 continue
-            c = cs[name]
-            for K, ls in ((32, "-"), (4, "--")):
-                kw, ng = c[f"K{K}_kw_curve"], c[f"K{K}_neg_curve"]
-                if not ng:
+            name = names[j]
+            for m, color in zip(_models_of(r), MODEL_COLORS):
+                c = m["conditions"].get(name)
+                if not c:
                     continue
-                fa = [b["false_accepts"] / max(b["hours"], 1e-9) for b in ng]
-                ax.plot(np.maximum(fa, 0.1), [100 * a["hit_rate"] for a in kw], ls, color=color, marker=".",
-                        label=f"ES-SSM K={K} {name}")
+                lab = m.get("name") or "ES-SSM"
+                for K, ls in ((32, "-"), (4, "--")):
+                    kw, ng = c[f"K{K}_kw_curve"], c[f"K{K}_neg_curve"]
+                    if ng:
+                        ax.plot(fa_of(ng), [100 * a["hit_rate"] for a in kw], ls, color=color, lw=1,
+                                label=f"{lab} K={K}")
+                if c["K32"]["neg_hours"]:
+                    ax.plot([max(c["K32"]["fa_per_hour_neg"], 0.1)], [100 * c["K32"]["hit_rate"]], "o", color=color,
+                            ms=5, label=f"{lab} K=32 at its threshold")
+            t = r.get("tcresnet", {}).get(name)
+            if t and t.get("neg_curve"):
+                ax.plot(fa_of(t["neg_curve"]), [100 * a["hit_rate"] for a in t["kw_curve"]], ":", color="0.2", lw=1,
+                        label="TC-ResNet8")
+                ax.plot([max(t["fa_per_hour_neg"], 0.1)], [100 * t["hit_rate"]], "s", color="0.2", ms=5,
+                        label="TC-ResNet8 at its threshold")
+            c = r["conditions"][name]
             if c.get("pocketsphinx") and c["pocketsphinx"]["neg"]:
                 ax.plot([max(c["pocketsphinx"]["neg"]["fa_per_hour"], 0.1)], [100 * c["pocketsphinx"]["kw"]["hit_rate"]],
-                        "x", ms=9, color=color, label=f"pocketsphinx {name} (validation threshold)")
+                        "x", ms=8, color="tab:red", label="pocketsphinx at its threshold")
             if "old" in c and c["old"]["neg"]:
-                ax.plot([max(c["old"]["neg"]["fa_per_hour"], 0.1)], [100 * c["old"]["kw"]["hit_rate"]], "s",
-                        color=color, label=f"previous model {name}")
-        ax.axvline(2, color="0.5", lw=0.7)
-        ax.axhline(90, color="0.7", lw=0.5)
-        ax.set_xscale("log")
-        ax.set_xlabel("false accepts per hour (keyword-free speech)")
-        ax.set_ylabel("keywords found (%)")
-        ax.set_title(f"held-out family: {fam}", fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
+                ax.plot([max(c["old"]["neg"]["fa_per_hour"], 0.1)], [100 * c["old"]["kw"]["hit_rate"]], "D",
+                        color="0.5", label="previous model")
+            ax.axvline(2, color="0.5", lw=0.7)
+            ax.axhline(90, color="0.7", lw=0.5)
+            ax.set_xscale("log")
+            ax.set_xlabel("false accepts per hour (keyword-free speech)", fontsize=7)
+            ax.set_ylabel("keywords found (%)", fontsize=7)
+            ax.set_title(f"held out: {fam}, {name}", fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.grid(alpha=0.3)
+            if j == 0:
+                ax.legend(fontsize=5)
     fig.tight_layout()
-    save_figure(fig, path, dpi=110)
+    save_figure(fig, path, dpi=90)
 
 
 def install_bundle(models_dir, family: str, banks_dir, seconds: float = 40.0) -> dict:
