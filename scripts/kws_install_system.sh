@@ -3,6 +3,11 @@
 #   espeak-ng                     formant synthesizer (8 English accents x its voice variants)
 #   flite                         built-in voices kal, kal16, awb, rms, slt
 #   festival + festvox-kallpc16k  kal_diphone, festvox-kdlpc16k: ked_diphone, festvox-us-slt-hts: cmu_us_slt_arctic_hts
+#   festival voices of other languages (recordings of real people; they read English through their own
+#   letter-to-sound rules, keywords through respellings checked by kws/respell.py): festvox-italp16k (lp_diphone),
+#   festvox-itapc16k (pc_diphone), festvox-czech-dita / -krb / -machac / -ph, festvox-suopuhe-lj / -mv
+#   (Finnish), festvox-ru (msu_ru_nsh_clunits), festvox-ca-ona-hts (upc_ca_ona_hts). Not listed: the hindi /
+#   marathi / telugu NSK voices (festival 2.5 crashes loading them).
 #   sox                           optional audio conversion; libportaudio2: the microphone via sounddevice
 # The three synthesizer families are the leave-one-family-out folds of `essm-stream kws-eval --loso`
 # (docs/KWS.md); the tests that need a synthesizer skip without it.
@@ -11,6 +16,7 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts \
-  sox libportaudio2
+  festvox-italp16k festvox-itapc16k festvox-czech-dita festvox-czech-krb festvox-czech-machac festvox-czech-ph \
+  festvox-suopuhe-lj festvox-suopuhe-mv festvox-ru festvox-ca-ona-hts sox libportaudio2
 espeak-ng --version
 flite -lv

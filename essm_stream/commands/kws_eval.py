@@ -31,6 +31,9 @@ def add_arguments(p):
                    help="what the validation false-accept budget counts: 'all' = keyword streams (keyword "
                    "confusions) + keyword-free speech, 'neg' = keyword-free speech only (the issue's target); "
                    "the other rates are reported beside the pick either way")
+    p.add_argument("--recorded-fa-target", type=float, default=None, metavar="FA_H",
+                   help="with --loso: the threshold must also keep the false accepts per hour of the recorded "
+                   "validation speakers' keyword-free speech (sets whose voices are all recorded people) <= FA_H")
     p.add_argument("--no-pocketsphinx", action="store_true")
     p.add_argument("--ps-threshold", type=float, default=None,
                    help="with --loso: pocketsphinx's keyword threshold, chosen outside this run by a declared "
@@ -103,13 +106,20 @@ def run(a):
             return 2
         out = a.out or "runs/kws2/eval"
         check_outputs(dirs=[("--out", out)])
+        if a.recorded_fa_target is not None and not a.recorded_fa_target >= 0:
+            print(f"error: --recorded-fa-target must be >= 0 false accepts per hour, got {a.recorded_fa_target}")
+            return 2
         ps = {"threshold": a.ps_threshold, "val_limit_s": a.ps_val_limit_s, "neg_s": a.ps_neg_s or None,
               "workers": a.ps_workers}
         if a.ps_cache:
             ps["cache"] = a.ps_cache
-        r = run_all(a.sets, models, out, families, pocketsphinx=not a.no_pocketsphinx,
-                    fa_target=a.fa_target, old_program=a.old_program or None, fa_on=a.fa_on,
-                    tcresnet_dir=a.tcresnet, ps=ps)
+        try:
+            r = run_all(a.sets, models, out, families, pocketsphinx=not a.no_pocketsphinx,
+                        fa_target=a.fa_target, old_program=a.old_program or None, fa_on=a.fa_on,
+                        tcresnet_dir=a.tcresnet, ps=ps, recorded_fa_target=a.recorded_fa_target)
+        except FileNotFoundError as e:             # e.g. --recorded-fa-target without recorded validation sets
+            print(f"error: {e}")
+            return 2
         if not r["families"]:
             print(f"error: no fold had both a program under {next(iter(models.values()))}/<fold>/kws.essm and sets in {a.sets}")
             return 2

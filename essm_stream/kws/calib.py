@@ -29,25 +29,34 @@ from . import voices as V
 from .perturb import random_speaker
 
 log = logging.getLogger(__name__)
-KW_SIZES = {"espeak": (3, 3), "flite": (6, 6)}       # per validation voice: alone, in sentences (per keyword)
-NEG_SENTENCES = {"espeak": 150, "flite": 600}         # per validation voice (≈ 2.3 h espeak-ng, 0.6 h rms)
+KW_SIZES = {"espeak": (3, 3), "flite": (6, 6), "festival": (8, 8)}  # per validation voice: alone, in sentences (per keyword)
+NEG_SENTENCES = {"espeak": 150, "flite": 600, "festival": 600}   # per validation voice (≈ 2.3 h espeak-ng, 0.6 h rms)
+# set tags: first letter c = as synthesised, p = every utterance by a random speaker; second letter the voices
+# and kind: e espeak-ng keyword-free, r flite keyword-free, k every validation voice's keywords,
+# f festival (recorded validation voices of a '~' fold) keyword-free, g their keywords
+TAG_GROUPS = {"e": ("espeak", "neg"), "r": ("flite", "neg"), "k": (None, "kw"), "f": ("festival", "neg"),
+              "g": ("festival", "kw")}
+DEFAULT_TAGS = ("ce", "ck", "cr", "pe", "pk", "pr")
 
 
-def bank_jobs(banks_dir, family: str) -> list[tuple]:
+def bank_jobs(banks_dir, family: str, only_family: str | None = None) -> list[tuple]:
+    """Calibration banks of the fold's validation voices (only_family: those of one synthesizer family)."""
     out = Path(banks_dir) / "calib"
     out.mkdir(parents=True, exist_ok=True)
     jobs = []
     for v in V.fold(family)["val"]:
         fam, stem = V.family_of(v), v.replace(":", "_", 1)
+        if only_family and fam != only_family:
+            continue
         jobs.append((str(out / f"kw_{stem}.npz"), v, KW_SIZES[fam] + (0, 0), C._seed("calib-kw", v), False))
         jobs.append((str(out / f"neg_{stem}.npz"), v, NEG_SENTENCES[fam], C._seed("calib-neg", v), True))
     return jobs
 
 
-def build_banks(banks_dir, family: str, workers: int = 2) -> list[str]:
+def build_banks(banks_dir, family: str, workers: int = 2, only_family: str | None = None) -> list[str]:
     done = []
     with ProcessPoolExecutor(workers) as ex:
-        for path, n, dt in ex.map(C._job, bank_jobs(banks_dir, family)):
+        for path, n, dt in ex.map(C._job, bank_jobs(banks_dir, family, only_family)):
             if n:
                 log.info("%s: %d utterances in %.0f s", path, n, dt)
             done.append(path)
@@ -80,8 +89,7 @@ def _group(banks_dir, family, kind: str, fam_filter: str | None):
 
 def _set_job(args):
     banks_dir, sets_dir, family, tag, seed = args
-    fam_filter = {"e": "espeak", "r": "flite", "k": None}[tag[1]]
-    kind = "kw" if tag[1] == "k" else "neg"
+    fam_filter, kind = TAG_GROUPS[tag[1]]
     items = _group(banks_dir, family, kind, fam_filter)
     if tag[0] == "p":
         items = perturbed(items, np.random.default_rng(seed + 7))
@@ -96,9 +104,13 @@ def _set_job(args):
                         snrs=(None, 10.0), tag=f"_{tag}")
 
 
-def build_calib_sets(banks_dir, sets_dir, family: str, workers: int = 2) -> list[str]:
-    jobs = [(str(banks_dir), str(sets_dir), family, tag, 300 + V.fold_seed(family) + i)
-            for i, tag in enumerate(("ce", "ck", "cr", "pe", "pk", "pr"))]
+def build_calib_sets(banks_dir, sets_dir, family: str, workers: int = 2, tags=DEFAULT_TAGS) -> list[str]:
+    bad = [t for t in tags if len(t) != 2 or t[0] not in "cp" or t[1] not in TAG_GROUPS]
+    if bad:
+        raise ValueError(f"unknown calibration set tags {bad}: c|p followed by one of {sorted(TAG_GROUPS)}")
+    order = {t: i for i, t in enumerate(DEFAULT_TAGS)}      # the historical seeds of the default tags kept
+    jobs = [(str(banks_dir), str(sets_dir), family, tag, 300 + V.fold_seed(family) + order.get(tag, 6 + i))
+            for i, tag in enumerate(tags)]
     out = []
     with ProcessPoolExecutor(workers) as ex:
         for w in ex.map(_set_job, jobs):
@@ -116,6 +128,7 @@ def load_light(path) -> dict:
     meta = json.loads(str(z["meta"]))
     parts = Path(path).stem.split("_")                   # val_<family>_<kind>_<snr>[_<tag>]
     return {"F": z["F"], "levels": z["levels"], "times": z["times"], "seconds": float(meta["seconds"]),
+            "voices": meta.get("voices", []),
             "events": [Event(e[0], float(e[1]), float(e[2])) for e in json.loads(str(z["events"]))],
             "kind": parts[2], "snr": parts[3], "tag": parts[4] if len(parts) > 4 else "old", "path": str(path)}
 
@@ -144,7 +157,7 @@ def pooled(rows: list[list[dict]]) -> list[dict]:
 
 
 def readout(program_path, sets, K: int | None = None, caps=(2.0, 10.0, 50.0), test_sets=None,
-            fa_on: str = "all") -> dict:
+            fa_on: str = "all", recorded_cap: float | None = None) -> dict:
     """A program on the pooled validation: picks at each cap (loso.pick_threshold with fa_on: the budget
     over keyword + keyword-free streams, or keyword-free only), and at each pick the false accepts/h
     of every group of keyword-free sets (old, ce, cr, pe, pr) and of the keyword streams."""
@@ -162,8 +175,16 @@ def readout(program_path, sets, K: int | None = None, caps=(2.0, 10.0, 50.0), te
         groups[f"{g[0]}:{g[1]}"] = pooled([r for r, s in zip(rows, sets) if (s["kind"], s["tag"]) == g])
     out = {"program": str(program_path), "K": K, "hours_kw": kw[0]["hours"], "hours_neg": neg[0]["hours"],
            "keywords": kw[0]["keywords"], "fa_on": fa_on, "picks": {}}
+    guard = None
+    if recorded_cap is not None:          # the picks also keep the recorded validation speakers' rate <= recorded_cap
+        rec = [r for r, s in zip(rows, sets) if s["kind"] == "neg" and L.is_recorded(s.get("voices"))]
+        if not rec:
+            raise FileNotFoundError("recorded_cap: no keyword-free validation set of recorded voices")
+        guard = pooled(rec)
+        out["recorded_cap"], out["hours_recorded_neg"] = recorded_cap, guard[0]["hours"]
+        out["recorded_curve"] = [{"threshold": g["threshold"], "fa_per_hour": g["fa_per_hour"]} for g in guard]
     for c in caps:
-        p = L.pick_threshold(kw, neg, c, fa_on)
+        p = L.pick_threshold(kw, neg, c, fa_on, guard, recorded_cap)
         i = [r["threshold"] for r in kw].index(p["threshold"])
         p["groups_fa_per_hour"] = {g: v[i]["fa_per_hour"] for g, v in groups.items()}
         p["groups_hit_rate"] = {g: v[i]["hit_rate"] for g, v in groups.items() if g.startswith("kw")}
@@ -201,7 +222,7 @@ def compile_checkpoints(model_dir, cache_dir) -> list[Path]:
 
 
 def select(sets_dir, model_dirs, cache_dir, out_path, family: str = "festival", caps=(2.0, 10.0, 50.0),
-           test: bool = False, fa_on: str = "all") -> list[dict]:
+           test: bool = False, fa_on: str = "all", recorded_cap: float | None = None) -> list[dict]:
     """Every checkpoint of every run read on the pooled validation; one JSON line each in out_path.
     test: also the held-out clean and 10 dB curves (reporting only; written after the choice rule).
     fa_on: what the caps count (loso.pick_threshold)."""
@@ -220,7 +241,7 @@ def select(sets_dir, model_dirs, cache_dir, out_path, family: str = "festival", 
     for md in model_dirs:
         progs = [Path(md)] if str(md).endswith(".essm") else compile_checkpoints(md, cache_dir)
         for p in progs:
-            r = readout(p, sets, caps=caps, test_sets=test_sets, fa_on=fa_on)
+            r = readout(p, sets, caps=caps, test_sets=test_sets, fa_on=fa_on, recorded_cap=recorded_cap)
             res.append(r)
             with open(out_path, "a") as f:
                 f.write(json.dumps({k: v for k, v in r.items() if k not in ("groups",)}, default=float) + "\n")
@@ -291,6 +312,12 @@ def main(argv=None) -> int:
                     "or .essm programs")
     ap.add_argument("--family", default="festival", type=V.fold_name, help="the fold: its held-out family, or held-out voices (e.g. festival:ked_diphone,festival:cmu_us_slt_arctic_hts; voices.fold_name)")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--tags", default=",".join(DEFAULT_TAGS), help="calibration sets to build (c|p + e/r/k/f/g, "
+                    "see calib.TAG_GROUPS; e.g. cf,cg,pf,pg: the recorded validation voices of a '~' fold)")
+    ap.add_argument("--only-family", default=None, choices=V.FAMILIES,
+                    help="calibration banks of this family's validation voices only")
+    ap.add_argument("--recorded-cap", type=float, default=None, help="with select: every pick also keeps the "
+                    "recorded validation speakers' keyword-free false accepts/h <= this (kws-eval --recorded-fa-target)")
     ap.add_argument("--cache", default="runs/kws2/cal_programs", help="with select: compiled checkpoints")
     ap.add_argument("--out", default="runs/kws2/cal_select.jsonl", help="with select: one JSON line per program")
     ap.add_argument("--test", action="store_true", help="with select: add the held-out clean / 10 dB curves "
@@ -301,12 +328,16 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if a.banks == "select":
         try:
-            select(a.sets, a.models, a.cache, a.out, a.family, test=a.test, fa_on=a.fa_on)
+            select(a.sets, a.models, a.cache, a.out, a.family, test=a.test, fa_on=a.fa_on, recorded_cap=a.recorded_cap)
         except FileNotFoundError as e:
             ap.error(str(e))
         return 0
-    build_banks(a.banks, a.family, a.workers)
-    for p in build_calib_sets(a.banks, a.sets, a.family, a.workers):
+    tags = tuple(t.strip() for t in a.tags.split(",") if t.strip())
+    bad = [t for t in tags if len(t) != 2 or t[0] not in "cp" or t[1] not in TAG_GROUPS]
+    if bad:
+        ap.error(f"unknown --tags {bad}: c|p followed by one of {sorted(TAG_GROUPS)}")
+    build_banks(a.banks, a.family, a.workers, a.only_family)
+    for p in build_calib_sets(a.banks, a.sets, a.family, a.workers, tags):
         log.info("wrote %s", p)
     return 0
 

@@ -57,6 +57,12 @@ def all_jobs(out: Path, scale: float = 1.0) -> list[tuple]:
             log.warning("%s is not installed: its banks are skipped", fam)
             continue
         vs = V.family_voices(fam)
+        n_split = len(vs) if fam != "festival" else len(V.FESTIVAL_ENGLISH)    # per-voice shares as before
+        if fam == "festival":
+            gone = [v for v in vs if not V.festival_voice_installed(v.split(":", 1)[1])]
+            if gone:
+                log.warning("festival voices not installed, their banks are skipped: %s", gone)
+            vs = tuple(v for v in vs if v not in gone)
         tr = tuple(max(0 if i >= 2 else 1, int(round(n * scale))) for i, n in enumerate(TRAIN_SIZES[fam]))
         ev = tuple(max(0 if i >= 2 else 1, int(round(n * scale))) for i, n in enumerate(EVAL_SIZES[fam]))
         for v in vs:
@@ -65,7 +71,7 @@ def all_jobs(out: Path, scale: float = 1.0) -> list[tuple]:
         for v in ev_voices:
             jobs.append((str(out / "eval" / f"{v.replace(':', '_')}.npz"), v, ev, _seed("eval", v), False))
         n_neg = int(round(NEG_SENTENCES[fam] * scale))
-        per_voice = max(1, n_neg // len(vs)) if fam != "espeak" else None
+        per_voice = max(1, n_neg // n_split) if fam != "espeak" else None
         if fam == "espeak":                        # one chunk per espeak variant group
             k = 0
             for i in range(0, n_neg, NEG_CHUNK // 5):

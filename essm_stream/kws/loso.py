@@ -286,8 +286,13 @@ def sweep_thresholds(spotter, Y, levels, times, events, seconds, thresholds=THRE
 FA_ON = ("all", "neg")
 
 
+def is_recorded(voices) -> bool:
+    """Whether a set's voices (its meta["voices"]) are all recorded people (no espeak-ng formant voice)."""
+    return bool(voices) and all(V.family_of(v) != "espeak" for v in voices)
+
+
 def pick_threshold(val_rows_kw: list[dict], val_rows_neg: list[dict], fa_target: float = 2.0,
-                   fa_on: str = "all") -> dict:
+                   fa_on: str = "all", guard_rows: list[dict] | None = None, guard_cap: float | None = None) -> dict:
     """Highest validation hit rate whose false accepts/h stay <= fa_target; if none reaches the
     target, the threshold with the fewest false accepts/h (as budgeted).
 
@@ -300,6 +305,9 @@ def pick_threshold(val_rows_kw: list[dict], val_rows_neg: list[dict], fa_target:
     kw_fa_per_hour (false accepts inside the keyword streams per hour of them: confusions, never
     dropped, a wrong keyword is an error a user sees) and pooled_fa_per_hour; fa_per_hour is the
     budgeted one.
+    guard_rows / guard_cap: a second budget that must hold too, on another set of keyword-free rows
+    (row-aligned; e.g. the recorded validation speakers' speech alone, `kws-eval --recorded-fa-target`);
+    if no threshold meets both, the fewest guard false accepts/h (then the first budget, then hits).
     """
     if fa_on not in FA_ON:
         raise ValueError(f"fa_on must be one of {FA_ON}, got {fa_on!r}")
@@ -316,6 +324,18 @@ def pick_threshold(val_rows_kw: list[dict], val_rows_neg: list[dict], fa_target:
         cand.append({"threshold": a["threshold"], "hit_rate": a["hit_rate"],
                      "fa_per_hour": neg if fa_on == "neg" else pooled, "fa_on": fa_on,
                      "neg_fa_per_hour": neg, "kw_fa_per_hour": kwr, "pooled_fa_per_hour": pooled})
+    if guard_cap is not None:
+        if guard_rows is None or len(guard_rows) != len(cand):
+            raise ValueError("pick_threshold: guard_cap needs guard_rows aligned with the threshold rows")
+        for c, g in zip(cand, guard_rows):
+            if abs(c["threshold"] - g["threshold"]) > 1e-12:
+                raise ValueError(f"guard rows differ: {c['threshold']} vs {g['threshold']}")
+            c["guard_fa_per_hour"] = g["false_accepts"] / max(g["hours"], 1e-9)
+            c["guard_cap"] = float(guard_cap)
+        ok = [c for c in cand if c["fa_per_hour"] <= fa_target and c["guard_fa_per_hour"] <= guard_cap]
+        if ok:
+            return max(ok, key=lambda c: (c["hit_rate"], c["threshold"]))
+        return min(cand, key=lambda c: (c["guard_fa_per_hour"], c["fa_per_hour"], -c["hit_rate"]))
     ok = [c for c in cand if c["fa_per_hour"] <= fa_target]
     if ok:
         return max(ok, key=lambda c: (c["hit_rate"], c["threshold"]))

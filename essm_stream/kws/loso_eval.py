@@ -207,12 +207,15 @@ def old_model_score(sets, program=None, limit_s: float | None = None) -> dict:
 
 
 def evaluate_family(family: str, sets_dir, program_path, old_program=None, fa_target: float = 2.0,
-                    pocketsphinx: bool = True, gate: bool = True, fa_on: str = "all", ps: dict | None = None) -> dict:
+                    pocketsphinx: bool = True, gate: bool = True, fa_on: str = "all", ps: dict | None = None,
+                    recorded_fa_target: float | None = None) -> dict:
     """One program on one fold: threshold on the fold's validation sets, then every test condition present.
     ps (pocketsphinx options, all optional): threshold (a value chosen elsewhere by a declared rule: no
     validation sweep here), val_limit_s (cut each clean validation set to its first seconds in the sweep),
     neg_s (keyword-free seconds per test set it decodes; default PEER_NEG_S, None = all), cache (folder of
-    per-set detections, ps_sweep), workers (processes)."""
+    per-set detections, ps_sweep), workers (processes).
+    recorded_fa_target: a second validation cap on the recorded validation speakers' keyword-free speech
+    (loso.pick_threshold guard; sets whose voices are all recorded people)."""
     from ..program import StreamProgram
     from .spotter import KeywordSpotter
 
@@ -222,7 +225,14 @@ def evaluate_family(family: str, sets_dir, program_path, old_program=None, fa_ta
     t0 = time.perf_counter()
     val = {k: [L.load_set(p) for p in sorted(sets_dir.glob(f"val_{family}_{k}_*.npz"))] for k in ("kw", "neg")}
     vk, vn = essm_rows(prog, sp, val["kw"], prog.k_max), essm_rows(prog, sp, val["neg"], prog.k_max)
-    choice = L.pick_threshold(vk, vn, fa_target, fa_on)
+    guard = None
+    if recorded_fa_target is not None:          # a second cap on the recorded validation speakers' speech alone
+        rec = [x for x in val["neg"] if L.is_recorded(x["meta"].get("voices"))]
+        if not rec:
+            raise FileNotFoundError(f"--recorded-fa-target: no keyword-free validation set of recorded voices "
+                                    f"(val_{family}_neg_*) in {sets_dir}")
+        guard = essm_rows(prog, sp, rec, prog.k_max)
+    choice = L.pick_threshold(vk, vn, fa_target, fa_on, guard, recorded_fa_target)
     th = choice["threshold"]
     fe = dict(prog.frontend)                      # the program carries the validation threshold from now on
     fe["detector"] = dict(fe.get("detector", {}), threshold=th)
@@ -231,6 +241,10 @@ def evaluate_family(family: str, sets_dir, program_path, old_program=None, fa_ta
     res = {"family": family, "program": str(program_path), "threshold": th, "val_choice": choice, "fa_on": fa_on,
            "val_hours": vk[0]["hours"] + vn[0]["hours"], "val_kw_hours": vk[0]["hours"],
            "val_neg_hours": vn[0]["hours"], "conditions": {}}
+    if guard is not None:
+        res["recorded_fa_target"] = recorded_fa_target
+        res["val_recorded_neg_hours"] = guard[0]["hours"]
+        res["val_recorded_neg_curve"] = guard
     ps = dict(ps or {})
     pso = {"workers": ps.get("workers", 3), "cache_dir": ps.get("cache")}
     ps_neg_s = ps.get("neg_s", PEER_NEG_S)
@@ -344,7 +358,7 @@ def model_dirs(models) -> dict:
 
 def run_all(sets_dir, models_dir, out_dir, families=("festival", "flite", "espeak"), pocketsphinx: bool = True,
             fa_target: float = 2.0, old_program=None, fa_on: str = "all", tcresnet_dir=None,
-            ps: dict | None = None) -> dict:
+            ps: dict | None = None, recorded_fa_target: float | None = None) -> dict:
     """Every fold's test conditions (all SNRs present in sets_dir) through each ES-SSM program, TC-ResNet8
     and pocketsphinx; writes OUT/loso.json, loso.md and kws_det.png.
 
@@ -354,6 +368,7 @@ def run_all(sets_dir, models_dir, out_dir, families=("festival", "flite", "espea
     tcresnet_dir: a folder holding <fold>/tcresnet.safetensors (default: the primary folder).
     ps: pocketsphinx options (evaluate_family); ps["cache"] defaults to OUT/ps_cache.
     old_program: the previous keyword program to score beside (a path; None = skip it).
+    recorded_fa_target: evaluate_family's second validation cap (every program).
     OUT/extras_<family>.json (from extras()), when present, supplies the previous model's and the
     gate's numbers instead of recomputing them."""
     out = Path(out_dir)
@@ -371,7 +386,8 @@ def run_all(sets_dir, models_dir, out_dir, families=("festival", "flite", "espea
         ex = out / f"extras_{fam}.json"
         cached = json.loads(ex.read_text()) if ex.is_file() else None
         r = evaluate_family(fam, sets_dir, p, False if (cached or not old_program) else old_program,
-                            fa_target, pocketsphinx, gate=cached is None, fa_on=fa_on, ps=ps)
+                            fa_target, pocketsphinx, gate=cached is None, fa_on=fa_on, ps=ps,
+                            recorded_fa_target=recorded_fa_target)
         r["name"] = first
         res["families"][fam] = r
         if cached:
@@ -385,7 +401,8 @@ def run_all(sets_dir, models_dir, out_dir, families=("festival", "flite", "espea
             if not q.is_file():
                 log.warning("fold %s: model %s has no program %s: skipped", fam, name, q)
                 continue
-            o = evaluate_family(fam, sets_dir, q, False, fa_target, False, gate=False, fa_on=fa_on)
+            o = evaluate_family(fam, sets_dir, q, False, fa_target, False, gate=False, fa_on=fa_on,
+                                recorded_fa_target=recorded_fa_target)
             o["name"] = name
             r.setdefault("other_models", {})[name] = o
         tdir = Path(tcresnet_dir) / fam if tcresnet_dir else mdir / fam
@@ -423,6 +440,9 @@ def _rule_text(r: dict, fa_target) -> str:
     v = r["val_choice"]
     rates = (f"; keyword-free {v['neg_fa_per_hour']:.1f} FA/h, inside keyword streams (confusions) "
              f"{v['kw_fa_per_hour']:.1f} FA/h" if "neg_fa_per_hour" in v else "")
+    if "guard_fa_per_hour" in v:
+        rates += (f"; recorded validation speakers' keyword-free speech {v['guard_fa_per_hour']:.1f} FA/h "
+                  f"(cap {v['guard_cap']:g}, {r.get('val_recorded_neg_hours', 0):.2f} h)")
     return (f"threshold {r['threshold']} chosen on validation voices, <= {fa_target:g} FA/h: "
             f"{100 * v['hit_rate']:.0f}% at {v['fa_per_hour']:.1f} FA/h over {r['val_hours']:.2f} h{rates}")
 

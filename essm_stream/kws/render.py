@@ -309,12 +309,16 @@ def render_train(banks_dir, out_dir, kind: str = "embedding", renders: dict | No
     skip = ()
     if fold is not None:
         f = V.fold(fold)
-        skip = tuple(sorted({V.speaker_of(v) for v in f["test"]}))
+        skip = {V.speaker_of(v) for v in f["test"]}
+        if V.VAL_SEP in V.fold_name(fold):             # recorded validation speakers are never heard either
+            skip |= {V.speaker_of(v) for v in f["val"] if V.family_of(v) != "espeak"}
+        skip = tuple(sorted(skip))
         if voices is None:
             voices = list(f["train"])
         bad = [v for v in voices if V.speaker_of(v) in skip]
         if bad:
-            raise D.ConfigError(f"voices {bad} are held-out speakers of fold {fold!r}: not rendered for training")
+            raise D.ConfigError(f"voices {bad} are held-out (or validation) speakers of fold {fold!r}: "
+                                "not rendered for training")
     if voices is None:                       # espeak-ng: every 3rd training variant, every 2nd validation one
         sv = V.espeak_voices(test_only=False)[::3] + V.espeak_voices(test_only=True)[::2]
         voices = list(sv) + list(V.family_voices("flite")) + list(V.family_voices("festival"))

@@ -5,7 +5,13 @@ Families and voices (all installed by scripts/kws_install_system.sh):
 - ``espeak``: espeak-ng, 8 English accents x its voice variants (formant synthesis);
 - ``flite``: flite's built-in voices kal, kal16, awb, rms, slt (diphone and clustergen);
 - ``festival``: festival with festvox-kallpc16k (kal_diphone), festvox-kdlpc16k (ked_diphone) and
-  festvox-us-slt-hts (cmu_us_slt_arctic_hts).
+  festvox-us-slt-hts (cmu_us_slt_arctic_hts); and festival's voices of other languages, each a
+  recording of one real person reading English text through its own letter-to-sound rules (accented
+  English of a new human timbre): Italian lp / pc, Czech dita / krb (a child) / machac / ph, Finnish
+  lj / mv, Russian nsh, Catalan ona (`FESTIVAL_OTHER`). They say a keyword through a respelling that
+  pocketsphinx's en-us model recognised as that keyword (`kws/respell.py`, table `respell.json`); a
+  keyword no spelling of theirs passed is never rendered as that keyword by that voice. (Debian's
+  hindi / marathi / telugu NSK voices, one speaker, crash festival 2.5 and are left out.)
 
 Some voices of different engines are recordings of one person: flite's kal/kal16 and festival's
 kal_diphone are the same diphone database, flite's slt and festival's slt HTS voice the same CMU
@@ -38,9 +44,19 @@ log = logging.getLogger(__name__)
 SR = D.SR
 FAMILIES = ("espeak", "flite", "festival")
 FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")
-FESTIVAL_VOICES = ("kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts")
+FESTIVAL_ENGLISH = ("kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts")
+# festival voices of other languages (Debian main): voice -> (language, speaker, Debian package)
+FESTIVAL_OTHER = {"lp_diphone": ("it", "lp", "festvox-italp16k"), "pc_diphone": ("it", "pc", "festvox-itapc16k"),
+                  "czech_dita": ("cs", "dita", "festvox-czech-dita"), "czech_krb": ("cs", "krb", "festvox-czech-krb"),
+                  "czech_machac": ("cs", "machac", "festvox-czech-machac"),
+                  "czech_ph": ("cs", "ph", "festvox-czech-ph"), "suo_fi_lj_diphone": ("fi", "lj", "festvox-suopuhe-lj"),
+                  "hy_fi_mv_diphone": ("fi", "mv", "festvox-suopuhe-mv"),
+                  "msu_ru_nsh_clunits": ("ru", "nsh", "festvox-ru"), "upc_ca_ona_hts": ("ca", "ona", "festvox-ca-ona-hts")}
+FESTIVAL_VOICES = FESTIVAL_ENGLISH + tuple(FESTIVAL_OTHER)
 SPEAKER = {"flite:kal": "kal", "flite:kal16": "kal", "flite:awb": "awb", "flite:rms": "rms", "flite:slt": "slt",
-           "festival:kal_diphone": "kal", "festival:ked_diphone": "ked", "festival:cmu_us_slt_arctic_hts": "slt"}
+           "festival:kal_diphone": "kal", "festival:ked_diphone": "ked", "festival:cmu_us_slt_arctic_hts": "slt",
+           **{f"festival:{v}": spk for v, (_, spk, _) in FESTIVAL_OTHER.items()}}
+FESTIVAL_VOICE_DIRS = Path("/usr/share/festival/voices")
 
 # Words that sound like a keyword and must not fire (homophones such as know/no, write/right are a
 # documented limit and kept out of the negatives: a spotter cannot tell them apart from sound).
@@ -81,6 +97,41 @@ def has_keyword(text: str) -> bool:
 
 class SynthesisError(D.SynthesisError):
     """A synthesizer is missing or failed."""
+
+
+def language_of(voice: str) -> str:
+    """'en' for the English voices, else the festival voice's language code (FESTIVAL_OTHER)."""
+    fam, name = voice.split(":", 1) if ":" in voice else ("", voice)
+    return FESTIVAL_OTHER[name][0] if fam == "festival" and name in FESTIVAL_OTHER else "en"
+
+
+def festival_voice_installed(name: str) -> bool:
+    """Whether festival's voice `name` (e.g. 'lp_diphone') is installed (a folder under FESTIVAL_VOICE_DIRS)."""
+    return shutil.which("festival") is not None and any(FESTIVAL_VOICE_DIRS.glob(f"*/{name}"))
+
+
+_SPOKEN: dict | None = None
+
+
+def spoken_form(voice: str, keyword: str) -> str | None:
+    """The text a voice reads to say `keyword`: the keyword itself for English voices; for a festival voice
+    of another language its verified respelling (respell.json, made by `python -m essm_stream.kws.respell`),
+    or None when no spelling passed the check (the voice never says that keyword)."""
+    global _SPOKEN
+    if language_of(voice) == "en":
+        return keyword
+    if _SPOKEN is None:
+        import json
+
+        p = Path(__file__).with_name("respell.json")
+        t = json.loads(p.read_text(encoding="utf-8")) if p.is_file() else {"voices": {}}
+        _SPOKEN = {v: {k: r["spelling"] for k, r in kws.items() if r.get("pass")} for v, kws in t["voices"].items()}
+    return _SPOKEN.get(voice.split(":", 1)[1], {}).get(keyword)
+
+
+def keywords_of(voice: str) -> tuple[str, ...]:
+    """The keywords a voice says (all ten, except where a festival voice of another language has no spelling)."""
+    return tuple(k for k in D.KEYWORDS if spoken_form(voice, k))
 
 
 def available() -> dict[str, bool]:
@@ -127,15 +178,10 @@ def _token(voice: str) -> str:
     return f"{family_of(voice)}.{speaker_of(voice).split(':')[-1]}"
 
 
-def fold_name(spec: str) -> str:
-    """The canonical name of a fold: a family name ('festival'), or held-out voices given as a
-    comma-separated list of voices ('festival:ked_diphone,festival:cmu_us_slt_arctic_hts') or of
-    '<family>.<speaker>' tokens ('festival.ked,festival.slt'), or such a name already
-    ('ho-festival.ked+festival.slt'). Raises ConfigError naming what is unknown."""
-    spec = str(spec).strip()
-    if spec in FAMILIES:
-        return spec
-    body = spec[len(HOLD_OUT_PREFIX):] if spec.startswith(HOLD_OUT_PREFIX) else spec
+VAL_SEP = "~"
+
+
+def _tokens(spec: str, body: str) -> list[str]:
     parts = [x.strip() for x in body.replace("+", ",").split(",") if x.strip()]
     if not parts:
         raise D.ConfigError(f"empty fold {spec!r}: give a family {FAMILIES} or held-out voices")
@@ -150,7 +196,33 @@ def fold_name(spec: str) -> str:
             tokens.add(x)
         else:
             raise D.ConfigError(f"unknown held-out voice {x!r} in fold {spec!r}; known: {sorted(known)}")
-    return HOLD_OUT_PREFIX + "+".join(sorted(tokens))
+    return sorted(tokens)
+
+
+def fold_name(spec: str) -> str:
+    """The canonical name of a fold: a family name ('festival'), or held-out voices given as a
+    comma-separated list of voices ('festival:ked_diphone,festival:cmu_us_slt_arctic_hts') or of
+    '<family>.<speaker>' tokens ('festival.ked,festival.slt'), or such a name already
+    ('ho-festival.ked+festival.slt'). Held-out voices may be followed by '~' and recorded voices
+    that validate (thresholds, checkpoint) beside espeak-ng's test variants and never train:
+    'festival:ked_diphone,festival:cmu_us_slt_arctic_hts~festival:lp_diphone' is the fold
+    'ho-festival.ked+festival.slt~festival.lp'. Raises ConfigError naming what is unknown."""
+    spec = str(spec).strip()
+    if spec in FAMILIES:
+        return spec
+    body = spec[len(HOLD_OUT_PREFIX):] if spec.startswith(HOLD_OUT_PREFIX) else spec
+    test_part, _, val_part = body.partition(VAL_SEP)
+    name = HOLD_OUT_PREFIX + "+".join(_tokens(spec, test_part))
+    if VAL_SEP in body:
+        val = _tokens(spec, val_part)
+        by_tok = {_token(v): v for v in all_voices()}
+        test_spk = {speaker_of(v) for v in all_voices() if _token(v) in set(_tokens(spec, test_part))}
+        bad = [t for t in val if family_of(by_tok[t]) == "espeak" or speaker_of(by_tok[t]) in test_spk]
+        if bad:
+            raise D.ConfigError(f"validation voices {bad} of fold {spec!r} must be recorded voices (not espeak-ng) "
+                                "and no held-out speaker")
+        name += VAL_SEP + "+".join(val)
+    return name
 
 
 def fold(test_family: str) -> dict[str, tuple[str, ...]]:
@@ -165,11 +237,15 @@ def fold(test_family: str) -> dict[str, tuple[str, ...]]:
     voice it does not hold out, so its validation is espeak-ng's test variants only).
     """
     name = fold_name(test_family)
+    val_speakers = set()
     if name in FAMILIES:
         test = family_voices(name)
     else:
-        toks = set(name[len(HOLD_OUT_PREFIX):].split("+"))
+        test_part, _, val_part = name[len(HOLD_OUT_PREFIX):].partition(VAL_SEP)
+        toks = set(test_part.split("+"))
         test = tuple(v for v in all_voices() if _token(v) in toks)
+        vt = set(val_part.split("+")) if val_part else set()
+        val_speakers = {speaker_of(v) for v in all_voices() if _token(v) in vt}
     test_speakers = {speaker_of(v) for v in test}
     excluded = tuple(v for v in all_voices() if v not in test and speaker_of(v) in test_speakers)
     others = [f for f in FAMILIES if f != name]
@@ -180,9 +256,10 @@ def fold(test_family: str) -> dict[str, tuple[str, ...]]:
     elif name in FAMILIES:
         val = espeak_voices(test_only=True) + tuple(v for v in ("flite:rms",) if v in pool and name != "flite")
     else:
-        val = espeak_voices(test_only=True)
+        val = espeak_voices(test_only=True) + tuple(v for v in pool if speaker_of(v) in val_speakers)
     val_set = set(val)
-    train = tuple(v for v in pool if v not in val_set and not (family_of(v) == "espeak" and v in espeak_test))
+    train = tuple(v for v in pool if v not in val_set and speaker_of(v) not in val_speakers
+                  and not (family_of(v) == "espeak" and v in espeak_test))
     return {"train": train, "val": tuple(v for v in val if v in pool), "test": test, "excluded": excluded}
 
 
@@ -254,7 +331,7 @@ def festival_batch(voice: str, items: list[tuple[str, float]], words: bool = Fal
                 lines.append(f'(format t "U {i}\\n")(mapcar (lambda (w) (format t "W %s %f\\n" (item.name w) '
                              f'(item.feat w "word_end"))) (utt.relation.items u \'Word))')
         scm = Path(td) / "job.scm"
-        scm.write_text("\n".join(lines) + "\n")
+        scm.write_text("\n".join(lines) + "\n", encoding="utf-8")      # respellings may be Cyrillic
         r = subprocess.run(["festival", "-b", str(scm)], capture_output=True, timeout=60 + 5 * len(items))
         if r.returncode != 0:
             raise SynthesisError(f"festival failed for {voice}: {r.stderr.decode()[:300]}")
@@ -265,7 +342,10 @@ def festival_batch(voice: str, items: list[tuple[str, float]], words: bool = Fal
                 cur = int(line[2:])
                 wt[cur] = []
             elif line.startswith("W ") and cur is not None:
-                _, w, e = line.split()
+                parts = line.split()
+                if len(parts) != 3:
+                    continue
+                _, w, e = parts
                 wt[cur].append((w, float(e)))
         out = []
         for i in range(len(items)):
@@ -328,10 +408,15 @@ def plan(voice: str, n_iso: int, n_sent: int, n_near: int, n_neg: int, seed) -> 
     rng = np.random.default_rng(seed)
     jobs = []
     for kw in D.KEYWORDS:
-        jobs += [{"kind": "iso", "label": kw, "text": kw} for _ in range(n_iso)]
+        said = spoken_form(voice, kw)       # a respelling for festival's voices of other languages, None: never said
+        extra = {} if said == kw else {"spoken": said}
+        if said is not None:
+            jobs += [{"kind": "iso", "label": kw, "text": said, **extra} for _ in range(n_iso)]
         for _ in range(n_sent):
-            p, k, s = sentence_with_keyword(kw, rng)
-            jobs.append({"kind": "sent", "label": kw, "prefix": p, "text": " ".join(x for x in (p, k, s) if x)})
+            p, k, s = sentence_with_keyword(kw, rng)         # drawn either way: the other keywords' texts stay put
+            if said is not None:
+                jobs.append({"kind": "sent", "label": kw, "prefix": p, "text": " ".join(x for x in (p, said, s) if x),
+                             **extra})
     for _ in range(n_near):
         jobs.append({"kind": "near", "label": "", "text": NEAR_MISSES[int(rng.integers(len(NEAR_MISSES)))]})
     for _ in range(n_neg):
@@ -359,7 +444,7 @@ def render_voice(voice: str, jobs: list[dict], seed) -> list[dict]:
                 ends = [0.0] + [e for _, e in (words or [])]
                 names = [w for w, _ in (words or [])]
                 try:
-                    k = names.index(j["label"])
+                    k = names.index(j.get("spoken", j["label"]))
                     j["kw_start"], j["kw_end"] = max(0.0, ends[k] - cut / SR), ends[k + 1] - cut / SR
                 except ValueError:
                     j["kw_start"], j["kw_end"] = 0.0, len(a) / SR
