@@ -633,7 +633,7 @@ def plot_det(res: dict, path) -> None:
             ax.set_xscale("log")
             ax.set_xlabel("false accepts per hour (keyword-free speech)", fontsize=7)
             ax.set_ylabel("keywords found (%)", fontsize=7)
-            ax.set_title(f"held out: {fam}, {name}", fontsize=8)
+            ax.set_title(f"held out: {fam.split(L.V.VAL_SEP)[0]}{' (validation ~...)' if L.V.VAL_SEP in fam else ''}, {name}", fontsize=8)
             ax.tick_params(labelsize=7)
             ax.grid(alpha=0.3)
             if j == 0:
