@@ -34,6 +34,10 @@ def add_arguments(p):
     p.add_argument("--recorded-fa-target", type=float, default=None, metavar="FA_H",
                    help="with --loso: the threshold must also keep the false accepts per hour of the recorded "
                    "validation speakers' keyword-free speech (sets whose voices are all recorded people) <= FA_H")
+    p.add_argument("--recorded-voices", default=None, metavar="VOICES",
+                   help="with --recorded-fa-target: only the keyword-free validation sets spoken by these recorded "
+                   "voices' speakers count for that cap (e.g. festival:cmu_us_slt_arctic_hts,flite:slt: one native "
+                   "speaker through two engines); default: every set whose voices are all recorded people")
     p.add_argument("--no-pocketsphinx", action="store_true")
     p.add_argument("--ps-threshold", type=float, default=None,
                    help="with --loso: pocketsphinx's keyword threshold, chosen outside this run by a declared "
@@ -109,6 +113,16 @@ def run(a):
         if a.recorded_fa_target is not None and not a.recorded_fa_target >= 0:
             print(f"error: --recorded-fa-target must be >= 0 false accepts per hour, got {a.recorded_fa_target}")
             return 2
+        if a.recorded_voices is not None:
+            if a.recorded_fa_target is None:
+                print("error: --recorded-voices needs --recorded-fa-target")
+                return 2
+            from essm_stream.kws.loso import recorded_speakers
+            try:
+                recorded_speakers(a.recorded_voices)
+            except ValueError as e:
+                print(f"error: --recorded-voices: {e}")
+                return 2
         ps = {"threshold": a.ps_threshold, "val_limit_s": a.ps_val_limit_s, "neg_s": a.ps_neg_s or None,
               "workers": a.ps_workers}
         if a.ps_cache:
@@ -116,7 +130,8 @@ def run(a):
         try:
             r = run_all(a.sets, models, out, families, pocketsphinx=not a.no_pocketsphinx,
                         fa_target=a.fa_target, old_program=a.old_program or None, fa_on=a.fa_on,
-                        tcresnet_dir=a.tcresnet, ps=ps, recorded_fa_target=a.recorded_fa_target)
+                        tcresnet_dir=a.tcresnet, ps=ps, recorded_fa_target=a.recorded_fa_target,
+                        recorded_voices=a.recorded_voices)
         except FileNotFoundError as e:             # e.g. --recorded-fa-target without recorded validation sets
             print(f"error: {e}")
             return 2

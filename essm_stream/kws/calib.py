@@ -157,10 +157,12 @@ def pooled(rows: list[list[dict]]) -> list[dict]:
 
 
 def readout(program_path, sets, K: int | None = None, caps=(2.0, 10.0, 50.0), test_sets=None,
-            fa_on: str = "all", recorded_cap: float | None = None) -> dict:
+            fa_on: str = "all", recorded_cap: float | None = None, recorded_voices=None) -> dict:
     """A program on the pooled validation: picks at each cap (loso.pick_threshold with fa_on: the budget
     over keyword + keyword-free streams, or keyword-free only), and at each pick the false accepts/h
-    of every group of keyword-free sets (old, ce, cr, pe, pr) and of the keyword streams."""
+    of every group of keyword-free sets (old, ce, cr, pe, pr) and of the keyword streams.
+    recorded_cap: the picks also keep the keyword-free false accepts/h of the recorded validation speakers' sets
+    <= recorded_cap; recorded_voices (loso.recorded_speakers) narrows those sets to the named speakers'."""
     from ..program import StreamProgram
     from .spotter import KeywordSpotter
 
@@ -177,11 +179,16 @@ def readout(program_path, sets, K: int | None = None, caps=(2.0, 10.0, 50.0), te
            "keywords": kw[0]["keywords"], "fa_on": fa_on, "picks": {}}
     guard = None
     if recorded_cap is not None:          # the picks also keep the recorded validation speakers' rate <= recorded_cap
-        rec = [r for r, s in zip(rows, sets) if s["kind"] == "neg" and L.is_recorded(s.get("voices"))]
+        spk = L.recorded_speakers(recorded_voices)
+        rec = [r for r, s in zip(rows, sets) if s["kind"] == "neg" and L.is_recorded(s.get("voices"), spk)]
         if not rec:
-            raise FileNotFoundError("recorded_cap: no keyword-free validation set of recorded voices")
+            raise FileNotFoundError("recorded_cap: no keyword-free validation set of recorded voices"
+                                    + ("" if spk is None else f" of {recorded_voices}"))
+        out["recorded_sets"] = [Path(s["path"]).name for s in sets
+                                if s["kind"] == "neg" and L.is_recorded(s.get("voices"), spk)]
         guard = pooled(rec)
         out["recorded_cap"], out["hours_recorded_neg"] = recorded_cap, guard[0]["hours"]
+        out["recorded_voices"] = recorded_voices if isinstance(recorded_voices, (str, type(None))) else ",".join(recorded_voices)
         out["recorded_curve"] = [{"threshold": g["threshold"], "fa_per_hour": g["fa_per_hour"]} for g in guard]
     for c in caps:
         p = L.pick_threshold(kw, neg, c, fa_on, guard, recorded_cap)
@@ -222,7 +229,8 @@ def compile_checkpoints(model_dir, cache_dir) -> list[Path]:
 
 
 def select(sets_dir, model_dirs, cache_dir, out_path, family: str = "festival", caps=(2.0, 10.0, 50.0),
-           test: bool = False, fa_on: str = "all", recorded_cap: float | None = None) -> list[dict]:
+           test: bool = False, fa_on: str = "all", recorded_cap: float | None = None,
+           recorded_voices=None) -> list[dict]:
     """Every checkpoint of every run read on the pooled validation; one JSON line each in out_path.
     test: also the held-out clean and 10 dB curves (reporting only; written after the choice rule).
     fa_on: what the caps count (loso.pick_threshold)."""
@@ -241,7 +249,8 @@ def select(sets_dir, model_dirs, cache_dir, out_path, family: str = "festival", 
     for md in model_dirs:
         progs = [Path(md)] if str(md).endswith(".essm") else compile_checkpoints(md, cache_dir)
         for p in progs:
-            r = readout(p, sets, caps=caps, test_sets=test_sets, fa_on=fa_on, recorded_cap=recorded_cap)
+            r = readout(p, sets, caps=caps, test_sets=test_sets, fa_on=fa_on, recorded_cap=recorded_cap,
+                        recorded_voices=recorded_voices)
             res.append(r)
             with open(out_path, "a") as f:
                 f.write(json.dumps({k: v for k, v in r.items() if k not in ("groups",)}, default=float) + "\n")
@@ -318,6 +327,9 @@ def main(argv=None) -> int:
                     help="calibration banks of this family's validation voices only")
     ap.add_argument("--recorded-cap", type=float, default=None, help="with select: every pick also keeps the "
                     "recorded validation speakers' keyword-free false accepts/h <= this (kws-eval --recorded-fa-target)")
+    ap.add_argument("--recorded-voices", default=None, metavar="VOICES", help="with select and --recorded-cap: "
+                    "only the keyword-free validation sets spoken by these voices' speakers count for that cap "
+                    "(e.g. festival:cmu_us_slt_arctic_hts,flite:slt; default: every all-recorded-voice set)")
     ap.add_argument("--cache", default="runs/kws2/cal_programs", help="with select: compiled checkpoints")
     ap.add_argument("--out", default="runs/kws2/cal_select.jsonl", help="with select: one JSON line per program")
     ap.add_argument("--test", action="store_true", help="with select: add the held-out clean / 10 dB curves "
@@ -328,8 +340,9 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if a.banks == "select":
         try:
-            select(a.sets, a.models, a.cache, a.out, a.family, test=a.test, fa_on=a.fa_on, recorded_cap=a.recorded_cap)
-        except FileNotFoundError as e:
+            select(a.sets, a.models, a.cache, a.out, a.family, test=a.test, fa_on=a.fa_on, recorded_cap=a.recorded_cap,
+                   recorded_voices=a.recorded_voices)
+        except (FileNotFoundError, ValueError) as e:
             ap.error(str(e))
         return 0
     tags = tuple(t.strip() for t in a.tags.split(",") if t.strip())

@@ -286,9 +286,27 @@ def sweep_thresholds(spotter, Y, levels, times, events, seconds, thresholds=THRE
 FA_ON = ("all", "neg")
 
 
-def is_recorded(voices) -> bool:
-    """Whether a set's voices (its meta["voices"]) are all recorded people (no espeak-ng formant voice)."""
-    return bool(voices) and all(V.family_of(v) != "espeak" for v in voices)
+def recorded_speakers(spec) -> frozenset | None:
+    """The speakers (voices.speaker_of) of a comma-separated list of recorded voices, e.g.
+    'festival:cmu_us_slt_arctic_hts,flite:slt' (one person through two engines); None for None / ''.
+    Raises ConfigError naming an unknown voice or an espeak-ng variant (no recorded person)."""
+    if spec is None or (isinstance(spec, str) and not spec.strip()):
+        return None
+    parts = [x.strip() for x in (spec.split(",") if isinstance(spec, str) else spec) if x.strip()]
+    known = set(V.all_voices())
+    bad = [x for x in parts if x not in known or V.family_of(x) == "espeak"]
+    if bad:
+        raise D.ConfigError(f"recorded voices {bad}: not recorded voices of {V.FAMILIES} "
+                            "(family:voice, e.g. festival:cmu_us_slt_arctic_hts; espeak-ng variants are no person)")
+    return frozenset(V.speaker_of(x) for x in parts)
+
+
+def is_recorded(voices, speakers=None) -> bool:
+    """Whether a set's voices (its meta["voices"]) are all recorded people (no espeak-ng formant voice);
+    with speakers (recorded_speakers), all of them spoken by those people (through any engine)."""
+    if not voices or not all(V.family_of(v) != "espeak" for v in voices):
+        return False
+    return speakers is None or all(V.speaker_of(v) in speakers for v in voices)
 
 
 def pick_threshold(val_rows_kw: list[dict], val_rows_neg: list[dict], fa_target: float = 2.0,

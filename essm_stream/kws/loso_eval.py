@@ -208,14 +208,15 @@ def old_model_score(sets, program=None, limit_s: float | None = None) -> dict:
 
 def evaluate_family(family: str, sets_dir, program_path, old_program=None, fa_target: float = 2.0,
                     pocketsphinx: bool = True, gate: bool = True, fa_on: str = "all", ps: dict | None = None,
-                    recorded_fa_target: float | None = None) -> dict:
+                    recorded_fa_target: float | None = None, recorded_voices=None) -> dict:
     """One program on one fold: threshold on the fold's validation sets, then every test condition present.
     ps (pocketsphinx options, all optional): threshold (a value chosen elsewhere by a declared rule: no
     validation sweep here), val_limit_s (cut each clean validation set to its first seconds in the sweep),
     neg_s (keyword-free seconds per test set it decodes; default PEER_NEG_S, None = all), cache (folder of
     per-set detections, ps_sweep), workers (processes).
     recorded_fa_target: a second validation cap on the recorded validation speakers' keyword-free speech
-    (loso.pick_threshold guard; sets whose voices are all recorded people)."""
+    (loso.pick_threshold guard; sets whose voices are all recorded people); recorded_voices (a comma-separated
+    list of recorded voices, loso.recorded_speakers) narrows that guard to the sets spoken by those speakers alone."""
     from ..program import StreamProgram
     from .spotter import KeywordSpotter
 
@@ -227,9 +228,11 @@ def evaluate_family(family: str, sets_dir, program_path, old_program=None, fa_ta
     vk, vn = essm_rows(prog, sp, val["kw"], prog.k_max), essm_rows(prog, sp, val["neg"], prog.k_max)
     guard = None
     if recorded_fa_target is not None:          # a second cap on the recorded validation speakers' speech alone
-        rec = [x for x in val["neg"] if L.is_recorded(x["meta"].get("voices"))]
+        spk = L.recorded_speakers(recorded_voices)
+        rec = [x for x in val["neg"] if L.is_recorded(x["meta"].get("voices"), spk)]
         if not rec:
             raise FileNotFoundError(f"--recorded-fa-target: no keyword-free validation set of recorded voices "
+                                    f"{'' if spk is None else 'of ' + str(recorded_voices) + ' '}"
                                     f"(val_{family}_neg_*) in {sets_dir}")
         guard = essm_rows(prog, sp, rec, prog.k_max)
     choice = L.pick_threshold(vk, vn, fa_target, fa_on, guard, recorded_fa_target)
@@ -244,6 +247,8 @@ def evaluate_family(family: str, sets_dir, program_path, old_program=None, fa_ta
     if guard is not None:
         res["recorded_fa_target"] = recorded_fa_target
         res["val_recorded_neg_hours"] = guard[0]["hours"]
+        res["recorded_voices"] = recorded_voices if isinstance(recorded_voices, (str, type(None))) else ",".join(recorded_voices)
+        res["val_recorded_sets"] = [Path(x["path"]).name for x in rec]
         res["val_recorded_neg_curve"] = guard
     ps = dict(ps or {})
     pso = {"workers": ps.get("workers", 3), "cache_dir": ps.get("cache")}
@@ -358,7 +363,7 @@ def model_dirs(models) -> dict:
 
 def run_all(sets_dir, models_dir, out_dir, families=("festival", "flite", "espeak"), pocketsphinx: bool = True,
             fa_target: float = 2.0, old_program=None, fa_on: str = "all", tcresnet_dir=None,
-            ps: dict | None = None, recorded_fa_target: float | None = None) -> dict:
+            ps: dict | None = None, recorded_fa_target: float | None = None, recorded_voices=None) -> dict:
     """Every fold's test conditions (all SNRs present in sets_dir) through each ES-SSM program, TC-ResNet8
     and pocketsphinx; writes OUT/loso.json, loso.md and kws_det.png.
 
@@ -368,7 +373,7 @@ def run_all(sets_dir, models_dir, out_dir, families=("festival", "flite", "espea
     tcresnet_dir: a folder holding <fold>/tcresnet.safetensors (default: the primary folder).
     ps: pocketsphinx options (evaluate_family); ps["cache"] defaults to OUT/ps_cache.
     old_program: the previous keyword program to score beside (a path; None = skip it).
-    recorded_fa_target: evaluate_family's second validation cap (every program).
+    recorded_fa_target, recorded_voices: evaluate_family's second validation cap (every program).
     OUT/extras_<family>.json (from extras()), when present, supplies the previous model's and the
     gate's numbers instead of recomputing them."""
     out = Path(out_dir)
@@ -387,7 +392,7 @@ def run_all(sets_dir, models_dir, out_dir, families=("festival", "flite", "espea
         cached = json.loads(ex.read_text()) if ex.is_file() else None
         r = evaluate_family(fam, sets_dir, p, False if (cached or not old_program) else old_program,
                             fa_target, pocketsphinx, gate=cached is None, fa_on=fa_on, ps=ps,
-                            recorded_fa_target=recorded_fa_target)
+                            recorded_fa_target=recorded_fa_target, recorded_voices=recorded_voices)
         r["name"] = first
         res["families"][fam] = r
         if cached:
@@ -402,7 +407,7 @@ def run_all(sets_dir, models_dir, out_dir, families=("festival", "flite", "espea
                 log.warning("fold %s: model %s has no program %s: skipped", fam, name, q)
                 continue
             o = evaluate_family(fam, sets_dir, q, False, fa_target, False, gate=False, fa_on=fa_on,
-                                recorded_fa_target=recorded_fa_target)
+                                recorded_fa_target=recorded_fa_target, recorded_voices=recorded_voices)
             o["name"] = name
             r.setdefault("other_models", {})[name] = o
         tdir = Path(tcresnet_dir) / fam if tcresnet_dir else mdir / fam
@@ -441,7 +446,8 @@ def _rule_text(r: dict, fa_target) -> str:
     rates = (f"; keyword-free {v['neg_fa_per_hour']:.1f} FA/h, inside keyword streams (confusions) "
              f"{v['kw_fa_per_hour']:.1f} FA/h" if "neg_fa_per_hour" in v else "")
     if "guard_fa_per_hour" in v:
-        rates += (f"; recorded validation speakers' keyword-free speech {v['guard_fa_per_hour']:.1f} FA/h "
+        who = f" ({r['recorded_voices']})" if r.get("recorded_voices") else ""
+        rates += (f"; recorded validation speakers'{who} keyword-free speech {v['guard_fa_per_hour']:.1f} FA/h "
                   f"(cap {v['guard_cap']:g}, {r.get('val_recorded_neg_hours', 0):.2f} h)")
     return (f"threshold {r['threshold']} chosen on validation voices, <= {fa_target:g} FA/h: "
             f"{100 * v['hit_rate']:.0f}% at {v['fa_per_hour']:.1f} FA/h over {r['val_hours']:.2f} h{rates}")
@@ -627,7 +633,7 @@ def plot_det(res: dict, path) -> None:
             ax.set_xscale("log")
             ax.set_xlabel("false accepts per hour (keyword-free speech)", fontsize=7)
             ax.set_ylabel("keywords found (%)", fontsize=7)
-            ax.set_title(f"held out: {fam}, {name}", fontsize=8)
+            ax.set_title(f"held out: {fam.split(L.V.VAL_SEP)[0]}{' (validation ~...)' if L.V.VAL_SEP in fam else ''}, {name}", fontsize=8)
             ax.tick_params(labelsize=7)
             ax.grid(alpha=0.3)
             if j == 0:
