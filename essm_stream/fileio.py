@@ -119,6 +119,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """atomic_write_bytes for text (UTF-8)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
 def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> None:
     """Render a matplotlib figure to PNG, write it atomically and close the figure."""
     import matplotlib.pyplot as plt

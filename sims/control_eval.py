@@ -231,6 +231,8 @@ def plot_results(results, traces, profile, out_dir, scenario_names):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from essm_stream.fileio import save_figure
     dl = results["config"]["deadline_s"]
     show = ["latency PI", "pred & PI, floor", "tail, floor", "ondemand"]
     for s in scenario_names:
@@ -258,8 +260,7 @@ def plot_results(results, traces, profile, out_dir, scenario_names):
         ax[2].legend(fontsize=7)
         fig.suptitle(f"scenario '{s}': K, latency and load over time (deadline {dl * 1e6:.0f} µs)")
         fig.tight_layout()
-        fig.savefig(os.path.join(out_dir, f"control_{s}.png"), dpi=110)
-        plt.close(fig)
+        save_figure(fig, os.path.join(out_dir, f"control_{s}.png"), dpi=110)
     fig, axs = plt.subplots(1, len(scenario_names), figsize=(5 * len(scenario_names), 4), squeeze=False)
     for ax, s in zip(axs[0], scenario_names):
         for n, r in results["runs"].items():
@@ -277,8 +278,7 @@ def plot_results(results, traces, profile, out_dir, scenario_names):
         ax.set_title(f"{s}: controllers (★) vs fixed K (●)", fontsize=9)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, "control_pareto.png"), dpi=110)
-    plt.close(fig)
+    save_figure(fig, os.path.join(out_dir, "control_pareto.png"), dpi=110)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -591,6 +591,8 @@ def plot_replay(res: dict, out_dir: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from essm_stream.fileio import save_figure
     import numpy as np
     os.makedirs(out_dir, exist_ok=True)
     curves = res["config"]["curves"]
@@ -628,8 +630,7 @@ def plot_replay(res: dict, out_dir: str) -> None:
         fig.suptitle(f"{c} accuracy curve, replayed traces: miss rate vs expected accuracy "
                      "(dotted: the 0.2% / 98% targets)", fontsize=10)
         fig.tight_layout(rect=(0, 0.04, 1, 0.97))
-        fig.savefig(os.path.join(out_dir, f"control_replay_pareto_{os.path.basename(c).split('.')[0]}.png"), dpi=70)
-        plt.close(fig)
+        save_figure(fig, os.path.join(out_dir, f"control_replay_pareto_{os.path.basename(c).split('.')[0]}.png"), dpi=70)
     show = [t for t in traces if t in ("memcpy-step", "memcpy-step-rt")] or traces[:2]
     fig, axs = plt.subplots(len(show), 1, figsize=(10, 2.8 * len(show)), squeeze=False)
     for ax, t in zip(axs[:, 0], show):
@@ -643,8 +644,7 @@ def plot_replay(res: dict, out_dir: str) -> None:
         ax.legend(fontsize=7, ncol=4)
     axs[-1, 0].set_xlabel("time (s)")
     fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, "control_replay_k.png"), dpi=70)
-    plt.close(fig)
+    save_figure(fig, os.path.join(out_dir, "control_replay_k.png"), dpi=70)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

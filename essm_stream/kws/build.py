@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from . import data as D
+from ..fileio import atomic_write_text
 from .frontend import LogMel, frontend_params
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ def build_dataset(out: str | Path, dc: DataConfig = DataConfig(), progress: bool
     F_tr = ((F_tr - mean) / std).astype(np.float32)
     F_te = ((F_te - mean) / std).astype(np.float32)
     params = frontend_params(mean=mean, std=std)
-    (out / "frontend.json").write_text(json.dumps(params))
+    atomic_write_text(out / "frontend.json", json.dumps(params))
     np.savez(out / "features.npz", X_train=F_tr, y_train=y_tr, X_test=F_te, y_test=y_te, mean=mean, std=std,
              labels=np.array(D.LABELS), config=np.array(json.dumps(asdict(dc))))
     # Long streams: test voices for the reported metrics, train voices for choosing the threshold.
@@ -109,7 +110,7 @@ def build_dataset(out: str | Path, dc: DataConfig = DataConfig(), progress: bool
     summary = {"seconds": time.perf_counter() - t0, "n_train": int(len(y_tr)), "n_test": int(len(y_te)),
                "utterances": {k: len(v) for k, v in utts.items()}, "voices": D.split_voices(),
                "class_counts_train": np.bincount(y_tr, minlength=len(D.LABELS)).tolist()}
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     return summary
 
 

@@ -294,6 +294,7 @@ def plot_calibration(series: dict, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from ..fileio import save_figure
     fig, ax = plt.subplots(1, 2, figsize=(10, 4.2))
     for name, rows in series.items():
         x = [max(r["val_neg_fa_per_hour"], 0.1) for r in rows]
@@ -308,8 +309,7 @@ def plot_calibration(series: dict, path) -> None:
         a.grid(alpha=0.3)
         a.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def main(argv=None) -> int:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..sweep import SWEEP_KS, summarize
+from ..fileio import atomic_write_text
 from .build import load_stream
 from .evaluate import run_spotter, score_stream
 from .spotter import KeywordSpotter
@@ -183,9 +184,9 @@ def evaluate_all(data_dir, program_path, out_dir, baseline_acc=None, set_thresho
     curve = threshold_curve(prog, pcm, ev)
     res = {"sweep": sweep, "threshold": th, "threshold_rows": th_rows, "stream": rows, "curve": curve,
            "stream_seconds": len(pcm) / 16000, "baseline_acc": baseline_acc}
-    (out / "eval.json").write_text(json.dumps(res, indent=1))
+    atomic_write_text(out / "eval.json", json.dumps(res, indent=1))
     plot_report(sweep, baseline_acc, rows, out / "kws_eval.png")
-    (out / "report.md").write_text(markdown_report(res, prog))
+    atomic_write_text(out / "report.md", markdown_report(res, prog))
     return res
 
 

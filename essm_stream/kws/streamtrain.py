@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from . import data as D
+from ..fileio import atomic_write_text
 from . import voices as V
 
 log = logging.getLogger(__name__)
@@ -223,7 +224,7 @@ def train_fold(feats_dir, out_dir, sc: StreamTrainConfig) -> dict:
         mean, std = np.asarray(nm["mean"]), np.asarray(nm["std"])
     else:
         mean, std = norm_stats(tr, 40 if sc.kind == "logmel" else None)
-        (out / "norm.json").write_text(json.dumps({"mean": mean.tolist(), "std": std.tolist()}))
+        atomic_write_text(out / "norm.json", json.dumps({"mean": mean.tolist(), "std": std.tolist()}))
     hop_s = 0.08
     n_tr_steps = sum(len(s["y"]) for s in tr)
     log.info("fold %s: %d train streams (%.1f h), %d val streams (%.1f h)", sc.test_family, len(tr),
@@ -352,7 +353,7 @@ def train_fold(feats_dir, out_dir, sc: StreamTrainConfig) -> dict:
     res = {"fold": fold, "config": asdict(sc), "history": history, "best": best, "steps_done": done,
            "train_hours": n_tr_steps * hop_s / 3600, "seconds_this_leg": time.perf_counter() - w0,
            "cpu_seconds_this_leg": time.process_time() - t0}
-    (out / "train.json").write_text(json.dumps(res, indent=1, default=str))
+    atomic_write_text(out / "train.json", json.dumps(res, indent=1, default=str))
     return res
 
 

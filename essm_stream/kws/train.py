@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from . import data as D
+from ..fileio import atomic_write_text
 from .build import load_features
 
 log = logging.getLogger(__name__)
@@ -132,7 +133,7 @@ def train_all(data_dir, out_dir, kc: KWSTrainConfig = KWSTrainConfig(), install:
     if baseline:
         from .baseline import train_baseline
         res["baseline"] = train_baseline(ds, epochs=baseline_epochs, seed=kc.seed, progress=progress)
-    (out / "results.json").write_text(json.dumps(res, indent=1))
+    atomic_write_text(out / "results.json", json.dumps(res, indent=1))
     plot_sweeps({"ES-SSM (K̄=32, budget dropout)": sweep}, out / "sweep.png", title="KWS-12, unseen voices")
     if install:
         dst = Path(__file__).resolve().parent.parent / "assets" / "kws_default.essm"
@@ -277,7 +278,7 @@ def finish_long(data_dir, out_dir, lc: LongTrainConfig, install: bool = False) -
     res = {"essm": {"sweep": sweep, "train_s": r["seconds"], "steps": r["steps_done"], "config": asdict(lc),
                     "history": r["history"], "params": int(sum(p.numel() for p in model.parameters())),
                     "program_bytes": (out / "kws.essm").stat().st_size}}
-    (out / "results.json").write_text(json.dumps(res, indent=1))
+    atomic_write_text(out / "results.json", json.dumps(res, indent=1))
     if install:
         dst = Path(__file__).resolve().parent.parent / "assets" / "kws_default.essm"
         shutil.copyfile(out / "kws.essm", dst)
