@@ -6,6 +6,8 @@ speech) through the fold's ES-SSM program(s) at K = 4 and 32 (several --models f
 the previous bundled model, the TC-ResNet8 baseline (if trained; needs torch) and pocketsphinx, with
 thresholds chosen on validation voices only (or pocketsphinx's given by --ps-threshold); writes loso.json,
 loso.md and kws_det.png; pocketsphinx's detections are cached per set file and threshold (--ps-cache).
+--speaker-fa-target caps the 0.8-quantile (--speaker-quantile) validation speaker's false accepts/h (one
+keyword-free set per speaker); test conditions holding several speakers get a per-speaker table.
 Without --loso: the espeak-ng clip sweep and stream metrics of one program (no torch).
 """
 HELP = "evaluate keyword programs: leave-one-synthesizer-out streams (--loso), or one program on espeak-ng data"
