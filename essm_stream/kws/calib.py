@@ -157,12 +157,15 @@ def pooled(rows: list[list[dict]]) -> list[dict]:
 
 
 def readout(program_path, sets, K: int | None = None, caps=(2.0, 10.0, 50.0), test_sets=None,
-            fa_on: str = "all", recorded_cap: float | None = None, recorded_voices=None) -> dict:
+            fa_on: str = "all", recorded_cap: float | None = None, recorded_voices=None,
+            speaker_cap: float | None = None, speaker_quantile: float = 0.8) -> dict:
     """A program on the pooled validation: picks at each cap (loso.pick_threshold with fa_on: the budget
     over keyword + keyword-free streams, or keyword-free only), and at each pick the false accepts/h
     of every group of keyword-free sets (old, ce, cr, pe, pr) and of the keyword streams.
     recorded_cap: the picks also keep the keyword-free false accepts/h of the recorded validation speakers' sets
-    <= recorded_cap; recorded_voices (loso.recorded_speakers) narrows those sets to the named speakers'."""
+    <= recorded_cap; recorded_voices (loso.recorded_speakers) narrows those sets to the named speakers'.
+    speaker_cap / speaker_quantile: the picks also keep the speaker_quantile-quantile over validation speakers
+    (keyword-free sets grouped by speaker, loso.speaker_split; pooled sets left out) of FA/h <= speaker_cap."""
     from ..program import StreamProgram
     from .spotter import KeywordSpotter
 
@@ -190,8 +193,19 @@ def readout(program_path, sets, K: int | None = None, caps=(2.0, 10.0, 50.0), te
         out["recorded_cap"], out["hours_recorded_neg"] = recorded_cap, guard[0]["hours"]
         out["recorded_voices"] = recorded_voices if isinstance(recorded_voices, (str, type(None))) else ",".join(recorded_voices)
         out["recorded_curve"] = [{"threshold": g["threshold"], "fa_per_hour": g["fa_per_hour"]} for g in guard]
+    spk = None
+    if speaker_cap is not None:           # per-speaker budget (loso.pick_threshold speaker_rows)
+        negs = [(r, s) for r, s in zip(rows, sets) if s["kind"] == "neg"]
+        spk, out["speaker_pooled_sets"] = L.speaker_split([s for _, s in negs], [r for r, _ in negs])
+        if not spk:
+            raise FileNotFoundError("speaker_cap: no keyword-free validation set is spoken by one speaker (a pooled "
+                                    "stream cannot be split by speaker: build one set per speaker)")
+        spk = {k: pooled(v) for k, v in spk.items()}
+        out["speaker_cap"], out["speaker_quantile"] = speaker_cap, speaker_quantile
+        out["speaker_hours_neg"] = {k: v[0]["hours"] for k, v in spk.items()}
     for c in caps:
-        p = L.pick_threshold(kw, neg, c, fa_on, guard, recorded_cap)
+        p = L.pick_threshold(kw, neg, c, fa_on, guard, recorded_cap, speaker_rows=spk, speaker_cap=speaker_cap,
+                             speaker_quantile=speaker_quantile)
         i = [r["threshold"] for r in kw].index(p["threshold"])
         p["groups_fa_per_hour"] = {g: v[i]["fa_per_hour"] for g, v in groups.items()}
         p["groups_hit_rate"] = {g: v[i]["hit_rate"] for g, v in groups.items() if g.startswith("kw")}
@@ -230,10 +244,10 @@ def compile_checkpoints(model_dir, cache_dir) -> list[Path]:
 
 def select(sets_dir, model_dirs, cache_dir, out_path, family: str = "festival", caps=(2.0, 10.0, 50.0),
            test: bool = False, fa_on: str = "all", recorded_cap: float | None = None,
-           recorded_voices=None) -> list[dict]:
+           recorded_voices=None, speaker_cap: float | None = None, speaker_quantile: float = 0.8) -> list[dict]:
     """Every checkpoint of every run read on the pooled validation; one JSON line each in out_path.
     test: also the held-out clean and 10 dB curves (reporting only; written after the choice rule).
-    fa_on: what the caps count (loso.pick_threshold)."""
+    fa_on: what the caps count (loso.pick_threshold); recorded_cap / speaker_cap: readout's extra budgets."""
     import json
 
     family = V.fold_name(family)
@@ -250,7 +264,7 @@ def select(sets_dir, model_dirs, cache_dir, out_path, family: str = "festival", 
         progs = [Path(md)] if str(md).endswith(".essm") else compile_checkpoints(md, cache_dir)
         for p in progs:
             r = readout(p, sets, caps=caps, test_sets=test_sets, fa_on=fa_on, recorded_cap=recorded_cap,
-                        recorded_voices=recorded_voices)
+                        recorded_voices=recorded_voices, speaker_cap=speaker_cap, speaker_quantile=speaker_quantile)
             res.append(r)
             with open(out_path, "a") as f:
                 f.write(json.dumps({k: v for k, v in r.items() if k not in ("groups",)}, default=float) + "\n")
@@ -330,6 +344,11 @@ def main(argv=None) -> int:
     ap.add_argument("--recorded-voices", default=None, metavar="VOICES", help="with select and --recorded-cap: "
                     "only the keyword-free validation sets spoken by these voices' speakers count for that cap "
                     "(e.g. festival:cmu_us_slt_arctic_hts,flite:slt; default: every all-recorded-voice set)")
+    ap.add_argument("--speaker-cap", type=float, default=None, metavar="FA_H", help="with select: every pick also "
+                    "keeps the --speaker-quantile quantile over validation speakers (one keyword-free set per speaker; "
+                    "pooled sets left out) of false accepts/h <= this (kws-eval --speaker-fa-target)")
+    ap.add_argument("--speaker-quantile", type=float, default=0.8, metavar="Q", help="with --speaker-cap: the "
+                    "ceil(Q*n)-th smallest of the n speakers' rates is capped (0 < Q <= 1; 0.8 of 6-8: second-worst)")
     ap.add_argument("--cache", default="runs/kws2/cal_programs", help="with select: compiled checkpoints")
     ap.add_argument("--out", default="runs/kws2/cal_select.jsonl", help="with select: one JSON line per program")
     ap.add_argument("--test", action="store_true", help="with select: add the held-out clean / 10 dB curves "
@@ -338,10 +357,14 @@ def main(argv=None) -> int:
                     "count: 'all' = keyword streams (confusions) + keyword-free speech, 'neg' = keyword-free only")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if a.speaker_cap is not None and not a.speaker_cap >= 0:
+        ap.error(f"--speaker-cap must be >= 0 false accepts per hour, got {a.speaker_cap}")
+    if not 0 < a.speaker_quantile <= 1:
+        ap.error(f"--speaker-quantile must be in (0, 1], got {a.speaker_quantile}")
     if a.banks == "select":
         try:
             select(a.sets, a.models, a.cache, a.out, a.family, test=a.test, fa_on=a.fa_on, recorded_cap=a.recorded_cap,
-                   recorded_voices=a.recorded_voices)
+                   recorded_voices=a.recorded_voices, speaker_cap=a.speaker_cap, speaker_quantile=a.speaker_quantile)
         except (FileNotFoundError, ValueError) as e:
             ap.error(str(e))
         return 0

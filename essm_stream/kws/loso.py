@@ -96,10 +96,13 @@ def load_set(path) -> dict:
 
 def load_condition(sets_dir, split: str, family: str, name: str) -> tuple[list[dict], list[dict]]:
     """The keyword and the keyword-free stream sets of one (split, family, condition), e.g.
-    ("test", "festival", "10dB"); empty lists where none was built."""
+    ("test", "festival", "10dB"); empty lists where none was built. A condition may also come in parts,
+    <split>_<family>_<kind>_<name>.<part>.npz (e.g. one file per speaker, so results can be read per
+    speaker: speaker_groups); the plain file first, then the parts in name order."""
     from pathlib import Path
-    kw = [load_set(p) for p in sorted(Path(sets_dir).glob(f"{split}_{family}_kw_{name}.npz"))]
-    neg = [load_set(p) for p in sorted(Path(sets_dir).glob(f"{split}_{family}_neg_{name}.npz"))]
+    d = Path(sets_dir)
+    kw, neg = ([load_set(p) for p in sorted(d.glob(f"{split}_{family}_{k}_{name}.npz"))
+                + sorted(d.glob(f"{split}_{family}_{k}_{name}.*.npz"))] for k in ("kw", "neg"))
     return kw, neg
 
 
@@ -309,8 +312,57 @@ def is_recorded(voices, speakers=None) -> bool:
     return speakers is None or all(V.speaker_of(v) in speakers for v in voices)
 
 
+def speaker_quantile_rate(rates, q: float) -> float:
+    """The q-quantile over speakers of per-speaker rates, defined as the ceil(q * n)-th smallest of the n
+    rates (1-based; no interpolation): q = 0.8 of 6 or 8 speakers is the second-worst, of 12 the third-worst,
+    q = 1 the worst. Raises ValueError for no rates or q outside (0, 1]."""
+    import math
+    r = sorted(float(x) for x in rates)
+    if not r:
+        raise ValueError("speaker_quantile_rate: no speakers")
+    if not (0 < q <= 1):
+        raise ValueError(f"speaker quantile must be in (0, 1], got {q!r}")
+    return r[max(1, math.ceil(q * len(r) - 1e-9)) - 1]
+
+
+def speaker_groups(sets) -> dict:
+    """{speaker: [sets]} by each set's meta voices (voices.speaker_of: slt through festival and flite is one
+    person). A stream holds no per-utterance voice labels, so a set whose voices are several speakers cannot
+    be split: it is its own group, keyed by its speakers joined with '+' (per-speaker rules need per-speaker
+    set files; a key with '+' is such a pooled set)."""
+    out = {}
+    for s in sets:
+        out.setdefault(speaker_key(s), []).append(s)
+    return out
+
+
+def speaker_key(s: dict) -> str:
+    """A set's speakers (voices.speaker_of of its meta voices, or of its "voices" as calib.load_light gives
+    them) sorted and joined with '+'; '?' without voices."""
+    voices = (s.get("meta") or {}).get("voices") or s.get("voices") or []
+    return "+".join(sorted({V.speaker_of(v) for v in voices})) or "?"
+
+
+def speaker_split(sets, per_rows) -> tuple[dict, list[str]]:
+    """Keyword-free sets and their row-aligned threshold rows (one list per set) grouped for a per-speaker
+    budget: ({speaker: [rows of each of its sets]}, [names of sets that pool several speakers or name none]).
+    A pooled stream keeps no per-utterance voice labels, so it cannot be split: callers leave it out of the
+    per-speaker budget (it still counts in the pooled one)."""
+    from pathlib import Path
+    out, pooled = {}, []
+    for s, rows in zip(sets, per_rows):
+        key = speaker_key(s)
+        if "+" in key or key == "?":
+            pooled.append(Path(s.get("path", "?")).name)
+        else:
+            out.setdefault(key, []).append(rows)
+    return dict(sorted(out.items())), pooled
+
+
 def pick_threshold(val_rows_kw: list[dict], val_rows_neg: list[dict], fa_target: float = 2.0,
-                   fa_on: str = "all", guard_rows: list[dict] | None = None, guard_cap: float | None = None) -> dict:
+                   fa_on: str = "all", guard_rows: list[dict] | None = None, guard_cap: float | None = None,
+                   speaker_rows: dict | None = None, speaker_cap: float | None = None,
+                   speaker_quantile: float = 0.8) -> dict:
     """Highest validation hit rate whose false accepts/h stay <= fa_target; if none reaches the
     target, the threshold with the fewest false accepts/h (as budgeted).
 
@@ -326,6 +378,14 @@ def pick_threshold(val_rows_kw: list[dict], val_rows_neg: list[dict], fa_target:
     guard_rows / guard_cap: a second budget that must hold too, on another set of keyword-free rows
     (row-aligned; e.g. the recorded validation speakers' speech alone, `kws-eval --recorded-fa-target`);
     if no threshold meets both, the fewest guard false accepts/h (then the first budget, then hits).
+    speaker_rows / speaker_cap / speaker_quantile: a per-speaker budget, one more guard of the same kind:
+    speaker_rows = {speaker: keyword-free rows of that validation speaker alone, row-aligned with the
+    threshold rows}; at each threshold the speakers' false accepts/h (events / hours) are ranked and the
+    ceil(speaker_quantile * n)-th smallest of the n rates (speaker_quantile_rate: 0.8 of 6-8 speakers is the
+    second-worst) must stay <= speaker_cap. All given budgets must hold; if no threshold meets them all,
+    the fewest guard false accepts/h in order (recorded guard, then the speaker quantile), then the first
+    budget, then hits. The pick then carries speaker_q_fa_per_hour, speaker_cap, speaker_quantile and
+    speaker_fa_per_hour ({speaker: rate}).
     """
     if fa_on not in FA_ON:
         raise ValueError(f"fa_on must be one of {FA_ON}, got {fa_on!r}")
@@ -342,22 +402,36 @@ def pick_threshold(val_rows_kw: list[dict], val_rows_neg: list[dict], fa_target:
         cand.append({"threshold": a["threshold"], "hit_rate": a["hit_rate"],
                      "fa_per_hour": neg if fa_on == "neg" else pooled, "fa_on": fa_on,
                      "neg_fa_per_hour": neg, "kw_fa_per_hour": kwr, "pooled_fa_per_hour": pooled})
-    if guard_cap is not None:
-        if guard_rows is None or len(guard_rows) != len(cand):
-            raise ValueError("pick_threshold: guard_cap needs guard_rows aligned with the threshold rows")
-        for c, g in zip(cand, guard_rows):
+    def aligned(rows, what):
+        if rows is None or len(rows) != len(cand):
+            raise ValueError(f"pick_threshold: {what} rows must be aligned with the threshold rows "
+                             f"({len(cand)} thresholds, got {None if rows is None else len(rows)})")
+        for c, g in zip(cand, rows):
             if abs(c["threshold"] - g["threshold"]) > 1e-12:
-                raise ValueError(f"guard rows differ: {c['threshold']} vs {g['threshold']}")
-            c["guard_fa_per_hour"] = g["false_accepts"] / max(g["hours"], 1e-9)
-            c["guard_cap"] = float(guard_cap)
-        ok = [c for c in cand if c["fa_per_hour"] <= fa_target and c["guard_fa_per_hour"] <= guard_cap]
-        if ok:
-            return max(ok, key=lambda c: (c["hit_rate"], c["threshold"]))
-        return min(cand, key=lambda c: (c["guard_fa_per_hour"], c["fa_per_hour"], -c["hit_rate"]))
-    ok = [c for c in cand if c["fa_per_hour"] <= fa_target]
+                raise ValueError(f"{what} rows differ: {c['threshold']} vs {g['threshold']}")
+        return [g["false_accepts"] / max(g["hours"], 1e-9) for g in rows]
+
+    guards = []                                     # keys of the extra budgets, in fallback order
+    if guard_cap is not None:
+        for c, v in zip(cand, aligned(guard_rows, "guard")):
+            c["guard_fa_per_hour"], c["guard_cap"] = v, float(guard_cap)
+        guards.append(("guard_fa_per_hour", float(guard_cap)))
+    if speaker_cap is not None:
+        if not speaker_rows:
+            raise ValueError("pick_threshold: speaker_cap needs speaker_rows ({speaker: keyword-free rows})")
+        if not (0 < speaker_quantile <= 1):
+            raise ValueError(f"speaker quantile must be in (0, 1], got {speaker_quantile!r}")
+        per = {str(k): aligned(v, f"speaker {k!r}") for k, v in speaker_rows.items()}
+        for i, c in enumerate(cand):
+            rates = {k: v[i] for k, v in per.items()}
+            c["speaker_fa_per_hour"] = rates
+            c["speaker_q_fa_per_hour"] = speaker_quantile_rate(rates.values(), speaker_quantile)
+            c["speaker_cap"], c["speaker_quantile"] = float(speaker_cap), float(speaker_quantile)
+        guards.append(("speaker_q_fa_per_hour", float(speaker_cap)))
+    ok = [c for c in cand if c["fa_per_hour"] <= fa_target and all(c[k] <= cap for k, cap in guards)]
     if ok:
         return max(ok, key=lambda c: (c["hit_rate"], c["threshold"]))
-    return min(cand, key=lambda c: (c["fa_per_hour"], -c["hit_rate"]))
+    return min(cand, key=lambda c: tuple(c[k] for k, _ in guards) + (c["fa_per_hour"], -c["hit_rate"]))
 
 
 def main(argv=None) -> int:

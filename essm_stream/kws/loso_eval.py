@@ -143,13 +143,23 @@ def pick(rows, fa_target):
 
 
 # ----------------------------------------------------------------------------- ES-SSM
-def essm_rows(prog, spotter, sets, K, thresholds=L.THRESHOLDS) -> list[dict]:
-    """Pooled (over the sets) hits / false accepts per threshold at budget K."""
+def essm_set_rows(prog, spotter, sets, K, thresholds=L.THRESHOLDS) -> list[list[dict]]:
+    """Each set's own hits / false accepts per threshold at budget K (one engine pass per set)."""
     per = []
     for s in sets:
         Y = L.engine_outputs(prog, L.normalise(prog, s["F"]), K)
         per.append(L.sweep_thresholds(spotter, Y, s["levels"], s["times"], s["events"], len(s["pcm"]) / 16000,
                                       thresholds))
+    return per
+
+
+def essm_rows(prog, spotter, sets, K, thresholds=L.THRESHOLDS) -> list[dict]:
+    """Pooled (over the sets) hits / false accepts per threshold at budget K."""
+    return pool_rows(essm_set_rows(prog, spotter, sets, K, thresholds), thresholds)
+
+
+def pool_rows(per: list[list[dict]], thresholds=L.THRESHOLDS) -> list[dict]:
+    """Sum row-aligned per-set threshold rows (essm_set_rows) into pooled rows."""
     rows = []
     for i, th in enumerate(thresholds):
         h = sum(p[i]["hits"] for p in per)
@@ -159,6 +169,30 @@ def essm_rows(prog, spotter, sets, K, thresholds=L.THRESHOLDS) -> list[dict]:
         rows.append({"threshold": float(th), "hits": h, "keywords": n, "false_accepts": fa, "hours": hours,
                      "hit_rate": h / max(1, n), "fa_per_hour": fa / max(hours, 1e-9)})
     return rows
+
+
+def speaker_table(kw_sets, kw_per, neg_sets, neg_per, th) -> dict:
+    """Per speaker group (loso.speaker_key of each set) at threshold th: hits / keywords of its keyword sets,
+    false-accept events / hours of its keyword-free sets (rows from essm_set_rows, aligned with the sets).
+    The groups partition the sets, so the rows sum to the pooled numbers at th."""
+    out = {}
+    for sets, per, kind in ((kw_sets, kw_per, "kw"), (neg_sets, neg_per, "neg")):
+        for s, rows in zip(sets, per):
+            a = at_threshold(rows, th)
+            d = out.setdefault(L.speaker_key(s), {"hits": 0, "keywords": 0, "fa_neg": 0, "neg_hours": 0.0,
+                                                  "fa_in_kw_stream": 0, "kw_hours": 0.0})
+            if kind == "kw":
+                d["hits"] += a["hits"]
+                d["keywords"] += a["keywords"]
+                d["fa_in_kw_stream"] += a["false_accepts"]
+                d["kw_hours"] += a["hours"]
+            else:
+                d["fa_neg"] += a["false_accepts"]
+                d["neg_hours"] += a["hours"]
+    for d in out.values():
+        d["hit_rate"] = d["hits"] / max(1, d["keywords"])
+        d["fa_per_hour_neg"] = d["fa_neg"] / max(d["neg_hours"], 1e-9)
+    return dict(sorted(out.items()))
 
 
 def at_threshold(rows, th):
@@ -208,7 +242,8 @@ def old_model_score(sets, program=None, limit_s: float | None = None) -> dict:
 
 def evaluate_family(family: str, sets_dir, program_path, old_program=None, fa_target: float = 2.0,
                     pocketsphinx: bool = True, gate: bool = True, fa_on: str = "all", ps: dict | None = None,
-                    recorded_fa_target: float | None = None, recorded_voices=None) -> dict:
+                    recorded_fa_target: float | None = None, recorded_voices=None,
+                    speaker_fa_target: float | None = None, speaker_quantile: float = 0.8) -> dict:
     """One program on one fold: threshold on the fold's validation sets, then every test condition present.
     ps (pocketsphinx options, all optional): threshold (a value chosen elsewhere by a declared rule: no
     validation sweep here), val_limit_s (cut each clean validation set to its first seconds in the sweep),
@@ -216,7 +251,14 @@ def evaluate_family(family: str, sets_dir, program_path, old_program=None, fa_ta
     per-set detections, ps_sweep), workers (processes).
     recorded_fa_target: a second validation cap on the recorded validation speakers' keyword-free speech
     (loso.pick_threshold guard; sets whose voices are all recorded people); recorded_voices (a comma-separated
-    list of recorded voices, loso.recorded_speakers) narrows that guard to the sets spoken by those speakers alone."""
+    list of recorded voices, loso.recorded_speakers) narrows that guard to the sets spoken by those speakers alone.
+    speaker_fa_target / speaker_quantile: a per-speaker validation cap (loso.pick_threshold's speaker budget):
+    the keyword-free validation sets are grouped by speaker (loso.speaker_groups, from their meta voices); the
+    speaker_quantile-quantile over those speakers of FA/h must stay <= speaker_fa_target. A set that pools
+    several speakers cannot be split (streams keep no per-utterance voice labels): it counts in the pooled cap
+    only and is listed in val_speaker_pooled_sets; with no single-speaker set at all, FileNotFoundError.
+    Every test condition whose sets hold more than one speaker group gets a per-group read-out at the chosen
+    threshold, K = 32 (conditions[...]["K32_speakers"]; sums to the pooled K32 numbers)."""
     from ..program import StreamProgram
     from .spotter import KeywordSpotter
 
@@ -225,7 +267,19 @@ def evaluate_family(family: str, sets_dir, program_path, old_program=None, fa_ta
     sp = KeywordSpotter(prog)
     t0 = time.perf_counter()
     val = {k: [L.load_set(p) for p in sorted(sets_dir.glob(f"val_{family}_{k}_*.npz"))] for k in ("kw", "neg")}
-    vk, vn = essm_rows(prog, sp, val["kw"], prog.k_max), essm_rows(prog, sp, val["neg"], prog.k_max)
+    vn_per = essm_set_rows(prog, sp, val["neg"], prog.k_max)
+    vk, vn = essm_rows(prog, sp, val["kw"], prog.k_max), pool_rows(vn_per)
+    spk_rows, pooled_sets = None, []
+    if speaker_fa_target is not None:           # per-speaker cap: one row list per validation speaker
+        spk_rows, pooled_sets = L.speaker_split(val["neg"], vn_per)
+        if not spk_rows:
+            raise FileNotFoundError(f"--speaker-fa-target: no keyword-free validation set (val_{family}_neg_*) in "
+                                    f"{sets_dir} is spoken by one speaker; a pooled stream cannot be split by speaker: "
+                                    "build one keyword-free validation set per speaker")
+        if pooled_sets:
+            log.warning("speaker cap: %d validation sets pool several speakers and count in the pooled cap only: %s",
+                        len(pooled_sets), pooled_sets)
+        spk_rows = {k: pool_rows(v) for k, v in spk_rows.items()}
     guard = None
     if recorded_fa_target is not None:          # a second cap on the recorded validation speakers' speech alone
         spk = L.recorded_speakers(recorded_voices)
@@ -235,7 +289,8 @@ def evaluate_family(family: str, sets_dir, program_path, old_program=None, fa_ta
                                     f"{'' if spk is None else 'of ' + str(recorded_voices) + ' '}"
                                     f"(val_{family}_neg_*) in {sets_dir}")
         guard = essm_rows(prog, sp, rec, prog.k_max)
-    choice = L.pick_threshold(vk, vn, fa_target, fa_on, guard, recorded_fa_target)
+    choice = L.pick_threshold(vk, vn, fa_target, fa_on, guard, recorded_fa_target,
+                              speaker_rows=spk_rows, speaker_cap=speaker_fa_target, speaker_quantile=speaker_quantile)
     th = choice["threshold"]
     fe = dict(prog.frontend)                      # the program carries the validation threshold from now on
     fe["detector"] = dict(fe.get("detector", {}), threshold=th)
@@ -250,6 +305,11 @@ def evaluate_family(family: str, sets_dir, program_path, old_program=None, fa_ta
         res["recorded_voices"] = recorded_voices if isinstance(recorded_voices, (str, type(None))) else ",".join(recorded_voices)
         res["val_recorded_sets"] = [Path(x["path"]).name for x in rec]
         res["val_recorded_neg_curve"] = guard
+    if spk_rows is not None:
+        res["speaker_fa_target"], res["speaker_quantile"] = speaker_fa_target, speaker_quantile
+        res["val_speakers"] = {k: {"hours": v[0]["hours"]} for k, v in spk_rows.items()}
+        res["val_speaker_pooled_sets"] = pooled_sets
+        res["val_speaker_neg_curves"] = spk_rows
     ps = dict(ps or {})
     pso = {"workers": ps.get("workers", 3), "cache_dir": ps.get("cache")}
     ps_neg_s = ps.get("neg_s", PEER_NEG_S)
@@ -277,7 +337,12 @@ def evaluate_family(family: str, sets_dir, program_path, old_program=None, fa_ta
             continue
         c = {"kw_seconds": sum(len(s["pcm"]) for s in kw) / 16000, "neg_seconds": sum(len(s["pcm"]) for s in neg) / 16000}
         for K in (32, 4):
-            rk, rn = essm_rows(prog, sp, kw, K), essm_rows(prog, sp, neg, K) if neg else None
+            pk_, pn_ = essm_set_rows(prog, sp, kw, K), essm_set_rows(prog, sp, neg, K)
+            rk, rn = pool_rows(pk_), pool_rows(pn_) if neg else None
+            if K == 32:
+                by = speaker_table(kw, pk_, neg, pn_, th)
+                if len(by) > 1:
+                    c["K32_speakers"] = by
             c[f"K{K}_kw_curve"], c[f"K{K}_neg_curve"] = rk, rn
             a = at_threshold(rk, th)
             b = at_threshold(rn, th) if rn else {"false_accepts": 0, "hours": 0.0}
@@ -363,7 +428,8 @@ def model_dirs(models) -> dict:
 
 def run_all(sets_dir, models_dir, out_dir, families=("festival", "flite", "espeak"), pocketsphinx: bool = True,
             fa_target: float = 2.0, old_program=None, fa_on: str = "all", tcresnet_dir=None,
-            ps: dict | None = None, recorded_fa_target: float | None = None, recorded_voices=None) -> dict:
+            ps: dict | None = None, recorded_fa_target: float | None = None, recorded_voices=None,
+            speaker_fa_target: float | None = None, speaker_quantile: float = 0.8) -> dict:
     """Every fold's test conditions (all SNRs present in sets_dir) through each ES-SSM program, TC-ResNet8
     and pocketsphinx; writes OUT/loso.json, loso.md and kws_det.png.
 
@@ -374,6 +440,7 @@ def run_all(sets_dir, models_dir, out_dir, families=("festival", "flite", "espea
     ps: pocketsphinx options (evaluate_family); ps["cache"] defaults to OUT/ps_cache.
     old_program: the previous keyword program to score beside (a path; None = skip it).
     recorded_fa_target, recorded_voices: evaluate_family's second validation cap (every program).
+    speaker_fa_target, speaker_quantile: evaluate_family's per-speaker validation cap (every program).
     OUT/extras_<family>.json (from extras()), when present, supplies the previous model's and the
     gate's numbers instead of recomputing them."""
     out = Path(out_dir)
@@ -383,6 +450,8 @@ def run_all(sets_dir, models_dir, out_dir, families=("festival", "flite", "espea
     ps = dict(ps or {})
     ps.setdefault("cache", out / "ps_cache")
     res = {"families": {}, "fa_target": fa_target, "fa_on": fa_on, "models": list(dirs)}
+    if speaker_fa_target is not None:
+        res["speaker_fa_target"], res["speaker_quantile"] = speaker_fa_target, speaker_quantile
     for fam in families:
         p = mdir / fam / "kws.essm"
         if not p.is_file() or not list(Path(sets_dir).glob(f"test_{fam}_kw_*.npz")):
@@ -392,7 +461,8 @@ def run_all(sets_dir, models_dir, out_dir, families=("festival", "flite", "espea
         cached = json.loads(ex.read_text()) if ex.is_file() else None
         r = evaluate_family(fam, sets_dir, p, False if (cached or not old_program) else old_program,
                             fa_target, pocketsphinx, gate=cached is None, fa_on=fa_on, ps=ps,
-                            recorded_fa_target=recorded_fa_target, recorded_voices=recorded_voices)
+                            recorded_fa_target=recorded_fa_target, recorded_voices=recorded_voices,
+                            speaker_fa_target=speaker_fa_target, speaker_quantile=speaker_quantile)
         r["name"] = first
         res["families"][fam] = r
         if cached:
@@ -407,7 +477,8 @@ def run_all(sets_dir, models_dir, out_dir, families=("festival", "flite", "espea
                 log.warning("fold %s: model %s has no program %s: skipped", fam, name, q)
                 continue
             o = evaluate_family(fam, sets_dir, q, False, fa_target, False, gate=False, fa_on=fa_on,
-                                recorded_fa_target=recorded_fa_target, recorded_voices=recorded_voices)
+                                recorded_fa_target=recorded_fa_target, recorded_voices=recorded_voices,
+                                speaker_fa_target=speaker_fa_target, speaker_quantile=speaker_quantile)
             o["name"] = name
             r.setdefault("other_models", {})[name] = o
         tdir = Path(tcresnet_dir) / fam if tcresnet_dir else mdir / fam
@@ -449,12 +520,38 @@ def _rule_text(r: dict, fa_target) -> str:
         who = f" ({r['recorded_voices']})" if r.get("recorded_voices") else ""
         rates += (f"; recorded validation speakers'{who} keyword-free speech {v['guard_fa_per_hour']:.1f} FA/h "
                   f"(cap {v['guard_cap']:g}, {r.get('val_recorded_neg_hours', 0):.2f} h)")
+    if "speaker_q_fa_per_hour" in v:
+        n = len(v["speaker_fa_per_hour"])
+        rates += (f"; per-speaker cap: the {v['speaker_quantile']:g}-quantile (the ceil(q*n)-th smallest) of {n} "
+                  f"validation speakers' keyword-free FA/h {v['speaker_q_fa_per_hour']:.1f} (cap {v['speaker_cap']:g}; "
+                  + ", ".join(f"{k} {x:.1f}" for k, x in sorted(v["speaker_fa_per_hour"].items(), key=lambda kv: -kv[1]))
+                  + ")")
     return (f"threshold {r['threshold']} chosen on validation voices, <= {fa_target:g} FA/h: "
             f"{100 * v['hit_rate']:.0f}% at {v['fa_per_hour']:.1f} FA/h over {r['val_hours']:.2f} h{rates}")
 
 
 def _fa(n, hours) -> str:
     return f"{n / max(hours, 1e-9):.1f} ({n} in {hours:.2f} h)"
+
+
+def _speaker_lines(m: dict, names) -> list[str]:
+    """The per-held-out-speaker read-out of one program (conditions with more than one speaker group)."""
+    out = []
+    for n in names:
+        by = m["conditions"].get(n, {}).get("K32_speakers")
+        if not by:
+            continue
+        who = f"{m.get('name')}, " if m.get("name") else ""
+        out += [f"Per held-out speaker, {n} ({who}threshold {m['threshold']}, K=32; a '+' key is a stream that pools "
+                "speakers and cannot be split):", "",
+                "| speaker | keywords found | FA/h keyword-free (events in hours) | confusions in keyword streams |",
+                "|---|---|---|---|"]
+        out += [f"| {k} | {_pct(d['hit_rate'])} ({d['hits']}/{d['keywords']}) | {_fa(d['fa_neg'], d['neg_hours'])} | "
+                f"{d['fa_in_kw_stream']} |" for k, d in by.items()]
+        t = m["conditions"][n]["K32"]
+        out += [f"| all (pooled) | {_pct(t['hit_rate'])} ({t['hits']}/{t['keywords']}) | {_fa(t['fa_neg'], t['neg_hours'])} "
+                f"| {t['fa_in_kw_stream']} |", ""]
+    return out
 
 
 def markdown(res: dict) -> str:
@@ -554,6 +651,8 @@ def markdown(res: dict) -> str:
                              " | ".join(f"{_pct(tcr[n]['hit_rate'])} / {tcr[n]['fa_per_hour_neg']:.1f}" for n in names)
                              + " |")
         lines.append("")
+        for m in models:
+            lines += _speaker_lines(m, names)
     for fam, r in res["families"].items():
         g = r.get("gate")
         if g:
