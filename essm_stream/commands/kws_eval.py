@@ -128,8 +128,6 @@ def run(a):
             if not 0 < a.speaker_quantile <= 1:
                 print(f"error: --speaker-quantile must be in (0, 1], got {a.speaker_quantile}")
                 return 2
-        out = a.out or "runs/kws2/eval"
-        check_outputs(dirs=[("--out", out)])
         if a.recorded_fa_target is not None and not a.recorded_fa_target >= 0:
             print(f"error: --recorded-fa-target must be >= 0 false accepts per hour, got {a.recorded_fa_target}")
             return 2
@@ -143,6 +141,8 @@ def run(a):
             except ValueError as e:
                 print(f"error: --recorded-voices: {e}")
                 return 2
+        out = a.out or "runs/kws2/eval"
+        check_outputs(dirs=[("--out", out)])
         ps = {"threshold": a.ps_threshold, "val_limit_s": a.ps_val_limit_s, "neg_s": a.ps_neg_s or None,
               "workers": a.ps_workers}
         if a.ps_cache:
