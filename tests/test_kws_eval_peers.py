@@ -10,6 +10,7 @@ from essm_stream.kws import data as D
 from essm_stream.kws import loso as L
 from essm_stream.kws import loso_eval as E
 from essm_stream.kws.data import Event
+from kws_sets import write_feature_set
 
 
 def _set(path, seconds, events):
@@ -48,10 +49,7 @@ def _write_set(path, steps, spikes, events, seconds=None):
     for a, b, c, _ in spikes:
         F[a:b, 0] = c
         F[a:b, 1] = _
-    t = 0.78 + 0.08 * np.arange(steps)
-    pcm = np.zeros(int((seconds or t[-1] + 0.1) * 16000), np.int16)
-    np.savez(path, pcm=pcm, F=F, levels=np.zeros(steps), times=t,
-             events=np.array(json.dumps([[e.label, e.start_s, e.end_s] for e in events])), meta=np.array(json.dumps({"snr_db": None})))
+    write_feature_set(path, F, events=events, seconds=seconds)
 
 
 class _Fake:

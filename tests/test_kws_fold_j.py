@@ -1,7 +1,6 @@
 """Fold J (issue 9): validate on one native recorded speaker (slt, through festival HTS and flite), test on the
 other (ked); the recorded-voice validation cap narrowed to named speakers (kws-eval --recorded-voices,
 calib select --recorded-voices)."""
-import json
 import shutil
 
 import numpy as np
@@ -13,6 +12,7 @@ from essm_stream.kws import loso as L
 from essm_stream.kws import loso_eval as E
 from essm_stream.kws import voices as V
 from essm_stream.kws.data import Event
+from kws_sets import write_feature_set
 
 J_SPEC = ("festival:ked_diphone~festival:cmu_us_slt_arctic_hts,flite:slt,festival:lp_diphone,festival:czech_machac,"
           "festival:hy_fi_mv_diphone")
@@ -43,11 +43,8 @@ def test_recorded_speakers_match_a_person_through_any_engine():
 
 
 def _write(path, voices, seconds=30.0, steps=300, events=()):
-    F = np.zeros((steps, 96), np.float32)
-    t = 0.78 + 0.08 * np.arange(steps)
-    np.savez(path, pcm=np.zeros(int(seconds * 16000), np.int16), F=F, levels=np.zeros(steps), times=t,
-             events=np.array(json.dumps([[e.label, e.start_s, e.end_s] for e in events])),
-             meta=np.array(json.dumps({"snr_db": None, "seconds": seconds, "voices": voices})))
+    write_feature_set(path, np.zeros((steps, 96)), events=events, seconds=seconds,
+                      meta={"snr_db": None, "seconds": seconds, "voices": voices})
 
 
 @pytest.fixture()

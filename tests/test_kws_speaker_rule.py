@@ -1,7 +1,6 @@
 """The per-speaker threshold budget (issue 9): the q-quantile over validation speakers of keyword-free false
 accepts per hour capped beside the pooled cap (loso.pick_threshold speaker_rows), kws-eval / calib select's
 flags, and kws-eval's per-held-out-speaker read-out (sums back to the pooled numbers)."""
-import json
 import shutil
 
 import numpy as np
@@ -11,6 +10,7 @@ from essm_stream.kws import calib as CAL
 from essm_stream.kws import loso as L
 from essm_stream.kws import loso_eval as E
 from essm_stream.kws.data import Event
+from kws_sets import write_feature_set
 
 TH = (0.9, 0.95, 0.99)
 # six validation speakers, 1 h of keyword-free speech each: events at each threshold of TH
@@ -101,12 +101,9 @@ FOLD = "ho-festival.ked+festival.slt~festival.lp+festival.machac"
 
 
 def _write(path, voices, seconds, steps, events=(), seed=0):
-    rng = np.random.default_rng(seed)
-    F = rng.standard_normal((steps, 96)).astype(np.float32) * 3
-    t = 0.78 + 0.08 * np.arange(steps)
-    np.savez(path, pcm=np.zeros(int(seconds * 16000), np.int16), F=F, levels=np.full(steps, -20.0), times=t,
-             events=np.array(json.dumps([[e.label, e.start_s, e.end_s] for e in events])),
-             meta=np.array(json.dumps({"snr_db": None, "seconds": seconds, "voices": voices})))
+    F = np.random.default_rng(seed).standard_normal((steps, 96)) * 3
+    write_feature_set(path, F, events=events, seconds=seconds, levels=np.full(steps, -20.0),
+                      meta={"snr_db": None, "seconds": seconds, "voices": voices})
 
 
 @pytest.fixture()
