@@ -93,6 +93,19 @@ def baseline_accuracy(path):
     return float(b)
 
 
+def _cap_error(a, cap: str, modifier: str) -> str | None:
+    """What is wrong with a second validation cap (--speaker-fa-target, --recorded-fa-target) and the
+    option that narrows it, or None."""
+    def flag(name):
+        return "--" + name.replace("_", "-")
+    value = getattr(a, cap)
+    if value is not None and not value >= 0:
+        return f"{flag(cap)} must be >= 0 false accepts per hour, got {value}"
+    if getattr(a, modifier) is not None and value is None:
+        return f"{flag(modifier)} needs {flag(cap)}"
+    return None
+
+
 def run(a):
     from pathlib import Path
 
@@ -118,23 +131,15 @@ def run(a):
         if a.ps_neg_s < 0 or a.ps_workers < 1 or (a.ps_val_limit_s is not None and a.ps_val_limit_s <= 0):
             print("error: --ps-neg-s must be >= 0, --ps-workers >= 1, --ps-val-limit-s > 0")
             return 2
-        if a.speaker_fa_target is not None and not a.speaker_fa_target >= 0:
-            print(f"error: --speaker-fa-target must be >= 0 false accepts per hour, got {a.speaker_fa_target}")
-            return 2
-        if a.speaker_quantile is not None:
-            if a.speaker_fa_target is None:
-                print("error: --speaker-quantile needs --speaker-fa-target")
+        for cap, modifier in (("speaker_fa_target", "speaker_quantile"), ("recorded_fa_target", "recorded_voices")):
+            err = _cap_error(a, cap, modifier)
+            if err:
+                print(f"error: {err}")
                 return 2
-            if not 0 < a.speaker_quantile <= 1:
-                print(f"error: --speaker-quantile must be in (0, 1], got {a.speaker_quantile}")
-                return 2
-        if a.recorded_fa_target is not None and not a.recorded_fa_target >= 0:
-            print(f"error: --recorded-fa-target must be >= 0 false accepts per hour, got {a.recorded_fa_target}")
+        if a.speaker_quantile is not None and not 0 < a.speaker_quantile <= 1:
+            print(f"error: --speaker-quantile must be in (0, 1], got {a.speaker_quantile}")
             return 2
         if a.recorded_voices is not None:
-            if a.recorded_fa_target is None:
-                print("error: --recorded-voices needs --recorded-fa-target")
-                return 2
             from essm_stream.kws.loso import recorded_speakers
             try:
                 recorded_speakers(a.recorded_voices)
