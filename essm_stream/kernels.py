@@ -268,9 +268,8 @@ def gemm_nt(A, a0, lda, Bm, b0, ldb, n, out, o0, ldo, Ma, Nb, acc):
 # (layout segment "Mcat.h"). Each weight is widened to float32 as it is loaded (`_h2f`: LLVM's
 # fpext from half, F16C's vcvtph2ps on x86, one instruction per 8 values), then the float32 dot
 # products of the tiles above; half the bytes of the B=1 mixing, which reads Mcat from L3
-# (docs/PERFORMANCE.md "Half-width mixing weights"). Only the GEMV tile and a remainder tile: a group
-# of streams runs each stream against the same eight weight rows in turn (8 rows of at most
-# (K̄+1) d halves stay in L1), not a 4×4 register tile (less to compile; fp16's use is B=1).
+# (docs/PERFORMANCE.md "Half-width mixing weights"). Groups of four streams run 4 × 4 register tiles
+# (each weight row widened once per group), single streams the 8-row GEMV tile, the rest one by one.
 # --------------------------------------------------------------------------------------------
 
 if JIT_DISABLED:
@@ -322,6 +321,63 @@ def _tile1x8h(A, pa, H, pb, ldb, n, out, q):
 
 
 @njit
+def _tile4x4h(A, pa, lda, H, pb, ldb, n, out, q, ldo):
+    """out[q + i ldo + j] += Σ_m A_i[m] half(H_j[m]) for i, j < 4 (four streams against four weight rows)."""
+    A0 = A[pa:pa + n]
+    A1 = A[pa + lda:pa + lda + n]
+    A2 = A[pa + 2 * lda:pa + 2 * lda + n]
+    A3 = A[pa + 3 * lda:pa + 3 * lda + n]
+    B0 = H[pb:pb + n]
+    B1 = H[pb + ldb:pb + ldb + n]
+    B2 = H[pb + 2 * ldb:pb + 2 * ldb + n]
+    B3 = H[pb + 3 * ldb:pb + 3 * ldb + n]
+    z = out.dtype.type(0)
+    s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = z
+    s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = z
+    for m in range(n):
+        x0 = A0[m]
+        x1 = A1[m]
+        x2 = A2[m]
+        x3 = A3[m]
+        y0 = _h2f(B0[m])
+        y1 = _h2f(B1[m])
+        y2 = _h2f(B2[m])
+        y3 = _h2f(B3[m])
+        s00 += x0 * y0
+        s01 += x0 * y1
+        s02 += x0 * y2
+        s03 += x0 * y3
+        s10 += x1 * y0
+        s11 += x1 * y1
+        s12 += x1 * y2
+        s13 += x1 * y3
+        s20 += x2 * y0
+        s21 += x2 * y1
+        s22 += x2 * y2
+        s23 += x2 * y3
+        s30 += x3 * y0
+        s31 += x3 * y1
+        s32 += x3 * y2
+        s33 += x3 * y3
+    out[q] += s00
+    out[q + 1] += s01
+    out[q + 2] += s02
+    out[q + 3] += s03
+    out[q + ldo] += s10
+    out[q + ldo + 1] += s11
+    out[q + ldo + 2] += s12
+    out[q + ldo + 3] += s13
+    out[q + 2 * ldo] += s20
+    out[q + 2 * ldo + 1] += s21
+    out[q + 2 * ldo + 2] += s22
+    out[q + 2 * ldo + 3] += s23
+    out[q + 3 * ldo] += s30
+    out[q + 3 * ldo + 1] += s31
+    out[q + 3 * ldo + 2] += s32
+    out[q + 3 * ldo + 3] += s33
+
+
+@njit
 def _tile1x1h(A, pa, H, pb, n, out, q):
     A0 = A[pa:pa + n]
     B0 = H[pb:pb + n]
@@ -334,15 +390,27 @@ def _tile1x1h(A, pa, H, pb, n, out, q):
 @njit
 def gemm_nt_h(A, a0, lda, H, b0, ldb, n, out, o0, ldo, Ma, Nb):
     """out[o0 + i ldo + j] += Σ_{m<n} A[a0 + i lda + m] half(H[b0 + j ldb + m]), i < Ma, j < Nb."""
-    j = 0
-    while j + 8 <= Nb:          # eight weight rows, every row of A against them (from L1 after the first)
-        for i in range(Ma):
-            _tile1x8h(A, a0 + i * lda, H, b0 + j * ldb, ldb, n, out, o0 + i * ldo + j)
-        j += 8
-    while j < Nb:
-        for i in range(Ma):
-            _tile1x1h(A, a0 + i * lda, H, b0 + j * ldb, n, out, o0 + i * ldo + j)
-        j += 1
+    i = 0
+    while i + 4 <= Ma:          # four streams: 4 × 4 register tiles, each weight row read once per group
+        j = 0
+        while j + 4 <= Nb:
+            _tile4x4h(A, a0 + i * lda, lda, H, b0 + j * ldb, ldb, n, out, o0 + i * ldo + j, ldo)
+            j += 4
+        while j < Nb:
+            for r in range(i, i + 4):
+                _tile1x1h(A, a0 + r * lda, H, b0 + j * ldb, n, out, o0 + r * ldo + j)
+            j += 1
+        i += 4
+    if i < Ma:
+        j = 0
+        while j + 8 <= Nb:      # eight weight rows, each remaining row of A against them
+            for r in range(i, Ma):
+                _tile1x8h(A, a0 + r * lda, H, b0 + j * ldb, ldb, n, out, o0 + r * ldo + j)
+            j += 8
+        while j < Nb:
+            for r in range(i, Ma):
+                _tile1x1h(A, a0 + r * lda, H, b0 + j * ldb, n, out, o0 + r * ldo + j)
+            j += 1
 
 
 def gemm_nt_ref(A, a0, lda, Bm, b0, ldb, n, out, o0, ldo, Ma, Nb, acc):
