@@ -131,3 +131,23 @@ def test_fp16_program_deviation_from_fp32_program():
         err = rel_err(y16, y32)
         print(f"fp16 vs fp32 program, K={K}: max relative deviation {err:.1e}")
         assert 0 < err <= 5e-3   # float16's unit roundoff is 4.9e-4; the sums of 10-80 terms stay near it
+
+
+def test_compile_weights_fp16_cli(tmp_path, capsys):
+    """`essm-stream compile --weights fp16` writes an fp16 program, verified against the torch model
+    within the rounding's bound; a bad choice exits 2 with one line."""
+    torch = pytest.importorskip("torch")
+    from essm_stream.checkpoint import save_checkpoint
+    from essm_stream.cli import main
+    from essm_stream.model import ESSMModel
+    torch.manual_seed(0)
+    cfg = ESSMConfig(d_in=3, d_out=2, d_model=8, n_layers=1, seq_len=16, k_max=4, d_gate=4)
+    ckpt = tmp_path / "m.safetensors"
+    save_checkpoint(ckpt, ESSMModel(cfg))
+    out = tmp_path / "m16.essm"
+    assert main(["compile", str(ckpt), "-o", str(out), "--weights", "fp16", "--verify", "16"]) == 0
+    assert "verified K=4" in capsys.readouterr().out
+    assert StreamProgram.load(out).mix_weights == "fp16"
+    assert main(["compile", str(ckpt), "--weights", "bf8"]) == 2
+    err = capsys.readouterr().err
+    assert "--weights" in err and len(err.strip().splitlines()) == 1
