@@ -177,3 +177,10 @@ def test_kws_eval_verify_options_are_checked(tmp_path):
     assert main(["kws-eval", "--loso", "--verify-thresholds", "-0.2", "--out", str(tmp_path / "o")]) == 2
     assert main(["kws-eval", "--loso", "--verify", "pocketsphinx", "--verify-thresholds", "0.5",
                  "--out", str(tmp_path / "o")]) == 2
+
+
+def test_cascade_frontier_is_the_best_pair_at_each_rate():
+    kw = [{"hit_rate": h} for h in (0.5, 0.3, 0.6, 0.2)]
+    neg = [{"false_accepts": f, "hours": 1.0} for f in (4, 1, 9, 0)]
+    fa, hr = E.cascade_frontier(kw, neg)
+    assert fa.tolist() == [0, 1, 4, 9] and hr.tolist() == [0.2, 0.3, 0.5, 0.6]

@@ -751,6 +751,16 @@ def plot_det(res: dict, path) -> None:
                 if c["K32"]["neg_hours"]:
                     ax.plot([max(c["K32"]["fa_per_hour_neg"], 0.1)], [100 * c["K32"]["hit_rate"]], "o", color=color,
                             ms=5, label=f"{lab} K=32 at its threshold")
+            for (cname, cz), color in zip(r.get("cascades", {}).items(), MODEL_COLORS):
+                c = cz["conditions"].get(name)
+                if not c or not c.get("neg_curve"):
+                    continue
+                fa, hr = cascade_frontier(c["kw_curve"], c["neg_curve"])
+                ax.step(np.maximum(fa, 0.1), 100 * hr, "-.", where="post", color=color, lw=1,
+                        label=f"cascade {cname} (best pair per FA/h)")
+                if c["neg_hours"]:
+                    ax.plot([max(c["fa_per_hour_neg"], 0.1)], [100 * c["hit_rate"]], "^", color=color, ms=6,
+                            label=f"cascade {cname} at its validation pair")
             t = r.get("tcresnet", {}).get(name)
             if t and t.get("neg_curve"):
                 ax.plot(fa_of(t["neg_curve"]), [100 * a["hit_rate"] for a in t["kw_curve"]], ":", color="0.2", lw=1,
@@ -924,6 +934,15 @@ def cascade_set_rows(prog, spotter, sets, K, cfg: dict, pairs, workers: int = 2,
             rows.append({"threshold": float(i), "th1": t1, "vth": v, **r.to_dict()})
         per.append(rows)
     return per
+
+
+def cascade_frontier(kw_rows, neg_rows) -> tuple[np.ndarray, np.ndarray]:
+    """The cascade's DET curve over all its threshold pairs: for each keyword-free FA/h reached, the best hit rate
+    of any pair at or below it (a step curve: FA/h ascending, hit rate non-decreasing)."""
+    fa = np.array([b["false_accepts"] / max(b["hours"], 1e-9) for b in neg_rows])
+    hr = np.array([a["hit_rate"] for a in kw_rows])
+    o = np.lexsort((-hr, fa))
+    return fa[o], np.maximum.accumulate(hr[o])
 
 
 def evaluate_cascade(family: str, sets_dir, program_path, cfg: dict, fa_target: float = 10.0, fa_on: str = "neg",
