@@ -18,7 +18,8 @@ in the keyword's end window, -0.08 ... +0.8 s around the keyword's end (streamtr
 longest keyword lasts about 0.8 s, so the whole keyword lies in [t - 1.6 s, t + 0.08 s]. A product cascade
 can verify only after the window's end: WINDOW_POST_S = 0.1 s is the latency the verifier adds (plus its CPU).
 
-Program config (the frontend slot's "verifier" entry, checked by check_verifier_config on load):
+Config (check_verifier_config; kws-eval --verify and a program's frontend "verifier" entry if the product wiring in
+docs/run-scripts/2026-11-30-verify/wiring_not_applied.patch is ever applied; it failed its rule, docs/KWS.md):
     {"kind": "pocketsphinx", "threshold": float in [-5, 0], "pre_s": (0, 3], "post_s": [0, 1]}
 """
 from __future__ import annotations
