@@ -1,3 +1,6 @@
+"""Tests of the product wiring in wiring_not_applied.patch (KeywordSpotter verifies each detection; bad program
+entries refused). Not applied: the cascade failed its rule (V_rule.txt). To use: apply the patch and append these
+to tests/test_kws_verify.py (they use its imports)."""
 
 
 class _Recorder:
