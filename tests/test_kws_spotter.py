@@ -99,13 +99,16 @@ def test_bundled_program_is_small_and_runs_without_torch():
         import sys
         sys.modules["torch"] = None          # any import of torch now fails
         import numpy as np
-        from essm_stream.kws.spotter import KeywordSpotter
+        from essm_stream.kws import Detection, KeywordSpotter   # the public path (DESIGN.md)
+        from essm_stream.kws import spotter
         from essm_stream.kws.recording import load_recording
+        assert KeywordSpotter is spotter.KeywordSpotter and Detection is spotter.Detection
         sp = KeywordSpotter()
         pcm, ev = load_recording()
         dets = sp.process(pcm[: 3 * 16000])
         assert "torch" not in sys.modules or sys.modules["torch"] is None
         assert "librosa" not in sys.modules
+        assert all(isinstance(d, Detection) for d in dets)
         print("ok", sp.hops, len(dets))
     """)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -127,3 +130,22 @@ def test_energy_controller_saves_energy(recording):
     assert sp.mean_K < 20                      # quiet stretches run at K = 1
     assert any(k > 1 for k in Ks)              # speech gets more
     assert isinstance(dets, list)
+
+
+def test_kws_package_names_resolve_lazily():
+    code = textwrap.dedent("""
+        import sys
+        import essm_stream.kws as kws
+        from essm_stream.kws import data
+        assert "essm_stream.kws.spotter" not in sys.modules, "importing the package loaded the spotter"
+        try:
+            kws.NoSuchName
+        except AttributeError as e:
+            assert "NoSuchName" in str(e)
+        else:
+            raise SystemExit("no AttributeError")
+        print("ok", sorted(kws.__all__))
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "ok ['Detection', 'KeywordSpotter']"

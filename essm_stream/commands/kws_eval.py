@@ -8,6 +8,8 @@ thresholds chosen on validation voices only (or pocketsphinx's given by --ps-thr
 loso.md and kws_det.png; pocketsphinx's detections are cached per set file and threshold (--ps-cache).
 --speaker-fa-target caps the 0.8-quantile (--speaker-quantile) validation speaker's false accepts/h (one
 keyword-free set per speaker); test conditions holding several speakers get a per-speaker table.
+--verify pocketsphinx adds each program as the first stage of a cascade with a second-stage verifier
+(kws/verify.py), its threshold pair chosen on validation by the same rule.
 Without --loso: the espeak-ng clip sweep and stream metrics of one program (no torch).
 """
 HELP = "evaluate keyword programs: leave-one-synthesizer-out streams (--loso), or one program on espeak-ng data"
@@ -60,6 +62,15 @@ def add_arguments(p):
     p.add_argument("--ps-cache", default=None, metavar="DIR",
                    help="with --loso: pocketsphinx detections per (set file, threshold, cut), read and written "
                    "(default OUT/ps_cache): a later run decodes only what is new")
+    p.add_argument("--verify", default=None, choices=("pocketsphinx",),
+                   help="with --loso: also score each program as the first stage of a cascade with this second-stage "
+                   "verifier (kws/verify.py: pocketsphinx asked whether the detected keyword is in the window around "
+                   "each detection); the (first-stage, verifier) threshold pair is chosen on validation by the same rule")
+    p.add_argument("--verify-thresholds", default=None, metavar="LIST",
+                   help="with --verify: the verifier thresholds tried, comma-separated numbers in [-5, 0] and 'none' "
+                   "(no verification); default: verify.VERIFY_THRESHOLDS")
+    p.add_argument("--verify-cache", default=None, metavar="DIR",
+                   help="with --verify: verifier scores per (set file, window), read and written (default OUT/verify_cache)")
     p.add_argument("--old-program", default="", help="with --loso: a previous keyword program to score on the "
                    "same streams (e.g. the espeak-ng-only model that was bundled before)")
     p.add_argument("--data", default="runs/kws/data", help="the directory `essm-stream kws-data` wrote")
@@ -146,6 +157,19 @@ def run(a):
             except ValueError as e:
                 print(f"error: --recorded-voices: {e}")
                 return 2
+        verify = None
+        if a.verify_thresholds is not None or a.verify_cache is not None:
+            if not a.verify:
+                print("error: --verify-thresholds / --verify-cache need --verify")
+                return 2
+        if a.verify:
+            from essm_stream.kws.verify import parse_thresholds
+            try:
+                vth = None if a.verify_thresholds is None else parse_thresholds(a.verify_thresholds)
+            except ValueError as e:
+                print(f"error: --verify-thresholds: {e}")
+                return 2
+            verify = {"kind": a.verify, "thresholds": vth, "workers": a.ps_workers, "cache": a.verify_cache}
         out = a.out or "runs/kws2/eval"
         check_outputs(dirs=[("--out", out)])
         ps = {"threshold": a.ps_threshold, "val_limit_s": a.ps_val_limit_s, "neg_s": a.ps_neg_s or None,
@@ -157,7 +181,7 @@ def run(a):
                         fa_target=a.fa_target, old_program=a.old_program or None, fa_on=a.fa_on,
                         tcresnet_dir=a.tcresnet, ps=ps, recorded_fa_target=a.recorded_fa_target,
                         recorded_voices=a.recorded_voices, speaker_fa_target=a.speaker_fa_target,
-                        speaker_quantile=0.8 if a.speaker_quantile is None else a.speaker_quantile)
+                        speaker_quantile=0.8 if a.speaker_quantile is None else a.speaker_quantile, verify=verify)
         except FileNotFoundError as e:             # e.g. --recorded-fa-target without recorded validation sets
             print(f"error: {e}")
             return 2

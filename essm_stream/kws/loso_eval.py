@@ -429,7 +429,7 @@ def model_dirs(models) -> dict:
 def run_all(sets_dir, models_dir, out_dir, families=("festival", "flite", "espeak"), pocketsphinx: bool = True,
             fa_target: float = 2.0, old_program=None, fa_on: str = "all", tcresnet_dir=None,
             ps: dict | None = None, recorded_fa_target: float | None = None, recorded_voices=None,
-            speaker_fa_target: float | None = None, speaker_quantile: float = 0.8) -> dict:
+            speaker_fa_target: float | None = None, speaker_quantile: float = 0.8, verify: dict | None = None) -> dict:
     """Every fold's test conditions (all SNRs present in sets_dir) through each ES-SSM program, TC-ResNet8
     and pocketsphinx; writes OUT/loso.json, loso.md and kws_det.png.
 
@@ -442,7 +442,11 @@ def run_all(sets_dir, models_dir, out_dir, families=("festival", "flite", "espea
     recorded_fa_target, recorded_voices: evaluate_family's second validation cap (every program).
     speaker_fa_target, speaker_quantile: evaluate_family's per-speaker validation cap (every program).
     OUT/extras_<family>.json (from extras()), when present, supplies the previous model's and the
-    gate's numbers instead of recomputing them."""
+    gate's numbers instead of recomputing them.
+    verify: a second-stage verifier (kws-eval --verify): {"kind": "pocketsphinx", "thresholds": [None or float, ...]
+    (default verify.VERIFY_THRESHOLDS), "workers": n, "cache": folder (default OUT/verify_cache)}; every program is
+    also scored as the first stage of that cascade, its (first-stage, verifier) threshold pair chosen on validation
+    by the same rule (evaluate_cascade), under res["families"][fold]["cascades"][name]."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     dirs = model_dirs(models_dir)
@@ -481,6 +485,17 @@ def run_all(sets_dir, models_dir, out_dir, families=("festival", "flite", "espea
                                 speaker_fa_target=speaker_fa_target, speaker_quantile=speaker_quantile)
             o["name"] = name
             r.setdefault("other_models", {})[name] = o
+        if verify:
+            vcfg = {"kind": verify.get("kind", "pocketsphinx")}
+            vcache = verify.get("cache") or out / "verify_cache"
+            for name, d in dirs.items():
+                q = d / fam / "kws.essm"
+                if q.is_file():
+                    r.setdefault("cascades", {})[name] = evaluate_cascade(
+                        fam, sets_dir, q, vcfg, fa_target, fa_on,
+                        cascade_pairs(v_grid=verify.get("thresholds")), verify.get("workers", 2), vcache,
+                        recorded_fa_target=recorded_fa_target, recorded_voices=recorded_voices)
+                    _write(out / "loso.json", json.dumps(res, indent=1, default=float))
         tdir = Path(tcresnet_dir) / fam if tcresnet_dir else mdir / fam
         if (tdir / "tcresnet.safetensors").is_file():
             try:
@@ -650,7 +665,29 @@ def markdown(res: dict) -> str:
                 lines.append(f"| TC-ResNet8 (same frontend and data, threshold {tcr['threshold']}): found / FA/h | " +
                              " | ".join(f"{_pct(tcr[n]['hit_rate'])} / {tcr[n]['fa_per_hour_neg']:.1f}" for n in names)
                              + " |")
+        for name, cz in r.get("cascades", {}).items():
+            v = cz["val_choice"]
+            vth = "none (plain first stage)" if cz["vth"] is None else f"{cz['vth']:g}"
+            lab = (f"cascade {name} + {cz['verifier']['kind']} verifier (first stage {cz['th1']:g}, verifier {vth}; "
+                   f"validation {100 * v['hit_rate']:.0f}% at {v['neg_fa_per_hour']:.1f} FA/h keyword-free)")
+            cc = cz["conditions"]
+            lines.append(row(f"{lab}: keywords found", lambda c: f"{_pct(c['hit_rate'])} ({c['hits']}/{c['keywords']})", cc))
+            lines.append(row(f"cascade {name}: FA/h keyword-free (hours)", lambda c: _fa(c['fa_neg'], c['neg_hours']), cc))
+            lines.append(row(f"cascade {name}: false accepts inside keyword streams (confusions)",
+                             lambda c: str(c["fa_in_kw_stream"]), cc))
+            lines.append(row(f"cascade {name}: DET read-out (test curve over all threshold pairs, reporting only): "
+                             "found at <= 2 / 10 / 50 FA/h",
+                             lambda c: " / ".join(_pct(det_point(c["kw_curve"], c["neg_curve"], x)["hit_rate"])
+                                                  for x in (2, 10, 50)) if c.get("neg_curve") else "n/a", cc))
         lines.append("")
+        for name, cz in r.get("cascades", {}).items():
+            vc = cz.get("verify_cpu", {})
+            if vc.get("n"):
+                lines.append(f"Verifier CPU ({name}'s cascade, {vc['n']} windows computed in this run, one thread each, "
+                             f"shared loaded machine): {vc['mean_ms']:.1f} ms mean, {vc['median_ms']:.1f} median, "
+                             f"{vc['p90_ms']:.1f} p90 per verification")
+        if r.get("cascades"):
+            lines.append("")
         for m in models:
             lines += _speaker_lines(m, names)
     for fam, r in res["families"].items():
@@ -714,6 +751,16 @@ def plot_det(res: dict, path) -> None:
                 if c["K32"]["neg_hours"]:
                     ax.plot([max(c["K32"]["fa_per_hour_neg"], 0.1)], [100 * c["K32"]["hit_rate"]], "o", color=color,
                             ms=5, label=f"{lab} K=32 at its threshold")
+            for (cname, cz), color in zip(r.get("cascades", {}).items(), MODEL_COLORS):
+                c = cz["conditions"].get(name)
+                if not c or not c.get("neg_curve"):
+                    continue
+                fa, hr = cascade_frontier(c["kw_curve"], c["neg_curve"])
+                ax.step(np.maximum(fa, 0.1), 100 * hr, "-.", where="post", color=color, lw=1,
+                        label=f"cascade {cname} (best pair per FA/h)")
+                if c["neg_hours"]:
+                    ax.plot([max(c["fa_per_hour_neg"], 0.1)], [100 * c["hit_rate"]], "^", color=color, ms=6,
+                            label=f"cascade {cname} at its validation pair")
             t = r.get("tcresnet", {}).get(name)
             if t and t.get("neg_curve"):
                 ax.plot(fa_of(t["neg_curve"]), [100 * a["hit_rate"] for a in t["kw_curve"]], ":", color="0.2", lw=1,
@@ -795,3 +842,166 @@ def gate_effect(program_path, sets: list[dict], margin_db: float = 6.0, hang_s: 
         out[name] = {"hits": h, "keywords": n, "false_accepts": fa, "steps": steps,
                      "embedding_share": run / max(1, steps), "cpu_ms_per_step": 1e3 * cpu / max(1, steps)}
     return out
+
+
+# ----------------------------------------------------------------------------- cascade (kws-eval --verify)
+CASCADE_TH1 = tuple(t for t in L.THRESHOLDS if t >= 0.5)      # first-stage thresholds the cascade tries
+
+
+def _verify_job(args):
+    cfg, items = args
+    from .verify import make_verifier
+    v = make_verifier(dict(cfg, threshold=cfg.get("threshold") or -1.0))
+    out = []
+    for label, t, window in items:
+        c0 = time.thread_time()
+        s = v.score(window, label)
+        out.append((label, t, s, time.thread_time() - c0))
+    return out
+
+
+def _vcache_file(cache_dir, s: dict, cfg: dict):
+    if cache_dir is None or not s.get("path"):
+        return None
+    return Path(cache_dir) / f"{Path(s['path']).stem}__{cfg['kind']}_{cfg['pre_s']:g}_{cfg['post_s']:g}.json"
+
+
+def verify_scores(s: dict, wanted, cfg: dict, workers: int = 2, cache_dir=None, cpu: list | None = None) -> dict:
+    """{(label, time_s): verifier score} for detections `wanted` [(label, time_s)] on set s (its pcm), from the
+    cache (one file per set and window) or computed in `workers` processes (in this one when workers <= 1).
+    cpu: a list that gets the thread CPU seconds of each computed verification."""
+    from ..fileio import atomic_write_bytes
+    from .verify import window_bounds
+    f = _vcache_file(cache_dir, s, cfg)
+    n = len(s["pcm"])
+    known = {}
+    if f is not None and f.is_file():
+        j = json.loads(f.read_text())
+        if j.get("samples") == n:
+            known = {(a, round(float(b), 4)): float(c) for a, b, c in j["scores"]}
+    keys = sorted({(a, round(float(b), 4)) for a, b in wanted})
+    todo = [k for k in keys if k not in known]
+    if todo:
+        items = []
+        for a, t in todo:
+            lo, hi = window_bounds(t, cfg["pre_s"], cfg["post_s"], 16000, n)
+            items.append((a, t, np.asarray(s["pcm"][lo:hi])))
+        chunks = [(cfg, items[i:i + 100]) for i in range(0, len(items), 100)]
+        if workers <= 1 or len(chunks) == 1:
+            outs = [_verify_job(c) for c in chunks]
+        else:
+            from concurrent.futures import ProcessPoolExecutor
+            with ProcessPoolExecutor(workers) as ex:
+                outs = list(ex.map(_verify_job, chunks))
+        for o in outs:
+            for a, t, sc, c in o:
+                known[(a, t)] = sc
+                if cpu is not None:
+                    cpu.append(c)
+        if f is not None:
+            f.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(f, json.dumps({"set": Path(s["path"]).name, "samples": n, "config": cfg,
+                                              "scores": [[a, t, sc] for (a, t), sc in sorted(known.items())]}).encode())
+    return {k: known[k] for k in keys}
+
+
+def cascade_pairs(th1_grid=CASCADE_TH1, v_grid=None) -> list[tuple]:
+    """(first-stage threshold, verifier threshold or None) pairs, in row order."""
+    from .verify import VERIFY_THRESHOLDS
+    return [(float(a), b) for a in th1_grid for b in (VERIFY_THRESHOLDS if v_grid is None else v_grid)]
+
+
+def cascade_set_rows(prog, spotter, sets, K, cfg: dict, pairs, workers: int = 2, cache_dir=None,
+                     cpu: list | None = None) -> list[list[dict]]:
+    """Each set's hits / false accepts for every (first-stage threshold, verifier threshold) pair: the first stage's
+    detections (loso.fast_replay; its re-arm and refractory run as if every detection were reported), kept when
+    the verifier's score on the window around it reaches the verifier threshold (None: all kept). Rows carry
+    "threshold" = the pair's index (so pool_rows / pick_threshold / det_point apply) and "th1" / "vth"."""
+    th1s = sorted({p[0] for p in pairs})
+    per = []
+    for s in sets:
+        Y = L.engine_outputs(prog, L.normalise(prog, s["F"]), K)
+        active = L.vad_active(spotter, s["levels"], s["times"])
+        dets = {t: L.fast_replay(spotter, Y, s["levels"], s["times"], t, active) for t in th1s}
+        need = any(p[1] is not None for p in pairs)
+        sc = verify_scores(s, [(d.label, d.time_s) for ds in dets.values() for d in ds], cfg, workers, cache_dir,
+                           cpu) if need else {}
+        secs = len(s["pcm"]) / 16000
+        rows = []
+        for i, (t1, v) in enumerate(pairs):
+            kept = [d for d in dets[t1] if v is None or sc[(d.label, round(d.time_s, 4))] >= v]
+            r, _ = score_stream(kept, s["events"], secs)
+            rows.append({"threshold": float(i), "th1": t1, "vth": v, **r.to_dict()})
+        per.append(rows)
+    return per
+
+
+def cascade_frontier(kw_rows, neg_rows) -> tuple[np.ndarray, np.ndarray]:
+    """The cascade's DET curve over all its threshold pairs: for each keyword-free FA/h reached, the best hit rate
+    of any pair at or below it (a step curve: FA/h ascending, hit rate non-decreasing)."""
+    fa = np.array([b["false_accepts"] / max(b["hours"], 1e-9) for b in neg_rows])
+    hr = np.array([a["hit_rate"] for a in kw_rows])
+    o = np.lexsort((-hr, fa))
+    return fa[o], np.maximum.accumulate(hr[o])
+
+
+def evaluate_cascade(family: str, sets_dir, program_path, cfg: dict, fa_target: float = 10.0, fa_on: str = "neg",
+                     pairs=None, workers: int = 2, cache_dir=None, K: int | None = None,
+                     recorded_fa_target: float | None = None, recorded_voices=None) -> dict:
+    """One program as the first stage of a cascade with the verifier `cfg` (verify.check_verifier_config; its
+    threshold is ignored: chosen here): the (first-stage, verifier) threshold pair is chosen on the fold's
+    validation sets by loso.pick_threshold (best validation hit rate at <= fa_target FA/h, fa_on as for the plain
+    program), then every test condition is read at that pair (and over all pairs: the cascade's DET curve).
+    recorded_fa_target / recorded_voices: the second validation cap of evaluate_family (loso.pick_threshold's guard on
+    the recorded validation speakers' keyword-free speech), applied to the cascade's pairs the same way.
+    The program file is not changed. CPU seconds per verification are measured (thread time, loaded machine)."""
+    from ..program import StreamProgram
+    from .spotter import KeywordSpotter
+    from .verify import check_verifier_config
+    cfg = check_verifier_config(dict(cfg, threshold=cfg.get("threshold") if cfg.get("threshold") is not None else -1.0))
+    pairs = cascade_pairs() if pairs is None else list(pairs)
+    idx = [float(i) for i in range(len(pairs))]
+    prog = StreamProgram.load(program_path)
+    sp = KeywordSpotter(prog)
+    K = prog.k_max if K is None else K
+    sets_dir = Path(sets_dir)
+    cpu: list = []
+    val = {k: [L.load_set(p) for p in sorted(sets_dir.glob(f"val_{family}_{k}_*.npz"))] for k in ("kw", "neg")}
+    vk = pool_rows(cascade_set_rows(prog, sp, val["kw"], K, cfg, pairs, workers, cache_dir, cpu), idx)
+    vn_per = cascade_set_rows(prog, sp, val["neg"], K, cfg, pairs, workers, cache_dir, cpu)
+    vn = pool_rows(vn_per, idx)
+    guard = None
+    if recorded_fa_target is not None:
+        spk = L.recorded_speakers(recorded_voices)
+        rec = [r for x, r in zip(val["neg"], vn_per) if L.is_recorded(x["meta"].get("voices"), spk)]
+        if not rec:
+            raise FileNotFoundError(f"cascade: no keyword-free validation set of recorded voices (val_{family}_neg_*) "
+                                    f"in {sets_dir}")
+        guard = pool_rows(rec, idx)
+    del val
+    choice = L.pick_threshold(vk, vn, fa_target, fa_on, guard, recorded_fa_target)
+    i = int(choice["threshold"])
+    t1, vth = pairs[i]
+    res = {"program": str(program_path), "verifier": dict(cfg, threshold=vth), "th1": t1, "vth": vth,
+           "pairs": [list(p) for p in pairs], "val_choice": choice, "fa_on": fa_on, "fa_target": fa_target,
+           "val_kw_curve": vk, "val_neg_curve": vn, "conditions": {}}
+    for snr in L.SNRS:
+        name = L.snr_name(snr)
+        kw, neg = L.load_condition(sets_dir, "test", family, name)
+        if not kw:
+            continue
+        rk = pool_rows(cascade_set_rows(prog, sp, kw, K, cfg, pairs, workers, cache_dir, cpu), idx)
+        rn = pool_rows(cascade_set_rows(prog, sp, neg, K, cfg, pairs, workers, cache_dir, cpu), idx) if neg else None
+        a, b = rk[i], (rn[i] if rn else {"false_accepts": 0, "hours": 0.0})
+        res["conditions"][name] = {"hits": a["hits"], "keywords": a["keywords"], "hit_rate": a["hit_rate"],
+                                   "fa_neg": b["false_accepts"], "neg_hours": b["hours"],
+                                   "fa_per_hour_neg": b["false_accepts"] / max(b["hours"], 1e-9),
+                                   "fa_in_kw_stream": a["false_accepts"], "kw_hours": a["hours"],
+                                   "kw_curve": rk, "neg_curve": rn}
+        log.info("cascade %s %s: %d/%d at %.1f FA/h (th1 %s, verifier %s)", Path(program_path).parent.name, name,
+                 a["hits"], a["keywords"], res["conditions"][name]["fa_per_hour_neg"], t1, vth)
+    c = np.array(cpu) if cpu else np.zeros(0)
+    res["verify_cpu"] = {"n": int(len(c)), "mean_ms": float(1e3 * c.mean()) if len(c) else None,
+                         "median_ms": float(1e3 * np.median(c)) if len(c) else None,
+                         "p90_ms": float(1e3 * np.percentile(c, 90)) if len(c) else None}
+    return res
