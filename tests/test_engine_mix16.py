@@ -86,6 +86,12 @@ def test_other_engines_of_an_fp16_program_use_the_rounded_float32_mcat():
     rng = np.random.default_rng(4)
     X, K = rng.standard_normal((15, 2, 5)), rng.integers(1, 8, (15, 2))
     assert rel_err(e.run(X, K), StreamEngine(prog, batch=2, dtype=np.float64, kernel="ref").run(X, K)) <= 1e-12
+    import numba
+    if numba.config.NUMBA_NUM_THREADS >= 2:   # threads=2: the split kernel, on the float32 Mcat (same values)
+        par = StreamEngine(prog, batch=2, threads=2)
+        assert par.layout.dims["mix16"] == 0
+        y_par = par.run(X.astype(np.float32), K).astype(np.float64)
+        assert rel_err(y_par, StreamEngine(prog, batch=2, dtype=np.float64, kernel="ref").run(X, K)) <= TOL32
 
 
 def test_mix_weights_record_and_checks(tmp_path):
