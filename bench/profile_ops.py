@@ -1,6 +1,6 @@
 """Where a step's time goes: each op of `kernels._run` timed alone, in place, on a real engine's arrays.
 
-    python bench/profile_ops.py [--points 1:32,1:4,32:32]      (B:K pairs, edge config)
+    python bench/profile_ops.py [--points 1:32,1:4,32:32] [--fp16]     (B:K pairs, edge config)
 
 Every op runs `reps` times back to back on the state and scratch of an engine that has already
 stepped past its window (so the history is full); the best of 5 such timings, per call of the op
@@ -22,7 +22,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
 from essm_stream import kernels as k  # noqa: E402
-from essm_stream.layout import (CONV_SMALL, D_MODEL, IST_POS, N_LAYERS, O_EPS, O_LN1B, O_LN1G, W_H, W_U,  # noqa: E402
+from essm_stream.layout import (CONV_SMALL, D_MODEL, IST_POS, MIX16, N_LAYERS, O_EPS, O_LN1B, O_LN1G, W_H, W_U,  # noqa: E402
                                 WL)
 from essm_stream.numba_config import njit  # noqa: E402
 
@@ -64,7 +64,10 @@ def _op(X, Ks, W, off, lay, state, ist, work, Y, which, reps):
                 else:
                     k.convolve(Ks, 0, W, off, lay, state, work, B, l, p, Kt)
             elif which == 6:
-                k.mix(Ks, 0, W, off, lay, work, B, l)
+                if lay[MIX16] != 0:   # a --weights fp16 program (--fp16): Mcat's float16 copy
+                    k.mix_h(Ks, 0, W, off, lay, work, B, l)
+                else:
+                    k.mix(Ks, 0, W, off, lay, work, B, l)
             elif which == 7:
                 k.mlp(W, off, lay, work, B, l, ln_eps)
             else:
@@ -72,11 +75,13 @@ def _op(X, Ks, W, off, lay, state, ist, work, Y, which, reps):
     return acc
 
 
-def profile(B: int, K: int, config: str = "edge") -> dict:
+def profile(B: int, K: int, config: str = "edge", fp16: bool = False) -> dict:
     from essm_stream.engine import StreamEngine
     from targets import make_program
     rng = np.random.default_rng(0)
     prog = make_program(config)
+    if fp16:
+        prog = prog.with_mix_weights("fp16")
     eng = StreamEngine(prog, batch=B)
     eng.run(rng.standard_normal((prog.cfg.seq_len + 1, B, prog.cfg.d_in)).astype(np.float32), prog.cfg.k_max)
     X = rng.standard_normal((1, B, prog.cfg.d_in)).astype(np.float32)
@@ -114,13 +119,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--points", default="1:32,1:4,32:32", help="comma-separated B:K pairs")
     ap.add_argument("--config", default="edge", choices=["edge", "paper", "tiny"])
+    ap.add_argument("--fp16", action="store_true", help="the program with --weights fp16 (float16 mixing weights)")
     a = ap.parse_args()
     print(f"load average (1 min) {os.getloadavg()[0]:.2f}; µs per step (all layers), best of 5")
     for pt in a.points.split(","):
         B, K = (int(v) for v in pt.split(":"))
-        r = profile(B, K, a.config)
+        r = profile(B, K, a.config, a.fp16)
         parts = ", ".join(f"{n} {r[n] * 1e6:.1f}" for n in NAMES)
-        print(f"{a.config} B={B} K={K}: step {r['step'] * 1e6:.1f} (median) | {parts}")
+        print(f"{a.config}{' fp16' if a.fp16 else ''} B={B} K={K}: step {r['step'] * 1e6:.1f} (median) | {parts}")
     return 0
 
 

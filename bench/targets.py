@@ -58,6 +58,16 @@ THREADED = ("edge B=1 K=32 vs tuned torch", "edge B=1 K=4 vs tuned torch", "edge
 GAIN_POINTS = ("edge B=1 K=32", "edge B=1 K=4", "edge B=32 K=32", "paper B=1 K=32")
 
 
+# The same B=1 / B=32 / paper targets for the program compiled with `--weights fp16` (mixing weights
+# rounded to float16, read by the engine at half the bytes; docs/PERFORMANCE.md "Half-width mixing
+# weights"): extra lines, labelled; the peers (tuned torch, ONNX Runtime) run the fp32 program, their
+# fastest form, and the machine limits are the same.
+FP16 = "fp16 mixing weights: "
+FP16_LINES = ("edge B=1 K=32 vs tuned torch", "edge B=1 K=4 vs tuned torch", "edge B=1 K=32 vs ONNX Runtime",
+              "edge B=1 K=32 % of sgemm", "edge B=32 K=32 per-stream / B=1", "paper B=1 K=32 / memory floor",
+              "paper B=1 K=32 vs ONNX Runtime")
+
+
 def threaded_name(name: str, n: int) -> str:
     return f"{name}, {n} threads each"   # (peers and limits: the better of 1 and n threads)
 
@@ -198,7 +208,7 @@ def _suffix(n: int) -> str:
 
 
 def measure(reps: int = 7, log=print, with_paper: bool = True, with_start: bool = True,
-            threads: tuple = (1, 2)) -> dict:
+            threads: tuple = (1, 2), fp16: bool = True) -> dict:
     """threads: the thread counts N to measure; for each N > 1 the engine runs with threads=N and
     every peer and machine limit with N threads too (separate contenders, same rounds)."""
     import numba
@@ -240,6 +250,13 @@ def measure(reps: int = 7, log=print, with_paper: bool = True, with_start: bool 
         if with_paper:
             add_engine("engine paper B=1 K=32", paper, 1, 32, 20, th)
             add_onnx("onnx paper B=1 K=32", paper, 1, 32, 20, th)
+    if fp16:   # the same programs with --weights fp16 (one thread; the peers keep the fp32 program)
+        e16 = edge.with_mix_weights("fp16")
+        add_engine("engine fp16 edge B=1 K=32", e16, 1, 32, 400, 1)
+        add_engine("engine fp16 edge B=1 K=4", e16, 1, 4, 600, 1)
+        add_engine("engine fp16 edge B=32 K=32", e16, 32, 32, 40, 1)
+        if with_paper:
+            add_engine("engine fp16 paper B=1 K=32", paper.with_mix_weights("fp16"), 1, 32, 20, 1)
     f_e1, b_e1 = step_cost(edge.cfg, 1, 32)
     f_e32, _ = step_cost(edge.cfg, 32, 32)
     b_p1 = step_cost(paper.cfg, 1, 32)[1] if with_paper else 0
@@ -296,6 +313,20 @@ def measure(reps: int = 7, log=print, with_paper: bool = True, with_start: bool 
         if with_paper:
             ratios[nm("paper B=1 K=32 / memory floor")] = S["engine paper B=1 K=32" + e] / (b_p1 / (S["bw_paper_gbs" + x] * 1e9))
             ratios[nm("paper B=1 K=32 vs ONNX Runtime")] = S["onnx paper B=1 K=32" + x] / S["engine paper B=1 K=32" + e]
+    b16 = 0.0
+    if fp16:
+        r16 = {
+            "edge B=1 K=32 vs tuned torch": S["torch edge B=1 K=32"] / S["engine fp16 edge B=1 K=32"],
+            "edge B=1 K=4 vs tuned torch": S["torch edge B=1 K=4"] / S["engine fp16 edge B=1 K=4"],
+            "edge B=1 K=32 vs ONNX Runtime": S["onnx edge B=1 K=32"] / S["engine fp16 edge B=1 K=32"],
+            "edge B=1 K=32 % of sgemm": 100 * f_e1 / S["engine fp16 edge B=1 K=32"] / (S["sgemm_gflops"] * 1e9),
+            "edge B=32 K=32 per-stream / B=1": S["engine fp16 edge B=32 K=32"] / 32 / S["engine fp16 edge B=1 K=32"],
+        }
+        if with_paper:   # the floor of the fp16 program's own bytes (Mcat at 2 bytes a weight), same bandwidth
+            b16 = step_cost(paper.cfg, 1, 32, mix_itemsize=2)[1]
+            r16["paper B=1 K=32 / memory floor"] = S["engine fp16 paper B=1 K=32"] / (b16 / (S["bw_paper_gbs"] * 1e9))
+            r16["paper B=1 K=32 vs ONNX Runtime"] = S["onnx paper B=1 K=32"] / S["engine fp16 paper B=1 K=32"]
+        ratios.update({FP16 + k: v for k, v in r16.items()})
     gains = {}
     for th in threads:
         if th > 1:
@@ -309,7 +340,7 @@ def measure(reps: int = 7, log=print, with_paper: bool = True, with_start: bool 
     res = {"reps": reps, "samples_s": {k: list(v) for k, v in samples.items()}, "blas": kernel_blas(),
            "threads": list(threads), "tails_s": tails, "threading_layer": layer, "gains": {k: v.tolist() for k, v in gains.items()},
            "ratios": {k: v.tolist() for k, v in ratios.items()},
-           "bytes": {"edge B=1 K=32": b_e1, "paper B=1 K=32": b_p1}, "flops": {"edge B=1 K=32": f_e1, "edge B=32 K=32": f_e32}}
+           "bytes": {"edge B=1 K=32": b_e1, "paper B=1 K=32": b_p1, "paper B=1 K=32 fp16": b16}, "flops": {"edge B=1 K=32": f_e1, "edge B=32 K=32": f_e32}}
     if with_start:
         log("start-up: demo --fast with an empty numba cache, then with it filled (3 rounds) ...")
         st = start_costs(reps=3)   # three fresh caches, each cold then warm
@@ -326,6 +357,8 @@ def _target(name: str):
     if name in TARGETS:
         return TARGETS[name]
     base = re.sub(r", \d+ threads each$", "", name)
+    if base.startswith(FP16):
+        base = base[len(FP16):]
     return TARGETS[base]
 
 
@@ -345,6 +378,10 @@ def lines(res) -> list[str]:
     if any(th > 1 for th in res.get("threads", [1])):
         out.append("(lines '..., N threads each': the engine with threads=N; each peer and machine limit the better "
                    "of its 1-thread and N-thread runs in the same round)")
+    if any(k.startswith(FP16) for k in res["ratios"]):
+        out.append("(lines 'fp16 mixing weights: ...': the engine, one thread, running the same program compiled with "
+                   "--weights fp16 (mixing weights rounded to float16, outputs within ~1e-3 of the fp32 program's); "
+                   "torch and ONNX Runtime run the fp32 program, their fastest form; the other lines are the fp32 program's)")
     if res.get("gains"):
         out.append("")
         out.append("threads: the engine with N threads against itself with one, same rounds (GAIN: N threads faster "
@@ -379,6 +416,8 @@ def lines(res) -> list[str]:
         out.append(f"  engine's convolution BLAS: {res['blas']}")
     b = res["bytes"]
     paper = f", paper B=1 K=32 {b['paper B=1 K=32'] / 1e6:.1f} MB" if b["paper B=1 K=32"] else ""   # (--no-paper: not measured)
+    if b.get("paper B=1 K=32 fp16"):
+        paper += f" ({b['paper B=1 K=32 fp16'] / 1e6:.1f} MB with fp16 mixing weights: that program's floor)"
     out.append(f"  working sets: edge B=1 K=32 {b['edge B=1 K=32'] / 1e6:.2f} MB{paper}")
     if "start" in res:
         for k in ("cold", "warm"):

@@ -71,13 +71,16 @@ def compile_weights(weights: dict[str, np.ndarray], cfg: ESSMConfig) -> dict[str
 
 def compile_model(model, source_checkpoint: str | os.PathLike | None = None, frontend: dict | None = None,
                   budget_profile: dict | None = None, spectral: str = "exact", tol: float = 1e-3,
-                  lds_buffered: bool = True, lds_weighted: bool = False, lds_n_max: int = 64) -> StreamProgram:
+                  lds_buffered: bool = True, lds_weighted: bool = False, lds_n_max: int = 64,
+                  mix_weights: str = "fp32") -> StreamProgram:
     """ESSMModel -> StreamProgram. Reads the weights only through `model.export_weights()`.
 
     spectral="exact": the ring-buffer FIR (equals the model). spectral="lds": the filter bank as a
     ladder of N ≪ L poles fitted to max filter error <= tol (essm_stream/lds.py; N per layer and the
     measured per-filter error are recorded in the program); lds_buffered=False is the no-buffer
-    variant for MCU-class targets (~1e-2), lds_weighted weights filter k by ||M_k||."""
+    variant for MCU-class targets (~1e-2), lds_weighted weights filter k by ||M_k||.
+    mix_weights="fp16" (opt-in): the mixing weights Mcat rounded to float16 values, which float32
+    engines read from a half-width copy (StreamProgram.with_mix_weights; docs/PERFORMANCE.md)."""
     if spectral not in ("exact", "lds"):
         raise ProgramError(f"spectral must be 'exact' or 'lds', got {spectral!r}")
     cfg = getattr(model, "cfg", None)
@@ -107,4 +110,4 @@ def compile_model(model, source_checkpoint: str | os.PathLike | None = None, fro
     if spectral == "lds":
         from .lds import lds_program
         prog = lds_program(prog, tol=tol, buffered=lds_buffered, weighted=lds_weighted, n_max=lds_n_max)
-    return prog
+    return prog.with_mix_weights(mix_weights)

@@ -38,6 +38,7 @@ from . import kernels as _k
 from . import layout as _lo
 from .errors import BudgetError, ConfigError, ESSMError, NonFiniteInputError, ShapeError
 from .numba_config import JIT_DISABLED, limit_blas_threads
+from .numba_config import half_widening as _half_widening
 from .program import StreamProgram
 
 log = logging.getLogger(__name__)
@@ -165,8 +166,14 @@ class StreamEngine:
             from .reference import stream_run_ref
             self._kernel = stream_run_ref
         B = self.batch
+        # mix_weights="fp16": a float32 single-thread exact engine mixes from Mcat's float16 copy (half the
+        # bytes); other engines (float64, threads > 1, LDS, no hardware half widening) mix the same
+        # float16-rounded values from the float32 Mcat
+        mix16 = (getattr(program, "mix_weights", "fp32") == "fp16" and dt == np.float32 and self.threads == 1
+                 and program.spectral is None and _half_widening())
         self.layout = lay = _lo.Layout(cfg, B, program.spectral, threads=self.threads,
-                                                  par_min=parallel_min_work() if self.threads > 1 else (0, 0))   # spectral: exact FIR or LDS ladder
+                                       par_min=parallel_min_work() if self.threads > 1 else (0, 0),
+                                       mix16=mix16)   # spectral: exact FIR or LDS ladder
         need = dt.itemsize * (lay.n_w + lay.state_len + lay.work_total + 2 * B * (cfg.d_in + cfg.d_out))
         if max_bytes is not None and need > max_bytes:
             raise ConfigError(f"this engine would need {need / 2**20:.1f} MiB (program {program!r}, batch={B}, "

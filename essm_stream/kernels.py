@@ -29,9 +29,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from llvmlite import ir
 from numba import prange, types
 from numba.core.errors import TypingError
-from numba.extending import overload
+from numba.extending import intrinsic, overload
 
 from .layout import (D_GATE, D_HIDDEN, D_IN, D_MODEL, D_OUT, GATED, IST_ERR_B, IST_ERR_J,  # noqa: F401
                      IST_ERR_K, IST_ERR_T, IST_NREPLACED, IST_POOL, IST_POS, IST_T, K_MAX, L_WIN, MLP,
@@ -41,8 +42,8 @@ from .layout import (D_GATE, D_HIDDEN, D_IN, D_MODEL, D_OUT, GATED, IST_ERR_B, I
                      W_X, W_Z, WL, W_UNDO, IST_SKIPPED, WB_C)
 from .kernels_lds import lds_convolve, lds_ring, lds_undo
 from .kernels_lru import lru_mix, lru_undo
-from .layout import CONV_SMALL, HIST_BLK, LDS, LRU_KIND, PAR_MIN_B, PAR_MIN_K, THREADS, WB_HP, hist_block
-from .numba_config import njit
+from .layout import CONV_SMALL, HIST_BLK, LDS, LRU_KIND, MIX16, O_MCATH, PAR_MIN_B, PAR_MIN_K, THREADS, WB_HP, hist_block
+from .numba_config import JIT_DISABLED, njit
 
 OK, ERR_NONFINITE, ERR_BUDGET, ERR_OVERFLOW = 0, 1, 2, 3
 # Frame ist[IST_ERR_T] (of this call's block) overflowed and the step stopped there with its writes
@@ -57,6 +58,9 @@ MODE_FIR_SMALL = 3
 # ring-buffer FIR whose convolution and mixing are split into lay[THREADS] tasks that run on numba's
 # thread pool (the engine's threads=N): the streams for B >= 4 N, the filter channels below
 MODE_FIR_PAR = 4
+# MODE_FIR / MODE_FIR_SMALL whose mixing reads the float16 copy of Mcat (lay[MIX16], segment Mcat.h):
+# programs with mix_weights="fp16" on float32 engines (modes of their own: nothing else compiles them)
+MODE_FIR_H, MODE_FIR_SMALL_H = 5, 6
 
 ACC = np.float64   # accumulator of the short reductions (see module doc)
 
@@ -257,6 +261,156 @@ def gemm_nt(A, a0, lda, Bm, b0, ldb, n, out, o0, ldo, Ma, Nb, acc):
             _tile1x1(A, a0 + i * lda, Bm, b0 + j * ldb, n, out, o0 + i * ldo + j, racc)
             j += 1
         i += 1
+
+
+# --------------------------------------------------------------------------------------------
+# The same products with B stored as IEEE half bits (uint16): a program with mix_weights="fp16"
+# (layout segment "Mcat.h"). Each weight is widened to float32 as it is loaded (`_h2f`: LLVM's
+# fpext from half, F16C's vcvtph2ps on x86, one instruction per 8 values), then the float32 dot
+# products of the tiles above; half the bytes of the B=1 mixing, which reads Mcat from L3
+# (docs/PERFORMANCE.md "Half-width mixing weights"). Groups of four streams run 4 × 4 register tiles
+# (each weight row widened once per group), single streams the 8-row GEMV tile, the rest one by one.
+# --------------------------------------------------------------------------------------------
+
+if JIT_DISABLED:
+    def _h2f(x):
+        return np.float32(np.uint16(x).view(np.float16))
+else:
+    @intrinsic
+    def _h2f(typingctx, x):
+        """float16 bits (uint16) -> float32, exactly."""
+        sig = types.float32(types.uint16)
+
+        def codegen(context, builder, signature, args):
+            return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+        return sig, codegen
+
+
+@njit
+def _tile1x8h(A, pa, H, pb, ldb, n, out, q):
+    """out[q + c] += Σ_m A[pa + m] half(H[pb + c ldb + m]) for c < 8."""
+    A0 = A[pa:pa + n]
+    B0 = H[pb:pb + n]
+    B1 = H[pb + ldb:pb + ldb + n]
+    B2 = H[pb + 2 * ldb:pb + 2 * ldb + n]
+    B3 = H[pb + 3 * ldb:pb + 3 * ldb + n]
+    B4 = H[pb + 4 * ldb:pb + 4 * ldb + n]
+    B5 = H[pb + 5 * ldb:pb + 5 * ldb + n]
+    B6 = H[pb + 6 * ldb:pb + 6 * ldb + n]
+    B7 = H[pb + 7 * ldb:pb + 7 * ldb + n]
+    z = out.dtype.type(0)
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = z
+    for m in range(n):
+        x = A0[m]
+        s0 += x * _h2f(B0[m])
+        s1 += x * _h2f(B1[m])
+        s2 += x * _h2f(B2[m])
+        s3 += x * _h2f(B3[m])
+        s4 += x * _h2f(B4[m])
+        s5 += x * _h2f(B5[m])
+        s6 += x * _h2f(B6[m])
+        s7 += x * _h2f(B7[m])
+    out[q] += s0
+    out[q + 1] += s1
+    out[q + 2] += s2
+    out[q + 3] += s3
+    out[q + 4] += s4
+    out[q + 5] += s5
+    out[q + 6] += s6
+    out[q + 7] += s7
+
+
+@njit
+def _tile4x4h(A, pa, lda, H, pb, ldb, n, out, q, ldo):
+    """out[q + i ldo + j] += Σ_m A_i[m] half(H_j[m]) for i, j < 4 (four streams against four weight rows)."""
+    A0 = A[pa:pa + n]
+    A1 = A[pa + lda:pa + lda + n]
+    A2 = A[pa + 2 * lda:pa + 2 * lda + n]
+    A3 = A[pa + 3 * lda:pa + 3 * lda + n]
+    B0 = H[pb:pb + n]
+    B1 = H[pb + ldb:pb + ldb + n]
+    B2 = H[pb + 2 * ldb:pb + 2 * ldb + n]
+    B3 = H[pb + 3 * ldb:pb + 3 * ldb + n]
+    z = out.dtype.type(0)
+    s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = z
+    s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = z
+    for m in range(n):
+        x0 = A0[m]
+        x1 = A1[m]
+        x2 = A2[m]
+        x3 = A3[m]
+        y0 = _h2f(B0[m])
+        y1 = _h2f(B1[m])
+        y2 = _h2f(B2[m])
+        y3 = _h2f(B3[m])
+        s00 += x0 * y0
+        s01 += x0 * y1
+        s02 += x0 * y2
+        s03 += x0 * y3
+        s10 += x1 * y0
+        s11 += x1 * y1
+        s12 += x1 * y2
+        s13 += x1 * y3
+        s20 += x2 * y0
+        s21 += x2 * y1
+        s22 += x2 * y2
+        s23 += x2 * y3
+        s30 += x3 * y0
+        s31 += x3 * y1
+        s32 += x3 * y2
+        s33 += x3 * y3
+    out[q] += s00
+    out[q + 1] += s01
+    out[q + 2] += s02
+    out[q + 3] += s03
+    out[q + ldo] += s10
+    out[q + ldo + 1] += s11
+    out[q + ldo + 2] += s12
+    out[q + ldo + 3] += s13
+    out[q + 2 * ldo] += s20
+    out[q + 2 * ldo + 1] += s21
+    out[q + 2 * ldo + 2] += s22
+    out[q + 2 * ldo + 3] += s23
+    out[q + 3 * ldo] += s30
+    out[q + 3 * ldo + 1] += s31
+    out[q + 3 * ldo + 2] += s32
+    out[q + 3 * ldo + 3] += s33
+
+
+@njit
+def _tile1x1h(A, pa, H, pb, n, out, q):
+    A0 = A[pa:pa + n]
+    B0 = H[pb:pb + n]
+    s = out.dtype.type(0)
+    for m in range(n):
+        s += A0[m] * _h2f(B0[m])
+    out[q] += s
+
+
+@njit
+def gemm_nt_h(A, a0, lda, H, b0, ldb, n, out, o0, ldo, Ma, Nb):
+    """out[o0 + i ldo + j] += Σ_{m<n} A[a0 + i lda + m] half(H[b0 + j ldb + m]), i < Ma, j < Nb."""
+    i = 0
+    while i + 4 <= Ma:          # four streams: 4 × 4 register tiles, each weight row read once per group
+        j = 0
+        while j + 4 <= Nb:
+            _tile4x4h(A, a0 + i * lda, lda, H, b0 + j * ldb, ldb, n, out, o0 + i * ldo + j, ldo)
+            j += 4
+        while j < Nb:
+            for r in range(i, i + 4):
+                _tile1x1h(A, a0 + r * lda, H, b0 + j * ldb, n, out, o0 + r * ldo + j)
+            j += 1
+        i += 4
+    if i < Ma:
+        j = 0
+        while j + 8 <= Nb:      # eight weight rows, each remaining row of A against them
+            for r in range(i, Ma):
+                _tile1x8h(A, a0 + r * lda, H, b0 + j * ldb, ldb, n, out, o0 + r * ldo + j)
+            j += 8
+        while j < Nb:
+            for r in range(i, Ma):
+                _tile1x1h(A, a0 + r * lda, H, b0 + j * ldb, n, out, o0 + r * ldo + j)
+            j += 1
 
 
 def gemm_nt_ref(A, a0, lda, Bm, b0, ldb, n, out, o0, ldo, Ma, Nb, acc):
@@ -661,6 +815,29 @@ def mix(Ks, t, W, off, lay, work, B, l):
 
 
 @njit(inline="always")
+def mix_h(Ks, t, W, off, lay, work, B, l):
+    """mix with Mcat read from its float16 copy (segment Mcat.h: the same values, half the bytes)."""
+    wl, d = lay[WL], lay[D_MODEL]
+    sV = lay[W_V]
+    ldM = (lay[K_MAX] + 1) * d
+    H = W.view(np.uint16)
+    b0 = 0
+    while b0 < B:
+        nb = min(4, B - b0)
+        kg = 1
+        for b in range(b0, b0 + nb):
+            if Ks[t, b] > kg:
+                kg = Ks[t, b]
+        for b in range(b0, b0 + nb):
+            wb = b * wl
+            for m in range((Ks[t, b] + 1) * d, (kg + 1) * d):
+                work[wb + sV + m] = 0.0
+        gemm_nt_h(work, b0 * wl + sV, wl, H, 2 * seg(off, O_MCATH, l), ldM, (kg + 1) * d,
+                  work, b0 * wl + lay[W_H], wl, nb, d)
+        b0 += nb
+
+
+@njit(inline="always")
 def _mix_streams(Ks, t, W, off, lay, work, b_lo, b_hi, l):
     """mix for the streams b_lo <= b < b_hi (one task's streams, threads > 1)."""
     wl, d = lay[WL], lay[D_MODEL]
@@ -949,6 +1126,10 @@ def layer_mixer(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode):
         _mixer_fir_small(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode)
     elif mode == MODE_FIR_PAR:
         _mixer_fir_par(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode)
+    elif mode == MODE_FIR_H:
+        _mixer_fir_h(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode)
+    elif mode == MODE_FIR_SMALL_H:
+        _mixer_fir_small_h(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode)
     else:
         _mixer_fir(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode)
 
@@ -967,6 +1148,22 @@ def _mixer_fir_small(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mod
         gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps)
     convolve_small(Ks, t, W, off, lay, state, work, B, l, p, Kt)   # (few rows: the numba loop)
     mix(Ks, t, W, off, lay, work, B, l)
+
+
+def _mixer_fir_h(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode):
+    ring_write(state, work, lay, B, l, p)
+    if lay[GATED] != 0:
+        gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps)
+    convolve(Ks, t, W, off, lay, state, work, B, l, p, Kt)
+    mix_h(Ks, t, W, off, lay, work, B, l)                    # (Mcat's float16 copy)
+
+
+def _mixer_fir_small_h(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode):
+    ring_write(state, work, lay, B, l, p)
+    if lay[GATED] != 0:
+        gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps)
+    convolve_small(Ks, t, W, off, lay, state, work, B, l, p, Kt)
+    mix_h(Ks, t, W, off, lay, work, B, l)
 
 
 def _mixer_fir_par(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode):
@@ -1037,7 +1234,8 @@ def _ol_layer_mixer(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode
     # the mode's mixer is the implementation itself (plain Python, compiled here with its ops
     # inlined once), not a wrapper that inlines it: one copy of its IR fewer (cold start)
     return {MODE_FIR: _mixer_fir, MODE_LDS: _mixer_lds, MODE_LRU: _mixer_lru,
-            MODE_FIR_SMALL: _mixer_fir_small, MODE_FIR_PAR: _mixer_fir_par}[_literal_mode(mode)]
+            MODE_FIR_SMALL: _mixer_fir_small, MODE_FIR_PAR: _mixer_fir_par,
+            MODE_FIR_H: _mixer_fir_h, MODE_FIR_SMALL_H: _mixer_fir_small_h}[_literal_mode(mode)]
 
 
 @overload(undo_mixer)
@@ -1138,6 +1336,18 @@ def stream_run_fir_par(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
 
 
 @njit
+def stream_run_fir_h(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
+    """stream_run for exact programs with mix_weights="fp16" (lay[MIX16]: Mcat's float16 copy mixed)."""
+    return _run(X, Ks, W, off, lay, state, ist, work, Y, nan_zero, 5)
+
+
+@njit
+def stream_run_fir_small_h(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
+    """stream_run_fir_small with Mcat's float16 copy mixed (lay[MIX16])."""
+    return _run(X, Ks, W, off, lay, state, ist, work, Y, nan_zero, 6)
+
+
+@njit
 def stream_run_lds(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
     """stream_run for spectral="lds" programs."""
     return _run(X, Ks, W, off, lay, state, ist, work, Y, nan_zero, 1)
@@ -1183,6 +1393,8 @@ def kernel_for(lay):
     compiled at all (≈ 0.3-0.7 s of a cold start, bench/startup.py --compile)."""
     if lay[THREADS] > 1:     # (the engine's threads=N: conv_mix_par; it runs the few-row loop itself)
         fir = stream_run_fir_par
+    elif lay[MIX16] != 0:    # (mix_weights="fp16" on a float32 engine)
+        fir = stream_run_fir_small_h if lay[CONV_SMALL] > 1 else stream_run_fir_h
     else:
         fir = stream_run_fir_small if lay[CONV_SMALL] > 1 else stream_run_fir
     return _of_mode(lay, fir, stream_run_lds, stream_run_lru)

@@ -139,6 +139,13 @@ SEGMENTS: tuple[Segment, ...] = (
             doc="readout of the raw section states: c_k = Σ_n C[k, n] v_n ≈ (Φ_k * u)(t) (σ^{1/4} is in Mcat)"),
     Segment("lds.err", lambda g: (g["k_max"],), per_layer=True, when=_lds, packed=False,
             doc="measured per-filter fit error, relative to the bank's largest filter (record)"),
+    # mix_weights="fp16" programs on float32 engines (named dim mix16): Mcat again as IEEE half bits,
+    # two to a float32 slot, read by the single-thread exact kernel's mixing instead of Mcat (half the
+    # bytes of the step's largest read); Mcat itself (the same values, exact in float32) stays for
+    # the reference and the other modes. Not stored: made from Mcat by Layout.pack.
+    Segment("Mcat.h", lambda g: ((g["d"] * (g["k_max"] + 1) * g["d"] + 1) // 2,), per_layer=True,
+            when=lambda g: bool(g.get("mix16", 0)) and _essm(g), stored=False,
+            doc="Mcat as float16 bits (uint16), row stride (K̄+1) d halves; two per float32 slot"),
 )
 PACKED = tuple(s.name for s in SEGMENTS if s.packed)
 _SEG = {name: i for i, name in enumerate(PACKED)}
@@ -152,6 +159,7 @@ O_FC2W, O_FC2B, O_EPS = _SEG["fc2.W"], _SEG["fc2.b"], _SEG["eps"]
 O_LRU_LAMRE, O_LRU_LAMIM, O_LRU_BTRE, O_LRU_BTIM, O_LRU_CRE, O_LRU_CIM, O_LRU_D = (
     _SEG["lru." + n] for n in ("lam_re", "lam_im", "bt_re", "bt_im", "c_re", "c_im", "D"))
 O_LDSA, O_LDSBL, O_LDSC = _SEG["lds.a"], _SEG["lds.bL"], _SEG["lds.C"]
+O_MCATH = _SEG["Mcat.h"]
 
 
 def program_shapes(cfg: ESSMConfig, spectral: dict | None = None) -> dict[str, tuple[int, ...]]:
@@ -163,11 +171,11 @@ def program_shapes(cfg: ESSMConfig, spectral: dict | None = None) -> dict[str, t
 # -- named dims --------------------------------------------------------------------------------
 
 DIMS = ("d_in", "d", "d_out", "n_layers", "L", "k_max", "d_gate", "d_hidden", "gated", "mlp",
-        "pool_W", "pooled", "lru", "n_state", "lds", "lds_n", "lds_buf", "hist_blk", "conv_small", "threads", "par_min_k", "par_min_b")
+        "pool_W", "pooled", "lru", "n_state", "lds", "lds_n", "lds_buf", "hist_blk", "conv_small", "threads", "par_min_k", "par_min_b", "mix16")
 # (the threads dims sit at the end of LAY, after the BATCH offsets, not after conv_small: every
 # entry the single-thread kernel reads keeps its index, so its machine code is the same as before
 # they existed; named dims are looked up by name, never by position)
-_TAIL_DIMS = ("threads", "par_min_k", "par_min_b")
+_TAIL_DIMS = ("threads", "par_min_k", "par_min_b", "mix16")
 
 HIST_COLS = 64   # columns (streams × channels) per block of the history, see hist_blk
 
@@ -185,7 +193,7 @@ def _conv_small_rows() -> int:
 
 
 def named_dims(cfg: ESSMConfig, spectral: dict | None = None, threads: int = 1,
-               par_min: tuple[int, int] = (0, 0)) -> dict[str, int]:
+               par_min: tuple[int, int] = (0, 0), mix16: bool = False) -> dict[str, int]:
     """The sizes the kernel reads; d_gate / d_hidden / pool_W are 0 / 0 / 1 when the config does not use them.
 
     spectral: the program's spectral record (None = exact ring-buffer FIR). For an LDS record,
@@ -193,7 +201,9 @@ def named_dims(cfg: ESSMConfig, spectral: dict | None = None, threads: int = 1,
     threads: the tasks a layer's convolution and mixing are split into (the engine's `threads`;
     1 = the single-thread kernel; exact programs only); par_min_k / par_min_b: a frame whose
     B·K_t·d·(L + d) is below it (split by filter channels, B < 4 threads / by streams) runs them on
-    the calling thread alone (the engine's policy: engine.parallel_min_work)."""
+    the calling thread alone (the engine's policy: engine.parallel_min_work). mix16: the mixing reads
+    the float16 copy of Mcat (segment "Mcat.h"; the engine sets it for mix_weights="fp16" programs
+    on float32 engines with threads=1, exact mode, where the CPU widens half in hardware)."""
     pool = pooled(cfg)
     lds = spectral is not None and spectral.get("mode") == "lds"
     no_lds = {"lds": 0, "lds_n": 0, "lds_buf": 0}
@@ -202,7 +212,8 @@ def named_dims(cfg: ESSMConfig, spectral: dict | None = None, threads: int = 1,
                 "L": 1, "k_max": 1, "d_gate": 0, "d_hidden": cfg.mlp_ratio * cfg.d_model if cfg.mlp else 0,
                 "gated": 0, "mlp": int(cfg.mlp), "pool_W": cfg.pool_window if pool else 1,
                 "pooled": int(pool), "lru": 1, "n_state": max(cfg.layer_states()), **no_lds,
-                "hist_blk": hist_blk(cfg.d_model), "conv_small": 1, "threads": 1, "par_min_k": 0, "par_min_b": 0}
+                "hist_blk": hist_blk(cfg.d_model), "conv_small": 1, "threads": 1, "par_min_k": 0, "par_min_b": 0,
+                "mix16": 0}
     return {"d_in": cfg.d_in, "d": cfg.d_model, "d_out": cfg.d_out, "n_layers": cfg.n_layers,
             "L": cfg.seq_len, "k_max": cfg.k_max, "d_gate": cfg.d_gate if cfg.gated else 0,
             "d_hidden": cfg.mlp_ratio * cfg.d_model if cfg.mlp else 0, "gated": int(cfg.gated),
@@ -210,7 +221,8 @@ def named_dims(cfg: ESSMConfig, spectral: dict | None = None, threads: int = 1,
             "lru": 0, "n_state": 0, "lds": int(lds), "lds_n": max(spectral["n"]) if lds else 0,
             "lds_buf": int(lds and bool(spectral["buffered"])), "hist_blk": hist_blk(cfg.d_model),
             "conv_small": _conv_small_rows(), "threads": int(threads) if not lds else 1,
-            "par_min_k": int(par_min[0]), "par_min_b": int(par_min[1])}
+            "par_min_k": int(par_min[0]), "par_min_b": int(par_min[1]),
+            "mix16": int(bool(mix16) and not lds and int(threads) == 1)}
 
 
 @dataclass(frozen=True)
@@ -275,7 +287,8 @@ LAY = tuple(n for n in DIMS if n not in _TAIL_DIMS) + tuple("w_" + s.name for s 
 _LAY = {name: i for i, name in enumerate(LAY)}
 N_LAY = len(LAY)
 (D_IN, D_MODEL, D_OUT, N_LAYERS, L_WIN, K_MAX, D_GATE, D_HIDDEN, GATED, MLP, POOL_W, POOLED,
- LRU_KIND, N_STATE, LDS, LDS_N, LDS_BUF, HIST_BLK, CONV_SMALL, THREADS, PAR_MIN_K, PAR_MIN_B) = (_LAY[n] for n in DIMS)
+ LRU_KIND, N_STATE, LDS, LDS_N, LDS_BUF, HIST_BLK, CONV_SMALL, THREADS, PAR_MIN_K, PAR_MIN_B, MIX16) = (
+    _LAY[n] for n in DIMS)
 W_X, W_H, W_U, W_Z, W_V, W_G, W_S, W_A, W_O = (_LAY["w_" + s] for s in "xhuzVgsao")
 W_UNDO = _LAY["w_undo"]
 W_LRU_UNDO = _LAY["w_lru_undo"]
@@ -320,8 +333,14 @@ def packed_shapes(g: dict) -> dict[str, tuple[int, ...]]:
 def unpack(W: np.ndarray, off: np.ndarray, lay: np.ndarray) -> dict[str, np.ndarray]:
     """The packed segments of W as float64 arrays (copies), for the reference and for checks."""
     out = {}
-    for i, (name, shape) in enumerate(packed_shapes(dims_of_lay(lay)).items()):
+    g = dims_of_lay(lay)
+    for i, (name, shape) in enumerate(packed_shapes(g).items()):
         size = int(np.prod(shape))
+        if name == "Mcat.h" and size:   # half bits, decoded to the (n_layers, d, (K̄+1) d) values they hold
+            n = g["d"] * (g["k_max"] + 1) * g["d"]
+            h = W[off[2 * i]:off[2 * i] + size].view(np.uint16).reshape(g["n_layers"], -1)[:, :n]
+            out[name] = h.view(np.float16).astype(np.float64).reshape(g["n_layers"], g["d"], -1)
+            continue
         out[name] = np.asarray(W[off[2 * i]:off[2 * i] + size], dtype=np.float64).reshape(shape)
     return out
 
@@ -331,9 +350,9 @@ class Layout:
     (work: B per-stream strides of work_len, then the BATCH sections; work_total in all)."""
 
     def __init__(self, cfg: ESSMConfig, batch: int = 1, spectral: dict | None = None, threads: int = 1,
-                 par_min: tuple[int, int] = (0, 0)):
+                 par_min: tuple[int, int] = (0, 0), mix16: bool = False):
         self.cfg, self.batch = cfg, int(batch)
-        g = self.dims = named_dims(cfg, spectral, threads, par_min)
+        g = self.dims = named_dims(cfg, spectral, threads, par_min, mix16)
         self.shapes = packed_shapes(g)
         per_layer = {s.name: s.per_layer for s in SEGMENTS}
         lay = np.zeros(N_LAY, dtype=np.int64)
@@ -382,6 +401,13 @@ class Layout:
         for i, name in enumerate(PACKED):
             shape = self.shapes[name]
             size = int(np.prod(shape))
+            if size and name == "Mcat.h":   # Mcat's float16 bits, each layer's rows at its stride
+                if np.dtype(dtype) != np.float32:
+                    raise ValueError("segment Mcat.h (mix16) packs into a float32 weight vector only")
+                m = np.asarray(arrays["Mcat"], dtype=np.float64).reshape(self.dims["n_layers"], -1)
+                h = W[self.off[2 * i]:self.off[2 * i] + size].view(np.uint16).reshape(self.dims["n_layers"], -1)
+                h[:, :m.shape[1]] = m.astype(np.float16).view(np.uint16)
+                continue
             if size:
                 a = np.asarray(arrays[name], dtype=np.float64)
                 if a.shape != shape:

@@ -267,3 +267,32 @@ def conv_small_rows() -> int:
         return n
     cores = [c.lower() for c in scipy_blas_cores()]
     return 1 if cores and all(c in _SMALL_MATRIX_CORES for c in cores) else CONV_SMALL_ROWS
+
+
+@functools.lru_cache(maxsize=1)
+def half_widening() -> bool:
+    """Does the machine code numba makes here widen float16 to float32 in hardware? (x86 with F16C,
+    which every AVX2 CPU has; ARMv8.) A program with mix_weights="fp16" mixes from its float16 copy
+    of Mcat only then; elsewhere LLVM would call a soft-float routine per weight, and the engine
+    mixes the same (float16-rounded) values from the float32 Mcat instead. $ESSM_MIX16=0 / 1
+    overrides (measurements, tests)."""
+    env = os.environ.get("ESSM_MIX16")
+    if env in ("0", "1"):
+        return env == "1"
+    import platform
+    machine = platform.machine().lower()
+    if machine in ("aarch64", "arm64"):
+        return True
+    if machine not in ("x86_64", "amd64"):
+        return False
+    from numba.core import config
+    name = (config.CPU_NAME or "host").lower()
+    feats = config.CPU_FEATURES
+    if feats:                                  # explicit feature string (numba's NUMBA_CPU_FEATURES)
+        return "+f16c" in feats.split(",")
+    if name == "host":
+        import llvmlite.binding as llvm
+        return bool(llvm.get_host_cpu_features().get("f16c", False))
+    # a named CPU (NUMBA_CPU_NAME, e.g. the AVX2 emulation's haswell): F16C from Ivy Bridge / Bulldozer on
+    return name not in ("generic", "x86-64", "core2", "nehalem", "westmere", "sandybridge", "corei7",
+                        "corei7-avx", "atom", "bonnell", "silvermont", "btver1", "amdfam10", "k8")

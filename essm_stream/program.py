@@ -12,7 +12,14 @@ header's `__metadata__` holds one key, "essm_program", a JSON document:
      "provenance": {"created": ISO-8601 UTC, "package_version": str, "source_checkpoint": str|None,
                     "source_sha256": str|None},
      "frontend": dict|None, "budget_profile": dict|None,
-     "spectral": LDS record (only in programs compiled with spectral="lds"; see lds.validate_spectral)}
+     "spectral": LDS record (only in programs compiled with spectral="lds"; see lds.validate_spectral),
+     "mix_weights": "fp16" (only in programs compiled with mix_weights="fp16"; absent = "fp32")}
+
+mix_weights="fp16" (opt-in, `essm-stream compile --weights fp16`): the mixing weights Mcat are
+rounded to IEEE float16 values (still stored as float64; `load` checks they are), so that a float32
+engine can read them from a half-width copy (docs/PERFORMANCE.md "Half-width mixing weights"). The
+numpy reference and float64 engines compute with the same rounded values. Files without the key
+(every file written before it existed) are fp32 programs.
 
 spectral="lds" programs add the arrays lds.a, lds.bL (n_layers, N), lds.C (n_layers, K̄, N) and
 lds.err (n_layers, K̄) (layout.SEGMENTS) and record mode, tol, buffered, weighted, n_max, N per
@@ -64,9 +71,23 @@ MAX_HEADER_BYTES = 64 << 20     # safetensors JSON header (holds the frontend, e
 MAX_JSON_DEPTH = 32             # nesting of the metadata JSON (frontend / budget_profile are shallow)
 _DIGEST_TAG = b"essm-stream-program-digest-v1\0"
 OPTIONAL_META_KEYS = {"model_kind",    # "lru" for an LRU program (absent: ES-SSM)
-                      "spectral"}      # the LDS record of a spectral="lds" program (absent: exact)
+                      "spectral",      # the LDS record of a spectral="lds" program (absent: exact)
+                      "mix_weights"}   # "fp16": Mcat holds float16 values (absent: "fp32")
+MIX_WEIGHTS = ("fp32", "fp16")
+FP16_MAX = 65504.0
 PROVENANCE_KEYS = {"created", "package_version", "source_checkpoint", "source_sha256"}
 PROFILE_COLUMNS = ("accuracy", "latency_s", "energy_j")
+
+
+def round_mix_weights(mcat: np.ndarray) -> np.ndarray:
+    """Mcat rounded to the nearest float16 values (round to nearest even), as float64. Refuses a
+    weight beyond float16's range (|w| > 65504) with a ProgramError; values below 2^-24 become 0."""
+    m = np.asarray(mcat, dtype=np.float64)
+    big = float(np.max(np.abs(m))) if m.size else 0.0
+    if not big <= FP16_MAX:
+        raise ProgramError(f"mix_weights='fp16': a mixing weight of magnitude {big:.4g} is beyond float16's "
+                           f"range (±{FP16_MAX:g}); keep mix_weights='fp32' for this model")
+    return m.astype(np.float16).astype(np.float64)
 
 
 def expected_shapes(cfg: ESSMConfig, spectral: dict | None = None) -> dict[str, tuple[int, ...]]:
@@ -159,7 +180,7 @@ class StreamProgram:
 
     def __init__(self, cfg: ESSMConfig, arrays: dict[str, np.ndarray], provenance: dict | None = None,
                  frontend: dict | None = None, budget_profile: dict | None = None,
-                 spectral: dict | None = None):
+                 spectral: dict | None = None, mix_weights: str = "fp32"):
         if not isinstance(cfg, (ESSMConfig, LRUConfig)):
             raise ProgramError(f"StreamProgram needs an ESSMConfig (or an LRUConfig), got {type(cfg).__name__}")
         self.cfg = cfg
@@ -177,6 +198,16 @@ class StreamProgram:
                 _lds.check_lds_arrays(self.arrays, self.spectral)
             except ConfigError as e:
                 raise ProgramError(str(e)) from None
+        if mix_weights not in MIX_WEIGHTS:
+            raise ProgramError(f"mix_weights must be one of {list(MIX_WEIGHTS)}, got {mix_weights!r:.40}")
+        if mix_weights == "fp16":
+            if "Mcat" not in self.arrays:
+                raise ProgramError("mix_weights='fp16' applies to ES-SSM programs (an LRU program has no Mcat)")
+            m = self.arrays["Mcat"]
+            if not np.array_equal(round_mix_weights(m), m):
+                raise ProgramError("mix_weights='fp16' but array 'Mcat' holds values that are not float16 values "
+                                   "(make such a program with StreamProgram.with_mix_weights('fp16'))")
+        self.mix_weights = mix_weights
         prov = {"created": None, "package_version": None, "source_checkpoint": None, "source_sha256": None}
         prov.update(provenance or {})
         unknown = set(prov) - PROVENANCE_KEYS
@@ -211,7 +242,26 @@ class StreamProgram:
                 f"L={c.seq_len}, K̄={c.k_max}, variant={c.variant!r}, head={c.head!r}"
                 + ("" if self.spectral is None else
                    f", spectral='lds' N={self.spectral['n']}{'' if self.spectral['buffered'] else ' no-buffer'}")
+                + ("" if self.mix_weights == "fp32" else f", mix_weights={self.mix_weights!r}")
                 + ")")
+
+    def with_mix_weights(self, mix_weights: str) -> "StreamProgram":
+        """This program with its mixing weights Mcat rounded to `mix_weights` ("fp16": float16 values,
+        which float32 engines read from a half-width copy; "fp32": unchanged). A new program; the
+        rounding cannot be undone (recompile the checkpoint for fp32)."""
+        if mix_weights not in MIX_WEIGHTS:
+            raise ProgramError(f"mix_weights must be one of {list(MIX_WEIGHTS)}, got {mix_weights!r:.40}")
+        if mix_weights == self.mix_weights:
+            return self
+        if self.mix_weights != "fp32":
+            raise ProgramError(f"this program's mixing weights are already rounded to {self.mix_weights}: "
+                               "recompile the checkpoint for another precision")
+        if "Mcat" not in self.arrays:
+            raise ProgramError("mix_weights='fp16' applies to ES-SSM programs (an LRU program has no Mcat)")
+        arrays = dict(self.arrays)
+        arrays["Mcat"] = round_mix_weights(arrays["Mcat"])
+        return StreamProgram(self.cfg, arrays, provenance=self.provenance, frontend=self.frontend,
+                             budget_profile=self.budget_profile, spectral=self.spectral, mix_weights=mix_weights)
 
     # -- validation ---------------------------------------------------------------------------
     @staticmethod
@@ -273,6 +323,8 @@ class StreamProgram:
             meta["model_kind"] = "lru"
         if self.spectral is not None:
             meta["spectral"] = copy.deepcopy(self.spectral)
+        if self.mix_weights != "fp32":
+            meta["mix_weights"] = self.mix_weights
         return meta
 
     @property
@@ -372,6 +424,8 @@ class StreamProgram:
         digest = meta.get("digest")
         if digest is not None and not (isinstance(digest, str) and re.fullmatch(r"sha256:[0-9a-f]{64}", digest)):
             raise ProgramError(f"{where}: digest {digest!r:.80} is not 'sha256:' and 64 hex digits")
+        if meta.get("mix_weights", "fp32") not in MIX_WEIGHTS:
+            raise ProgramError(f"{where}: mix_weights {meta.get('mix_weights')!r:.40} is not one of {list(MIX_WEIGHTS)}")
         kind = meta.get("model_kind", "essm")
         if kind not in ("essm", "lru"):
             raise ProgramError(f"{where}: unknown model_kind {kind!r} (this build runs essm and lru)")
@@ -414,7 +468,8 @@ class StreamProgram:
             raise ProgramError(f"{where}: the array list in the metadata does not match the arrays in the file")
         try:
             return cls(cfg, arrays, provenance=meta["provenance"], frontend=meta["frontend"],
-                       budget_profile=meta["budget_profile"], spectral=meta.get("spectral"))
+                       budget_profile=meta["budget_profile"], spectral=meta.get("spectral"),
+                       mix_weights=meta.get("mix_weights", "fp32"))
         except ProgramError as e:
             raise ProgramError(f"{where}: {e}") from None
 

@@ -408,13 +408,14 @@ def test_exact_engine_compiles_no_other_modes_kernels(tmp_path, small_rows, smal
         n = [len(f.signatures) for f in (kernels_lds.ladder_update, kernels_lds.ladder_readout,
                                           kernels_lds.lds_undo, kernels_lru.lru_undo, kernels.gemm_nt,
                                           kernels._small_product, kernels.conv_mix_par,
-                                          kernels._conv_mix_task)]
+                                          kernels._conv_mix_task, kernels.gemm_nt_h)]
         print(n)
     """)
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), ESSM_CONV_SMALL_ROWS=small_rows)
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
-    want = f"[0, 0, 0, 0, 1, {small_compiled}, 0, 0]"   # (gemm_nt: the FIR's own; threads=1: no parallel split)
+    want = f"[0, 0, 0, 0, 1, {small_compiled}, 0, 0, 0]"   # (gemm_nt: the FIR's own; threads=1: no parallel
+    #                                                         split; an fp32 program: no float16 mixing)
     assert r.stdout.strip().splitlines()[-1] == want, r.stdout
 
 

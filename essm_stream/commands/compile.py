@@ -22,6 +22,10 @@ def add_arguments(p):
     p.add_argument("--no-buffer", action="store_true",
                    help="lds: the no-buffer variant for MCU-class targets (no ring of L inputs; ~1e-2 accuracy)")
     p.add_argument("--weighted", action="store_true", help="lds: weight filter k's error by ||M_k||")
+    p.add_argument("--weights", choices=["fp32", "fp16"], default="fp32",
+                   help="precision of the mixing weights: fp16 rounds them to float16 values, which a float32 "
+                        "engine reads at half the bytes (faster where the step is bound by reading them; "
+                        "outputs deviate from the fp32 program by ~1e-3 relative; docs/PERFORMANCE.md)")
 
 
 def run(a):
@@ -52,7 +56,8 @@ def run(a):
 
     model, _meta = load_checkpoint(a.checkpoint)
     prog = compile_model(model, source_checkpoint=a.checkpoint, frontend=frontend, budget_profile=budget_profile,
-                         spectral=a.spectral, tol=a.tol, lds_buffered=not a.no_buffer, lds_weighted=a.weighted)
+                         spectral=a.spectral, tol=a.tol, lds_buffered=not a.no_buffer, lds_weighted=a.weighted,
+                         mix_weights=a.weights)
     if prog.spectral is not None:
         s = prog.spectral
         print(f"LDS ladder ({'buffered' if s['buffered'] else 'NO-BUFFER variant'}): N per layer {s['n']} "
@@ -60,6 +65,8 @@ def run(a):
               f"<= tol {s['tol']:g}")
     # exact: the engine equals the model (float64); lds: within a stated multiple of the fit tolerance
     bound = 1e-9 if prog.spectral is None else 10 * a.tol
+    if prog.mix_weights == "fp16":   # the model's weights vs their float16 rounding (the engine equals the
+        bound = max(bound, 1e-2)     # rounded program's reference; this checks the rounding's effect)
     if a.verify > 0:
         import torch
         from essm_stream.engine import StreamEngine
