@@ -42,7 +42,7 @@ from .layout import (D_GATE, D_HIDDEN, D_IN, D_MODEL, D_OUT, GATED, IST_ERR_B, I
                      W_X, W_Z, WL, W_UNDO, IST_SKIPPED, WB_C)
 from .kernels_lds import lds_convolve, lds_ring, lds_undo
 from .kernels_lru import lru_mix, lru_undo
-from .layout import CONV_SMALL, HIST_BLK, LDS, LRU_KIND, MIX16, O_MCATH, PAR_MIN_B, PAR_MIN_K, THREADS, WB_HP, hist_block
+from .layout import CONV_SMALL, HIST_BLK, LDS, LRU_KIND, MIX16, MLP16, O_FC1H, O_FC2H, O_MCATH, PAR_MIN_B, PAR_MIN_K, THREADS, WB_HP, hist_block
 from .numba_config import JIT_DISABLED, njit
 
 OK, ERR_NONFINITE, ERR_BUDGET, ERR_OVERFLOW = 0, 1, 2, 3
@@ -411,6 +411,36 @@ def gemm_nt_h(A, a0, lda, H, b0, ldb, n, out, o0, ldo, Ma, Nb):
             for r in range(i, Ma):
                 _tile1x1h(A, a0 + r * lda, H, b0 + j * ldb, n, out, o0 + r * ldo + j)
             j += 1
+
+
+@njit
+def _axpy_h(x, xo, H, w0, n_in, n_out, out, oo):
+    """out[oo:oo+n_out] += Σ_{m<n_in} x[xo + m] half(H[w0 + m n_out:… + n_out]): a GEMV with its weights
+    stored transposed (row m: input m's weight for every output), the "axpy" form: four weight rows
+    per pass over the output (each output vector loaded and stored carries four multiply-adds), no
+    horizontal sums, so it suits the MLP's short rows (d = 64), where the dot-product tiles spend as
+    much on each output's final sum as on its products. With float16 weights twice as fast as those
+    tiles on the edge MLP (bench/probe_half_mlp.py); with float32 weights no faster (docs/PERFORMANCE.md)."""
+    y = out[oo:oo + n_out]
+    m = 0
+    while m + 4 <= n_in:
+        a = x[xo + m]
+        b = x[xo + m + 1]
+        c = x[xo + m + 2]
+        e = x[xo + m + 3]
+        r0 = H[w0 + m * n_out:w0 + (m + 1) * n_out]
+        r1 = H[w0 + (m + 1) * n_out:w0 + (m + 2) * n_out]
+        r2 = H[w0 + (m + 2) * n_out:w0 + (m + 3) * n_out]
+        r3 = H[w0 + (m + 3) * n_out:w0 + (m + 4) * n_out]
+        for j in range(n_out):
+            y[j] += a * _h2f(r0[j]) + b * _h2f(r1[j]) + c * _h2f(r2[j]) + e * _h2f(r3[j])
+        m += 4
+    while m < n_in:
+        a = x[xo + m]
+        r0 = H[w0 + m * n_out:w0 + (m + 1) * n_out]
+        for j in range(n_out):
+            y[j] += a * _h2f(r0[j])
+        m += 1
 
 
 def gemm_nt_ref(A, a0, lda, Bm, b0, ldb, n, out, o0, ldo, Ma, Nb, acc):
@@ -1060,6 +1090,35 @@ def mlp(W, off, lay, work, B, l, ln_eps):
 
 
 @njit(inline="always")
+def mlp_16(W, off, lay, work, B, l):
+    """The MLP of the fp16 modes (MODE_FIR_H / _SMALL_H, called at the end of their mixer): with
+    lay[MLP16] and B < 4, fc1 and fc2 read their transposed float16 copies (segments fc1.W.h /
+    fc2.W.h) in the axpy form, one stream at a time; otherwise (older fp16 programs, whose MLP weights
+    are not float16 values, or B >= 4, where mlp's 4 × 4 tiles share each weight between four
+    streams) mlp on the float32 weights (the same values)."""
+    if lay[MLP] == 0:
+        return
+    ln_eps = W[seg(off, O_EPS, 0)]
+    if lay[MLP16] == 0 or B >= 4:
+        mlp(W, off, lay, work, B, l, ln_eps)
+        return
+    wl, d, dh = lay[WL], lay[D_MODEL], lay[D_HIDDEN]
+    sh, sz, sa = lay[W_H], lay[W_Z], lay[W_A]
+    _layer_norm_streams(work, B, wl, sh, sz, W, seg(off, O_LN2G, l), seg(off, O_LN2B, l), d, ln_eps)
+    H = W.view(np.uint16)
+    f1, f2 = 2 * seg(off, O_FC1H, l), 2 * seg(off, O_FC2H, l)
+    fc1b, fc2b = seg(off, O_FC1B, l), seg(off, O_FC2B, l)
+    for b in range(B):
+        wb = b * wl
+        work[wb + sa:wb + sa + dh] = 0.0
+        _axpy_h(work, wb + sz, H, f1, d, dh, work, wb + sa)       # a = fc1 z
+        _bias_gelu(work, wb + sa, W, fc1b, dh)                    # + fc1.b in GELU's pass
+        for i in range(d):
+            work[wb + sh + i] += W[fc2b + i]
+        _axpy_h(work, wb + sa, H, f2, dh, d, work, wb + sh)       # h += fc2 a
+
+
+@njit(inline="always")
 def head(t, W, off, lay, state, ist, work, Y, B, ln_eps):
     """y = W_out LN_f(h) + b_out; with head='mean', the causal mean over the last min(t, W) outputs."""
     wl, d, d_out = lay[WL], lay[D_MODEL], lay[D_OUT]
@@ -1156,6 +1215,7 @@ def _mixer_fir_h(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode):
         gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps)
     convolve(Ks, t, W, off, lay, state, work, B, l, p, Kt)
     mix_h(Ks, t, W, off, lay, work, B, l)                    # (Mcat's float16 copy)
+    mlp_16(W, off, lay, work, B, l)                          # (the layer's MLP: _run skips it in this mode)
 
 
 def _mixer_fir_small_h(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode):
@@ -1164,6 +1224,7 @@ def _mixer_fir_small_h(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, m
         gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps)
     convolve_small(Ks, t, W, off, lay, state, work, B, l, p, Kt)
     mix_h(Ks, t, W, off, lay, work, B, l)
+    mlp_16(W, off, lay, work, B, l)
 
 
 def _mixer_fir_par(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode):
@@ -1305,8 +1366,10 @@ def _run(X, Ks, W, off, lay, state, ist, work, Y, nan_zero, mode):
                                 seg(off, O_LN1B, l), d, ln_eps)  # u = LN1(h)
             finite = rows_finite(work, lay[W_U], wl, B, d) and finite
             layer_mixer(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode)   # h += mixer(u)
-            if lay[MLP] != 0 and not (mode == MODE_FIR_PAR and _split_streams(lay, B, Kt)):
-                mlp(W, off, lay, work, B, l, ln_eps)             # h += MLP(LN2(h)) (a split layer did it)
+            if lay[MLP] != 0 and not (mode == MODE_FIR_PAR and _split_streams(lay, B, Kt)) \
+                    and mode != MODE_FIR_H and mode != MODE_FIR_SMALL_H:
+                mlp(W, off, lay, work, B, l, ln_eps)             # h += MLP(LN2(h)) (a split layer or the
+                                                                 # fp16 modes' mixer (mlp_16) did it)
         head(t, W, off, lay, state, ist, work, Y, B, ln_eps)     # y_t = W_out LN_f(h) + b_out (pooled)
         if not (finite and output_finite(Y, t)):                 # overflow: the caller takes it back
             ist[IST_ERR_T] = t
