@@ -6,7 +6,8 @@ Three programs of the bench's edge config (random weights, `engine.tiny_program`
 with one thread: fp32 (the plain kernel), "fp16 Mcat" (an fp16 program of the first version: Mcat
 rounded, the MLP in float32, as files written before `fp16_arrays` existed), "fp16 Mcat+MLP" (the
 current `with_mix_weights("fp16")`: fc1.W and fc2.W rounded too, read from their half copies). Each
-round times every program once per point (median µs of `steps` calls of `engine.step`); the table
+round times every program once per point (median µs of `steps` / B calls of `engine.step`, at least
+100); the table
 shows median [min-max] over rounds and the per-round difference of the two fp16 programs.
 """
 from __future__ import annotations
@@ -52,8 +53,9 @@ def main(argv=None):
             for r in range(a.rounds):
                 loads.append(os.getloadavg()[0])
                 for n, e in engs.items():
-                    ts = np.empty(a.steps)
-                    for i in range(a.steps):
+                    ns = max(100, a.steps // B)
+                    ts = np.empty(ns)
+                    for i in range(ns):
                         t0 = time.perf_counter_ns()
                         e.step(fr[i % 16], K)
                         ts[i] = time.perf_counter_ns() - t0

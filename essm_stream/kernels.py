@@ -61,6 +61,10 @@ MODE_FIR_PAR = 4
 # MODE_FIR / MODE_FIR_SMALL whose mixing reads the float16 copy of Mcat (lay[MIX16], segment Mcat.h):
 # programs with mix_weights="fp16" on float32 engines (modes of their own: nothing else compiles them)
 MODE_FIR_H, MODE_FIR_SMALL_H = 5, 6
+# MODE_FIR_H / MODE_FIR_SMALL_H whose MLP reads the float16 copies of fc1.W / fc2.W too (lay[MLP16]:
+# fp16 programs whose MLP weights are float16 values); modes of their own, so that each fp16 kernel
+# compiles one MLP (the half one here, the float32 one for the first version's files), not both
+MODE_FIR_HM, MODE_FIR_SMALL_HM = 7, 8
 
 ACC = np.float64   # accumulator of the short reductions (see module doc)
 
@@ -1090,18 +1094,14 @@ def mlp(W, off, lay, work, B, l, ln_eps):
 
 
 @njit(inline="always")
-def mlp_16(W, off, lay, work, B, l):
-    """The MLP of the fp16 modes (MODE_FIR_H / _SMALL_H, called at the end of their mixer): with
-    lay[MLP16] and B < 4, fc1 and fc2 read their transposed float16 copies (segments fc1.W.h /
-    fc2.W.h) in the axpy form, one stream at a time; otherwise (older fp16 programs, whose MLP weights
-    are not float16 values, or B >= 4, where mlp's 4 × 4 tiles share each weight between four
-    streams) mlp on the float32 weights (the same values)."""
+def mlp_h(W, off, lay, work, B, l):
+    """mlp with fc1 and fc2 read from their transposed float16 copies (segments fc1.W.h / fc2.W.h) in
+    the axpy form (_axpy_h), one stream at a time: the MLP of MODE_FIR_HM / _SMALL_HM (lay[MLP16]),
+    called at the end of their mixer. (Every B: at B = 32 a stream's half weights come from L1/L2
+    as fast as mlp's 4 × 4 tiles share float32 ones between four streams; docs/PERFORMANCE.md.)"""
     if lay[MLP] == 0:
         return
     ln_eps = W[seg(off, O_EPS, 0)]
-    if lay[MLP16] == 0 or B >= 4:
-        mlp(W, off, lay, work, B, l, ln_eps)
-        return
     wl, d, dh = lay[WL], lay[D_MODEL], lay[D_HIDDEN]
     sh, sz, sa = lay[W_H], lay[W_Z], lay[W_A]
     _layer_norm_streams(work, B, wl, sh, sz, W, seg(off, O_LN2G, l), seg(off, O_LN2B, l), d, ln_eps)
@@ -1189,6 +1189,10 @@ def layer_mixer(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode):
         _mixer_fir_h(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode)
     elif mode == MODE_FIR_SMALL_H:
         _mixer_fir_small_h(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode)
+    elif mode == MODE_FIR_HM:
+        _mixer_fir_hm(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode)
+    elif mode == MODE_FIR_SMALL_HM:
+        _mixer_fir_small_hm(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode)
     else:
         _mixer_fir(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode)
 
@@ -1215,7 +1219,25 @@ def _mixer_fir_h(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode):
         gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps)
     convolve(Ks, t, W, off, lay, state, work, B, l, p, Kt)
     mix_h(Ks, t, W, off, lay, work, B, l)                    # (Mcat's float16 copy)
-    mlp_16(W, off, lay, work, B, l)                          # (the layer's MLP: _run skips it in this mode)
+
+
+def _mixer_fir_hm(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode):
+    ring_write(state, work, lay, B, l, p)
+    if lay[GATED] != 0:
+        gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps)
+    convolve(Ks, t, W, off, lay, state, work, B, l, p, Kt)
+    mix_h(Ks, t, W, off, lay, work, B, l)                    # (Mcat's float16 copy)
+    mlp_h(W, off, lay, work, B, l)                           # (the layer's MLP from the half copies: _run
+                                                             # skips its own call in this mode)
+
+
+def _mixer_fir_small_hm(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode):
+    ring_write(state, work, lay, B, l, p)
+    if lay[GATED] != 0:
+        gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps)
+    convolve_small(Ks, t, W, off, lay, state, work, B, l, p, Kt)
+    mix_h(Ks, t, W, off, lay, work, B, l)
+    mlp_h(W, off, lay, work, B, l)
 
 
 def _mixer_fir_small_h(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode):
@@ -1224,7 +1246,6 @@ def _mixer_fir_small_h(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, m
         gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps)
     convolve_small(Ks, t, W, off, lay, state, work, B, l, p, Kt)
     mix_h(Ks, t, W, off, lay, work, B, l)
-    mlp_16(W, off, lay, work, B, l)
 
 
 def _mixer_fir_par(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode):
@@ -1296,7 +1317,8 @@ def _ol_layer_mixer(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode
     # inlined once), not a wrapper that inlines it: one copy of its IR fewer (cold start)
     return {MODE_FIR: _mixer_fir, MODE_LDS: _mixer_lds, MODE_LRU: _mixer_lru,
             MODE_FIR_SMALL: _mixer_fir_small, MODE_FIR_PAR: _mixer_fir_par,
-            MODE_FIR_H: _mixer_fir_h, MODE_FIR_SMALL_H: _mixer_fir_small_h}[_literal_mode(mode)]
+            MODE_FIR_H: _mixer_fir_h, MODE_FIR_SMALL_H: _mixer_fir_small_h,
+            MODE_FIR_HM: _mixer_fir_hm, MODE_FIR_SMALL_HM: _mixer_fir_small_hm}[_literal_mode(mode)]
 
 
 @overload(undo_mixer)
@@ -1367,9 +1389,9 @@ def _run(X, Ks, W, off, lay, state, ist, work, Y, nan_zero, mode):
             finite = rows_finite(work, lay[W_U], wl, B, d) and finite
             layer_mixer(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode)   # h += mixer(u)
             if lay[MLP] != 0 and not (mode == MODE_FIR_PAR and _split_streams(lay, B, Kt)) \
-                    and mode != MODE_FIR_H and mode != MODE_FIR_SMALL_H:
+                    and mode != MODE_FIR_HM and mode != MODE_FIR_SMALL_HM:
                 mlp(W, off, lay, work, B, l, ln_eps)             # h += MLP(LN2(h)) (a split layer or the
-                                                                 # fp16 modes' mixer (mlp_16) did it)
+                                                                 # fp16-MLP modes' mixer (mlp_h) did it)
         head(t, W, off, lay, state, ist, work, Y, B, ln_eps)     # y_t = W_out LN_f(h) + b_out (pooled)
         if not (finite and output_finite(Y, t)):                 # overflow: the caller takes it back
             ist[IST_ERR_T] = t
@@ -1408,6 +1430,18 @@ def stream_run_fir_h(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
 def stream_run_fir_small_h(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
     """stream_run_fir_small with Mcat's float16 copy mixed (lay[MIX16])."""
     return _run(X, Ks, W, off, lay, state, ist, work, Y, nan_zero, 6)
+
+
+@njit
+def stream_run_fir_hm(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
+    """stream_run_fir_h with the MLP from the float16 copies of fc1.W / fc2.W too (lay[MLP16])."""
+    return _run(X, Ks, W, off, lay, state, ist, work, Y, nan_zero, 7)
+
+
+@njit
+def stream_run_fir_small_hm(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
+    """stream_run_fir_small_h with the MLP from the float16 copies of fc1.W / fc2.W too (lay[MLP16])."""
+    return _run(X, Ks, W, off, lay, state, ist, work, Y, nan_zero, 8)
 
 
 @njit
@@ -1456,7 +1490,9 @@ def kernel_for(lay):
     compiled at all (≈ 0.3-0.7 s of a cold start, bench/startup.py --compile)."""
     if lay[THREADS] > 1:     # (the engine's threads=N: conv_mix_par; it runs the few-row loop itself)
         fir = stream_run_fir_par
-    elif lay[MIX16] != 0:    # (mix_weights="fp16" on a float32 engine)
+    elif lay[MLP16] != 0:    # (mix_weights="fp16" with the MLP's weights rounded too, float32 engine)
+        fir = stream_run_fir_small_hm if lay[CONV_SMALL] > 1 else stream_run_fir_hm
+    elif lay[MIX16] != 0:    # (mix_weights="fp16", Mcat only: the first version's files)
         fir = stream_run_fir_small_h if lay[CONV_SMALL] > 1 else stream_run_fir_h
     else:
         fir = stream_run_fir_small if lay[CONV_SMALL] > 1 else stream_run_fir
