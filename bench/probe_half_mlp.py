@@ -31,7 +31,11 @@ from essm_stream.numba_config import njit  # noqa: E402
 from probe_half_mix import _now, tsc_hz  # noqa: E402  (rdtsc timer of the mixing probe)
 
 # (rows, cols) of the GEMVs per layer: fc1.W, fc2.W, gate W1
-SHAPES = {"mlp": ((128, 64), (64, 128)), "gate": ((32, 64),), "mlp+gate": ((128, 64), (64, 128), (32, 64))}
+SHAPES = {"mlp": ((128, 64), (64, 128)), "gate": ((32, 64),), "mlp+gate": ((128, 64), (64, 128), (32, 64)),
+          # the mixing's GEMV at K=4 / K=32 (64 outputs, (K+1) d inputs; the tiles read the rows
+          # contiguous here, the engine's at Mcat's row stride (K̄+1) d; the axpy form would read the
+          # active prefix of a transposed Mcat, contiguous in the engine too): --sets mix4,mix32
+          "mix4": ((64, 320),), "mix32": ((64, 2112),)}
 
 
 @njit(cache=False)
@@ -145,16 +149,17 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--contexts", default="4:0.25,32:1.25")
+    ap.add_argument("--sets", default="mlp,gate,mlp+gate", help=f"comma-separated, of {sorted(SHAPES)}")
     a = ap.parse_args(argv)
     nl = 4
     rng = np.random.default_rng(0)
-    x = rng.standard_normal(256).astype(np.float32)
-    out = np.zeros(256, np.float32)
+    x = rng.standard_normal(4096).astype(np.float32)
+    out = np.zeros(4096, np.float32)
     hz = tsc_hz()
     cpu = os.environ.get("NUMBA_CPU_NAME", "native")
     print(f"cpu: {cpu}; load {os.getloadavg()[0]:.2f}; µs per step (4 layers), median [min-max] of {a.rounds} rounds")
     sets = {}
-    for name, shapes in SHAPES.items():
+    for name, shapes in ((n, SHAPES[n]) for n in a.sets.split(",")):
         offs, rows, cols, n = [], [], [], 0
         for _ in range(nl):
             for (r, c) in shapes:
@@ -166,8 +171,8 @@ def main(argv=None):
         sets[name] = (np.array(offs), np.array(rows), np.array(cols), w, w.astype(np.float16).view(np.uint16),
                       n * 4 / 1024)
     # the half kernel against numpy on the same rounded weights
-    offs, rows, cols, w, h, _ = sets["mlp"]
-    o16 = np.zeros(256, np.float32)
+    offs, rows, cols, w, h, _ = next(iter(sets.values()))
+    o16 = np.zeros(4096, np.float32)
     _steps16(x, h, offs[:1], rows[:1], cols[:1], o16, np.zeros(1, np.float32), 1, np.zeros(1, np.uint64))
     ref = h[:rows[0] * cols[0]].view(np.float16).astype(np.float64).reshape(rows[0], cols[0]) @ x[:cols[0]]
     print(f"fp16 GEMV vs numpy on the same rounded weights: max |diff| {np.abs(o16[:rows[0]] - ref).max():.2e}")
