@@ -73,9 +73,11 @@ def read_bandwidth_gbs(nbytes: int = 512 << 20) -> float:
     return best / 1e9
 
 
-def step_cost(cfg, B: int, K: int, itemsize: int = 4, mix_itemsize: int | None = None) -> tuple[float, float]:
-    """(FLOPs, minimum bytes moved) of one step of B streams at budget K. mix_itemsize: bytes per
-    mixing weight (Mcat's active prefix) when not itemsize (2: a program with --weights fp16)."""
+def step_cost(cfg, B: int, K: int, itemsize: int = 4, mix_itemsize: int | None = None,
+              mlp_itemsize: int | None = None) -> tuple[float, float]:
+    """(FLOPs, minimum bytes moved) of one step of B streams at budget K. mix_itemsize / mlp_itemsize:
+    bytes per mixing weight (Mcat's active prefix) / MLP weight (fc1.W, fc2.W) when not itemsize (2: a
+    program with --weights fp16)."""
     d, L, nl, dg, dh = cfg.d_model, cfg.seq_len, cfg.n_layers, cfg.d_gate, cfg.mlp_ratio * cfg.d_model
     per_layer = 2 * K * L * d + 2 * (K + 1) * d * d + (2 * dg * d + 2 * K * dg if cfg.gated else 0) + \
         (4 * d * dh if cfg.mlp else 0)
@@ -85,6 +87,8 @@ def step_cost(cfg, B: int, K: int, itemsize: int = 4, mix_itemsize: int | None =
     bytes_ = itemsize * (w + B * nl * d * L)      # weights once per step + every stream's windows
     if mix_itemsize is not None:
         bytes_ += (mix_itemsize - itemsize) * nl * (K + 1) * d * d
+    if mlp_itemsize is not None and cfg.mlp:
+        bytes_ += (mlp_itemsize - itemsize) * nl * 2 * d * dh
     return float(flops), float(bytes_)
 
 

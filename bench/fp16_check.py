@@ -1,4 +1,5 @@
-"""What mixing weights rounded to float16 (`essm-stream compile --weights fp16`) change in the outputs.
+"""What weights rounded to float16 (`essm-stream compile --weights fp16`: Mcat, and since 14:00 UTC on
+2026-11-30 the MLP's fc1.W / fc2.W) change in the outputs.
 
     python bench/fp16_check.py [--ks 1,4,8,16,32]
 
@@ -50,8 +51,9 @@ def main(argv=None):
             y32 = StreamEngine(p32).run(X.astype(np.float32), K)
             y16 = e16.run(X.astype(np.float32), K)
             row.append(f"K={K}: {rel(r16, r32):.1e} | {rel(y16.astype(np.float64), y32.astype(np.float64)):.1e}"
-                       f" (fp16 kernel {'half copy' if e16.layout.dims['mix16'] else 'float32 Mcat'})")
-        print(f"  {name}: " + "; ".join(row))
+                       f" (fp16 kernel: {'half copies' if e16.layout.dims['mix16'] else 'float32 Mcat'}"
+                       f"{' of Mcat and the MLP' if e16.layout.dims['mlp16'] else ''})")
+        print(f"  {name} (rounded: {', '.join(p16.fp16_arrays)}): " + "; ".join(row))
     pcm, events = load_recording()
     print(f"2. keyword spotter, bundled recording ({len(pcm) / 16000:.0f} s, "
           f"{sum(e.label != 'speech' for e in events)} keywords), fixed K:")

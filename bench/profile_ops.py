@@ -22,7 +22,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
 from essm_stream import kernels as k  # noqa: E402
-from essm_stream.layout import (CONV_SMALL, D_MODEL, IST_POS, MIX16, N_LAYERS, O_EPS, O_LN1B, O_LN1G, W_H, W_U,  # noqa: E402
+from essm_stream.layout import (CONV_SMALL, D_MODEL, IST_POS, MIX16, MLP16, N_LAYERS, O_EPS, O_LN1B, O_LN1G, W_H, W_U,  # noqa: E402
                                 WL)
 from essm_stream.numba_config import njit  # noqa: E402
 
@@ -69,7 +69,10 @@ def _op(X, Ks, W, off, lay, state, ist, work, Y, which, reps):
                 else:
                     k.mix(Ks, 0, W, off, lay, work, B, l)
             elif which == 7:
-                k.mlp(W, off, lay, work, B, l, ln_eps)
+                if lay[MLP16] != 0:   # (--fp16: fc1.W / fc2.W from their float16 copies, as the engine's mode)
+                    k.mlp_h(W, off, lay, work, B, l)
+                else:
+                    k.mlp(W, off, lay, work, B, l, ln_eps)
             else:
                 k.head(0, W, off, lay, state, ist, work, Y, B, ln_eps)
     return acc
@@ -119,7 +122,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--points", default="1:32,1:4,32:32", help="comma-separated B:K pairs")
     ap.add_argument("--config", default="edge", choices=["edge", "paper", "tiny"])
-    ap.add_argument("--fp16", action="store_true", help="the program with --weights fp16 (float16 mixing weights)")
+    ap.add_argument("--fp16", action="store_true", help="the program with --weights fp16 (float16 mixing and MLP weights)")
     a = ap.parse_args()
     print(f"load average (1 min) {os.getloadavg()[0]:.2f}; µs per step (all layers), best of 5")
     for pt in a.points.split(","):

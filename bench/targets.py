@@ -58,11 +58,11 @@ THREADED = ("edge B=1 K=32 vs tuned torch", "edge B=1 K=4 vs tuned torch", "edge
 GAIN_POINTS = ("edge B=1 K=32", "edge B=1 K=4", "edge B=32 K=32", "paper B=1 K=32")
 
 
-# The same B=1 / B=32 / paper targets for the program compiled with `--weights fp16` (mixing weights
-# rounded to float16, read by the engine at half the bytes; docs/PERFORMANCE.md "Half-width mixing
-# weights"): extra lines, labelled; the peers (tuned torch, ONNX Runtime) run the fp32 program, their
-# fastest form, and the machine limits are the same.
-FP16 = "fp16 mixing weights: "
+# The same B=1 / B=32 / paper targets for the program compiled with `--weights fp16` (mixing and MLP
+# weights rounded to float16, read by the engine at half the bytes; docs/PERFORMANCE.md "Half-width
+# mixing weights"): extra lines, labelled; the peers (tuned torch, ONNX Runtime) run the fp32 program,
+# their fastest form, and the machine limits are the same.
+FP16 = "fp16 weights: "
 FP16_LINES = ("edge B=1 K=32 vs tuned torch", "edge B=1 K=4 vs tuned torch", "edge B=1 K=32 vs ONNX Runtime",
               "edge B=1 K=32 % of sgemm", "edge B=32 K=32 per-stream / B=1", "paper B=1 K=32 / memory floor",
               "paper B=1 K=32 vs ONNX Runtime")
@@ -322,8 +322,8 @@ def measure(reps: int = 7, log=print, with_paper: bool = True, with_start: bool 
             "edge B=1 K=32 % of sgemm": 100 * f_e1 / S["engine fp16 edge B=1 K=32"] / (S["sgemm_gflops"] * 1e9),
             "edge B=32 K=32 per-stream / B=1": S["engine fp16 edge B=32 K=32"] / 32 / S["engine fp16 edge B=1 K=32"],
         }
-        if with_paper:   # the floor of the fp16 program's own bytes (Mcat at 2 bytes a weight), same bandwidth
-            b16 = step_cost(paper.cfg, 1, 32, mix_itemsize=2)[1]
+        if with_paper:   # the floor of the fp16 program's own bytes (Mcat, fc1.W, fc2.W at 2 bytes a weight),
+            b16 = step_cost(paper.cfg, 1, 32, mix_itemsize=2, mlp_itemsize=2)[1]   # same bandwidth
             r16["paper B=1 K=32 / memory floor"] = S["engine fp16 paper B=1 K=32"] / (b16 / (S["bw_paper_gbs"] * 1e9))
             r16["paper B=1 K=32 vs ONNX Runtime"] = S["onnx paper B=1 K=32"] / S["engine fp16 paper B=1 K=32"]
         ratios.update({FP16 + k: v for k, v in r16.items()})
@@ -379,8 +379,8 @@ def lines(res) -> list[str]:
         out.append("(lines '..., N threads each': the engine with threads=N; each peer and machine limit the better "
                    "of its 1-thread and N-thread runs in the same round)")
     if any(k.startswith(FP16) for k in res["ratios"]):
-        out.append("(lines 'fp16 mixing weights: ...': the engine, one thread, running the same program compiled with "
-                   "--weights fp16 (mixing weights rounded to float16, outputs within ~1e-3 of the fp32 program's); "
+        out.append(f"(lines '{FP16}...': the engine, one thread, running the same program compiled with "
+                   "--weights fp16 (mixing and MLP weights rounded to float16, outputs within ~1e-3 of the fp32 program's); "
                    "torch and ONNX Runtime run the fp32 program, their fastest form; the other lines are the fp32 program's)")
     if res.get("gains"):
         out.append("")
@@ -417,7 +417,7 @@ def lines(res) -> list[str]:
     b = res["bytes"]
     paper = f", paper B=1 K=32 {b['paper B=1 K=32'] / 1e6:.1f} MB" if b["paper B=1 K=32"] else ""   # (--no-paper: not measured)
     if b.get("paper B=1 K=32 fp16"):
-        paper += f" ({b['paper B=1 K=32 fp16'] / 1e6:.1f} MB with fp16 mixing weights: that program's floor)"
+        paper += f" ({b['paper B=1 K=32 fp16'] / 1e6:.1f} MB with fp16 weights: that program's floor)"
     out.append(f"  working sets: edge B=1 K=32 {b['edge B=1 K=32'] / 1e6:.2f} MB{paper}")
     if "start" in res:
         for k in ("cold", "warm"):

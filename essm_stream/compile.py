@@ -79,8 +79,9 @@ def compile_model(model, source_checkpoint: str | os.PathLike | None = None, fro
     ladder of N ≪ L poles fitted to max filter error <= tol (essm_stream/lds.py; N per layer and the
     measured per-filter error are recorded in the program); lds_buffered=False is the no-buffer
     variant for MCU-class targets (~1e-2), lds_weighted weights filter k by ||M_k||.
-    mix_weights="fp16" (opt-in): the mixing weights Mcat rounded to float16 values, which float32
-    engines read from a half-width copy (StreamProgram.with_mix_weights; docs/PERFORMANCE.md)."""
+    mix_weights="fp16" (opt-in): the mixing weights Mcat and the MLP weights fc1.W, fc2.W rounded to
+    float16 values, which float32 engines read from half-width copies (StreamProgram.with_mix_weights;
+    docs/PERFORMANCE.md)."""
     if spectral not in ("exact", "lds"):
         raise ProgramError(f"spectral must be 'exact' or 'lds', got {spectral!r}")
     cfg = getattr(model, "cfg", None)

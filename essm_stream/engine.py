@@ -171,9 +171,11 @@ class StreamEngine:
         # float16-rounded values from the float32 Mcat
         mix16 = (getattr(program, "mix_weights", "fp32") == "fp16" and dt == np.float32 and self.threads == 1
                  and program.spectral is None and _half_widening())
+        # (and, where the program's MLP weights are float16 values too, its MLP from their copies: mlp16)
+        mlp16 = mix16 and "fc1.W" in getattr(program, "fp16_arrays", ())
         self.layout = lay = _lo.Layout(cfg, B, program.spectral, threads=self.threads,
                                        par_min=parallel_min_work() if self.threads > 1 else (0, 0),
-                                       mix16=mix16)   # spectral: exact FIR or LDS ladder
+                                       mix16=mix16, mlp16=mlp16)   # spectral: exact FIR or LDS ladder
         need = dt.itemsize * (lay.n_w + lay.state_len + lay.work_total + 2 * B * (cfg.d_in + cfg.d_out))
         if max_bytes is not None and need > max_bytes:
             raise ConfigError(f"this engine would need {need / 2**20:.1f} MiB (program {program!r}, batch={B}, "

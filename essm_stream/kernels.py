@@ -42,7 +42,7 @@ from .layout import (D_GATE, D_HIDDEN, D_IN, D_MODEL, D_OUT, GATED, IST_ERR_B, I
                      W_X, W_Z, WL, W_UNDO, IST_SKIPPED, WB_C)
 from .kernels_lds import lds_convolve, lds_ring, lds_undo
 from .kernels_lru import lru_mix, lru_undo
-from .layout import CONV_SMALL, HIST_BLK, LDS, LRU_KIND, MIX16, O_MCATH, PAR_MIN_B, PAR_MIN_K, THREADS, WB_HP, hist_block
+from .layout import CONV_SMALL, HIST_BLK, LDS, LRU_KIND, MIX16, MLP16, O_FC1H, O_FC2H, O_MCATH, PAR_MIN_B, PAR_MIN_K, THREADS, WB_HP, hist_block
 from .numba_config import JIT_DISABLED, njit
 
 OK, ERR_NONFINITE, ERR_BUDGET, ERR_OVERFLOW = 0, 1, 2, 3
@@ -61,6 +61,10 @@ MODE_FIR_PAR = 4
 # MODE_FIR / MODE_FIR_SMALL whose mixing reads the float16 copy of Mcat (lay[MIX16], segment Mcat.h):
 # programs with mix_weights="fp16" on float32 engines (modes of their own: nothing else compiles them)
 MODE_FIR_H, MODE_FIR_SMALL_H = 5, 6
+# MODE_FIR_H / MODE_FIR_SMALL_H whose MLP reads the float16 copies of fc1.W / fc2.W too (lay[MLP16]:
+# fp16 programs whose MLP weights are float16 values); modes of their own, so that each fp16 kernel
+# compiles one MLP (the half one here, the float32 one for the first version's files), not both
+MODE_FIR_HM, MODE_FIR_SMALL_HM = 7, 8
 
 ACC = np.float64   # accumulator of the short reductions (see module doc)
 
@@ -411,6 +415,36 @@ def gemm_nt_h(A, a0, lda, H, b0, ldb, n, out, o0, ldo, Ma, Nb):
             for r in range(i, Ma):
                 _tile1x1h(A, a0 + r * lda, H, b0 + j * ldb, n, out, o0 + r * ldo + j)
             j += 1
+
+
+@njit
+def _axpy_h(x, xo, H, w0, n_in, n_out, out, oo):
+    """out[oo:oo+n_out] += Σ_{m<n_in} x[xo + m] half(H[w0 + m n_out:… + n_out]): a GEMV with its weights
+    stored transposed (row m: input m's weight for every output), the "axpy" form: four weight rows
+    per pass over the output (each output vector loaded and stored carries four multiply-adds), no
+    horizontal sums, so it suits the MLP's short rows (d = 64), where the dot-product tiles spend as
+    much on each output's final sum as on its products. With float16 weights twice as fast as those
+    tiles on the edge MLP (bench/probe_half_mlp.py); with float32 weights no faster (docs/PERFORMANCE.md)."""
+    y = out[oo:oo + n_out]
+    m = 0
+    while m + 4 <= n_in:
+        a = x[xo + m]
+        b = x[xo + m + 1]
+        c = x[xo + m + 2]
+        e = x[xo + m + 3]
+        r0 = H[w0 + m * n_out:w0 + (m + 1) * n_out]
+        r1 = H[w0 + (m + 1) * n_out:w0 + (m + 2) * n_out]
+        r2 = H[w0 + (m + 2) * n_out:w0 + (m + 3) * n_out]
+        r3 = H[w0 + (m + 3) * n_out:w0 + (m + 4) * n_out]
+        for j in range(n_out):
+            y[j] += a * _h2f(r0[j]) + b * _h2f(r1[j]) + c * _h2f(r2[j]) + e * _h2f(r3[j])
+        m += 4
+    while m < n_in:
+        a = x[xo + m]
+        r0 = H[w0 + m * n_out:w0 + (m + 1) * n_out]
+        for j in range(n_out):
+            y[j] += a * _h2f(r0[j])
+        m += 1
 
 
 def gemm_nt_ref(A, a0, lda, Bm, b0, ldb, n, out, o0, ldo, Ma, Nb, acc):
@@ -1060,6 +1094,31 @@ def mlp(W, off, lay, work, B, l, ln_eps):
 
 
 @njit(inline="always")
+def mlp_h(W, off, lay, work, B, l):
+    """mlp with fc1 and fc2 read from their transposed float16 copies (segments fc1.W.h / fc2.W.h) in
+    the axpy form (_axpy_h), one stream at a time: the MLP of MODE_FIR_HM / _SMALL_HM (lay[MLP16]),
+    called at the end of their mixer. (Every B: at B = 32 a stream's half weights come from L1/L2
+    as fast as mlp's 4 × 4 tiles share float32 ones between four streams; docs/PERFORMANCE.md.)"""
+    if lay[MLP] == 0:
+        return
+    ln_eps = W[seg(off, O_EPS, 0)]
+    wl, d, dh = lay[WL], lay[D_MODEL], lay[D_HIDDEN]
+    sh, sz, sa = lay[W_H], lay[W_Z], lay[W_A]
+    _layer_norm_streams(work, B, wl, sh, sz, W, seg(off, O_LN2G, l), seg(off, O_LN2B, l), d, ln_eps)
+    H = W.view(np.uint16)
+    f1, f2 = 2 * seg(off, O_FC1H, l), 2 * seg(off, O_FC2H, l)
+    fc1b, fc2b = seg(off, O_FC1B, l), seg(off, O_FC2B, l)
+    for b in range(B):
+        wb = b * wl
+        work[wb + sa:wb + sa + dh] = 0.0
+        _axpy_h(work, wb + sz, H, f1, d, dh, work, wb + sa)       # a = fc1 z
+        _bias_gelu(work, wb + sa, W, fc1b, dh)                    # + fc1.b in GELU's pass
+        for i in range(d):
+            work[wb + sh + i] += W[fc2b + i]
+        _axpy_h(work, wb + sa, H, f2, dh, d, work, wb + sh)       # h += fc2 a
+
+
+@njit(inline="always")
 def head(t, W, off, lay, state, ist, work, Y, B, ln_eps):
     """y = W_out LN_f(h) + b_out; with head='mean', the causal mean over the last min(t, W) outputs."""
     wl, d, d_out = lay[WL], lay[D_MODEL], lay[D_OUT]
@@ -1130,6 +1189,10 @@ def layer_mixer(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode):
         _mixer_fir_h(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode)
     elif mode == MODE_FIR_SMALL_H:
         _mixer_fir_small_h(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode)
+    elif mode == MODE_FIR_HM:
+        _mixer_fir_hm(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode)
+    elif mode == MODE_FIR_SMALL_HM:
+        _mixer_fir_small_hm(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode)
     else:
         _mixer_fir(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode)
 
@@ -1156,6 +1219,25 @@ def _mixer_fir_h(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode):
         gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps)
     convolve(Ks, t, W, off, lay, state, work, B, l, p, Kt)
     mix_h(Ks, t, W, off, lay, work, B, l)                    # (Mcat's float16 copy)
+
+
+def _mixer_fir_hm(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode):
+    ring_write(state, work, lay, B, l, p)
+    if lay[GATED] != 0:
+        gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps)
+    convolve(Ks, t, W, off, lay, state, work, B, l, p, Kt)
+    mix_h(Ks, t, W, off, lay, work, B, l)                    # (Mcat's float16 copy)
+    mlp_h(W, off, lay, work, B, l)                           # (the layer's MLP from the half copies: _run
+                                                             # skips its own call in this mode)
+
+
+def _mixer_fir_small_hm(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode):
+    ring_write(state, work, lay, B, l, p)
+    if lay[GATED] != 0:
+        gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps)
+    convolve_small(Ks, t, W, off, lay, state, work, B, l, p, Kt)
+    mix_h(Ks, t, W, off, lay, work, B, l)
+    mlp_h(W, off, lay, work, B, l)
 
 
 def _mixer_fir_small_h(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode):
@@ -1235,7 +1317,8 @@ def _ol_layer_mixer(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode
     # inlined once), not a wrapper that inlines it: one copy of its IR fewer (cold start)
     return {MODE_FIR: _mixer_fir, MODE_LDS: _mixer_lds, MODE_LRU: _mixer_lru,
             MODE_FIR_SMALL: _mixer_fir_small, MODE_FIR_PAR: _mixer_fir_par,
-            MODE_FIR_H: _mixer_fir_h, MODE_FIR_SMALL_H: _mixer_fir_small_h}[_literal_mode(mode)]
+            MODE_FIR_H: _mixer_fir_h, MODE_FIR_SMALL_H: _mixer_fir_small_h,
+            MODE_FIR_HM: _mixer_fir_hm, MODE_FIR_SMALL_HM: _mixer_fir_small_hm}[_literal_mode(mode)]
 
 
 @overload(undo_mixer)
@@ -1305,8 +1388,10 @@ def _run(X, Ks, W, off, lay, state, ist, work, Y, nan_zero, mode):
                                 seg(off, O_LN1B, l), d, ln_eps)  # u = LN1(h)
             finite = rows_finite(work, lay[W_U], wl, B, d) and finite
             layer_mixer(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode)   # h += mixer(u)
-            if lay[MLP] != 0 and not (mode == MODE_FIR_PAR and _split_streams(lay, B, Kt)):
-                mlp(W, off, lay, work, B, l, ln_eps)             # h += MLP(LN2(h)) (a split layer did it)
+            if lay[MLP] != 0 and not (mode == MODE_FIR_PAR and _split_streams(lay, B, Kt)) \
+                    and mode != MODE_FIR_HM and mode != MODE_FIR_SMALL_HM:
+                mlp(W, off, lay, work, B, l, ln_eps)             # h += MLP(LN2(h)) (a split layer or the
+                                                                 # fp16-MLP modes' mixer (mlp_h) did it)
         head(t, W, off, lay, state, ist, work, Y, B, ln_eps)     # y_t = W_out LN_f(h) + b_out (pooled)
         if not (finite and output_finite(Y, t)):                 # overflow: the caller takes it back
             ist[IST_ERR_T] = t
@@ -1345,6 +1430,18 @@ def stream_run_fir_h(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
 def stream_run_fir_small_h(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
     """stream_run_fir_small with Mcat's float16 copy mixed (lay[MIX16])."""
     return _run(X, Ks, W, off, lay, state, ist, work, Y, nan_zero, 6)
+
+
+@njit
+def stream_run_fir_hm(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
+    """stream_run_fir_h with the MLP from the float16 copies of fc1.W / fc2.W too (lay[MLP16])."""
+    return _run(X, Ks, W, off, lay, state, ist, work, Y, nan_zero, 7)
+
+
+@njit
+def stream_run_fir_small_hm(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
+    """stream_run_fir_small_h with the MLP from the float16 copies of fc1.W / fc2.W too (lay[MLP16])."""
+    return _run(X, Ks, W, off, lay, state, ist, work, Y, nan_zero, 8)
 
 
 @njit
@@ -1393,7 +1490,9 @@ def kernel_for(lay):
     compiled at all (≈ 0.3-0.7 s of a cold start, bench/startup.py --compile)."""
     if lay[THREADS] > 1:     # (the engine's threads=N: conv_mix_par; it runs the few-row loop itself)
         fir = stream_run_fir_par
-    elif lay[MIX16] != 0:    # (mix_weights="fp16" on a float32 engine)
+    elif lay[MLP16] != 0:    # (mix_weights="fp16" with the MLP's weights rounded too, float32 engine)
+        fir = stream_run_fir_small_hm if lay[CONV_SMALL] > 1 else stream_run_fir_hm
+    elif lay[MIX16] != 0:    # (mix_weights="fp16", Mcat only: the first version's files)
         fir = stream_run_fir_small_h if lay[CONV_SMALL] > 1 else stream_run_fir_h
     else:
         fir = stream_run_fir_small if lay[CONV_SMALL] > 1 else stream_run_fir

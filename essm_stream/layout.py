@@ -146,7 +146,19 @@ SEGMENTS: tuple[Segment, ...] = (
     Segment("Mcat.h", lambda g: ((g["d"] * (g["k_max"] + 1) * g["d"] + 1) // 2,), per_layer=True,
             when=lambda g: bool(g.get("mix16", 0)) and _essm(g), stored=False,
             doc="Mcat as float16 bits (uint16), row stride (K̄+1) d halves; two per float32 slot"),
+    # fp16 programs whose MLP weights are float16 values too (named dim mlp16): fc1.W and fc2.W again as
+    # half bits, TRANSPOSED ((d, d_hidden) and (d_hidden, d): row m holds input m's weights for every
+    # output), read by the fp16 kernel's MLP for B < 4 in the "axpy" form (kernels._axpy_h: no
+    # horizontal sums). Not stored: made from fc1.W / fc2.W by Layout.pack.
+    Segment("fc1.W.h", lambda g: ((g["d"] * g["d_hidden"] + 1) // 2,), per_layer=True,
+            when=lambda g: bool(g.get("mlp16", 0)) and _mlp(g) and _essm(g), stored=False,
+            doc="fc1.W transposed, (d, d_hidden) float16 bits; two per float32 slot"),
+    Segment("fc2.W.h", lambda g: ((g["d"] * g["d_hidden"] + 1) // 2,), per_layer=True,
+            when=lambda g: bool(g.get("mlp16", 0)) and _mlp(g) and _essm(g), stored=False,
+            doc="fc2.W transposed, (d_hidden, d) float16 bits; two per float32 slot"),
 )
+# the float16 copies: segment -> (the program array it copies, transposed?)
+HALF_COPIES = {"Mcat.h": ("Mcat", False), "fc1.W.h": ("fc1.W", True), "fc2.W.h": ("fc2.W", True)}
 PACKED = tuple(s.name for s in SEGMENTS if s.packed)
 _SEG = {name: i for i, name in enumerate(PACKED)}
 N_SEG = len(PACKED)
@@ -159,7 +171,7 @@ O_FC2W, O_FC2B, O_EPS = _SEG["fc2.W"], _SEG["fc2.b"], _SEG["eps"]
 O_LRU_LAMRE, O_LRU_LAMIM, O_LRU_BTRE, O_LRU_BTIM, O_LRU_CRE, O_LRU_CIM, O_LRU_D = (
     _SEG["lru." + n] for n in ("lam_re", "lam_im", "bt_re", "bt_im", "c_re", "c_im", "D"))
 O_LDSA, O_LDSBL, O_LDSC = _SEG["lds.a"], _SEG["lds.bL"], _SEG["lds.C"]
-O_MCATH = _SEG["Mcat.h"]
+O_MCATH, O_FC1H, O_FC2H = _SEG["Mcat.h"], _SEG["fc1.W.h"], _SEG["fc2.W.h"]
 
 
 def program_shapes(cfg: ESSMConfig, spectral: dict | None = None) -> dict[str, tuple[int, ...]]:
@@ -171,11 +183,11 @@ def program_shapes(cfg: ESSMConfig, spectral: dict | None = None) -> dict[str, t
 # -- named dims --------------------------------------------------------------------------------
 
 DIMS = ("d_in", "d", "d_out", "n_layers", "L", "k_max", "d_gate", "d_hidden", "gated", "mlp",
-        "pool_W", "pooled", "lru", "n_state", "lds", "lds_n", "lds_buf", "hist_blk", "conv_small", "threads", "par_min_k", "par_min_b", "mix16")
+        "pool_W", "pooled", "lru", "n_state", "lds", "lds_n", "lds_buf", "hist_blk", "conv_small", "threads", "par_min_k", "par_min_b", "mix16", "mlp16")
 # (the threads dims sit at the end of LAY, after the BATCH offsets, not after conv_small: every
 # entry the single-thread kernel reads keeps its index, so its machine code is the same as before
 # they existed; named dims are looked up by name, never by position)
-_TAIL_DIMS = ("threads", "par_min_k", "par_min_b", "mix16")
+_TAIL_DIMS = ("threads", "par_min_k", "par_min_b", "mix16", "mlp16")
 
 HIST_COLS = 64   # columns (streams × channels) per block of the history, see hist_blk
 
@@ -193,7 +205,7 @@ def _conv_small_rows() -> int:
 
 
 def named_dims(cfg: ESSMConfig, spectral: dict | None = None, threads: int = 1,
-               par_min: tuple[int, int] = (0, 0), mix16: bool = False) -> dict[str, int]:
+               par_min: tuple[int, int] = (0, 0), mix16: bool = False, mlp16: bool = False) -> dict[str, int]:
     """The sizes the kernel reads; d_gate / d_hidden / pool_W are 0 / 0 / 1 when the config does not use them.
 
     spectral: the program's spectral record (None = exact ring-buffer FIR). For an LDS record,
@@ -203,7 +215,9 @@ def named_dims(cfg: ESSMConfig, spectral: dict | None = None, threads: int = 1,
     B·K_t·d·(L + d) is below it (split by filter channels, B < 4 threads / by streams) runs them on
     the calling thread alone (the engine's policy: engine.parallel_min_work). mix16: the mixing reads
     the float16 copy of Mcat (segment "Mcat.h"; the engine sets it for mix_weights="fp16" programs
-    on float32 engines with threads=1, exact mode, where the CPU widens half in hardware)."""
+    on float32 engines with threads=1, exact mode, where the CPU widens half in hardware). mlp16 (with
+    mix16 only): the MLP reads the float16 copies of fc1.W / fc2.W too (fp16 programs whose MLP weights
+    are float16 values: program.fp16_arrays)."""
     pool = pooled(cfg)
     lds = spectral is not None and spectral.get("mode") == "lds"
     no_lds = {"lds": 0, "lds_n": 0, "lds_buf": 0}
@@ -213,7 +227,7 @@ def named_dims(cfg: ESSMConfig, spectral: dict | None = None, threads: int = 1,
                 "gated": 0, "mlp": int(cfg.mlp), "pool_W": cfg.pool_window if pool else 1,
                 "pooled": int(pool), "lru": 1, "n_state": max(cfg.layer_states()), **no_lds,
                 "hist_blk": hist_blk(cfg.d_model), "conv_small": 1, "threads": 1, "par_min_k": 0, "par_min_b": 0,
-                "mix16": 0}
+                "mix16": 0, "mlp16": 0}
     return {"d_in": cfg.d_in, "d": cfg.d_model, "d_out": cfg.d_out, "n_layers": cfg.n_layers,
             "L": cfg.seq_len, "k_max": cfg.k_max, "d_gate": cfg.d_gate if cfg.gated else 0,
             "d_hidden": cfg.mlp_ratio * cfg.d_model if cfg.mlp else 0, "gated": int(cfg.gated),
@@ -222,7 +236,8 @@ def named_dims(cfg: ESSMConfig, spectral: dict | None = None, threads: int = 1,
             "lds_buf": int(lds and bool(spectral["buffered"])), "hist_blk": hist_blk(cfg.d_model),
             "conv_small": _conv_small_rows(), "threads": int(threads) if not lds else 1,
             "par_min_k": int(par_min[0]), "par_min_b": int(par_min[1]),
-            "mix16": int(bool(mix16) and not lds and int(threads) == 1)}
+            "mix16": int(bool(mix16) and not lds and int(threads) == 1),
+            "mlp16": int(bool(mix16) and bool(mlp16) and bool(cfg.mlp) and not lds and int(threads) == 1)}
 
 
 @dataclass(frozen=True)
@@ -287,7 +302,7 @@ LAY = tuple(n for n in DIMS if n not in _TAIL_DIMS) + tuple("w_" + s.name for s 
 _LAY = {name: i for i, name in enumerate(LAY)}
 N_LAY = len(LAY)
 (D_IN, D_MODEL, D_OUT, N_LAYERS, L_WIN, K_MAX, D_GATE, D_HIDDEN, GATED, MLP, POOL_W, POOLED,
- LRU_KIND, N_STATE, LDS, LDS_N, LDS_BUF, HIST_BLK, CONV_SMALL, THREADS, PAR_MIN_K, PAR_MIN_B, MIX16) = (
+ LRU_KIND, N_STATE, LDS, LDS_N, LDS_BUF, HIST_BLK, CONV_SMALL, THREADS, PAR_MIN_K, PAR_MIN_B, MIX16, MLP16) = (
     _LAY[n] for n in DIMS)
 W_X, W_H, W_U, W_Z, W_V, W_G, W_S, W_A, W_O = (_LAY["w_" + s] for s in "xhuzVgsao")
 W_UNDO = _LAY["w_undo"]
@@ -336,10 +351,14 @@ def unpack(W: np.ndarray, off: np.ndarray, lay: np.ndarray) -> dict[str, np.ndar
     g = dims_of_lay(lay)
     for i, (name, shape) in enumerate(packed_shapes(g).items()):
         size = int(np.prod(shape))
-        if name == "Mcat.h" and size:   # half bits, decoded to the (n_layers, d, (K̄+1) d) values they hold
-            n = g["d"] * (g["k_max"] + 1) * g["d"]
-            h = W[off[2 * i]:off[2 * i] + size].view(np.uint16).reshape(g["n_layers"], -1)[:, :n]
-            out[name] = h.view(np.float16).astype(np.float64).reshape(g["n_layers"], g["d"], -1)
+        if name in HALF_COPIES and size:   # half bits, decoded to the values they hold, in the shape of
+            src, transposed = HALF_COPIES[name]   # the array they copy ((n_layers, d, (K̄+1) d), ...)
+            rows, cols = {"Mcat.h": (g["d"], (g["k_max"] + 1) * g["d"]), "fc1.W.h": (g["d_hidden"], g["d"]),
+                          "fc2.W.h": (g["d"], g["d_hidden"])}[name]
+            h = W[off[2 * i]:off[2 * i] + size].view(np.uint16).reshape(g["n_layers"], -1)[:, :rows * cols]
+            v = h.view(np.float16).astype(np.float64)
+            out[name] = (v.reshape(g["n_layers"], cols, rows).transpose(0, 2, 1).copy() if transposed
+                         else v.reshape(g["n_layers"], rows, cols))
             continue
         out[name] = np.asarray(W[off[2 * i]:off[2 * i] + size], dtype=np.float64).reshape(shape)
     return out
@@ -350,9 +369,9 @@ class Layout:
     (work: B per-stream strides of work_len, then the BATCH sections; work_total in all)."""
 
     def __init__(self, cfg: ESSMConfig, batch: int = 1, spectral: dict | None = None, threads: int = 1,
-                 par_min: tuple[int, int] = (0, 0), mix16: bool = False):
+                 par_min: tuple[int, int] = (0, 0), mix16: bool = False, mlp16: bool = False):
         self.cfg, self.batch = cfg, int(batch)
-        g = self.dims = named_dims(cfg, spectral, threads, par_min, mix16)
+        g = self.dims = named_dims(cfg, spectral, threads, par_min, mix16, mlp16)
         self.shapes = packed_shapes(g)
         per_layer = {s.name: s.per_layer for s in SEGMENTS}
         lay = np.zeros(N_LAY, dtype=np.int64)
@@ -401,10 +420,12 @@ class Layout:
         for i, name in enumerate(PACKED):
             shape = self.shapes[name]
             size = int(np.prod(shape))
-            if size and name == "Mcat.h":   # Mcat's float16 bits, each layer's rows at its stride
+            if size and name in HALF_COPIES:   # float16 bits (of the transpose for the MLP's), each layer at its stride
                 if np.dtype(dtype) != np.float32:
-                    raise ValueError("segment Mcat.h (mix16) packs into a float32 weight vector only")
-                m = np.asarray(arrays["Mcat"], dtype=np.float64).reshape(self.dims["n_layers"], -1)
+                    raise ValueError(f"segment {name} (mix16 / mlp16) packs into a float32 weight vector only")
+                src, transposed = HALF_COPIES[name]
+                m = np.asarray(arrays[src], dtype=np.float64)
+                m = (m.transpose(0, 2, 1) if transposed else m).reshape(self.dims["n_layers"], -1)
                 h = W[self.off[2 * i]:self.off[2 * i] + size].view(np.uint16).reshape(self.dims["n_layers"], -1)
                 h[:, :m.shape[1]] = m.astype(np.float16).view(np.uint16)
                 continue

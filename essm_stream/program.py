@@ -13,13 +13,18 @@ header's `__metadata__` holds one key, "essm_program", a JSON document:
                     "source_sha256": str|None},
      "frontend": dict|None, "budget_profile": dict|None,
      "spectral": LDS record (only in programs compiled with spectral="lds"; see lds.validate_spectral),
-     "mix_weights": "fp16" (only in programs compiled with mix_weights="fp16"; absent = "fp32")}
+     "mix_weights": "fp16" (only in programs compiled with mix_weights="fp16"; absent = "fp32"),
+     "fp16_arrays": ["Mcat", "fc1.W", "fc2.W"] (fp16 programs whose MLP weights are rounded too; absent
+                    in an fp16 program = ["Mcat"], the files of the first fp16 version)}
 
 mix_weights="fp16" (opt-in, `essm-stream compile --weights fp16`): the mixing weights Mcat are
 rounded to IEEE float16 values (still stored as float64; `load` checks they are), so that a float32
 engine can read them from a half-width copy (docs/PERFORMANCE.md "Half-width mixing weights"). The
 numpy reference and float64 engines compute with the same rounded values. Files without the key
-(every file written before it existed) are fp32 programs.
+(every file written before it existed) are fp32 programs. Since 2026-11-30 14:00 UTC the MLP weights
+fc1.W and fc2.W of an fp16 program are rounded as well (`fp16_arrays`; the engine reads their
+half-width copies for B < 4); an fp16 file without `fp16_arrays` (Mcat only) loads and runs as before,
+its MLP in float32; `with_mix_weights("fp16")` rounds such a program's MLP weights too.
 
 spectral="lds" programs add the arrays lds.a, lds.bL (n_layers, N), lds.C (n_layers, K̄, N) and
 lds.err (n_layers, K̄) (layout.SEGMENTS) and record mode, tol, buffered, weighted, n_max, N per
@@ -72,20 +77,25 @@ MAX_JSON_DEPTH = 32             # nesting of the metadata JSON (frontend / budge
 _DIGEST_TAG = b"essm-stream-program-digest-v1\0"
 OPTIONAL_META_KEYS = {"model_kind",    # "lru" for an LRU program (absent: ES-SSM)
                       "spectral",      # the LDS record of a spectral="lds" program (absent: exact)
-                      "mix_weights"}   # "fp16": Mcat holds float16 values (absent: "fp32")
+                      "mix_weights",   # "fp16": Mcat holds float16 values (absent: "fp32")
+                      "fp16_arrays"}   # fp16: the arrays holding float16 values (absent: ["Mcat"])
 MIX_WEIGHTS = ("fp32", "fp16")
+# what an fp16 program may hold as float16 values: the first version rounded Mcat only, the current
+# one Mcat and the MLP's two matrices (a program without an MLP: Mcat only, the same as before)
+FP16_SETS = (("Mcat",), ("Mcat", "fc1.W", "fc2.W"))
 FP16_MAX = 65504.0
 PROVENANCE_KEYS = {"created", "package_version", "source_checkpoint", "source_sha256"}
 PROFILE_COLUMNS = ("accuracy", "latency_s", "energy_j")
 
 
-def round_mix_weights(mcat: np.ndarray) -> np.ndarray:
-    """Mcat rounded to the nearest float16 values (round to nearest even), as float64. Refuses a
-    weight beyond float16's range (|w| > 65504) with a ProgramError; values below 2^-24 become 0."""
+def round_mix_weights(mcat: np.ndarray, name: str = "Mcat") -> np.ndarray:
+    """Weights (Mcat, fc1.W, fc2.W) rounded to the nearest float16 values (round to nearest even), as
+    float64. Refuses a weight beyond float16's range (|w| > 65504) with a ProgramError; values below
+    2^-24 become 0."""
     m = np.asarray(mcat, dtype=np.float64)
     big = float(np.max(np.abs(m))) if m.size else 0.0
     if not big <= FP16_MAX:
-        raise ProgramError(f"mix_weights='fp16': a mixing weight of magnitude {big:.4g} is beyond float16's "
+        raise ProgramError(f"mix_weights='fp16': a weight of {name} of magnitude {big:.4g} is beyond float16's "
                            f"range (±{FP16_MAX:g}); keep mix_weights='fp32' for this model")
     return m.astype(np.float16).astype(np.float64)
 
@@ -180,7 +190,7 @@ class StreamProgram:
 
     def __init__(self, cfg: ESSMConfig, arrays: dict[str, np.ndarray], provenance: dict | None = None,
                  frontend: dict | None = None, budget_profile: dict | None = None,
-                 spectral: dict | None = None, mix_weights: str = "fp32"):
+                 spectral: dict | None = None, mix_weights: str = "fp32", fp16_arrays=None):
         if not isinstance(cfg, (ESSMConfig, LRUConfig)):
             raise ProgramError(f"StreamProgram needs an ESSMConfig (or an LRUConfig), got {type(cfg).__name__}")
         self.cfg = cfg
@@ -203,11 +213,23 @@ class StreamProgram:
         if mix_weights == "fp16":
             if "Mcat" not in self.arrays:
                 raise ProgramError("mix_weights='fp16' applies to ES-SSM programs (an LRU program has no Mcat)")
-            m = self.arrays["Mcat"]
-            if not np.array_equal(round_mix_weights(m), m):
-                raise ProgramError("mix_weights='fp16' but array 'Mcat' holds values that are not float16 values "
-                                   "(make such a program with StreamProgram.with_mix_weights('fp16'))")
+            names = ("Mcat",) if fp16_arrays is None else fp16_arrays
+            if not isinstance(names, (list, tuple)) or tuple(names) not in FP16_SETS:
+                raise ProgramError(f"fp16_arrays must be one of {[list(x) for x in FP16_SETS]}, got {names!r:.80}")
+            names = tuple(names)
+            absent = [n for n in names if n not in self.arrays]
+            if absent:
+                raise ProgramError(f"fp16_arrays names {absent}, which this program does not have (mlp={cfg.mlp})")
+            for n in names:
+                m = self.arrays[n]
+                if not np.array_equal(round_mix_weights(m, n), m):
+                    raise ProgramError(f"mix_weights='fp16' but array {n!r} holds values that are not float16 values "
+                                       "(make such a program with StreamProgram.with_mix_weights('fp16'))")
+        elif fp16_arrays is not None:
+            raise ProgramError("fp16_arrays applies to mix_weights='fp16' programs only")
         self.mix_weights = mix_weights
+        # the arrays that hold float16 values (() for fp32 programs)
+        self.fp16_arrays: tuple[str, ...] = names if mix_weights == "fp16" else ()
         prov = {"created": None, "package_version": None, "source_checkpoint": None, "source_sha256": None}
         prov.update(provenance or {})
         unknown = set(prov) - PROVENANCE_KEYS
@@ -246,22 +268,26 @@ class StreamProgram:
                 + ")")
 
     def with_mix_weights(self, mix_weights: str) -> "StreamProgram":
-        """This program with its mixing weights Mcat rounded to `mix_weights` ("fp16": float16 values,
-        which float32 engines read from a half-width copy; "fp32": unchanged). A new program; the
-        rounding cannot be undone (recompile the checkpoint for fp32)."""
+        """This program with its mixing weights Mcat and its MLP weights fc1.W, fc2.W rounded to
+        `mix_weights` ("fp16": float16 values, which float32 engines read from half-width copies;
+        "fp32": unchanged). A new program; the rounding cannot be undone (recompile the checkpoint for
+        fp32). An fp16 program of the first version (Mcat only) gets its MLP weights rounded too."""
         if mix_weights not in MIX_WEIGHTS:
             raise ProgramError(f"mix_weights must be one of {list(MIX_WEIGHTS)}, got {mix_weights!r:.40}")
-        if mix_weights == self.mix_weights:
+        full = tuple(n for n in FP16_SETS[-1] if n in self.arrays)
+        if mix_weights == self.mix_weights and (mix_weights == "fp32" or self.fp16_arrays == full):
             return self
-        if self.mix_weights != "fp32":
+        if self.mix_weights != "fp32" and mix_weights != self.mix_weights:
             raise ProgramError(f"this program's mixing weights are already rounded to {self.mix_weights}: "
                                "recompile the checkpoint for another precision")
         if "Mcat" not in self.arrays:
             raise ProgramError("mix_weights='fp16' applies to ES-SSM programs (an LRU program has no Mcat)")
         arrays = dict(self.arrays)
-        arrays["Mcat"] = round_mix_weights(arrays["Mcat"])
+        for n in full:
+            arrays[n] = round_mix_weights(arrays[n], n)
         return StreamProgram(self.cfg, arrays, provenance=self.provenance, frontend=self.frontend,
-                             budget_profile=self.budget_profile, spectral=self.spectral, mix_weights=mix_weights)
+                             budget_profile=self.budget_profile, spectral=self.spectral, mix_weights=mix_weights,
+                             fp16_arrays=full)
 
     # -- validation ---------------------------------------------------------------------------
     @staticmethod
@@ -325,6 +351,8 @@ class StreamProgram:
             meta["spectral"] = copy.deepcopy(self.spectral)
         if self.mix_weights != "fp32":
             meta["mix_weights"] = self.mix_weights
+            if self.fp16_arrays != ("Mcat",):   # (absent: Mcat only, as the first version's files)
+                meta["fp16_arrays"] = list(self.fp16_arrays)
         return meta
 
     @property
@@ -469,7 +497,7 @@ class StreamProgram:
         try:
             return cls(cfg, arrays, provenance=meta["provenance"], frontend=meta["frontend"],
                        budget_profile=meta["budget_profile"], spectral=meta.get("spectral"),
-                       mix_weights=meta.get("mix_weights", "fp32"))
+                       mix_weights=meta.get("mix_weights", "fp32"), fp16_arrays=meta.get("fp16_arrays"))
         except ProgramError as e:
             raise ProgramError(f"{where}: {e}") from None
 

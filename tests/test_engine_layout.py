@@ -77,9 +77,10 @@ def test_lay_constants_name_every_entry_once():
              "wb_Cb": lo.WB_C, "hist_blk": lo.HIST_BLK,   # convolution scratch, streams per history block
              "conv_small": lo.CONV_SMALL,                # filter rows up to which the convolution loops (not sgemm)
              "threads": lo.THREADS, "wb_Hp": lo.WB_HP, "par_min_k": lo.PAR_MIN_K, "par_min_b": lo.PAR_MIN_B,   # engine threads=N: tasks per layer, their mixing parts
-             "mix16": lo.MIX16}                          # mix_weights="fp16": the mixing reads Mcat's float16 copy
+             "mix16": lo.MIX16,                          # mix_weights="fp16": the mixing reads Mcat's float16 copy
+             "mlp16": lo.MLP16}                          # ... and the MLP the float16 copies of fc1.W / fc2.W
     assert sorted(named) == sorted(lo.LAY)
     assert all(lo.LAY[i] == n for n, i in named.items())
     assert lo.PACKED[lo.O_MCAT] == "Mcat" and lo.PACKED[lo.O_EPS] == "eps" and lo.PACKED[lo.O_FC2B] == "fc2.b"
-    assert lo.PACKED[lo.O_MCATH] == "Mcat.h"
+    assert lo.PACKED[lo.O_MCATH] == "Mcat.h" and lo.PACKED[lo.O_FC1H] == "fc1.W.h" and lo.PACKED[lo.O_FC2H] == "fc2.W.h"
     assert "sigma" not in lo.PACKED and len(lo.PACKED) == lo.N_SEG

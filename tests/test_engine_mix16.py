@@ -34,11 +34,14 @@ def conv_small(request, monkeypatch):
 CFG = ESSMConfig(d_in=5, d_out=3, d_model=10, n_layers=2, seq_len=12, k_max=7, d_gate=5, mlp=True)
 
 
-@pytest.mark.parametrize("B", [1, 6])   # d=10: the 8-row half tile and two single rows; B=6: a group of 4 and of 2
+# d=10: the 8-row half tile and two single rows; B=3: the MLP's half copies (axpy form) stream by
+# stream; B=6: a group of 4 and of 2, the MLP on the float32 weights (B >= 4: mlp's tiles)
+@pytest.mark.parametrize("B", [1, 3, 6])
 def test_fp16_kernel_matches_float64_reference_every_budget(B, conv_small):
-    """The float32 fast path with Mcat's float16 copy against the float64 reference kernel on the same
-    (rounded) program: every K from 1 to K̄, K changing every step and differing between streams, the
-    ring wrapping twice. Tolerance TOL32 relative, the same as the fp32 kernel's."""
+    """The float32 fast path with the float16 copies of Mcat and of the MLP's fc1.W / fc2.W against the
+    float64 reference kernel on the same (rounded) program: every K from 1 to K̄, K changing every
+    step and differing between streams, the ring wrapping twice. Tolerance TOL32 relative, the same
+    as the fp32 kernel's."""
     if not half_widening():
         pytest.skip("this CPU / numba target widens float16 in software: fp16 programs mix from the float32 Mcat")
     prog = tiny_program(CFG, seed=9).with_mix_weights("fp16")
@@ -49,15 +52,59 @@ def test_fp16_kernel_matches_float64_reference_every_budget(B, conv_small):
     K[:7, 0] = np.arange(1, 8)
     fast = StreamEngine(prog, batch=B, dtype=np.float32)
     assert fast.layout.dims["mix16"] == 1 and fast.layout.dims["conv_small"] == conv_small
-    assert fast._kernel in (kernels.stream_run_fir_h, kernels.stream_run_fir_small_h)
+    assert fast.layout.dims["mlp16"] == 1 and prog.fp16_arrays == ("Mcat", "fc1.W", "fc2.W")
+    assert fast._kernel in (kernels.stream_run_fir_hm, kernels.stream_run_fir_small_hm)
     ref = StreamEngine(prog, batch=B, dtype=np.float64, kernel="ref")
     Y32 = np.concatenate([fast.run(X[t:t + 1].astype(np.float32), K[t:t + 1]) for t in range(T)])
     Y64 = ref.run(X, K)
     err = rel_err(Y32.astype(np.float64), Y64)
     print(f"fp16-mix float32 kernel vs float64 reference, B={B}: max relative error {err:.2e}")
     assert err <= TOL32
-    w = fast.layout.unpack(fast._W)   # the half copy holds exactly the program's (rounded) Mcat
-    assert np.array_equal(w["Mcat.h"], prog.arrays["Mcat"])
+    w = fast.layout.unpack(fast._W)   # the half copies hold exactly the program's (rounded) weights
+    for name in ("Mcat", "fc1.W", "fc2.W"):
+        assert np.array_equal(w[name + ".h"], prog.arrays[name]), name
+
+
+def test_first_version_fp16_program_mlp_in_float32(tmp_path):
+    """An fp16 program of the first version (Mcat rounded, the MLP not: files without fp16_arrays)
+    still loads as such, runs its MLP on the float32 weights (no half copies of them) and matches the
+    reference; with_mix_weights('fp16') rounds its MLP weights too."""
+    p32 = tiny_program(CFG, seed=5)
+    arrays = dict(p32.arrays)
+    arrays["Mcat"] = arrays["Mcat"].astype(np.float16).astype(np.float64)
+    old = StreamProgram(p32.cfg, arrays, mix_weights="fp16")
+    assert old.fp16_arrays == ("Mcat",) and "fp16_arrays" not in old.metadata()
+    old.save(tmp_path / "old.essm")
+    old = StreamProgram.load(tmp_path / "old.essm")
+    assert old.mix_weights == "fp16" and old.fp16_arrays == ("Mcat",)
+    assert np.array_equal(old.arrays["fc1.W"], p32.arrays["fc1.W"])
+    e = StreamEngine(old, batch=1, dtype=np.float32)
+    assert e.layout.dims["mlp16"] == 0 and int(lo.packed_shapes(e.layout.dims)["fc1.W.h"][0]) == 0
+    if half_widening():   # the first version's kernel: Mcat's half copy, the MLP on float32 weights
+        assert e._kernel in (kernels.stream_run_fir_h, kernels.stream_run_fir_small_h)
+    rng = np.random.default_rng(5)
+    X, K = rng.standard_normal((20, 1, 5)), rng.integers(1, 8, (20, 1))
+    y = e.run(X.astype(np.float32), K).astype(np.float64)
+    assert rel_err(y, StreamEngine(old, dtype=np.float64, kernel="ref").run(X, K)) <= TOL32
+    new = old.with_mix_weights("fp16")
+    assert new.fp16_arrays == ("Mcat", "fc1.W", "fc2.W") and np.array_equal(new.arrays["Mcat"], old.arrays["Mcat"])
+    assert np.array_equal(new.arrays["fc2.W"], p32.arrays["fc2.W"].astype(np.float16).astype(np.float64))
+    new.save(tmp_path / "new.essm")
+    assert StreamProgram.load(tmp_path / "new.essm").fp16_arrays == ("Mcat", "fc1.W", "fc2.W")
+
+
+def test_axpy_h_matches_numpy():
+    """The transposed half-weight GEMV (four rows per pass, then the rest) against numpy."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal(60).astype(np.float32)
+    H = rng.standard_normal(900).astype(np.float16)
+    for n_in, n_out in ((8, 16), (10, 20), (7, 3), (1, 9)):
+        out = np.ones(50, np.float32)
+        kernels._axpy_h(x, 4, H.view(np.uint16), 11, n_in, n_out, out, 6)
+        want = np.ones(50)
+        want[6:6 + n_out] += x[4:4 + n_in].astype(np.float64) @ \
+            H[11:11 + n_in * n_out].astype(np.float64).reshape(n_in, n_out)
+        assert np.allclose(out, want, rtol=1e-5, atol=1e-5)
 
 
 def test_gemm_nt_h_matches_numpy():
@@ -113,10 +160,28 @@ def test_mix_weights_record_and_checks(tmp_path):
         p16.with_mix_weights("fp32")
     with pytest.raises(ProgramError, match="not float16 values"):
         StreamProgram(p32.cfg, dict(p32.arrays), mix_weights="fp16")
+    with pytest.raises(ProgramError, match="'fc1.W' holds values that are not float16"):   # Mcat rounded, fc1.W not
+        StreamProgram(p32.cfg, {**p32.arrays, "Mcat": p16.arrays["Mcat"]}, mix_weights="fp16",
+                      fp16_arrays=["Mcat", "fc1.W", "fc2.W"])
+    with pytest.raises(ProgramError, match="fp16_arrays must be one of"):
+        StreamProgram(p32.cfg, dict(p16.arrays), mix_weights="fp16", fp16_arrays=["fc1.W"])
+    with pytest.raises(ProgramError, match="mix_weights='fp16' programs only"):
+        StreamProgram(p32.cfg, dict(p32.arrays), fp16_arrays=["Mcat"])
+    nomlp = tiny_program(ESSMConfig(d_in=5, d_out=3, d_model=10, n_layers=1, seq_len=12, k_max=7, d_gate=5,
+                                    mlp=False), seed=2)
+    assert nomlp.with_mix_weights("fp16").fp16_arrays == ("Mcat",)   # (no MLP: Mcat only, as before)
+    with pytest.raises(ProgramError, match="does not have"):
+        StreamProgram(nomlp.cfg, dict(nomlp.with_mix_weights("fp16").arrays), mix_weights="fp16",
+                      fp16_arrays=["Mcat", "fc1.W", "fc2.W"])
     big = dict(p32.arrays)
     big["Mcat"] = big["Mcat"].copy()
     big["Mcat"][0, 0, 0] = 1e5
     with pytest.raises(ProgramError, match="beyond float16's range"):
+        StreamProgram(p32.cfg, big).with_mix_weights("fp16")
+    big = dict(p32.arrays)
+    big["fc2.W"] = big["fc2.W"].copy()
+    big["fc2.W"][0, 1, 2] = -7e4
+    with pytest.raises(ProgramError, match="fc2.W of magnitude 7e"):
         StreamProgram(p32.cfg, big).with_mix_weights("fp16")
     meta = p16.metadata()
     meta["mix_weights"] = "fp8"

@@ -23,9 +23,10 @@ def add_arguments(p):
                    help="lds: the no-buffer variant for MCU-class targets (no ring of L inputs; ~1e-2 accuracy)")
     p.add_argument("--weighted", action="store_true", help="lds: weight filter k's error by ||M_k||")
     p.add_argument("--weights", choices=["fp32", "fp16"], default="fp32",
-                   help="precision of the mixing weights: fp16 rounds them to float16 values, which a float32 "
-                        "engine reads at half the bytes (faster where the step is bound by reading them; "
-                        "outputs deviate from the fp32 program by ~1e-3 relative; docs/PERFORMANCE.md)")
+                   help="precision of the mixing and MLP weights (Mcat, fc1.W, fc2.W): fp16 rounds them to "
+                        "float16 values, which a float32 engine reads at half the bytes (faster where the step "
+                        "is bound by reading them; outputs deviate from the fp32 program by ~1e-3 relative; "
+                        "docs/PERFORMANCE.md)")
 
 
 def run(a):

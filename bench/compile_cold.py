@@ -1,0 +1,58 @@
+"""Cold compile of the bundled keyword model's engine, fp32 and fp16 programs, trees interleaved.
+
+    python bench/compile_cold.py [--trees /tmp/base .] [--weights fp32,fp16] [--rounds 2]
+
+For each round, tree and weights: a fresh process with an empty NUMBA_CACHE_DIR builds a float32
+engine of the bundled keyword program (`--weights fp16`: `with_mix_weights("fp16")`) and steps it
+once; prints the CPU seconds (`time.process_time`) of that build and step, i.e. the kernel's compile.
+OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are unset (this machine's BLAS path, as the bench's first command).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+
+CHILD = r"""
+import sys, time
+import numpy as np
+from essm_stream.kws.spotter import load_program
+from essm_stream.engine import StreamEngine
+p = load_program()
+if sys.argv[1] == "fp16":
+    p = p.with_mix_weights("fp16")
+t = time.process_time()
+e = StreamEngine(p)
+e.step(np.zeros(p.cfg.d_in, np.float32), 4)
+print(time.process_time() - t)
+"""
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--trees", nargs="+", default=[os.path.dirname(os.path.dirname(os.path.abspath(__file__)))])
+    ap.add_argument("--weights", default="fp32,fp16")
+    ap.add_argument("--rounds", type=int, default=2)
+    a = ap.parse_args(argv)
+    res = {}
+    for r in range(a.rounds):
+        for tree in a.trees:
+            tree = os.path.abspath(tree)
+            for w in a.weights.split(","):
+                with tempfile.TemporaryDirectory(prefix="nc_cold_") as cache:
+                    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+                    env.update(PYTHONPATH=tree, NUMBA_CACHE_DIR=cache)
+                    out = subprocess.run([sys.executable, "-c", CHILD, w], cwd=tree, env=env, check=True,
+                                         capture_output=True, text=True).stdout
+                cpu = float(out.strip().splitlines()[-1])
+                res.setdefault((tree, w), []).append(cpu)
+                print(f"round {r + 1}: {tree} {w}: kernel compile {cpu:.2f} s CPU (load {os.getloadavg()[0]:.2f})",
+                      flush=True)
+    for (tree, w), v in res.items():
+        print(f"{tree} {w}: {', '.join(f'{x:.2f}' for x in v)} s CPU")
+
+
+if __name__ == "__main__":
+    main()
