@@ -87,6 +87,14 @@ class EngineState:
         return self.section("pool")
 
 
+def _kernel_input(a, dtype=None) -> np.ndarray:
+    """`a` as the kernels take it: C-contiguous and writeable. numba compiles a separate specialization
+    for a read-only array (a broadcast view, a caller's frozen array), seconds of CPU per kernel, so
+    read-only inputs are copied (the kernels never write to them) instead of compiling a second kernel."""
+    a = np.ascontiguousarray(a, dtype=dtype)
+    return a if a.flags.writeable else a.copy()
+
+
 def _readonly(a: np.ndarray) -> np.ndarray:
     v = a.view()
     v.flags.writeable = False
@@ -436,11 +444,11 @@ class StreamEngine:
         if K.dtype.kind not in "iu":
             raise BudgetError(f"budget K must be integers, got dtype {K.dtype}")
         if K.ndim == 1 and K.shape[0] == T:                   # per step (same for every stream)
-            return np.ascontiguousarray(np.broadcast_to(K[:, None], (T, B)), dtype=np.int64)
+            return _kernel_input(np.broadcast_to(K[:, None], (T, B)), np.int64)
         if K.ndim == 1 and K.shape[0] == B:                   # per stream (same at every step)
-            return np.ascontiguousarray(np.broadcast_to(K[None, :], (T, B)), dtype=np.int64)
+            return _kernel_input(np.broadcast_to(K[None, :], (T, B)), np.int64)
         if K.ndim == 2 and K.shape in ((T, B), (1, B)):
-            return np.ascontiguousarray(np.broadcast_to(K, (T, B)), dtype=np.int64)
+            return _kernel_input(np.broadcast_to(K, (T, B)), np.int64)
         raise BudgetError(f"budget K of shape {K.shape} fits neither (T,)=({T},), (B,)=({B},) nor (T, B)=({T}, {B})")
 
     def run(self, X, K, out: np.ndarray | None = None) -> np.ndarray:
@@ -462,7 +470,7 @@ class StreamEngine:
                 raise ShapeError(f"X has shape {X.shape}, expected {want}")
             T = X3.shape[0]
             Ks = self._budgets_for_block(K, T)
-            X3 = np.ascontiguousarray(X3)
+            X3 = _kernel_input(X3)
             if out is None:
                 Y = np.empty((T, B, self.cfg.d_out), dtype=self.dtype)
             else:
