@@ -99,9 +99,9 @@ def _set(path, steps, spike, events, seconds):
     write_feature_set(path, F, events=events, seconds=seconds)
 
 
-def test_cascade_rows_keep_only_verified_detections(tmp_path, monkeypatch):
-    """Two first-stage detections of 'yes' (one true, one a false accept); the verifier's cached scores pass the
-    true one only at -0.2: rows for (th1, None) count both, (th1, -0.2) only the hit."""
+@pytest.fixture
+def fake_engine(monkeypatch):
+    """The engine replaced by a rule: 'yes' wherever feature 0 is positive, silence elsewhere (no gate)."""
     yes = D.LABELS.index("yes")
 
     def fake_outputs(prog, F, K, chunk=4096):
@@ -112,6 +112,11 @@ def test_cascade_rows_keep_only_verified_detections(tmp_path, monkeypatch):
     monkeypatch.setattr(L, "engine_outputs", fake_outputs)
     monkeypatch.setattr(L, "normalise", lambda prog, F: np.asarray(F, np.float32))
     monkeypatch.setattr(L, "vad_active", lambda sp, lv, t: np.ones(len(lv), bool))
+
+
+def test_cascade_rows_keep_only_verified_detections(tmp_path, fake_engine):
+    """Two first-stage detections of 'yes' (one true, one a false accept); the verifier's cached scores pass the
+    true one only at -0.2: rows for (th1, None) count both, (th1, -0.2) only the hit."""
     p = tmp_path / "test_f_kw_clean.npz"
     _set(p, 300, None, [Event("yes", 5.0, 5.5)], 25.0)
     z = dict(np.load(p))
@@ -132,20 +137,10 @@ def test_cascade_rows_keep_only_verified_detections(tmp_path, monkeypatch):
     assert [r["threshold"] for r in rows] == [0.0, 1.0, 2.0] and rows[1]["vth"] == -0.2
 
 
-def test_run_all_with_a_cascade_from_cached_scores(tmp_path, monkeypatch):
+def test_run_all_with_a_cascade_from_cached_scores(tmp_path, monkeypatch, fake_engine):
     """run_all --verify end to end on tiny sets: validation has a keyword and a false accept the verifier rejects;
     the pair rule picks a verifier threshold that removes it; loso.md carries the cascade's rows."""
     from essm_stream.kws.spotter import bundled_program_path
-    yes = D.LABELS.index("yes")
-
-    def fake_outputs(prog, F, K, chunk=4096):
-        Y = np.zeros((len(F), len(D.LABELS)), np.float32)
-        Y[:, D.SILENCE] = 8.0
-        Y[F[:, 0] > 0, yes] = 12.0
-        return Y
-    monkeypatch.setattr(L, "engine_outputs", fake_outputs)
-    monkeypatch.setattr(L, "normalise", lambda prog, F: np.asarray(F, np.float32))
-    monkeypatch.setattr(L, "vad_active", lambda sp, lv, t: np.ones(len(lv), bool))
     monkeypatch.setattr(E, "frontend_costs", lambda: {})
     fam, sets = "ho-x", tmp_path / "sets"
     sets.mkdir()
