@@ -42,7 +42,8 @@ from .layout import (D_GATE, D_HIDDEN, D_IN, D_MODEL, D_OUT, GATED, IST_ERR_B, I
                      W_X, W_Z, WL, W_UNDO, IST_SKIPPED, WB_C)
 from .kernels_lds import lds_convolve, lds_ring, lds_undo
 from .kernels_lru import lru_mix, lru_undo
-from .layout import CONV_SMALL, HIST_BLK, LDS, LRU_KIND, MIX16, MLP16, O_FC1H, O_FC2H, O_MCATH, PAR_MIN_B, PAR_MIN_K, THREADS, WB_HP, hist_block
+from .gemv import gemv_t
+from .layout import CONV_SMALL, GEMV1, HIST_BLK, LDS, LRU_KIND, MIX16, MLP16, O_FC1H, O_FC2H, O_MCATH, PAR_MIN_B, PAR_MIN_K, THREADS, WB_HP, hist_block
 from .numba_config import JIT_DISABLED, njit
 
 OK, ERR_NONFINITE, ERR_BUDGET, ERR_OVERFLOW = 0, 1, 2, 3
@@ -828,11 +829,16 @@ def convolve_small(Ks, t, W, off, lay, state, work, B, l, p, Kt):
 
 @njit(inline="always")
 def mix(Ks, t, W, off, lay, work, B, l):
-    """h += [D | σ^{1/4} M_1 … M_K] V, four streams at a time (V zero-padded to the group's max K)."""
+    """h += [D | σ^{1/4} M_1 … M_K] V, four streams at a time (V zero-padded to the group's max K).
+    One stream on a float32 engine (lay[GEMV1]: Mcat packed input-major): gemv_t, the outputs in
+    registers over the active prefix of Mcat's rows."""
     wl, d = lay[WL], lay[D_MODEL]
     sV = lay[W_V]
     ldM = (lay[K_MAX] + 1) * d
     b0 = 0
+    if lay[GEMV1] != 0:
+        gemv_t(work, sV, W, seg(off, O_MCAT, l), d, (Ks[t, 0] + 1) * d, d, work, lay[W_H])
+        b0 = B
     while b0 < B:
         nb = min(4, B - b0)
         kg = 1
@@ -856,6 +862,9 @@ def mix_h(Ks, t, W, off, lay, work, B, l):
     ldM = (lay[K_MAX] + 1) * d
     H = W.view(np.uint16)
     b0 = 0
+    if lay[GEMV1] != 0:      # one stream: Mcat.h input-major, gemv_t (as mix)
+        gemv_t(work, sV, H, 2 * seg(off, O_MCATH, l), d, (Ks[t, 0] + 1) * d, d, work, lay[W_H])
+        b0 = B
     while b0 < B:
         nb = min(4, B - b0)
         kg = 1
@@ -1083,14 +1092,22 @@ def mlp(W, off, lay, work, B, l, ln_eps):
     wl, d, dh = lay[WL], lay[D_MODEL], lay[D_HIDDEN]
     sh, sz, sa = lay[W_H], lay[W_Z], lay[W_A]
     _layer_norm_streams(work, B, wl, sh, sz, W, seg(off, O_LN2G, l), seg(off, O_LN2B, l), d, ln_eps)
-    gemm_nt(work, sz, wl, W, seg(off, O_FC1W, l), d, d, work, sa, wl, B, dh, wl < 0)
     fc1b, fc2b = seg(off, O_FC1B, l), seg(off, O_FC2B, l)
-    for b in range(B):
-        wb = b * wl
-        _bias_gelu(work, wb + sa, W, fc1b, dh)   # + fc1.b in GELU's pass
+    if lay[GEMV1] != 0:   # one stream, float32 engine: fc1.W / fc2.W packed input-major, gemv_t
+        work[sa:sa + dh] = 0.0
+        gemv_t(work, sz, W, seg(off, O_FC1W, l), dh, d, dh, work, sa)    # a = fc1 z
+        _bias_gelu(work, sa, W, fc1b, dh)
         for i in range(d):
-            work[wb + sh + i] += W[fc2b + i]
-    gemm_nt(work, sa, wl, W, seg(off, O_FC2W, l), dh, dh, work, sh, wl, B, d, wl >= 0)
+            work[sh + i] += W[fc2b + i]
+        gemv_t(work, sa, W, seg(off, O_FC2W, l), d, dh, d, work, sh)     # h += fc2 a
+    else:
+        gemm_nt(work, sz, wl, W, seg(off, O_FC1W, l), d, d, work, sa, wl, B, dh, wl < 0)
+        for b in range(B):
+            wb = b * wl
+            _bias_gelu(work, wb + sa, W, fc1b, dh)   # + fc1.b in GELU's pass
+            for i in range(d):
+                work[wb + sh + i] += W[fc2b + i]
+        gemm_nt(work, sa, wl, W, seg(off, O_FC2W, l), dh, dh, work, sh, wl, B, d, wl >= 0)
 
 
 @njit(inline="always")
@@ -1111,11 +1128,11 @@ def mlp_h(W, off, lay, work, B, l):
     for b in range(B):
         wb = b * wl
         work[wb + sa:wb + sa + dh] = 0.0
-        _axpy_h(work, wb + sz, H, f1, d, dh, work, wb + sa)       # a = fc1 z
+        gemv_t(work, wb + sz, H, f1, dh, d, dh, work, wb + sa)    # a = fc1 z (outputs in registers)
         _bias_gelu(work, wb + sa, W, fc1b, dh)                    # + fc1.b in GELU's pass
         for i in range(d):
             work[wb + sh + i] += W[fc2b + i]
-        _axpy_h(work, wb + sa, H, f2, dh, d, work, wb + sh)       # h += fc2 a
+        gemv_t(work, wb + sa, H, f2, d, dh, d, work, wb + sh)     # h += fc2 a
 
 
 @njit(inline="always")

@@ -1,0 +1,259 @@
+"""B = 1 GEMVs with their outputs held in registers: out += x · Wt, Wt stored input-major ("axpy" form).
+
+    out[oo + j] += Σ_{m < n_in} x[xo + m] · Wt[w0 + m ldw + j]        for j < n_out
+
+Wt is a transposed (input-major) copy of a weight matrix: row m holds input m's weight for every
+output, so a GEMV over the first n_in inputs (the mixing's active prefix (K_t + 1) d of Mcat's
+columns) reads a contiguous prefix of rows, and no output needs a horizontal sum. Wt is float32 or
+float16 bits (uint16, widened to float32 as loaded: LLVM's fpext from half, F16C's vcvtph2ps).
+
+Why numba intrinsics (LLVM IR written here) and not numba loops: the loop over the inputs must keep
+a chunk of outputs (64 floats: 4 zmm or 8 ymm) in registers from the first input to the last. Plain
+numba loops over such a tile were tried (docs/PERFORMANCE.md): LLVM reloads and stores the outputs
+every pass (it cannot prove that `out` does not alias `x` or the weights), so the GEMV ran at the
+speed of those loads and stores, not at the cache's read rate. Here the chunk's vectors are phi
+values of the input loop, updated by `llvm.fmuladd` (a fused multiply-add where the target has one),
+loaded from `out` once before the loop and stored once after it.
+
+Vector width and chunk size follow the ISA numba compiles for (numba's NUMBA_CPU_NAME /
+NUMBA_CPU_FEATURES, not the host's cpuid: the AVX2 emulation sets them):
+  * AVX-512: vectors of 16 floats, chunks of 64 outputs = 4 zmm, the inputs taken two at a time
+    into two sets of 4 accumulators (8 independent multiply-add chains: an FMA's latency is four
+    cycles, two issue per cycle), summed at the end;
+  * otherwise (AVX2): vectors of 8, chunks of 64 outputs = 8 ymm, one set (8 chains already).
+Outputs beyond the whole chunks run one vector at a time (two sets), the last n_out mod VW one by
+one in plain numba code. Three compiled pieces per weight type, each small.
+
+`gemv_t(x, xo, Wt, w0, ldw, n_in, n_out, out, oo)` is the entry point (njit); its numpy twin
+`gemv_t_ref` is what tests hold it to, and what runs under NUMBA_DISABLE_JIT.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from .numba_config import JIT_DISABLED, njit
+
+
+@functools.lru_cache(maxsize=1)
+def target_avx512() -> bool:
+    """Does the machine code numba makes here use AVX-512 (numba's target CPU, not the host's cpuid)?"""
+    from numba.core import config
+    feats = config.CPU_FEATURES
+    if feats:                                   # explicit feature string (NUMBA_CPU_FEATURES)
+        return "+avx512f" in feats.split(",")
+    name = (config.CPU_NAME or "host").lower()
+    if name == "host":
+        import llvmlite.binding as llvm
+        return bool(llvm.get_host_cpu_features().get("avx512f", False))
+    return ("avx512" in name or name.startswith(("icelake", "tigerlake", "sapphirerapids", "graniterapids",
+                                                  "emeraldrapids", "cooperlake", "cascadelake", "cannonlake",
+                                                  "rocketlake", "znver4", "znver5", "knl", "knm")))
+
+
+def gemv_t_ref(x, xo, Wt, w0, ldw, n_in, n_out, out, oo):
+    """numpy twin of gemv_t (float64 sums of the same values; float16 bits decoded exactly)."""
+    if n_in <= 0 or n_out <= 0:
+        return
+    w = Wt[w0:w0 + (n_in - 1) * ldw + n_out]
+    if w.dtype == np.uint16:
+        w = w.view(np.float16)
+    rows = np.lib.stride_tricks.as_strided(w, shape=(n_in, n_out), strides=(ldw * w.itemsize, w.itemsize))
+    y = np.asarray(x[xo:xo + n_in], dtype=np.float64) @ rows.astype(np.float64)
+    out[oo:oo + n_out] = (out[oo:oo + n_out].astype(np.float64) + y).astype(out.dtype)
+
+
+def gemv_t(x, xo, Wt, w0, ldw, n_in, n_out, out, oo):
+    """out[oo + j] += Σ_{m < n_in} x[xo + m] Wt[w0 + m ldw + j], j < n_out (see the module doc). In
+    compiled code the overload below (float32 x and out: the register-held chunks; other dtypes a
+    plain loop, which no engine runs: gemv1 is for float32 engines); in Python (NUMBA_DISABLE_JIT)
+    the numpy twin. The caller keeps the ranges inside the arrays (the chunks check no bounds)."""
+    gemv_t_ref(x, xo, Wt, w0, ldw, n_in, n_out, out, oo)
+
+
+if JIT_DISABLED:
+    VW = CHUNK = 8
+else:
+    from llvmlite import ir
+    from numba import types
+    from numba.core import cgutils
+    from numba.core.errors import TypingError
+    from numba.extending import intrinsic, overload
+
+    if target_avx512():
+        VW, NV, SETS = 16, 4, 2
+    else:
+        VW, NV, SETS = 8, 8, 1
+    CHUNK = VW * NV
+
+    _I64 = ir.IntType(64)
+    _F32 = ir.FloatType()
+
+    def _c(v):
+        return ir.Constant(_I64, v)
+
+    def _make_chunk(nv: int, sets: int):
+        """An intrinsic for one chunk of nv * VW outputs: out[oo:oo + nv VW] += Σ_m x[xo + m] Wt[w0 + m ldw:…]."""
+
+        @intrinsic
+        def chunk(typingctx, x, xo, Wt, w0, ldw, n_in, out, oo):
+            if not (isinstance(x, types.Array) and x.dtype == types.float32 and isinstance(out, types.Array)
+                    and out.dtype == types.float32 and isinstance(Wt, types.Array)
+                    and Wt.dtype in (types.uint16, types.float32)):
+                raise TypingError("gemv chunk: x, out float32 arrays; Wt float32 or uint16 (half bits)")
+            half = Wt.dtype == types.uint16
+            sig = types.none(x, xo, Wt, w0, ldw, n_in, out, oo)
+
+            def codegen(context, builder, signature, args):
+                ax, axo, aw, aw0, aldw, an, aout, aoo = args
+                tx, _, tw, _, _, _, tout, _ = signature.args
+                ety = ir.HalfType() if half else _F32
+                vty = ir.VectorType(_F32, VW)
+                wvty = ir.VectorType(ety, VW)
+                xo_, w0_, ldw_, n_, oo_ = (context.cast(builder, v, t, types.int64) for v, t in
+                                           zip((axo, aw0, aldw, an, aoo), (xo, w0, ldw, n_in, oo)))
+                xp = context.make_array(tx)(context, builder, ax).data
+                wp = context.make_array(tw)(context, builder, aw).data
+                op = context.make_array(tout)(context, builder, aout).data
+                xp = builder.gep(xp, [xo_], inbounds=True, source_etype=_F32)
+                wp = builder.bitcast(builder.gep(wp, [w0_], inbounds=True,
+                                                 source_etype=ir.IntType(16) if half else _F32), ety.as_pointer())
+                op = builder.gep(op, [oo_], inbounds=True, source_etype=_F32)
+                fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3),
+                                                     f"llvm.fmuladd.v{VW}f32")
+                zero = ir.Constant(vty, None)
+                mask0 = ir.Constant(ir.VectorType(ir.IntType(32), VW), None)
+
+                def vptr(base, i, ty, vt):
+                    return builder.bitcast(builder.gep(base, [i], inbounds=True, source_etype=ty), vt.as_pointer())
+
+                def update(accs, row):
+                    """accs (nv vectors) + x[row] · Wt[row ldw + v VW …] for v < nv."""
+                    xv = builder.load(builder.gep(xp, [row], inbounds=True, source_etype=_F32), typ=_F32)
+                    bc = builder.shuffle_vector(builder.insert_element(ir.Constant(vty, ir.Undefined), xv,
+                                                                       ir.Constant(ir.IntType(32), 0)),
+                                                ir.Constant(vty, ir.Undefined), mask0)
+                    base = builder.mul(row, ldw_)
+                    new = []
+                    for v in range(nv):
+                        w = builder.load(vptr(wp, builder.add(base, _c(v * VW)), ety, wvty), typ=wvty,
+                                         align=2 if half else 4)
+                        if half:
+                            w = builder.fpext(w, vty)
+                        new.append(builder.call(fma, [w, bc, accs[v]]))
+                    return new
+
+                init = [[builder.load(vptr(op, _c(v * VW), _F32, vty), typ=vty, align=4) for v in range(nv)]]
+                init += [[zero] * nv for _ in range(sets - 1)]
+                nmain = builder.sub(n_, builder.srem(n_, _c(sets))) if sets > 1 else n_
+                entry = builder.block
+                loop = builder.append_basic_block("gemv.loop")
+                after = builder.append_basic_block("gemv.after")
+                builder.cbranch(builder.icmp_signed(">", nmain, _c(0)), loop, after)
+                builder.position_at_end(loop)
+                m = builder.phi(_I64)
+                m.add_incoming(_c(0), entry)
+                phis = [[builder.phi(vty) for _ in range(nv)] for _ in range(sets)]
+                for s in range(sets):
+                    for v in range(nv):
+                        phis[s][v].add_incoming(init[s][v], entry)
+                upd = [update(phis[s], builder.add(m, _c(s))) for s in range(sets)]
+                m2 = builder.add(m, _c(sets))
+                m.add_incoming(m2, loop)
+                for s in range(sets):
+                    for v in range(nv):
+                        phis[s][v].add_incoming(upd[s][v], loop)
+                builder.cbranch(builder.icmp_signed("<", m2, nmain), loop, after)
+                builder.position_at_end(after)
+                res = []
+                for s in range(sets):
+                    row = []
+                    for v in range(nv):
+                        p = builder.phi(vty)
+                        p.add_incoming(init[s][v], entry)
+                        p.add_incoming(upd[s][v], loop)
+                        row.append(p)
+                    res.append(row)
+                if sets > 1:   # the n_in mod sets rows left (sets == 2: at most one), into set 0
+                    before = builder.block
+                    tail = builder.append_basic_block("gemv.tail")
+                    done = builder.append_basic_block("gemv.done")
+                    builder.cbranch(builder.icmp_signed("<", nmain, n_), tail, done)
+                    builder.position_at_end(tail)
+                    t0 = update(res[0], nmain)
+                    builder.branch(done)
+                    builder.position_at_end(done)
+                    merged = []
+                    for v in range(nv):
+                        p = builder.phi(vty)
+                        p.add_incoming(res[0][v], before)
+                        p.add_incoming(t0[v], tail)
+                        merged.append(p)
+                    res[0] = merged
+                for v in range(nv):
+                    acc = res[0][v]
+                    for s in range(1, sets):
+                        acc = builder.fadd(acc, res[s][v])
+                    builder.store(acc, vptr(op, _c(v * VW), _F32, vty), align=4)
+                return context.get_dummy_value()
+
+            return sig, codegen
+
+        return chunk
+
+    _chunk_big = _make_chunk(NV, SETS)
+    _chunk_vec = _make_chunk(1, 2)
+
+    @intrinsic
+    def _widen(typingctx, w):
+        """A weight as float32: half bits (uint16) widened exactly, float32 as it is."""
+        sig = types.float32(w)
+
+        def codegen(context, builder, signature, args):
+            if w == types.uint16:
+                return builder.fpext(builder.bitcast(args[0], ir.HalfType()), _F32)
+            return args[0]
+        return sig, codegen
+
+    @njit
+    def _gemv_f32(x, xo, Wt, w0, ldw, n_in, n_out, out, oo):
+        j = 0
+        while j + CHUNK <= n_out:
+            _chunk_big(x, xo, Wt, w0 + j, ldw, n_in, out, oo + j)
+            j += CHUNK
+        while j + VW <= n_out:
+            _chunk_vec(x, xo, Wt, w0 + j, ldw, n_in, out, oo + j)
+            j += VW
+        if j < n_out:   # the last n_out mod VW outputs (none for d = 64, 128)
+            _gemv_rest(x, xo, Wt, w0, ldw, n_in, j, n_out, out, oo)
+
+    @njit
+    def _gemv_rest(x, xo, Wt, w0, ldw, n_in, j0, n_out, out, oo):
+        for j in range(j0, n_out):
+            s = np.float32(0)
+            for m in range(n_in):
+                s += x[xo + m] * _widen(Wt[w0 + m * ldw + j])
+            out[oo + j] += s
+
+    @overload(gemv_t)
+    def _ol_gemv_t(x, xo, Wt, w0, ldw, n_in, n_out, out, oo):
+        if x.dtype == types.float32 and out.dtype == types.float32 and Wt.dtype in (types.uint16, types.float32):
+            def impl(x, xo, Wt, w0, ldw, n_in, n_out, out, oo):
+                _gemv_f32(x, xo, Wt, w0, ldw, n_in, n_out, out, oo)
+            return impl
+        if Wt.dtype == types.uint16:
+            raise TypingError("gemv_t: half-bit weights (uint16) with float32 x and out only")
+
+        def generic(x, xo, Wt, w0, ldw, n_in, n_out, out, oo):
+            for m in range(n_in):
+                a = x[xo + m]
+                for j in range(n_out):
+                    out[oo + j] += a * Wt[w0 + m * ldw + j]
+        return generic
+
+
+@njit
+def gemv_t_jit(x, xo, Wt, w0, ldw, n_in, n_out, out, oo):
+    """gemv_t called from Python (tests, benches): the compiled kernel (the numpy twin under NUMBA_DISABLE_JIT)."""
+    gemv_t(x, xo, Wt, w0, ldw, n_in, n_out, out, oo)
