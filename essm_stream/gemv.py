@@ -64,22 +64,15 @@ def gemv_t_ref(x, xo, Wt, w0, ldw, n_in, n_out, out, oo):
     out[oo:oo + n_out] = (out[oo:oo + n_out].astype(np.float64) + y).astype(out.dtype)
 
 
-def gemv_t(x, xo, Wt, w0, ldw, n_in, n_out, out, oo):
-    """out[oo + j] += Σ_{m < n_in} x[xo + m] Wt[w0 + m ldw + j], j < n_out (see the module doc). In
-    compiled code the overload below (float32 x and out: the register-held chunks; other dtypes a
-    plain loop, which no engine runs: gemv1 is for float32 engines); in Python (NUMBA_DISABLE_JIT)
-    the numpy twin. The caller keeps the ranges inside the arrays (the chunks check no bounds)."""
-    gemv_t_ref(x, xo, Wt, w0, ldw, n_in, n_out, out, oo)
-
-
 if JIT_DISABLED:
     VW = CHUNK = 8
+    gemv_t = gemv_t_ref
 else:
     from llvmlite import ir
     from numba import types
     from numba.core import cgutils
     from numba.core.errors import TypingError
-    from numba.extending import intrinsic, overload
+    from numba.extending import intrinsic
 
     if target_avx512():
         VW, NV, SETS = 16, 4, 2
@@ -88,63 +81,68 @@ else:
     CHUNK = VW * NV
 
     _I64 = ir.IntType(64)
-    _F32 = ir.FloatType()
+    _FLOATS = (types.float32, types.float64)
 
     def _c(v):
         return ir.Constant(_I64, v)
 
     def _make_chunk(nv: int, sets: int):
-        """An intrinsic for one chunk of nv * VW outputs: out[oo:oo + nv VW] += Σ_m x[xo + m] Wt[w0 + m ldw:…]."""
+        """An intrinsic for one chunk of nv * VW outputs: out[oo:oo + nv VW] += Σ_m x[xo + m] Wt[w0 + m ldw:…].
+        x and out float32 (the engines that run it) or float64 (typed in float64 kernels, which never
+        take the gemv1 branch); Wt float32, float64 or uint16 half bits, widened to x's type as loaded."""
 
         @intrinsic
         def chunk(typingctx, x, xo, Wt, w0, ldw, n_in, out, oo):
-            if not (isinstance(x, types.Array) and x.dtype == types.float32 and isinstance(out, types.Array)
-                    and out.dtype == types.float32 and isinstance(Wt, types.Array)
-                    and Wt.dtype in (types.uint16, types.float32)):
-                raise TypingError("gemv chunk: x, out float32 arrays; Wt float32 or uint16 (half bits)")
-            half = Wt.dtype == types.uint16
+            if not (isinstance(x, types.Array) and isinstance(out, types.Array) and isinstance(Wt, types.Array)
+                    and x.dtype in _FLOATS and out.dtype == x.dtype
+                    and Wt.dtype in (types.uint16, types.float32, types.float64)):
+                raise TypingError("gemv chunk: x, out float arrays of one type; Wt float or uint16 (half bits)")
             sig = types.none(x, xo, Wt, w0, ldw, n_in, out, oo)
 
             def codegen(context, builder, signature, args):
                 ax, axo, aw, aw0, aldw, an, aout, aoo = args
                 tx, _, tw, _, _, _, tout, _ = signature.args
-                ety = ir.HalfType() if half else _F32
-                vty = ir.VectorType(_F32, VW)
+                fty = context.get_value_type(tx.dtype)                     # float or double
+                ety = ir.HalfType() if tw.dtype == types.uint16 else context.get_value_type(tw.dtype)
+                sty = ir.IntType(16) if tw.dtype == types.uint16 else ety  # Wt's storage element
+                vty = ir.VectorType(fty, VW)
                 wvty = ir.VectorType(ety, VW)
+                widen = tw.dtype != tx.dtype                                # half -> float, float -> double
                 xo_, w0_, ldw_, n_, oo_ = (context.cast(builder, v, t, types.int64) for v, t in
-                                           zip((axo, aw0, aldw, an, aoo), (xo, w0, ldw, n_in, oo)))
+                                           zip((axo, aw0, aldw, an, aoo), signature.args[1:2] + signature.args[3:6]
+                                               + signature.args[7:8]))
                 xp = context.make_array(tx)(context, builder, ax).data
                 wp = context.make_array(tw)(context, builder, aw).data
                 op = context.make_array(tout)(context, builder, aout).data
-                xp = builder.gep(xp, [xo_], inbounds=True, source_etype=_F32)
-                wp = builder.bitcast(builder.gep(wp, [w0_], inbounds=True,
-                                                 source_etype=ir.IntType(16) if half else _F32), ety.as_pointer())
-                op = builder.gep(op, [oo_], inbounds=True, source_etype=_F32)
+                xp = builder.gep(xp, [xo_], inbounds=True, source_etype=fty)
+                wp = builder.bitcast(builder.gep(wp, [w0_], inbounds=True, source_etype=sty), ety.as_pointer())
+                op = builder.gep(op, [oo_], inbounds=True, source_etype=fty)
                 fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3),
-                                                     f"llvm.fmuladd.v{VW}f32")
+                                                     f"llvm.fmuladd.v{VW}{'f32' if tx.dtype == types.float32 else 'f64'}")
                 zero = ir.Constant(vty, None)
                 mask0 = ir.Constant(ir.VectorType(ir.IntType(32), VW), None)
+                walign = (tw.dtype.bitwidth // 8) if tw.dtype != types.uint16 else 2
+                falign = tx.dtype.bitwidth // 8
 
                 def vptr(base, i, ty, vt):
                     return builder.bitcast(builder.gep(base, [i], inbounds=True, source_etype=ty), vt.as_pointer())
 
                 def update(accs, row):
                     """accs (nv vectors) + x[row] · Wt[row ldw + v VW …] for v < nv."""
-                    xv = builder.load(builder.gep(xp, [row], inbounds=True, source_etype=_F32), typ=_F32)
+                    xv = builder.load(builder.gep(xp, [row], inbounds=True, source_etype=fty), typ=fty)
                     bc = builder.shuffle_vector(builder.insert_element(ir.Constant(vty, ir.Undefined), xv,
                                                                        ir.Constant(ir.IntType(32), 0)),
                                                 ir.Constant(vty, ir.Undefined), mask0)
                     base = builder.mul(row, ldw_)
                     new = []
                     for v in range(nv):
-                        w = builder.load(vptr(wp, builder.add(base, _c(v * VW)), ety, wvty), typ=wvty,
-                                         align=2 if half else 4)
-                        if half:
+                        w = builder.load(vptr(wp, builder.add(base, _c(v * VW)), ety, wvty), typ=wvty, align=walign)
+                        if widen:
                             w = builder.fpext(w, vty)
                         new.append(builder.call(fma, [w, bc, accs[v]]))
                     return new
 
-                init = [[builder.load(vptr(op, _c(v * VW), _F32, vty), typ=vty, align=4) for v in range(nv)]]
+                init = [[builder.load(vptr(op, _c(v * VW), fty, vty), typ=vty, align=falign) for v in range(nv)]]
                 init += [[zero] * nv for _ in range(sets - 1)]
                 nmain = builder.sub(n_, builder.srem(n_, _c(sets))) if sets > 1 else n_
                 entry = builder.block
@@ -175,7 +173,7 @@ else:
                         p.add_incoming(upd[s][v], loop)
                         row.append(p)
                     res.append(row)
-                if sets > 1:   # the n_in mod sets rows left (sets == 2: at most one), into set 0
+                if sets > 1:   # the row left when n_in is odd (sets is 1 or 2), into set 0
                     before = builder.block
                     tail = builder.append_basic_block("gemv.tail")
                     done = builder.append_basic_block("gemv.done")
@@ -195,29 +193,35 @@ else:
                     acc = res[0][v]
                     for s in range(1, sets):
                         acc = builder.fadd(acc, res[s][v])
-                    builder.store(acc, vptr(op, _c(v * VW), _F32, vty), align=4)
+                    builder.store(acc, vptr(op, _c(v * VW), fty, vty), align=falign)
                 return context.get_dummy_value()
 
             return sig, codegen
 
         return chunk
 
+    assert SETS in (1, 2)
     _chunk_big = _make_chunk(NV, SETS)
     _chunk_vec = _make_chunk(1, 2)
 
     @intrinsic
-    def _widen(typingctx, w):
-        """A weight as float32: half bits (uint16) widened exactly, float32 as it is."""
-        sig = types.float32(w)
+    def _widen(typingctx, w, like):
+        """A weight in the type of `like` (a float): half bits (uint16) widened exactly, floats converted."""
+        sig = like(w, like)
 
         def codegen(context, builder, signature, args):
+            to = context.get_value_type(like)
             if w == types.uint16:
-                return builder.fpext(builder.bitcast(args[0], ir.HalfType()), _F32)
-            return args[0]
+                return builder.fpext(builder.bitcast(args[0], ir.HalfType()), to)
+            return context.cast(builder, args[0], w, like)
         return sig, codegen
 
     @njit
-    def _gemv_f32(x, xo, Wt, w0, ldw, n_in, n_out, out, oo):
+    def gemv_t(x, xo, Wt, w0, ldw, n_in, n_out, out, oo):
+        """out[oo + j] += Σ_{m < n_in} x[xo + m] Wt[w0 + m ldw + j], j < n_out (see the module doc):
+        whole chunks of CHUNK outputs, then single vectors of VW, then the rest one by one. The caller
+        keeps the ranges inside the arrays (the chunks check no bounds). Under NUMBA_DISABLE_JIT the
+        numpy twin gemv_t_ref."""
         j = 0
         while j + CHUNK <= n_out:
             _chunk_big(x, xo, Wt, w0 + j, ldw, n_in, out, oo + j)
@@ -231,29 +235,10 @@ else:
     @njit
     def _gemv_rest(x, xo, Wt, w0, ldw, n_in, j0, n_out, out, oo):
         for j in range(j0, n_out):
-            s = np.float32(0)
+            s = out.dtype.type(0)   # (out[..] * 0 would be float64: float32 * int64 promotes)
             for m in range(n_in):
-                s += x[xo + m] * _widen(Wt[w0 + m * ldw + j])
+                s += x[xo + m] * _widen(Wt[w0 + m * ldw + j], s)
             out[oo + j] += s
 
-    @overload(gemv_t)
-    def _ol_gemv_t(x, xo, Wt, w0, ldw, n_in, n_out, out, oo):
-        if x.dtype == types.float32 and out.dtype == types.float32 and Wt.dtype in (types.uint16, types.float32):
-            def impl(x, xo, Wt, w0, ldw, n_in, n_out, out, oo):
-                _gemv_f32(x, xo, Wt, w0, ldw, n_in, n_out, out, oo)
-            return impl
-        if Wt.dtype == types.uint16:
-            raise TypingError("gemv_t: half-bit weights (uint16) with float32 x and out only")
 
-        def generic(x, xo, Wt, w0, ldw, n_in, n_out, out, oo):
-            for m in range(n_in):
-                a = x[xo + m]
-                for j in range(n_out):
-                    out[oo + j] += a * Wt[w0 + m * ldw + j]
-        return generic
-
-
-@njit
-def gemv_t_jit(x, xo, Wt, w0, ldw, n_in, n_out, out, oo):
-    """gemv_t called from Python (tests, benches): the compiled kernel (the numpy twin under NUMBA_DISABLE_JIT)."""
-    gemv_t(x, xo, Wt, w0, ldw, n_in, n_out, out, oo)
+gemv_t_jit = gemv_t   # (the name tests and benches call from Python: compiled, or the numpy twin)
