@@ -377,17 +377,6 @@ def unpack(W: np.ndarray, off: np.ndarray, lay: np.ndarray) -> dict[str, np.ndar
     return out
 
 
-def zeros_aligned(n: int, dtype, align: int = 64) -> np.ndarray:
-    """np.zeros(n, dtype) whose data starts on an `align`-byte boundary (a cache line). numpy aligns to
-    16 bytes only; the segments are ALIGN elements apart, so with W on a line boundary every weight
-    row of Mcat, fc1.W, fc2.W starts on one too, and gemv.py's 64-byte vector loads never straddle two
-    lines (W at 32 bytes past a line: the B = 1 fp32 mixing at K = 4 2.4 µs instead of 1.5)."""
-    dt = np.dtype(dtype)
-    raw = np.zeros(int(n) * dt.itemsize + align, dtype=np.uint8)
-    skip = -raw.ctypes.data % align
-    return raw[skip:skip + int(n) * dt.itemsize].view(dt)
-
-
 class Layout:
     """The engine's memory plan for one config and batch size: lay, off, and the sizes of W, work and state
     (work: B per-stream strides of work_len, then the BATCH sections; work_total in all)."""
@@ -441,7 +430,7 @@ class Layout:
         Engine-only segments come from the config: eps = (ln_eps, gate_eps)."""
         arrays = dict(program_arrays)
         arrays["eps"] = np.array([self.cfg.ln_eps, getattr(self.cfg, "gate_eps", 0.0)])
-        W = zeros_aligned(self.n_w, dtype)
+        W = np.zeros(self.n_w, dtype=dtype)
         for i, name in enumerate(PACKED):
             shape = self.shapes[name]
             size = int(np.prod(shape))
