@@ -418,36 +418,6 @@ def gemm_nt_h(A, a0, lda, H, b0, ldb, n, out, o0, ldo, Ma, Nb):
             j += 1
 
 
-@njit
-def _axpy_h(x, xo, H, w0, n_in, n_out, out, oo):
-    """out[oo:oo+n_out] += Σ_{m<n_in} x[xo + m] half(H[w0 + m n_out:… + n_out]): a GEMV with its weights
-    stored transposed (row m: input m's weight for every output), the "axpy" form: four weight rows
-    per pass over the output (each output vector loaded and stored carries four multiply-adds), no
-    horizontal sums, so it suits the MLP's short rows (d = 64), where the dot-product tiles spend as
-    much on each output's final sum as on its products. With float16 weights twice as fast as those
-    tiles on the edge MLP (bench/probe_half_mlp.py); with float32 weights no faster (docs/PERFORMANCE.md)."""
-    y = out[oo:oo + n_out]
-    m = 0
-    while m + 4 <= n_in:
-        a = x[xo + m]
-        b = x[xo + m + 1]
-        c = x[xo + m + 2]
-        e = x[xo + m + 3]
-        r0 = H[w0 + m * n_out:w0 + (m + 1) * n_out]
-        r1 = H[w0 + (m + 1) * n_out:w0 + (m + 2) * n_out]
-        r2 = H[w0 + (m + 2) * n_out:w0 + (m + 3) * n_out]
-        r3 = H[w0 + (m + 3) * n_out:w0 + (m + 4) * n_out]
-        for j in range(n_out):
-            y[j] += a * _h2f(r0[j]) + b * _h2f(r1[j]) + c * _h2f(r2[j]) + e * _h2f(r3[j])
-        m += 4
-    while m < n_in:
-        a = x[xo + m]
-        r0 = H[w0 + m * n_out:w0 + (m + 1) * n_out]
-        for j in range(n_out):
-            y[j] += a * _h2f(r0[j])
-        m += 1
-
-
 def gemm_nt_ref(A, a0, lda, Bm, b0, ldb, n, out, o0, ldo, Ma, Nb, acc):
     for i in range(Ma):
         for j in range(Nb):
@@ -1113,7 +1083,8 @@ def mlp(W, off, lay, work, B, l, ln_eps):
 @njit(inline="always")
 def mlp_h(W, off, lay, work, B, l):
     """mlp with fc1 and fc2 read from their transposed float16 copies (segments fc1.W.h / fc2.W.h) in
-    the axpy form (_axpy_h), one stream at a time: the MLP of MODE_FIR_HM / _SMALL_HM (lay[MLP16]),
+    the axpy form (gemv.gemv_t: the outputs held in registers; before it _axpy_h, which loaded and stored
+    them every four rows), one stream at a time: the MLP of MODE_FIR_HM / _SMALL_HM (lay[MLP16]),
     called at the end of their mixer. (Every B: at B = 32 a stream's half weights come from L1/L2
     as fast as mlp's 4 × 4 tiles share float32 ones between four streams; docs/PERFORMANCE.md.)"""
     if lay[MLP] == 0:

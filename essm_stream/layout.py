@@ -148,7 +148,7 @@ SEGMENTS: tuple[Segment, ...] = (
             doc="Mcat as float16 bits (uint16), row stride (K̄+1) d halves; two per float32 slot"),
     # fp16 programs whose MLP weights are float16 values too (named dim mlp16): fc1.W and fc2.W again as
     # half bits, TRANSPOSED ((d, d_hidden) and (d_hidden, d): row m holds input m's weights for every
-    # output), read by the fp16 kernel's MLP for B < 4 in the "axpy" form (kernels._axpy_h: no
+    # output), read by the fp16 kernel's MLP for every B in the "axpy" form (gemv.gemv_t: no
     # horizontal sums). Not stored: made from fc1.W / fc2.W by Layout.pack.
     Segment("fc1.W.h", lambda g: ((g["d"] * g["d_hidden"] + 1) // 2,), per_layer=True,
             when=lambda g: bool(g.get("mlp16", 0)) and _mlp(g) and _essm(g), stored=False,

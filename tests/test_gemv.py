@@ -68,11 +68,12 @@ def test_gemv_t_float64_generic_path():
 CFG = ESSMConfig(d_in=5, d_out=3, d_model=83, n_layers=2, seq_len=9, k_max=5, d_gate=6, mlp=True)
 
 
-@pytest.mark.parametrize("weights", ["fp32", "fp16"])
-def test_gemv1_engine_matches_float64_reference_every_budget(weights):
+@pytest.mark.parametrize("weights,B", [("fp32", 1), ("fp16", 1), ("fp16", 3)])
+def test_gemv1_engine_matches_float64_reference_every_budget(weights, B):
     """A B = 1 float32 engine (gemv1: mixing and MLP by gemv_t from input-major weights) against the
-    float64 reference on the same program: every K from 1 to K̄, K changing every step, the ring
-    wrapping more than twice; the packed (transposed) weights unpack to exactly the program's."""
+    float64 reference on the same program: every K from 1 to K̄, K changing every step (and between
+    streams), the ring wrapping more than twice; the packed (transposed) weights unpack to exactly the
+    program's. B = 3 fp16: the mixing on the row-major tiles, the MLP by gemv_t stream by stream."""
     prog = tiny_program(CFG, seed=5)
     if weights == "fp16":
         if not half_widening():
@@ -80,15 +81,15 @@ def test_gemv1_engine_matches_float64_reference_every_budget(weights):
         prog = prog.with_mix_weights("fp16")
     rng = np.random.default_rng(5)
     T = 24
-    X = rng.standard_normal((T, 1, 5))
-    K = rng.integers(1, 6, (T, 1))
+    X = rng.standard_normal((T, B, 5))
+    K = rng.integers(1, 6, (T, B))
     K[:5, 0] = np.arange(1, 6)
-    fast = StreamEngine(prog, batch=1, dtype=np.float32)
-    assert fast.layout.dims["gemv1"] == 1
-    ref = StreamEngine(prog, batch=1, dtype=np.float64, kernel="ref")
+    fast = StreamEngine(prog, batch=B, dtype=np.float32)
+    assert fast.layout.dims["gemv1"] == (B == 1)
+    ref = StreamEngine(prog, batch=B, dtype=np.float64, kernel="ref")
     Y32 = np.concatenate([fast.run(X[t:t + 1].astype(np.float32), K[t:t + 1]) for t in range(T)])
     err = rel_err(Y32.astype(np.float64), ref.run(X, K))
-    print(f"gemv1 float32 engine ({weights}) vs float64 reference: max relative error {err:.2e}")
+    print(f"float32 engine ({weights}, B={B}) vs float64 reference: max relative error {err:.2e}")
     assert err <= TOL32
     w = fast.layout.unpack(fast._W)
     for name in ("Mcat", "fc1.W", "fc2.W"):
