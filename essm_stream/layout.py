@@ -439,18 +439,20 @@ class Layout:
                     raise ValueError(f"segment {name} (mix16 / mlp16) packs into a float32 weight vector only")
                 src, transposed = HALF_COPIES[name]
                 transposed = transposed or (name in TRANSPOSED_WHEN_GEMV1 and bool(self.dims["gemv1"]))
-                m = np.asarray(arrays[src], dtype=np.float64)
-                m = (m.transpose(0, 2, 1) if transposed else m).reshape(self.dims["n_layers"], -1)
+                m = np.asarray(arrays[src]).astype(np.float16).view(np.uint16)   # (n_layers, rows, cols), then
+                m = m.transpose(0, 2, 1) if transposed else m                   # the 2-byte values transposed
                 h = W[self.off[2 * i]:self.off[2 * i] + size].view(np.uint16).reshape(self.dims["n_layers"], -1)
-                h[:, :m.shape[1]] = m.astype(np.float16).view(np.uint16)
+                h[:, :m.shape[1] * m.shape[2]].reshape(m.shape)[...] = m
                 continue
             if size:
                 a = np.asarray(arrays[name], dtype=np.float64)
                 if a.shape != shape:
                     raise ValueError(f"segment {name}: shape {a.shape}, expected {shape}")
-                if name in TRANSPOSED_WHEN_GEMV1 and self.dims["gemv1"]:
-                    a = a.transpose(0, 2, 1)   # (gemv1: input-major, see TRANSPOSED_WHEN_GEMV1)
-                W[self.off[2 * i]:self.off[2 * i] + size] = a.ravel()
+                if name in TRANSPOSED_WHEN_GEMV1 and self.dims["gemv1"]:   # (input-major: TRANSPOSED_WHEN_GEMV1;
+                    a = a.astype(W.dtype).transpose(0, 2, 1)                  # cast first, the copy moves 4 bytes)
+                    W[self.off[2 * i]:self.off[2 * i] + size].reshape(a.shape)[...] = a
+                else:
+                    W[self.off[2 * i]:self.off[2 * i] + size] = a.ravel()
         return W
 
     def unpack(self, W: np.ndarray) -> dict[str, np.ndarray]:
