@@ -194,6 +194,10 @@ DIMS = ("d_in", "d", "d_out", "n_layers", "L", "k_max", "d_gate", "d_hidden", "g
 _TAIL_DIMS = ("threads", "par_min_k", "par_min_b", "mix16", "mlp16", "gemv1")
 
 HIST_COLS = 64   # columns (streams × channels) per block of the history, see hist_blk
+# gemv1 (B = 1 GEMVs with outputs in registers, gemv.py) only up to this d: at d = 256 (the paper config,
+# Mcat from DRAM) the mixing ran no faster than the tiles and the step measured 10-25% slower
+# (bench/profile_ops.py --config paper, loaded machine; docs/PERFORMANCE.md "Register-held B = 1 GEMVs")
+GEMV1_MAX_D = 128
 
 
 def hist_blk(d: int) -> int:
@@ -246,7 +250,7 @@ def named_dims(cfg: ESSMConfig, spectral: dict | None = None, threads: int = 1,
             "par_min_k": int(par_min[0]), "par_min_b": int(par_min[1]),
             "mix16": int(bool(mix16) and not lds and int(threads) == 1),
             "mlp16": int(bool(mix16) and bool(mlp16) and bool(cfg.mlp) and not lds and int(threads) == 1),
-            "gemv1": int(bool(gemv1) and not lds and int(threads) == 1)}
+            "gemv1": int(bool(gemv1) and not lds and int(threads) == 1 and cfg.d_model <= GEMV1_MAX_D)}
 
 
 @dataclass(frozen=True)

@@ -100,10 +100,12 @@ def test_gemv1_engine_matches_float64_reference_every_budget(weights, B):
 
 
 def test_gemv1_only_for_single_stream_float32_single_thread():
-    """B > 1, float64 and ESSM_GEMV1=0 engines keep the row-major weights and the tiles."""
+    """B > 1, float64 and d > GEMV1_MAX_D engines keep the row-major weights and the tiles."""
     prog = tiny_program(CFG, seed=5)
     assert StreamEngine(prog, batch=2, dtype=np.float32).layout.dims["gemv1"] == 0
     assert StreamEngine(prog, batch=1, dtype=np.float64).layout.dims["gemv1"] == 0
+    wide = ESSMConfig(d_in=3, d_out=2, d_model=lo.GEMV1_MAX_D + 8, n_layers=1, seq_len=4, k_max=2, d_gate=3)
+    assert lo.Layout(wide, 1, gemv1=True).dims["gemv1"] == 0   # (d > GEMV1_MAX_D: the tiles)
     lay = lo.Layout(CFG, 1, gemv1=True)
     W = lay.pack(prog.arrays, np.float32)
     mc = W[lay.off[2 * lo.O_MCAT]:].reshape(-1)[:83 * 6 * 83].reshape(6 * 83, 83)   # layer 0, input-major
