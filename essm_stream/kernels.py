@@ -590,8 +590,12 @@ def input_projection(X, t, W, off, lay, work, ist):
     wl, d_in, d = lay[WL], lay[D_IN], lay[D_MODEL]
     for b in range(B):
         _load_frame(X, t, b, work, b * wl + lay[W_X], d_in, ist)
-    gemm_nt(work, lay[W_X], wl, W, seg(off, O_INPW, 0), d_in, d_in, work, lay[W_H], wl, B, d, wl < 0)
-    _add_bias(work, B, wl, lay[W_H], W, seg(off, O_INPB, 0), d)
+    if lay[GEMV1] != 0:   # one stream, float32: inp.W packed input-major (gemv.gemv_t)
+        work[lay[W_H]:lay[W_H] + d] = W[seg(off, O_INPB, 0):seg(off, O_INPB, 0) + d]   # h = b_in, then += W_in x
+        gemv_t(work, lay[W_X], W, seg(off, O_INPW, 0), d, d_in, d, work, lay[W_H])
+    else:
+        gemm_nt(work, lay[W_X], wl, W, seg(off, O_INPW, 0), d_in, d_in, work, lay[W_H], wl, B, d, wl < 0)
+        _add_bias(work, B, wl, lay[W_H], W, seg(off, O_INPB, 0), d)
 
 
 _hist_block = njit(inline="always")(hist_block)   # layout.hist_block, compiled
