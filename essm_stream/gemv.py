@@ -22,10 +22,15 @@ NUMBA_CPU_FEATURES, not the host's cpuid: the AVX2 emulation sets them):
     cycles, two issue per cycle), summed at the end;
   * otherwise (AVX2): vectors of 8, chunks of 64 outputs = 8 ymm, one set (8 chains already).
 Outputs beyond the whole chunks run one vector at a time (two sets), the last n_out mod VW one by
-one in plain numba code. Three compiled pieces per weight type, each small.
+one in plain numba code; wider than one chunk, the rows go in blocks of ≈ BLOCK_BYTES, each block
+through every chunk while it is in L1. One compiled function per weight type (the chunks are
+intrinsics inlined into it).
 
 `gemv_t(x, xo, Wt, w0, ldw, n_in, n_out, out, oo)` is the entry point (njit); its numpy twin
-`gemv_t_ref` is what tests hold it to, and what runs under NUMBA_DISABLE_JIT.
+`gemv_t_ref` is what tests hold it to, and what runs under NUMBA_DISABLE_JIT. Where the engine uses
+it: layout dim gemv1 (float32 single-thread exact engines of one stream, d <= 128: the input
+projection, mixing and MLP, weights packed transposed) and the fp16 programs' MLP (every B).
+docs/PERFORMANCE.md "Register-held B = 1 GEMVs".
 """
 from __future__ import annotations
 
@@ -79,7 +84,7 @@ else:
     else:
         VW, NV, SETS = 8, 8, 1
     CHUNK = VW * NV
-    BLOCK_BYTES = 16384   # rows per block when n_out > CHUNK: ≈ this many bytes of weights (L1)
+    BLOCK_BYTES = 32768   # rows per block when n_out > CHUNK: ≈ this many bytes of weights (in the 48 KB L1)
 
     _I64 = ir.IntType(64)
     _FLOATS = (types.float32, types.float64)
@@ -221,7 +226,7 @@ else:
     def gemv_t(x, xo, Wt, w0, ldw, n_in, n_out, out, oo):
         """out[oo + j] += Σ_{m < n_in} x[xo + m] Wt[w0 + m ldw + j], j < n_out (see the module doc):
         whole chunks of CHUNK outputs, then single vectors of VW, then the rest one by one. Wider than one
-        chunk (d = 256: four), the rows go in blocks of ≈ BLOCK_BYTES, each block through every chunk
+        chunk (d_hidden = 128: two), the rows go in blocks of ≈ BLOCK_BYTES, each block through every chunk
         while it sits in L1 (one pass per chunk over the whole matrix read it from DRAM four times
         over: the paper config's mixing 2.1 ms instead of 1.4). The caller keeps the ranges inside the
         arrays (the chunks check no bounds). Under NUMBA_DISABLE_JIT the numpy twin gemv_t_ref."""
