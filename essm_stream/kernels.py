@@ -42,7 +42,7 @@ from .layout import (D_GATE, D_HIDDEN, D_IN, D_MODEL, D_OUT, GATED, IST_ERR_B, I
                      W_X, W_Z, WL, W_UNDO, IST_SKIPPED, WB_C)
 from .kernels_lds import lds_convolve, lds_ring, lds_undo
 from .kernels_lru import lru_mix, lru_undo
-from .gemv import gemv_t
+from .gemv import VW as GEMV_VW, gemv_t
 from .layout import CONV_SMALL, GEMV1, HIST_BLK, LDS, LRU_KIND, MIX16, MLP16, O_FC1H, O_FC2H, O_MCATH, PAR_MIN_B, PAR_MIN_K, THREADS, WB_HP, hist_block
 from .numba_config import JIT_DISABLED, njit
 
@@ -637,7 +637,12 @@ def gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps):
     b1 = seg(off, O_B1, l)
     for b in range(B):
         _bias_gelu(work, b * wl + sg, W, b1, dg)   # + b1 in GELU's pass
-    gemm_nt(work, sg, wl, W, seg(off, O_W2, l), dg, dg, work, ss, wl, B, Kt, wl < 0)   # rows < max K only
+    if lay[GEMV1] != 0:   # one stream, float32: W2 input-major; K_t rounded up to whole vectors (the
+        nk = min(lay[K_MAX], (Kt + GEMV_VW - 1) // GEMV_VW * GEMV_VW)   # scores past K_t are not read)
+        work[ss:ss + nk] = 0.0
+        gemv_t(work, sg, W, seg(off, O_W2, l), lay[K_MAX], dg, nk, work, ss)
+    else:
+        gemm_nt(work, sg, wl, W, seg(off, O_W2, l), dg, dg, work, ss, wl, B, Kt, wl < 0)   # rows < max K only
     b2 = seg(off, O_B2, l)
     for b in range(B):
         wb = b * wl + ss

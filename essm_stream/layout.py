@@ -162,7 +162,7 @@ HALF_COPIES = {"Mcat.h": ("Mcat", False), "fc1.W.h": ("fc1.W", True), "fc2.W.h":
 # packed transposed, each layer's (rows, cols) matrix as (cols, rows), where the named dim gemv1 is set
 # (B = 1 float32 engines: essm_stream.gemv reads the weights input-major, the active prefix of Mcat's
 # columns then a contiguous prefix of rows); unpack transposes them back
-TRANSPOSED_WHEN_GEMV1 = ("Mcat", "fc1.W", "fc2.W", "Mcat.h", "inp.W")
+TRANSPOSED_WHEN_GEMV1 = ("Mcat", "fc1.W", "fc2.W", "Mcat.h", "inp.W", "W2")
 PACKED = tuple(s.name for s in SEGMENTS if s.packed)
 _SEG = {name: i for i, name in enumerate(PACKED)}
 N_SEG = len(PACKED)
@@ -228,7 +228,7 @@ def named_dims(cfg: ESSMConfig, spectral: dict | None = None, threads: int = 1,
     mix16 only): the MLP reads the float16 copies of fc1.W / fc2.W too (fp16 programs whose MLP weights
     are float16 values: program.fp16_arrays). gemv1: a float32 single-thread exact engine of one
     stream: its mixing and MLP GEMVs run essm_stream.gemv's register-held kernels, which read the
-    weights input-major, so Mcat, fc1.W, fc2.W, inp.W (and Mcat.h) are packed TRANSPOSED per layer
+    weights input-major, so Mcat, fc1.W, fc2.W, inp.W, the gate's W2 (and Mcat.h) are packed TRANSPOSED per layer
     (TRANSPOSED_WHEN_GEMV1; no second copy: unpack transposes them back)."""
     pool = pooled(cfg)
     lds = spectral is not None and spectral.get("mode") == "lds"

@@ -93,10 +93,27 @@ def test_gemv1_engine_matches_float64_reference_every_budget(weights, B):
     print(f"float32 engine ({weights}, B={B}) vs float64 reference: max relative error {err:.2e}")
     assert err <= TOL32
     w = fast.layout.unpack(fast._W)
-    for name in ("Mcat", "fc1.W", "fc2.W", "inp.W"):
+    for name in ("Mcat", "fc1.W", "fc2.W", "inp.W", "W2"):
         assert np.array_equal(w[name], prog.arrays[name].astype(np.float32).astype(np.float64)), name
-        if weights == "fp16" and name != "inp.W":
+        if weights == "fp16" and name in ("Mcat", "fc1.W", "fc2.W"):
             assert np.array_equal(w[name + ".h"], prog.arrays[name]), name
+
+
+def test_gemv1_engine_gate_scores_in_whole_vectors():
+    """K̄ = 21: the gate's W2 product (gemv1) computes K_t rounded up to whole vectors (16 or 8 wide)
+    and the rest; the engine against the float64 reference at every K, K changing every step."""
+    cfg = ESSMConfig(d_in=4, d_out=2, d_model=64, n_layers=1, seq_len=24, k_max=21, d_gate=16, mlp=True)
+    prog = tiny_program(cfg, seed=2)
+    rng = np.random.default_rng(2)
+    T = 30
+    X = rng.standard_normal((T, 1, 4))
+    K = rng.integers(1, 22, (T, 1))
+    K[:21, 0] = np.arange(1, 22)
+    fast = StreamEngine(prog, batch=1, dtype=np.float32)
+    assert fast.layout.dims["gemv1"] == 1
+    ref = StreamEngine(prog, batch=1, dtype=np.float64, kernel="ref")
+    Y32 = np.concatenate([fast.run(X[t:t + 1].astype(np.float32), K[t:t + 1]) for t in range(T)])
+    assert rel_err(Y32.astype(np.float64), ref.run(X, K)) <= TOL32
 
 
 def test_gemv1_only_for_single_stream_float32_single_thread():
