@@ -591,7 +591,9 @@ def input_projection(X, t, W, off, lay, work, ist):
     for b in range(B):
         _load_frame(X, t, b, work, b * wl + lay[W_X], d_in, ist)
     if lay[GEMV1] != 0:   # one stream, float32: inp.W packed input-major (gemv.gemv_t)
-        work[lay[W_H]:lay[W_H] + d] = W[seg(off, O_INPB, 0):seg(off, O_INPB, 0) + d]   # h = b_in, then += W_in x
+        hs, bs = lay[W_H], seg(off, O_INPB, 0)    # h = b_in, then += W_in x (a loop: an array-to-array
+        for i in range(d):                       # slice assignment compiles numba's unicode error-message
+            work[hs + i] = W[bs + i]             # helpers, +2 s of a cold start)
         gemv_t(work, lay[W_X], W, seg(off, O_INPW, 0), d, d_in, d, work, lay[W_H])
     else:
         gemm_nt(work, lay[W_X], wl, W, seg(off, O_INPW, 0), d_in, d_in, work, lay[W_H], wl, B, d, wl < 0)
