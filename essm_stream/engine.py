@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import numbers
+import os
 import threading
 from dataclasses import dataclass
 
@@ -181,9 +182,13 @@ class StreamEngine:
                  and program.spectral is None and _half_widening())
         # (and, where the program's MLP weights are float16 values too, its MLP from their copies: mlp16)
         mlp16 = mix16 and "fc1.W" in getattr(program, "fp16_arrays", ())
+        # one stream on a float32 single-thread exact engine: the mixing and MLP GEMVs in essm_stream.gemv's
+        # register-held kernels (the weights packed input-major; $ESSM_GEMV1=0 keeps the tiles: measurements)
+        gemv1 = (B == 1 and dt == np.float32 and self.threads == 1 and program.spectral is None
+                 and os.environ.get("ESSM_GEMV1", "1") != "0")
         self.layout = lay = _lo.Layout(cfg, B, program.spectral, threads=self.threads,
                                        par_min=parallel_min_work() if self.threads > 1 else (0, 0),
-                                       mix16=mix16, mlp16=mlp16)   # spectral: exact FIR or LDS ladder
+                                       mix16=mix16, mlp16=mlp16, gemv1=gemv1)   # spectral: exact FIR or LDS ladder
         need = dt.itemsize * (lay.n_w + lay.state_len + lay.work_total + 2 * B * (cfg.d_in + cfg.d_out))
         if max_bytes is not None and need > max_bytes:
             raise ConfigError(f"this engine would need {need / 2**20:.1f} MiB (program {program!r}, batch={B}, "

@@ -42,7 +42,8 @@ from .layout import (D_GATE, D_HIDDEN, D_IN, D_MODEL, D_OUT, GATED, IST_ERR_B, I
                      W_X, W_Z, WL, W_UNDO, IST_SKIPPED, WB_C)
 from .kernels_lds import lds_convolve, lds_ring, lds_undo
 from .kernels_lru import lru_mix, lru_undo
-from .layout import CONV_SMALL, HIST_BLK, LDS, LRU_KIND, MIX16, MLP16, O_FC1H, O_FC2H, O_MCATH, PAR_MIN_B, PAR_MIN_K, THREADS, WB_HP, hist_block
+from .gemv import VW as GEMV_VW, gemv_t
+from .layout import CONV_SMALL, GEMV1, HIST_BLK, LDS, LRU_KIND, MIX16, MLP16, O_FC1H, O_FC2H, O_MCATH, PAR_MIN_B, PAR_MIN_K, THREADS, WB_HP, hist_block
 from .numba_config import JIT_DISABLED, njit
 
 OK, ERR_NONFINITE, ERR_BUDGET, ERR_OVERFLOW = 0, 1, 2, 3
@@ -417,36 +418,6 @@ def gemm_nt_h(A, a0, lda, H, b0, ldb, n, out, o0, ldo, Ma, Nb):
             j += 1
 
 
-@njit
-def _axpy_h(x, xo, H, w0, n_in, n_out, out, oo):
-    """out[oo:oo+n_out] += Σ_{m<n_in} x[xo + m] half(H[w0 + m n_out:… + n_out]): a GEMV with its weights
-    stored transposed (row m: input m's weight for every output), the "axpy" form: four weight rows
-    per pass over the output (each output vector loaded and stored carries four multiply-adds), no
-    horizontal sums, so it suits the MLP's short rows (d = 64), where the dot-product tiles spend as
-    much on each output's final sum as on its products. With float16 weights twice as fast as those
-    tiles on the edge MLP (bench/probe_half_mlp.py); with float32 weights no faster (docs/PERFORMANCE.md)."""
-    y = out[oo:oo + n_out]
-    m = 0
-    while m + 4 <= n_in:
-        a = x[xo + m]
-        b = x[xo + m + 1]
-        c = x[xo + m + 2]
-        e = x[xo + m + 3]
-        r0 = H[w0 + m * n_out:w0 + (m + 1) * n_out]
-        r1 = H[w0 + (m + 1) * n_out:w0 + (m + 2) * n_out]
-        r2 = H[w0 + (m + 2) * n_out:w0 + (m + 3) * n_out]
-        r3 = H[w0 + (m + 3) * n_out:w0 + (m + 4) * n_out]
-        for j in range(n_out):
-            y[j] += a * _h2f(r0[j]) + b * _h2f(r1[j]) + c * _h2f(r2[j]) + e * _h2f(r3[j])
-        m += 4
-    while m < n_in:
-        a = x[xo + m]
-        r0 = H[w0 + m * n_out:w0 + (m + 1) * n_out]
-        for j in range(n_out):
-            y[j] += a * _h2f(r0[j])
-        m += 1
-
-
 def gemm_nt_ref(A, a0, lda, Bm, b0, ldb, n, out, o0, ldo, Ma, Nb, acc):
     for i in range(Ma):
         for j in range(Nb):
@@ -619,8 +590,14 @@ def input_projection(X, t, W, off, lay, work, ist):
     wl, d_in, d = lay[WL], lay[D_IN], lay[D_MODEL]
     for b in range(B):
         _load_frame(X, t, b, work, b * wl + lay[W_X], d_in, ist)
-    gemm_nt(work, lay[W_X], wl, W, seg(off, O_INPW, 0), d_in, d_in, work, lay[W_H], wl, B, d, wl < 0)
-    _add_bias(work, B, wl, lay[W_H], W, seg(off, O_INPB, 0), d)
+    if lay[GEMV1] != 0:   # one stream, float32: inp.W packed input-major (gemv.gemv_t)
+        hs, bs = lay[W_H], seg(off, O_INPB, 0)    # h = b_in, then += W_in x (a loop: an array-to-array
+        for i in range(d):                       # slice assignment compiles numba's unicode error-message
+            work[hs + i] = W[bs + i]             # helpers, +2 s of a cold start)
+        gemv_t(work, lay[W_X], W, seg(off, O_INPW, 0), d, d_in, d, work, lay[W_H])
+    else:
+        gemm_nt(work, lay[W_X], wl, W, seg(off, O_INPW, 0), d_in, d_in, work, lay[W_H], wl, B, d, wl < 0)
+        _add_bias(work, B, wl, lay[W_H], W, seg(off, O_INPB, 0), d)
 
 
 _hist_block = njit(inline="always")(hist_block)   # layout.hist_block, compiled
@@ -662,7 +639,12 @@ def gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps):
     b1 = seg(off, O_B1, l)
     for b in range(B):
         _bias_gelu(work, b * wl + sg, W, b1, dg)   # + b1 in GELU's pass
-    gemm_nt(work, sg, wl, W, seg(off, O_W2, l), dg, dg, work, ss, wl, B, Kt, wl < 0)   # rows < max K only
+    if lay[GEMV1] != 0:   # one stream, float32: W2 input-major; K_t rounded up to whole vectors (the
+        nk = min(lay[K_MAX], (Kt + GEMV_VW - 1) // GEMV_VW * GEMV_VW)   # scores past K_t are not read)
+        work[ss:ss + nk] = 0.0
+        gemv_t(work, sg, W, seg(off, O_W2, l), lay[K_MAX], dg, nk, work, ss)
+    else:
+        gemm_nt(work, sg, wl, W, seg(off, O_W2, l), dg, dg, work, ss, wl, B, Kt, wl < 0)   # rows < max K only
     b2 = seg(off, O_B2, l)
     for b in range(B):
         wb = b * wl + ss
@@ -828,11 +810,16 @@ def convolve_small(Ks, t, W, off, lay, state, work, B, l, p, Kt):
 
 @njit(inline="always")
 def mix(Ks, t, W, off, lay, work, B, l):
-    """h += [D | σ^{1/4} M_1 … M_K] V, four streams at a time (V zero-padded to the group's max K)."""
+    """h += [D | σ^{1/4} M_1 … M_K] V, four streams at a time (V zero-padded to the group's max K).
+    One stream on a float32 engine (lay[GEMV1]: Mcat packed input-major): gemv_t, the outputs in
+    registers over the active prefix of Mcat's rows."""
     wl, d = lay[WL], lay[D_MODEL]
     sV = lay[W_V]
     ldM = (lay[K_MAX] + 1) * d
     b0 = 0
+    if lay[GEMV1] != 0:
+        gemv_t(work, sV, W, seg(off, O_MCAT, l), d, (Ks[t, 0] + 1) * d, d, work, lay[W_H])
+        b0 = B
     while b0 < B:
         nb = min(4, B - b0)
         kg = 1
@@ -856,6 +843,9 @@ def mix_h(Ks, t, W, off, lay, work, B, l):
     ldM = (lay[K_MAX] + 1) * d
     H = W.view(np.uint16)
     b0 = 0
+    if lay[GEMV1] != 0:      # one stream: Mcat.h input-major, gemv_t (as mix)
+        gemv_t(work, sV, H, 2 * seg(off, O_MCATH, l), d, (Ks[t, 0] + 1) * d, d, work, lay[W_H])
+        b0 = B
     while b0 < B:
         nb = min(4, B - b0)
         kg = 1
@@ -1083,20 +1073,29 @@ def mlp(W, off, lay, work, B, l, ln_eps):
     wl, d, dh = lay[WL], lay[D_MODEL], lay[D_HIDDEN]
     sh, sz, sa = lay[W_H], lay[W_Z], lay[W_A]
     _layer_norm_streams(work, B, wl, sh, sz, W, seg(off, O_LN2G, l), seg(off, O_LN2B, l), d, ln_eps)
-    gemm_nt(work, sz, wl, W, seg(off, O_FC1W, l), d, d, work, sa, wl, B, dh, wl < 0)
     fc1b, fc2b = seg(off, O_FC1B, l), seg(off, O_FC2B, l)
-    for b in range(B):
-        wb = b * wl
-        _bias_gelu(work, wb + sa, W, fc1b, dh)   # + fc1.b in GELU's pass
+    if lay[GEMV1] != 0:   # one stream, float32 engine: fc1.W / fc2.W packed input-major, gemv_t
+        work[sa:sa + dh] = 0.0
+        gemv_t(work, sz, W, seg(off, O_FC1W, l), dh, d, dh, work, sa)    # a = fc1 z
+        _bias_gelu(work, sa, W, fc1b, dh)
         for i in range(d):
-            work[wb + sh + i] += W[fc2b + i]
-    gemm_nt(work, sa, wl, W, seg(off, O_FC2W, l), dh, dh, work, sh, wl, B, d, wl >= 0)
+            work[sh + i] += W[fc2b + i]
+        gemv_t(work, sa, W, seg(off, O_FC2W, l), d, dh, d, work, sh)     # h += fc2 a
+    else:
+        gemm_nt(work, sz, wl, W, seg(off, O_FC1W, l), d, d, work, sa, wl, B, dh, wl < 0)
+        for b in range(B):
+            wb = b * wl
+            _bias_gelu(work, wb + sa, W, fc1b, dh)   # + fc1.b in GELU's pass
+            for i in range(d):
+                work[wb + sh + i] += W[fc2b + i]
+        gemm_nt(work, sa, wl, W, seg(off, O_FC2W, l), dh, dh, work, sh, wl, B, d, wl >= 0)
 
 
 @njit(inline="always")
 def mlp_h(W, off, lay, work, B, l):
     """mlp with fc1 and fc2 read from their transposed float16 copies (segments fc1.W.h / fc2.W.h) in
-    the axpy form (_axpy_h), one stream at a time: the MLP of MODE_FIR_HM / _SMALL_HM (lay[MLP16]),
+    the axpy form (gemv.gemv_t: the outputs held in registers; before it _axpy_h, which loaded and stored
+    them every four rows), one stream at a time: the MLP of MODE_FIR_HM / _SMALL_HM (lay[MLP16]),
     called at the end of their mixer. (Every B: at B = 32 a stream's half weights come from L1/L2
     as fast as mlp's 4 × 4 tiles share float32 ones between four streams; docs/PERFORMANCE.md.)"""
     if lay[MLP] == 0:
@@ -1111,11 +1110,11 @@ def mlp_h(W, off, lay, work, B, l):
     for b in range(B):
         wb = b * wl
         work[wb + sa:wb + sa + dh] = 0.0
-        _axpy_h(work, wb + sz, H, f1, d, dh, work, wb + sa)       # a = fc1 z
+        gemv_t(work, wb + sz, H, f1, dh, d, dh, work, wb + sa)    # a = fc1 z (outputs in registers)
         _bias_gelu(work, wb + sa, W, fc1b, dh)                    # + fc1.b in GELU's pass
         for i in range(d):
             work[wb + sh + i] += W[fc2b + i]
-        _axpy_h(work, wb + sa, H, f2, dh, d, work, wb + sh)       # h += fc2 a
+        gemv_t(work, wb + sa, H, f2, d, dh, d, work, wb + sh)     # h += fc2 a
 
 
 @njit(inline="always")

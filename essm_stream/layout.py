@@ -148,7 +148,7 @@ SEGMENTS: tuple[Segment, ...] = (
             doc="Mcat as float16 bits (uint16), row stride (K̄+1) d halves; two per float32 slot"),
     # fp16 programs whose MLP weights are float16 values too (named dim mlp16): fc1.W and fc2.W again as
     # half bits, TRANSPOSED ((d, d_hidden) and (d_hidden, d): row m holds input m's weights for every
-    # output), read by the fp16 kernel's MLP for B < 4 in the "axpy" form (kernels._axpy_h: no
+    # output), read by the fp16 kernel's MLP for every B in the "axpy" form (gemv.gemv_t: no
     # horizontal sums). Not stored: made from fc1.W / fc2.W by Layout.pack.
     Segment("fc1.W.h", lambda g: ((g["d"] * g["d_hidden"] + 1) // 2,), per_layer=True,
             when=lambda g: bool(g.get("mlp16", 0)) and _mlp(g) and _essm(g), stored=False,
@@ -159,6 +159,10 @@ SEGMENTS: tuple[Segment, ...] = (
 )
 # the float16 copies: segment -> (the program array it copies, transposed?)
 HALF_COPIES = {"Mcat.h": ("Mcat", False), "fc1.W.h": ("fc1.W", True), "fc2.W.h": ("fc2.W", True)}
+# packed transposed, each layer's (rows, cols) matrix as (cols, rows), where the named dim gemv1 is set
+# (B = 1 float32 engines: essm_stream.gemv reads the weights input-major, the active prefix of Mcat's
+# columns then a contiguous prefix of rows); unpack transposes them back
+TRANSPOSED_WHEN_GEMV1 = ("Mcat", "fc1.W", "fc2.W", "Mcat.h", "inp.W", "W2")
 PACKED = tuple(s.name for s in SEGMENTS if s.packed)
 _SEG = {name: i for i, name in enumerate(PACKED)}
 N_SEG = len(PACKED)
@@ -183,13 +187,17 @@ def program_shapes(cfg: ESSMConfig, spectral: dict | None = None) -> dict[str, t
 # -- named dims --------------------------------------------------------------------------------
 
 DIMS = ("d_in", "d", "d_out", "n_layers", "L", "k_max", "d_gate", "d_hidden", "gated", "mlp",
-        "pool_W", "pooled", "lru", "n_state", "lds", "lds_n", "lds_buf", "hist_blk", "conv_small", "threads", "par_min_k", "par_min_b", "mix16", "mlp16")
+        "pool_W", "pooled", "lru", "n_state", "lds", "lds_n", "lds_buf", "hist_blk", "conv_small", "threads", "par_min_k", "par_min_b", "mix16", "mlp16", "gemv1")
 # (the threads dims sit at the end of LAY, after the BATCH offsets, not after conv_small: every
 # entry the single-thread kernel reads keeps its index, so its machine code is the same as before
 # they existed; named dims are looked up by name, never by position)
-_TAIL_DIMS = ("threads", "par_min_k", "par_min_b", "mix16", "mlp16")
+_TAIL_DIMS = ("threads", "par_min_k", "par_min_b", "mix16", "mlp16", "gemv1")
 
 HIST_COLS = 64   # columns (streams × channels) per block of the history, see hist_blk
+# gemv1 (B = 1 GEMVs with outputs in registers, gemv.py) only up to this d: at d = 256 (the paper config,
+# Mcat from DRAM) the mixing ran no faster than the tiles and the step measured 10-25% slower
+# (bench/profile_ops.py --config paper, loaded machine; docs/PERFORMANCE.md "Register-held B = 1 GEMVs")
+GEMV1_MAX_D = 128
 
 
 def hist_blk(d: int) -> int:
@@ -205,7 +213,8 @@ def _conv_small_rows() -> int:
 
 
 def named_dims(cfg: ESSMConfig, spectral: dict | None = None, threads: int = 1,
-               par_min: tuple[int, int] = (0, 0), mix16: bool = False, mlp16: bool = False) -> dict[str, int]:
+               par_min: tuple[int, int] = (0, 0), mix16: bool = False, mlp16: bool = False,
+               gemv1: bool = False) -> dict[str, int]:
     """The sizes the kernel reads; d_gate / d_hidden / pool_W are 0 / 0 / 1 when the config does not use them.
 
     spectral: the program's spectral record (None = exact ring-buffer FIR). For an LDS record,
@@ -217,7 +226,10 @@ def named_dims(cfg: ESSMConfig, spectral: dict | None = None, threads: int = 1,
     the float16 copy of Mcat (segment "Mcat.h"; the engine sets it for mix_weights="fp16" programs
     on float32 engines with threads=1, exact mode, where the CPU widens half in hardware). mlp16 (with
     mix16 only): the MLP reads the float16 copies of fc1.W / fc2.W too (fp16 programs whose MLP weights
-    are float16 values: program.fp16_arrays)."""
+    are float16 values: program.fp16_arrays). gemv1: a float32 single-thread exact engine of one
+    stream: its mixing and MLP GEMVs run essm_stream.gemv's register-held kernels, which read the
+    weights input-major, so Mcat, fc1.W, fc2.W, inp.W, the gate's W2 (and Mcat.h) are packed TRANSPOSED per layer
+    (TRANSPOSED_WHEN_GEMV1; no second copy: unpack transposes them back)."""
     pool = pooled(cfg)
     lds = spectral is not None and spectral.get("mode") == "lds"
     no_lds = {"lds": 0, "lds_n": 0, "lds_buf": 0}
@@ -227,7 +239,7 @@ def named_dims(cfg: ESSMConfig, spectral: dict | None = None, threads: int = 1,
                 "gated": 0, "mlp": int(cfg.mlp), "pool_W": cfg.pool_window if pool else 1,
                 "pooled": int(pool), "lru": 1, "n_state": max(cfg.layer_states()), **no_lds,
                 "hist_blk": hist_blk(cfg.d_model), "conv_small": 1, "threads": 1, "par_min_k": 0, "par_min_b": 0,
-                "mix16": 0, "mlp16": 0}
+                "mix16": 0, "mlp16": 0, "gemv1": 0}
     return {"d_in": cfg.d_in, "d": cfg.d_model, "d_out": cfg.d_out, "n_layers": cfg.n_layers,
             "L": cfg.seq_len, "k_max": cfg.k_max, "d_gate": cfg.d_gate if cfg.gated else 0,
             "d_hidden": cfg.mlp_ratio * cfg.d_model if cfg.mlp else 0, "gated": int(cfg.gated),
@@ -237,7 +249,8 @@ def named_dims(cfg: ESSMConfig, spectral: dict | None = None, threads: int = 1,
             "conv_small": _conv_small_rows(), "threads": int(threads) if not lds else 1,
             "par_min_k": int(par_min[0]), "par_min_b": int(par_min[1]),
             "mix16": int(bool(mix16) and not lds and int(threads) == 1),
-            "mlp16": int(bool(mix16) and bool(mlp16) and bool(cfg.mlp) and not lds and int(threads) == 1)}
+            "mlp16": int(bool(mix16) and bool(mlp16) and bool(cfg.mlp) and not lds and int(threads) == 1),
+            "gemv1": int(bool(gemv1) and not lds and int(threads) == 1 and cfg.d_model <= GEMV1_MAX_D)}
 
 
 @dataclass(frozen=True)
@@ -302,7 +315,7 @@ LAY = tuple(n for n in DIMS if n not in _TAIL_DIMS) + tuple("w_" + s.name for s 
 _LAY = {name: i for i, name in enumerate(LAY)}
 N_LAY = len(LAY)
 (D_IN, D_MODEL, D_OUT, N_LAYERS, L_WIN, K_MAX, D_GATE, D_HIDDEN, GATED, MLP, POOL_W, POOLED,
- LRU_KIND, N_STATE, LDS, LDS_N, LDS_BUF, HIST_BLK, CONV_SMALL, THREADS, PAR_MIN_K, PAR_MIN_B, MIX16, MLP16) = (
+ LRU_KIND, N_STATE, LDS, LDS_N, LDS_BUF, HIST_BLK, CONV_SMALL, THREADS, PAR_MIN_K, PAR_MIN_B, MIX16, MLP16, GEMV1) = (
     _LAY[n] for n in DIMS)
 W_X, W_H, W_U, W_Z, W_V, W_G, W_S, W_A, W_O = (_LAY["w_" + s] for s in "xhuzVgsao")
 W_UNDO = _LAY["w_undo"]
@@ -353,6 +366,7 @@ def unpack(W: np.ndarray, off: np.ndarray, lay: np.ndarray) -> dict[str, np.ndar
         size = int(np.prod(shape))
         if name in HALF_COPIES and size:   # half bits, decoded to the values they hold, in the shape of
             src, transposed = HALF_COPIES[name]   # the array they copy ((n_layers, d, (K̄+1) d), ...)
+            transposed = transposed or (name in TRANSPOSED_WHEN_GEMV1 and bool(g.get("gemv1", 0)))
             rows, cols = {"Mcat.h": (g["d"], (g["k_max"] + 1) * g["d"]), "fc1.W.h": (g["d_hidden"], g["d"]),
                           "fc2.W.h": (g["d"], g["d_hidden"])}[name]
             h = W[off[2 * i]:off[2 * i] + size].view(np.uint16).reshape(g["n_layers"], -1)[:, :rows * cols]
@@ -360,7 +374,10 @@ def unpack(W: np.ndarray, off: np.ndarray, lay: np.ndarray) -> dict[str, np.ndar
             out[name] = (v.reshape(g["n_layers"], cols, rows).transpose(0, 2, 1).copy() if transposed
                          else v.reshape(g["n_layers"], rows, cols))
             continue
-        out[name] = np.asarray(W[off[2 * i]:off[2 * i] + size], dtype=np.float64).reshape(shape)
+        a = np.asarray(W[off[2 * i]:off[2 * i] + size], dtype=np.float64)
+        if name in TRANSPOSED_WHEN_GEMV1 and g.get("gemv1", 0) and size:
+            a = np.swapaxes(a.reshape(shape[:-2] + (shape[-1], shape[-2])), -1, -2).copy()
+        out[name] = a.reshape(shape)
     return out
 
 
@@ -369,9 +386,10 @@ class Layout:
     (work: B per-stream strides of work_len, then the BATCH sections; work_total in all)."""
 
     def __init__(self, cfg: ESSMConfig, batch: int = 1, spectral: dict | None = None, threads: int = 1,
-                 par_min: tuple[int, int] = (0, 0), mix16: bool = False, mlp16: bool = False):
+                 par_min: tuple[int, int] = (0, 0), mix16: bool = False, mlp16: bool = False,
+                 gemv1: bool = False):
         self.cfg, self.batch = cfg, int(batch)
-        g = self.dims = named_dims(cfg, spectral, threads, par_min, mix16, mlp16)
+        g = self.dims = named_dims(cfg, spectral, threads, par_min, mix16, mlp16, gemv1=gemv1 and self.batch == 1)
         self.shapes = packed_shapes(g)
         per_layer = {s.name: s.per_layer for s in SEGMENTS}
         lay = np.zeros(N_LAY, dtype=np.int64)
@@ -424,16 +442,21 @@ class Layout:
                 if np.dtype(dtype) != np.float32:
                     raise ValueError(f"segment {name} (mix16 / mlp16) packs into a float32 weight vector only")
                 src, transposed = HALF_COPIES[name]
-                m = np.asarray(arrays[src], dtype=np.float64)
-                m = (m.transpose(0, 2, 1) if transposed else m).reshape(self.dims["n_layers"], -1)
+                transposed = transposed or (name in TRANSPOSED_WHEN_GEMV1 and bool(self.dims["gemv1"]))
+                m = np.asarray(arrays[src]).astype(np.float16).view(np.uint16)   # (n_layers, rows, cols), then
+                m = m.transpose(0, 2, 1) if transposed else m                   # the 2-byte values transposed
                 h = W[self.off[2 * i]:self.off[2 * i] + size].view(np.uint16).reshape(self.dims["n_layers"], -1)
-                h[:, :m.shape[1]] = m.astype(np.float16).view(np.uint16)
+                h[:, :m.shape[1] * m.shape[2]].reshape(m.shape)[...] = m
                 continue
             if size:
                 a = np.asarray(arrays[name], dtype=np.float64)
                 if a.shape != shape:
                     raise ValueError(f"segment {name}: shape {a.shape}, expected {shape}")
-                W[self.off[2 * i]:self.off[2 * i] + size] = a.ravel()
+                if name in TRANSPOSED_WHEN_GEMV1 and self.dims["gemv1"]:   # (input-major: TRANSPOSED_WHEN_GEMV1;
+                    a = np.swapaxes(a.astype(W.dtype), -1, -2)               # cast first, the copy moves 4 bytes)
+                    W[self.off[2 * i]:self.off[2 * i] + size].reshape(a.shape)[...] = a
+                else:
+                    W[self.off[2 * i]:self.off[2 * i] + size] = a.ravel()
         return W
 
     def unpack(self, W: np.ndarray) -> dict[str, np.ndarray]:

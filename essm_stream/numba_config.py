@@ -78,7 +78,7 @@ def safe_cache_dir(path: str) -> str | None:
 
 
 # Every module whose code or constants end up inside a cached kernel.
-KERNEL_SOURCES = ("kernels.py", "kernels_lds.py", "kernels_lru.py", "layout.py", "numba_config.py")
+KERNEL_SOURCES = ("kernels.py", "kernels_lds.py", "kernels_lru.py", "layout.py", "numba_config.py", "gemv.py")
 
 
 def kernel_source_key() -> str:

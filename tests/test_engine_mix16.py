@@ -93,20 +93,6 @@ def test_first_version_fp16_program_mlp_in_float32(tmp_path):
     assert StreamProgram.load(tmp_path / "new.essm").fp16_arrays == ("Mcat", "fc1.W", "fc2.W")
 
 
-def test_axpy_h_matches_numpy():
-    """The transposed half-weight GEMV (four rows per pass, then the rest) against numpy."""
-    rng = np.random.default_rng(8)
-    x = rng.standard_normal(60).astype(np.float32)
-    H = rng.standard_normal(900).astype(np.float16)
-    for n_in, n_out in ((8, 16), (10, 20), (7, 3), (1, 9)):
-        out = np.ones(50, np.float32)
-        kernels._axpy_h(x, 4, H.view(np.uint16), 11, n_in, n_out, out, 6)
-        want = np.ones(50)
-        want[6:6 + n_out] += x[4:4 + n_in].astype(np.float64) @ \
-            H[11:11 + n_in * n_out].astype(np.float64).reshape(n_in, n_out)
-        assert np.allclose(out, want, rtol=1e-5, atol=1e-5)
-
-
 def test_gemm_nt_h_matches_numpy():
     """The half-weight product (8-row tile, single rows) against numpy on the decoded weights."""
     rng = np.random.default_rng(3)
