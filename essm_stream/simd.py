@@ -1,0 +1,264 @@
+"""A register-tiled product for the convolution: C = s · F · X with the output tile held in registers.
+
+The engine's per-step convolution of a history block is C (rows × w) = F (rows × L) · X (L × w): F the
+layer's reversed filters (rows of L), X the block's time-major window (L rows of w = n_b d columns).
+`conv_product` computes it tile by tile: an R-row × TW-column tile of C lives in R · NV vector
+registers (NV vectors of VW lanes per row) for the whole reduction over τ; each step of τ loads NV
+vectors of window row τ, broadcasts the R filter taps F[r, τ] and issues R · NV fused multiply-adds.
+C is written once, at the end, each row × its scale s_r (the gate's α_k: the convolution's store
+into V carries it) or × 1.
+
+Plain numba loops over such a tile were tried: LLVM did not keep the tile in registers (it loaded and
+stored the output rows on every pass, docs/PERFORMANCE.md). So the tile is a numba @intrinsic that
+emits the LLVM IR itself: `<VW x float>` accumulators as loop-carried phi values of a loop over τ,
+one broadcast of each filter tap, `llvm.fmuladd` (one FMA instruction where the target has FMA, a
+multiply and an add where it has not: never a library call).
+
+The tile's shape is chosen for the ISA numba compiles for (`numba_config.conv_tile`: numba's target
+CPU name and features, which NUMBA_CPU_NAME / NUMBA_CPU_FEATURES change, not the host's cpuid):
+32 vector registers of 64 bytes (AVX-512): 4 rows × 4 vectors of 16 floats; 16 of 32 bytes (AVX2):
+4 rows × 2 vectors of 8. Two tiles are compiled: R rows, and one row (a one-row product, a GEMV).
+Remainders reuse the tile: rows past the last multiple of R are covered by a tile that ends at the
+last row (it recomputes, and stores the same values into, rows of the tile before it), a product of
+fewer than R rows by the R-row tile with its last row repeated, columns like rows (the last tile ends
+at the last column); a window narrower than one tile runs a plain loop. float64 engines use the same code with
+vectors of VW / 2 doubles (the same registers).
+
+`conv_product_ref` is the numpy version (tests; NUMBA_DISABLE_JIT runs it as the product itself).
+"""
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
+
+from .numba_config import JIT_DISABLED, conv_tile, njit
+
+TILE_ROWS, TILE_VECS, TILE_LANES = conv_tile()   # R, NV, VW (float32 lanes per vector)
+TILE_COLS = TILE_VECS * TILE_LANES               # float32 columns of a tile (float64: half)
+# A one-row product (K_t = 1) over a window of more values than this runs BLAS's sgemv instead: the
+# window then streams from L3 / DRAM, which sgemv's contiguous reads take faster than the tile's
+# strips of columns (paper config, L = 1024, w = 256: bench/conv_tile.py, docs/PERFORMANCE.md).
+TILE_GEMV_MAX = 65536
+
+
+def conv_product_ref(F, f0, L, X, x0, w, C, c0, ldc, S, s0, rows):
+    """C[c0 + r ldc + j] = s_r Σ_τ F[f0 + r L + τ] X[x0 + τ w + j] for r < rows, j < w; s_r = S[s0 + r],
+    or 1 when s0 < 0. numpy, in the arrays' dtype (float64 in the tests)."""
+    P = F[f0:f0 + rows * L].reshape(rows, L) @ X[x0:x0 + L * w].reshape(L, w)
+    if s0 >= 0:
+        P = P * S[s0:s0 + rows].reshape(rows, 1)
+    for r in range(rows):
+        C[c0 + r * ldc:c0 + r * ldc + w] = P[r]
+
+
+def _tile_cols(a):
+    return TILE_COLS if a.dtype == np.float32 else TILE_COLS // 2
+
+
+@overload(_tile_cols)
+def _ol_tile_cols(a):
+    n = TILE_COLS if a.dtype == types.float32 else TILE_COLS // 2
+
+    def impl(a):
+        return n
+    return impl
+
+
+def _make_tile(R: int, NV: int, VW: int):
+    """The intrinsic tile(F, fo, ldf, X, xo, ldx, C, co, ldc, S, so, n, m): for r < min(R, m),
+    j < NV·lanes, C[co + r ldc + j] = s_r Σ_{τ<n} F[fo + r ldf + τ] X[xo + τ ldx + j], s_r = S[so + r]
+    if so >= 0 else 1; lanes = VW for float32 arrays, VW / 2 for float64. 1 <= m (tile rows past m
+    compute row m - 1 again and store the same values there: a product of 2 … R-1 rows in one pass);
+    n >= 1 (n = 0 stores zeros)."""
+
+    U = 2 if R == 1 else 1
+
+    @intrinsic
+    def tile(typingctx, F, fo, ldf, X, xo, ldx, C, co, ldc, S, so, n, m):
+        arrs = (F, X, C, S)
+        if not all(isinstance(a, types.Array) for a in arrs) or len({a.dtype for a in arrs}) != 1 \
+                or F.dtype not in (types.float32, types.float64):
+            return None
+        sig = types.none(F, fo, ldf, X, xo, ldx, C, co, ldc, S, so, n, m)
+
+        def codegen(context, builder, signature, args):
+            tys = signature.args
+            i64 = ir.IntType(64)
+
+            def idx(i):
+                return context.cast(builder, args[i], tys[i], types.int64)
+
+            def data(i):
+                return context.make_array(tys[i])(context, builder, args[i]).data
+
+            dt = tys[0].dtype
+            elem = context.get_value_type(dt)
+            lanes = VW if dt == types.float32 else VW // 2
+            size = 4 if dt == types.float32 else 8
+            vty = ir.VectorType(elem, lanes)
+            vptr = vty.as_pointer()
+            fname = f"llvm.fmuladd.v{lanes}f{size * 8}"
+            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3), fname)
+            zero = ir.Constant(vty, None)
+            splat_mask = ir.Constant(ir.VectorType(ir.IntType(32), lanes), None)
+
+            def splat(x):
+                v = builder.insert_element(ir.Constant(vty, ir.Undefined), x, ir.Constant(ir.IntType(32), 0))
+                return builder.shuffle_vector(v, ir.Constant(vty, ir.Undefined), splat_mask)
+
+            fo, ldf, xo, ldx, co, ldc, so, n, m = (idx(i) for i in (1, 2, 4, 5, 7, 8, 10, 11, 12))
+            last = builder.sub(m, ir.Constant(i64, 1))
+
+            def row(r):   # tile row r reads and writes row min(r, m - 1): rows past m repeat the last
+                c = ir.Constant(i64, r)
+                return c if R == 1 else builder.select(builder.icmp_signed("<", c, m), c, last)
+            fbase = builder.gep(data(0), [fo])
+            xbase = builder.gep(data(3), [xo])
+            cbase = builder.gep(data(6), [co])
+            sdata = data(9)
+            rows = [row(r) for r in range(R)]
+            frows = [builder.gep(fbase, [builder.mul(ldf, rows[r])]) for r in range(R)]
+
+            # the loop over τ, U steps a pass, each into its own accumulators (U = 2 for the one-row
+            # tile: NV accumulators alone would wait on the FMA's latency), then the sets summed and,
+            # for an odd n, the last τ
+            c0 = ir.Constant(i64, 0)
+            nU = builder.sub(n, builder.srem(n, ir.Constant(i64, U))) if U > 1 else n
+            pre = builder.block
+            loop = builder.append_basic_block("tile.loop")
+            mid = builder.append_basic_block("tile.sum")
+            builder.cbranch(builder.icmp_signed(">", nU, c0), loop, mid)
+
+            builder.position_at_end(loop)
+            tau = builder.phi(i64, "tau")
+            tau.add_incoming(c0, pre)
+            acc = [[[builder.phi(vty) for _ in range(NV)] for _ in range(R)] for _ in range(U)]
+            for a in (a for su in acc for row in su for a in row):
+                a.add_incoming(zero, pre)
+
+            def step(t, accs):   # accs[r][v] += F[r, t] X[t, v]
+                xrow = builder.gep(xbase, [builder.mul(t, ldx)])
+                xs = [builder.load(builder.bitcast(builder.gep(xrow, [ir.Constant(i64, v * lanes)]), vptr),
+                                   align=size) for v in range(NV)]
+                res = []
+                for r in range(R):
+                    f = splat(builder.load(builder.gep(frows[r], [t]), align=size))
+                    res.append([builder.call(fma, [f, xs[v], accs[r][v]]) for v in range(NV)])
+                return res
+
+            new = [step(builder.add(tau, ir.Constant(i64, u)) if u else tau, acc[u]) for u in range(U)]
+            tau1 = builder.add(tau, ir.Constant(i64, U))
+            body = builder.block
+            tau.add_incoming(tau1, body)
+            for u in range(U):
+                for r in range(R):
+                    for v in range(NV):
+                        acc[u][r][v].add_incoming(new[u][r][v], body)
+            builder.cbranch(builder.icmp_signed("<", tau1, nU), loop, mid)
+
+            builder.position_at_end(mid)
+            sums = [[[builder.phi(vty) for _ in range(NV)] for _ in range(R)] for _ in range(U)]
+            for u in range(U):
+                for r in range(R):
+                    for v in range(NV):
+                        sums[u][r][v].add_incoming(zero, pre)
+                        sums[u][r][v].add_incoming(new[u][r][v], body)
+            tot = sums[0]
+            for u in range(1, U):
+                tot = [[builder.fadd(tot[r][v], sums[u][r][v]) for v in range(NV)] for r in range(R)]
+            if U > 1:   # n - nU (< U, at most 1 for U = 2) steps left
+                odd = builder.append_basic_block("tile.odd")
+                done = builder.append_basic_block("tile.done")
+                head = builder.block
+                builder.cbranch(builder.icmp_signed("<", nU, n), odd, done)
+                builder.position_at_end(odd)
+                last = step(nU, tot)
+                oblk = builder.block
+                builder.branch(done)
+                builder.position_at_end(done)
+                out = [[builder.phi(vty) for _ in range(NV)] for _ in range(R)]
+                for r in range(R):
+                    for v in range(NV):
+                        out[r][v].add_incoming(tot[r][v], head)
+                        out[r][v].add_incoming(last[r][v], oblk)
+            else:
+                out = tot
+            scaled = builder.icmp_signed(">=", so, ir.Constant(i64, 0))
+            s_at = builder.select(scaled, so, ir.Constant(i64, 0))
+            one = ir.Constant(elem, 1.0)
+            for r in range(R):
+                res = out[r]
+                s = builder.load(builder.gep(sdata, [builder.add(s_at, rows[r])]), align=size)
+                s = splat(builder.select(scaled, s, one))
+                crow = builder.gep(cbase, [builder.mul(ldc, rows[r])])
+                for v in range(NV):
+                    p = builder.bitcast(builder.gep(crow, [ir.Constant(i64, v * lanes)]), vptr)
+                    builder.store(builder.fmul(res[v], s), p, align=size)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return tile
+
+
+def _tile_py(R):
+    """The tile in numpy (NUMBA_DISABLE_JIT): same arguments and stores as the intrinsic."""
+    def tile(F, fo, ldf, X, xo, ldx, C, co, ldc, S, so, n, m):
+        cols = _tile_cols(C)
+        for r in range(min(R, m)):
+            acc = np.zeros(cols, C.dtype)
+            for tau in range(n):
+                acc += F[fo + r * ldf + tau] * X[xo + tau * ldx:xo + tau * ldx + cols]
+            s = S[so + r] if so >= 0 else 1.0
+            C[co + r * ldc:co + r * ldc + cols] = acc * s
+    return tile
+
+
+if JIT_DISABLED:
+    _tile_r, _tile_1 = _tile_py(TILE_ROWS), _tile_py(1)
+else:
+    _tile_r, _tile_1 = _make_tile(TILE_ROWS, TILE_VECS, TILE_LANES), _make_tile(1, TILE_VECS, TILE_LANES)
+
+
+@njit
+def conv_product(F, f0, L, X, x0, w, C, c0, ldc, S, s0, rows):
+    """C[c0 + r ldc + j] = s_r Σ_τ F[f0 + r L + τ] X[x0 + τ w + j] for r < rows, j < w; s_r = S[s0 + r],
+    or 1 when s0 < 0 (conv_product_ref's contract). R-row tiles (the last one ending at the last row:
+    it overlaps the one before when rows is not a multiple of R; fewer than R rows: the tile with its
+    last rows repeated), the one-row tile for one row, columns likewise (the last tile ending at the
+    last column); a window narrower than a tile runs the plain loop."""
+    tw = _tile_cols(C)
+    if w < tw:                      # (a narrow last history block: a few small streams)
+        for r in range(rows):
+            s = S[s0 + r] if s0 >= 0 else 1.0
+            for j in range(w):
+                acc = F[f0 + r * L] * X[x0 + j]
+                for tau in range(1, L):
+                    acc += F[f0 + r * L + tau] * X[x0 + tau * w + j]
+                C[c0 + r * ldc + j] = acc * s
+        return
+    R = TILE_ROWS
+    if rows == 1:                   # (a GEMV: the one-row tile, not R copies of the row)
+        j = 0
+        while j < w:
+            j0 = min(j, w - tw)
+            _tile_1(F, f0, L, X, x0 + j0, w, C, c0 + j0, ldc, S, s0, L, 1)
+            j += tw
+        return
+    j = 0
+    while j < w:                    # columns outer: a long window's strip of columns stays in cache
+        j0 = min(j, w - tw)         # for all its row tiles (the paper config's window is 1 MB)
+        r = 0
+        while r < rows:
+            r0 = min(r, max(rows - R, 0))
+            _tile_r(F, f0 + r0 * L, L, X, x0 + j0, w, C, c0 + r0 * ldc + j0, ldc, S,
+                    s0 + r0 if s0 >= 0 else -1, L, rows - r0)
+            r += R
+        j += tw
+
+
+if JIT_DISABLED:   # (plain Python: the numpy product is the product itself)
+    conv_product = conv_product_ref  # noqa: F811
