@@ -44,7 +44,7 @@ from .kernels_lds import lds_convolve, lds_ring, lds_undo
 from .kernels_lru import lru_mix, lru_undo
 from .layout import CONV_SMALL, HIST_BLK, LDS, LRU_KIND, MIX16, MLP16, O_FC1H, O_FC2H, O_MCATH, PAR_MIN_B, PAR_MIN_K, THREADS, WB_HP, hist_block
 from .numba_config import JIT_DISABLED, njit
-from .simd import TILE_GEMV_MAX, conv_product
+from .simd import TILE_GEMV_MAX, conv_product, tile_cols
 
 OK, ERR_NONFINITE, ERR_BUDGET, ERR_OVERFLOW = 0, 1, 2, 3
 # Frame ist[IST_ERR_T] (of this call's block) overflowed and the step stopped there with its writes
@@ -753,11 +753,12 @@ def convolve(Ks, t, W, off, lay, state, work, B, l, p, Kt):
 
 
 @njit(inline="always")
-def _use_tile(Kt, small, L, w):
+def _use_tile(Kt, small, L, w, W):
     """Does a product of Kt filter rows over an (L × w) window run the register tile (not BLAS)? Up to
-    `small` rows (lay[CONV_SMALL], numba_config.conv_small_rows); one row only for a window of at most
-    simd.TILE_GEMV_MAX values (a long window's GEMV streams from L3, where sgemv reads it faster)."""
-    return Kt <= small and (Kt > 1 or L * w <= TILE_GEMV_MAX)
+    `small` rows (lay[CONV_SMALL], numba_config.conv_small_rows), for a window at least one tile wide
+    (simd.tile_cols of the engine's dtype); one row only for a window of at most simd.TILE_GEMV_MAX
+    values (a long window's GEMV streams from L3, where sgemv reads it faster)."""
+    return Kt <= small and w >= tile_cols(W) and (Kt > 1 or L * w <= TILE_GEMV_MAX)
 
 
 @njit(inline="always")
@@ -773,7 +774,7 @@ def convolve_small(Ks, t, W, off, lay, state, work, B, l, p, Kt):
         o, w, b0, nb = _hist_block(lay, B, l, i)
         c0 = cb + Kt * b0 * d
         w0 = o + (p + 1) * w
-        if _use_tile(Kt, lay[CONV_SMALL], L, w):
+        if _use_tile(Kt, lay[CONV_SMALL], L, w, W):
             direct = nb == 1 and Ks[t, b0] == Kt     # V row k + 1 is C row k (stride d = w)
             wb = b0 * wl
             # (one call site, no literal argument: one compiled signature of conv_product)
@@ -942,7 +943,7 @@ def _mlp_streams(W, off, lay, work, b_lo, b_hi, l, ln_eps):
 def _product(W, f0, L, state, w0, w, work, c0, kc, small):
     """C (kc × w) = F (kc × L) · X (L × w) (convolve's product): the register tile where _use_tile says
     so, else BLAS (numba's np.dot)."""
-    if _use_tile(kc, small, L, w):
+    if _use_tile(kc, small, L, w, W):
         conv_product(W, f0, L, state, w0, w, work, c0, w, work, np.int64(-1), kc)   # (not a literal -1:
         #                                                   the signature convolve_small compiles)
     else:

@@ -21,7 +21,8 @@ CPU name and features, which NUMBA_CPU_NAME / NUMBA_CPU_FEATURES change, not the
 Remainders reuse the tile: rows past the last multiple of R are covered by a tile that ends at the
 last row (it recomputes, and stores the same values into, rows of the tile before it), a product of
 fewer than R rows by the R-row tile with its last row repeated, columns like rows (the last tile ends
-at the last column); a window narrower than one tile runs a plain loop. float64 engines use the same code with
+at the last column). A window narrower than one tile (a few small streams in a block) is BLAS's.
+float64 engines use the same code with
 vectors of VW / 2 doubles (the same registers).
 
 `conv_product_ref` is the numpy version (tests; NUMBA_DISABLE_JIT runs it as the product itself).
@@ -54,11 +55,13 @@ def conv_product_ref(F, f0, L, X, x0, w, C, c0, ldc, S, s0, rows):
         C[c0 + r * ldc:c0 + r * ldc + w] = P[r]
 
 
-def _tile_cols(a):
+def tile_cols(a):
+    """Columns of a tile for arrays of a's dtype (TILE_COLS float32, half that float64): conv_product
+    needs a window at least this wide (narrower ones are BLAS's, kernels._use_tile)."""
     return TILE_COLS if a.dtype == np.float32 else TILE_COLS // 2
 
 
-@overload(_tile_cols)
+@overload(tile_cols)
 def _ol_tile_cols(a):
     n = TILE_COLS if a.dtype == types.float32 else TILE_COLS // 2
 
@@ -207,7 +210,7 @@ def _make_tile(R: int, NV: int, VW: int):
 def _tile_py(R):
     """The tile in numpy (NUMBA_DISABLE_JIT): same arguments and stores as the intrinsic."""
     def tile(F, fo, ldf, X, xo, ldx, C, co, ldc, S, so, n, m):
-        cols = _tile_cols(C)
+        cols = tile_cols(C)
         for r in range(min(R, m)):
             acc = np.zeros(cols, C.dtype)
             for tau in range(n):
@@ -229,17 +232,10 @@ def conv_product(F, f0, L, X, x0, w, C, c0, ldc, S, s0, rows):
     or 1 when s0 < 0 (conv_product_ref's contract). R-row tiles (the last one ending at the last row:
     it overlaps the one before when rows is not a multiple of R; fewer than R rows: the tile with its
     last rows repeated), the one-row tile for one row, columns likewise (the last tile ending at the
-    last column); a window narrower than a tile runs the plain loop."""
-    tw = _tile_cols(C)
-    if w < tw:                      # (a narrow last history block: a few small streams)
-        for r in range(rows):
-            s = S[s0 + r] if s0 >= 0 else 1.0
-            for j in range(w):
-                acc = F[f0 + r * L] * X[x0 + j]
-                for tau in range(1, L):
-                    acc += F[f0 + r * L + tau] * X[x0 + tau * w + j]
-                C[c0 + r * ldc + j] = acc * s
-        return
+    last column). w >= tile_cols(C): a narrower window is refused (ValueError)."""
+    tw = tile_cols(C)
+    if w < tw:
+        raise ValueError("conv_product: a window narrower than one tile (kernels._use_tile sends it to BLAS)")
     R = TILE_ROWS
     if rows == 1:                   # (a GEMV: the one-row tile, not R copies of the row)
         j = 0
