@@ -200,9 +200,8 @@ def hist_blk(d: int) -> int:
 
 
 def _conv_small_rows(cfg: ESSMConfig) -> int:
-    """numba_config.conv_small_rows for this config's history blocks (float32 window of L × hist_blk d)."""
     from .numba_config import conv_small_rows   # (imports numba: only when a layout is made)
-    return conv_small_rows(4 * cfg.seq_len * hist_blk(cfg.d_model) * cfg.d_model, cfg.k_max)
+    return conv_small_rows(cfg.k_max)
 
 
 def named_dims(cfg: ESSMConfig, spectral: dict | None = None, threads: int = 1,

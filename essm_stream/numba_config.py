@@ -230,22 +230,20 @@ def limit_blas_threads(n: int = BLAS_THREADS) -> bool:
     return bool(mine)
 
 
-# The convolution's products run the register-tiled micro-kernel (simd.conv_product) up to
-# conv_small_rows(...) filter rows, BLAS (numba's np.dot: SciPy's OpenBLAS) above. Measured with
-# bench/conv_tile.py (docs/PERFORMANCE.md "A register-tiled convolution"): on a window that sits in
-# L1/L2 (edge: L = 128, 64 columns, 32 KB) the tile beats sgemm at every K, with OpenBLAS's SkylakeX
-# kernels (AVX-512, 4 × 64 tile: 250-270 GFLOP/s against 165-255) and its Haswell ones (AVX2, 4 × 16:
-# 113-118 against 22-77); on a long window (paper: L = 1024, 256 columns, 1 MB) sgemm wins at K = 32
-# and the tile up to 8-16 rows.
-CONV_SMALL_ROWS = 16              # rows up to which a long window's products run the tile
-CONV_TILE_WINDOW = 256 * 1024     # bytes of a window up to which every product runs the tile
+# The convolution's products run the register-tiled micro-kernel (simd.conv_product), BLAS (numba's
+# np.dot: SciPy's OpenBLAS) only where conv_small_rows says so (and for what kernels._use_tile leaves
+# it: windows narrower than a tile, a long window's one-row product). Measured (docs/PERFORMANCE.md
+# "A register-tiled convolution"): on edge's window (L = 128, 64 columns, 32 KB, bench/conv_tile.py)
+# the tile beats sgemm at every K, with OpenBLAS's SkylakeX kernels (AVX-512, 4 × 64 tile: 230-270
+# GFLOP/s against 165-245) and its Haswell ones (AVX2, 4 × 16: 113-118 against 21-77); on the paper
+# config's (L = 1024, 256 columns, 1 MB) inside the engine (bench/profile_ops.py --config paper, K = 32)
+# the convolution took 897 µs against sgemm's 1142 natively, 1266 against 1701 under AVX2 emulation.
 
 
 @functools.lru_cache(maxsize=64)
-def conv_small_rows(window_bytes: int = 0, k_max: int = 1 << 30) -> int:
+def conv_small_rows(k_max: int = 1 << 30) -> int:
     """Up to how many filter rows the convolution runs its register tile instead of sgemm (1: sgemm
-    for every product, and no tile compiled) for a history block's window of `window_bytes`:
-    max(k_max, 2) (every product) up to CONV_TILE_WINDOW, else CONV_SMALL_ROWS.
+    for every product, and no tile compiled): max(k_max, 2), every product.
     $ESSM_CONV_SMALL_ROWS overrides (tests, measurements)."""
     env = os.environ.get("ESSM_CONV_SMALL_ROWS")
     if env:
@@ -256,7 +254,7 @@ def conv_small_rows(window_bytes: int = 0, k_max: int = 1 << 30) -> int:
         if n < 1:
             raise ValueError(f"ESSM_CONV_SMALL_ROWS must be an integer >= 1, got {env!r}")
         return n
-    return max(int(k_max), 2) if window_bytes <= CONV_TILE_WINDOW else CONV_SMALL_ROWS
+    return max(int(k_max), 2)
 
 
 @functools.lru_cache(maxsize=1)

@@ -18,11 +18,12 @@ The tile's shape is chosen for the ISA numba compiles for (`numba_config.conv_ti
 CPU name and features, which NUMBA_CPU_NAME / NUMBA_CPU_FEATURES change, not the host's cpuid):
 32 vector registers of 64 bytes (AVX-512): 4 rows × 4 vectors of 16 floats; 16 of 32 bytes (AVX2):
 4 rows × 2 vectors of 8. Two tiles are compiled: R rows, and one row (a one-row product, a GEMV).
-Remainders reuse the tile: rows past the last multiple of R are covered by a tile that ends at the
-last row (it recomputes, and stores the same values into, rows of the tile before it), a product of
-fewer than R rows by the R-row tile with its last row repeated, columns like rows (the last tile ends
-at the last column). A window narrower than one tile (a few small streams in a block) is BLAS's.
-float64 engines use the same code with
+Remainders reuse the tile: a last row tile with fewer than R rows left repeats its last row (the
+extra accumulators compute that row again and store the same values), the last strip of columns ends
+at the last column (it overlaps the strip before when w is no multiple of its width). A window
+narrower than one tile (a few small streams in a block) is BLAS's. A long window's rows τ are taken
+in blocks (tau_block: a strip's block of ≤ 16 KB stays in L1 for all row tiles), C accumulating
+across blocks (the tile's `acc`) and scaled with the last. float64 engines use the same code with
 vectors of VW / 2 doubles (the same registers).
 
 `conv_product_ref` is the numpy version (tests; NUMBA_DISABLE_JIT runs it as the product itself).
@@ -70,22 +71,40 @@ def _ol_tile_cols(a):
     return impl
 
 
+TAU_BLOCK_BYTES = 16384   # a strip's block of window rows: ≤ 16 KB, in L1 beside the filters' taps
+
+
+def tau_block(a):
+    """Window rows per block of τ for arrays of a's dtype: max(128, TAU_BLOCK_BYTES / a strip row's
+    bytes). AVX2: 256 rows of 16 floats; AVX-512: 128 rows of 64 (edge's L = 128: one block)."""
+    return max(128, TAU_BLOCK_BYTES // (TILE_COLS * 4))
+
+
+@overload(tau_block)
+def _ol_tau_block(a):
+    n = max(128, TAU_BLOCK_BYTES // (TILE_COLS * 4))   # (float64: half the columns, the same bytes)
+
+    def impl(a):
+        return n
+    return impl
+
+
 def _make_tile(R: int, NV: int, VW: int):
-    """The intrinsic tile(F, fo, ldf, X, xo, ldx, C, co, ldc, S, so, n, m): for r < min(R, m),
-    j < NV·lanes, C[co + r ldc + j] = s_r Σ_{τ<n} F[fo + r ldf + τ] X[xo + τ ldx + j], s_r = S[so + r]
-    if so >= 0 else 1; lanes = VW for float32 arrays, VW / 2 for float64. 1 <= m (tile rows past m
+    """The intrinsic tile(F, fo, ldf, X, xo, ldx, C, co, ldc, S, so, n, m, acc): for r < min(R, m),
+    j < NV·lanes, C[co + r ldc + j] = s_r (c_rj + Σ_{τ<n} F[fo + r ldf + τ] X[xo + τ ldx + j]), c_rj
+    C's value there if acc != 0 (a later block of τ) else 0, s_r = S[so + r] if so >= 0 else 1; lanes = VW for float32 arrays, VW / 2 for float64. 1 <= m (tile rows past m
     compute row m - 1 again and store the same values there: a product of 2 … R-1 rows in one pass);
     n >= 1 (n = 0 stores zeros)."""
 
     U = 2 if R == 1 else 1
 
     @intrinsic
-    def tile(typingctx, F, fo, ldf, X, xo, ldx, C, co, ldc, S, so, n, m):
+    def tile(typingctx, F, fo, ldf, X, xo, ldx, C, co, ldc, S, so, n, m, acc):
         arrs = (F, X, C, S)
         if not all(isinstance(a, types.Array) for a in arrs) or len({a.dtype for a in arrs}) != 1 \
                 or F.dtype not in (types.float32, types.float64):
             return None
-        sig = types.none(F, fo, ldf, X, xo, ldx, C, co, ldc, S, so, n, m)
+        sig = types.none(F, fo, ldf, X, xo, ldx, C, co, ldc, S, so, n, m, acc)
 
         def codegen(context, builder, signature, args):
             tys = signature.args
@@ -112,7 +131,7 @@ def _make_tile(R: int, NV: int, VW: int):
                 v = builder.insert_element(ir.Constant(vty, ir.Undefined), x, ir.Constant(ir.IntType(32), 0))
                 return builder.shuffle_vector(v, ir.Constant(vty, ir.Undefined), splat_mask)
 
-            fo, ldf, xo, ldx, co, ldc, so, n, m = (idx(i) for i in (1, 2, 4, 5, 7, 8, 10, 11, 12))
+            fo, ldf, xo, ldx, co, ldc, so, n, m, add = (idx(i) for i in (1, 2, 4, 5, 7, 8, 10, 11, 12, 13))
             last = builder.sub(m, ir.Constant(i64, 1))
 
             def row(r):   # tile row r reads and writes row min(r, m - 1): rows past m repeat the last
@@ -129,6 +148,15 @@ def _make_tile(R: int, NV: int, VW: int):
             # tile: NV accumulators alone would wait on the FMA's latency), then the sets summed and,
             # for an odd n, the last τ
             c0 = ir.Constant(i64, 0)
+            crows = [builder.gep(cbase, [builder.mul(ldc, rows[r])]) for r in range(R)]
+
+            def cvec(r, v):
+                return builder.bitcast(builder.gep(crows[r], [ir.Constant(i64, v * lanes)]), vptr)
+
+            # the accumulators start at 0, or (acc != 0: a later block of τ) at C's values
+            adding = builder.icmp_signed("!=", add, c0)
+            init = [[builder.select(adding, builder.load(cvec(r, v), align=size), zero) for v in range(NV)]
+                    for r in range(R)]
             nU = builder.sub(n, builder.srem(n, ir.Constant(i64, U))) if U > 1 else n
             pre = builder.block
             loop = builder.append_basic_block("tile.loop")
@@ -139,8 +167,10 @@ def _make_tile(R: int, NV: int, VW: int):
             tau = builder.phi(i64, "tau")
             tau.add_incoming(c0, pre)
             acc = [[[builder.phi(vty) for _ in range(NV)] for _ in range(R)] for _ in range(U)]
-            for a in (a for su in acc for row in su for a in row):
-                a.add_incoming(zero, pre)
+            for u in range(U):
+                for r in range(R):
+                    for v in range(NV):
+                        acc[u][r][v].add_incoming(init[r][v] if u == 0 else zero, pre)
 
             def step(t, accs):   # accs[r][v] += F[r, t] X[t, v]
                 xrow = builder.gep(xbase, [builder.mul(t, ldx)])
@@ -167,7 +197,7 @@ def _make_tile(R: int, NV: int, VW: int):
             for u in range(U):
                 for r in range(R):
                     for v in range(NV):
-                        sums[u][r][v].add_incoming(zero, pre)
+                        sums[u][r][v].add_incoming(init[r][v] if u == 0 else zero, pre)
                         sums[u][r][v].add_incoming(new[u][r][v], body)
             tot = sums[0]
             for u in range(1, U):
@@ -196,10 +226,8 @@ def _make_tile(R: int, NV: int, VW: int):
                 res = out[r]
                 s = builder.load(builder.gep(sdata, [builder.add(s_at, rows[r])]), align=size)
                 s = splat(builder.select(scaled, s, one))
-                crow = builder.gep(cbase, [builder.mul(ldc, rows[r])])
                 for v in range(NV):
-                    p = builder.bitcast(builder.gep(crow, [ir.Constant(i64, v * lanes)]), vptr)
-                    builder.store(builder.fmul(res[v], s), p, align=size)
+                    builder.store(builder.fmul(res[v], s), cvec(r, v), align=size)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -207,52 +235,41 @@ def _make_tile(R: int, NV: int, VW: int):
     return tile
 
 
-def _tile_py(R):
-    """The tile in numpy (NUMBA_DISABLE_JIT): same arguments and stores as the intrinsic."""
-    def tile(F, fo, ldf, X, xo, ldx, C, co, ldc, S, so, n, m):
-        cols = tile_cols(C)
-        for r in range(min(R, m)):
-            acc = np.zeros(cols, C.dtype)
-            for tau in range(n):
-                acc += F[fo + r * ldf + tau] * X[xo + tau * ldx:xo + tau * ldx + cols]
-            s = S[so + r] if so >= 0 else 1.0
-            C[co + r * ldc:co + r * ldc + cols] = acc * s
-    return tile
-
-
-if JIT_DISABLED:
-    _tile_r, _tile_1 = _tile_py(TILE_ROWS), _tile_py(1)
-else:
+if not JIT_DISABLED:   # (NUMBA_DISABLE_JIT: conv_product is conv_product_ref, below)
     _tile_r, _tile_1 = _make_tile(TILE_ROWS, TILE_VECS, TILE_LANES), _make_tile(1, TILE_VECS, TILE_LANES)
 
 
 @njit
 def conv_product(F, f0, L, X, x0, w, C, c0, ldc, S, s0, rows):
     """C[c0 + r ldc + j] = s_r Σ_τ F[f0 + r L + τ] X[x0 + τ w + j] for r < rows, j < w; s_r = S[s0 + r],
-    or 1 when s0 < 0 (conv_product_ref's contract). R-row tiles (the last one ending at the last row:
-    it overlaps the one before when rows is not a multiple of R; fewer than R rows: the tile with its
-    last rows repeated), the one-row tile for one row, columns likewise (the last tile ending at the
-    last column). w >= tile_cols(C): a narrower window is refused (ValueError)."""
+    or 1 when s0 < 0 (conv_product_ref's contract). Strips of tile_cols(C) columns (the last one
+    ending at the last column: it overlaps the one before when w is no multiple), in each the
+    window's rows τ in blocks of tau_block(C) (a long window's strip block stays in L1 for all row
+    tiles; C accumulates across blocks, scaled at the last), in each block R-row tiles (the last one
+    with its last row repeated when rows is no multiple of R; acc-safe, unlike an overlapping tile)
+    or, for one row, the one-row tile. w >= tile_cols(C): a narrower window is refused (ValueError)."""
     tw = tile_cols(C)
     if w < tw:
         raise ValueError("conv_product: a window narrower than one tile (kernels._use_tile sends it to BLAS)")
     R = TILE_ROWS
-    if rows == 1:                   # (a GEMV: the one-row tile, not R copies of the row)
-        j = 0
-        while j < w:
-            j0 = min(j, w - tw)
-            _tile_1(F, f0, L, X, x0 + j0, w, C, c0 + j0, ldc, S, s0, L, 1)
-            j += tw
-        return
+    tb = tau_block(C)
     j = 0
-    while j < w:                    # columns outer: a long window's strip of columns stays in cache
-        j0 = min(j, w - tw)         # for all its row tiles (the paper config's window is 1 MB)
-        r = 0
-        while r < rows:
-            r0 = min(r, max(rows - R, 0))
-            _tile_r(F, f0 + r0 * L, L, X, x0 + j0, w, C, c0 + r0 * ldc + j0, ldc, S,
-                    s0 + r0 if s0 >= 0 else -1, L, rows - r0)
-            r += R
+    while j < w:                    # columns outer: the strip's blocks stay in cache for all row tiles
+        j0 = min(j, w - tw)
+        t0 = 0
+        while t0 < L:
+            n = min(tb, L - t0)
+            add = 1 if t0 > 0 else 0
+            sc = s0 if t0 + n >= L else -1      # (the scale with the last block's store)
+            if rows == 1:           # (a GEMV: the one-row tile, not R copies of the row)
+                _tile_1(F, f0 + t0, L, X, x0 + t0 * w + j0, w, C, c0 + j0, ldc, S, sc, n, 1, add)
+            else:
+                r = 0
+                while r < rows:
+                    _tile_r(F, f0 + r * L + t0, L, X, x0 + t0 * w + j0, w, C, c0 + r * ldc + j0, ldc, S,
+                            sc + r if sc >= 0 else -1, n, rows - r, add)
+                    r += R
+            t0 += n
         j += tw
 
 

@@ -309,18 +309,16 @@ def conv_small(request, monkeypatch):
     numba_config.conv_small_rows.cache_clear()
 
 
-def test_conv_small_rows_follows_the_window(monkeypatch):
-    """The register tile runs every product of a window that fits the caches (k_max rows, at least 2),
-    the first CONV_SMALL_ROWS of a long one; $ESSM_CONV_SMALL_ROWS overrides, and must be >= 1."""
+def test_conv_small_rows_is_every_product_unless_overridden(monkeypatch):
+    """The register tile runs every product (k_max rows, at least 2); $ESSM_CONV_SMALL_ROWS overrides,
+    and must be >= 1."""
     from essm_stream import numba_config
     monkeypatch.delenv("ESSM_CONV_SMALL_ROWS", raising=False)
     numba_config.conv_small_rows.cache_clear()
-    assert numba_config.conv_small_rows(4 * 128 * 64, 32) == 32                    # edge: 32 KB
-    assert numba_config.conv_small_rows(4 * 128 * 64, 1) == 2
-    assert numba_config.conv_small_rows(4 * 1024 * 256, 32) == numba_config.CONV_SMALL_ROWS   # paper: 1 MB
+    assert numba_config.conv_small_rows(32) == 32 and numba_config.conv_small_rows(1) == 2
     monkeypatch.setenv("ESSM_CONV_SMALL_ROWS", "3")
     numba_config.conv_small_rows.cache_clear()
-    assert numba_config.conv_small_rows(4 * 1024 * 256, 32) == 3
+    assert numba_config.conv_small_rows(32) == 3
     monkeypatch.setenv("ESSM_CONV_SMALL_ROWS", "0")
     numba_config.conv_small_rows.cache_clear()
     with pytest.raises(ValueError, match="ESSM_CONV_SMALL_ROWS"):

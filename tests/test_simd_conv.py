@@ -57,6 +57,18 @@ def test_conv_product_matches_numpy(dt, L):
             _check_product(rng, dt, L, tw - 1, 4, s0=-1)
 
 
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_conv_product_long_window_in_blocks_of_tau(dt):
+    """A window longer than a block of τ (simd.tau_block): C accumulated across blocks, scaled with
+    the last; a few row counts (the last row tile with its last row repeated) and widths."""
+    rng = np.random.default_rng(7)
+    L = 2 * simd.tau_block(np.zeros(1, dt)) + 45
+    tw = simd.TILE_COLS if dt == np.float32 else simd.TILE_COLS // 2
+    for w in (tw, tw + 4):
+        for rows in (1, 2, 5, 9):
+            _check_product(rng, dt, L, w, rows, s0=-1 if rows % 2 else 2)
+
+
 def test_conv_tile_shape_follows_numba_target(monkeypatch):
     """The tile's shape comes from the ISA numba compiles for (its CPU name / features), and
     ESSM_CONV_TILE overrides it (a bad value is refused)."""
