@@ -44,7 +44,7 @@ from .kernels_lds import lds_convolve, lds_ring, lds_undo
 from .kernels_lru import lru_mix, lru_undo
 from .layout import CONV_SMALL, HIST_BLK, LDS, LRU_KIND, MIX16, MLP16, O_FC1H, O_FC2H, O_MCATH, PAR_MIN_B, PAR_MIN_K, THREADS, WB_HP, hist_block
 from .numba_config import JIT_DISABLED, njit
-from .simd import TILE_GEMV_MAX, conv_product, tile_cols
+from .simd import TILE_GEMV_MAX, conv_product, min_cols
 
 OK, ERR_NONFINITE, ERR_BUDGET, ERR_OVERFLOW = 0, 1, 2, 3
 # Frame ist[IST_ERR_T] (of this call's block) overflowed and the step stopped there with its writes
@@ -755,10 +755,10 @@ def convolve(Ks, t, W, off, lay, state, work, B, l, p, Kt):
 @njit(inline="always")
 def _use_tile(Kt, small, L, w, W):
     """Does a product of Kt filter rows over an (L × w) window run the register tile (not BLAS)? Up to
-    `small` rows (lay[CONV_SMALL], numba_config.conv_small_rows), for a window at least one tile wide
-    (simd.tile_cols of the engine's dtype); one row only for a window of at most simd.TILE_GEMV_MAX
-    values (a long window's GEMV streams from L3, where sgemv reads it faster)."""
-    return Kt <= small and w >= tile_cols(W) and (Kt > 1 or L * w <= TILE_GEMV_MAX)
+    `small` rows (lay[CONV_SMALL], numba_config.conv_small_rows), for a window at least as wide as the
+    narrow tile (simd.min_cols of the engine's dtype); one row only for a window of at most
+    simd.TILE_GEMV_MAX values (a long window's GEMV streams from L3, where sgemv reads it faster)."""
+    return Kt <= small and w >= min_cols(W) and (Kt > 1 or L * w <= TILE_GEMV_MAX)
 
 
 @njit(inline="always")

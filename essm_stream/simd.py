@@ -21,7 +21,8 @@ CPU name and features, which NUMBA_CPU_NAME / NUMBA_CPU_FEATURES change, not the
 Remainders reuse the tile: a last row tile with fewer than R rows left repeats its last row (the
 extra accumulators compute that row again and store the same values), the last strip of columns ends
 at the last column (it overlaps the strip before when w is no multiple of its width). A window
-narrower than one tile (a few small streams in a block) is BLAS's. A long window's rows τ are taken
+narrower than one tile (d = 32 at B = 1 with AVX-512's 64 columns) runs a third tile, R rows × NV / 2
+vectors; one narrower still (a few small streams in a block) is BLAS's. A long window's rows τ are taken
 in blocks (tau_block: a strip's block of ≤ 16 KB stays in L1 for all row tiles), C accumulating
 across blocks (the tile's `acc`) and scaled with the last. float64 engines use the same code with
 vectors of VW / 2 doubles (the same registers).
@@ -40,6 +41,8 @@ from .numba_config import JIT_DISABLED, conv_tile, njit
 
 TILE_ROWS, TILE_VECS, TILE_LANES = conv_tile()   # R, NV, VW (float32 lanes per vector)
 TILE_COLS = TILE_VECS * TILE_LANES               # float32 columns of a tile (float64: half)
+HALF_VECS = max(1, TILE_VECS // 2)               # the narrow tile's vectors (windows of HALF_COLS … TILE_COLS)
+HALF_COLS = HALF_VECS * TILE_LANES
 # A one-row product (K_t = 1) over a window of more values than this runs BLAS's sgemv instead: the
 # window then streams from L3 / DRAM, which sgemv's contiguous reads take faster than the tile's
 # strips of columns (paper config, L = 1024, w = 256: bench/conv_tile.py, docs/PERFORMANCE.md).
@@ -83,6 +86,21 @@ def tau_block(a):
 @overload(tau_block)
 def _ol_tau_block(a):
     n = max(128, TAU_BLOCK_BYTES // (TILE_COLS * 4))   # (float64: half the columns, the same bytes)
+
+    def impl(a):
+        return n
+    return impl
+
+
+def min_cols(a):
+    """The narrowest window conv_product takes for arrays of a's dtype (the narrow tile's columns,
+    HALF_COLS float32, half that float64); narrower ones are BLAS's (kernels._use_tile)."""
+    return HALF_COLS if a.dtype == np.float32 else HALF_COLS // 2
+
+
+@overload(min_cols)
+def _ol_min_cols(a):
+    n = HALF_COLS if a.dtype == types.float32 else HALF_COLS // 2
 
     def impl(a):
         return n
@@ -237,6 +255,7 @@ def _make_tile(R: int, NV: int, VW: int):
 
 if not JIT_DISABLED:   # (NUMBA_DISABLE_JIT: conv_product is conv_product_ref, below)
     _tile_r, _tile_1 = _make_tile(TILE_ROWS, TILE_VECS, TILE_LANES), _make_tile(1, TILE_VECS, TILE_LANES)
+    _tile_h = _make_tile(TILE_ROWS, HALF_VECS, TILE_LANES)   # (windows narrower than a tile: d = 32, B = 1)
 
 
 @njit
@@ -247,10 +266,14 @@ def conv_product(F, f0, L, X, x0, w, C, c0, ldc, S, s0, rows):
     window's rows τ in blocks of tau_block(C) (a long window's strip block stays in L1 for all row
     tiles; C accumulates across blocks, scaled at the last), in each block R-row tiles (the last one
     with its last row repeated when rows is no multiple of R; acc-safe, unlike an overlapping tile)
-    or, for one row, the one-row tile. w >= tile_cols(C): a narrower window is refused (ValueError)."""
+    or, for one row, the one-row tile. A window narrower than a tile runs the narrow tile (half the
+    vectors) for every row count; w >= min_cols(C), a narrower window is refused (ValueError)."""
     tw = tile_cols(C)
+    narrow = w < tw                 # (the narrow tile: NV / 2 vectors, every row count through it)
+    if narrow:
+        tw = min_cols(C)
     if w < tw:
-        raise ValueError("conv_product: a window narrower than one tile (kernels._use_tile sends it to BLAS)")
+        raise ValueError("conv_product: a window narrower than the narrow tile (kernels._use_tile sends it to BLAS)")
     R = TILE_ROWS
     tb = tau_block(C)
     j = 0
@@ -261,7 +284,13 @@ def conv_product(F, f0, L, X, x0, w, C, c0, ldc, S, s0, rows):
             n = min(tb, L - t0)
             add = 1 if t0 > 0 else 0
             sc = s0 if t0 + n >= L else -1      # (the scale with the last block's store)
-            if rows == 1:           # (a GEMV: the one-row tile, not R copies of the row)
+            if narrow:
+                r = 0
+                while r < rows:
+                    _tile_h(F, f0 + r * L + t0, L, X, x0 + t0 * w + j0, w, C, c0 + r * ldc + j0, ldc, S,
+                            sc + r if sc >= 0 else -1, n, rows - r, add)
+                    r += R
+            elif rows == 1:         # (a GEMV: the one-row tile, not R copies of the row)
                 _tile_1(F, f0 + t0, L, X, x0 + t0 * w + j0, w, C, c0 + j0, ldc, S, sc, n, 1, add)
             else:
                 r = 0

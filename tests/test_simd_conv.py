@@ -43,18 +43,20 @@ def _check_product(rng, dt, L, w, rows, s0, ldc_pad=3):
 @pytest.mark.parametrize("dt", [np.float32, np.float64])
 @pytest.mark.parametrize("L", [1, 12, 13])
 def test_conv_product_matches_numpy(dt, L):
-    """Every row count 1 … 33 (R-row tiles, the overlapping last tile, fewer rows than a tile, the
-    one-row tile with its odd/even τ split), windows one tile wide, several tiles, and widths that are
-    no multiple of the tile (the overlapping last columns); scaled (α) and unscaled stores. A window
-    narrower than a tile is refused (the engine sends it to BLAS)."""
+    """Every row count 1 … 33 (R-row tiles, the last one with its last row repeated, fewer rows than a
+    tile, the one-row tile with its odd/even τ split), windows one tile wide, several tiles, widths
+    that are no multiple of the tile (the overlapping last columns) and narrower than a tile (the
+    narrow tile); scaled (α) and unscaled stores. A window narrower than the narrow tile is refused
+    (the engine sends it to BLAS)."""
     rng = np.random.default_rng(L)
     tw = simd.TILE_COLS if dt == np.float32 else simd.TILE_COLS // 2
-    for w in sorted({tw, tw + 4, 2 * tw, 100}):
+    th = simd.HALF_COLS if dt == np.float32 else simd.HALF_COLS // 2
+    for w in sorted({th, th + 3, tw, tw + 4, 2 * tw, 100}):
         for rows in range(1, 34):
             _check_product(rng, dt, L, w, rows, s0=-1 if rows % 2 else 2)
     if not numba_config.JIT_DISABLED:   # (then conv_product is numpy's product, for any width)
-        with pytest.raises(ValueError, match="narrower than one tile"):
-            _check_product(rng, dt, L, tw - 1, 4, s0=-1)
+        with pytest.raises(ValueError, match="narrower than the narrow tile"):
+            _check_product(rng, dt, L, th - 1, 4, s0=-1)
 
 
 @pytest.mark.parametrize("dt", [np.float32, np.float64])
@@ -64,7 +66,7 @@ def test_conv_product_long_window_in_blocks_of_tau(dt):
     rng = np.random.default_rng(7)
     L = 2 * simd.tau_block(np.zeros(1, dt)) + 45
     tw = simd.TILE_COLS if dt == np.float32 else simd.TILE_COLS // 2
-    for w in (tw, tw + 4):
+    for w in (tw // 2 if simd.TILE_VECS > 1 else tw, tw, tw + 4):
         for rows in (1, 2, 5, 9):
             _check_product(rng, dt, L, w, rows, s0=-1 if rows % 2 else 2)
 
@@ -108,7 +110,8 @@ def test_other_tile_shape_matches_numpy(tmp_path):
         for dt in (np.float32, np.float64):
             tw = simd.TILE_COLS if dt == np.float32 else simd.TILE_COLS // 2
             for L in (1, 13):
-                for w in sorted({tw, tw + 4, 100}):
+                th = simd.HALF_COLS if dt == np.float32 else simd.HALF_COLS // 2
+                for w in sorted({th, th + 3, tw, tw + 4, 100}):
                     for rows in (1, 2, 3, 4, 5, 7, 9, 33):
                         t._check_product(rng, dt, L, w, rows, s0=-1 if rows %% 2 else 2)
         print("ok")
