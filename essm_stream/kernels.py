@@ -45,6 +45,7 @@ from .kernels_lru import lru_mix, lru_undo
 from .gemv import VW as GEMV_VW, gemv_t
 from .layout import CONV_SMALL, GEMV1, HIST_BLK, LDS, LRU_KIND, MIX16, MLP16, O_FC1H, O_FC2H, O_MCATH, PAR_MIN_B, PAR_MIN_K, THREADS, WB_HP, hist_block
 from .numba_config import JIT_DISABLED, njit
+from .simd import TILE_GEMV_MAX, conv_product, min_cols
 
 OK, ERR_NONFINITE, ERR_BUDGET, ERR_OVERFLOW = 0, 1, 2, 3
 # Frame ist[IST_ERR_T] (of this call's block) overflowed and the step stopped there with its writes
@@ -53,8 +54,9 @@ OK, ERR_NONFINITE, ERR_BUDGET, ERR_OVERFLOW = 0, 1, 2, 3
 # cold start ~0.7 s of compiling for a path that most processes never take.
 ERR_UNDO = 4
 MODE_FIR, MODE_LDS, MODE_LRU = 0, 1, 2   # a layer's mixer: ring-buffer FIR, LDS ladder, LRU recurrence
-# ring-buffer FIR whose products of 2 … lay[CONV_SMALL] filter rows run the numba loop (_small_product)
-# instead of BLAS: a mode of its own, so that only machines whose BLAS needs it compile that loop
+# ring-buffer FIR whose products of up to lay[CONV_SMALL] filter rows run the register-tiled product
+# (simd.conv_product) instead of BLAS: a mode of its own, so that a layout that asks for BLAS alone
+# (conv_small = 1) compiles no tile
 MODE_FIR_SMALL = 3
 # ring-buffer FIR whose convolution and mixing are split into lay[THREADS] tasks that run on numba's
 # thread pool (the engine's threads=N): the streams for B >= 4 N, the filter channels below
@@ -671,64 +673,6 @@ def gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps):
             work[wb + k] *= inv
 
 
-@njit
-def _small_product(W, f0, L, state, w0, w, work, c0, Kt):
-    """C (Kt × w) = F (Kt × L) · X (L × w) for a few rows Kt, C at work[c0] (rows of w), F at W[f0]
-    (rows of L), X the window at state[w0] (rows of w). Four filter rows at a time: each pass reads
-    two window rows and updates the four output rows (in L1) with both, so a loaded and stored
-    vector of C carries two multiply-adds (one row per pass, as before, was bound by those stores);
-    the rows left one at a time. One function, no callees, few slices (each costs compile time).
-    Under AVX2 emulation (4 layers of edge, L = 128, w = 64) 3.9 µs at Kt = 4 against 11.8 for the
-    one-row-per-pass loop and 16.6 for OpenBLAS's Haswell sgemm (docs/PERFORMANCE.md)."""
-    k = 0
-    while k + 4 <= Kt:
-        f = f0 + k * L   # filter row k + r at W[f + r L]
-        y0 = work[c0 + k * w:c0 + (k + 1) * w]
-        y1 = work[c0 + (k + 1) * w:c0 + (k + 2) * w]
-        y2 = work[c0 + (k + 2) * w:c0 + (k + 3) * w]
-        y3 = work[c0 + (k + 3) * w:c0 + (k + 4) * w]
-        s = L % 2      # an odd L: window row 0 alone first (its products initialise C), then pairs
-        x = state[w0:w0 + w]
-        a = W[f] * s
-        b = W[f + L] * s
-        c = W[f + 2 * L] * s
-        e = W[f + 3 * L] * s
-        for j in range(w):
-            v = x[j]
-            y0[j] = a * v
-            y1[j] = b * v
-            y2[j] = c * v
-            y3[j] = e * v
-        for tau in range(s, L, 2):
-            x = state[w0 + tau * w:w0 + (tau + 1) * w]
-            xx = state[w0 + (tau + 1) * w:w0 + (tau + 2) * w]
-            a = W[f + tau]
-            b = W[f + L + tau]
-            c = W[f + 2 * L + tau]
-            e = W[f + 3 * L + tau]
-            aa = W[f + tau + 1]
-            bb = W[f + L + tau + 1]
-            cc = W[f + 2 * L + tau + 1]
-            ee = W[f + 3 * L + tau + 1]
-            for j in range(w):
-                v = x[j]
-                vv = xx[j]   # (x[w + j] would be a flat index: see _layer_norm)
-                y0[j] += a * v + aa * vv
-                y1[j] += b * v + bb * vv
-                y2[j] += c * v + cc * vv
-                y3[j] += e * v + ee * vv
-        k += 4
-    while k < Kt:
-        y = work[c0 + k * w:c0 + (k + 1) * w]
-        y[:] = 0.0
-        for tau in range(L):
-            f = W[f0 + k * L + tau]
-            x = state[w0 + tau * w:w0 + (tau + 1) * w]
-            for j in range(w):
-                y[j] += f * x[j]
-        k += 1
-
-
 @njit(inline="always")
 def _conv_to_V(Ks, t, work, lay, c0, w, b0, nb):
     """Row k of the block's product at work[c0] (rows of w = nb d) to V[(k+1) d:] of stream b0 + b'
@@ -791,17 +735,35 @@ def convolve(Ks, t, W, off, lay, state, work, B, l, p, Kt):
 
 
 @njit(inline="always")
+def _use_tile(Kt, small, L, w, W):
+    """Does a product of Kt filter rows over an (L × w) window run the register tile (not BLAS)? Up to
+    `small` rows (lay[CONV_SMALL], numba_config.conv_small_rows), for a window at least as wide as the
+    narrow tile (simd.min_cols of the engine's dtype); one row only for a window of at most
+    simd.TILE_GEMV_MAX values (a long window's GEMV streams from L3, where sgemv reads it faster)."""
+    return Kt <= small and w >= min_cols(W) and (Kt > 1 or L * w <= TILE_GEMV_MAX)
+
+
+@njit(inline="always")
 def convolve_small(Ks, t, W, off, lay, state, work, B, l, p, Kt):
-    """convolve, with products of 2 … lay[CONV_SMALL] filter rows by the numba loop _small_product
-    (where SciPy's OpenBLAS has no small-matrix kernels: numba_config.conv_small_rows)."""
+    """convolve, with products of up to lay[CONV_SMALL] filter rows by the register-tiled product
+    simd.conv_product (_use_tile). A block of one stream whose budget is the frame's K_t (every B = 1
+    step) has its product stored straight into V[d:], × α_k (the tile's scaled store): no C in the
+    batch scratch and no _conv_to_V pass."""
     L, d, cb = lay[L_WIN], lay[D_MODEL], lay[WB_C]
+    wl, sV, ss, gated = lay[WL], lay[W_V], lay[W_S], lay[GATED] != 0
     phir = seg(off, O_PHIR, l)
     for i in range((B + lay[HIST_BLK] - 1) // lay[HIST_BLK]):
         o, w, b0, nb = _hist_block(lay, B, l, i)
         c0 = cb + Kt * b0 * d
         w0 = o + (p + 1) * w
-        if Kt <= lay[CONV_SMALL] and Kt > 1:
-            _small_product(W, phir, L, state, w0, w, work, c0, Kt)
+        if _use_tile(Kt, lay[CONV_SMALL], L, w, W):
+            direct = nb == 1 and Ks[t, b0] == Kt     # V row k + 1 is C row k (stride d = w)
+            wb = b0 * wl
+            # (one call site, no literal argument: one compiled signature of conv_product)
+            conv_product(W, phir, L, state, w0, w, work, wb + sV + d if direct else c0, w, work,
+                         wb + ss if direct and gated else -1, Kt)
+            if direct:
+                continue
         else:
             np.dot(W[phir:phir + Kt * L].reshape((Kt, L)), state[w0:w0 + L * w].reshape((L, w)),
                    work[c0:c0 + Kt * w].reshape((Kt, w)))
@@ -969,10 +931,11 @@ def _mlp_streams(W, off, lay, work, b_lo, b_hi, l, ln_eps):
 
 @njit(inline="always")
 def _product(W, f0, L, state, w0, w, work, c0, kc, small):
-    """C (kc × w) = F (kc × L) · X (L × w) (convolve's product): the numba loop for 2 … small rows,
-    else BLAS (numba's np.dot)."""
-    if kc <= small and kc > 1:
-        _small_product(W, f0, L, state, w0, w, work, c0, kc)
+    """C (kc × w) = F (kc × L) · X (L × w) (convolve's product): the register tile where _use_tile says
+    so, else BLAS (numba's np.dot)."""
+    if _use_tile(kc, small, L, w, W):
+        conv_product(W, f0, L, state, w0, w, work, c0, w, work, np.int64(-1), kc)   # (not a literal -1:
+        #                                                   the signature convolve_small compiles)
     else:
         np.dot(W[f0:f0 + kc * L].reshape((kc, L)), state[w0:w0 + L * w].reshape((L, w)),
                work[c0:c0 + kc * w].reshape((kc, w)))
@@ -1208,7 +1171,7 @@ def _mixer_fir_small(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mod
     ring_write(state, work, lay, B, l, p)
     if lay[GATED] != 0:
         gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps)
-    convolve_small(Ks, t, W, off, lay, state, work, B, l, p, Kt)   # (few rows: the numba loop)
+    convolve_small(Ks, t, W, off, lay, state, work, B, l, p, Kt)   # (the register tile)
     mix(Ks, t, W, off, lay, work, B, l)
 
 
@@ -1407,8 +1370,8 @@ def stream_run_fir(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
 
 @njit
 def stream_run_fir_small(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
-    """stream_run for exact programs on machines whose BLAS is slow for a few filter rows
-    (lay[CONV_SMALL] > 1): products of 2 … CONV_SMALL rows by the numba loop."""
+    """stream_run for exact programs whose layout runs the convolution's register tile
+    (lay[CONV_SMALL] > 1, the default): products of up to CONV_SMALL rows by the register tile (convolve_small)."""
     return _run(X, Ks, W, off, lay, state, ist, work, Y, nan_zero, 3)
 
 
@@ -1483,11 +1446,11 @@ def undo_for(lay):
 
 
 def kernel_for(lay):
-    """The compiled step of this layout's mode (the engine binds it once). Exact programs: the few-row
-    convolution loop is compiled in only where the layout asks for it (lay[CONV_SMALL] > 1: SciPy's
-    OpenBLAS without small-matrix kernels); elsewhere every product is BLAS and the loop is not
-    compiled at all (≈ 0.3-0.7 s of a cold start, bench/startup.py --compile)."""
-    if lay[THREADS] > 1:     # (the engine's threads=N: conv_mix_par; it runs the few-row loop itself)
+    """The compiled step of this layout's mode (the engine binds it once). Exact programs: the
+    convolution's register tile is compiled in where the layout asks for it (lay[CONV_SMALL] > 1,
+    numba_config.conv_small_rows: the default); with conv_small = 1 every product is BLAS and the
+    tile is not compiled."""
+    if lay[THREADS] > 1:     # (the engine's threads=N: conv_mix_par; it runs the tile itself)
         fir = stream_run_fir_par
     elif lay[MLP16] != 0:    # (mix_weights="fp16" with the MLP's weights rounded too, float32 engine)
         fir = stream_run_fir_small_hm if lay[CONV_SMALL] > 1 else stream_run_fir_hm

@@ -207,9 +207,9 @@ def hist_blk(d: int) -> int:
     return max(1, HIST_COLS // max(int(d), 1))
 
 
-def _conv_small_rows() -> int:
+def _conv_small_rows(cfg: ESSMConfig) -> int:
     from .numba_config import conv_small_rows   # (imports numba: only when a layout is made)
-    return conv_small_rows()
+    return conv_small_rows(cfg.k_max)
 
 
 def named_dims(cfg: ESSMConfig, spectral: dict | None = None, threads: int = 1,
@@ -246,7 +246,7 @@ def named_dims(cfg: ESSMConfig, spectral: dict | None = None, threads: int = 1,
             "mlp": int(cfg.mlp), "pool_W": cfg.pool_window if pool else 1, "pooled": int(pool),
             "lru": 0, "n_state": 0, "lds": int(lds), "lds_n": max(spectral["n"]) if lds else 0,
             "lds_buf": int(lds and bool(spectral["buffered"])), "hist_blk": hist_blk(cfg.d_model),
-            "conv_small": _conv_small_rows(), "threads": int(threads) if not lds else 1,
+            "conv_small": _conv_small_rows(cfg), "threads": int(threads) if not lds else 1,
             "par_min_k": int(par_min[0]), "par_min_b": int(par_min[1]),
             "mix16": int(bool(mix16) and not lds and int(threads) == 1),
             "mlp16": int(bool(mix16) and bool(mlp16) and bool(cfg.mlp) and not lds and int(threads) == 1),

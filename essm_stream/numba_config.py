@@ -78,7 +78,8 @@ def safe_cache_dir(path: str) -> str | None:
 
 
 # Every module whose code or constants end up inside a cached kernel.
-KERNEL_SOURCES = ("kernels.py", "kernels_lds.py", "kernels_lru.py", "layout.py", "numba_config.py", "gemv.py")
+KERNEL_SOURCES = ("kernels.py", "kernels_lds.py", "kernels_lru.py", "layout.py", "numba_config.py", "gemv.py",
+                  "simd.py")
 
 
 def kernel_source_key() -> str:
@@ -92,6 +93,9 @@ def kernel_source_key() -> str:
     h = hashlib.sha256()
     h.update(str(numba.__version__).encode())
     here = os.path.dirname(os.path.abspath(__file__))
+    # the convolution tile's shape is a constant of the machine code: an explicit $ESSM_CONV_TILE
+    # (measurements) must not load kernels compiled for another shape
+    h.update(b"tile\0" + os.environ.get("ESSM_CONV_TILE", "").encode())
     for name in KERNEL_SOURCES:
         try:
             with open(os.path.join(here, name), "rb") as f:
@@ -227,35 +231,21 @@ def limit_blas_threads(n: int = BLAS_THREADS) -> bool:
     return bool(mine)
 
 
-# The convolution's products of a few filter rows (small K) are cheaper in a plain numba loop than
-# through sgemm unless OpenBLAS has small-matrix kernels for the core it runs on (its SkylakeX family
-# has; its Haswell kernels, what an AVX2-only CPU gets, have not). Measured under AVX2 emulation
-# (Haswell kernels, edge, 2 interleaved rounds, docs/PERFORMANCE.md), loop up to 4 vs 16 rows:
-# B=1 K=8 32-33 vs 24-25 µs, K=16 43-45 vs 40 µs; B=32 K=8 749-764 vs 524-535 µs, K=16 1001-1033 vs
-# 884-904 µs; K=32 (sgemm either way) unchanged. SkylakeX kernels: the loop loses (K=4 15-18 µs
-# through BLAS vs 24-26 µs).
-CONV_SMALL_ROWS = 16
-_SMALL_MATRIX_CORES = ("skylakex", "cooperlake", "sapphirerapids")
+# The convolution's products run the register-tiled micro-kernel (simd.conv_product), BLAS (numba's
+# np.dot: SciPy's OpenBLAS) only where conv_small_rows says so (and for what kernels._use_tile leaves
+# it: windows narrower than a tile, a long window's one-row product). Measured (docs/PERFORMANCE.md
+# "A register-tiled convolution"): on edge's window (L = 128, 64 columns, 32 KB, bench/conv_tile.py)
+# the tile beats sgemm at every K, with OpenBLAS's SkylakeX kernels (AVX-512, 4 × 64 tile: 230-270
+# GFLOP/s against 165-245) and its Haswell ones (AVX2, 4 × 16: 113-118 against 21-77); on the paper
+# config's (L = 1024, 256 columns, 1 MB) inside the engine (bench/profile_ops.py --config paper, K = 32)
+# the convolution took 897 µs against sgemm's 1142 natively, 1266 against 1701 under AVX2 emulation.
 
 
-def scipy_blas_cores() -> list[str]:
-    """The core names (threadpoolctl's "architecture") of the BLAS libraries SciPy loads: the one
-    numba's np.dot calls. Empty when it cannot be told."""
-    try:
-        import scipy
-        import scipy.linalg.cython_blas  # noqa: F401  (load the library numba will call)
-        from threadpoolctl import threadpool_info
-    except ImportError:   # pragma: no cover - both are runtime dependencies
-        return []
-    here = os.path.dirname(os.path.abspath(scipy.__file__))
-    return [str(i.get("architecture") or "") for i in threadpool_info()
-            if i.get("user_api") == "blas" and os.path.abspath(i["filepath"]).startswith((here + os.sep, here + ".libs"))]
-
-
-@functools.lru_cache(maxsize=1)
-def conv_small_rows() -> int:
-    """Up to how many filter rows the convolution runs its own loop instead of sgemm (1: sgemm for
-    every product). $ESSM_CONV_SMALL_ROWS overrides (tests, measurements)."""
+@functools.lru_cache(maxsize=64)
+def conv_small_rows(k_max: int = 1 << 30) -> int:
+    """Up to how many filter rows the convolution runs its register tile instead of sgemm (1: sgemm
+    for every product, and no tile compiled): max(k_max, 2), every product.
+    $ESSM_CONV_SMALL_ROWS overrides (tests, measurements)."""
     env = os.environ.get("ESSM_CONV_SMALL_ROWS")
     if env:
         try:
@@ -265,8 +255,7 @@ def conv_small_rows() -> int:
         if n < 1:
             raise ValueError(f"ESSM_CONV_SMALL_ROWS must be an integer >= 1, got {env!r}")
         return n
-    cores = [c.lower() for c in scipy_blas_cores()]
-    return 1 if cores and all(c in _SMALL_MATRIX_CORES for c in cores) else CONV_SMALL_ROWS
+    return max(int(k_max), 2)
 
 
 @functools.lru_cache(maxsize=1)
@@ -296,3 +285,57 @@ def half_widening() -> bool:
     # a named CPU (NUMBA_CPU_NAME, e.g. the AVX2 emulation's haswell): F16C from Ivy Bridge / Bulldozer on
     return name not in ("generic", "x86-64", "core2", "nehalem", "westmere", "sandybridge", "corei7",
                         "corei7-avx", "atom", "bonnell", "silvermont", "btver1", "amdfam10", "k8")
+
+
+def simd_target() -> tuple[int, int]:
+    """(bytes per vector register, number of vector registers) of the ISA numba compiles for: numba's
+    target CPU (NUMBA_CPU_NAME / NUMBA_CPU_FEATURES when set, else the host's), not the host's cpuid.
+    x86: AVX-512F (64, 32), AVX (32, 16), else SSE (16, 16); aarch64: NEON (16, 32); others (16, 16)."""
+    import platform
+    machine = platform.machine().lower()
+    if machine in ("aarch64", "arm64"):
+        return 16, 32
+    if machine not in ("x86_64", "amd64"):
+        return 16, 16
+    from numba.core import config
+    name = (config.CPU_NAME or "host").lower()
+    feats = config.CPU_FEATURES
+    if feats:                                  # an explicit feature string wins (numba passes it to LLVM)
+        on = {f[1:] for f in feats.split(",") if f.startswith("+")}
+    elif name == "host":
+        import llvmlite.binding as llvm
+        on = {k for k, v in llvm.get_host_cpu_features().items() if v}
+    else:                                      # a named CPU: LLVM's feature set of that name
+        avx512 = ("skylake-avx512", "cascadelake", "cooperlake", "cannonlake", "icelake-client",
+                  "icelake-server", "tigerlake", "rocketlake", "sapphirerapids", "graniterapids",
+                  "emeraldrapids", "znver4", "znver5", "knl", "knm", "x86-64-v4")
+        avx = ("sandybridge", "ivybridge", "corei7-avx", "core-avx-i", "core-avx2", "haswell", "broadwell",
+               "skylake", "alderlake", "raptorlake", "meteorlake", "gracemont", "znver1", "znver2", "znver3",
+               "bdver1", "bdver2", "bdver3", "bdver4", "btver2", "x86-64-v3")
+        on = {"avx512f", "avx"} if name in avx512 else {"avx"} if name in avx else set()
+    if "avx512f" in on:
+        return 64, 32
+    if "avx" in on:
+        return 32, 16
+    return 16, 16
+
+
+# The convolution's register tile (simd.conv_product): R rows × NV vectors of VW float32 lanes, R · NV
+# accumulators, for the vector registers of simd_target(). Measured (docs/PERFORMANCE.md "A register-
+# tiled convolution"): AVX-512 4 × (4 × 16); AVX2 4 × (2 × 8).
+_TILES = {(64, 32): (4, 4, 16), (32, 16): (4, 2, 8), (16, 32): (4, 4, 4), (16, 16): (4, 2, 4)}
+
+
+def conv_tile() -> tuple[int, int, int]:
+    """(R, NV, VW) of the convolution's tile for this target. $ESSM_CONV_TILE="RxNVxVW" overrides
+    (measurements; it is part of the kernel cache's key)."""
+    env = os.environ.get("ESSM_CONV_TILE")
+    if env:
+        try:
+            R, NV, VW = (int(x) for x in env.lower().split("x"))
+        except ValueError:
+            R = NV = VW = 0
+        if not (1 <= R <= 16 and 1 <= NV <= 16 and VW in (2, 4, 8, 16, 32)):
+            raise ValueError(f"ESSM_CONV_TILE must be RxNVxVW (rows, vectors, float32 lanes), e.g. 4x2x8; got {env!r}")
+        return R, NV, VW
+    return _TILES.get(simd_target(), (4, 2, 4))

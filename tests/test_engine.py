@@ -298,10 +298,10 @@ def test_nan_policy_zero_reads_nonfinite_as_zero(prog):
         StreamEngine(prog, nan_policy="ignore")
 
 
-@pytest.fixture(params=[1, 7, 16], ids=["sgemm-always", "loop-up-to-7-rows", "loop-up-to-16-rows"])
+@pytest.fixture(params=[1, 7, 16], ids=["sgemm-always", "tile-up-to-7-rows", "tile-up-to-16-rows"])
 def conv_small(request, monkeypatch):
-    """Both convolution paths: sgemm for every product, and the numba loop for 2 … n filter rows (which
-    path a machine takes depends on its OpenBLAS kernels, numba_config.conv_small_rows)."""
+    """Both convolution paths: sgemm for every product, and the register tile (simd.conv_product) for
+    up to n filter rows (numba_config.conv_small_rows: every product of a window that fits the caches)."""
     from essm_stream import numba_config
     monkeypatch.setenv("ESSM_CONV_SMALL_ROWS", str(request.param))
     numba_config.conv_small_rows.cache_clear()
@@ -309,13 +309,16 @@ def conv_small(request, monkeypatch):
     numba_config.conv_small_rows.cache_clear()
 
 
-def test_conv_small_rows_follows_the_blas_cores(monkeypatch):
+def test_conv_small_rows_is_every_product_unless_overridden(monkeypatch):
+    """The register tile runs every product (k_max rows, at least 2); $ESSM_CONV_SMALL_ROWS overrides,
+    and must be >= 1."""
     from essm_stream import numba_config
-    for cores, rows in ((["SkylakeX"], 1), (["Haswell"], numba_config.CONV_SMALL_ROWS), ([], numba_config.CONV_SMALL_ROWS)):
-        monkeypatch.setattr(numba_config, "scipy_blas_cores", lambda c=cores: c)
-        monkeypatch.delenv("ESSM_CONV_SMALL_ROWS", raising=False)
-        numba_config.conv_small_rows.cache_clear()
-        assert numba_config.conv_small_rows() == rows
+    monkeypatch.delenv("ESSM_CONV_SMALL_ROWS", raising=False)
+    numba_config.conv_small_rows.cache_clear()
+    assert numba_config.conv_small_rows(32) == 32 and numba_config.conv_small_rows(1) == 2
+    monkeypatch.setenv("ESSM_CONV_SMALL_ROWS", "3")
+    numba_config.conv_small_rows.cache_clear()
+    assert numba_config.conv_small_rows(32) == 3
     monkeypatch.setenv("ESSM_CONV_SMALL_ROWS", "0")
     numba_config.conv_small_rows.cache_clear()
     with pytest.raises(ValueError, match="ESSM_CONV_SMALL_ROWS"):
@@ -365,22 +368,6 @@ def test_float32_kernel_matches_float64_reference_every_budget(B, conv_small):
     assert np.allclose(fast.snapshot().hist, ref.snapshot().hist, rtol=0, atol=1e-5)   # same layout
 
 
-@pytest.mark.parametrize("L", [12, 13, 14, 15])   # every remainder of the 2- and 4-row unrolls
-def test_small_product_matches_numpy(L):
-    """kernels._small_product (four filter rows a pass, then one) against numpy's product, float64,
-    every row count 1 … 9 (groups of four and the rows left), offsets inside larger arrays."""
-    rng = np.random.default_rng(L)
-    w = 10
-    W = rng.standard_normal(3 + 9 * L)
-    state = rng.standard_normal(5 + L * w)
-    for Kt in range(1, 10):
-        work = np.full(7 + Kt * w + 4, np.nan)
-        kernels._small_product(W, 3, L, state, 5, w, work, 7, Kt)
-        want = W[3:3 + Kt * L].reshape(Kt, L) @ state[5:5 + L * w].reshape(L, w)
-        assert np.allclose(work[7:7 + Kt * w].reshape(Kt, w), want, rtol=1e-13, atol=1e-13)
-        assert np.isnan(work[:7]).all() and np.isnan(work[7 + Kt * w:]).all()   # nothing outside C
-
-
 def test_gemm_nt_matches_reference():
     rng = np.random.default_rng(6)
     A, Bm = rng.standard_normal(400), rng.standard_normal(500)
@@ -396,18 +383,18 @@ def test_gemm_nt_matches_reference():
 def test_exact_engine_compiles_no_other_modes_kernels(tmp_path, small_rows, small_compiled):
     """An exact (FIR) program compiles only its own mode's ops: with an empty numba cache, stepping an
     FIR engine leaves the LDS and LRU kernels uncompiled (they cost a cold start seconds of CPU), and
-    the few-row convolution loop too unless the layout asks for it (conv_small > 1), and the
+    the convolution's register tile too unless the layout asks for it (conv_small > 1), and the
     threads=N split (kernels.conv_mix_par) for the default threads=1."""
     code = textwrap.dedent("""
         import numpy as np
         from essm_stream.config import ESSMConfig
         from essm_stream.engine import StreamEngine, tiny_program
-        from essm_stream import kernels, kernels_lds, kernels_lru
+        from essm_stream import kernels, kernels_lds, kernels_lru, simd
         cfg = ESSMConfig(d_in=3, d_out=2, d_model=8, n_layers=1, seq_len=8, k_max=4, d_gate=4)
         StreamEngine(tiny_program(cfg), dtype=np.float64).step(np.ones(3), 2)
         n = [len(f.signatures) for f in (kernels_lds.ladder_update, kernels_lds.ladder_readout,
                                           kernels_lds.lds_undo, kernels_lru.lru_undo, kernels.gemm_nt,
-                                          kernels._small_product, kernels.conv_mix_par,
+                                          simd.conv_product, kernels.conv_mix_par,
                                           kernels._conv_mix_task, kernels.gemm_nt_h)]
         print(n)
     """)

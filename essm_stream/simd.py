@@ -1,0 +1,306 @@
+"""A register-tiled product for the convolution: C = s · F · X with the output tile held in registers.
+
+The engine's per-step convolution of a history block is C (rows × w) = F (rows × L) · X (L × w): F the
+layer's reversed filters (rows of L), X the block's time-major window (L rows of w = n_b d columns).
+`conv_product` computes it tile by tile: an R-row × TW-column tile of C lives in R · NV vector
+registers (NV vectors of VW lanes per row) for the whole reduction over τ; each step of τ loads NV
+vectors of window row τ, broadcasts the R filter taps F[r, τ] and issues R · NV fused multiply-adds.
+C is written once, at the end, each row × its scale s_r (the gate's α_k: the convolution's store
+into V carries it) or × 1.
+
+Plain numba loops over such a tile were tried: LLVM did not keep the tile in registers (it loaded and
+stored the output rows on every pass, docs/PERFORMANCE.md). So the tile is a numba @intrinsic that
+emits the LLVM IR itself: `<VW x float>` accumulators as loop-carried phi values of a loop over τ,
+one broadcast of each filter tap, `llvm.fmuladd` (one FMA instruction where the target has FMA, a
+multiply and an add where it has not: never a library call).
+
+The tile's shape is chosen for the ISA numba compiles for (`numba_config.conv_tile`: numba's target
+CPU name and features, which NUMBA_CPU_NAME / NUMBA_CPU_FEATURES change, not the host's cpuid):
+32 vector registers of 64 bytes (AVX-512): 4 rows × 4 vectors of 16 floats; 16 of 32 bytes (AVX2):
+4 rows × 2 vectors of 8. Two tiles are compiled: R rows, and one row (a one-row product, a GEMV).
+Remainders reuse the tile: a last row tile with fewer than R rows left repeats its last row (the
+extra accumulators compute that row again and store the same values), the last strip of columns ends
+at the last column (it overlaps the strip before when w is no multiple of its width). A window
+narrower than one tile (d = 32 at B = 1 with AVX-512's 64 columns) runs a third tile, R rows × NV / 2
+vectors; one narrower still (a few small streams in a block) is BLAS's. A long window's rows τ are taken
+in blocks (tau_block: a strip's block of ≤ 16 KB stays in L1 for all row tiles), C accumulating
+across blocks (the tile's `acc`) and scaled with the last. float64 engines use the same code with
+vectors of VW / 2 doubles (the same registers).
+
+`conv_product_ref` is the numpy version (tests; NUMBA_DISABLE_JIT runs it as the product itself).
+"""
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
+
+from .numba_config import JIT_DISABLED, conv_tile, njit
+
+TILE_ROWS, TILE_VECS, TILE_LANES = conv_tile()   # R, NV, VW (float32 lanes per vector)
+TILE_COLS = TILE_VECS * TILE_LANES               # float32 columns of a tile (float64: half)
+HALF_VECS = max(1, TILE_VECS // 2)               # the narrow tile's vectors (windows of HALF_COLS … TILE_COLS)
+HALF_COLS = HALF_VECS * TILE_LANES
+# A one-row product (K_t = 1) over a window of more values than this runs BLAS's sgemv instead: the
+# window then streams from L3 / DRAM, which sgemv's contiguous reads take faster than the tile's
+# strips of columns (paper config, L = 1024, w = 256: bench/conv_tile.py, docs/PERFORMANCE.md).
+TILE_GEMV_MAX = 65536
+
+
+def conv_product_ref(F, f0, L, X, x0, w, C, c0, ldc, S, s0, rows):
+    """C[c0 + r ldc + j] = s_r Σ_τ F[f0 + r L + τ] X[x0 + τ w + j] for r < rows, j < w; s_r = S[s0 + r],
+    or 1 when s0 < 0. numpy, in the arrays' dtype (float64 in the tests)."""
+    P = F[f0:f0 + rows * L].reshape(rows, L) @ X[x0:x0 + L * w].reshape(L, w)
+    if s0 >= 0:
+        P = P * S[s0:s0 + rows].reshape(rows, 1)
+    for r in range(rows):
+        C[c0 + r * ldc:c0 + r * ldc + w] = P[r]
+
+
+def tile_cols(a):
+    """Columns of a tile for arrays of a's dtype (TILE_COLS float32, half that float64): conv_product
+    needs a window at least this wide (narrower ones are BLAS's, kernels._use_tile)."""
+    return TILE_COLS if a.dtype == np.float32 else TILE_COLS // 2
+
+
+@overload(tile_cols)
+def _ol_tile_cols(a):
+    n = TILE_COLS if a.dtype == types.float32 else TILE_COLS // 2
+
+    def impl(a):
+        return n
+    return impl
+
+
+TAU_BLOCK_BYTES = 16384   # a strip's block of window rows: ≤ 16 KB, in L1 beside the filters' taps
+
+
+def tau_block(a):
+    """Window rows per block of τ for arrays of a's dtype: max(128, TAU_BLOCK_BYTES / a strip row's
+    bytes). AVX2: 256 rows of 16 floats; AVX-512: 128 rows of 64 (edge's L = 128: one block)."""
+    return max(128, TAU_BLOCK_BYTES // (TILE_COLS * 4))
+
+
+@overload(tau_block)
+def _ol_tau_block(a):
+    n = max(128, TAU_BLOCK_BYTES // (TILE_COLS * 4))   # (float64: half the columns, the same bytes)
+
+    def impl(a):
+        return n
+    return impl
+
+
+def min_cols(a):
+    """The narrowest window conv_product takes for arrays of a's dtype (the narrow tile's columns,
+    HALF_COLS float32, half that float64); narrower ones are BLAS's (kernels._use_tile)."""
+    return HALF_COLS if a.dtype == np.float32 else HALF_COLS // 2
+
+
+@overload(min_cols)
+def _ol_min_cols(a):
+    n = HALF_COLS if a.dtype == types.float32 else HALF_COLS // 2
+
+    def impl(a):
+        return n
+    return impl
+
+
+def _make_tile(R: int, NV: int, VW: int):
+    """The intrinsic tile(F, fo, ldf, X, xo, ldx, C, co, ldc, S, so, n, m, acc): for r < min(R, m),
+    j < NV·lanes, C[co + r ldc + j] = s_r (c_rj + Σ_{τ<n} F[fo + r ldf + τ] X[xo + τ ldx + j]), c_rj
+    C's value there if acc != 0 (a later block of τ) else 0, s_r = S[so + r] if so >= 0 else 1; lanes = VW for float32 arrays, VW / 2 for float64. 1 <= m (tile rows past m
+    compute row m - 1 again and store the same values there: a product of 2 … R-1 rows in one pass);
+    n >= 1 (n = 0 stores zeros)."""
+
+    U = 2 if R == 1 else 1
+
+    @intrinsic
+    def tile(typingctx, F, fo, ldf, X, xo, ldx, C, co, ldc, S, so, n, m, acc):
+        arrs = (F, X, C, S)
+        if not all(isinstance(a, types.Array) for a in arrs) or len({a.dtype for a in arrs}) != 1 \
+                or F.dtype not in (types.float32, types.float64):
+            return None
+        sig = types.none(F, fo, ldf, X, xo, ldx, C, co, ldc, S, so, n, m, acc)
+
+        def codegen(context, builder, signature, args):
+            tys = signature.args
+            i64 = ir.IntType(64)
+
+            def idx(i):
+                return context.cast(builder, args[i], tys[i], types.int64)
+
+            def data(i):
+                return context.make_array(tys[i])(context, builder, args[i]).data
+
+            dt = tys[0].dtype
+            elem = context.get_value_type(dt)
+            lanes = VW if dt == types.float32 else VW // 2
+            size = 4 if dt == types.float32 else 8
+            vty = ir.VectorType(elem, lanes)
+            vptr = vty.as_pointer()
+            fname = f"llvm.fmuladd.v{lanes}f{size * 8}"
+            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3), fname)
+            zero = ir.Constant(vty, None)
+            splat_mask = ir.Constant(ir.VectorType(ir.IntType(32), lanes), None)
+
+            def splat(x):
+                v = builder.insert_element(ir.Constant(vty, ir.Undefined), x, ir.Constant(ir.IntType(32), 0))
+                return builder.shuffle_vector(v, ir.Constant(vty, ir.Undefined), splat_mask)
+
+            fo, ldf, xo, ldx, co, ldc, so, n, m, add = (idx(i) for i in (1, 2, 4, 5, 7, 8, 10, 11, 12, 13))
+            last = builder.sub(m, ir.Constant(i64, 1))
+
+            def row(r):   # tile row r reads and writes row min(r, m - 1): rows past m repeat the last
+                c = ir.Constant(i64, r)
+                return c if R == 1 else builder.select(builder.icmp_signed("<", c, m), c, last)
+            fbase = builder.gep(data(0), [fo])
+            xbase = builder.gep(data(3), [xo])
+            cbase = builder.gep(data(6), [co])
+            sdata = data(9)
+            rows = [row(r) for r in range(R)]
+            frows = [builder.gep(fbase, [builder.mul(ldf, rows[r])]) for r in range(R)]
+
+            # the loop over τ, U steps a pass, each into its own accumulators (U = 2 for the one-row
+            # tile: NV accumulators alone would wait on the FMA's latency), then the sets summed and,
+            # for an odd n, the last τ
+            c0 = ir.Constant(i64, 0)
+            crows = [builder.gep(cbase, [builder.mul(ldc, rows[r])]) for r in range(R)]
+
+            def cvec(r, v):
+                return builder.bitcast(builder.gep(crows[r], [ir.Constant(i64, v * lanes)]), vptr)
+
+            # the accumulators start at 0, or (acc != 0: a later block of τ) at C's values
+            adding = builder.icmp_signed("!=", add, c0)
+            init = [[builder.select(adding, builder.load(cvec(r, v), align=size), zero) for v in range(NV)]
+                    for r in range(R)]
+            nU = builder.sub(n, builder.srem(n, ir.Constant(i64, U))) if U > 1 else n
+            pre = builder.block
+            loop = builder.append_basic_block("tile.loop")
+            mid = builder.append_basic_block("tile.sum")
+            builder.cbranch(builder.icmp_signed(">", nU, c0), loop, mid)
+
+            builder.position_at_end(loop)
+            tau = builder.phi(i64, "tau")
+            tau.add_incoming(c0, pre)
+            acc = [[[builder.phi(vty) for _ in range(NV)] for _ in range(R)] for _ in range(U)]
+            for u in range(U):
+                for r in range(R):
+                    for v in range(NV):
+                        acc[u][r][v].add_incoming(init[r][v] if u == 0 else zero, pre)
+
+            def step(t, accs):   # accs[r][v] += F[r, t] X[t, v]
+                xrow = builder.gep(xbase, [builder.mul(t, ldx)])
+                xs = [builder.load(builder.bitcast(builder.gep(xrow, [ir.Constant(i64, v * lanes)]), vptr),
+                                   align=size) for v in range(NV)]
+                res = []
+                for r in range(R):
+                    f = splat(builder.load(builder.gep(frows[r], [t]), align=size))
+                    res.append([builder.call(fma, [f, xs[v], accs[r][v]]) for v in range(NV)])
+                return res
+
+            new = [step(builder.add(tau, ir.Constant(i64, u)) if u else tau, acc[u]) for u in range(U)]
+            tau1 = builder.add(tau, ir.Constant(i64, U))
+            body = builder.block
+            tau.add_incoming(tau1, body)
+            for u in range(U):
+                for r in range(R):
+                    for v in range(NV):
+                        acc[u][r][v].add_incoming(new[u][r][v], body)
+            builder.cbranch(builder.icmp_signed("<", tau1, nU), loop, mid)
+
+            builder.position_at_end(mid)
+            sums = [[[builder.phi(vty) for _ in range(NV)] for _ in range(R)] for _ in range(U)]
+            for u in range(U):
+                for r in range(R):
+                    for v in range(NV):
+                        sums[u][r][v].add_incoming(init[r][v] if u == 0 else zero, pre)
+                        sums[u][r][v].add_incoming(new[u][r][v], body)
+            tot = sums[0]
+            for u in range(1, U):
+                tot = [[builder.fadd(tot[r][v], sums[u][r][v]) for v in range(NV)] for r in range(R)]
+            if U > 1:   # n - nU (< U, at most 1 for U = 2) steps left
+                odd = builder.append_basic_block("tile.odd")
+                done = builder.append_basic_block("tile.done")
+                head = builder.block
+                builder.cbranch(builder.icmp_signed("<", nU, n), odd, done)
+                builder.position_at_end(odd)
+                last = step(nU, tot)
+                oblk = builder.block
+                builder.branch(done)
+                builder.position_at_end(done)
+                out = [[builder.phi(vty) for _ in range(NV)] for _ in range(R)]
+                for r in range(R):
+                    for v in range(NV):
+                        out[r][v].add_incoming(tot[r][v], head)
+                        out[r][v].add_incoming(last[r][v], oblk)
+            else:
+                out = tot
+            scaled = builder.icmp_signed(">=", so, ir.Constant(i64, 0))
+            s_at = builder.select(scaled, so, ir.Constant(i64, 0))
+            one = ir.Constant(elem, 1.0)
+            for r in range(R):
+                res = out[r]
+                s = builder.load(builder.gep(sdata, [builder.add(s_at, rows[r])]), align=size)
+                s = splat(builder.select(scaled, s, one))
+                for v in range(NV):
+                    builder.store(builder.fmul(res[v], s), cvec(r, v), align=size)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return tile
+
+
+if not JIT_DISABLED:   # (NUMBA_DISABLE_JIT: conv_product is conv_product_ref, below)
+    _tile_r, _tile_1 = _make_tile(TILE_ROWS, TILE_VECS, TILE_LANES), _make_tile(1, TILE_VECS, TILE_LANES)
+    _tile_h = _make_tile(TILE_ROWS, HALF_VECS, TILE_LANES)   # (windows narrower than a tile: d = 32, B = 1)
+
+
+@njit
+def conv_product(F, f0, L, X, x0, w, C, c0, ldc, S, s0, rows):
+    """C[c0 + r ldc + j] = s_r Σ_τ F[f0 + r L + τ] X[x0 + τ w + j] for r < rows, j < w; s_r = S[s0 + r],
+    or 1 when s0 < 0 (conv_product_ref's contract). Strips of tile_cols(C) columns (the last one
+    ending at the last column: it overlaps the one before when w is no multiple), in each the
+    window's rows τ in blocks of tau_block(C) (a long window's strip block stays in L1 for all row
+    tiles; C accumulates across blocks, scaled at the last), in each block R-row tiles (the last one
+    with its last row repeated when rows is no multiple of R; acc-safe, unlike an overlapping tile)
+    or, for one row, the one-row tile. A window narrower than a tile runs the narrow tile (half the
+    vectors) for every row count; w >= min_cols(C), a narrower window is refused (ValueError)."""
+    tw = tile_cols(C)
+    narrow = w < tw                 # (the narrow tile: NV / 2 vectors, every row count through it)
+    if narrow:
+        tw = min_cols(C)
+    if w < tw:
+        raise ValueError("conv_product: a window narrower than the narrow tile (kernels._use_tile sends it to BLAS)")
+    R = TILE_ROWS
+    tb = tau_block(C)
+    j = 0
+    while j < w:                    # columns outer: the strip's blocks stay in cache for all row tiles
+        j0 = min(j, w - tw)
+        t0 = 0
+        while t0 < L:
+            n = min(tb, L - t0)
+            add = 1 if t0 > 0 else 0
+            sc = s0 if t0 + n >= L else -1      # (the scale with the last block's store)
+            if narrow:
+                r = 0
+                while r < rows:
+                    _tile_h(F, f0 + r * L + t0, L, X, x0 + t0 * w + j0, w, C, c0 + r * ldc + j0, ldc, S,
+                            sc + r if sc >= 0 else -1, n, rows - r, add)
+                    r += R
+            elif rows == 1:         # (a GEMV: the one-row tile, not R copies of the row)
+                _tile_1(F, f0 + t0, L, X, x0 + t0 * w + j0, w, C, c0 + j0, ldc, S, sc, n, 1, add)
+            else:
+                r = 0
+                while r < rows:
+                    _tile_r(F, f0 + r * L + t0, L, X, x0 + t0 * w + j0, w, C, c0 + r * ldc + j0, ldc, S,
+                            sc + r if sc >= 0 else -1, n, rows - r, add)
+                    r += R
+            t0 += n
+        j += tw
+
+
+if JIT_DISABLED:   # (plain Python: the numpy product is the product itself)
+    conv_product = conv_product_ref  # noqa: F811
