@@ -406,35 +406,6 @@ def test_exact_engine_compiles_no_other_modes_kernels(tmp_path, small_rows, smal
     assert r.stdout.strip().splitlines()[-1] == want, r.stdout
 
 
-def test_one_stream_float32_engine_compiles_no_gemm(tmp_path):
-    """A float32 engine of one stream runs MODE_FIR_ONE (every product a GEMV on input-major weights,
-    the convolution the register tile): with an empty numba cache its step compiles neither gemm_nt
-    nor BLAS's path (about 1.7 s of the demo's cold start), and it matches the float64 reference."""
-    code = textwrap.dedent("""
-        import numpy as np
-        from essm_stream.config import ESSMConfig
-        from essm_stream.engine import StreamEngine, tiny_program
-        from essm_stream import kernels, gemv, simd
-        cfg = ESSMConfig(d_in=3, d_out=2, d_model=64, n_layers=2, seq_len=8, k_max=4, d_gate=4)
-        prog = tiny_program(cfg)
-        e = StreamEngine(prog, dtype=np.float32)
-        assert kernels.kernel_for(e._lay) is kernels.stream_run_fir_one
-        rng = np.random.default_rng(1)
-        X = rng.standard_normal((20, 1, 3))
-        Ks = rng.integers(1, 5, size=(20, 1))
-        y = e.run(X.astype(np.float32), Ks)
-        y64 = StreamEngine(prog, dtype=np.float64, kernel="ref").run(X, Ks)
-        err = float(np.abs(y - y64).max() / np.abs(y64).max())
-        print([len(kernels.gemm_nt.signatures), len(simd.conv_product.signatures),
-               len(gemv.gemv_t.signatures) > 0], err < 2e-5)
-    """)
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
-    env.pop("ESSM_CONV_SMALL_ROWS", None)
-    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.strip().splitlines()[-1] == "[0, 1, True] True", r.stdout
-
-
 def test_engine_imports_and_steps_without_torch(tmp_path, prog):
     path = str(tmp_path / "p.essm")
     prog.save(path)
