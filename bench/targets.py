@@ -153,8 +153,9 @@ def read_bandwidth_at(nbytes: int, min_s: float = 0.05, threads: int = 1) -> flo
 
 
 def kernel_blas() -> str:
-    """The BLAS the engine's convolution calls (SciPy's, through numba's np.dot): library, version,
-    the kernel it chose for this CPU, threads; and OPENBLAS_CORETYPE when it forces one."""
+    """SciPy's BLAS, which the engine calls (numba's np.dot) only for products its register tile does not
+    take (simd.py: windows narrower than a tile, long one-row windows, ESSM_CONV_SMALL_ROWS=1): library,
+    version, the kernel it chose for this CPU, threads; and OPENBLAS_CORETYPE when it forces one."""
     try:
         import scipy
         from threadpoolctl import threadpool_info
@@ -413,7 +414,7 @@ def lines(res) -> list[str]:
         if v is not None and len(v):
             out.append(f"  {lab:34s} {np.median(v):7.1f}  [{v.min():.1f}-{v.max():.1f}]")
     if "blas" in res:
-        out.append(f"  engine's convolution BLAS: {res['blas']}")
+        out.append(f"  SciPy's BLAS (the engine's fallback for products its register tile does not take): {res['blas']}")
     b = res["bytes"]
     paper = f", paper B=1 K=32 {b['paper B=1 K=32'] / 1e6:.1f} MB" if b["paper B=1 K=32"] else ""   # (--no-paper: not measured)
     if b.get("paper B=1 K=32 fp16"):

@@ -111,8 +111,8 @@ def test_threads_refused_for_lds_programs():
 @NEED_2
 @pytest.mark.parametrize("B", [1, 11])
 def test_threads_with_the_few_row_loop(prog, B, monkeypatch, par_min):
-    """The tasks' products through the numba loop (_small_product, what AVX2-only machines run for
-    2 … 16 filter rows) instead of BLAS: still the reference."""
+    """The tasks' products through the register tile (simd.conv_product) for up to 16 filter rows and BLAS
+    above: still the reference."""
     from essm_stream import numba_config
     monkeypatch.setenv("ESSM_CONV_SMALL_ROWS", "16")
     numba_config.conv_small_rows.cache_clear()
