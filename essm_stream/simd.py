@@ -23,7 +23,7 @@ extra accumulators compute that row again and store the same values), the last s
 at the last column (it overlaps the strip before when w is no multiple of its width). A window
 narrower than one tile (d = 32 at B = 1 with AVX-512's 64 columns) runs a third tile, R rows × NV / 2
 vectors; one narrower still (a few small streams in a block) is BLAS's. A long window's rows τ are taken
-in blocks (tau_block: a strip's block of ≤ 16 KB stays in L1 for all row tiles), C accumulating
+in blocks (TAU_BLOCK: a strip's block of ≤ 16 KB stays in L1 for all row tiles), C accumulating
 across blocks (the tile's `acc`) and scaled with the last. float64 engines use the same code with
 vectors of VW / 2 doubles (the same registers).
 
@@ -59,52 +59,29 @@ def conv_product_ref(F, f0, L, X, x0, w, C, c0, ldc, S, s0, rows):
         C[c0 + r * ldc:c0 + r * ldc + w] = P[r]
 
 
-def tile_cols(a):
-    """Columns of a tile for arrays of a's dtype (TILE_COLS float32, half that float64): conv_product
-    needs a window at least this wide (narrower ones are BLAS's, kernels._use_tile)."""
-    return TILE_COLS if a.dtype == np.float32 else TILE_COLS // 2
+def _columns_for_dtype(f32: int, doc: str):
+    """A function of an array giving f32 for float32 arrays and f32 // 2 for float64 ones (the same
+    bytes), in Python and, through its overload, as a compile-time constant in compiled code."""
+    def cols(a):
+        return f32 if a.dtype == np.float32 else f32 // 2
+    cols.__doc__ = doc
+
+    @overload(cols)
+    def _ol(a):
+        n = f32 if a.dtype == types.float32 else f32 // 2
+        return lambda a: n
+    return cols
 
 
-@overload(tile_cols)
-def _ol_tile_cols(a):
-    n = TILE_COLS if a.dtype == types.float32 else TILE_COLS // 2
-
-    def impl(a):
-        return n
-    return impl
-
+tile_cols = _columns_for_dtype(TILE_COLS, """Columns of a tile for arrays of a's dtype: conv_product
+    needs a window at least this wide for its full tile (narrower ones run the narrow tile).""")
+min_cols = _columns_for_dtype(HALF_COLS, """The narrowest window conv_product takes for arrays of a's
+    dtype (the narrow tile's columns); narrower ones are BLAS's (kernels._use_tile).""")
 
 TAU_BLOCK_BYTES = 16384   # a strip's block of window rows: ≤ 16 KB, in L1 beside the filters' taps
-
-
-def tau_block(a):
-    """Window rows per block of τ for arrays of a's dtype: max(128, TAU_BLOCK_BYTES / a strip row's
-    bytes). AVX2: 256 rows of 16 floats; AVX-512: 128 rows of 64 (edge's L = 128: one block)."""
-    return max(128, TAU_BLOCK_BYTES // (TILE_COLS * 4))
-
-
-@overload(tau_block)
-def _ol_tau_block(a):
-    n = max(128, TAU_BLOCK_BYTES // (TILE_COLS * 4))   # (float64: half the columns, the same bytes)
-
-    def impl(a):
-        return n
-    return impl
-
-
-def min_cols(a):
-    """The narrowest window conv_product takes for arrays of a's dtype (the narrow tile's columns,
-    HALF_COLS float32, half that float64); narrower ones are BLAS's (kernels._use_tile)."""
-    return HALF_COLS if a.dtype == np.float32 else HALF_COLS // 2
-
-
-@overload(min_cols)
-def _ol_min_cols(a):
-    n = HALF_COLS if a.dtype == types.float32 else HALF_COLS // 2
-
-    def impl(a):
-        return n
-    return impl
+# window rows per block of τ: max(128, TAU_BLOCK_BYTES / a strip row's bytes), the same for float64 (half
+# the columns, the same bytes). AVX2: 256 rows of 16 floats; AVX-512: 128 rows of 64 (edge's L = 128: one)
+TAU_BLOCK = max(128, TAU_BLOCK_BYTES // (TILE_COLS * 4))
 
 
 def _make_tile(R: int, NV: int, VW: int):
@@ -263,7 +240,7 @@ def conv_product(F, f0, L, X, x0, w, C, c0, ldc, S, s0, rows):
     """C[c0 + r ldc + j] = s_r Σ_τ F[f0 + r L + τ] X[x0 + τ w + j] for r < rows, j < w; s_r = S[s0 + r],
     or 1 when s0 < 0 (conv_product_ref's contract). Strips of tile_cols(C) columns (the last one
     ending at the last column: it overlaps the one before when w is no multiple), in each the
-    window's rows τ in blocks of tau_block(C) (a long window's strip block stays in L1 for all row
+    window's rows τ in blocks of TAU_BLOCK (a long window's strip block stays in L1 for all row
     tiles; C accumulates across blocks, scaled at the last), in each block R-row tiles (the last one
     with its last row repeated when rows is no multiple of R; acc-safe, unlike an overlapping tile)
     or, for one row, the one-row tile. A window narrower than a tile runs the narrow tile (half the
@@ -275,7 +252,7 @@ def conv_product(F, f0, L, X, x0, w, C, c0, ldc, S, s0, rows):
     if w < tw:
         raise ValueError("conv_product: a window narrower than the narrow tile (kernels._use_tile sends it to BLAS)")
     R = TILE_ROWS
-    tb = tau_block(C)
+    tb = TAU_BLOCK
     j = 0
     while j < w:                    # columns outer: the strip's blocks stay in cache for all row tiles
         j0 = min(j, w - tw)

@@ -61,10 +61,10 @@ def test_conv_product_matches_numpy(dt, L):
 
 @pytest.mark.parametrize("dt", [np.float32, np.float64])
 def test_conv_product_long_window_in_blocks_of_tau(dt):
-    """A window longer than a block of τ (simd.tau_block): C accumulated across blocks, scaled with
+    """A window longer than a block of τ (simd.TAU_BLOCK): C accumulated across blocks, scaled with
     the last; a few row counts (the last row tile with its last row repeated) and widths."""
     rng = np.random.default_rng(7)
-    L = 2 * simd.tau_block(np.zeros(1, dt)) + 45
+    L = 2 * simd.TAU_BLOCK + 45
     tw = simd.TILE_COLS if dt == np.float32 else simd.TILE_COLS // 2
     for w in (tw // 2 if simd.TILE_VECS > 1 else tw, tw, tw + 4):
         for rows in (1, 2, 5, 9):
