@@ -34,27 +34,9 @@ docs/PERFORMANCE.md "Register-held B = 1 GEMVs".
 """
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
-from .numba_config import JIT_DISABLED, njit
-
-
-@functools.lru_cache(maxsize=1)
-def target_avx512() -> bool:
-    """Does the machine code numba makes here use AVX-512 (numba's target CPU, not the host's cpuid)?"""
-    from numba.core import config
-    feats = config.CPU_FEATURES
-    if feats:                                   # explicit feature string (NUMBA_CPU_FEATURES)
-        return "+avx512f" in feats.split(",")
-    name = (config.CPU_NAME or "host").lower()
-    if name == "host":
-        import llvmlite.binding as llvm
-        return bool(llvm.get_host_cpu_features().get("avx512f", False))
-    return ("avx512" in name or name.startswith(("icelake", "tigerlake", "sapphirerapids", "graniterapids",
-                                                  "emeraldrapids", "cooperlake", "cascadelake", "cannonlake",
-                                                  "rocketlake", "znver4", "znver5", "knl", "knm")))
+from .numba_config import JIT_DISABLED, njit, simd_target
 
 
 def gemv_t_ref(x, xo, Wt, w0, ldw, n_in, n_out, out, oo):
@@ -79,7 +61,7 @@ else:
     from numba.core.errors import TypingError
     from numba.extending import intrinsic
 
-    if target_avx512():
+    if simd_target()[0] == 64:   # AVX-512 registers (numba's target CPU, not the host's cpuid)
         VW, NV, SETS = 16, 4, 2
     else:
         VW, NV, SETS = 8, 8, 1
