@@ -96,6 +96,8 @@ def kernel_source_key() -> str:
     # the convolution tile's shape is a constant of the machine code: an explicit $ESSM_CONV_TILE
     # (measurements) must not load kernels compiled for another shape
     h.update(b"tile\0" + os.environ.get("ESSM_CONV_TILE", "").encode())
+    # so is the convolution's software prefetch of the mixing weights ($ESSM_PREFETCH, prefetch())
+    h.update(b"prefetch\0" + os.environ.get("ESSM_PREFETCH", "").encode())
     for name in KERNEL_SOURCES:
         try:
             with open(os.path.join(here, name), "rb") as f:
@@ -339,3 +341,29 @@ def conv_tile() -> tuple[int, int, int]:
             raise ValueError(f"ESSM_CONV_TILE must be RxNVxVW (rows, vectors, float32 lanes), e.g. 4x2x8; got {env!r}")
         return R, NV, VW
     return _TILES.get(simd_target(), (4, 2, 4))
+
+
+# Software prefetch of a layer's mixing weights while its convolution computes (simd.conv_product's
+# tile issues `lines` prefetches per step of τ, `llvm.prefetch` with LLVM's locality `hint`: 3 =
+# prefetcht0, 2 = prefetcht1 (into L2 on Zen 4 and later, and on Intel), 1 = prefetcht2, 0 = prefetchnta).
+# Measured in docs/PERFORMANCE.md "Prefetching the mixing weights during the convolution".
+PREFETCH_DEFAULT = (2, 2)
+
+
+@functools.lru_cache(maxsize=1)
+def prefetch() -> tuple[int, int]:
+    """(lines per step of τ, locality hint) of the convolution's prefetch of the mixing weights; (0, hint):
+    none (no prefetch instruction compiled). $ESSM_PREFETCH="N" or "N,HINT" overrides (N 0 … 8, HINT
+    0 … 3; measurements; part of the kernel cache's key); "0" turns it off."""
+    env = os.environ.get("ESSM_PREFETCH")
+    if not env:
+        return PREFETCH_DEFAULT
+    try:
+        parts = [int(x) for x in env.split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts.append(PREFETCH_DEFAULT[1])
+    if len(parts) != 2 or not (0 <= parts[0] <= 8 and 0 <= parts[1] <= 3):
+        raise ValueError(f"ESSM_PREFETCH must be N or N,HINT (lines per step 0-8, locality 0-3), e.g. 2 or 2,2; got {env!r}")
+    return parts[0], parts[1]

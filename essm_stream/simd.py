@@ -37,7 +37,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-from .numba_config import JIT_DISABLED, conv_tile, njit
+from .numba_config import JIT_DISABLED, conv_tile, njit, prefetch
 
 TILE_ROWS, TILE_VECS, TILE_LANES = conv_tile()   # R, NV, VW (float32 lanes per vector)
 TILE_COLS = TILE_VECS * TILE_LANES               # float32 columns of a tile (float64: half)
@@ -47,6 +47,11 @@ HALF_COLS = HALF_VECS * TILE_LANES
 # window then streams from L3 / DRAM, which sgemv's contiguous reads take faster than the tile's
 # strips of columns (paper config, L = 1024, w = 256: bench/conv_tile.py, docs/PERFORMANCE.md).
 TILE_GEMV_MAX = 65536
+# Software prefetch (numba_config.prefetch): each step of τ of a tile issues PF_LINES prefetches of
+# 64-byte lines of a region the caller names (a layer's mixing weights, read right after the
+# convolution), with LLVM's locality PF_HINT (2: prefetcht1, into L2). 0 lines: none compiled.
+PF_LINES, PF_HINT = prefetch()
+LINE = 64
 
 
 def conv_product_ref(F, f0, L, X, x0, w, C, c0, ldc, S, s0, rows):
@@ -94,12 +99,12 @@ def _make_tile(R: int, NV: int, VW: int):
     U = 2 if R == 1 else 1
 
     @intrinsic
-    def tile(typingctx, F, fo, ldf, X, xo, ldx, C, co, ldc, S, so, n, m, acc):
+    def tile(typingctx, F, fo, ldf, X, xo, ldx, C, co, ldc, S, so, n, m, acc, pa, ps):
         arrs = (F, X, C, S)
         if not all(isinstance(a, types.Array) for a in arrs) or len({a.dtype for a in arrs}) != 1 \
                 or F.dtype not in (types.float32, types.float64):
             return None
-        sig = types.none(F, fo, ldf, X, xo, ldx, C, co, ldc, S, so, n, m, acc)
+        sig = types.none(F, fo, ldf, X, xo, ldx, C, co, ldc, S, so, n, m, acc, pa, ps)
 
         def codegen(context, builder, signature, args):
             tys = signature.args
@@ -127,6 +132,7 @@ def _make_tile(R: int, NV: int, VW: int):
                 return builder.shuffle_vector(v, ir.Constant(vty, ir.Undefined), splat_mask)
 
             fo, ldf, xo, ldx, co, ldc, so, n, m, add = (idx(i) for i in (1, 2, 4, 5, 7, 8, 10, 11, 12, 13))
+            pa, ps = idx(14), idx(15)
             last = builder.sub(m, ir.Constant(i64, 1))
 
             def row(r):   # tile row r reads and writes row min(r, m - 1): rows past m repeat the last
@@ -178,6 +184,16 @@ def _make_tile(R: int, NV: int, VW: int):
                 return res
 
             new = [step(builder.add(tau, ir.Constant(i64, u)) if u else tau, acc[u]) for u in range(U)]
+            if PF_LINES > 0:   # U·PF lines from byte pa + tau·ps of F's data (ps <= PF·64: no line skipped)
+                i8p = ir.IntType(8).as_pointer()
+                at = builder.gep(builder.bitcast(data(0), i8p), [builder.add(pa, builder.mul(tau, ps))])
+                pfn = cgutils.get_or_insert_function(
+                    builder.module, ir.FunctionType(ir.VoidType(), [i8p, ir.IntType(32), ir.IntType(32), ir.IntType(32)]),
+                    "llvm.prefetch.p0")
+                for i in range(U * PF_LINES):
+                    builder.call(pfn, [builder.gep(at, [ir.Constant(i64, i * LINE)]) if i else at,
+                                       ir.Constant(ir.IntType(32), 0), ir.Constant(ir.IntType(32), PF_HINT),
+                                       ir.Constant(ir.IntType(32), 1)])
             tau1 = builder.add(tau, ir.Constant(i64, U))
             body = builder.block
             tau.add_incoming(tau1, body)
@@ -235,8 +251,25 @@ if not JIT_DISABLED:   # (NUMBA_DISABLE_JIT: conv_product is conv_product_ref, b
     _tile_h = _make_tile(TILE_ROWS, HALF_VECS, TILE_LANES)   # (windows narrower than a tile: d = 32, B = 1)
 
 
+@njit(inline="always")
+def _pf_next(p0, prow, pn, pld, r, c, f, n):
+    """The next tile's share of the prefetch region (pn rows of prow bytes at F's byte p0, pld bytes
+    apart; (r, c): row and byte in it reached so far) for its n steps of τ: (pa, ps, r, c), the tile
+    prefetching lines pa + τ ps + i 64 (i < PF_LINES per τ); the rest of row r or PF_LINES · n lines
+    of it, whichever is less (ps spread over the n steps); a spent region: pa = f (the tile's filter
+    row, in L1), ps = 0."""
+    if r >= pn or n <= 0:
+        return f, 0, r, c
+    pa = p0 + r * pld + c
+    rest = prow - c
+    cap = PF_LINES * LINE * n
+    if rest > cap:
+        return pa, PF_LINES * LINE, r, c + cap
+    return pa, (rest + n - 1) // n, r + 1, 0
+
+
 @njit
-def conv_product(F, f0, L, X, x0, w, C, c0, ldc, S, s0, rows):
+def conv_product_pf(F, f0, L, X, x0, w, C, c0, ldc, S, s0, rows, p0, prow, pn, pld):
     """C[c0 + r ldc + j] = s_r Σ_τ F[f0 + r L + τ] X[x0 + τ w + j] for r < rows, j < w; s_r = S[s0 + r],
     or 1 when s0 < 0 (conv_product_ref's contract). Strips of tile_cols(C) columns (the last one
     ending at the last column: it overlaps the one before when w is no multiple), in each the
@@ -244,7 +277,12 @@ def conv_product(F, f0, L, X, x0, w, C, c0, ldc, S, s0, rows):
     tiles; C accumulates across blocks, scaled at the last), in each block R-row tiles (the last one
     with its last row repeated when rows is no multiple of R; acc-safe, unlike an overlapping tile)
     or, for one row, the one-row tile. A window narrower than a tile runs the narrow tile (half the
-    vectors) for every row count; w >= min_cols(C), a narrower window is refused (ValueError)."""
+    vectors) for every row count; w >= min_cols(C), a narrower window is refused (ValueError).
+
+    While it computes, the tiles prefetch (PF_LINES lines a step of τ, from the first tile on) a
+    region of F's memory that the caller reads next: pn rows of prow bytes, the first at byte p0 of
+    F's data, rows pld bytes apart (the layer's active mixing weights; pn = 0: nothing). A prefetch
+    changes no value: C is the same with or without it."""
     tw = tile_cols(C)
     narrow = w < tw                 # (the narrow tile: NV / 2 vectors, every row count through it)
     if narrow:
@@ -253,6 +291,14 @@ def conv_product(F, f0, L, X, x0, w, C, c0, ldc, S, s0, rows):
         raise ValueError("conv_product: a window narrower than the narrow tile (kernels._use_tile sends it to BLAS)")
     R = TILE_ROWS
     tb = TAU_BLOCK
+    pr, pc = 0, 0                   # the prefetch region's row and byte reached
+    isz = F.itemsize
+    fb = f0 * isz                   # (F's filters: where a spent region's prefetches point, in L1)
+    if PF_LINES == 0:
+        pn = 0
+    elif pld == prow:               # rows back to back (the whole of Mcat's rows: K_t = K̄): one run
+        prow *= pn
+        pn = 1 if pn > 0 else 0
     j = 0
     while j < w:                    # columns outer: the strip's blocks stay in cache for all row tiles
         j0 = min(j, w - tw)
@@ -264,20 +310,32 @@ def conv_product(F, f0, L, X, x0, w, C, c0, ldc, S, s0, rows):
             if narrow:
                 r = 0
                 while r < rows:
+                    pa, ps, pr, pc = _pf_next(p0, prow, pn, pld, pr, pc, fb + (r * L + t0) * isz, n)
                     _tile_h(F, f0 + r * L + t0, L, X, x0 + t0 * w + j0, w, C, c0 + r * ldc + j0, ldc, S,
-                            sc + r if sc >= 0 else -1, n, rows - r, add)
+                            sc + r if sc >= 0 else -1, n, rows - r, add, pa, ps)
                     r += R
-            elif rows == 1:         # (a GEMV: the one-row tile, not R copies of the row)
-                _tile_1(F, f0 + t0, L, X, x0 + t0 * w + j0, w, C, c0 + j0, ldc, S, sc, n, 1, add)
+            elif rows == 1:         # (a GEMV: the one-row tile, not R copies of the row; τ in pairs)
+                pa, ps, pr, pc = _pf_next(p0, prow, pn, pld, pr, pc, fb + t0 * isz, n - n % 2)
+                _tile_1(F, f0 + t0, L, X, x0 + t0 * w + j0, w, C, c0 + j0, ldc, S, sc, n, 1, add, pa, ps)
             else:
                 r = 0
                 while r < rows:
+                    pa, ps, pr, pc = _pf_next(p0, prow, pn, pld, pr, pc, fb + (r * L + t0) * isz, n)
                     _tile_r(F, f0 + r * L + t0, L, X, x0 + t0 * w + j0, w, C, c0 + r * ldc + j0, ldc, S,
-                            sc + r if sc >= 0 else -1, n, rows - r, add)
+                            sc + r if sc >= 0 else -1, n, rows - r, add, pa, ps)
                     r += R
             t0 += n
         j += tw
 
 
+@njit
+def conv_product(F, f0, L, X, x0, w, C, c0, ldc, S, s0, rows):
+    """conv_product_pf without a prefetch region (tests, benches; the engine calls conv_product_pf)."""
+    conv_product_pf(F, f0, L, X, x0, w, C, c0, ldc, S, s0, rows, 0, 0, 0, 0)
+
+
 if JIT_DISABLED:   # (plain Python: the numpy product is the product itself)
     conv_product = conv_product_ref  # noqa: F811
+
+    def conv_product_pf(F, f0, L, X, x0, w, C, c0, ldc, S, s0, rows, p0, prow, pn, pld):  # noqa: F811
+        conv_product_ref(F, f0, L, X, x0, w, C, c0, ldc, S, s0, rows)   # (nothing to prefetch in numpy)
