@@ -44,7 +44,7 @@ from .kernels_lds import lds_convolve, lds_ring, lds_undo
 from .kernels_lru import lru_mix, lru_undo
 from .gemv import VW as GEMV_VW, gemv_t
 from .layout import CONV_SMALL, GEMV1, HIST_BLK, LDS, LRU_KIND, MIX16, MLP16, O_FC1H, O_FC2H, O_MCATH, PAR_MIN_B, PAR_MIN_K, THREADS, WB_HP, hist_block
-from .numba_config import JIT_DISABLED, njit
+from .numba_config import JIT_DISABLED, njit, prefetch_bytes
 from .simd import TILE_GEMV_MAX, conv_product_pf, min_cols
 
 OK, ERR_NONFINITE, ERR_BUDGET, ERR_OVERFLOW = 0, 1, 2, 3
@@ -761,6 +761,18 @@ def _mix_region(W, off, lay, l, Kt):
     return p0, n * esz, d, ldM * esz
 
 
+PF_STEP_MIN, PF_LAYER_MAX = prefetch_bytes()
+
+
+@njit(inline="always")
+def _prefetch_pays(lay, prow, pn):
+    """Does prefetching a layer's mixing weights (pn rows of prow bytes) during its convolution pay?
+    Only when all layers' together do not stay in L2 from one step to the next (>= PF_STEP_MIN) and
+    one layer's fit the L2 until the mixing reads them (<= PF_LAYER_MAX): numba_config.prefetch_bytes."""
+    nbytes = pn * prow
+    return nbytes * lay[N_LAYERS] >= PF_STEP_MIN and nbytes <= PF_LAYER_MAX
+
+
 @njit(inline="always")
 def convolve_small(Ks, t, W, off, lay, state, work, B, l, p, Kt):
     """convolve, with products of up to lay[CONV_SMALL] filter rows by the register-tiled product
@@ -773,6 +785,8 @@ def convolve_small(Ks, t, W, off, lay, state, work, B, l, p, Kt):
     wl, sV, ss, gated = lay[WL], lay[W_V], lay[W_S], lay[GATED] != 0
     phir = seg(off, O_PHIR, l)
     p0, prow, pn, pld = _mix_region(W, off, lay, l, Kt)
+    if not _prefetch_pays(lay, prow, pn):
+        pn = 0
     for i in range((B + lay[HIST_BLK] - 1) // lay[HIST_BLK]):
         o, w, b0, nb = _hist_block(lay, B, l, i)
         c0 = cb + Kt * b0 * d

@@ -77,6 +77,27 @@ def safe_cache_dir(path: str) -> str | None:
     return None
 
 
+L2_DEFAULT = 1 << 20   # (L2 per core where sysfs does not say: Zen 4 / 5, recent Intel cores have 1-2 MB)
+
+
+@functools.lru_cache(maxsize=1)
+def l2_bytes() -> int:
+    """This CPU's L2 per core in bytes (Linux sysfs, cpu0's level-2 data or unified cache), else L2_DEFAULT."""
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for name in sorted(os.listdir(base)):
+            def read(f):
+                with open(os.path.join(base, name, f)) as fh:
+                    return fh.read().strip()
+            if name.startswith("index") and read("level") == "2" and read("type") in ("Data", "Unified"):
+                size = read("size").upper()
+                mult = {"K": 1 << 10, "M": 1 << 20}.get(size[-1:], 1)
+                return int(size.rstrip("KM")) * mult
+    except (OSError, ValueError):
+        pass
+    return L2_DEFAULT
+
+
 # Every module whose code or constants end up inside a cached kernel.
 KERNEL_SOURCES = ("kernels.py", "kernels_lds.py", "kernels_lru.py", "layout.py", "numba_config.py", "gemv.py",
                   "simd.py")
@@ -96,8 +117,9 @@ def kernel_source_key() -> str:
     # the convolution tile's shape is a constant of the machine code: an explicit $ESSM_CONV_TILE
     # (measurements) must not load kernels compiled for another shape
     h.update(b"tile\0" + os.environ.get("ESSM_CONV_TILE", "").encode())
-    # so is the convolution's software prefetch of the mixing weights ($ESSM_PREFETCH, prefetch())
-    h.update(b"prefetch\0" + os.environ.get("ESSM_PREFETCH", "").encode())
+    # so is the convolution's software prefetch of the mixing weights ($ESSM_PREFETCH, prefetch()) and
+    # the L2 size its rule reads (prefetch_bytes())
+    h.update(b"prefetch\0" + os.environ.get("ESSM_PREFETCH", "").encode() + b"\0" + str(l2_bytes()).encode())
     for name in KERNEL_SOURCES:
         try:
             with open(os.path.join(here, name), "rb") as f:
@@ -347,7 +369,15 @@ def conv_tile() -> tuple[int, int, int]:
 # tile issues `lines` prefetches per step of τ, `llvm.prefetch` with LLVM's locality `hint`: 3 =
 # prefetcht0, 2 = prefetcht1 (into L2 on Zen 4 and later, and on Intel), 1 = prefetcht2, 0 = prefetchnta).
 # Measured in docs/PERFORMANCE.md "Prefetching the mixing weights during the convolution".
-PREFETCH_DEFAULT = (2, 2)
+PREFETCH_DEFAULT = (4, 2)
+def prefetch_bytes() -> tuple[int, int]:
+    """When the convolution prefetches a layer's mixing weights (kernels._prefetch_pays): (the least
+    bytes all layers' mixing weights read in a step, the most bytes of one layer's). Below the first
+    (half the L2) they stay in L2 from one step to the next: nothing to fetch, the prefetches cost
+    instructions only (edge K=4: 3-7 % slower with them); above the second (the L2) the prefetched
+    lines do not last until the mixing reads them, and the traffic from DRAM slows the step (paper
+    config: 6-18 % slower). docs/PERFORMANCE.md "Prefetching the mixing weights"."""
+    return l2_bytes() // 2, l2_bytes()
 
 
 @functools.lru_cache(maxsize=1)

@@ -252,19 +252,19 @@ if not JIT_DISABLED:   # (NUMBA_DISABLE_JIT: conv_product is conv_product_ref, b
 
 
 @njit(inline="always")
-def _pf_next(p0, prow, pn, pld, r, c, f, n):
+def _pf_next(p0, prow, pn, pld, r, c, f, n, rate):
     """The next tile's share of the prefetch region (pn rows of prow bytes at F's byte p0, pld bytes
-    apart; (r, c): row and byte in it reached so far) for its n steps of τ: (pa, ps, r, c), the tile
-    prefetching lines pa + τ ps + i 64 (i < PF_LINES per τ); the rest of row r or PF_LINES · n lines
-    of it, whichever is less (ps spread over the n steps); a spent region: pa = f (the tile's filter
-    row, in L1), ps = 0."""
+    apart; (r, c): row and byte in it reached so far) for its n steps of τ at `rate` bytes a step
+    (<= PF_LINES lines): (pa, ps, r, c), the tile prefetching the lines at pa + τ ps + i 64 (i <
+    PF_LINES); the rest of row r or rate · n bytes of it, whichever is less (ps <= rate: the rest
+    spread over the n steps); a spent region: pa = f (the tile's filter row, in L1), ps = 0."""
     if r >= pn or n <= 0:
         return f, 0, r, c
     pa = p0 + r * pld + c
     rest = prow - c
-    cap = PF_LINES * LINE * n
+    cap = rate * n
     if rest > cap:
-        return pa, PF_LINES * LINE, r, c + cap
+        return pa, rate, r, c + cap
     return pa, (rest + n - 1) // n, r + 1, 0
 
 
@@ -299,6 +299,14 @@ def conv_product_pf(F, f0, L, X, x0, w, C, c0, ldc, S, s0, rows, p0, prow, pn, p
     elif pld == prow:               # rows back to back (the whole of Mcat's rows: K_t = K̄): one run
         prow *= pn
         pn = 1 if pn > 0 else 0
+    # the region spread evenly over the product's steps of τ, at most PF_LINES lines a step: a long
+    # product (the paper config's) fetches from DRAM at about the rate DRAM delivers, not in a burst
+    # that queues behind the tile's own misses and leaves the lines to be evicted before mix reads them
+    strips = 1 if w <= tw else (w + tw - 1) // tw
+    steps = strips * (L - L % 2 if rows == 1 and not narrow else L * ((rows + R - 1) // R))
+    rate = PF_LINES * LINE
+    if pn > 0 and steps > 0:
+        rate = min(rate, max(1, (pn * prow + steps - 1) // steps))
     j = 0
     while j < w:                    # columns outer: the strip's blocks stay in cache for all row tiles
         j0 = min(j, w - tw)
@@ -310,17 +318,17 @@ def conv_product_pf(F, f0, L, X, x0, w, C, c0, ldc, S, s0, rows, p0, prow, pn, p
             if narrow:
                 r = 0
                 while r < rows:
-                    pa, ps, pr, pc = _pf_next(p0, prow, pn, pld, pr, pc, fb + (r * L + t0) * isz, n)
+                    pa, ps, pr, pc = _pf_next(p0, prow, pn, pld, pr, pc, fb + (r * L + t0) * isz, n, rate)
                     _tile_h(F, f0 + r * L + t0, L, X, x0 + t0 * w + j0, w, C, c0 + r * ldc + j0, ldc, S,
                             sc + r if sc >= 0 else -1, n, rows - r, add, pa, ps)
                     r += R
             elif rows == 1:         # (a GEMV: the one-row tile, not R copies of the row; τ in pairs)
-                pa, ps, pr, pc = _pf_next(p0, prow, pn, pld, pr, pc, fb + t0 * isz, n - n % 2)
+                pa, ps, pr, pc = _pf_next(p0, prow, pn, pld, pr, pc, fb + t0 * isz, n - n % 2, rate)
                 _tile_1(F, f0 + t0, L, X, x0 + t0 * w + j0, w, C, c0 + j0, ldc, S, sc, n, 1, add, pa, ps)
             else:
                 r = 0
                 while r < rows:
-                    pa, ps, pr, pc = _pf_next(p0, prow, pn, pld, pr, pc, fb + (r * L + t0) * isz, n)
+                    pa, ps, pr, pc = _pf_next(p0, prow, pn, pld, pr, pc, fb + (r * L + t0) * isz, n, rate)
                     _tile_r(F, f0 + r * L + t0, L, X, x0 + t0 * w + j0, w, C, c0 + r * ldc + j0, ldc, S,
                             sc + r if sc >= 0 else -1, n, rows - r, add, pa, ps)
                     r += R

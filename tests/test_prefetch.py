@@ -17,12 +17,14 @@ import pytest
 
 from essm_stream import numba_config, simd
 
-# the engines both sides run: (d_model, B, weights, dtype). d = 64, B = 1, fp32: the input-major Mcat
-# (one run of bytes); B = 3: Mcat's rows (d runs of the active prefix); fp16: Mcat's float16 copy;
-# d = 32, B = 1: the narrow tile. (Two kernels to compile on each side: a float64 engine, a third,
+# the engines both sides run: (d_model, n_layers, B, weights, dtype). d = 64, B = 1, fp32: the
+# input-major Mcat (one run of bytes); B = 3: Mcat's rows (d runs of the active prefix); fp16: Mcat's
+# float16 copy; d = 32, B = 1: the narrow tile. K̄ = 32 and enough layers that the step's mixing
+# weights exceed half an L2 of 1 MB at the larger budgets (kernels._prefetch_pays: the prefetch runs;
+# at the smaller ones it does not). (Two kernels to compile on each side: a float64 engine, a third,
 # runs the same byte arithmetic, and is left out to keep the test's compile short.)
-CASES = [(64, 1, "fp32", "float32"), (64, 3, "fp32", "float32"), (64, 1, "fp16", "float32"),
-         (64, 3, "fp16", "float32"), (32, 1, "fp32", "float32")]
+CASES = [(64, 2, 1, "fp32", "float32"), (64, 2, 3, "fp32", "float32"), (64, 2, 1, "fp16", "float32"),
+         (64, 2, 3, "fp16", "float32"), (32, 4, 1, "fp32", "float32")]
 
 RUN = textwrap.dedent("""
     import json, sys
@@ -31,10 +33,10 @@ RUN = textwrap.dedent("""
     from essm_stream.engine import StreamEngine, tiny_program
     from essm_stream import simd
 
-    def outputs(cases):
+    def outputs(cases, check=False):
         res = []
-        for d, B, weights, dtype in cases:
-            cfg = ESSMConfig(d_in=5, d_out=3, d_model=d, n_layers=2, seq_len=12, k_max=9, d_gate=5)
+        for d, nl, B, weights, dtype in cases:
+            cfg = ESSMConfig(d_in=5, d_out=3, d_model=d, n_layers=nl, seq_len=32, k_max=32, d_gate=5)
             prog = tiny_program(cfg, seed=d + B)
             if weights == "fp16":
                 prog = prog.with_mix_weights("fp16")
@@ -43,10 +45,16 @@ RUN = textwrap.dedent("""
             T = 2 * cfg.seq_len + 3                       # across the ring's wrap-around
             X = rng.standard_normal((T, B, cfg.d_in)).astype(dtype)
             Ks = rng.integers(1, cfg.k_max + 1, size=(T, B))
+            Ks[T // 2:] = np.maximum(Ks[T // 2:], 24)     # (the second half: budgets the prefetch runs at)
             Ks[::4] = cfg.k_max                           # the largest budget too, and B > 1 frames
             Y = eng.run(X, Ks) if B > 1 else eng.run(X[:, 0], Ks[:, 0])   # (B > 1 frames with one budget:
             #                                                               the direct store into V)
             ys = [eng.step(X[t] if B > 1 else X[t, 0], int(Ks[t, 0])) for t in range(4)]
+            if check:                                     # (does it prefetch at K̄, and not at K = 1?)
+                from essm_stream import kernels
+                for K, want in ((cfg.k_max, True), (1, False)):
+                    _, prow, pn, _ = kernels._mix_region(eng._W, eng._off, eng._lay, 0, K)
+                    assert kernels._prefetch_pays(eng._lay, prow, pn) == want, (d, nl, B, weights, K)
             res.append(np.concatenate([np.ravel(Y)] + [np.ravel(y) for y in ys]).astype(np.float64).tolist())
         return res
 """)
@@ -55,7 +63,7 @@ RUN = textwrap.dedent("""
 def _run_here(cases):
     ns: dict = {}
     exec(RUN, ns)
-    return ns["outputs"](cases)
+    return ns["outputs"](cases, check=True)
 
 
 def test_prefetch_changes_no_output_bit():
@@ -111,20 +119,21 @@ def test_tiles_share_the_region_in_order(p0, prow, pn, pld, L, rows, w):
     r, c = 0, 0
     pos = (0, 0)      # the row and byte the next tile must start at
     tiles = _tiles(L, rows, w, simd.TAU_BLOCK)
+    rate = min(PF * LN, -(-pn * prow // sum(tiles)))   # (bytes a step: the region spread over the product)
     for n in tiles:
         r0 = r
-        pa, ps, r, c = simd._pf_next(p0, prow, pn, pld, r, c, f, n)
+        pa, ps, r, c = simd._pf_next(p0, prow, pn, pld, r, c, f, n, rate)
         if r0 >= pn:
             assert (pa, ps) == (f, 0)   # a spent region: nothing more fetched
             continue
         row_start = p0 + r0 * pld
         assert (r0, pa - row_start) == pos, (r0, pa - row_start, pos)   # in order, nothing skipped
-        assert 0 < ps <= PF * LN                 # consecutive steps' lines overlap or touch: no gap
+        assert 0 < ps <= rate <= PF * LN         # consecutive steps' lines overlap or touch: no gap
         end = pa + (n - 1) * ps + PF * LN        # the last τ's lines end here
-        cap = PF * LN * n
+        cap = rate * n
         rest = row_start + prow - pa
         if rest > cap:                           # a full share, the row goes on in the next tile
-            assert ps == PF * LN and (r, c) == (r0, pa - row_start + cap)
+            assert ps == rate and (r, c) == (r0, pa - row_start + cap)
         else:                                    # the rest of the row, no further than a share's lines
             assert row_start + prow <= end <= row_start + prow + PF * LN and (r, c) == (r0 + 1, 0)
         pos = (r, c)
