@@ -184,8 +184,14 @@ def _make_tile(R: int, NV: int, VW: int):
                 return res
 
             new = [step(builder.add(tau, ir.Constant(i64, u)) if u else tau, acc[u]) for u in range(U)]
-            if PF_LINES > 0:   # U·PF lines from byte pa + tau·ps of F's data (ps <= PF·64: no line skipped)
+            if PF_LINES > 0:   # U·PF lines from byte pa + tau·ps of F's data (ps <= PF·64: no line skipped);
+                # none where ps = 0 (no region, or a spent one): a branch the same way every pass,
+                # which LLVM may take out of the loop (two loops); the prefetches themselves cost load slots
                 i8p = ir.IntType(8).as_pointer()
+                pfb = builder.append_basic_block("tile.prefetch")
+                cont = builder.append_basic_block("tile.next")
+                builder.cbranch(builder.icmp_signed("!=", ps, c0), pfb, cont)
+                builder.position_at_end(pfb)
                 at = builder.gep(builder.bitcast(data(0), i8p), [builder.add(pa, builder.mul(tau, ps))])
                 pfn = cgutils.get_or_insert_function(
                     builder.module, ir.FunctionType(ir.VoidType(), [i8p, ir.IntType(32), ir.IntType(32), ir.IntType(32)]),
@@ -194,6 +200,8 @@ def _make_tile(R: int, NV: int, VW: int):
                     builder.call(pfn, [builder.gep(at, [ir.Constant(i64, i * LINE)]) if i else at,
                                        ir.Constant(ir.IntType(32), 0), ir.Constant(ir.IntType(32), PF_HINT),
                                        ir.Constant(ir.IntType(32), 1)])
+                builder.branch(cont)
+                builder.position_at_end(cont)
             tau1 = builder.add(tau, ir.Constant(i64, U))
             body = builder.block
             tau.add_incoming(tau1, body)
