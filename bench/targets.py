@@ -378,6 +378,12 @@ def _batch_bound_lines(res, S) -> list[str]:
         bound = f32 / (S["sgemm_gflops"] * 1e9) / 32 / b1
         out.append(f"(bound: {pre}edge B=32 K=32 per-stream / B=1 at 100% of the round's 1-thread sgemm would be "
                    f"{np.median(bound):.2f}x [{bound.min():.2f}-{bound.max():.2f}]: one thread cannot go below it)")
+    f1, b1 = res.get("flops", {}).get("edge B=1 K=32"), res.get("bytes", {}).get("edge B=1 K=32")
+    if f1 and b1 and "bw_edge_gbs" in S:   # a step no faster than reading its bytes once at the measured rate
+        pct = 100 * f1 / (b1 / (S["bw_edge_gbs"] * 1e9)) / (S["sgemm_gflops"] * 1e9)
+        out.append(f"(bound: edge B=1 K=32 % of sgemm at the memory floor (its {b1 / 1e6:.2f} MB read once at the "
+                   f"round's rate) would be {np.median(pct):.1f}% [{pct.min():.1f}-{pct.max():.1f}]: the fp32 "
+                   "program cannot exceed it)")
     return out
 
 

@@ -120,5 +120,8 @@ def test_target_lines_state_the_batch_bound_from_sgemm():
     out = "\n".join(lines(res))
     # per round: 102.4e6 / 200e9 / 32 = 16 us per stream, over 40 and 50 us
     assert "at 100% of the round's 1-thread sgemm would be 0.36x [0.32-0.40]" in out
+    res["flops"]["edge B=1 K=32"] = 3.2e6                 # 2.7 MB at 100 GB/s: 27 us; 3.2 MFLOP / 27 us / 200 GFLOP/s
+    res["samples_s"]["bw_edge_gbs"] = [100.0, 100.0]
+    assert "memory floor (its 2.70 MB read once at the round's rate) would be 59.3% [59.3-59.3]" in "\n".join(lines(res))
     del res["flops"]
     assert "bound:" not in "\n".join(lines(res))
