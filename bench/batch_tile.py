@@ -2,7 +2,7 @@
 replaced ($ESSM_GEMM_T=0), edge config, float32, one thread: step times in interleaved rounds, median
 [min-max], the ratio formed inside each round, and the per-stream cost over the same round's B = 1 step.
 
-    python bench/batch_tile.py [--batches 8,32] [--ks 4,32] [--rounds 7] [--config edge|paper]
+    python bench/batch_tile.py [--batches 8,32] [--ks 4,32] [--rounds 7] [--config edge|paper] [--fp16]
 """
 from __future__ import annotations
 
@@ -50,6 +50,8 @@ def main(argv=None) -> int:
     ap.add_argument("--ks", default="4,32", help="comma-separated budgets K")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--config", choices=("edge", "paper"), default="edge")
+    ap.add_argument("--fp16", action="store_true", help="the program with --weights fp16 (mixing and MLP "
+                    "weights from float16 copies)")
     a = ap.parse_args(argv)
     try:
         batches = [int(b) for b in a.batches.split(",")]
@@ -62,6 +64,8 @@ def main(argv=None) -> int:
     if max(ks) > cfg.k_max or min(ks) < 1:
         ap.error(f"--ks must lie in 1 … {cfg.k_max}")
     prog = tiny_program(cfg)
+    if a.fp16:
+        prog = prog.with_mix_weights("fp16")
     rng = np.random.default_rng(0)
     engines = {(B, t): engine(prog, B, t) for B in batches for t in (True, False)}
     one = engine(prog, 1, False)
@@ -83,7 +87,7 @@ def main(argv=None) -> int:
                 for t in (True, False):
                     S.setdefault((B, K, t), []).append(step_time(engines[(B, t)], xs[B], K, n))
         print(f"round {r + 1}/{a.rounds}, load average {os.getloadavg()[0]:.2f}", file=sys.stderr)
-    print(f"{a.config}, float32, one thread, {a.rounds} interleaved rounds, load average (1 min) "
+    print(f"{a.config}{' fp16 weights' if a.fp16 else ''}, float32 engine, one thread, {a.rounds} interleaved rounds, load average (1 min) "
           f"{os.getloadavg()[0]:.2f} at the end; µs per step, median [min-max]")
     for K in ks:
         b1 = np.array(S[(1, K, False)])

@@ -199,7 +199,7 @@ class StreamEngine:
         # several streams on a float32 single-thread exact engine: the mixing and the MLP as register-tiled
         # products of all the streams' rows (simd.tile_product; Mcat, fc1.W, fc2.W packed input-major),
         # where the tile takes their widths; $ESSM_GEMM_T=0 keeps the 4 × 4 tiles (measurements)
-        gemm_t = (B > 1 and dt == np.float32 and self.threads == 1 and program.spectral is None and not mix16
+        gemm_t = (B > 1 and dt == np.float32 and self.threads == 1 and program.spectral is None
                   and _simd_takes(cfg) and os.environ.get("ESSM_GEMM_T", "1") != "0")
         self.layout = lay = _lo.Layout(cfg, B, program.spectral, threads=self.threads,
                                        par_min=parallel_min_work() if self.threads > 1 else (0, 0),

@@ -805,14 +805,34 @@ def mix_tiled(Ks, t, W, off, lay, work, B, l):
     if lay[GEMM_T] == 0:
         mix(Ks, t, W, off, lay, work, B, l)
         return
+    wl, d = lay[WL], lay[D_MODEL]
+    tile_product(work, lay[W_V], wl, W, seg(off, O_MCAT, l), d, work, lay[W_H], wl, work, np.int64(-1), B,
+                 _pad_V(Ks, t, lay, work, B), d, np.int64(1))
+
+
+@njit(inline="always")
+def _pad_V(Ks, t, lay, work, B):
+    """Every stream's V zero-padded to the frame's largest K (one product for all streams): the
+    product's length (max K + 1) d."""
     wl, d, sV = lay[WL], lay[D_MODEL], lay[W_V]
     kg = 1
     for b in range(B):
         kg = max(kg, Ks[t, b])
     for b in range(B):
         work[b * wl + sV + (Ks[t, b] + 1) * d:b * wl + sV + (kg + 1) * d] = 0.0
-    tile_product(work, sV, wl, W, seg(off, O_MCAT, l), d, work, lay[W_H], wl, work, np.int64(-1), B,
-                 (kg + 1) * d, d, np.int64(1))
+    return (kg + 1) * d
+
+
+@njit(inline="always")
+def mix_h_tiled(Ks, t, W, off, lay, work, B, l):
+    """mix_tiled from Mcat's float16 copy (Mcat.h input-major where lay[GEMM_T]; the tile widens
+    it as loaded). MODE_FIR_SMALL_H's and _HM's mixing."""
+    if lay[GEMM_T] == 0:
+        mix_h(Ks, t, W, off, lay, work, B, l)
+        return
+    wl, d = lay[WL], lay[D_MODEL]
+    tile_product(work, lay[W_V], wl, W.view(np.uint16), 2 * seg(off, O_MCATH, l), d, work, lay[W_H], wl, work,
+                 np.int64(-1), B, _pad_V(Ks, t, lay, work, B), d, np.int64(1))
 
 
 @njit(inline="always")
@@ -1120,6 +1140,30 @@ def mlp_h(W, off, lay, work, B, l):
 
 
 @njit(inline="always")
+def mlp_h_tiled(W, off, lay, work, B, l):
+    """mlp_h, with several streams (lay[GEMM_T]) as two register-tiled products of all the streams'
+    rows by the transposed float16 copies (simd.tile_product, widened as loaded). MODE_FIR_SMALL_HM's."""
+    if lay[GEMM_T] == 0 or lay[MLP] == 0:
+        mlp_h(W, off, lay, work, B, l)
+        return
+    ln_eps = W[seg(off, O_EPS, 0)]
+    wl, d, dh = lay[WL], lay[D_MODEL], lay[D_HIDDEN]
+    sh, sz, sa = lay[W_H], lay[W_Z], lay[W_A]
+    _layer_norm_streams(work, B, wl, sh, sz, W, seg(off, O_LN2G, l), seg(off, O_LN2B, l), d, ln_eps)
+    H = W.view(np.uint16)
+    fc1b, fc2b = seg(off, O_FC1B, l), seg(off, O_FC2B, l)
+    tile_product(work, sz, wl, H, 2 * seg(off, O_FC1H, l), dh, work, sa, wl, work, np.int64(-1), B, d, dh,
+                 np.int64(0))
+    for b in range(B):
+        wb = b * wl
+        _bias_gelu(work, wb + sa, W, fc1b, dh)
+        for i in range(d):
+            work[wb + sh + i] += W[fc2b + i]
+    tile_product(work, sa, wl, H, 2 * seg(off, O_FC2H, l), d, work, sh, wl, work, np.int64(-1), B, dh, d,
+                 np.int64(1))
+
+
+@njit(inline="always")
 def head(t, W, off, lay, state, ist, work, Y, B, ln_eps):
     """y = W_out LN_f(h) + b_out; with head='mean', the causal mean over the last min(t, W) outputs."""
     wl, d, d_out = lay[WL], lay[D_MODEL], lay[D_OUT]
@@ -1237,8 +1281,8 @@ def _mixer_fir_small_hm(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, 
     if lay[GATED] != 0:
         gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps)
     convolve_small(Ks, t, W, off, lay, state, work, B, l, p, Kt)
-    mix_h(Ks, t, W, off, lay, work, B, l)
-    mlp_h(W, off, lay, work, B, l)
+    mix_h_tiled(Ks, t, W, off, lay, work, B, l)
+    mlp_h_tiled(W, off, lay, work, B, l)
 
 
 def _mixer_fir_small_h(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode):
@@ -1246,7 +1290,7 @@ def _mixer_fir_small_h(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, m
     if lay[GATED] != 0:
         gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps)
     convolve_small(Ks, t, W, off, lay, state, work, B, l, p, Kt)
-    mix_h(Ks, t, W, off, lay, work, B, l)
+    mix_h_tiled(Ks, t, W, off, lay, work, B, l)
 
 
 def _mixer_fir_par(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode):
@@ -1391,7 +1435,7 @@ def _run(X, Ks, W, off, lay, state, ist, work, Y, nan_zero, mode):
             layer_mixer(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode)   # h += mixer(u)
             if lay[MLP] != 0 and not (mode == MODE_FIR_PAR and _split_streams(lay, B, Kt)) \
                     and mode != MODE_FIR_HM and mode != MODE_FIR_SMALL_HM:
-                if mode == MODE_FIR_SMALL:                       # h += MLP(LN2(h)) (a split layer or the
+                if mode == MODE_FIR_SMALL or mode == MODE_FIR_SMALL_H:   # h += MLP(LN2(h)) (a split layer or the
                     mlp_tiled(W, off, lay, work, B, l, ln_eps)   # fp16-MLP modes' mixer (mlp_h) did it)
                 else:
                     mlp(W, off, lay, work, B, l, ln_eps)

@@ -165,7 +165,7 @@ HALF_COPIES = {"Mcat.h": ("Mcat", False), "fc1.W.h": ("fc1.W", True), "fc2.W.h":
 TRANSPOSED_WHEN_GEMV1 = ("Mcat", "fc1.W", "fc2.W", "Mcat.h", "inp.W", "W2")
 # and where the named dim gemm_t is set (B > 1 float32 engines: simd.tile_product runs the mixing and the
 # MLP as (B × n)·(n × m) products of the streams' rows by the input-major weights)
-TRANSPOSED_WHEN_GEMM_T = ("Mcat", "fc1.W", "fc2.W")
+TRANSPOSED_WHEN_GEMM_T = ("Mcat", "fc1.W", "fc2.W", "Mcat.h")
 
 
 def transposed_segment(name: str, g: dict) -> bool:
@@ -265,8 +265,7 @@ def named_dims(cfg: ESSMConfig, spectral: dict | None = None, threads: int = 1,
             "mix16": int(bool(mix16) and not lds and int(threads) == 1),
             "mlp16": int(bool(mix16) and bool(mlp16) and bool(cfg.mlp) and not lds and int(threads) == 1),
             "gemv1": int(bool(gemv1) and not lds and int(threads) == 1 and cfg.d_model <= GEMV1_MAX_D),
-            "gemm_t": int(bool(gemm_t) and not gemv1 and not lds and int(threads) == 1 and not mix16
-                          and conv_small > 1)}   # (MODE_FIR_SMALL's: the modes without the tile compile none)
+            "gemm_t": int(bool(gemm_t) and not gemv1 and not lds and int(threads) == 1 and conv_small > 1)}   # (MODE_FIR_SMALL's: the modes without the tile compile none)
 
 
 @dataclass(frozen=True)

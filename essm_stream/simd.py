@@ -99,7 +99,8 @@ TAU_BLOCK = max(128, TAU_BLOCK_BYTES // (TILE_COLS * 4))
 def _make_tile(R: int, NV: int, VW: int):
     """The intrinsic tile(F, fo, ldf, X, xo, ldx, C, co, ldc, S, so, n, m, acc): for r < min(R, m),
     j < NV·lanes, C[co + r ldc + j] = s_r (c_rj + Σ_{τ<n} F[fo + r ldf + τ] X[xo + τ ldx + j]), c_rj
-    C's value there if acc != 0 (a later block of τ) else 0, s_r = S[so + r] if so >= 0 else 1; lanes = VW for float32 arrays, VW / 2 for float64. 1 <= m (tile rows past m
+    C's value there if acc != 0 (a later block of τ) else 0, s_r = S[so + r] if so >= 0 else 1; lanes = VW for float32 arrays, VW / 2 for float64;
+    X may hold float16 bits (uint16) beside float32 F, C, S (fp16 weights, widened as loaded). 1 <= m (tile rows past m
     compute row m - 1 again and store the same values there: a product of 2 … R-1 rows in one pass);
     n >= 1 (n = 0 stores zeros)."""
 
@@ -108,9 +109,10 @@ def _make_tile(R: int, NV: int, VW: int):
     @intrinsic
     def tile(typingctx, F, fo, ldf, X, xo, ldx, C, co, ldc, S, so, n, m, acc):
         arrs = (F, X, C, S)
-        if not all(isinstance(a, types.Array) for a in arrs) or len({a.dtype for a in arrs}) != 1 \
-                or F.dtype not in (types.float32, types.float64):
-            return None
+        if not all(isinstance(a, types.Array) for a in arrs) or len({a.dtype for a in (F, C, S)}) != 1 \
+                or F.dtype not in (types.float32, types.float64) \
+                or X.dtype not in (F.dtype, types.uint16 if F.dtype == types.float32 else F.dtype):
+            return None   # (X: F's dtype, or float16 bits widened to float32 as loaded)
         sig = types.none(F, fo, ldf, X, xo, ldx, C, co, ldc, S, so, n, m, acc)
 
         def codegen(context, builder, signature, args):
@@ -129,6 +131,9 @@ def _make_tile(R: int, NV: int, VW: int):
             size = 4 if dt == types.float32 else 8
             vty = ir.VectorType(elem, lanes)
             vptr = vty.as_pointer()
+            half = tys[3].dtype == types.uint16
+            hvty = ir.VectorType(ir.HalfType(), lanes)
+            hptr = ir.VectorType(ir.IntType(16), lanes).as_pointer()
             fname = f"llvm.fmuladd.v{lanes}f{size * 8}"
             fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3), fname)
             zero = ir.Constant(vty, None)
@@ -181,8 +186,13 @@ def _make_tile(R: int, NV: int, VW: int):
 
             def step(t, accs):   # accs[r][v] += F[r, t] X[t, v]
                 xrow = builder.gep(xbase, [builder.mul(t, ldx)])
-                xs = [builder.load(builder.bitcast(builder.gep(xrow, [ir.Constant(i64, v * lanes)]), vptr),
-                                   align=size) for v in range(NV)]
+                if half:   # <lanes x i16> as <lanes x half>, widened (F16C's vcvtph2ps)
+                    xs = [builder.fpext(builder.bitcast(builder.load(builder.bitcast(
+                        builder.gep(xrow, [ir.Constant(i64, v * lanes)]), hptr), align=2), hvty), vty)
+                        for v in range(NV)]
+                else:
+                    xs = [builder.load(builder.bitcast(builder.gep(xrow, [ir.Constant(i64, v * lanes)]), vptr),
+                                       align=size) for v in range(NV)]
                 res = []
                 for r in range(R):
                     f = splat(builder.load(builder.gep(frows[r], [t]), align=size))
@@ -265,7 +275,8 @@ def tile_product(F, f0, ldf, X, x0, ldx, C, c0, ldc, S, s0, rows, n, w, add):
     unlike an overlapping tile) or, for one row, the one-row tile. A window narrower than a tile runs
     the narrow tile (half the vectors) for every row count; w >= min_cols(C), a narrower window is
     refused (ValueError), and so is adding (add != 0) over overlapping strips (they would add twice:
-    adds_exactly). The convolution (conv_product) and, for B > 1, the mixing and the MLP
+    adds_exactly). X may hold float16 bits (uint16; x0 and ldx in its elements) with float32 F and C:
+    the fp16 program's weights, widened to float32 as loaded. The convolution (conv_product) and, for B > 1, the mixing and the MLP
     (kernels.mix / mlp, layout dim gemm_t) call it with the same array types: one compiled function."""
     tw = tile_cols(C)
     narrow = w < tw                 # (the narrow tile: NV / 2 vectors, every row count through it)

@@ -11,6 +11,7 @@ from essm_stream import layout as lo
 from essm_stream import simd
 from essm_stream.config import ESSMConfig
 from essm_stream.engine import StreamEngine, tiny_program
+from essm_stream.program import StreamProgram
 from essm_stream.numba_config import conv_small_rows, half_widening
 
 TOL32 = 2e-5   # float32 kernel vs float64 reference, relative to max |y_ref| (as tests/test_engine.py)
@@ -64,13 +65,37 @@ CFG = ESSMConfig(d_in=5, d_out=3, d_model=max(32, simd.HALF_COLS), n_layers=2, s
                  d_gate=6, mlp=True)
 
 
-@pytest.mark.parametrize("B", [3, 6])
-def test_gemm_t_engine_matches_float64_reference_every_budget(B):
+def test_tile_product_widens_float16_weights():
+    """X as float16 bits (uint16) beside float32 A and C: the product of the values those bits hold."""
+    rng = np.random.default_rng(9)
+    for rows, n, w in SHAPES:
+        lda, ldx, ldc = n + 1, w + 3, w
+        A = rng.standard_normal(rows * lda).astype(np.float32)
+        Xh = rng.standard_normal(max(n, 1) * ldx + 2).astype(np.float16)
+        C = rng.standard_normal(rows * ldc).astype(np.float32)
+        got, want = C.copy(), C.astype(np.float64)
+        simd.tile_product(A, 0, lda, Xh.view(np.uint16), 2, ldx, got, 0, ldc, C, np.int64(-1), rows, n, w, np.int64(0))
+        simd.tile_product_ref(A.astype(np.float64), 0, lda, Xh.astype(np.float64), 2, ldx, want, 0, ldc,
+                              want, -1, rows, n, w, 0)
+        assert rel_err(got.astype(np.float64), want) <= 2e-6, (rows, n, w)
+
+
+@pytest.mark.parametrize("B,weights", [(3, "fp32"), (6, "fp32"), (5, "fp16"), (4, "fp16 Mcat")])
+def test_gemm_t_engine_matches_float64_reference_every_budget(B, weights):
     """A float32 engine of B streams (gemm_t: mixing and MLP by tile_product from input-major weights)
     against the float64 reference on the same program: every K from 1 to K̄, K differing between the
     streams and changing every step (the mixing's zero-padding to the frame's max K), the ring wrapping
     more than twice; the packed (transposed) weights unpack to exactly the program's."""
     prog = tiny_program(CFG, seed=6)
+    if weights != "fp32":   # (the reference runs the same float16-rounded values in float64)
+        if not half_widening():
+            pytest.skip("no hardware float16 widening for numba's target: fp16 programs mix from float32")
+        if weights == "fp16":
+            prog = prog.with_mix_weights("fp16")
+        else:   # a first-version fp16 program: Mcat rounded, the MLP in float32 (MODE_FIR_SMALL_H)
+            arrays = dict(prog.arrays)
+            arrays["Mcat"] = arrays["Mcat"].astype(np.float16).astype(np.float64)
+            prog = StreamProgram(prog.cfg, arrays, mix_weights="fp16")
     rng = np.random.default_rng(6)
     T = 26
     X = rng.standard_normal((T, B, CFG.d_in))
@@ -86,6 +111,9 @@ def test_gemm_t_engine_matches_float64_reference_every_budget(B):
     w = fast.layout.unpack(fast._W)
     for name in ("Mcat", "fc1.W", "fc2.W", "inp.W", "W1", "W2"):
         assert np.array_equal(w[name], prog.arrays[name].astype(np.float32).astype(np.float64)), name
+    if weights != "fp32":
+        assert fast.layout.dims["mix16"] == 1 and fast.layout.dims["mlp16"] == (weights == "fp16")
+        assert np.array_equal(w["Mcat.h"], prog.arrays["Mcat"])
 
 
 def test_gemm_t_packs_input_major():
@@ -109,8 +137,6 @@ def test_gemm_t_only_where_the_tile_applies(monkeypatch):
     assert StreamEngine(prog, batch=1, dtype=np.float32).layout.dims["gemm_t"] == 0
     assert StreamEngine(prog, batch=2, dtype=np.float64).layout.dims["gemm_t"] == 0
     assert StreamEngine(prog, batch=8, dtype=np.float32, threads=2).layout.dims["gemm_t"] == 0
-    if half_widening():   # (mix16: the mixing reads Mcat's float16 copy, row-major)
-        assert StreamEngine(prog.with_mix_weights("fp16"), batch=2, dtype=np.float32).layout.dims["gemm_t"] == 0
     narrow = ESSMConfig(d_in=3, d_out=2, d_model=simd.HALF_COLS // 2, n_layers=1, seq_len=4, k_max=2, d_gate=3)
     assert StreamEngine(tiny_program(narrow), batch=2, dtype=np.float32).layout.dims["gemm_t"] == 0
     ragged = ESSMConfig(d_in=3, d_out=2, d_model=simd.TILE_COLS + 3, n_layers=1, seq_len=4, k_max=2, d_gate=3)
