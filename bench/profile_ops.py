@@ -80,7 +80,7 @@ def _op(X, Ks, W, off, lay, state, ist, work, Y, which, reps):
                     else:
                         k.mlp_h(W, off, lay, work, B, l)
                 elif lay[CONV_SMALL] > 1:
-                    k.mlp_tiled(W, off, lay, work, B, l, ln_eps)
+                    k.mlp_tiled(W, off, lay, work, B, l)
                 else:
                     k.mlp(W, off, lay, work, B, l, ln_eps)
             else:

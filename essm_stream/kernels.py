@@ -1093,10 +1093,14 @@ def mlp(W, off, lay, work, B, l, ln_eps):
 
 
 @njit(inline="always")
-def mlp_tiled(W, off, lay, work, B, l, ln_eps):
+def mlp_tiled(W, off, lay, work, B, l):
     """mlp, with several streams' fc1 and fc2 as register-tiled products (simd.tile_product) of all
-    the streams' rows by the input-major fc1.W / fc2.W where lay[GEMM_T] (MODE_FIR_SMALL's MLP: the
-    modes without the convolution's tile compile none)."""
+    the streams' rows by the input-major fc1.W / fc2.W where lay[GEMM_T]; called by the mixer of
+    MODE_FIR_SMALL / _SMALL_H (as mlp_h by the fp16-MLP modes': the modes without the convolution's
+    tile compile none, and _run no mode test of its own)."""
+    if lay[MLP] == 0:
+        return
+    ln_eps = W[seg(off, O_EPS, 0)]
     if lay[GEMM_T] == 0:
         mlp(W, off, lay, work, B, l, ln_eps)
         return
@@ -1256,6 +1260,7 @@ def _mixer_fir_small(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mod
         gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps)
     convolve_small(Ks, t, W, off, lay, state, work, B, l, p, Kt)   # (the register tile)
     mix_tiled(Ks, t, W, off, lay, work, B, l)
+    mlp_tiled(W, off, lay, work, B, l)                             # (_run skips its own call in this mode)
 
 
 def _mixer_fir_h(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode):
@@ -1291,6 +1296,7 @@ def _mixer_fir_small_h(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, m
         gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps)
     convolve_small(Ks, t, W, off, lay, state, work, B, l, p, Kt)
     mix_h_tiled(Ks, t, W, off, lay, work, B, l)
+    mlp_tiled(W, off, lay, work, B, l)
 
 
 def _mixer_fir_par(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode):
@@ -1434,11 +1440,10 @@ def _run(X, Ks, W, off, lay, state, ist, work, Y, nan_zero, mode):
             finite = rows_finite(work, lay[W_U], wl, B, d) and finite
             layer_mixer(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode)   # h += mixer(u)
             if lay[MLP] != 0 and not (mode == MODE_FIR_PAR and _split_streams(lay, B, Kt)) \
-                    and mode != MODE_FIR_HM and mode != MODE_FIR_SMALL_HM:
-                if mode == MODE_FIR_SMALL or mode == MODE_FIR_SMALL_H:   # h += MLP(LN2(h)) (a split layer or the
-                    mlp_tiled(W, off, lay, work, B, l, ln_eps)   # fp16-MLP modes' mixer (mlp_h) did it)
-                else:
-                    mlp(W, off, lay, work, B, l, ln_eps)
+                    and mode != MODE_FIR_HM and mode != MODE_FIR_SMALL_HM \
+                    and mode != MODE_FIR_SMALL and mode != MODE_FIR_SMALL_H:
+                mlp(W, off, lay, work, B, l, ln_eps)             # h += MLP(LN2(h)) (a split layer or the
+                #                     mixer of the tile and fp16-MLP modes (mlp_tiled, mlp_h) did it)
         head(t, W, off, lay, state, ist, work, Y, B, ln_eps)     # y_t = W_out LN_f(h) + b_out (pooled)
         if not (finite and output_finite(Y, t)):                 # overflow: the caller takes it back
             ist[IST_ERR_T] = t
