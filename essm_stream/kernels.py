@@ -769,14 +769,15 @@ def _prefetch_pays(lay, B, prow, pn):
     """Does prefetching a layer's mixing weights (pn rows of prow bytes) during its convolution pay?
     Measured (docs/PERFORMANCE.md "Prefetching the mixing weights"), it does only where
       * all layers' together do not stay in L2 from one step to the next (>= PF_STEP_MIN) and one
-        layer's fit the L2 until the mixing reads them (<= PF_LAYER_MAX): numba_config.prefetch_bytes
-        (edge K=32 yes; edge K=4 and the paper config no);
+        layer's are not much more than the L2 (<= 2 PF_LAYER_MAX; convolve_small prefetches at most
+        PF_LAYER_MAX bytes of them, the lines that last until the mixing reads them):
+        numba_config.prefetch_bytes (edge K=32 yes; edge K=4 and the paper config no);
       * the step's window is one history block (B = 1 for d >= 64): a batch's blocks stream their
         windows through L2 between the prefetch and the mixing (edge B=32 was 6-8 % slower with it);
       * the mixing reads float32 weights: Mcat's float16 copy (lay[MIX16]) is read at L2 speed
         either way, and the fp16 program's edge step was 5-7 % slower with the prefetch."""
     nbytes = pn * prow
-    return (nbytes * lay[N_LAYERS] >= PF_STEP_MIN and nbytes <= PF_LAYER_MAX and B <= lay[HIST_BLK]
+    return (nbytes * lay[N_LAYERS] >= PF_STEP_MIN and nbytes <= 2 * PF_LAYER_MAX and B <= lay[HIST_BLK]
             and lay[MIX16] == 0)
 
 
@@ -794,6 +795,11 @@ def convolve_small(Ks, t, W, off, lay, state, work, B, l, p, Kt):
     p0, prow, pn, pld = _mix_region(W, off, lay, l, Kt)
     if not _prefetch_pays(lay, B, prow, pn):
         pn = 0
+    elif pn * prow > PF_LAYER_MAX:                   # (an L2 smaller than the layer's weights: its first
+        if pn == 1:                                  # PF_LAYER_MAX bytes, the mixing's first reads)
+            prow = PF_LAYER_MAX
+        else:
+            pn = max(1, PF_LAYER_MAX // prow)
     for i in range((B + lay[HIST_BLK] - 1) // lay[HIST_BLK]):
         o, w, b0, nb = _hist_block(lay, B, l, i)
         c0 = cb + Kt * b0 * d

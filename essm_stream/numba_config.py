@@ -372,11 +372,12 @@ def conv_tile() -> tuple[int, int, int]:
 PREFETCH_DEFAULT = (4, 2)
 def prefetch_bytes() -> tuple[int, int]:
     """When the convolution prefetches a layer's mixing weights (kernels._prefetch_pays): (the least
-    bytes all layers' mixing weights read in a step, the most bytes of one layer's). Below the first
-    (half the L2) they stay in L2 from one step to the next: nothing to fetch, the prefetches cost
-    instructions only (edge K=4: 3-7 % slower with them); above the second (the L2) the prefetched
-    lines do not last until the mixing reads them, and the traffic from DRAM slows the step (paper
-    config: 6-18 % slower). docs/PERFORMANCE.md "Prefetching the mixing weights"."""
+    bytes all layers' mixing weights read in a step, the most bytes of one layer's it prefetches).
+    Below the first (half the L2) they stay in L2 from one step to the next: nothing to fetch, the
+    prefetches cost instructions only (edge K=4: 3-7 % slower with them); past the second (the L2)
+    the prefetched lines do not last until the mixing reads them: a layer's weights of up to twice
+    that are prefetched up to it, larger ones (the paper config's 8.6 MB: 6-18 % slower with the
+    traffic from DRAM) not at all. docs/PERFORMANCE.md "Prefetching the mixing weights"."""
     return l2_bytes() // 2, l2_bytes()
 
 
