@@ -1,12 +1,16 @@
 """The engine's step with and without the convolution's prefetch of the mixing weights, interleaved.
 
-    python bench/prefetch_step.py [--settings 0,2,4] [--points edge:1:32,edge:1:4,paper:1:32] [--rounds 7] [--peers]
+    python bench/prefetch_step.py [--settings 0,2,4] [--points edge:1:32,edge:1:4,paper:1:32] [--rounds 7]
+                                  [--workers 5 --per-worker] [--peers] [--fp16]
 
 A setting is a value of $ESSM_PREFETCH ("N" lines per step of τ, or "N,HINT" with LLVM's locality
 hint; "0": no prefetch compiled; numba_config.prefetch). The prefetch is a constant of the machine
 code, so each setting runs in a worker process of its own (its own kernel cache key); the workers
 stay up and take turns: every round times each setting's points once, in the same order, back to
-back (a sample is the median of n steps after warm-up). --peers adds a worker timing the bench's
+back (a sample is the median of n steps after warm-up). --workers N starts N processes per setting
+(their samples pooled): one process's step time can differ from another's of the same build by up
+to ≈ 10 % for its whole life (seen here, 2026-11-30; where its arrays land in memory is the likely
+cause), which one process per setting would read as the setting's effect. --peers adds a worker timing the bench's
 tuned torch step and ONNX Runtime (IO binding) on the edge points in the same rounds, and prints the
 engine's ratios to them formed inside each round. Prints median [min-max] over the rounds and the
 1-minute load average of each round. Run it under /work/signals/quiet.sh for numbers to publish.
@@ -113,6 +117,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--peers", action="store_true", help="time tuned torch and ONNX Runtime on the edge points too")
     ap.add_argument("--fp16", action="store_true", help="the programs compiled with --weights fp16")
+    ap.add_argument("--workers", type=int, default=1, help="worker processes per setting (samples pooled)")
+    ap.add_argument("--per-worker", action="store_true", help="also print each worker's median per point")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     points = _points(a.points)
@@ -124,11 +130,12 @@ def main() -> int:
         return 0
     settings = a.settings.split(",")
     workers = {}
-    for s in settings:
-        env = dict(os.environ, ESSM_PREFETCH=s.replace(";", ","), PYTHONPATH=ROOT)
-        workers[s] = subprocess.Popen([sys.executable, __file__, "--worker", s, "--points", a.points]
-                                      + (["--fp16"] if a.fp16 else []),
-                                      env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    for i in range(a.workers):
+        for s in settings:
+            env = dict(os.environ, ESSM_PREFETCH=s.replace(";", ","), PYTHONPATH=ROOT)
+            workers[f"{s}#{i}"] = subprocess.Popen([sys.executable, __file__, "--worker", s, "--points", a.points]
+                                                   + (["--fp16"] if a.fp16 else []),
+                                                   env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     if a.peers:
         workers["peers"] = subprocess.Popen([sys.executable, __file__, "--worker", "peers", "--points", a.points],
                                             env=dict(os.environ, PYTHONPATH=ROOT), stdin=subprocess.PIPE,
@@ -136,7 +143,8 @@ def main() -> int:
     for name, w in workers.items():   # (each compiles or loads its kernels first)
         if w.stdout.readline().strip() != "ready":
             raise SystemExit(f"worker {name} failed to start")
-    res = {name: [] for name in workers}
+    res = {name: [] for name in settings + ["peers"]}
+    byw: dict = {}
     loads = []
     try:
         for r in range(a.rounds):
@@ -144,7 +152,8 @@ def main() -> int:
             for name, w in workers.items():
                 w.stdin.write("go\n")
                 w.stdin.flush()
-                res[name].append(json.loads(w.stdout.readline()))
+                res[name.split("#")[0]].append(json.loads(w.stdout.readline()))
+                byw.setdefault(name, []).append(res[name.split("#")[0]][-1])
     finally:
         for w in workers.values():
             w.stdin.close()
@@ -154,7 +163,7 @@ def main() -> int:
         v = np.asarray(v)
         return f"{np.median(v):8.2f} [{v.min():.2f}-{v.max():.2f}]"
     print(f"load average (1 min) per round: {' '.join(f'{x:.2f}' for x in loads)}; "
-          f"{a.rounds} interleaved rounds; µs per step, median [min-max]{' (fp16 program)' if a.fp16 else ''}")
+          f"{a.rounds} interleaved rounds, {a.workers} worker(s) per setting; µs per step, median [min-max]{' (fp16 program)' if a.fp16 else ''}")
     for c, B, K in points:
         key = f"{c}:{B}:{K}"
         for s in settings:
@@ -165,9 +174,13 @@ def main() -> int:
                 line += f"   {settings[0]}/{s}: {fmt(np.divide(base, v))}x"
             if a.peers and c == "edge":
                 for who in ("torch", "onnx"):
-                    pv = [r[f"{who} {key}"] for r in res["peers"]]
+                    pv = np.repeat([r[f"{who} {key}"] for r in res["peers"]], a.workers)
                     line += f"   vs {who} {fmt(np.divide(pv, v))}x"
             print(line)
+        if a.per_worker:
+            for s in settings:
+                meds = [np.median([r[key] for r in byw[f"{s}#{i}"]]) for i in range(a.workers)]
+                print(f"{c} B={B} K={K:<2d} ESSM_PREFETCH={s:5s} per worker: " + " ".join(f"{m:.2f}" for m in meds))
         if a.peers and c == "edge":
             for who in ("torch", "onnx"):
                 print(f"{c} B={B} K={K:<2d} {who:>19s} {fmt([r[f'{who} {key}'] for r in res['peers']])}")
