@@ -44,8 +44,8 @@ from .kernels_lds import lds_convolve, lds_ring, lds_undo
 from .kernels_lru import lru_mix, lru_undo
 from .gemv import VW as GEMV_VW, gemv_t
 from .layout import CONV_SMALL, GEMM_T, GEMV1, HIST_BLK, LDS, LRU_KIND, MIX16, MLP16, O_FC1H, O_FC2H, O_MCATH, PAR_MIN_B, PAR_MIN_K, THREADS, WB_HP, hist_block
-from .numba_config import JIT_DISABLED, njit
-from .simd import TILE_GEMV_MAX, conv_product, min_cols, tile_product
+from .numba_config import JIT_DISABLED, njit, prefetch_bytes
+from .simd import TILE_GEMV_MAX, conv_product_pf, min_cols, tile_product
 
 OK, ERR_NONFINITE, ERR_BUDGET, ERR_OVERFLOW = 0, 1, 2, 3
 # Frame ist[IST_ERR_T] (of this call's block) overflowed and the step stopped there with its writes
@@ -744,14 +744,62 @@ def _use_tile(Kt, small, L, w, W):
 
 
 @njit(inline="always")
+def _mix_region(W, off, lay, l, Kt):
+    """The bytes mix / mix_h read of layer l's Mcat at budget Kt, as (p0, prow, pn, pld): pn rows of
+    prow bytes from byte p0 of W's data, pld bytes apart (simd.conv_product_pf prefetches them during
+    the convolution). Input-major Mcat (lay[GEMV1] or lay[GEMM_T]): one run of (Kt + 1) d rows of d
+    values; else d rows of the active prefix of (Kt + 1) d values, ldM apart. The float16 copy where mix_h reads it
+    (lay[MIX16], one thread: kernel_for's h modes): half the bytes, at its own segment."""
+    d, isz = lay[D_MODEL], W.itemsize
+    ldM, n = (lay[K_MAX] + 1) * d, (Kt + 1) * d
+    if lay[MIX16] != 0 and lay[THREADS] <= 1:
+        p0, esz = seg(off, O_MCATH, l) * isz, 2
+    else:
+        p0, esz = seg(off, O_MCAT, l) * isz, isz
+    if lay[GEMV1] != 0 or lay[GEMM_T] != 0:
+        return p0, n * d * esz, 1, 0
+    return p0, n * esz, d, ldM * esz
+
+
+PF_STEP_MIN, PF_LAYER_MAX = prefetch_bytes()
+
+
+@njit(inline="always")
+def _prefetch_pays(lay, B, prow, pn):
+    """Does prefetching a layer's mixing weights (pn rows of prow bytes) during its convolution pay?
+    Measured (docs/PERFORMANCE.md "Prefetching the mixing weights"), it does only where
+      * all layers' together do not stay in L2 from one step to the next (>= PF_STEP_MIN) and one
+        layer's are not much more than the L2 (<= 2 PF_LAYER_MAX; convolve_small prefetches at most
+        PF_LAYER_MAX bytes of them, the lines that last until the mixing reads them):
+        numba_config.prefetch_bytes (edge K=32 yes; edge K=4 and the paper config no);
+      * the step's window is one history block (B = 1 for d >= 64): a batch's blocks stream their
+        windows through L2 between the prefetch and the mixing (edge B=32 was 6-8 % slower with it);
+      * the mixing reads float32 weights: Mcat's float16 copy (lay[MIX16]) is read at L2 speed
+        either way, and the fp16 program's edge step was 5-7 % slower with the prefetch."""
+    nbytes = pn * prow
+    return (nbytes * lay[N_LAYERS] >= PF_STEP_MIN and nbytes <= 2 * PF_LAYER_MAX and B <= lay[HIST_BLK]
+            and lay[MIX16] == 0)
+
+
+@njit(inline="always")
 def convolve_small(Ks, t, W, off, lay, state, work, B, l, p, Kt):
     """convolve, with products of up to lay[CONV_SMALL] filter rows by the register-tiled product
-    simd.conv_product (_use_tile). A block of one stream whose budget is the frame's K_t (every B = 1
+    simd.conv_product_pf (_use_tile). A block of one stream whose budget is the frame's K_t (every B = 1
     step) has its product stored straight into V[d:], × α_k (the tile's scaled store): no C in the
-    batch scratch and no _conv_to_V pass."""
+    batch scratch and no _conv_to_V pass. The first block's product prefetches the layer's mixing
+    weights that mix reads next (_mix_region: the core fetches them while it computes, instead of
+    computing and then waiting on them; docs/PERFORMANCE.md "Prefetching the mixing weights")."""
     L, d, cb = lay[L_WIN], lay[D_MODEL], lay[WB_C]
     wl, sV, ss, gated = lay[WL], lay[W_V], lay[W_S], lay[GATED] != 0
     phir = seg(off, O_PHIR, l)
+    p0, prow, pn, pld = _mix_region(W, off, lay, l, Kt)
+    if not _prefetch_pays(lay, B, prow, pn):
+        pn = 0
+    elif pn * prow > PF_LAYER_MAX:                   # (an L2 smaller than the layer's weights: its first
+        if pn == 1:                                  # PF_LAYER_MAX bytes, the mixing's first reads)
+            prow = PF_LAYER_MAX
+        else:
+            pn = max(1, PF_LAYER_MAX // prow)
     for i in range((B + lay[HIST_BLK] - 1) // lay[HIST_BLK]):
         o, w, b0, nb = _hist_block(lay, B, l, i)
         c0 = cb + Kt * b0 * d
@@ -759,9 +807,10 @@ def convolve_small(Ks, t, W, off, lay, state, work, B, l, p, Kt):
         if _use_tile(Kt, lay[CONV_SMALL], L, w, W):
             direct = nb == 1 and Ks[t, b0] == Kt     # V row k + 1 is C row k (stride d = w)
             wb = b0 * wl
-            # (one call site, no literal argument: one compiled signature of conv_product)
-            conv_product(W, phir, L, state, w0, w, work, wb + sV + d if direct else c0, w, work,
-                         wb + ss if direct and gated else -1, Kt)
+            # (one call site, no literal argument: one compiled signature of conv_product_pf)
+            conv_product_pf(W, phir, L, state, w0, w, work, wb + sV + d if direct else c0, w, work,
+                            wb + ss if direct and gated else -1, Kt, p0, prow, pn, pld)
+            pn = 0                                   # (the region once, with the first product)
             if direct:
                 continue
         else:
@@ -972,8 +1021,8 @@ def _product(W, f0, L, state, w0, w, work, c0, kc, small):
     """C (kc × w) = F (kc × L) · X (L × w) (convolve's product): the register tile where _use_tile says
     so, else BLAS (numba's np.dot)."""
     if _use_tile(kc, small, L, w, W):
-        conv_product(W, f0, L, state, w0, w, work, c0, w, work, np.int64(-1), kc)   # (not a literal -1:
-        #                                                   the signature convolve_small compiles)
+        z = np.int64(0)   # (no prefetch region; not literals: the signature convolve_small compiles)
+        conv_product_pf(W, f0, L, state, w0, w, work, c0, w, work, np.int64(-1), kc, z, z, z, z)
     else:
         np.dot(W[f0:f0 + kc * L].reshape((kc, L)), state[w0:w0 + L * w].reshape((L, w)),
                work[c0:c0 + kc * w].reshape((kc, w)))

@@ -77,6 +77,27 @@ def safe_cache_dir(path: str) -> str | None:
     return None
 
 
+L2_DEFAULT = 1 << 20   # (L2 per core where sysfs does not say: Zen 4 / 5, recent Intel cores have 1-2 MB)
+
+
+@functools.lru_cache(maxsize=1)
+def l2_bytes() -> int:
+    """This CPU's L2 per core in bytes (Linux sysfs, cpu0's level-2 data or unified cache), else L2_DEFAULT."""
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for name in sorted(os.listdir(base)):
+            def read(f):
+                with open(os.path.join(base, name, f)) as fh:
+                    return fh.read().strip()
+            if name.startswith("index") and read("level") == "2" and read("type") in ("Data", "Unified"):
+                size = read("size").upper()
+                mult = {"K": 1 << 10, "M": 1 << 20}.get(size[-1:], 1)
+                return int(size.rstrip("KM")) * mult
+    except (OSError, ValueError):
+        pass
+    return L2_DEFAULT
+
+
 # Every module whose code or constants end up inside a cached kernel.
 KERNEL_SOURCES = ("kernels.py", "kernels_lds.py", "kernels_lru.py", "layout.py", "numba_config.py", "gemv.py",
                   "simd.py")
@@ -96,6 +117,9 @@ def kernel_source_key() -> str:
     # the convolution tile's shape is a constant of the machine code: an explicit $ESSM_CONV_TILE
     # (measurements) must not load kernels compiled for another shape
     h.update(b"tile\0" + os.environ.get("ESSM_CONV_TILE", "").encode())
+    # so is the convolution's software prefetch of the mixing weights ($ESSM_PREFETCH, prefetch()) and
+    # the L2 size its rule reads (prefetch_bytes())
+    h.update(b"prefetch\0" + os.environ.get("ESSM_PREFETCH", "").encode() + b"\0" + str(l2_bytes()).encode())
     for name in KERNEL_SOURCES:
         try:
             with open(os.path.join(here, name), "rb") as f:
@@ -339,3 +363,38 @@ def conv_tile() -> tuple[int, int, int]:
             raise ValueError(f"ESSM_CONV_TILE must be RxNVxVW (rows, vectors, float32 lanes), e.g. 4x2x8; got {env!r}")
         return R, NV, VW
     return _TILES.get(simd_target(), (4, 2, 4))
+
+
+# Software prefetch of a layer's mixing weights while its convolution computes (simd.conv_product's
+# tile issues `lines` prefetches per step of τ, `llvm.prefetch` with LLVM's locality `hint`: 3 =
+# prefetcht0, 2 = prefetcht1 (into L2 on Zen 4 and later, and on Intel), 1 = prefetcht2, 0 = prefetchnta).
+# Measured in docs/PERFORMANCE.md "Prefetching the mixing weights during the convolution".
+PREFETCH_DEFAULT = (4, 2)
+def prefetch_bytes() -> tuple[int, int]:
+    """When the convolution prefetches a layer's mixing weights (kernels._prefetch_pays): (the least
+    bytes all layers' mixing weights read in a step, the most bytes of one layer's it prefetches).
+    Below the first (half the L2) they stay in L2 from one step to the next: nothing to fetch, the
+    prefetches cost instructions only (edge K=4: 3-7 % slower with them); past the second (the L2)
+    the prefetched lines do not last until the mixing reads them: a layer's weights of up to twice
+    that are prefetched up to it, larger ones (the paper config's 8.6 MB: 6-18 % slower with the
+    traffic from DRAM) not at all. docs/PERFORMANCE.md "Prefetching the mixing weights"."""
+    return l2_bytes() // 2, l2_bytes()
+
+
+@functools.lru_cache(maxsize=1)
+def prefetch() -> tuple[int, int]:
+    """(lines per step of τ, locality hint) of the convolution's prefetch of the mixing weights; (0, hint):
+    none (no prefetch instruction compiled). $ESSM_PREFETCH="N" or "N,HINT" overrides (N 0 … 8, HINT
+    0 … 3; measurements; part of the kernel cache's key); "0" turns it off."""
+    env = os.environ.get("ESSM_PREFETCH")
+    if not env:
+        return PREFETCH_DEFAULT
+    try:
+        parts = [int(x) for x in env.split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts.append(PREFETCH_DEFAULT[1])
+    if len(parts) != 2 or not (0 <= parts[0] <= 8 and 0 <= parts[1] <= 3):
+        raise ValueError(f"ESSM_PREFETCH must be N or N,HINT (lines per step 0-8, locality 0-3), e.g. 2 or 2,2; got {env!r}")
+    return parts[0], parts[1]

@@ -37,7 +37,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-from .numba_config import JIT_DISABLED, conv_tile, njit
+from .numba_config import JIT_DISABLED, conv_tile, njit, prefetch
 
 TILE_ROWS, TILE_VECS, TILE_LANES = conv_tile()   # R, NV, VW (float32 lanes per vector)
 TILE_COLS = TILE_VECS * TILE_LANES               # float32 columns of a tile (float64: half)
@@ -47,6 +47,11 @@ HALF_COLS = HALF_VECS * TILE_LANES
 # window then streams from L3 / DRAM, which sgemv's contiguous reads take faster than the tile's
 # strips of columns (paper config, L = 1024, w = 256: bench/conv_tile.py, docs/PERFORMANCE.md).
 TILE_GEMV_MAX = 65536
+# Software prefetch (numba_config.prefetch): each step of τ of a tile issues PF_LINES prefetches of
+# 64-byte lines of a region the caller names (a layer's mixing weights, read right after the
+# convolution), with LLVM's locality PF_HINT (2: prefetcht1, into L2). 0 lines: none compiled.
+PF_LINES, PF_HINT = prefetch()
+LINE = 64
 
 
 def conv_product_ref(F, f0, L, X, x0, w, C, c0, ldc, S, s0, rows):
@@ -102,18 +107,20 @@ def _make_tile(R: int, NV: int, VW: int):
     C's value there if acc != 0 (a later block of τ) else 0, s_r = S[so + r] if so >= 0 else 1; lanes = VW for float32 arrays, VW / 2 for float64;
     X may hold float16 bits (uint16) beside float32 F, C, S (fp16 weights, widened as loaded). 1 <= m (tile rows past m
     compute row m - 1 again and store the same values there: a product of 2 … R-1 rows in one pass);
-    n >= 1 (n = 0 stores zeros)."""
+    n >= 1 (n = 0 stores zeros). With PF_LINES > 0 and ps != 0, each pass over τ also prefetches
+    the lines at F's byte pa + τ ps + i 64, i < PF_LINES (per τ; the one-row tile's passes take two
+    τ); a prefetch changes no value."""
 
     U = 2 if R == 1 else 1
 
     @intrinsic
-    def tile(typingctx, F, fo, ldf, X, xo, ldx, C, co, ldc, S, so, n, m, acc):
+    def tile(typingctx, F, fo, ldf, X, xo, ldx, C, co, ldc, S, so, n, m, acc, pa, ps):
         arrs = (F, X, C, S)
         if not all(isinstance(a, types.Array) for a in arrs) or len({a.dtype for a in (F, C, S)}) != 1 \
                 or F.dtype not in (types.float32, types.float64) \
                 or X.dtype not in (F.dtype, types.uint16 if F.dtype == types.float32 else F.dtype):
             return None   # (X: F's dtype, or float16 bits widened to float32 as loaded)
-        sig = types.none(F, fo, ldf, X, xo, ldx, C, co, ldc, S, so, n, m, acc)
+        sig = types.none(F, fo, ldf, X, xo, ldx, C, co, ldc, S, so, n, m, acc, pa, ps)
 
         def codegen(context, builder, signature, args):
             tys = signature.args
@@ -144,6 +151,7 @@ def _make_tile(R: int, NV: int, VW: int):
                 return builder.shuffle_vector(v, ir.Constant(vty, ir.Undefined), splat_mask)
 
             fo, ldf, xo, ldx, co, ldc, so, n, m, add = (idx(i) for i in (1, 2, 4, 5, 7, 8, 10, 11, 12, 13))
+            pa, ps = idx(14), idx(15)
             last = builder.sub(m, ir.Constant(i64, 1))
 
             def row(r):   # tile row r reads and writes row min(r, m - 1): rows past m repeat the last
@@ -200,6 +208,24 @@ def _make_tile(R: int, NV: int, VW: int):
                 return res
 
             new = [step(builder.add(tau, ir.Constant(i64, u)) if u else tau, acc[u]) for u in range(U)]
+            if PF_LINES > 0:   # U·PF lines from byte pa + tau·ps of F's data (ps <= PF·64: no line skipped);
+                # none where ps = 0 (no region, or a spent one): a branch the same way every pass,
+                # which LLVM may take out of the loop (two loops); the prefetches themselves cost load slots
+                i8p = ir.IntType(8).as_pointer()
+                pfb = builder.append_basic_block("tile.prefetch")
+                cont = builder.append_basic_block("tile.next")
+                builder.cbranch(builder.icmp_signed("!=", ps, c0), pfb, cont)
+                builder.position_at_end(pfb)
+                at = builder.gep(builder.bitcast(data(0), i8p), [builder.add(pa, builder.mul(tau, ps))])
+                pfn = cgutils.get_or_insert_function(
+                    builder.module, ir.FunctionType(ir.VoidType(), [i8p, ir.IntType(32), ir.IntType(32), ir.IntType(32)]),
+                    "llvm.prefetch.p0")
+                for i in range(U * PF_LINES):
+                    builder.call(pfn, [builder.gep(at, [ir.Constant(i64, i * LINE)]) if i else at,
+                                       ir.Constant(ir.IntType(32), 0), ir.Constant(ir.IntType(32), PF_HINT),
+                                       ir.Constant(ir.IntType(32), 1)])
+                builder.branch(cont)
+                builder.position_at_end(cont)
             tau1 = builder.add(tau, ir.Constant(i64, U))
             body = builder.block
             tau.add_incoming(tau1, body)
@@ -264,8 +290,26 @@ def adds_exactly(w: int, f32: bool = True) -> bool:
     return w == hw if w < tw else w % tw == 0
 
 
+@njit(inline="always")
+def _pf_next(p0, prow, pn, pld, r, c, f, n, rate):
+    """The next tile's share of the prefetch region (pn rows of prow bytes at F's byte p0, pld bytes
+    apart; (r, c): row and byte in it reached so far) for its n steps of τ at `rate` bytes a step
+    (<= PF_LINES lines): (pa, ps, r, c), the tile prefetching the lines at pa + τ ps + i 64 (i <
+    PF_LINES); the rest of row r or rate · n bytes of it, whichever is less (ps <= rate: the rest
+    spread over the n steps); a spent region: pa = f (the tile's filter row, in L1), ps = 0 (no
+    prefetch: the tile's loop without them)."""
+    if r >= pn or n <= 0:
+        return f, 0, r, c
+    pa = p0 + r * pld + c
+    rest = prow - c
+    cap = rate * n
+    if rest > cap:
+        return pa, rate, r, c + cap
+    return pa, (rest + n - 1) // n, r + 1, 0
+
+
 @njit
-def tile_product(F, f0, ldf, X, x0, ldx, C, c0, ldc, S, s0, rows, n, w, add):
+def tile_product_pf(F, f0, ldf, X, x0, ldx, C, c0, ldc, S, s0, rows, n, w, add, p0, prow, pn, pld):
     """C[c0 + r ldc + j] = s_r (a·C[...] + Σ_{τ<n} F[f0 + r ldf + τ] X[x0 + τ ldx + j]) for r < rows,
     j < w; a = 1 if add else 0; s_r = S[s0 + r], or 1 when s0 < 0 (tile_product_ref's contract).
     Strips of tile_cols(C) columns (the last one ending at the last column: it overlaps the one before
@@ -277,7 +321,12 @@ def tile_product(F, f0, ldf, X, x0, ldx, C, c0, ldc, S, s0, rows, n, w, add):
     refused (ValueError), and so is adding (add != 0) over overlapping strips (they would add twice:
     adds_exactly). X may hold float16 bits (uint16; x0 and ldx in its elements) with float32 F and C:
     the fp16 program's weights, widened to float32 as loaded. The convolution (conv_product) and, for B > 1, the mixing and the MLP
-    (kernels.mix / mlp, layout dim gemm_t) call it with the same array types: one compiled function."""
+    (kernels.mix / mlp, layout dim gemm_t) call it with the same array types: one compiled function.
+
+    While it computes, the tiles prefetch a region of F's memory that the caller reads next: pn rows
+    of prow bytes, the first at byte p0 of F's data, rows pld bytes apart (the convolution's: the
+    layer's active mixing weights, kernels._mix_region; pn = 0: nothing), spread evenly over the
+    product's steps of τ, at most PF_LINES lines a step. A prefetch changes no value."""
     tw = tile_cols(C)
     narrow = w < tw                 # (the narrow tile: NV / 2 vectors, every row count through it)
     if narrow:
@@ -288,6 +337,20 @@ def tile_product(F, f0, ldf, X, x0, ldx, C, c0, ldc, S, s0, rows, n, w, add):
         raise ValueError("tile_product: adding into C needs strips that do not overlap (w a multiple of the tile's width)")
     R = TILE_ROWS
     tb = TAU_BLOCK
+    pr, pc = 0, 0                   # the prefetch region's row and byte reached
+    isz = F.itemsize
+    fb = f0 * isz                   # (F's first taps: where a spent region's tiles point, ps = 0)
+    if PF_LINES == 0:
+        pn = 0
+    elif pld == prow:               # rows back to back (the whole of Mcat's rows: K_t = K̄): one run
+        prow *= pn
+        pn = 1 if pn > 0 else 0
+    # the region spread evenly over the product's steps of τ, at most PF_LINES lines a step
+    strips = 1 if w <= tw else (w + tw - 1) // tw
+    steps = strips * (n - n % 2 if rows == 1 and not narrow else n * ((rows + R - 1) // R))
+    rate = PF_LINES * LINE
+    if pn > 0 and steps > 0:
+        rate = min(rate, max(1, (pn * prow + steps - 1) // steps))
     j = 0
     while j < w:                    # columns outer: the strip's blocks stay in cache for all row tiles
         j0 = min(j, w - tw)
@@ -299,16 +362,19 @@ def tile_product(F, f0, ldf, X, x0, ldx, C, c0, ldc, S, s0, rows, n, w, add):
             if narrow:
                 r = 0
                 while r < rows:
+                    pa, ps, pr, pc = _pf_next(p0, prow, pn, pld, pr, pc, fb + (r * ldf + t0) * isz, nb, rate)
                     _tile_h(F, f0 + r * ldf + t0, ldf, X, x0 + t0 * ldx + j0, ldx, C, c0 + r * ldc + j0, ldc, S,
-                            sc + r if sc >= 0 else -1, nb, rows - r, acc)
+                            sc + r if sc >= 0 else -1, nb, rows - r, acc, pa, ps)
                     r += R
-            elif rows == 1:         # (a GEMV: the one-row tile, not R copies of the row)
-                _tile_1(F, f0 + t0, ldf, X, x0 + t0 * ldx + j0, ldx, C, c0 + j0, ldc, S, sc, nb, 1, acc)
+            elif rows == 1:         # (a GEMV: the one-row tile, not R copies of the row; τ in pairs)
+                pa, ps, pr, pc = _pf_next(p0, prow, pn, pld, pr, pc, fb + t0 * isz, nb - nb % 2, rate)
+                _tile_1(F, f0 + t0, ldf, X, x0 + t0 * ldx + j0, ldx, C, c0 + j0, ldc, S, sc, nb, 1, acc, pa, ps)
             else:
                 r = 0
                 while r < rows:
+                    pa, ps, pr, pc = _pf_next(p0, prow, pn, pld, pr, pc, fb + (r * ldf + t0) * isz, nb, rate)
                     _tile_r(F, f0 + r * ldf + t0, ldf, X, x0 + t0 * ldx + j0, ldx, C, c0 + r * ldc + j0, ldc, S,
-                            sc + r if sc >= 0 else -1, nb, rows - r, acc)
+                            sc + r if sc >= 0 else -1, nb, rows - r, acc, pa, ps)
                     r += R
             t0 += nb
             if t0 >= n:
@@ -317,12 +383,33 @@ def tile_product(F, f0, ldf, X, x0, ldx, C, c0, ldc, S, s0, rows, n, w, add):
 
 
 @njit(inline="always")
+def tile_product(F, f0, ldf, X, x0, ldx, C, c0, ldc, S, s0, rows, n, w, add):
+    """tile_product_pf without a prefetch region (the mixing and MLP of B > 1 engines, tests)."""
+    z = np.int64(0)   # (no literals: the signature the convolution compiles)
+    tile_product_pf(F, f0, ldf, X, x0, ldx, C, c0, ldc, S, s0, rows, n, w, add, z, z, z, z)
+
+
+@njit(inline="always")
 def conv_product(F, f0, L, X, x0, w, C, c0, ldc, S, s0, rows):
     """C[c0 + r ldc + j] = s_r Σ_τ F[f0 + r L + τ] X[x0 + τ w + j] for r < rows, j < w; s_r = S[s0 + r],
     or 1 when s0 < 0 (conv_product_ref's contract): tile_product over the (L × w) window."""
-    tile_product(F, f0, L, X, x0, w, C, c0, ldc, S, s0, rows, L, w, np.int64(0))   # (no literal: one signature)
+    z = np.int64(0)   # (no literals: one signature)
+    tile_product_pf(F, f0, L, X, x0, w, C, c0, ldc, S, s0, rows, L, w, z, z, z, z, z)
+
+
+@njit(inline="always")
+def conv_product_pf(F, f0, L, X, x0, w, C, c0, ldc, S, s0, rows, p0, prow, pn, pld):
+    """conv_product, the tiles prefetching pn rows of prow bytes from F's byte p0, pld bytes apart, while
+    they compute (tile_product_pf; kernels.convolve_small: the layer's active mixing weights)."""
+    tile_product_pf(F, f0, L, X, x0, w, C, c0, ldc, S, s0, rows, L, w, np.int64(0), p0, prow, pn, pld)
 
 
 if JIT_DISABLED:   # (plain Python: the numpy products are the products themselves)
     conv_product = conv_product_ref  # noqa: F811
     tile_product = tile_product_ref  # noqa: F811
+
+    def tile_product_pf(F, f0, ldf, X, x0, ldx, C, c0, ldc, S, s0, rows, n, w, add, p0, prow, pn, pld):  # noqa: F811
+        tile_product_ref(F, f0, ldf, X, x0, ldx, C, c0, ldc, S, s0, rows, n, w, add)   # (nothing to prefetch)
+
+    def conv_product_pf(F, f0, L, X, x0, w, C, c0, ldc, S, s0, rows, p0, prow, pn, pld):  # noqa: F811
+        conv_product_ref(F, f0, L, X, x0, w, C, c0, ldc, S, s0, rows)
