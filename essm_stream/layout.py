@@ -162,7 +162,7 @@ HALF_COPIES = {"Mcat.h": ("Mcat", False), "fc1.W.h": ("fc1.W", True), "fc2.W.h":
 # packed transposed, each layer's (rows, cols) matrix as (cols, rows), where the named dim gemv1 is set
 # (B = 1 float32 engines: essm_stream.gemv reads the weights input-major, the active prefix of Mcat's
 # columns then a contiguous prefix of rows); unpack transposes them back
-TRANSPOSED_WHEN_GEMV1 = ("Mcat", "fc1.W", "fc2.W", "Mcat.h", "inp.W", "W2")
+TRANSPOSED_WHEN_GEMV1 = ("Mcat", "fc1.W", "fc2.W", "Mcat.h", "inp.W", "W1", "W2", "out.W")
 PACKED = tuple(s.name for s in SEGMENTS if s.packed)
 _SEG = {name: i for i, name in enumerate(PACKED)}
 N_SEG = len(PACKED)
