@@ -406,6 +406,7 @@ def test_exact_engine_compiles_no_other_modes_kernels(tmp_path, small_rows, smal
     assert r.stdout.strip().splitlines()[-1] == want, r.stdout
 
 
+@pytest.mark.slow
 def test_one_stream_float32_engine_compiles_one_small_kernel(tmp_path):
     """A float32 engine of one stream runs its own kernel, stream_run_fir_one (every product a GEMV on
     input-major weights, the convolution the register tile): with an empty numba cache, a warm-up, a
