@@ -63,14 +63,24 @@ def _op(X, Ks, W, off, lay, state, ist, work, Y, which, reps):
                     k.convolve_small(Ks, 0, W, off, lay, state, work, B, l, p, Kt)
                 else:
                     k.convolve(Ks, 0, W, off, lay, state, work, B, l, p, Kt)
-            elif which == 6:
+            elif which == 6:   # (the tile modes' versions: B > 1 on the register tile where lay[GEMM_T])
                 if lay[MIX16] != 0:   # a --weights fp16 program (--fp16): Mcat's float16 copy
-                    k.mix_h(Ks, 0, W, off, lay, work, B, l)
+                    if lay[CONV_SMALL] > 1:
+                        k.mix_h_tiled(Ks, 0, W, off, lay, work, B, l)
+                    else:
+                        k.mix_h(Ks, 0, W, off, lay, work, B, l)
+                elif lay[CONV_SMALL] > 1:
+                    k.mix_tiled(Ks, 0, W, off, lay, work, B, l)
                 else:
                     k.mix(Ks, 0, W, off, lay, work, B, l)
             elif which == 7:
                 if lay[MLP16] != 0:   # (--fp16: fc1.W / fc2.W from their float16 copies, as the engine's mode)
-                    k.mlp_h(W, off, lay, work, B, l)
+                    if lay[CONV_SMALL] > 1:
+                        k.mlp_h_tiled(W, off, lay, work, B, l)
+                    else:
+                        k.mlp_h(W, off, lay, work, B, l)
+                elif lay[CONV_SMALL] > 1:
+                    k.mlp_tiled(W, off, lay, work, B, l)
                 else:
                     k.mlp(W, off, lay, work, B, l, ln_eps)
             else:

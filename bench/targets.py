@@ -363,6 +363,30 @@ def _target(name: str):
     return TARGETS[base]
 
 
+def _batch_bound_lines(res, S) -> list[str]:
+    """The B=32 per-stream target against the machine's own compute limit: at 100% of the same
+    round's single-thread sgemm, B=32 K=32 costs flops / sgemm; per stream and over B=1, that is the
+    lowest ratio one thread can reach, so a faster B=1 raises it."""
+    f32 = res.get("flops", {}).get("edge B=32 K=32")
+    if not f32 or "sgemm_gflops" not in S:
+        return []
+    out = []
+    for pre in ("", FP16):
+        b1 = S.get("engine " + ("fp16 " if pre else "") + "edge B=1 K=32")
+        if b1 is None or not len(b1):
+            continue
+        bound = f32 / (S["sgemm_gflops"] * 1e9) / 32 / b1
+        out.append(f"(bound: {pre}edge B=32 K=32 per-stream / B=1 at 100% of the round's 1-thread sgemm would be "
+                   f"{np.median(bound):.2f}x [{bound.min():.2f}-{bound.max():.2f}]: one thread cannot go below it)")
+    f1, b1 = res.get("flops", {}).get("edge B=1 K=32"), res.get("bytes", {}).get("edge B=1 K=32")
+    if f1 and b1 and "bw_edge_gbs" in S:   # a step no faster than reading its bytes once at the measured rate
+        pct = 100 * f1 / (b1 / (S["bw_edge_gbs"] * 1e9)) / (S["sgemm_gflops"] * 1e9)
+        out.append(f"(bound: edge B=1 K=32 % of sgemm at the memory floor (its {b1 / 1e6:.2f} MB read once at the "
+                   f"round's rate) would be {np.median(pct):.1f}% [{pct.min():.1f}-{pct.max():.1f}]: the fp32 "
+                   "program cannot exceed it)")
+    return out
+
+
 def lines(res) -> list[str]:
     out = []
     S = {k: np.array(v) for k, v in res["samples_s"].items()}
@@ -376,6 +400,7 @@ def lines(res) -> list[str]:
         spread = f"[{v.min():.2f}-{v.max():.2f}]" if unit == "x" else f"[{v.min():.1f}-{v.max():.1f}]"
         out.append(f"{'PASS      ' if ok else 'FALL SHORT'}  {name:50s} {num:>8s} {spread:>15s}  target {sense} {thr:g}"
                    f"{'' if unit == 'x' else unit}  (n={len(v)})")
+    out += _batch_bound_lines(res, S)
     if any(th > 1 for th in res.get("threads", [1])):
         out.append("(lines '..., N threads each': the engine with threads=N; each peer and machine limit the better "
                    "of its 1-thread and N-thread runs in the same round)")

@@ -40,6 +40,8 @@ from . import layout as _lo
 from .errors import BudgetError, ConfigError, ESSMError, NonFiniteInputError, ShapeError
 from .numba_config import JIT_DISABLED, limit_blas_threads
 from .numba_config import half_widening as _half_widening
+from .simd import HALF_COLS as _TILE_MIN_COLS
+from .simd import adds_exactly
 from .program import StreamProgram
 
 log = logging.getLogger(__name__)
@@ -100,6 +102,14 @@ def _readonly(a: np.ndarray) -> np.ndarray:
     v = a.view()
     v.flags.writeable = False
     return v
+
+
+def _simd_takes(cfg) -> bool:
+    """Does the register tile take the B > 1 mixing and MLP: outputs (d, and d_hidden with an MLP) at
+    least the narrow tile wide (simd.min_cols of float32), and h's d columns, which both add into, in
+    strips that do not overlap (simd.adds_exactly)? Other widths stay on the 4 × 4 tiles."""
+    d_hidden = cfg.mlp_ratio * cfg.d_model if cfg.mlp else _TILE_MIN_COLS
+    return min(cfg.d_model, d_hidden) >= _TILE_MIN_COLS and adds_exactly(cfg.d_model)
 
 
 class StreamEngine:
@@ -186,9 +196,14 @@ class StreamEngine:
         # register-held kernels (the weights packed input-major; $ESSM_GEMV1=0 keeps the tiles: measurements)
         gemv1 = (B == 1 and dt == np.float32 and self.threads == 1 and program.spectral is None
                  and os.environ.get("ESSM_GEMV1", "1") != "0")
+        # several streams on a float32 single-thread exact engine: the mixing and the MLP as register-tiled
+        # products of all the streams' rows (simd.tile_product; Mcat, fc1.W, fc2.W packed input-major),
+        # where the tile takes their widths; $ESSM_GEMM_T=0 keeps the 4 × 4 tiles (measurements)
+        gemm_t = (B > 1 and dt == np.float32 and self.threads == 1 and program.spectral is None
+                  and _simd_takes(cfg) and os.environ.get("ESSM_GEMM_T", "1") != "0")
         self.layout = lay = _lo.Layout(cfg, B, program.spectral, threads=self.threads,
                                        par_min=parallel_min_work() if self.threads > 1 else (0, 0),
-                                       mix16=mix16, mlp16=mlp16, gemv1=gemv1)   # spectral: exact FIR or LDS ladder
+                                       mix16=mix16, mlp16=mlp16, gemv1=gemv1, gemm_t=gemm_t)   # spectral: exact FIR or LDS ladder
         need = dt.itemsize * (lay.n_w + lay.state_len + lay.work_total + 2 * B * (cfg.d_in + cfg.d_out))
         if max_bytes is not None and need > max_bytes:
             raise ConfigError(f"this engine would need {need / 2**20:.1f} MiB (program {program!r}, batch={B}, "

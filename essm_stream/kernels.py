@@ -43,9 +43,9 @@ from .layout import (D_GATE, D_HIDDEN, D_IN, D_MODEL, D_OUT, GATED, IST_ERR_B, I
 from .kernels_lds import lds_convolve, lds_ring, lds_undo
 from .kernels_lru import lru_mix, lru_undo
 from .gemv import VW as GEMV_VW, gemv_t
-from .layout import CONV_SMALL, GEMV1, HIST_BLK, LDS, LRU_KIND, MIX16, MLP16, O_FC1H, O_FC2H, O_MCATH, PAR_MIN_B, PAR_MIN_K, THREADS, WB_HP, hist_block
+from .layout import CONV_SMALL, GEMM_T, GEMV1, HIST_BLK, LDS, LRU_KIND, MIX16, MLP16, O_FC1H, O_FC2H, O_MCATH, PAR_MIN_B, PAR_MIN_K, THREADS, WB_HP, hist_block
 from .numba_config import JIT_DISABLED, njit
-from .simd import HALF_COLS, TILE_GEMV_MAX, conv_product, min_cols
+from .simd import HALF_COLS, TILE_GEMV_MAX, conv_product, min_cols, tile_product
 
 OK, ERR_NONFINITE, ERR_BUDGET, ERR_OVERFLOW = 0, 1, 2, 3
 # Frame ist[IST_ERR_T] (of this call's block) overflowed and the step stopped there with its writes
@@ -842,6 +842,44 @@ def mix(Ks, t, W, off, lay, work, B, l):
 
 
 @njit(inline="always")
+def mix_tiled(Ks, t, W, off, lay, work, B, l):
+    """mix, with several streams (lay[GEMM_T]: Mcat input-major) as one register-tiled product of every
+    stream's V (zero-padded to the frame's max K) by Mcat's active rows (simd.tile_product, the
+    convolution's kernel: Mcat's blocks read from L1 by all row tiles). MODE_FIR_SMALL's mixing."""
+    if lay[GEMM_T] == 0:
+        mix(Ks, t, W, off, lay, work, B, l)
+        return
+    wl, d = lay[WL], lay[D_MODEL]
+    tile_product(work, lay[W_V], wl, W, seg(off, O_MCAT, l), d, work, lay[W_H], wl, work, np.int64(-1), B,
+                 _pad_V(Ks, t, lay, work, B), d, np.int64(1))
+
+
+@njit(inline="always")
+def _pad_V(Ks, t, lay, work, B):
+    """Every stream's V zero-padded to the frame's largest K (one product for all streams): the
+    product's length (max K + 1) d."""
+    wl, d, sV = lay[WL], lay[D_MODEL], lay[W_V]
+    kg = 1
+    for b in range(B):
+        kg = max(kg, Ks[t, b])
+    for b in range(B):
+        work[b * wl + sV + (Ks[t, b] + 1) * d:b * wl + sV + (kg + 1) * d] = 0.0
+    return (kg + 1) * d
+
+
+@njit(inline="always")
+def mix_h_tiled(Ks, t, W, off, lay, work, B, l):
+    """mix_tiled from Mcat's float16 copy (Mcat.h input-major where lay[GEMM_T]; the tile widens
+    it as loaded). MODE_FIR_SMALL_H's and _HM's mixing."""
+    if lay[GEMM_T] == 0:
+        mix_h(Ks, t, W, off, lay, work, B, l)
+        return
+    wl, d = lay[WL], lay[D_MODEL]
+    tile_product(work, lay[W_V], wl, W.view(np.uint16), 2 * seg(off, O_MCATH, l), d, work, lay[W_H], wl, work,
+                 np.int64(-1), B, _pad_V(Ks, t, lay, work, B), d, np.int64(1))
+
+
+@njit(inline="always")
 def mix_h(Ks, t, W, off, lay, work, B, l):
     """mix with Mcat read from its float16 copy (segment Mcat.h: the same values, half the bytes)."""
     wl, d = lay[WL], lay[D_MODEL]
@@ -1118,6 +1156,31 @@ def mlp(W, off, lay, work, B, l, ln_eps):
 
 
 @njit(inline="always")
+def mlp_tiled(W, off, lay, work, B, l):
+    """mlp, with several streams' fc1 and fc2 as register-tiled products (simd.tile_product) of all
+    the streams' rows by the input-major fc1.W / fc2.W where lay[GEMM_T]; called by the mixer of
+    MODE_FIR_SMALL / _SMALL_H (as mlp_h by the fp16-MLP modes': the modes without the convolution's
+    tile compile none, and _run no mode test of its own)."""
+    if lay[MLP] == 0:
+        return
+    ln_eps = W[seg(off, O_EPS, 0)]
+    if lay[GEMM_T] == 0:
+        mlp(W, off, lay, work, B, l, ln_eps)
+        return
+    wl, d, dh = lay[WL], lay[D_MODEL], lay[D_HIDDEN]
+    sh, sz, sa = lay[W_H], lay[W_Z], lay[W_A]
+    _layer_norm_streams(work, B, wl, sh, sz, W, seg(off, O_LN2G, l), seg(off, O_LN2B, l), d, ln_eps)
+    fc1b, fc2b = seg(off, O_FC1B, l), seg(off, O_FC2B, l)
+    tile_product(work, sz, wl, W, seg(off, O_FC1W, l), dh, work, sa, wl, work, np.int64(-1), B, d, dh, np.int64(0))
+    for b in range(B):
+        wb = b * wl
+        _bias_gelu(work, wb + sa, W, fc1b, dh)
+        for i in range(d):
+            work[wb + sh + i] += W[fc2b + i]
+    tile_product(work, sa, wl, W, seg(off, O_FC2W, l), d, work, sh, wl, work, np.int64(-1), B, dh, d, np.int64(1))
+
+
+@njit(inline="always")
 def mlp_h(W, off, lay, work, B, l):
     """mlp with fc1 and fc2 read from their transposed float16 copies (segments fc1.W.h / fc2.W.h) in
     the axpy form (gemv.gemv_t: the outputs held in registers; before it _axpy_h, which loaded and stored
@@ -1141,6 +1204,30 @@ def mlp_h(W, off, lay, work, B, l):
         for i in range(d):
             work[wb + sh + i] += W[fc2b + i]
         gemv_t(work, wb + sa, H, f2, d, dh, d, work, wb + sh)     # h += fc2 a
+
+
+@njit(inline="always")
+def mlp_h_tiled(W, off, lay, work, B, l):
+    """mlp_h, with several streams (lay[GEMM_T]) as two register-tiled products of all the streams'
+    rows by the transposed float16 copies (simd.tile_product, widened as loaded). MODE_FIR_SMALL_HM's."""
+    if lay[GEMM_T] == 0 or lay[MLP] == 0:
+        mlp_h(W, off, lay, work, B, l)
+        return
+    ln_eps = W[seg(off, O_EPS, 0)]
+    wl, d, dh = lay[WL], lay[D_MODEL], lay[D_HIDDEN]
+    sh, sz, sa = lay[W_H], lay[W_Z], lay[W_A]
+    _layer_norm_streams(work, B, wl, sh, sz, W, seg(off, O_LN2G, l), seg(off, O_LN2B, l), d, ln_eps)
+    H = W.view(np.uint16)
+    fc1b, fc2b = seg(off, O_FC1B, l), seg(off, O_FC2B, l)
+    tile_product(work, sz, wl, H, 2 * seg(off, O_FC1H, l), dh, work, sa, wl, work, np.int64(-1), B, d, dh,
+                 np.int64(0))
+    for b in range(B):
+        wb = b * wl
+        _bias_gelu(work, wb + sa, W, fc1b, dh)
+        for i in range(d):
+            work[wb + sh + i] += W[fc2b + i]
+    tile_product(work, sa, wl, H, 2 * seg(off, O_FC2H, l), d, work, sh, wl, work, np.int64(-1), B, dh, d,
+                 np.int64(1))
 
 
 @njit(inline="always")
@@ -1265,7 +1352,8 @@ def _mixer_fir_small(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mod
     if lay[GATED] != 0:
         gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps)
     convolve_small(Ks, t, W, off, lay, state, work, B, l, p, Kt)   # (the register tile)
-    mix(Ks, t, W, off, lay, work, B, l)
+    mix_tiled(Ks, t, W, off, lay, work, B, l)
+    mlp_tiled(W, off, lay, work, B, l)                             # (_run skips its own call in this mode)
 
 
 def _mixer_fir_h(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode):
@@ -1291,8 +1379,8 @@ def _mixer_fir_small_hm(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, 
     if lay[GATED] != 0:
         gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps)
     convolve_small(Ks, t, W, off, lay, state, work, B, l, p, Kt)
-    mix_h(Ks, t, W, off, lay, work, B, l)
-    mlp_h(W, off, lay, work, B, l)
+    mix_h_tiled(Ks, t, W, off, lay, work, B, l)
+    mlp_h_tiled(W, off, lay, work, B, l)
 
 
 def _mixer_fir_small_h(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode):
@@ -1300,7 +1388,8 @@ def _mixer_fir_small_h(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, m
     if lay[GATED] != 0:
         gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps)
     convolve_small(Ks, t, W, off, lay, state, work, B, l, p, Kt)
-    mix_h(Ks, t, W, off, lay, work, B, l)
+    mix_h_tiled(Ks, t, W, off, lay, work, B, l)
+    mlp_tiled(W, off, lay, work, B, l)
 
 
 def _mixer_fir_par(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode):
@@ -1444,9 +1533,10 @@ def _run(X, Ks, W, off, lay, state, ist, work, Y, nan_zero, mode):
             finite = rows_finite(work, lay[W_U], wl, B, d) and finite
             layer_mixer(Ks, t, W, off, lay, state, work, B, l, p, Kt, gate_eps, mode)   # h += mixer(u)
             if lay[MLP] != 0 and not (mode == MODE_FIR_PAR and _split_streams(lay, B, Kt)) \
-                    and mode != MODE_FIR_HM and mode != MODE_FIR_SMALL_HM:
+                    and mode != MODE_FIR_HM and mode != MODE_FIR_SMALL_HM \
+                    and mode != MODE_FIR_SMALL and mode != MODE_FIR_SMALL_H:
                 mlp(W, off, lay, work, B, l, ln_eps)             # h += MLP(LN2(h)) (a split layer or the
-                                                                 # fp16-MLP modes' mixer (mlp_h) did it)
+                #                     mixer of the tile and fp16-MLP modes (mlp_tiled, mlp_h) did it)
         head(t, W, off, lay, state, ist, work, Y, B, ln_eps)     # y_t = W_out LN_f(h) + b_out (pooled)
         if not (finite and output_finite(Y, t)):                 # overflow: the caller takes it back
             ist[IST_ERR_T] = t

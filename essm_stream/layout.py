@@ -163,6 +163,15 @@ HALF_COPIES = {"Mcat.h": ("Mcat", False), "fc1.W.h": ("fc1.W", True), "fc2.W.h":
 # (B = 1 float32 engines: essm_stream.gemv reads the weights input-major, the active prefix of Mcat's
 # columns then a contiguous prefix of rows); unpack transposes them back
 TRANSPOSED_WHEN_GEMV1 = ("Mcat", "fc1.W", "fc2.W", "Mcat.h", "inp.W", "W1", "W2", "out.W")
+# and where the named dim gemm_t is set (B > 1 float32 engines: simd.tile_product runs the mixing and the
+# MLP as (B × n)·(n × m) products of the streams' rows by the input-major weights)
+TRANSPOSED_WHEN_GEMM_T = ("Mcat", "fc1.W", "fc2.W", "Mcat.h")
+
+
+def transposed_segment(name: str, g: dict) -> bool:
+    """Is the packed segment `name` stored transposed (input-major) for the named dims g?"""
+    return ((name in TRANSPOSED_WHEN_GEMV1 and bool(g.get("gemv1", 0)))
+            or (name in TRANSPOSED_WHEN_GEMM_T and bool(g.get("gemm_t", 0))))
 PACKED = tuple(s.name for s in SEGMENTS if s.packed)
 _SEG = {name: i for i, name in enumerate(PACKED)}
 N_SEG = len(PACKED)
@@ -187,11 +196,11 @@ def program_shapes(cfg: ESSMConfig, spectral: dict | None = None) -> dict[str, t
 # -- named dims --------------------------------------------------------------------------------
 
 DIMS = ("d_in", "d", "d_out", "n_layers", "L", "k_max", "d_gate", "d_hidden", "gated", "mlp",
-        "pool_W", "pooled", "lru", "n_state", "lds", "lds_n", "lds_buf", "hist_blk", "conv_small", "threads", "par_min_k", "par_min_b", "mix16", "mlp16", "gemv1")
+        "pool_W", "pooled", "lru", "n_state", "lds", "lds_n", "lds_buf", "hist_blk", "conv_small", "threads", "par_min_k", "par_min_b", "mix16", "mlp16", "gemv1", "gemm_t")
 # (the threads dims sit at the end of LAY, after the BATCH offsets, not after conv_small: every
 # entry the single-thread kernel reads keeps its index, so its machine code is the same as before
 # they existed; named dims are looked up by name, never by position)
-_TAIL_DIMS = ("threads", "par_min_k", "par_min_b", "mix16", "mlp16", "gemv1")
+_TAIL_DIMS = ("threads", "par_min_k", "par_min_b", "mix16", "mlp16", "gemv1", "gemm_t")
 
 HIST_COLS = 64   # columns (streams × channels) per block of the history, see hist_blk
 # gemv1 (B = 1 GEMVs with outputs in registers, gemv.py) only up to this d: at d = 256 (the paper config,
@@ -214,7 +223,7 @@ def _conv_small_rows(cfg: ESSMConfig) -> int:
 
 def named_dims(cfg: ESSMConfig, spectral: dict | None = None, threads: int = 1,
                par_min: tuple[int, int] = (0, 0), mix16: bool = False, mlp16: bool = False,
-               gemv1: bool = False) -> dict[str, int]:
+               gemv1: bool = False, gemm_t: bool = False) -> dict[str, int]:
     """The sizes the kernel reads; d_gate / d_hidden / pool_W are 0 / 0 / 1 when the config does not use them.
 
     spectral: the program's spectral record (None = exact ring-buffer FIR). For an LDS record,
@@ -229,7 +238,11 @@ def named_dims(cfg: ESSMConfig, spectral: dict | None = None, threads: int = 1,
     are float16 values: program.fp16_arrays). gemv1: a float32 single-thread exact engine of one
     stream: its mixing and MLP GEMVs run essm_stream.gemv's register-held kernels, which read the
     weights input-major, so Mcat, fc1.W, fc2.W, inp.W, the gate's W2 (and Mcat.h) are packed TRANSPOSED per layer
-    (TRANSPOSED_WHEN_GEMV1; no second copy: unpack transposes them back)."""
+    (TRANSPOSED_WHEN_GEMV1; no second copy: unpack transposes them back). gemm_t: a float32
+    single-thread exact engine of several streams (not mix16): its mixing and MLP run
+    simd.tile_product over all the frame's streams at once, which reads Mcat, fc1.W and fc2.W
+    input-major (TRANSPOSED_WHEN_GEMM_T, packed transposed as for gemv1); only where the convolution
+    runs the tile too (conv_small > 1, kernels.MODE_FIR_SMALL)."""
     pool = pooled(cfg)
     lds = spectral is not None and spectral.get("mode") == "lds"
     no_lds = {"lds": 0, "lds_n": 0, "lds_buf": 0}
@@ -239,18 +252,20 @@ def named_dims(cfg: ESSMConfig, spectral: dict | None = None, threads: int = 1,
                 "gated": 0, "mlp": int(cfg.mlp), "pool_W": cfg.pool_window if pool else 1,
                 "pooled": int(pool), "lru": 1, "n_state": max(cfg.layer_states()), **no_lds,
                 "hist_blk": hist_blk(cfg.d_model), "conv_small": 1, "threads": 1, "par_min_k": 0, "par_min_b": 0,
-                "mix16": 0, "mlp16": 0, "gemv1": 0}
+                "mix16": 0, "mlp16": 0, "gemv1": 0, "gemm_t": 0}
+    conv_small = _conv_small_rows(cfg)
     return {"d_in": cfg.d_in, "d": cfg.d_model, "d_out": cfg.d_out, "n_layers": cfg.n_layers,
             "L": cfg.seq_len, "k_max": cfg.k_max, "d_gate": cfg.d_gate if cfg.gated else 0,
             "d_hidden": cfg.mlp_ratio * cfg.d_model if cfg.mlp else 0, "gated": int(cfg.gated),
             "mlp": int(cfg.mlp), "pool_W": cfg.pool_window if pool else 1, "pooled": int(pool),
             "lru": 0, "n_state": 0, "lds": int(lds), "lds_n": max(spectral["n"]) if lds else 0,
             "lds_buf": int(lds and bool(spectral["buffered"])), "hist_blk": hist_blk(cfg.d_model),
-            "conv_small": _conv_small_rows(cfg), "threads": int(threads) if not lds else 1,
+            "conv_small": conv_small, "threads": int(threads) if not lds else 1,
             "par_min_k": int(par_min[0]), "par_min_b": int(par_min[1]),
             "mix16": int(bool(mix16) and not lds and int(threads) == 1),
             "mlp16": int(bool(mix16) and bool(mlp16) and bool(cfg.mlp) and not lds and int(threads) == 1),
-            "gemv1": int(bool(gemv1) and not lds and int(threads) == 1 and cfg.d_model <= GEMV1_MAX_D)}
+            "gemv1": int(bool(gemv1) and not lds and int(threads) == 1 and cfg.d_model <= GEMV1_MAX_D),
+            "gemm_t": int(bool(gemm_t) and not gemv1 and not lds and int(threads) == 1 and conv_small > 1)}   # (MODE_FIR_SMALL's: the modes without the tile compile none)
 
 
 @dataclass(frozen=True)
@@ -315,7 +330,8 @@ LAY = tuple(n for n in DIMS if n not in _TAIL_DIMS) + tuple("w_" + s.name for s 
 _LAY = {name: i for i, name in enumerate(LAY)}
 N_LAY = len(LAY)
 (D_IN, D_MODEL, D_OUT, N_LAYERS, L_WIN, K_MAX, D_GATE, D_HIDDEN, GATED, MLP, POOL_W, POOLED,
- LRU_KIND, N_STATE, LDS, LDS_N, LDS_BUF, HIST_BLK, CONV_SMALL, THREADS, PAR_MIN_K, PAR_MIN_B, MIX16, MLP16, GEMV1) = (
+ LRU_KIND, N_STATE, LDS, LDS_N, LDS_BUF, HIST_BLK, CONV_SMALL, THREADS, PAR_MIN_K, PAR_MIN_B, MIX16, MLP16, GEMV1,
+ GEMM_T) = (
     _LAY[n] for n in DIMS)
 W_X, W_H, W_U, W_Z, W_V, W_G, W_S, W_A, W_O = (_LAY["w_" + s] for s in "xhuzVgsao")
 W_UNDO = _LAY["w_undo"]
@@ -366,7 +382,7 @@ def unpack(W: np.ndarray, off: np.ndarray, lay: np.ndarray) -> dict[str, np.ndar
         size = int(np.prod(shape))
         if name in HALF_COPIES and size:   # half bits, decoded to the values they hold, in the shape of
             src, transposed = HALF_COPIES[name]   # the array they copy ((n_layers, d, (K̄+1) d), ...)
-            transposed = transposed or (name in TRANSPOSED_WHEN_GEMV1 and bool(g.get("gemv1", 0)))
+            transposed = transposed or transposed_segment(name, g)
             rows, cols = {"Mcat.h": (g["d"], (g["k_max"] + 1) * g["d"]), "fc1.W.h": (g["d_hidden"], g["d"]),
                           "fc2.W.h": (g["d"], g["d_hidden"])}[name]
             h = W[off[2 * i]:off[2 * i] + size].view(np.uint16).reshape(g["n_layers"], -1)[:, :rows * cols]
@@ -375,7 +391,7 @@ def unpack(W: np.ndarray, off: np.ndarray, lay: np.ndarray) -> dict[str, np.ndar
                          else v.reshape(g["n_layers"], rows, cols))
             continue
         a = np.asarray(W[off[2 * i]:off[2 * i] + size], dtype=np.float64)
-        if name in TRANSPOSED_WHEN_GEMV1 and g.get("gemv1", 0) and size:
+        if transposed_segment(name, g) and size:
             a = np.swapaxes(a.reshape(shape[:-2] + (shape[-1], shape[-2])), -1, -2).copy()
         out[name] = a.reshape(shape)
     return out
@@ -387,9 +403,10 @@ class Layout:
 
     def __init__(self, cfg: ESSMConfig, batch: int = 1, spectral: dict | None = None, threads: int = 1,
                  par_min: tuple[int, int] = (0, 0), mix16: bool = False, mlp16: bool = False,
-                 gemv1: bool = False):
+                 gemv1: bool = False, gemm_t: bool = False):
         self.cfg, self.batch = cfg, int(batch)
-        g = self.dims = named_dims(cfg, spectral, threads, par_min, mix16, mlp16, gemv1=gemv1 and self.batch == 1)
+        g = self.dims = named_dims(cfg, spectral, threads, par_min, mix16, mlp16, gemv1=gemv1 and self.batch == 1,
+                                   gemm_t=gemm_t and self.batch > 1)
         self.shapes = packed_shapes(g)
         per_layer = {s.name: s.per_layer for s in SEGMENTS}
         lay = np.zeros(N_LAY, dtype=np.int64)
@@ -442,7 +459,7 @@ class Layout:
                 if np.dtype(dtype) != np.float32:
                     raise ValueError(f"segment {name} (mix16 / mlp16) packs into a float32 weight vector only")
                 src, transposed = HALF_COPIES[name]
-                transposed = transposed or (name in TRANSPOSED_WHEN_GEMV1 and bool(self.dims["gemv1"]))
+                transposed = transposed or transposed_segment(name, self.dims)
                 m = np.asarray(arrays[src]).astype(np.float16).view(np.uint16)   # (n_layers, rows, cols), then
                 m = m.transpose(0, 2, 1) if transposed else m                   # the 2-byte values transposed
                 h = W[self.off[2 * i]:self.off[2 * i] + size].view(np.uint16).reshape(self.dims["n_layers"], -1)
@@ -452,7 +469,7 @@ class Layout:
                 a = np.asarray(arrays[name], dtype=np.float64)
                 if a.shape != shape:
                     raise ValueError(f"segment {name}: shape {a.shape}, expected {shape}")
-                if name in TRANSPOSED_WHEN_GEMV1 and self.dims["gemv1"]:   # (input-major: TRANSPOSED_WHEN_GEMV1;
+                if transposed_segment(name, self.dims):   # (input-major: TRANSPOSED_WHEN_GEMV1 / _GEMM_T;
                     a = np.swapaxes(a.astype(W.dtype), -1, -2)               # cast first, the copy moves 4 bytes)
                     W[self.off[2 * i]:self.off[2 * i] + size].reshape(a.shape)[...] = a
                 else:

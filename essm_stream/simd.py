@@ -59,6 +59,18 @@ def conv_product_ref(F, f0, L, X, x0, w, C, c0, ldc, S, s0, rows):
         C[c0 + r * ldc:c0 + r * ldc + w] = P[r]
 
 
+def tile_product_ref(F, f0, ldf, X, x0, ldx, C, c0, ldc, S, s0, rows, n, w, add):
+    """C[c0 + r ldc + j] = s_r (a·C[...] + Σ_{τ<n} F[f0 + r ldf + τ] X[x0 + τ ldx + j]) for r < rows, j < w;
+    a = 1 if add else 0, s_r = S[s0 + r] or 1 when s0 < 0. numpy, in the arrays' dtype."""
+    Fm = np.stack([F[f0 + r * ldf:f0 + r * ldf + n] for r in range(rows)])
+    Xm = np.stack([X[x0 + t * ldx:x0 + t * ldx + w] for t in range(n)]) if n else np.zeros((0, w), X.dtype)
+    P = Fm @ Xm
+    for r in range(rows):
+        c = C[c0 + r * ldc:c0 + r * ldc + w]
+        v = (c + P[r]) if add else P[r]
+        C[c0 + r * ldc:c0 + r * ldc + w] = v * (S[s0 + r] if s0 >= 0 else 1)
+
+
 def _columns_for_dtype(f32: int, doc: str):
     """A function of an array giving f32 for float32 arrays and f32 // 2 for float64 ones (the same
     bytes), in Python and, through its overload, as a compile-time constant in compiled code."""
@@ -87,7 +99,8 @@ TAU_BLOCK = max(128, TAU_BLOCK_BYTES // (TILE_COLS * 4))
 def _make_tile(R: int, NV: int, VW: int):
     """The intrinsic tile(F, fo, ldf, X, xo, ldx, C, co, ldc, S, so, n, m, acc): for r < min(R, m),
     j < NV·lanes, C[co + r ldc + j] = s_r (c_rj + Σ_{τ<n} F[fo + r ldf + τ] X[xo + τ ldx + j]), c_rj
-    C's value there if acc != 0 (a later block of τ) else 0, s_r = S[so + r] if so >= 0 else 1; lanes = VW for float32 arrays, VW / 2 for float64. 1 <= m (tile rows past m
+    C's value there if acc != 0 (a later block of τ) else 0, s_r = S[so + r] if so >= 0 else 1; lanes = VW for float32 arrays, VW / 2 for float64;
+    X may hold float16 bits (uint16) beside float32 F, C, S (fp16 weights, widened as loaded). 1 <= m (tile rows past m
     compute row m - 1 again and store the same values there: a product of 2 … R-1 rows in one pass);
     n >= 1 (n = 0 stores zeros)."""
 
@@ -96,9 +109,10 @@ def _make_tile(R: int, NV: int, VW: int):
     @intrinsic
     def tile(typingctx, F, fo, ldf, X, xo, ldx, C, co, ldc, S, so, n, m, acc):
         arrs = (F, X, C, S)
-        if not all(isinstance(a, types.Array) for a in arrs) or len({a.dtype for a in arrs}) != 1 \
-                or F.dtype not in (types.float32, types.float64):
-            return None
+        if not all(isinstance(a, types.Array) for a in arrs) or len({a.dtype for a in (F, C, S)}) != 1 \
+                or F.dtype not in (types.float32, types.float64) \
+                or X.dtype not in (F.dtype, types.uint16 if F.dtype == types.float32 else F.dtype):
+            return None   # (X: F's dtype, or float16 bits widened to float32 as loaded)
         sig = types.none(F, fo, ldf, X, xo, ldx, C, co, ldc, S, so, n, m, acc)
 
         def codegen(context, builder, signature, args):
@@ -117,6 +131,9 @@ def _make_tile(R: int, NV: int, VW: int):
             size = 4 if dt == types.float32 else 8
             vty = ir.VectorType(elem, lanes)
             vptr = vty.as_pointer()
+            half = tys[3].dtype == types.uint16
+            hvty = ir.VectorType(ir.HalfType(), lanes)
+            hptr = ir.VectorType(ir.IntType(16), lanes).as_pointer()
             fname = f"llvm.fmuladd.v{lanes}f{size * 8}"
             fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3), fname)
             zero = ir.Constant(vty, None)
@@ -169,8 +186,13 @@ def _make_tile(R: int, NV: int, VW: int):
 
             def step(t, accs):   # accs[r][v] += F[r, t] X[t, v]
                 xrow = builder.gep(xbase, [builder.mul(t, ldx)])
-                xs = [builder.load(builder.bitcast(builder.gep(xrow, [ir.Constant(i64, v * lanes)]), vptr),
-                                   align=size) for v in range(NV)]
+                if half:   # <lanes x i16> as <lanes x half>, widened (F16C's vcvtph2ps)
+                    xs = [builder.fpext(builder.bitcast(builder.load(builder.bitcast(
+                        builder.gep(xrow, [ir.Constant(i64, v * lanes)]), hptr), align=2), hvty), vty)
+                        for v in range(NV)]
+                else:
+                    xs = [builder.load(builder.bitcast(builder.gep(xrow, [ir.Constant(i64, v * lanes)]), vptr),
+                                       align=size) for v in range(NV)]
                 res = []
                 for r in range(R):
                     f = splat(builder.load(builder.gep(frows[r], [t]), align=size))
@@ -235,49 +257,72 @@ if not JIT_DISABLED:   # (NUMBA_DISABLE_JIT: conv_product is conv_product_ref, b
     _tile_h = _make_tile(TILE_ROWS, HALF_VECS, TILE_LANES)   # (windows narrower than a tile: d = 32, B = 1)
 
 
+def adds_exactly(w: int, f32: bool = True) -> bool:
+    """Can tile_product add into C (add != 0) over w columns: strips that do not overlap, the narrow
+    tile's width for windows narrower than a tile, else whole tiles?"""
+    tw, hw = (TILE_COLS, HALF_COLS) if f32 else (TILE_COLS // 2, HALF_COLS // 2)
+    return w == hw if w < tw else w % tw == 0
+
+
 @njit
-def conv_product(F, f0, L, X, x0, w, C, c0, ldc, S, s0, rows):
-    """C[c0 + r ldc + j] = s_r Σ_τ F[f0 + r L + τ] X[x0 + τ w + j] for r < rows, j < w; s_r = S[s0 + r],
-    or 1 when s0 < 0 (conv_product_ref's contract). Strips of tile_cols(C) columns (the last one
-    ending at the last column: it overlaps the one before when w is no multiple), in each the
-    window's rows τ in blocks of TAU_BLOCK (a long window's strip block stays in L1 for all row
-    tiles; C accumulates across blocks, scaled at the last), in each block R-row tiles (the last one
-    with its last row repeated when rows is no multiple of R; acc-safe, unlike an overlapping tile)
-    or, for one row, the one-row tile. A window narrower than a tile runs the narrow tile (half the
-    vectors) for every row count; w >= min_cols(C), a narrower window is refused (ValueError)."""
+def tile_product(F, f0, ldf, X, x0, ldx, C, c0, ldc, S, s0, rows, n, w, add):
+    """C[c0 + r ldc + j] = s_r (a·C[...] + Σ_{τ<n} F[f0 + r ldf + τ] X[x0 + τ ldx + j]) for r < rows,
+    j < w; a = 1 if add else 0; s_r = S[s0 + r], or 1 when s0 < 0 (tile_product_ref's contract).
+    Strips of tile_cols(C) columns (the last one ending at the last column: it overlaps the one before
+    when w is no multiple), in each the rows τ of X in blocks of TAU_BLOCK (a long window's strip block
+    stays in L1 for all row tiles; C accumulates across blocks, scaled at the last), in each block
+    R-row tiles (the last one with its last row repeated when rows is no multiple of R; acc-safe,
+    unlike an overlapping tile) or, for one row, the one-row tile. A window narrower than a tile runs
+    the narrow tile (half the vectors) for every row count; w >= min_cols(C), a narrower window is
+    refused (ValueError), and so is adding (add != 0) over overlapping strips (they would add twice:
+    adds_exactly). X may hold float16 bits (uint16; x0 and ldx in its elements) with float32 F and C:
+    the fp16 program's weights, widened to float32 as loaded. The convolution (conv_product) and, for B > 1, the mixing and the MLP
+    (kernels.mix / mlp, layout dim gemm_t) call it with the same array types: one compiled function."""
     tw = tile_cols(C)
     narrow = w < tw                 # (the narrow tile: NV / 2 vectors, every row count through it)
     if narrow:
         tw = min_cols(C)
     if w < tw:
-        raise ValueError("conv_product: a window narrower than the narrow tile (kernels._use_tile sends it to BLAS)")
+        raise ValueError("tile_product: a window narrower than the narrow tile (kernels._use_tile sends it to BLAS)")
+    if add != 0 and w % tw != 0:
+        raise ValueError("tile_product: adding into C needs strips that do not overlap (w a multiple of the tile's width)")
     R = TILE_ROWS
     tb = TAU_BLOCK
     j = 0
     while j < w:                    # columns outer: the strip's blocks stay in cache for all row tiles
         j0 = min(j, w - tw)
         t0 = 0
-        while t0 < L:
-            n = min(tb, L - t0)
-            add = 1 if t0 > 0 else 0
-            sc = s0 if t0 + n >= L else -1      # (the scale with the last block's store)
+        while True:                 # (at least one block: n = 0 stores s · (a·C + 0), as the reference)
+            nb = min(tb, n - t0)
+            acc = 1 if t0 > 0 or add != 0 else 0
+            sc = s0 if t0 + nb >= n else -1     # (the scale with the last block's store)
             if narrow:
                 r = 0
                 while r < rows:
-                    _tile_h(F, f0 + r * L + t0, L, X, x0 + t0 * w + j0, w, C, c0 + r * ldc + j0, ldc, S,
-                            sc + r if sc >= 0 else -1, n, rows - r, add)
+                    _tile_h(F, f0 + r * ldf + t0, ldf, X, x0 + t0 * ldx + j0, ldx, C, c0 + r * ldc + j0, ldc, S,
+                            sc + r if sc >= 0 else -1, nb, rows - r, acc)
                     r += R
             elif rows == 1:         # (a GEMV: the one-row tile, not R copies of the row)
-                _tile_1(F, f0 + t0, L, X, x0 + t0 * w + j0, w, C, c0 + j0, ldc, S, sc, n, 1, add)
+                _tile_1(F, f0 + t0, ldf, X, x0 + t0 * ldx + j0, ldx, C, c0 + j0, ldc, S, sc, nb, 1, acc)
             else:
                 r = 0
                 while r < rows:
-                    _tile_r(F, f0 + r * L + t0, L, X, x0 + t0 * w + j0, w, C, c0 + r * ldc + j0, ldc, S,
-                            sc + r if sc >= 0 else -1, n, rows - r, add)
+                    _tile_r(F, f0 + r * ldf + t0, ldf, X, x0 + t0 * ldx + j0, ldx, C, c0 + r * ldc + j0, ldc, S,
+                            sc + r if sc >= 0 else -1, nb, rows - r, acc)
                     r += R
-            t0 += n
+            t0 += nb
+            if t0 >= n:
+                break
         j += tw
 
 
-if JIT_DISABLED:   # (plain Python: the numpy product is the product itself)
+@njit(inline="always")
+def conv_product(F, f0, L, X, x0, w, C, c0, ldc, S, s0, rows):
+    """C[c0 + r ldc + j] = s_r Σ_τ F[f0 + r L + τ] X[x0 + τ w + j] for r < rows, j < w; s_r = S[s0 + r],
+    or 1 when s0 < 0 (conv_product_ref's contract): tile_product over the (L × w) window."""
+    tile_product(F, f0, L, X, x0, w, C, c0, ldc, S, s0, rows, L, w, np.int64(0))   # (no literal: one signature)
+
+
+if JIT_DISABLED:   # (plain Python: the numpy products are the products themselves)
     conv_product = conv_product_ref  # noqa: F811
+    tile_product = tile_product_ref  # noqa: F811

@@ -107,3 +107,21 @@ def test_target_lines_pass_and_fall_short():
     assert "paper B=1 K=32 87.0 MB" in out
     res["bytes"]["paper B=1 K=32"] = 0                    # --no-paper: the paper's working set is not claimed
     assert "paper" not in "\n".join(lines(res))
+
+
+def test_target_lines_state_the_batch_bound_from_sgemm():
+    """The B=32 per-stream target's lowest reachable value on one thread: B=32's flops at the round's
+    sgemm rate, per stream, over the round's B=1 step."""
+    from targets import lines
+    res = {"samples_s": {"engine edge B=1 K=32": [40e-6, 50e-6], "sgemm_gflops": [200.0, 200.0]},
+           "ratios": {"edge B=32 K=32 per-stream / B=1": [0.5, 0.6]},
+           "bytes": {"edge B=1 K=32": 2.7e6, "paper B=1 K=32": 0},
+           "flops": {"edge B=32 K=32": 32 * 3.2e6}}
+    out = "\n".join(lines(res))
+    # per round: 102.4e6 / 200e9 / 32 = 16 us per stream, over 40 and 50 us
+    assert "at 100% of the round's 1-thread sgemm would be 0.36x [0.32-0.40]" in out
+    res["flops"]["edge B=1 K=32"] = 3.2e6                 # 2.7 MB at 100 GB/s: 27 us; 3.2 MFLOP / 27 us / 200 GFLOP/s
+    res["samples_s"]["bw_edge_gbs"] = [100.0, 100.0]
+    assert "memory floor (its 2.70 MB read once at the round's rate) would be 59.3% [59.3-59.3]" in "\n".join(lines(res))
+    del res["flops"]
+    assert "bound:" not in "\n".join(lines(res))

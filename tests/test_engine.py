@@ -394,7 +394,7 @@ def test_exact_engine_compiles_no_other_modes_kernels(tmp_path, small_rows, smal
         StreamEngine(tiny_program(cfg), dtype=np.float64).step(np.ones(3), 2)
         n = [len(f.signatures) for f in (kernels_lds.ladder_update, kernels_lds.ladder_readout,
                                           kernels_lds.lds_undo, kernels_lru.lru_undo, kernels.gemm_nt,
-                                          simd.conv_product, kernels.conv_mix_par,
+                                          simd.tile_product, kernels.conv_mix_par,
                                           kernels._conv_mix_task, kernels.gemm_nt_h)]
         print(n)
     """)

@@ -79,7 +79,8 @@ def test_lay_constants_name_every_entry_once():
              "threads": lo.THREADS, "wb_Hp": lo.WB_HP, "par_min_k": lo.PAR_MIN_K, "par_min_b": lo.PAR_MIN_B,   # engine threads=N: tasks per layer, their mixing parts
              "mix16": lo.MIX16,                          # mix_weights="fp16": the mixing reads Mcat's float16 copy
              "mlp16": lo.MLP16,                          # ... and the MLP the float16 copies of fc1.W / fc2.W
-             "gemv1": lo.GEMV1}                          # B = 1 float32: GEMVs from input-major weights (gemv.py)
+             "gemv1": lo.GEMV1,                          # B = 1 float32: GEMVs from input-major weights (gemv.py)
+             "gemm_t": lo.GEMM_T}                        # B > 1 float32: mixing and MLP by simd.tile_product
     assert sorted(named) == sorted(lo.LAY)
     assert all(lo.LAY[i] == n for n, i in named.items())
     assert lo.PACKED[lo.O_MCAT] == "Mcat" and lo.PACKED[lo.O_EPS] == "eps" and lo.PACKED[lo.O_FC2B] == "fc2.b"
