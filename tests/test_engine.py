@@ -430,7 +430,7 @@ def test_one_stream_float32_engine_compiles_one_small_kernel(tmp_path):
         y64 = StreamEngine(prog, dtype=np.float64, kernel="ref").run(X, Ks)[:, 0]
         err = float(np.abs(y - y64).max() / np.abs(y64).max())
         print([len(kernels.stream_run_fir_one.signatures), len(kernels.stream_run_fir_small.signatures),
-               len(kernels.gemm_nt.signatures), len(simd.conv_product.signatures),
+               len(kernels.gemm_nt.signatures), len(simd.tile_product.signatures),
                len(gemv.gemv_t.signatures)], err < 2e-5)
     """)
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
