@@ -1584,8 +1584,8 @@ def stream_run_fir_one(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
     Its own step loop, _run's for B = 1 with the one-stream ops called directly, not _run inlined with
     a mode: numba's inlining deep-copies the callee's IR twice per call site (_run with its inlined ops:
     ≈ 0.6 s of a cold compile), and layer_mixer's overload is a function of its own to compile, link
-    and optimise again inside this one. On the demo's program: 24 compiled functions, ≈ 7.3 s CPU ->
-    10 functions, ≈ 3.8 s (docs/PERFORMANCE.md "Cold start: one kernel for one stream"). Same ops in
+    and optimise again inside this one. On the demo's program (python bench/startup.py --compile):
+    17 compiled functions, ≈ 7-8 s CPU -> 10 functions, ≈ 3.5 s (docs/PERFORMANCE.md "Cold start ≤ 5 s"). Same ops in
     the same order as _run (tests/test_engine.py, tests/test_gemv.py hold it to the reference)."""
     status = check_inputs(X, Ks, lay, ist, nan_zero)
     if status != OK:
