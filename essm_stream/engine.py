@@ -761,16 +761,21 @@ class _fewer_gc_passes:
 
 def warmup(dtypes=(np.float32, np.float64)) -> dict:
     """Compile the kernels for the given dtypes on a tiny program; the disk cache then serves every
-    later process (kernels do not depend on sizes). Returns seconds per dtype."""
+    later process (kernels do not depend on sizes). float32 has two: the one-stream kernel
+    (kernels.stream_run_fir_one: B = 1 with d_model at least the convolution tile's narrow width,
+    the demo's and the edge config's) and the general one (B > 1, and B = 1 where the one-stream
+    kernel does not apply). Returns seconds per dtype."""
     import time
     from .config import ESSMConfig
-    cfg = ESSMConfig(d_in=2, d_out=2, d_model=4, n_layers=1, seq_len=4, k_max=2, d_gate=2,
+    from .simd import HALF_COLS
+    cfg = ESSMConfig(d_in=2, d_out=2, d_model=max(4, HALF_COLS), n_layers=1, seq_len=4, k_max=2, d_gate=2,
                      head="mean", pool_window=2)
     prog = tiny_program(cfg)
     times = {}
     for dt in dtypes:
         t0 = time.perf_counter()
-        StreamEngine(prog, batch=1, dtype=dt).warmup()
+        for batch in ((1, 2) if np.dtype(dt) == np.float32 else (1,)):
+            StreamEngine(prog, batch=batch, dtype=dt).warmup()
         times[np.dtype(dt).name] = time.perf_counter() - t0
     return times
 

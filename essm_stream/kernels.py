@@ -45,7 +45,7 @@ from .kernels_lru import lru_mix, lru_undo
 from .gemv import VW as GEMV_VW, gemv_t
 from .layout import CONV_SMALL, GEMM_T, GEMV1, HIST_BLK, LDS, LRU_KIND, MIX16, MLP16, O_FC1H, O_FC2H, O_MCATH, PAR_MIN_B, PAR_MIN_K, THREADS, WB_HP, hist_block
 from .numba_config import JIT_DISABLED, njit, prefetch_bytes
-from .simd import TILE_GEMV_MAX, conv_product_pf, min_cols, tile_product
+from .simd import HALF_COLS, TILE_GEMV_MAX, conv_product_pf, min_cols, tile_product
 
 OK, ERR_NONFINITE, ERR_BUDGET, ERR_OVERFLOW = 0, 1, 2, 3
 # Frame ist[IST_ERR_T] (of this call's block) overflowed and the step stopped there with its writes
@@ -68,6 +68,8 @@ MODE_FIR_H, MODE_FIR_SMALL_H = 5, 6
 # fp16 programs whose MLP weights are float16 values); modes of their own, so that each fp16 kernel
 # compiles one MLP (the half one here, the float32 one for the first version's files), not both
 MODE_FIR_HM, MODE_FIR_SMALL_HM = 7, 8
+# (one float32 stream whose products are all GEMVs and whose convolution is always the register tile
+# has an entry point of its own, stream_run_fir_one, with its own short step loop: see there)
 
 ACC = np.float64   # accumulator of the short reductions (see module doc)
 
@@ -586,6 +588,23 @@ def _load_frame(X, t, b, work, o, d_in, ist):
 # --------------------------------------------------------------------------------------------
 
 @njit(inline="always")
+def _input_gemv(W, off, lay, work):
+    """h = b_in, then += W_in x with inp.W input-major (one stream, lay[GEMV1])."""
+    d_in, d = lay[D_IN], lay[D_MODEL]
+    hs, bs = lay[W_H], seg(off, O_INPB, 0)   # (a loop: an array-to-array slice assignment compiles
+    for i in range(d):                      # numba's unicode error-message helpers, +2 s of a cold start)
+        work[hs + i] = W[bs + i]
+    gemv_t(work, lay[W_X], W, seg(off, O_INPW, 0), d, d_in, d, work, lay[W_H])
+
+
+@njit(inline="always")
+def input_projection_one(X, t, W, off, lay, work, ist):
+    """input_projection of stream_run_fir_one (one stream, GEMV only)."""
+    _load_frame(X, t, 0, work, lay[W_X], lay[D_IN], ist)
+    _input_gemv(W, off, lay, work)
+
+
+@njit(inline="always")
 def input_projection(X, t, W, off, lay, work, ist):
     """h = W_in x_t + b_in."""
     B = X.shape[1]
@@ -593,10 +612,7 @@ def input_projection(X, t, W, off, lay, work, ist):
     for b in range(B):
         _load_frame(X, t, b, work, b * wl + lay[W_X], d_in, ist)
     if lay[GEMV1] != 0:   # one stream, float32: inp.W packed input-major (gemv.gemv_t)
-        hs, bs = lay[W_H], seg(off, O_INPB, 0)    # h = b_in, then += W_in x (a loop: an array-to-array
-        for i in range(d):                       # slice assignment compiles numba's unicode error-message
-            work[hs + i] = W[bs + i]             # helpers, +2 s of a cold start)
-        gemv_t(work, lay[W_X], W, seg(off, O_INPW, 0), d, d_in, d, work, lay[W_H])
+        _input_gemv(W, off, lay, work)
     else:
         gemm_nt(work, lay[W_X], wl, W, seg(off, O_INPW, 0), d_in, d_in, work, lay[W_H], wl, B, d, wl < 0)
         _add_bias(work, B, wl, lay[W_H], W, seg(off, O_INPB, 0), d)
@@ -637,16 +653,44 @@ def gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps):
     """α = softmax(s̃_{1:K}), s̃ = s √K / (‖s_{1:K}‖ + ε), s = W2 GELU(W1 u + b1) + b2 (Eq. 8), into work[W_S]."""
     wl, d, dg = lay[WL], lay[D_MODEL], lay[D_GATE]
     sg, ss = lay[W_G], lay[W_S]
-    gemm_nt(work, lay[W_U], wl, W, seg(off, O_W1, l), d, d, work, sg, wl, B, dg, wl < 0)
-    b1 = seg(off, O_B1, l)
-    for b in range(B):
-        _bias_gelu(work, b * wl + sg, W, b1, dg)   # + b1 in GELU's pass
-    if lay[GEMV1] != 0:   # one stream, float32: W2 input-major; K_t rounded up to whole vectors (the
-        nk = min(lay[K_MAX], (Kt + GEMV_VW - 1) // GEMV_VW * GEMV_VW)   # scores past K_t are not read)
-        work[ss:ss + nk] = 0.0
-        gemv_t(work, sg, W, seg(off, O_W2, l), lay[K_MAX], dg, nk, work, ss)
+    if lay[GEMV1] != 0:   # one stream, float32: W1 and W2 input-major (gemv.gemv_t)
+        _gate_gemv(W, off, lay, work, l, Kt)
     else:
+        gemm_nt(work, lay[W_U], wl, W, seg(off, O_W1, l), d, d, work, sg, wl, B, dg, wl < 0)
+        b1 = seg(off, O_B1, l)
+        for b in range(B):
+            _bias_gelu(work, b * wl + sg, W, b1, dg)   # + b1 in GELU's pass
         gemm_nt(work, sg, wl, W, seg(off, O_W2, l), dg, dg, work, ss, wl, B, Kt, wl < 0)   # rows < max K only
+    _gate_softmax(Ks, t, W, off, lay, work, B, l, gate_eps)
+
+
+@njit(inline="always")
+def _gate_gemv(W, off, lay, work, l, Kt):
+    """The gate's scores s = W2 GELU(W1 u + b1) of one stream, W1 and W2 input-major; K_t rounded up to
+    whole vectors (the scores past K_t are not read)."""
+    d, dg = lay[D_MODEL], lay[D_GATE]
+    sg, ss = lay[W_G], lay[W_S]
+    for i in range(dg):
+        work[sg + i] = 0.0
+    gemv_t(work, lay[W_U], W, seg(off, O_W1, l), dg, d, dg, work, sg)
+    _bias_gelu(work, sg, W, seg(off, O_B1, l), dg)
+    nk = min(lay[K_MAX], (Kt + GEMV_VW - 1) // GEMV_VW * GEMV_VW)
+    for k in range(nk):
+        work[ss + k] = 0.0
+    gemv_t(work, sg, W, seg(off, O_W2, l), lay[K_MAX], dg, nk, work, ss)
+
+
+@njit(inline="always")
+def gate_one(Ks, t, W, off, lay, work, l, Kt, gate_eps):
+    """gate of stream_run_fir_one (one stream, GEMV only)."""
+    _gate_gemv(W, off, lay, work, l, Kt)
+    _gate_softmax(Ks, t, W, off, lay, work, 1, l, gate_eps)
+
+
+@njit(inline="always")
+def _gate_softmax(Ks, t, W, off, lay, work, B, l, gate_eps):
+    """α = softmax(s̃_{1:K}), s̃ = s √K / (‖s_{1:K}‖ + ε) with s += b2, for each stream's own K."""
+    wl, ss = lay[WL], lay[W_S]
     b2 = seg(off, O_B2, l)
     for b in range(B):
         wb = b * wl + ss
@@ -782,6 +826,21 @@ def _prefetch_pays(lay, B, prow, pn):
 
 
 @njit(inline="always")
+def _prefetch_region(W, off, lay, B, l, Kt):
+    """_mix_region where _prefetch_pays (else pn = 0: nothing), trimmed to its first PF_LAYER_MAX
+    bytes (an L2 smaller than the layer's weights: the mixing's first reads)."""
+    p0, prow, pn, pld = _mix_region(W, off, lay, l, Kt)
+    if not _prefetch_pays(lay, B, prow, pn):
+        pn = 0
+    elif pn * prow > PF_LAYER_MAX:
+        if pn == 1:
+            prow = PF_LAYER_MAX
+        else:
+            pn = max(1, PF_LAYER_MAX // prow)
+    return p0, prow, pn, pld
+
+
+@njit(inline="always")
 def convolve_small(Ks, t, W, off, lay, state, work, B, l, p, Kt):
     """convolve, with products of up to lay[CONV_SMALL] filter rows by the register-tiled product
     simd.conv_product_pf (_use_tile). A block of one stream whose budget is the frame's K_t (every B = 1
@@ -792,14 +851,7 @@ def convolve_small(Ks, t, W, off, lay, state, work, B, l, p, Kt):
     L, d, cb = lay[L_WIN], lay[D_MODEL], lay[WB_C]
     wl, sV, ss, gated = lay[WL], lay[W_V], lay[W_S], lay[GATED] != 0
     phir = seg(off, O_PHIR, l)
-    p0, prow, pn, pld = _mix_region(W, off, lay, l, Kt)
-    if not _prefetch_pays(lay, B, prow, pn):
-        pn = 0
-    elif pn * prow > PF_LAYER_MAX:                   # (an L2 smaller than the layer's weights: its first
-        if pn == 1:                                  # PF_LAYER_MAX bytes, the mixing's first reads)
-            prow = PF_LAYER_MAX
-        else:
-            pn = max(1, PF_LAYER_MAX // prow)
+    p0, prow, pn, pld = _prefetch_region(W, off, lay, B, l, Kt)
     for i in range((B + lay[HIST_BLK] - 1) // lay[HIST_BLK]):
         o, w, b0, nb = _hist_block(lay, B, l, i)
         c0 = cb + Kt * b0 * d
@@ -1118,6 +1170,30 @@ def conv_mix_par(Ks, t, W, off, lay, state, work, B, l, p, Kt):
 
 
 @njit(inline="always")
+def _mlp_gemv(W, off, lay, work, l):
+    """h += fc2 GELU(fc1 z + b1) + b2 of one stream (z = LN2(h) already in work[W_Z]), fc1.W / fc2.W
+    input-major."""
+    d, dh = lay[D_MODEL], lay[D_HIDDEN]
+    sh, sz, sa = lay[W_H], lay[W_Z], lay[W_A]
+    fc2b = seg(off, O_FC2B, l)
+    for i in range(dh):
+        work[sa + i] = 0.0
+    gemv_t(work, sz, W, seg(off, O_FC1W, l), dh, d, dh, work, sa)    # a = fc1 z
+    _bias_gelu(work, sa, W, seg(off, O_FC1B, l), dh)
+    for i in range(d):
+        work[sh + i] += W[fc2b + i]
+    gemv_t(work, sa, W, seg(off, O_FC2W, l), d, dh, d, work, sh)     # h += fc2 a
+
+
+@njit(inline="always")
+def mlp_one(W, off, lay, work, l, ln_eps):
+    """mlp of stream_run_fir_one (one stream, GEMV only)."""
+    _layer_norm(work, lay[W_H], W, seg(off, O_LN2G, l), W, seg(off, O_LN2B, l), lay[D_MODEL], ln_eps,
+                work, lay[W_Z])
+    _mlp_gemv(W, off, lay, work, l)
+
+
+@njit(inline="always")
 def mlp(W, off, lay, work, B, l, ln_eps):
     """h += fc2 GELU(fc1 LN2(h) + b1) + b2."""
     wl, d, dh = lay[WL], lay[D_MODEL], lay[D_HIDDEN]
@@ -1125,12 +1201,7 @@ def mlp(W, off, lay, work, B, l, ln_eps):
     _layer_norm_streams(work, B, wl, sh, sz, W, seg(off, O_LN2G, l), seg(off, O_LN2B, l), d, ln_eps)
     fc1b, fc2b = seg(off, O_FC1B, l), seg(off, O_FC2B, l)
     if lay[GEMV1] != 0:   # one stream, float32 engine: fc1.W / fc2.W packed input-major, gemv_t
-        work[sa:sa + dh] = 0.0
-        gemv_t(work, sz, W, seg(off, O_FC1W, l), dh, d, dh, work, sa)    # a = fc1 z
-        _bias_gelu(work, sa, W, fc1b, dh)
-        for i in range(d):
-            work[sh + i] += W[fc2b + i]
-        gemv_t(work, sa, W, seg(off, O_FC2W, l), d, dh, d, work, sh)     # h += fc2 a
+        _mlp_gemv(W, off, lay, work, l)
     else:
         gemm_nt(work, sz, wl, W, seg(off, O_FC1W, l), d, d, work, sa, wl, B, dh, wl < 0)
         for b in range(B):
@@ -1222,8 +1293,38 @@ def head(t, W, off, lay, state, ist, work, Y, B, ln_eps):
     wl, d, d_out = lay[WL], lay[D_MODEL], lay[D_OUT]
     so = lay[W_O]
     _layer_norm_streams(work, B, wl, lay[W_H], lay[W_Z], W, seg(off, O_LNFG, 0), seg(off, O_LNFB, 0), d, ln_eps)
-    gemm_nt(work, lay[W_Z], wl, W, seg(off, O_OUTW, 0), d, d, work, so, wl, B, d_out, wl < 0)
-    _add_bias(work, B, wl, so, W, seg(off, O_OUTB, 0), d_out)
+    if lay[GEMV1] != 0:   # one stream, float32: out.W input-major
+        _head_gemv(W, off, lay, work)
+    else:
+        gemm_nt(work, lay[W_Z], wl, W, seg(off, O_OUTW, 0), d, d, work, so, wl, B, d_out, wl < 0)
+        _add_bias(work, B, wl, so, W, seg(off, O_OUTB, 0), d_out)
+    _head_out(t, lay, state, ist, work, Y, B)
+
+
+@njit(inline="always")
+def _head_gemv(W, off, lay, work):
+    """o = W_out z + b_out of one stream (z = LN_f(h) in work[W_Z]), out.W input-major."""
+    d, d_out, so = lay[D_MODEL], lay[D_OUT], lay[W_O]
+    bo = seg(off, O_OUTB, 0)
+    for i in range(d_out):
+        work[so + i] = W[bo + i]
+    gemv_t(work, lay[W_Z], W, seg(off, O_OUTW, 0), d_out, d, d_out, work, so)
+
+
+@njit(inline="always")
+def head_one(t, W, off, lay, state, ist, work, Y, ln_eps):
+    """head of stream_run_fir_one (one stream, GEMV only)."""
+    _layer_norm(work, lay[W_H], W, seg(off, O_LNFG, 0), W, seg(off, O_LNFB, 0), lay[D_MODEL], ln_eps,
+                work, lay[W_Z])
+    _head_gemv(W, off, lay, work)
+    _head_out(t, lay, state, ist, work, Y, 1)
+
+
+@njit(inline="always")
+def _head_out(t, lay, state, ist, work, Y, B):
+    """Y[t] = o, or with head='mean' the causal mean over the last min(t, W) outputs."""
+    wl, d, d_out = lay[WL], lay[D_MODEL], lay[D_OUT]
+    so = lay[W_O]
     if lay[POOLED] != 0:
         PW = lay[POOL_W]
         pp = ist[IST_POOL]
@@ -1514,6 +1615,67 @@ def stream_run_fir_small(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
     return _run(X, Ks, W, off, lay, state, ist, work, Y, nan_zero, 3)
 
 
+# the one-stream kernel's convolution and mixing (kept apart from convolve_small / mix: its own ops)
+@njit(inline="always")
+def mix_one(Ks, t, W, off, lay, work, l):
+    """mix of one stream with Mcat input-major (lay[GEMV1]): gemv_t over the active prefix of its rows."""
+    d = lay[D_MODEL]
+    gemv_t(work, lay[W_V], W, seg(off, O_MCAT, l), d, (Ks[t, 0] + 1) * d, d, work, lay[W_H])
+
+
+@njit(inline="always")
+def convolve_one(Ks, t, W, off, lay, state, work, l, p, Kt):
+    """convolve_small of stream_run_fir_one: one stream, every product the register tile (one_stream_mode
+    checked that it always applies), stored straight into V[d:] × α_k, prefetching the layer's mixing
+    weights where that pays (_prefetch_region, as convolve_small)."""
+    L, d = lay[L_WIN], lay[D_MODEL]
+    o, w, b0, nb = _hist_block(lay, 1, l, 0)
+    p0, prow, pn, pld = _prefetch_region(W, off, lay, 1, l, Kt)
+    conv_product_pf(W, seg(off, O_PHIR, l), L, state, o + (p + 1) * w, w, work, lay[W_V] + d, w, work,
+                    lay[W_S] if lay[GATED] != 0 else -1, Kt, p0, prow, pn, pld)
+
+
+@njit
+def stream_run_fir_one(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
+    """stream_run for one float32 stream whose products are all GEMVs on input-major weights and whose
+    convolution always runs the register tile (lay[GEMV1], one_stream_mode): no gemm_nt, no BLAS.
+
+    Its own step loop, _run's for B = 1 with the one-stream ops called directly, not _run inlined with
+    a mode: numba's inlining deep-copies the callee's IR twice per call site (_run with its inlined ops:
+    ≈ 0.6 s of a cold compile), and layer_mixer's overload is a function of its own to compile, link
+    and optimise again inside this one. On the demo's program (python bench/startup.py --compile):
+    17 compiled functions, ≈ 7-8 s CPU -> 10 functions, ≈ 3.5 s (docs/PERFORMANCE.md "Cold start ≤ 5 s"). Same ops in
+    the same order as _run (tests/test_engine.py, tests/test_gemv.py hold it to the reference)."""
+    status = check_inputs(X, Ks, lay, ist, nan_zero)
+    if status != OK:
+        return status
+    T = X.shape[0]
+    ln_eps, gate_eps = W[seg(off, O_EPS, 0)], W[seg(off, O_EPS, 0) + 1]
+    d = lay[D_MODEL]
+    for t in range(T):
+        p = ist[IST_POS]
+        Kt = Ks[t, 0]
+        input_projection_one(X, t, W, off, lay, work, ist)      # h = W_in x_t + b_in
+        finite = True
+        for l in range(lay[N_LAYERS]):
+            _layer_norm(work, lay[W_H], W, seg(off, O_LN1G, l), W, seg(off, O_LN1B, l), d, ln_eps,
+                        work, lay[W_U])                         # u = LN1(h)
+            finite = rows_finite(work, lay[W_U], d, 1, d) and finite
+            ring_write(state, work, lay, 1, l, p)               # window of u <- u(t)
+            if lay[GATED] != 0:
+                gate_one(Ks, t, W, off, lay, work, l, Kt, gate_eps)
+            convolve_one(Ks, t, W, off, lay, state, work, l, p, Kt)
+            mix_one(Ks, t, W, off, lay, work, l)                # h += Mcat[:, :(K+1)d] V
+            if lay[MLP] != 0:
+                mlp_one(W, off, lay, work, l, ln_eps)           # h += MLP(LN2(h))
+        head_one(t, W, off, lay, state, ist, work, Y, ln_eps)   # y_t (pooled with head='mean')
+        if not (finite and output_finite(Y, t)):                # overflow: the caller takes it back
+            ist[IST_ERR_T] = t
+            return ERR_UNDO
+        advance(lay, ist)
+    return OK
+
+
 @njit
 def stream_run_fir_par(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
     """stream_run for exact programs with lay[THREADS] > 1: each layer's convolution and mixing
@@ -1595,9 +1757,21 @@ def kernel_for(lay):
         fir = stream_run_fir_small_hm if lay[CONV_SMALL] > 1 else stream_run_fir_hm
     elif lay[MIX16] != 0:    # (mix_weights="fp16", Mcat only: the first version's files)
         fir = stream_run_fir_small_h if lay[CONV_SMALL] > 1 else stream_run_fir_h
+    elif one_stream_mode(lay):
+        fir = stream_run_fir_one
     else:
         fir = stream_run_fir_small if lay[CONV_SMALL] > 1 else stream_run_fir
     return _of_mode(lay, fir, stream_run_lds, stream_run_lru)
+
+
+def one_stream_mode(lay) -> bool:
+    """Does this layout run stream_run_fir_one? One float32 stream with input-major weights (lay[GEMV1]) whose
+    every convolution product runs the register tile (kernels._use_tile true for every K_t ≤ K̄: the
+    tile for up to K̄ rows, a window at least the narrow tile wide, a one-row window within
+    simd.TILE_GEMV_MAX)."""
+    d, L = int(lay[D_MODEL]), int(lay[L_WIN])
+    return (lay[GEMV1] != 0 and lay[THREADS] <= 1 and lay[MIX16] == 0 and lay[MLP16] == 0 and lay[LDS] == 0
+            and lay[LRU_KIND] == 0 and lay[CONV_SMALL] >= lay[K_MAX] and d >= HALF_COLS and L * d <= TILE_GEMV_MAX)
 
 
 def stream_run(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):

@@ -406,6 +406,40 @@ def test_exact_engine_compiles_no_other_modes_kernels(tmp_path, small_rows, smal
     assert r.stdout.strip().splitlines()[-1] == want, r.stdout
 
 
+@pytest.mark.slow
+def test_one_stream_float32_engine_compiles_one_small_kernel(tmp_path):
+    """A float32 engine of one stream runs its own kernel, stream_run_fir_one (every product a GEMV on
+    input-major weights, the convolution the register tile): with an empty numba cache, a warm-up, a
+    run() and steps compile exactly one signature of it and nothing of the general kernel, gemm_nt or
+    BLAS's path (the demo's cold start, docs/PERFORMANCE.md); its outputs match the float64 reference."""
+    code = textwrap.dedent("""
+        import numpy as np
+        from essm_stream.config import ESSMConfig
+        from essm_stream.engine import StreamEngine, tiny_program
+        from essm_stream import kernels, gemv, simd
+        cfg = ESSMConfig(d_in=3, d_out=2, d_model=64, n_layers=2, seq_len=8, k_max=4, d_gate=4)
+        prog = tiny_program(cfg)
+        e = StreamEngine(prog, dtype=np.float32)
+        assert kernels.kernel_for(e._lay) is kernels.stream_run_fir_one
+        e.warmup()
+        rng = np.random.default_rng(1)
+        X = rng.standard_normal((20, 1, 3))
+        Ks = rng.integers(1, 5, size=(20, 1))
+        y = e.run(X[:18].astype(np.float32), Ks[:18])[:, 0]
+        y = np.concatenate([y, [e.step(X[t, 0].astype(np.float32), int(Ks[t, 0])).copy() for t in (18, 19)]])
+        y64 = StreamEngine(prog, dtype=np.float64, kernel="ref").run(X, Ks)[:, 0]
+        err = float(np.abs(y - y64).max() / np.abs(y64).max())
+        print([len(kernels.stream_run_fir_one.signatures), len(kernels.stream_run_fir_small.signatures),
+               len(kernels.gemm_nt.signatures), len(simd.tile_product_pf.signatures),
+               len(gemv.gemv_t.signatures)], err < 2e-5)
+    """)
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    env.pop("ESSM_CONV_SMALL_ROWS", None)
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines()[-1] == "[1, 0, 0, 1, 1] True", r.stdout
+
+
 def test_engine_imports_and_steps_without_torch(tmp_path, prog):
     path = str(tmp_path / "p.essm")
     prog.save(path)
