@@ -216,9 +216,9 @@ class StreamEngine:
         self._undo = _k.undo_for(lay.lay)           # (compiled on the first overflow only)
         self._W = lay.pack(program.arrays, dt)
         # state
-        self._state = np.zeros(lay.state_len, dtype=dt)
+        self._state = _lo.aligned_zeros(lay.state_len, dt)   # (cache-line aligned, as W: see aligned_zeros)
         self._ist = np.zeros(_lo.N_IST, dtype=np.int64)
-        self._work = np.zeros(lay.work_total, dtype=dt)
+        self._work = _lo.aligned_zeros(lay.work_total, dt)
         self._sections = tuple((name, (int(lay.lay[_lo.LAY.index("st_" + name)]), n))
                                for name, n in lay.state_sizes.items())
         # step buffers (so that step allocates nothing); step returns read-only views of _y1

@@ -42,7 +42,8 @@ import numpy as np
 
 from .config import ESSMConfig
 
-ALIGN = 16   # elements: every segment / section starts on 64 bytes (float32) or 128 (float64)
+ALIGN = 16   # elements: every segment / section starts on 64 bytes (float32) or 128 (float64) from the
+#              start of W, state and work, which start on a cache line themselves (aligned_zeros)
 
 
 def _always(g: dict) -> bool:
@@ -364,6 +365,20 @@ def _aligned(n: int) -> int:
     return -(-int(n) // ALIGN) * ALIGN
 
 
+LINE_BYTES = 64   # the base address of W, state and work (aligned_zeros): a cache line
+
+
+def aligned_zeros(n: int, dtype) -> np.ndarray:
+    """A zeroed 1-D array of n elements whose data starts on a cache line (LINE_BYTES). numpy gives
+    only 16 bytes, so ALIGN's 64-byte segment offsets were 64-byte addresses in a quarter of the
+    processes; in the others every vector load of the weights straddled two cache lines (edge B=1
+    K=32 ≈ 8% slower, varying from process to process: docs/PERFORMANCE.md)."""
+    dt = np.dtype(dtype)
+    raw = np.zeros(int(n) * dt.itemsize + LINE_BYTES, dtype=np.uint8)
+    skip = -raw.ctypes.data % LINE_BYTES
+    return raw[skip:skip + int(n) * dt.itemsize].view(dt)
+
+
 def dims_of_lay(lay: np.ndarray) -> dict[str, int]:
     """The named dims back from a `lay` vector."""
     return {name: int(lay[_LAY[name]]) for name in DIMS}
@@ -451,7 +466,7 @@ class Layout:
         Engine-only segments come from the config: eps = (ln_eps, gate_eps)."""
         arrays = dict(program_arrays)
         arrays["eps"] = np.array([self.cfg.ln_eps, getattr(self.cfg, "gate_eps", 0.0)])
-        W = np.zeros(self.n_w, dtype=dtype)
+        W = aligned_zeros(self.n_w, dtype)
         for i, name in enumerate(PACKED):
             shape = self.shapes[name]
             size = int(np.prod(shape))

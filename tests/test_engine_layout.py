@@ -86,3 +86,18 @@ def test_lay_constants_name_every_entry_once():
     assert lo.PACKED[lo.O_MCAT] == "Mcat" and lo.PACKED[lo.O_EPS] == "eps" and lo.PACKED[lo.O_FC2B] == "fc2.b"
     assert lo.PACKED[lo.O_MCATH] == "Mcat.h" and lo.PACKED[lo.O_FC1H] == "fc1.W.h" and lo.PACKED[lo.O_FC2H] == "fc2.W.h"
     assert "sigma" not in lo.PACKED and len(lo.PACKED) == lo.N_SEG
+
+
+@pytest.mark.parametrize("B,dtype", [(1, np.float32), (3, np.float32), (2, np.float64)])
+def test_engine_arrays_start_on_a_cache_line(B, dtype):
+    """W, state and work start on a 64-byte line, so that ALIGN's segment offsets are line addresses
+    (numpy alone gives 16 bytes); aligned_zeros is zeroed, contiguous and writable."""
+    from essm_stream.engine import StreamEngine, tiny_program
+    cfg = ESSMConfig(d_in=3, d_out=2, d_model=32, n_layers=1, seq_len=5, k_max=3, d_gate=4)
+    e = StreamEngine(tiny_program(cfg), batch=B, dtype=dtype)
+    for a in (e._W, e._state, e._work):
+        assert a.ctypes.data % lo.LINE_BYTES == 0 and a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable
+    for n in (1, 17):
+        z = lo.aligned_zeros(n, np.float32)
+        assert z.shape == (n,) and z.ctypes.data % lo.LINE_BYTES == 0 and not z.any()
+    assert lo.aligned_zeros(0, np.float64).shape == (0,)   # (an empty array: no address to align)
