@@ -1,0 +1,77 @@
+"""The edge B=1 float32 step of source trees, each run in fresh processes, trees interleaved: what a
+change costs or gains when it shows only across processes (W's base address, for one, differs from
+one process to the next: the output names it, mod 64).
+
+    python bench/tree_step.py --trees /tmp/before . [--processes 4] [--ks 32,4]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+_CHILD = r"""
+import json, sys, time
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+from essm_stream.config import ESSMConfig
+from essm_stream.engine import StreamEngine, tiny_program
+cfg = ESSMConfig(d_in=40, d_out=12, d_model=64, n_layers=4, seq_len=128, k_max=32, d_gate=32)
+e = StreamEngine(tiny_program(cfg))
+x = np.random.default_rng(0).standard_normal(40).astype(np.float32)
+res = {"w_mod64": int(e._W.ctypes.data % 64)}
+for K in map(int, sys.argv[2].split(",")):
+    for _ in range(300):
+        e.step(x, K)
+    ts = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for _ in range(400):
+            e.step(x, K)
+        ts.append((time.perf_counter() - t0) / 400)
+    res[str(K)] = float(np.median(ts))
+print(json.dumps(res))
+"""
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--trees", nargs="+", required=True, help="source trees (each with essm_stream/)")
+    ap.add_argument("--processes", type=int, default=4, help="fresh processes per tree")
+    ap.add_argument("--ks", default="32,4", help="comma-separated budgets")
+    a = ap.parse_args(argv)
+    if a.processes < 1:
+        ap.error("--processes must be >= 1")
+    for t in a.trees:
+        if not os.path.isdir(os.path.join(t, "essm_stream")):
+            ap.error(f"{t}: no essm_stream/ in it")
+    ks = a.ks.split(",")
+    got = {t: [] for t in a.trees}
+    for i in range(a.processes):
+        for t in a.trees:
+            r = subprocess.run([sys.executable, "-c", _CHILD, os.path.abspath(t), a.ks], capture_output=True,
+                               text=True, timeout=600)
+            if r.returncode != 0:
+                print(r.stderr[-2000:], file=sys.stderr)
+                return 1
+            res = json.loads(r.stdout.strip().splitlines()[-1])
+            got[t].append(res)
+            print(f"process {i + 1}, {t}: W mod 64 = {res['w_mod64']}, " +
+                  ", ".join(f"K={k} {res[k] * 1e6:.1f} µs" for k in ks), file=sys.stderr)
+    print(f"edge B=1 float32, median of 5 × 400 steps per process, {a.processes} processes per tree, "
+          f"load average (1 min) {os.getloadavg()[0]:.2f} at the end")
+    for t, rs in got.items():
+        cols = []
+        for k in ks:
+            v = np.array([r[k] for r in rs]) * 1e6
+            cols.append(f"K={k} {np.median(v):.1f} [{v.min():.1f}-{v.max():.1f}] µs")
+        print(f"  {t}: " + ", ".join(cols) + f"; W mod 64: {[r['w_mod64'] for r in rs]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
