@@ -181,7 +181,7 @@ def test_item9_engine_memory_checked_before_allocating():
 
 @pytest.mark.slow
 def test_item7_engine_runs_with_numba_bounds_checking(tmp_path):
-    """Item 7: the engine's core checks (float64 only: one compile) run once with NUMBA_BOUNDSCHECK=1
+    """Item 7: the engine's core checks (float64, the default tile mode only: one compile) run once with NUMBA_BOUNDSCHECK=1
     and a fresh cache, and the flag is really on (an out-of-bounds store raises IndexError instead
     of corrupting memory)."""
     probe = textwrap.dedent("""
@@ -197,7 +197,9 @@ def test_item7_engine_runs_with_numba_bounds_checking(tmp_path):
                PYTHONPATH=os.pathsep.join([os.path.dirname(here), here, os.environ.get("PYTHONPATH", "")]))
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path / "test_probe.py"),
            os.path.join(here, "test_engine.py"), os.path.join(here, "test_engine_hardening.py"), "-k",
-           "probe or numba_kernel_matches_reference or nan_policy_zero_reads or snapshot_restore or (item3 and float64)"]
+           "(probe or numba_kernel_matches_reference or nan_policy_zero_reads or snapshot_restore or (item3 and float64))"
+           " and not sgemm"]   # (the tile kernel's indexing; the BLAS-only mode, an override for measurements,
+    #                           would be a second kernel to compile with the checks: ≈ 10 s of the suite)
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env, cwd=str(tmp_path))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
 
