@@ -2,7 +2,7 @@
 change costs or gains when it shows only across processes (W's base address, for one, differs from
 one process to the next: the output names it, mod 64).
 
-    python bench/tree_step.py --trees /tmp/before . [--processes 4] [--ks 32,4]
+    python bench/tree_step.py --trees /tmp/before . [--processes 4] [--ks 32,4] [--fp16]
 """
 from __future__ import annotations
 
@@ -21,7 +21,10 @@ sys.path.insert(0, sys.argv[1])
 from essm_stream.config import ESSMConfig
 from essm_stream.engine import StreamEngine, tiny_program
 cfg = ESSMConfig(d_in=40, d_out=12, d_model=64, n_layers=4, seq_len=128, k_max=32, d_gate=32)
-e = StreamEngine(tiny_program(cfg))
+prog = tiny_program(cfg)
+if sys.argv[3] == "fp16":
+    prog = prog.with_mix_weights("fp16")
+e = StreamEngine(prog)
 x = np.random.default_rng(0).standard_normal(40).astype(np.float32)
 res = {"w_mod64": int(e._W.ctypes.data % 64)}
 for K in map(int, sys.argv[2].split(",")):
@@ -43,6 +46,7 @@ def main(argv=None) -> int:
     ap.add_argument("--trees", nargs="+", required=True, help="source trees (each with essm_stream/)")
     ap.add_argument("--processes", type=int, default=4, help="fresh processes per tree")
     ap.add_argument("--ks", default="32,4", help="comma-separated budgets")
+    ap.add_argument("--fp16", action="store_true", help="the program with --weights fp16")
     a = ap.parse_args(argv)
     if a.processes < 1:
         ap.error("--processes must be >= 1")
@@ -53,7 +57,7 @@ def main(argv=None) -> int:
     got = {t: [] for t in a.trees}
     for i in range(a.processes):
         for t in a.trees:
-            r = subprocess.run([sys.executable, "-c", _CHILD, os.path.abspath(t), a.ks], capture_output=True,
+            r = subprocess.run([sys.executable, "-c", _CHILD, os.path.abspath(t), a.ks, "fp16" if a.fp16 else "fp32"], capture_output=True,
                                text=True, timeout=600)
             if r.returncode != 0:
                 print(r.stderr[-2000:], file=sys.stderr)
@@ -62,7 +66,7 @@ def main(argv=None) -> int:
             got[t].append(res)
             print(f"process {i + 1}, {t}: W mod 64 = {res['w_mod64']}, " +
                   ", ".join(f"K={k} {res[k] * 1e6:.1f} µs" for k in ks), file=sys.stderr)
-    print(f"edge B=1 float32, median of 5 × 400 steps per process, {a.processes} processes per tree, "
+    print(f"edge B=1 float32 engine{', fp16 weights' if a.fp16 else ''}, median of 5 × 400 steps per process, {a.processes} processes per tree, "
           f"load average (1 min) {os.getloadavg()[0]:.2f} at the end")
     for t, rs in got.items():
         cols = []

@@ -163,7 +163,8 @@ HALF_COPIES = {"Mcat.h": ("Mcat", False), "fc1.W.h": ("fc1.W", True), "fc2.W.h":
 # packed transposed, each layer's (rows, cols) matrix as (cols, rows), where the named dim gemv1 is set
 # (B = 1 float32 engines: essm_stream.gemv reads the weights input-major, the active prefix of Mcat's
 # columns then a contiguous prefix of rows); unpack transposes them back
-TRANSPOSED_WHEN_GEMV1 = ("Mcat", "fc1.W", "fc2.W", "Mcat.h", "inp.W", "W1", "W2", "out.W")
+TRANSPOSED_WHEN_GEMV1 = ("Mcat", "fc1.W", "fc2.W", "Mcat.h", "inp.W", "W1", "W2")   # (not out.W: its few
+#   outputs are read a dot product each, kernels._head_gemv)
 # and where the named dim gemm_t is set (B > 1 float32 engines: simd.tile_product runs the mixing and the
 # MLP as (B × n)·(n × m) products of the streams' rows by the input-major weights)
 TRANSPOSED_WHEN_GEMM_T = ("Mcat", "fc1.W", "fc2.W", "Mcat.h")
