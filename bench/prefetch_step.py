@@ -22,7 +22,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 
@@ -97,16 +96,8 @@ def _worker_peers(points) -> None:
 
 
 def _median_us(fn, frames, n: int) -> float:
-    for i in range(5):
-        fn(frames[i % len(frames)])
-    pc = time.perf_counter_ns
-    ts = np.empty(n)
-    for i in range(n):
-        x = frames[i % len(frames)]
-        t0 = pc()
-        fn(x)
-        ts[i] = pc() - t0
-    return float(np.median(ts)) / 1e3
+    from targets import _median_step   # (the project bench's timing loop: 5 warm-up steps, then n)
+    return _median_step(fn, frames, n, warm=5) * 1e6
 
 
 def _time_points(points, get):
