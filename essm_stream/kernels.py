@@ -1223,18 +1223,25 @@ def mlp_tiled(W, off, lay, work, B, l):
     ln_eps = W[seg(off, O_EPS, 0)]
     if lay[GEMM_T] == 0:
         mlp(W, off, lay, work, B, l, ln_eps)
-        return
+    else:
+        _mlp_streams_tiled(W, off, lay, work, B, l, ln_eps, W, seg(off, O_FC1W, l), seg(off, O_FC2W, l))
+
+
+@njit(inline="always")
+def _mlp_streams_tiled(W, off, lay, work, B, l, ln_eps, X, x1, x2):
+    """h += fc2 GELU(fc1 LN2(h) + b1) + b2 for all B streams as two register-tiled products, fc1 / fc2
+    input-major at X[x1] / X[x2]: W's float32 segments, or its uint16 view at their half copies."""
     wl, d, dh = lay[WL], lay[D_MODEL], lay[D_HIDDEN]
     sh, sz, sa = lay[W_H], lay[W_Z], lay[W_A]
     _layer_norm_streams(work, B, wl, sh, sz, W, seg(off, O_LN2G, l), seg(off, O_LN2B, l), d, ln_eps)
     fc1b, fc2b = seg(off, O_FC1B, l), seg(off, O_FC2B, l)
-    tile_product(work, sz, wl, W, seg(off, O_FC1W, l), dh, work, sa, wl, work, np.int64(-1), B, d, dh, np.int64(0))
+    tile_product(work, sz, wl, X, x1, dh, work, sa, wl, work, np.int64(-1), B, d, dh, np.int64(0))
     for b in range(B):
         wb = b * wl
         _bias_gelu(work, wb + sa, W, fc1b, dh)
         for i in range(d):
             work[wb + sh + i] += W[fc2b + i]
-    tile_product(work, sa, wl, W, seg(off, O_FC2W, l), d, work, sh, wl, work, np.int64(-1), B, dh, d, np.int64(1))
+    tile_product(work, sa, wl, X, x2, d, work, sh, wl, work, np.int64(-1), B, dh, d, np.int64(1))
 
 
 @njit(inline="always")
@@ -1269,22 +1276,9 @@ def mlp_h_tiled(W, off, lay, work, B, l):
     rows by the transposed float16 copies (simd.tile_product, widened as loaded). MODE_FIR_SMALL_HM's."""
     if lay[GEMM_T] == 0 or lay[MLP] == 0:
         mlp_h(W, off, lay, work, B, l)
-        return
-    ln_eps = W[seg(off, O_EPS, 0)]
-    wl, d, dh = lay[WL], lay[D_MODEL], lay[D_HIDDEN]
-    sh, sz, sa = lay[W_H], lay[W_Z], lay[W_A]
-    _layer_norm_streams(work, B, wl, sh, sz, W, seg(off, O_LN2G, l), seg(off, O_LN2B, l), d, ln_eps)
-    H = W.view(np.uint16)
-    fc1b, fc2b = seg(off, O_FC1B, l), seg(off, O_FC2B, l)
-    tile_product(work, sz, wl, H, 2 * seg(off, O_FC1H, l), dh, work, sa, wl, work, np.int64(-1), B, d, dh,
-                 np.int64(0))
-    for b in range(B):
-        wb = b * wl
-        _bias_gelu(work, wb + sa, W, fc1b, dh)
-        for i in range(d):
-            work[wb + sh + i] += W[fc2b + i]
-    tile_product(work, sa, wl, H, 2 * seg(off, O_FC2H, l), d, work, sh, wl, work, np.int64(-1), B, dh, d,
-                 np.int64(1))
+    else:
+        _mlp_streams_tiled(W, off, lay, work, B, l, W[seg(off, O_EPS, 0)], W.view(np.uint16),
+                           2 * seg(off, O_FC1H, l), 2 * seg(off, O_FC2H, l))
 
 
 @njit(inline="always")
