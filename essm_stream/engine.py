@@ -219,6 +219,12 @@ class StreamEngine:
         self._state = _lo.aligned_zeros(lay.state_len, dt)   # (cache-line aligned, as W: see aligned_zeros)
         self._ist = np.zeros(_lo.N_IST, dtype=np.int64)
         self._work = _lo.aligned_zeros(lay.work_total, dt)
+        # the one-stream kernel takes W | state | work as one buffer and off | lay | ist as another (fewer
+        # arguments to unbox per call, kernels.unpack_one); the engine works on their views
+        self._packed = kernel == "numba" and self._kernel is _k.stream_run_fir_one
+        if self._packed:
+            self._F, self._I = _k.pack_one(self._W, self._off, self._lay, self._state, self._ist, self._work)
+            self._W, self._off, self._lay, self._state, self._ist, self._work = _k.unpack_one_py(self._F, self._I)
         self._sections = tuple((name, (int(lay.lay[_lo.LAY.index("st_" + name)]), n))
                                for name, n in lay.state_sizes.items())
         # step buffers (so that step allocates nothing); step returns read-only views of _y1
@@ -230,8 +236,13 @@ class StreamEngine:
         self._nan_zero = nan_policy == "zero"
         # step() passes the same objects every call (state is updated in place), so build the
         # argument tuple once: a step is then one shape/dtype check, two copies and the call
-        self._step_args = (self._x1, self._K1, self._W, self._off, self._lay, self._state,
-                           self._ist, self._work, self._y1, self._nan_zero)
+        if self._packed:   # (X and K flat: step() passes a frame x_t (d_in,) itself in place of _x1's)
+            self._step_args = (self._x1.reshape(-1), self._K1.reshape(-1), self._F, self._I, self._y1,
+                               self._nan_zero)
+        else:
+            self._step_args = (self._x1, self._K1, self._W, self._off, self._lay, self._state,
+                               self._ist, self._work, self._y1, self._nan_zero)
+        self._rest = self._step_args[1:]
         self._k_max = int(cfg.k_max)
         self._shape_b = (B, cfg.d_in)
         self._shape_v = (cfg.d_in,) if B == 1 else None
@@ -250,7 +261,7 @@ class StreamEngine:
             import importlib
             importlib.import_module("scipy.special")   # the reference's GELU imports it: now, not in the first step
             from .reference import stream_run_ref
-            self._ref = stream_run_ref
+            self._ref = self._ref_packed if self._packed else stream_run_ref
 
     # -- properties ---------------------------------------------------------------------------
     @property
@@ -316,6 +327,20 @@ class StreamEngine:
             raise c.error
         return True
 
+    def _ref_packed(self, X1, K1, F, I, Y, nan_zero):
+        """The numpy reference kernel called with the one-stream kernel's packed arguments."""
+        from .reference import stream_run_ref
+        T = Y.shape[0]
+        return stream_run_ref(X1.reshape(T, 1, -1), K1.reshape(T, 1), self._W, self._off, self._lay, self._state,
+                              self._ist, self._work, Y, nan_zero)
+
+    def _call(self, X3, Ks, Y) -> int:
+        """The kernel over the block X3 (T, B, d_in), Ks (T, B) -> Y (T, B, d_out), in its argument convention."""
+        if self._packed:
+            return self._kernel(X3.reshape(-1), Ks.reshape(-1), self._F, self._I, Y, self._nan_zero)
+        return self._kernel(X3, Ks, self._W, self._off, self._lay, self._state, self._ist, self._work, Y,
+                            self._nan_zero)
+
     def _interim(self, *args):
         """The kernel while the compiled one is being built: the numpy reference (same signature,
         same state layout, float64 maths rounded to the engine's dtype where stored), then, from the
@@ -352,6 +377,7 @@ class StreamEngine:
     _k1 = None
     _fast_of = None
     _fast = None
+    _direct = None   # (packed engines: _fast once it is the compiled entry point, which takes a frame itself)
 
     def _bind_fast(self) -> None:
         """Bind _fast to the compiled entry point of the kernel's overload for exactly the types of
@@ -361,7 +387,7 @@ class StreamEngine:
         and for kernels that are not numba dispatchers (kernel='ref', NUMBA_DISABLE_JIT, a wrapper),
         _fast is the kernel itself."""
         k = self._kernel
-        self._fast, self._fast_of = k, k
+        self._fast, self._fast_of, self._direct = k, k, None
         overloads = getattr(k, "overloads", None)
         if overloads is None:
             return
@@ -371,6 +397,8 @@ class StreamEngine:
             self._fast_of = None          # not compiled yet: call the dispatcher, look again next step
         else:
             self._fast = cres.entry_point
+            if self._packed:              # (the entry point does not look at types: step() passes it
+                self._direct = self._fast  # only C-contiguous frames of the engine's dtype and shape)
 
     def _set_step_budget(self, K) -> None:
         self._k1 = None
@@ -402,26 +430,32 @@ class StreamEngine:
             # and shape); anything else takes the checking path below, which explains what is wrong
             if type(K) is int and 1 <= K <= self._k_max and type(x_t) is np.ndarray \
                     and x_t.dtype == self.dtype and out is None:
+                if self._kernel is not self._fast_of:      # first step, or the kernel changed
+                    self._bind_fast()
                 shp = x_t.shape
-                if shp == self._shape_b:
+                ret = None
+                if shp == self._shape_v:
+                    ret = self._y1_v
+                    fd = self._direct                      # (packed: x_t itself is the kernel's frame,
+                    if fd is None or not x_t.flags.c_contiguous:   # no copy; else copied into _x1)
+                        np.copyto(self._x1_v, x_t)
+                        fd = None
+                elif shp == self._shape_b:
                     np.copyto(self._x1_b, x_t)
                     ret = self._y1_b
-                elif shp == self._shape_v:
-                    np.copyto(self._x1_v, x_t)
-                    ret = self._y1_v
-                else:
-                    ret = None
+                    fd = None
                 if ret is not None:
                     if K != self._k1:                      # (the budget array is only rewritten when K changes)
                         self._K1.fill(K)
                         self._k1 = K
-                    if self._kernel is not self._fast_of:  # first step, or the kernel changed
-                        self._bind_fast()
                     if self._pin is not None:              # (threads > 1 on a larger pool only)
                         self._pin()
-                    status = self._fast(*self._step_args)   # NaN/Inf checked in the kernel first
+                    if fd is not None:                     # NaN/Inf checked in the kernel first
+                        status = fd(x_t, *self._rest)
+                    else:
+                        status = self._fast(*self._step_args)
                     if status != _k.OK:
-                        self._raise(self._overflowed(status, *self._step_args[:2], self._y1), self._K1)
+                        self._raise(self._overflowed(status, self._x1, self._K1, self._y1), self._K1)
                     return ret
             self._check_frame_array(x_t, "x_t")
             B, d_in = self.batch, self.cfg.d_in
@@ -443,7 +477,7 @@ class StreamEngine:
                 self._pin()
             status = self._kernel(*self._step_args)
             if status != _k.OK:
-                self._raise(self._overflowed(status, *self._step_args[:2], self._y1), self._K1)
+                self._raise(self._overflowed(status, self._x1, self._K1, self._y1), self._K1)
             if out is not None:
                 np.copyto(out, ret)
                 return out
@@ -504,8 +538,7 @@ class StreamEngine:
                 return Y[:, 0] if squeeze else Y
             if self._pin is not None:
                 self._pin()
-            status = self._kernel(X3, Ks, self._W, self._off, self._lay, self._state, self._ist,
-                                  self._work, Y, self._nan_zero)
+            status = self._call(X3, Ks, Y)
             if status != _k.OK:
                 self._raise(self._overflowed(status, X3, Ks, Y), Ks)
             return Y[:, 0] if squeeze else Y
@@ -530,8 +563,7 @@ class StreamEngine:
             t0 = t + 1
             if t0 == T:
                 return _k.OK
-            status = self._kernel(X3[t0:], Ks[t0:], self._W, self._off, self._lay, self._state, self._ist,
-                                  self._work, Y[t0:], self._nan_zero)
+            status = self._call(X3[t0:], Ks[t0:], Y[t0:])
         return status
 
     def _raise(self, status: int, Ks) -> None:

@@ -1635,10 +1635,56 @@ def convolve_one(Ks, t, W, off, lay, state, work, l, p, Kt):
                     lay[W_S] if lay[GATED] != 0 else -1, Kt, p0, prow, pn, pld)
 
 
+# stream_run_fir_one's packed arguments (the engine's call crosses into numba with 6 arguments, not 10:
+# each array argument costs ≈ 35 ns to unbox, and a frame passed straight in saves the np.copyto of it,
+# ≈ 0.4 µs). F, one float buffer, holds W | state | work; I, one int64 buffer, holds a header of
+# N_PACK_HEAD (start, stop) pairs, then off | lay | ist. The engine's W, state, work, off, lay and ist
+# are views of the two buffers (StreamEngine, engine.pack_one).
+PACK_W, PACK_STATE, PACK_WORK, PACK_OFF, PACK_LAY, PACK_IST = range(6)
+N_PACK_HEAD = 12
+
+
+@njit(inline="always")
+def unpack_one(F, I):
+    """(W, off, lay, state, ist, work): the views of F and I that the header at I[:N_PACK_HEAD] names."""
+    return (F[I[0]:I[1]], I[I[6]:I[7]], I[I[8]:I[9]], F[I[2]:I[3]], I[I[10]:I[11]], F[I[4]:I[5]])
+
+
+def pack_one(W, off, lay, state, ist, work):
+    """(F, I) for stream_run_fir_one: copies of W, state and work in one cache-line aligned float buffer
+    (each starting on a cache line, layout.aligned_zeros / ALIGN) and of off, lay and ist in one int64
+    buffer after the header that unpack_one reads. The engine then works on their views (unpack_one)."""
+    from .layout import ALIGN, aligned_zeros
+    fl = [W, state, work]
+    fo, n = [], 0
+    for a in fl:
+        fo.append(n)
+        n += -(-a.size // ALIGN) * ALIGN
+    F = aligned_zeros(max(n, 1), W.dtype)
+    il = [off, lay, ist]
+    io, m = [], N_PACK_HEAD
+    for a in il:
+        io.append(m)
+        m += a.size
+    I = np.zeros(m, dtype=np.int64)
+    for k, (a, o) in enumerate(zip(fl + il, fo + io)):
+        I[2 * k], I[2 * k + 1] = o, o + a.size
+        (F if k < 3 else I)[o:o + a.size] = a
+    return F, I
+
+
+def unpack_one_py(F, I):
+    """unpack_one from Python (the engine's views of the packed buffers)."""
+    return getattr(unpack_one, "py_func", unpack_one)(F, I)
+
+
 @njit
-def stream_run_fir_one(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
+def stream_run_fir_one(X1, K1, F, I, Y, nan_zero):
     """stream_run for one float32 stream whose products are all GEMVs on input-major weights and whose
     convolution always runs the register tile (lay[GEMV1], one_stream_mode): no gemm_nt, no BLAS.
+
+    Packed arguments (see unpack_one): X1 the T frames flat (T d_in,), K1 their budgets (T,), F and I the
+    engine's buffers, Y (T, 1, d_out): stream_run's arrays are views of them (pack_args packs them).
 
     Its own step loop, _run's for B = 1 with the one-stream ops called directly, not _run inlined with
     a mode: numba's inlining deep-copies the callee's IR twice per call site (_run with its inlined ops:
@@ -1646,10 +1692,13 @@ def stream_run_fir_one(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
     and optimise again inside this one. On the demo's program (python bench/startup.py --compile):
     17 compiled functions, ≈ 7-8 s CPU -> 10 functions, ≈ 3.5 s (docs/PERFORMANCE.md "Cold start ≤ 5 s"). Same ops in
     the same order as _run (tests/test_engine.py, tests/test_gemv.py hold it to the reference)."""
+    W, off, lay, state, ist, work = unpack_one(F, I)
+    T = Y.shape[0]
+    X = X1.reshape((T, 1, lay[D_IN]))
+    Ks = K1.reshape((T, 1))
     status = check_inputs(X, Ks, lay, ist, nan_zero)
     if status != OK:
         return status
-    T = X.shape[0]
     ln_eps, gate_eps = W[seg(off, O_EPS, 0)], W[seg(off, O_EPS, 0) + 1]
     d = lay[D_MODEL]
     for t in range(T):
@@ -1787,5 +1836,13 @@ def stream_run(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
     does all of that itself and returns ERR_OVERFLOW or OK).
 
     Dispatches to the compiled step of the layout's mode (kernel_for); the engine binds that
-    directly. reference.stream_run_ref is its numpy float64 twin (same signature)."""
-    return kernel_for(lay)(X, Ks, W, off, lay, state, ist, work, Y, nan_zero)
+    directly. reference.stream_run_ref is its numpy float64 twin (same signature). (The one-stream
+    kernel takes packed arguments: here packed into copies, and the state copied back.)"""
+    k = kernel_for(lay)
+    if k is not stream_run_fir_one:
+        return k(X, Ks, W, off, lay, state, ist, work, Y, nan_zero)
+    F, I = pack_one(W, off, lay, state, ist, work)
+    status = k(np.ascontiguousarray(X).reshape(-1), np.ascontiguousarray(Ks).reshape(-1), F, I, Y, nan_zero)
+    _, _, _, s, i, w = unpack_one_py(F, I)
+    state[:], ist[:], work[:] = s, i, w
+    return status
