@@ -261,20 +261,10 @@ else:
 if JIT_DISABLED:
     SETS = 1
 
-    def gemv_t_pf(x, xo, Wt, w0, ldw, n_in, n_out, out, oo, pa, pm):
-        gemv_t_ref(x, xo, Wt, w0, ldw, n_in, n_out, out, oo)   # (nothing to prefetch)
+    def gemv_chunk_pf(x, xo, Wt, w0, ldw, n_in, out, oo, pa, pm):
+        gemv_t_ref(x, xo, Wt, w0, ldw, n_in, CHUNK, out, oo)   # (nothing to prefetch)
 else:
-    @njit(inline="always")
-    def gemv_t_pf(x, xo, Wt, w0, ldw, n_in, n_out, out, oo, pa, pm):
-        """gemv_t, which while it reads rows m < pm also prefetches (into L2) MIX_PF lines per pass of SETS
-        rows at byte pa + (m / SETS) MIX_PF 64 of Wt's data from w0 on (numba_config.mix_prefetch): the
-        one-stream mixing, reading the part of Mcat the convolution prefetched from L2 while the L3 port
-        fetches the part it did not. One chunk of outputs (n_out = CHUNK) only; other widths and pm = 0
-        run gemv_t."""
-        if n_out == CHUNK and pm > 0 and MIX_PF > 0:
-            _chunk_pf(x, xo, Wt, w0, ldw, n_in, out, oo, pa, pm)
-        else:
-            gemv_t(x, xo, Wt, w0, ldw, n_in, n_out, out, oo)
+    gemv_chunk_pf = _chunk_pf
 
 
 gemv_t_jit = gemv_t   # (the name tests and benches call from Python: compiled, or the numpy twin)

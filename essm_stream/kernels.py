@@ -42,7 +42,7 @@ from .layout import (D_GATE, D_HIDDEN, D_IN, D_MODEL, D_OUT, GATED, IST_ERR_B, I
                      W_X, W_Z, WL, W_UNDO, IST_SKIPPED, WB_C)
 from .kernels_lds import lds_convolve, lds_ring, lds_undo
 from .kernels_lru import lru_mix, lru_undo
-from .gemv import VW as GEMV_VW, gemv_t, gemv_t_pf, MIX_PF, SETS as GEMV_SETS
+from .gemv import CHUNK as GEMV_CHUNK, VW as GEMV_VW, gemv_chunk_pf, gemv_t, MIX_PF, SETS as GEMV_SETS
 from .layout import CONV_SMALL, GEMM_T, GEMV1, HIST_BLK, LDS, LRU_KIND, MIX16, MLP16, O_FC1H, O_FC2H, O_MCATH, PAR_MIN_B, PAR_MIN_K, THREADS, WB_HP, hist_block
 from .numba_config import JIT_DISABLED, njit, prefetch_bytes
 from .simd import HALF_COLS, PF_LINES, TILE_GEMV_MAX, TILE_ROWS, conv_product_pf, min_cols, tile_product
@@ -1623,7 +1623,10 @@ def mix_one(Ks, t, W, off, lay, work, l):
     d = lay[D_MODEL]
     Kt = Ks[t, 0]
     pa, pm = _mix_prefetch_one(W, off, lay, l, Kt)
-    gemv_t_pf(work, lay[W_V], W, seg(off, O_MCAT, l), d, (Kt + 1) * d, d, work, lay[W_H], pa, pm)
+    if d == GEMV_CHUNK and pm > 0:
+        gemv_chunk_pf(work, lay[W_V], W, seg(off, O_MCAT, l), d, (Kt + 1) * d, work, lay[W_H], pa, pm)
+    else:
+        gemv_t(work, lay[W_V], W, seg(off, O_MCAT, l), d, (Kt + 1) * d, d, work, lay[W_H])
 
 
 @njit(inline="always")

@@ -534,3 +534,48 @@ def test_read_only_inputs_reuse_the_compiled_kernel(prog):
     assert b._kernel is a._kernel and len(b._kernel.signatures) == n
     assert np.array_equal(got[:3], want[:3])
     assert not Xr.flags.writeable and not Kr.flags.writeable      # the caller's arrays are left as they were
+
+
+def test_one_stream_engine_packed_arguments_and_frames_passed_directly():
+    """The one-stream kernel's packed call (kernels.pack_one / unpack_one): the engine's W, state, work,
+    off, lay and ist are views of its two buffers; step() hands a C-contiguous frame to the kernel itself
+    and copies any other (strided, read-only, (1, d_in)), all on one compiled signature, with the same
+    outputs as run(); an overflowing frame is taken back through the packed call (step, and run with
+    nan_policy='zero', which runs the frames after it)."""
+    from essm_stream.engine import NonFiniteOutputError
+    cfg = ESSMConfig(d_in=3, d_out=2, d_model=64, n_layers=2, seq_len=8, k_max=4, d_gate=4)
+    prog = tiny_program(cfg, seed=5)
+    e = StreamEngine(prog, dtype=np.float32)
+    if not e._packed:
+        pytest.skip("this build runs the general kernel for one stream")
+    for a, buf in ((e._W, e._F), (e._state, e._F), (e._work, e._F), (e._off, e._I), (e._lay, e._I), (e._ist, e._I)):
+        assert np.shares_memory(a, buf) and a.flags.c_contiguous
+    rng = np.random.default_rng(6)
+    X = rng.standard_normal((14, cfg.d_in)).astype(np.float32)
+    Ks = rng.integers(1, cfg.k_max + 1, 14)
+    want = StreamEngine(prog, dtype=np.float32).run(X, Ks)
+    wide = np.zeros((14, 2 * cfg.d_in), np.float32)
+    wide[:, ::2] = X
+    got = []
+    for t in range(14):
+        x = X[t]
+        if t % 4 == 1:
+            x = wide[t, ::2]                      # strided
+        elif t % 4 == 2:
+            x = X[t].copy()
+            x.flags.writeable = False             # read-only
+        elif t % 4 == 3:
+            x = X[t][None]                        # (1, d_in)
+        got.append(np.ravel(e.step(x, int(Ks[t]))).copy())
+    assert np.array_equal(np.array(got), want)
+    assert len(e._kernel.signatures) == 1
+    big = np.full(cfg.d_in, np.finfo(np.float32).max, np.float32) * np.sign(prog.arrays["inp.W"][0]).astype(np.float32)
+    s = e.snapshot()
+    with pytest.raises(NonFiniteOutputError):
+        e.step(big, 2)
+    assert np.array_equal(e.snapshot().state, s.state) and e.steps == 14
+    z = StreamEngine(prog, dtype=np.float32, nan_policy="zero")
+    Y = z.run(np.concatenate([X[:3], big[None], X[3:6]]), 3)
+    assert z.skipped_frames == 1 and not Y[3].any()
+    ref = StreamEngine(prog, dtype=np.float32)
+    assert np.array_equal(Y[[0, 1, 2, 4, 5, 6]], ref.run(X[:6], 3))
