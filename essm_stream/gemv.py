@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .numba_config import JIT_DISABLED, mix_prefetch, njit, simd_target
+from .numba_config import JIT_DISABLED, njit, simd_target
 
 
 def gemv_t_ref(x, xo, Wt, w0, ldw, n_in, n_out, out, oo):
@@ -50,8 +50,6 @@ def gemv_t_ref(x, xo, Wt, w0, ldw, n_in, n_out, out, oo):
     y = np.asarray(x[xo:xo + n_in], dtype=np.float64) @ rows.astype(np.float64)
     out[oo:oo + n_out] = (out[oo:oo + n_out].astype(np.float64) + y).astype(out.dtype)
 
-
-MIX_PF = mix_prefetch()   # lines prefetched per pass of the prefetching chunk (numba_config.mix_prefetch)
 
 if JIT_DISABLED:
     VW = CHUNK = 8
@@ -76,22 +74,22 @@ else:
     def _c(v):
         return ir.Constant(_I64, v)
 
-    def _make_chunk(nv: int, sets: int, pf: bool = False):
+    def _make_chunk(nv: int, sets: int):
         """An intrinsic for one chunk of nv * VW outputs: out[oo:oo + nv VW] += Σ_m x[xo + m] Wt[w0 + m ldw:…].
         x and out float32 (the engines that run it) or float64 (typed in float64 kernels, which never
         take the gemv1 branch); Wt float32, float64 or uint16 half bits, widened to x's type as loaded."""
 
-        def _typer(x, xo, Wt, w0, ldw, n_in, out, oo, pa, pm):
+        @intrinsic
+        def chunk(typingctx, x, xo, Wt, w0, ldw, n_in, out, oo):
             if not (isinstance(x, types.Array) and isinstance(out, types.Array) and isinstance(Wt, types.Array)
                     and x.dtype in _FLOATS and out.dtype == x.dtype
                     and Wt.dtype in (types.uint16, types.float32, types.float64)):
                 raise TypingError("gemv chunk: x, out float arrays of one type; Wt float or uint16 (half bits)")
-            sig = types.none(x, xo, Wt, w0, ldw, n_in, out, oo, pa, pm) if pf else \
-                types.none(x, xo, Wt, w0, ldw, n_in, out, oo)
+            sig = types.none(x, xo, Wt, w0, ldw, n_in, out, oo)
 
             def codegen(context, builder, signature, args):
-                ax, axo, aw, aw0, aldw, an, aout, aoo = args[:8]
-                tx, _, tw, _, _, _, tout, _ = signature.args[:8]
+                ax, axo, aw, aw0, aldw, an, aout, aoo = args
+                tx, _, tw, _, _, _, tout, _ = signature.args
                 fty = context.get_value_type(tx.dtype)                     # float or double
                 ety = ir.HalfType() if tw.dtype == types.uint16 else context.get_value_type(tw.dtype)
                 sty = ir.IntType(16) if tw.dtype == types.uint16 else ety  # Wt's storage element
@@ -147,28 +145,11 @@ else:
                     for v in range(nv):
                         phis[s][v].add_incoming(init[s][v], entry)
                 upd = [update(phis[s], builder.add(m, _c(s))) for s in range(sets)]
-                if pf and MIX_PF > 0:   # MIX_PF lines at byte pa + (m / sets) MIX_PF 64 of Wt + w0, while m < pm
-                    pa_, pm_ = (context.cast(builder, v, t, types.int64) for v, t in zip(args[8:], signature.args[8:]))
-                    pfb = builder.append_basic_block("gemv.prefetch")
-                    cont = builder.append_basic_block("gemv.next")
-                    builder.cbranch(builder.icmp_signed("<", m, pm_), pfb, cont)
-                    builder.position_at_end(pfb)
-                    i8p = ir.IntType(8).as_pointer()
-                    step_b = builder.mul(builder.sdiv(m, _c(sets)), _c(MIX_PF * 64))
-                    at = builder.gep(builder.bitcast(wp, i8p), [builder.add(pa_, step_b)])
-                    pfn = cgutils.get_or_insert_function(
-                        builder.module, ir.FunctionType(ir.VoidType(), [i8p] + [ir.IntType(32)] * 3), "llvm.prefetch.p0")
-                    for i in range(MIX_PF):
-                        builder.call(pfn, [builder.gep(at, [_c(i * 64)]) if i else at, ir.Constant(ir.IntType(32), 0),
-                                           ir.Constant(ir.IntType(32), 2), ir.Constant(ir.IntType(32), 1)])
-                    builder.branch(cont)
-                    builder.position_at_end(cont)
                 m2 = builder.add(m, _c(sets))
-                body = builder.block
-                m.add_incoming(m2, body)
+                m.add_incoming(m2, loop)
                 for s in range(sets):
                     for v in range(nv):
-                        phis[s][v].add_incoming(upd[s][v], body)
+                        phis[s][v].add_incoming(upd[s][v], loop)
                 builder.cbranch(builder.icmp_signed("<", m2, nmain), loop, after)
                 builder.position_at_end(after)
                 res = []
@@ -177,7 +158,7 @@ else:
                     for v in range(nv):
                         p = builder.phi(vty)
                         p.add_incoming(init[s][v], entry)
-                        p.add_incoming(upd[s][v], body)
+                        p.add_incoming(upd[s][v], loop)
                         row.append(p)
                     res.append(row)
                 if sets > 1:   # the row left when n_in is odd (sets is 1 or 2), into set 0
@@ -205,18 +186,11 @@ else:
 
             return sig, codegen
 
-        if pf:
-            def chunk(typingctx, x, xo, Wt, w0, ldw, n_in, out, oo, pa, pm):
-                return _typer(x, xo, Wt, w0, ldw, n_in, out, oo, pa, pm)
-        else:
-            def chunk(typingctx, x, xo, Wt, w0, ldw, n_in, out, oo):
-                return _typer(x, xo, Wt, w0, ldw, n_in, out, oo, None, None)
-        return intrinsic(chunk)
+        return chunk
 
     assert SETS in (1, 2)
     _chunk_big = _make_chunk(NV, SETS)
     _chunk_vec = _make_chunk(1, 2)
-    _chunk_pf = _make_chunk(NV, SETS, pf=True)
 
     @intrinsic
     def _widen(typingctx, w, like):
@@ -256,15 +230,6 @@ else:
                     s += x[xm + m] * _widen(Wt[wm + m * ldw + jj], s)
                 out[oo + jj] += s
             m0 += nr
-
-
-if JIT_DISABLED:
-    SETS = 1
-
-    def gemv_chunk_pf(x, xo, Wt, w0, ldw, n_in, out, oo, pa, pm):
-        gemv_t_ref(x, xo, Wt, w0, ldw, n_in, CHUNK, out, oo)   # (nothing to prefetch)
-else:
-    gemv_chunk_pf = _chunk_pf
 
 
 gemv_t_jit = gemv_t   # (the name tests and benches call from Python: compiled, or the numpy twin)

@@ -42,10 +42,10 @@ from .layout import (D_GATE, D_HIDDEN, D_IN, D_MODEL, D_OUT, GATED, IST_ERR_B, I
                      W_X, W_Z, WL, W_UNDO, IST_SKIPPED, WB_C)
 from .kernels_lds import lds_convolve, lds_ring, lds_undo
 from .kernels_lru import lru_mix, lru_undo
-from .gemv import CHUNK as GEMV_CHUNK, VW as GEMV_VW, gemv_chunk_pf, gemv_t, MIX_PF, SETS as GEMV_SETS
+from .gemv import VW as GEMV_VW, gemv_t
 from .layout import CONV_SMALL, GEMM_T, GEMV1, HIST_BLK, LDS, LRU_KIND, MIX16, MLP16, O_FC1H, O_FC2H, O_MCATH, PAR_MIN_B, PAR_MIN_K, THREADS, WB_HP, hist_block
 from .numba_config import JIT_DISABLED, njit, prefetch_bytes
-from .simd import HALF_COLS, PF_LINES, TILE_GEMV_MAX, TILE_ROWS, conv_product_pf, min_cols, tile_product
+from .simd import HALF_COLS, TILE_GEMV_MAX, conv_product_pf, min_cols, tile_product
 
 OK, ERR_NONFINITE, ERR_BUDGET, ERR_OVERFLOW = 0, 1, 2, 3
 # Frame ist[IST_ERR_T] (of this call's block) overflowed and the step stopped there with its writes
@@ -1618,32 +1618,9 @@ def stream_run_fir_small(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
 # the one-stream kernel's convolution and mixing (kept apart from convolve_small / mix: its own ops)
 @njit(inline="always")
 def mix_one(Ks, t, W, off, lay, work, l):
-    """mix of one stream with Mcat input-major (lay[GEMV1]): gemv_t over the active prefix of its rows,
-    prefetching the part of it that convolve_one did not (_mix_prefetch_one)."""
+    """mix of one stream with Mcat input-major (lay[GEMV1]): gemv_t over the active prefix of its rows."""
     d = lay[D_MODEL]
-    Kt = Ks[t, 0]
-    pa, pm = _mix_prefetch_one(W, off, lay, l, Kt)
-    if d == GEMV_CHUNK and pm > 0:
-        gemv_chunk_pf(work, lay[W_V], W, seg(off, O_MCAT, l), d, (Kt + 1) * d, work, lay[W_H], pa, pm)
-    else:
-        gemv_t(work, lay[W_V], W, seg(off, O_MCAT, l), d, (Kt + 1) * d, d, work, lay[W_H])
-
-
-@njit(inline="always")
-def _mix_prefetch_one(W, off, lay, l, Kt):
-    """(pa, pm) of mix_one's gemv_t_pf: where convolve_one prefetched the layer's Mcat (_prefetch_region:
-    its first bytes, at most PF_LINES lines per step of the tile's τ), the mixing prefetches the rest, from
-    byte pa of the layer's Mcat on, while it reads its first pm rows; (0, 0) where the convolution did not."""
-    p0, prow, pn, pld = _prefetch_region(W, off, lay, 1, l, Kt)
-    d, L = lay[D_MODEL], lay[L_WIN]
-    total = (Kt + 1) * d * d * W.itemsize
-    if pn == 0 or MIX_PF == 0:
-        return 0, 0
-    steps = L * ((Kt + TILE_ROWS - 1) // TILE_ROWS) if Kt > 1 else L - L % 2
-    done = min(pn * prow, PF_LINES * 64 * steps)
-    if done >= total:
-        return 0, 0
-    return done, (total - done + MIX_PF * 64 - 1) // (MIX_PF * 64) * GEMV_SETS
+    gemv_t(work, lay[W_V], W, seg(off, O_MCAT, l), d, (Ks[t, 0] + 1) * d, d, work, lay[W_H])
 
 
 @njit(inline="always")

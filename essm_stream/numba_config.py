@@ -120,7 +120,6 @@ def kernel_source_key() -> str:
     # so is the convolution's software prefetch of the mixing weights ($ESSM_PREFETCH, prefetch()) and
     # the L2 size its rule reads (prefetch_bytes())
     h.update(b"prefetch\0" + os.environ.get("ESSM_PREFETCH", "").encode() + b"\0" + str(l2_bytes()).encode())
-    h.update(b"mixprefetch\0" + os.environ.get("ESSM_MIX_PREFETCH", "").encode())
     for name in KERNEL_SOURCES:
         try:
             with open(os.path.join(here, name), "rb") as f:
@@ -399,23 +398,3 @@ def prefetch() -> tuple[int, int]:
     if len(parts) != 2 or not (0 <= parts[0] <= 8 and 0 <= parts[1] <= 3):
         raise ValueError(f"ESSM_PREFETCH must be N or N,HINT (lines per step 0-8, locality 0-3), e.g. 2 or 2,2; got {env!r}")
     return parts[0], parts[1]
-
-
-MIX_PREFETCH_DEFAULT = 4
-
-
-def mix_prefetch() -> int:
-    """Lines the one-stream mixing prefetches per pass of its GEMV (gemv._chunk_pf: two rows of Mcat a
-    pass with AVX-512) from the part of the layer's Mcat that the convolution did not prefetch, while it
-    reads the part that it did from L2. $ESSM_MIX_PREFETCH="N" (0 … 8) overrides (measurements; part of
-    the kernel cache's key); 0: none."""
-    env = os.environ.get("ESSM_MIX_PREFETCH")
-    if not env:
-        return MIX_PREFETCH_DEFAULT
-    try:
-        n = int(env)
-    except ValueError:
-        n = -1
-    if not 0 <= n <= 8:
-        raise ValueError(f"ESSM_MIX_PREFETCH must be an integer 0-8 (lines per pass), got {env!r}")
-    return n

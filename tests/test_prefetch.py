@@ -67,12 +67,11 @@ def _run_here(cases):
 
 
 def test_prefetch_changes_no_output_bit():
-    """The default build (PF_LINES prefetches a step of τ; the one-stream mixing MIX_PF a pass) and
-    ESSM_PREFETCH=0 ESSM_MIX_PREFETCH=0 (no prefetch instruction compiled), each engine of CASES:
-    identical outputs, bit for bit."""
+    """The default build (PF_LINES prefetches a step of τ) and ESSM_PREFETCH=0 (no prefetch
+    instruction compiled), each engine of CASES: identical outputs, bit for bit."""
     assert simd.PF_LINES > 0 or os.environ.get("ESSM_PREFETCH"), "the default build prefetches"
     code = RUN + "\nprint(json.dumps(outputs(json.loads(sys.argv[1]))))\n"
-    env = dict(os.environ, ESSM_PREFETCH="0", ESSM_MIX_PREFETCH="0")   # (neither the convolution's nor the mixing's)
+    env = dict(os.environ, ESSM_PREFETCH="0")
     r = subprocess.run([sys.executable, "-c", code, json.dumps(CASES)], env=env, capture_output=True,
                        text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -188,37 +187,3 @@ def test_no_prefetch_for_several_streams_or_fp16_weights():
     for eng, B, want in engines:
         _, prow, pn, _ = kernels._mix_region(eng._W, eng._off, eng._lay, 0, 24)
         assert kernels._prefetch_pays(eng._lay, B, prow, pn) == want, (B, eng.layout.dims["mix16"])
-
-
-def test_mix_prefetch_setting_and_region():
-    """$ESSM_MIX_PREFETCH: lines a pass (0 … 8), bad values refused naming it, keys the kernel cache; the
-    one-stream mixing prefetches from where the convolution's prefetch stopped to the layer's active Mcat's
-    end (edge K = 32), and nothing where the convolution prefetches nothing (K = 4) or all of it."""
-    from essm_stream import gemv, kernels
-    from essm_stream.config import ESSMConfig
-    from essm_stream.engine import StreamEngine, tiny_program
-    key0 = numba_config.kernel_source_key()
-    for env, want in (("0", 0), ("3", 3), ("8", 8)):
-        os.environ["ESSM_MIX_PREFETCH"] = env
-        try:
-            assert numba_config.mix_prefetch() == want and numba_config.kernel_source_key() != key0
-        finally:
-            del os.environ["ESSM_MIX_PREFETCH"]
-    for bad in ("x", "9", "-1"):
-        os.environ["ESSM_MIX_PREFETCH"] = bad
-        try:
-            with pytest.raises(ValueError, match="ESSM_MIX_PREFETCH"):
-                numba_config.mix_prefetch()
-        finally:
-            del os.environ["ESSM_MIX_PREFETCH"]
-    if simd.PF_LINES == 0 or gemv.MIX_PF == 0:
-        pytest.skip("built without the prefetches")
-    cfg = ESSMConfig(d_in=5, d_out=3, d_model=64, n_layers=4, seq_len=128, k_max=32, d_gate=5)
-    e = StreamEngine(tiny_program(cfg), dtype=np.float32)
-    f = getattr(kernels._mix_prefetch_one, "py_func", kernels._mix_prefetch_one)
-    total = 33 * 64 * 64 * 4
-    pa, pm = f(e._W, e._off, e._lay, 1, 32)
-    conv = simd.PF_LINES * simd.LINE * 128 * (32 // simd.TILE_ROWS)   # the tiles' share (τ steps × lines)
-    if conv < total:
-        assert pa == conv and pm * gemv.MIX_PF * simd.LINE >= (total - conv) * gemv.SETS > 0
-    assert f(e._W, e._off, e._lay, 1, 4) == (0, 0)
