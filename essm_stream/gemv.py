@@ -66,7 +66,6 @@ else:
     else:
         VW, NV, SETS = 8, 8, 1
     CHUNK = VW * NV
-    VEC_SETS = 4
     BLOCK_BYTES = 32768   # rows per block when n_out > CHUNK: ≈ this many bytes of weights (in the 48 KB L1)
 
     _I64 = ir.IntType(64)
@@ -162,24 +161,22 @@ else:
                         p.add_incoming(upd[s][v], loop)
                         row.append(p)
                     res.append(row)
-                for i in range(sets - 1):   # the n_in mod sets rows left (up to sets - 1), into set i
+                if sets > 1:   # the row left when n_in is odd (sets is 1 or 2), into set 0
                     before = builder.block
                     tail = builder.append_basic_block("gemv.tail")
                     done = builder.append_basic_block("gemv.done")
-                    row_i = builder.add(nmain, _c(i))
-                    builder.cbranch(builder.icmp_signed("<", row_i, n_), tail, done)
+                    builder.cbranch(builder.icmp_signed("<", nmain, n_), tail, done)
                     builder.position_at_end(tail)
-                    t0 = update(res[i], row_i)
-                    tail_end = builder.block
+                    t0 = update(res[0], nmain)
                     builder.branch(done)
                     builder.position_at_end(done)
                     merged = []
                     for v in range(nv):
                         p = builder.phi(vty)
-                        p.add_incoming(res[i][v], before)
-                        p.add_incoming(t0[v], tail_end)
+                        p.add_incoming(res[0][v], before)
+                        p.add_incoming(t0[v], tail)
                         merged.append(p)
-                    res[i] = merged
+                    res[0] = merged
                 for v in range(nv):
                     acc = res[0][v]
                     for s in range(1, sets):
@@ -191,11 +188,9 @@ else:
 
         return chunk
 
+    assert SETS in (1, 2)
     _chunk_big = _make_chunk(NV, SETS)
-    # one vector of outputs (the gate's 32, W2's K_t rounded up, d = 32 models): four sets of one accumulator,
-    # four independent multiply-add chains (two waited on the FMA's latency: the gate's W1 and W2 of an edge
-    # step ≈ 0.25 µs a layer at K = 32)
-    _chunk_vec = _make_chunk(1, VEC_SETS)
+    _chunk_vec = _make_chunk(1, 2)
 
     @intrinsic
     def _widen(typingctx, w, like):
