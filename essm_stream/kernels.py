@@ -687,33 +687,9 @@ def gate_one(Ks, t, W, off, lay, work, l, Kt, gate_eps):
     _gate_softmax(Ks, t, W, off, lay, work, 1, l, gate_eps)
 
 
-# exp(x) for x <= 0 (up to rounding) by a branch-free polynomial that LLVM vectorizes (libm's exp is a
-# scalar call per element: the K = 32 softmax of four layers took ≈ 0.7 µs): x clamped to [-87, ~0] (exp(-87)
-# is below float32's smallest normal), exp(x / 128) by its Taylor polynomial to degree 11 (|x / 128| <= 0.68:
-# truncation < 3e-11), squared 7 times (relative error x 128: < 4e-9, far below float32's resolution).
-_EXP_C = tuple(1.0 / math.factorial(i) for i in range(12))
-
-
-@njit(inline="always")
-def _exp_nonpos(x):
-    y = max(x, -87.0) * 0.0078125
-    c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11 = _EXP_C
-    p = c0 + y * (c1 + y * (c2 + y * (c3 + y * (c4 + y * (c5 + y * (c6 + y * (c7 + y * (c8 + y * (c9 + y * (c10 + y * c11))))))))))
-    p = p * p
-    p = p * p
-    p = p * p
-    p = p * p
-    p = p * p
-    p = p * p
-    return p * p
-
-
 @njit(inline="always")
 def _gate_softmax(Ks, t, W, off, lay, work, B, l, gate_eps):
-    """α = softmax(s̃_{1:K}), s̃ = s √K / (‖s_{1:K}‖ + ε) with s += b2, for each stream's own K. On float32
-    engines and K >= 8 the exponentials come from _exp_nonpos over a slice (a loop LLVM vectorizes: 0.7 ->
-    0.35 µs for the four K = 32 layers of an edge step); else from libm, as the reference (float64 engines
-    always; below 8 values the vector loop's set-up costs more than it saves)."""
+    """α = softmax(s̃_{1:K}), s̃ = s √K / (‖s_{1:K}‖ + ε) with s += b2, for each stream's own K."""
     wl, ss = lay[WL], lay[W_S]
     b2 = seg(off, O_B2, l)
     for b in range(B):
@@ -732,17 +708,10 @@ def _gate_softmax(Ks, t, W, off, lay, work, B, l, gate_eps):
             if v > mx:
                 mx = v
         tot = ACC(0)
-        if work.itemsize == 4 and K >= 8:   # (itemsize: compile-time, float32 engines only)
-            ws = work[wb:wb + K]            # (a slice, not work[wb + k]: see _layer_norm)
-            for k in range(K):
-                e = _exp_nonpos(ws[k] - mx)
-                ws[k] = e
-                tot += e
-        else:
-            for k in range(K):
-                e = math.exp(work[wb + k] - mx)
-                work[wb + k] = e
-                tot += e
+        for k in range(K):
+            e = math.exp(work[wb + k] - mx)
+            work[wb + k] = e
+            tot += e
         inv = 1.0 / tot
         for k in range(K):
             work[wb + k] *= inv
