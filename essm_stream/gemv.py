@@ -26,7 +26,7 @@ one in plain numba code; wider than one chunk, the rows go in blocks of ≈ BLOC
 through every chunk while it is in L1. One compiled function per weight type (the chunks are
 intrinsics inlined into it).
 
-`gemv_t(x, xo, Wt, w0, ldw, n_in, n_out, out, oo)` is the entry point (njit); its numpy twin
+`gemv_t(x, xo, Wt, w0, ldw, n_in, n_out, out, oo, pfd)` is the entry point (njit); its numpy twin
 `gemv_t_ref` is what tests hold it to, and what runs under NUMBA_DISABLE_JIT. Where the engine uses
 it: layout dim gemv1 (float32 single-thread exact engines of one stream, d <= 128: the input
 projection, mixing and MLP, weights packed transposed) and the fp16 programs' MLP (every B).
@@ -39,8 +39,8 @@ import numpy as np
 from .numba_config import JIT_DISABLED, njit, simd_target
 
 
-def gemv_t_ref(x, xo, Wt, w0, ldw, n_in, n_out, out, oo):
-    """numpy twin of gemv_t (float64 sums of the same values; float16 bits decoded exactly)."""
+def gemv_t_ref(x, xo, Wt, w0, ldw, n_in, n_out, out, oo, pfd=0):
+    """numpy twin of gemv_t (float64 sums of the same values; float16 bits decoded exactly; nothing to prefetch)."""
     if n_in <= 0 or n_out <= 0:
         return
     w = Wt[w0:w0 + (n_in - 1) * ldw + n_out]
@@ -50,6 +50,10 @@ def gemv_t_ref(x, xo, Wt, w0, ldw, n_in, n_out, out, oo):
     y = np.asarray(x[xo:xo + n_in], dtype=np.float64) @ rows.astype(np.float64)
     out[oo:oo + n_out] = (out[oo:oo + n_out].astype(np.float64) + y).astype(out.dtype)
 
+
+# the streamed mixing's prefetch distance (bytes ahead of the row being read; kernels.mix_one): the best of
+# 1, 2, 3 and 4 KB on the edge step at K = 20 … 32 (docs/PERFORMANCE.md "Streaming the mixing weights")
+STREAM_AHEAD = 3072
 
 if JIT_DISABLED:
     VW = CHUNK = 8
@@ -80,16 +84,17 @@ else:
         take the gemv1 branch); Wt float32, float64 or uint16 half bits, widened to x's type as loaded."""
 
         @intrinsic
-        def chunk(typingctx, x, xo, Wt, w0, ldw, n_in, out, oo):
+        def chunk(typingctx, x, xo, Wt, w0, ldw, n_in, out, oo, pfd):
             if not (isinstance(x, types.Array) and isinstance(out, types.Array) and isinstance(Wt, types.Array)
                     and x.dtype in _FLOATS and out.dtype == x.dtype
                     and Wt.dtype in (types.uint16, types.float32, types.float64)):
                 raise TypingError("gemv chunk: x, out float arrays of one type; Wt float or uint16 (half bits)")
-            sig = types.none(x, xo, Wt, w0, ldw, n_in, out, oo)
+            sig = types.none(x, xo, Wt, w0, ldw, n_in, out, oo, pfd)
 
             def codegen(context, builder, signature, args):
-                ax, axo, aw, aw0, aldw, an, aout, aoo = args
-                tx, _, tw, _, _, _, tout, _ = signature.args
+                ax, axo, aw, aw0, aldw, an, aout, aoo, apfd = args
+                tx, _, tw, _, _, _, tout, _, _ = signature.args
+                pfd_ = context.cast(builder, apfd, signature.args[8], types.int64)
                 fty = context.get_value_type(tx.dtype)                     # float or double
                 ety = ir.HalfType() if tw.dtype == types.uint16 else context.get_value_type(tw.dtype)
                 sty = ir.IntType(16) if tw.dtype == types.uint16 else ety  # Wt's storage element
@@ -145,11 +150,29 @@ else:
                     for v in range(nv):
                         phis[s][v].add_incoming(init[s][v], entry)
                 upd = [update(phis[s], builder.add(m, _c(s))) for s in range(sets)]
+                # pfd != 0: a non-temporal prefetch (prefetchnta) of every line of this pass's rows, pfd bytes
+                # ahead (rows back to back: ldw = the chunk's width). A branch the same way every pass (LLVM
+                # may take it out of the loop); pfd = 0 (every caller but the streamed mixing) prefetches nothing
+                pfb = builder.append_basic_block("gemv.prefetch")
+                cont = builder.append_basic_block("gemv.next")
+                builder.cbranch(builder.icmp_signed("!=", pfd_, _c(0)), pfb, cont)
+                builder.position_at_end(pfb)
+                i8p = ir.IntType(8).as_pointer()
+                pfn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p] + [ir.IntType(32)] * 3),
+                                                     "llvm.prefetch.p0")
+                row_bytes = nv * VW * (2 if tw.dtype == types.uint16 else tw.dtype.bitwidth // 8)
+                at = builder.gep(builder.bitcast(wp, i8p), [builder.add(builder.mul(builder.mul(m, ldw_), _c(row_bytes // (nv * VW))), pfd_)])
+                for li in range(max(1, sets * row_bytes // 64)):
+                    builder.call(pfn, [builder.gep(at, [_c(li * 64)]) if li else at, ir.Constant(ir.IntType(32), 0),
+                                       ir.Constant(ir.IntType(32), 0), ir.Constant(ir.IntType(32), 1)])
+                builder.branch(cont)
+                builder.position_at_end(cont)
                 m2 = builder.add(m, _c(sets))
-                m.add_incoming(m2, loop)
+                body = builder.block
+                m.add_incoming(m2, body)
                 for s in range(sets):
                     for v in range(nv):
-                        phis[s][v].add_incoming(upd[s][v], loop)
+                        phis[s][v].add_incoming(upd[s][v], body)
                 builder.cbranch(builder.icmp_signed("<", m2, nmain), loop, after)
                 builder.position_at_end(after)
                 res = []
@@ -158,7 +181,7 @@ else:
                     for v in range(nv):
                         p = builder.phi(vty)
                         p.add_incoming(init[s][v], entry)
-                        p.add_incoming(upd[s][v], loop)
+                        p.add_incoming(upd[s][v], body)
                         row.append(p)
                     res.append(row)
                 if sets > 1:   # the row left when n_in is odd (sets is 1 or 2), into set 0
@@ -205,13 +228,18 @@ else:
         return sig, codegen
 
     @njit
-    def gemv_t(x, xo, Wt, w0, ldw, n_in, n_out, out, oo):
+    def gemv_t(x, xo, Wt, w0, ldw, n_in, n_out, out, oo, pfd):
         """out[oo + j] += Σ_{m < n_in} x[xo + m] Wt[w0 + m ldw + j], j < n_out (see the module doc):
         whole chunks of CHUNK outputs, then single vectors of VW, then the rest one by one. Wider than one
         chunk (d_hidden = 128: two), the rows go in blocks of ≈ BLOCK_BYTES, each block through every chunk
         while it sits in L1 (one pass per chunk over the whole matrix read it from DRAM four times
         over: the paper config's mixing 2.1 ms instead of 1.4). The caller keeps the ranges inside the
-        arrays (the chunks check no bounds). Under NUMBA_DISABLE_JIT the numpy twin gemv_t_ref."""
+        arrays (the chunks check no bounds). pfd > 0 with exactly one chunk of outputs whose rows lie back
+        to back (n_out = ldw = CHUNK: the edge mixing's Mcat): the rows stream through L1 by non-temporal
+        prefetches pfd bytes ahead (STREAM_AHEAD; kernels.mix_one); else pfd is ignored. Under
+        NUMBA_DISABLE_JIT the numpy twin gemv_t_ref."""
+        if n_out != CHUNK or ldw != CHUNK:
+            pfd = 0
         rb = n_in if n_out <= CHUNK else max(8, BLOCK_BYTES // (n_out * Wt.itemsize))
         m0 = 0
         while m0 < n_in:
@@ -219,10 +247,10 @@ else:
             xm, wm = xo + m0, w0 + m0 * ldw
             j = 0
             while j + CHUNK <= n_out:
-                _chunk_big(x, xm, Wt, wm + j, ldw, nr, out, oo + j)
+                _chunk_big(x, xm, Wt, wm + j, ldw, nr, out, oo + j, pfd)
                 j += CHUNK
             while j + VW <= n_out:
-                _chunk_vec(x, xm, Wt, wm + j, ldw, nr, out, oo + j)
+                _chunk_vec(x, xm, Wt, wm + j, ldw, nr, out, oo + j, 0)
                 j += VW
             for jj in range(j, n_out):   # the last n_out mod VW outputs (none for d = 64, 128, 256)
                 s = out.dtype.type(0)    # (out[..] * 0 would be float64: float32 * int64 promotes)

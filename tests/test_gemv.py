@@ -27,7 +27,7 @@ def rel_err(a, b):
 
 # n_out: whole chunks (64, 128, 256), a chunk + single vectors + a rest (83, 150, 200), below one vector (3, 10),
 # exactly one vector (8, 16); n_in: 0 rows, one, odd and even (the AVX-512 chunks take rows in pairs)
-SHAPES = [(64, 64, 64), (320, 64, 64), (7, 64, 64), (64, 128, 128), (128, 64, 64), (33, 83, 90),
+SHAPES = [(64, 64, 64), (320, 64, 64), (2112, 64, 64), (7, 64, 64), (64, 128, 128), (128, 64, 64), (33, 83, 90),
           (5, 3, 3), (1, 16, 16), (2, 8, 8), (9, 150, 151), (21, 10, 10), (0, 64, 64),
           (301, 200, 210), (97, 256, 256)]   # wider than a chunk: rows in blocks (the last one partial)
 
@@ -44,14 +44,17 @@ def test_gemv_t_matches_numpy(weights):
         wv = (Wt.view(np.float16) if weights == "fp16" else Wt).astype(np.float64)
         out = rng.standard_normal(n_out + 9).astype(np.float32)
         got = out.copy()
-        gemv.gemv_t_jit(x, 3, Wt, 5, ldw, n_in, n_out, got, 4)
+        gemv.gemv_t_jit(x, 3, Wt, 5, ldw, n_in, n_out, got, 4, 0)
+        streamed = out.copy()   # (the streamed mixing's non-temporal prefetch, where it applies: no value changes)
+        gemv.gemv_t_jit(x, 3, Wt, 5, ldw, n_in, n_out, streamed, 4, gemv.STREAM_AHEAD)
+        assert np.array_equal(streamed, got), (n_in, n_out, ldw)
         rows = np.array([wv[5 + m * ldw:5 + m * ldw + n_out] for m in range(n_in)]).reshape(n_in, n_out)
         want = out.astype(np.float64)
         want[4:4 + n_out] += x[3:3 + n_in].astype(np.float64) @ rows
         assert np.array_equal(got[:4], out[:4]) and np.array_equal(got[4 + n_out:], out[4 + n_out:])
         assert rel_err(got.astype(np.float64), want) <= 1e-6, (n_in, n_out, ldw)
         ref = out.copy()
-        gemv.gemv_t_ref(x, 3, Wt, 5, ldw, n_in, n_out, ref, 4)   # the numpy twin (NUMBA_DISABLE_JIT)
+        gemv.gemv_t_ref(x, 3, Wt, 5, ldw, n_in, n_out, ref, 4, 0)   # the numpy twin (NUMBA_DISABLE_JIT)
         assert rel_err(ref.astype(np.float64), want) <= 1e-6
 
 
@@ -60,7 +63,7 @@ def test_gemv_t_float64_generic_path():
     rng = np.random.default_rng(4)
     x, Wt, out = rng.standard_normal(40), rng.standard_normal(40 * 70), rng.standard_normal(70)
     got = out.copy()
-    gemv.gemv_t_jit(x, 0, Wt, 0, 70, 40, 70, got, 0)
+    gemv.gemv_t_jit(x, 0, Wt, 0, 70, 40, 70, got, 0, 0)
     assert np.allclose(got, out + x @ Wt.reshape(40, 70), rtol=1e-13, atol=1e-12)
 
 
