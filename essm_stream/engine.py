@@ -236,9 +236,8 @@ class StreamEngine:
         self._nan_zero = nan_policy == "zero"
         # step() passes the same objects every call (state is updated in place), so build the
         # argument tuple once: a step is then one shape/dtype check, two copies and the call
-        if self._packed:   # (X and K flat: step() passes a frame x_t (d_in,) itself in place of _x1's)
-            self._step_args = (self._x1.reshape(-1), self._K1.reshape(-1), self._F, self._I, self._y1,
-                               self._nan_zero)
+        if self._packed:   # (X flat: step() passes a frame x_t (d_in,) itself in place of _x1's)
+            self._step_args = (self._x1.reshape(-1), self._K1, self._F, self._I, self._y1, self._nan_zero)
         else:
             self._step_args = (self._x1, self._K1, self._W, self._off, self._lay, self._state,
                                self._ist, self._work, self._y1, self._nan_zero)
@@ -327,17 +326,16 @@ class StreamEngine:
             raise c.error
         return True
 
-    def _ref_packed(self, X1, K1, F, I, Y, nan_zero):
+    def _ref_packed(self, X1, Ks, F, I, Y, nan_zero):
         """The numpy reference kernel called with the one-stream kernel's packed arguments."""
         from .reference import stream_run_ref
-        T = Y.shape[0]
-        return stream_run_ref(X1.reshape(T, 1, -1), K1.reshape(T, 1), self._W, self._off, self._lay, self._state,
+        return stream_run_ref(X1.reshape(Ks.shape[0], 1, -1), Ks, self._W, self._off, self._lay, self._state,
                               self._ist, self._work, Y, nan_zero)
 
     def _call(self, X3, Ks, Y) -> int:
         """The kernel over the block X3 (T, B, d_in), Ks (T, B) -> Y (T, B, d_out), in its argument convention."""
         if self._packed:
-            return self._kernel(X3.reshape(-1), Ks.reshape(-1), self._F, self._I, Y, self._nan_zero)
+            return self._kernel(X3.reshape(-1), Ks, self._F, self._I, Y, self._nan_zero)
         return self._kernel(X3, Ks, self._W, self._off, self._lay, self._state, self._ist, self._work, Y,
                             self._nan_zero)
 

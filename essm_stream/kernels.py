@@ -597,11 +597,44 @@ def _input_gemv(W, off, lay, work):
     gemv_t(work, lay[W_X], W, seg(off, O_INPW, 0), d, d_in, d, work, lay[W_H], np.int64(0))
 
 
+@njit(fastmath=False)
+def _load_row(X1, x0, work, o, n, ist):
+    """_load_frame of a flat frame: work[o:o+n] = X1[x0:x0+n] with NaN/Inf read as 0."""
+    for j in range(n):
+        v = X1[x0 + j]
+        if np.isfinite(v):
+            work[o + j] = v
+        else:
+            work[o + j] = 0.0
+            ist[IST_NREPLACED] += 1
+
+
 @njit(inline="always")
-def input_projection_one(X, t, W, off, lay, work, ist):
-    """input_projection of stream_run_fir_one (one stream, GEMV only)."""
-    _load_frame(X, t, 0, work, lay[W_X], lay[D_IN], ist)
+def input_projection_one(X1, t, W, off, lay, work, ist):
+    """input_projection of stream_run_fir_one (one stream, GEMV only; the frames flat)."""
+    _load_row(X1, t * lay[D_IN], work, lay[W_X], lay[D_IN], ist)
     _input_gemv(W, off, lay, work)
+
+
+@njit(inline="always")
+def check_inputs_one(X1, Ks, lay, ist, nan_zero):
+    """check_inputs of stream_run_fir_one: T = Ks.shape[0] frames of one stream, X1 flat (T d_in,)."""
+    T, d_in, Kb = Ks.shape[0], lay[D_IN], lay[K_MAX]
+    for t in range(T):
+        k = Ks[t, 0]
+        if k < 1 or k > Kb:
+            ist[IST_ERR_T] = t
+            ist[IST_ERR_B] = 0
+            ist[IST_ERR_K] = k
+            return ERR_BUDGET
+    if not nan_zero:
+        i = first_nonfinite(X1, 0, T * d_in)
+        if i >= 0:
+            ist[IST_ERR_T] = i // d_in
+            ist[IST_ERR_B] = 0
+            ist[IST_ERR_J] = i % d_in
+            return ERR_NONFINITE
+    return OK
 
 
 @njit(inline="always")
@@ -1695,12 +1728,13 @@ def unpack_one_py(F, I):
 
 
 @njit
-def stream_run_fir_one(X1, K1, F, I, Y, nan_zero):
+def stream_run_fir_one(X1, Ks, F, I, Y, nan_zero):
     """stream_run for one float32 stream whose products are all GEMVs on input-major weights and whose
     convolution always runs the register tile (lay[GEMV1], one_stream_mode): no gemm_nt, no BLAS.
 
-    Packed arguments (see unpack_one): X1 the T frames flat (T d_in,), K1 their budgets (T,), F and I the
-    engine's buffers, Y (T, 1, d_out): stream_run's arrays are views of them (pack_args packs them).
+    Packed arguments (see unpack_one): X1 the T frames flat (T d_in,: a frame is passed as it is, no
+    copy), Ks (T, 1), F and I the engine's buffers (stream_run's W, state, work, off, lay and ist are views
+    of them: pack_one), Y (T, 1, d_out).
 
     Its own step loop, _run's for B = 1 with the one-stream ops called directly, not _run inlined with
     a mode: numba's inlining deep-copies the callee's IR twice per call site (_run with its inlined ops:
@@ -1709,10 +1743,8 @@ def stream_run_fir_one(X1, K1, F, I, Y, nan_zero):
     17 compiled functions, ≈ 7-8 s CPU -> 10 functions, ≈ 3.5 s (docs/PERFORMANCE.md "Cold start ≤ 5 s"). Same ops in
     the same order as _run (tests/test_engine.py, tests/test_gemv.py hold it to the reference)."""
     W, off, lay, state, ist, work = unpack_one(F, I)
-    T = Y.shape[0]
-    X = X1.reshape((T, 1, lay[D_IN]))
-    Ks = K1.reshape((T, 1))
-    status = check_inputs(X, Ks, lay, ist, nan_zero)
+    T = Ks.shape[0]
+    status = check_inputs_one(X1, Ks, lay, ist, nan_zero)
     if status != OK:
         return status
     ln_eps, gate_eps = W[seg(off, O_EPS, 0)], W[seg(off, O_EPS, 0) + 1]
@@ -1720,7 +1752,7 @@ def stream_run_fir_one(X1, K1, F, I, Y, nan_zero):
     for t in range(T):
         p = ist[IST_POS]
         Kt = Ks[t, 0]
-        input_projection_one(X, t, W, off, lay, work, ist)      # h = W_in x_t + b_in
+        input_projection_one(X1, t, W, off, lay, work, ist)     # h = W_in x_t + b_in
         finite = True
         for l in range(lay[N_LAYERS]):
             _layer_norm(work, lay[W_H], W, seg(off, O_LN1G, l), W, seg(off, O_LN1B, l), d, ln_eps,
@@ -1858,7 +1890,7 @@ def stream_run(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
     if k is not stream_run_fir_one:
         return k(X, Ks, W, off, lay, state, ist, work, Y, nan_zero)
     F, I = pack_one(W, off, lay, state, ist, work)
-    status = k(np.ascontiguousarray(X).reshape(-1), np.ascontiguousarray(Ks).reshape(-1), F, I, Y, nan_zero)
+    status = k(np.ascontiguousarray(X).reshape(-1), Ks, F, I, Y, nan_zero)
     _, _, _, s, i, w = unpack_one_py(F, I)
     state[:], ist[:], work[:] = s, i, w
     return status
