@@ -26,6 +26,11 @@ one in plain numba code; wider than one chunk, the rows go in blocks of ≈ BLOC
 through every chunk while it is in L1. One compiled function per weight type (the chunks are
 intrinsics inlined into it).
 
+Streamed rows (pfd > 0, one chunk of outputs over rows back to back: the edge mixing's input-major Mcat):
+each pass also issues a non-temporal prefetch (prefetchnta) of every line of its rows pfd bytes ahead, so
+that a matrix read once per step and larger than the L2 passes through L1 without evicting what the
+rest of the step keeps in L2 (kernels.mix_one, docs/PERFORMANCE.md "Streaming the mixing weights").
+
 `gemv_t(x, xo, Wt, w0, ldw, n_in, n_out, out, oo, pfd)` is the entry point (njit); its numpy twin
 `gemv_t_ref` is what tests hold it to, and what runs under NUMBA_DISABLE_JIT. Where the engine uses
 it: layout dim gemv1 (float32 single-thread exact engines of one stream, d <= 128: the input
