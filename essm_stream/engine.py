@@ -433,17 +433,22 @@ class StreamEngine:
                 if self._kernel is not self._fast_of:      # first step, or the kernel changed
                     self._bind_fast()
                 shp = x_t.shape
-                ret = None
+                fd = self._direct                          # (packed: a C-contiguous x_t itself is the
+                ret = None                                 # kernel's frame, no copy; else copied into _x1)
                 if shp == self._shape_v:
                     ret = self._y1_v
-                    fd = self._direct                      # (packed: x_t itself is the kernel's frame,
-                    if fd is None or not x_t.flags.c_contiguous:   # no copy; else copied into _x1)
+                    if fd is not None and x_t.flags.c_contiguous:
+                        xd = x_t
+                    else:
                         np.copyto(self._x1_v, x_t)
                         fd = None
                 elif shp == self._shape_b:
-                    np.copyto(self._x1_b, x_t)
                     ret = self._y1_b
-                    fd = None
+                    if fd is not None and x_t.flags.c_contiguous:
+                        xd = x_t.ravel()                   # (a view: (1, d_in) as (d_in,))
+                    else:
+                        np.copyto(self._x1_b, x_t)
+                        fd = None
                 if ret is not None:
                     if K != self._k1:                      # (the budget array is only rewritten when K changes)
                         self._K1.fill(K)
@@ -451,7 +456,7 @@ class StreamEngine:
                     if self._pin is not None:              # (threads > 1 on a larger pool only)
                         self._pin()
                     if fd is not None:                     # NaN/Inf checked in the kernel first
-                        status = fd(x_t, *self._rest)
+                        status = fd(xd, *self._rest)
                     else:
                         status = self._fast(*self._step_args)
                     if status != _k.OK:

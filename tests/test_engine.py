@@ -538,8 +538,8 @@ def test_read_only_inputs_reuse_the_compiled_kernel(prog):
 
 def test_one_stream_engine_packed_arguments_and_frames_passed_directly():
     """The one-stream kernel's packed call (kernels.pack_one / unpack_one): the engine's W, state, work,
-    off, lay and ist are views of its two buffers; step() hands a C-contiguous frame to the kernel itself
-    and copies any other (strided, read-only, (1, d_in)), all on one compiled signature, with the same
+    off, lay and ist are views of its two buffers; step() hands a C-contiguous frame ((d_in,), read-only,
+    (1, d_in)) to the kernel itself and copies a strided one, all on one compiled signature, with the same
     outputs as run(); an overflowing frame is taken back through the packed call (step, and run with
     nan_policy='zero', which runs the frames after it)."""
     from essm_stream.engine import NonFiniteOutputError
