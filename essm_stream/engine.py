@@ -250,8 +250,11 @@ class StreamEngine:
             self._kernel = self._interim
             import importlib
             importlib.import_module("scipy.special")   # the reference's GELU imports it: now, not in the first step
+            import functools
+
             from .reference import stream_run_ref
-            self._ref = stream_run_ref
+            # (W's float64 copies unpacked once, not on every reference step: W never changes)
+            self._ref = functools.partial(stream_run_ref, w=_lo.unpack(self._W, self._off, self._lay))
 
     # -- properties ---------------------------------------------------------------------------
     @property
