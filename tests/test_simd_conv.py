@@ -202,12 +202,16 @@ def test_narrow_product_is_the_products_narrow_path_bit_for_bit():
                 X = rng.standard_normal(5 + L * w).astype(np.float32)
                 S = rng.standard_normal(2 + rows).astype(np.float32)
                 ldc = w + 3
+                plain = None
                 for s0, region in ((-1, (z, z, z, z)), (2, (z, z, z, z)), (2, (64, 256, 3, 512))):
                     want = np.full(7 + rows * ldc, np.nan, np.float32)
                     got = want.copy()
                     simd.tile_product_pf(F, 3, L, X, 5, w, want, 7, ldc, S, s0, rows, L, w, z, *region)
                     simd.narrow_product_pf(F, 3, L, X, 5, w, got, 7, ldc, S, s0, rows, *region)
                     assert np.array_equal(got, want, equal_nan=True), (L, w, rows, s0, region)
+                    if s0 == 2 and plain is None:
+                        plain = got
+                assert np.array_equal(got, plain, equal_nan=True), (L, w, rows)   # the prefetch changed nothing
     C = np.zeros(tw + 8, np.float32)
     with pytest.raises(ValueError, match="narrower than a tile"):
         simd.narrow_product_pf(np.ones(8, np.float32), 0, 4, np.ones(4 * tw, np.float32), 0, tw, C, 0, tw,
