@@ -221,7 +221,7 @@ class StreamEngine:
         self._work = _lo.aligned_zeros(lay.work_total, dt)
         # the one-stream kernel takes W | state | work as one buffer and off | lay | ist as another (fewer
         # arguments to unbox per call, kernels.unpack_one); the engine works on their views
-        self._packed = kernel == "numba" and self._kernel is _k.stream_run_fir_one
+        self._packed = kernel == "numba" and self._kernel in (_k.stream_run_fir_one, _k.stream_run_fir_one_narrow)
         if self._packed:
             self._F, self._I = _k.pack_one(self._W, self._off, self._lay, self._state, self._ist, self._work)
             self._W, self._off, self._lay, self._state, self._ist, self._work = _k.unpack_one_py(self._F, self._I)
@@ -255,12 +255,17 @@ class StreamEngine:
         self._compiler = None
         self.handover_step = None if background else 0
         if background:
-            self._compiler = _BackgroundCompile(self._kernel, self._step_args)
+            # (the one-stream kernel calls no BLAS: nothing to limit, threadpoolctl not loaded in the compile)
+            self._compiler = _BackgroundCompile(self._kernel, self._step_args, blas=not _k.one_stream_mode(lay.lay))
             self._kernel = self._interim
             import importlib
             importlib.import_module("scipy.special")   # the reference's GELU imports it: now, not in the first step
+            import functools
+
             from .reference import stream_run_ref
-            self._ref = self._ref_packed if self._packed else stream_run_ref
+            # (W's float64 copies unpacked once, not on every reference step: W never changes)
+            self._ref = functools.partial(self._ref_packed if self._packed else stream_run_ref,
+                                          w=_lo.unpack(self._W, self._off, self._lay))
 
     # -- properties ---------------------------------------------------------------------------
     @property
@@ -326,11 +331,11 @@ class StreamEngine:
             raise c.error
         return True
 
-    def _ref_packed(self, X1, Ks, F, I, Y, nan_zero):
-        """The numpy reference kernel called with the one-stream kernel's packed arguments."""
+    def _ref_packed(self, X1, Ks, F, I, Y, nan_zero, w=None):
+        """The numpy reference kernel called with the one-stream kernels' packed arguments."""
         from .reference import stream_run_ref
         return stream_run_ref(X1.reshape(Ks.shape[0], 1, -1), Ks, self._W, self._off, self._lay, self._state,
-                              self._ist, self._work, Y, nan_zero)
+                              self._ist, self._work, Y, nan_zero, w=w)
 
     def _call(self, X3, Ks, Y) -> int:
         """The kernel over the block X3 (T, B, d_in), Ks (T, B) -> Y (T, B, d_out), in its argument convention."""
@@ -730,9 +735,10 @@ class _BackgroundCompile:
     daemon thread. numba's compilation is Python holding the GIL most of the time (LLVM's part runs
     without it): the thread takes CPU from the process, not from the process's total."""
 
-    def __init__(self, dispatcher, args):
+    def __init__(self, dispatcher, args, blas: bool = True):
         import numba
         self.dispatcher = dispatcher
+        self.blas = blas                  # does the kernel call BLAS (numba's np.dot)? then limit its threads first
         self.sig = tuple(numba.typeof(a) for a in args)   # the types every engine call passes
         self.done = threading.Event()
         self.error: BaseException | None = None
@@ -754,7 +760,8 @@ class _BackgroundCompile:
             self.done.set()
 
     def _compile(self) -> None:
-        limit_blas_threads()              # before the compiled kernel's first GEMM
+        if self.blas:
+            limit_blas_threads()          # before the compiled kernel's first GEMM
         d = self.dispatcher
         had = self.sig in d.overloads
         hits0 = d.stats.cache_hits.get(self.sig, 0)
@@ -798,21 +805,25 @@ class _fewer_gc_passes:
 
 def warmup(dtypes=(np.float32, np.float64)) -> dict:
     """Compile the kernels for the given dtypes on a tiny program; the disk cache then serves every
-    later process (kernels do not depend on sizes). float32 has two: the one-stream kernel
-    (kernels.stream_run_fir_one: B = 1 with d_model at least the convolution tile's narrow width,
-    the demo's and the edge config's) and the general one (B > 1, and B = 1 where the one-stream
-    kernel does not apply). Returns seconds per dtype."""
+    later process (kernels do not depend on sizes). float32 has three: the one-stream kernels
+    (B = 1 with d_model at least the convolution tile's narrow width: kernels.stream_run_fir_one_narrow
+    below a tile's width, the demo's d = 32 with AVX-512, kernels.stream_run_fir_one from it, the edge
+    config's) and the general one (B > 1, and B = 1 where the one-stream kernels do not apply). Returns
+    seconds per dtype."""
     import time
     from .config import ESSMConfig
-    from .simd import HALF_COLS
+    from .simd import HALF_COLS, TILE_COLS
     cfg = ESSMConfig(d_in=2, d_out=2, d_model=max(4, HALF_COLS), n_layers=1, seq_len=4, k_max=2, d_gate=2,
                      head="mean", pool_window=2)
     prog = tiny_program(cfg)
+    # (float32, one stream: the kernel for windows narrower than a tile, d_model < TILE_COLS, and the one for wider ones)
+    wide = tiny_program(ESSMConfig(d_in=2, d_out=2, d_model=max(4, TILE_COLS), n_layers=1, seq_len=4, k_max=2,
+                                   d_gate=2, head="mean", pool_window=2))
     times = {}
     for dt in dtypes:
         t0 = time.perf_counter()
-        for batch in ((1, 2) if np.dtype(dt) == np.float32 else (1,)):
-            StreamEngine(prog, batch=batch, dtype=dt).warmup()
+        for p, batch in (((prog, 1), (wide, 1), (prog, 2)) if np.dtype(dt) == np.float32 else ((prog, 1),)):
+            StreamEngine(p, batch=batch, dtype=dt).warmup()
         times[np.dtype(dt).name] = time.perf_counter() - t0
     return times
 

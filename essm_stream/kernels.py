@@ -45,7 +45,7 @@ from .kernels_lru import lru_mix, lru_undo
 from .gemv import STREAM_AHEAD, VW as GEMV_VW, gemv_t
 from .layout import CONV_SMALL, GEMM_T, GEMV1, HIST_BLK, LDS, LRU_KIND, MIX16, MLP16, O_FC1H, O_FC2H, O_MCATH, PAR_MIN_B, PAR_MIN_K, THREADS, WB_HP, hist_block
 from .numba_config import JIT_DISABLED, l2_bytes, njit, prefetch_bytes
-from .simd import HALF_COLS, TILE_GEMV_MAX, conv_product_pf, min_cols, tile_product
+from .simd import HALF_COLS, TILE_COLS, TILE_GEMV_MAX, conv_product_pf, min_cols, narrow_product_pf, tile_product
 
 OK, ERR_NONFINITE, ERR_BUDGET, ERR_OVERFLOW = 0, 1, 2, 3
 # Frame ist[IST_ERR_T] (of this call's block) overflowed and the step stopped there with its writes
@@ -1684,6 +1684,17 @@ def convolve_one(Ks, t, W, off, lay, state, work, l, p, Kt):
                     lay[W_S] if lay[GATED] != 0 else -1, Kt, p0, prow, pn, pld)
 
 
+@njit(inline="always")
+def convolve_one_narrow(Ks, t, W, off, lay, state, work, l, p, Kt):
+    """convolve_one over a window narrower than a tile (stream_run_fir_one_narrow): simd.narrow_product_pf,
+    conv_product_pf's narrow path alone (the same products and prefetch, bit for bit)."""
+    L, d = lay[L_WIN], lay[D_MODEL]
+    o, w, b0, nb = _hist_block(lay, 1, l, 0)
+    p0, prow, pn, pld = _prefetch_region(W, off, lay, 1, l, Kt)
+    narrow_product_pf(W, seg(off, O_PHIR, l), L, state, o + (p + 1) * w, w, work, lay[W_V] + d, w, work,
+                      lay[W_S] if lay[GATED] != 0 else -1, Kt, p0, prow, pn, pld)
+
+
 # stream_run_fir_one's packed arguments (the engine's call crosses into numba with 6 arguments, not 10:
 # each array argument costs ≈ 35 ns to unbox, and a frame passed straight in saves the np.copyto of it,
 # ≈ 0.4 µs). F, one float buffer, holds W | state | work; I, one int64 buffer, holds a header of
@@ -1749,6 +1760,7 @@ def stream_run_fir_one(X1, Ks, F, I, Y, nan_zero):
         return status
     ln_eps, gate_eps = W[seg(off, O_EPS, 0)], W[seg(off, O_EPS, 0) + 1]
     d = lay[D_MODEL]
+    one = np.int64(1)   # (not the literal 1: a literal argument compiles a second signature of rows_finite)
     for t in range(T):
         p = ist[IST_POS]
         Kt = Ks[t, 0]
@@ -1757,11 +1769,50 @@ def stream_run_fir_one(X1, Ks, F, I, Y, nan_zero):
         for l in range(lay[N_LAYERS]):
             _layer_norm(work, lay[W_H], W, seg(off, O_LN1G, l), W, seg(off, O_LN1B, l), d, ln_eps,
                         work, lay[W_U])                         # u = LN1(h)
-            finite = rows_finite(work, lay[W_U], d, 1, d) and finite
+            finite = rows_finite(work, lay[W_U], d, one, d) and finite
             ring_write(state, work, lay, 1, l, p)               # window of u <- u(t)
             if lay[GATED] != 0:
                 gate_one(Ks, t, W, off, lay, work, l, Kt, gate_eps)
             convolve_one(Ks, t, W, off, lay, state, work, l, p, Kt)
+            mix_one(Ks, t, W, off, lay, work, l)                # h += Mcat[:, :(K+1)d] V
+            if lay[MLP] != 0:
+                mlp_one(W, off, lay, work, l, ln_eps)           # h += MLP(LN2(h))
+        head_one(t, W, off, lay, state, ist, work, Y, ln_eps)   # y_t (pooled with head='mean')
+        if not (finite and output_finite(Y, t)):                # overflow: the caller takes it back
+            ist[IST_ERR_T] = t
+            return ERR_UNDO
+        advance(lay, ist)
+    return OK
+
+
+@njit
+def stream_run_fir_one_narrow(X1, Ks, F, I, Y, nan_zero):
+    """stream_run_fir_one for a window narrower than a tile (d_model < simd.TILE_COLS: the demo's d = 32 with
+    AVX-512's 64 columns; kernel_for): the same step loop, line for line (tests/test_engine.py checks the
+    source), with convolve_one_narrow, whose product (simd.narrow_product_pf) compiles the narrow tile
+    only: ≈ 0.6 s less of the demo's cold compile than stream_run_fir_one, outputs bit for bit the same
+    (docs/PERFORMANCE.md "Cold start"). Packed arguments, as stream_run_fir_one's."""
+    W, off, lay, state, ist, work = unpack_one(F, I)
+    T = Ks.shape[0]
+    status = check_inputs_one(X1, Ks, lay, ist, nan_zero)
+    if status != OK:
+        return status
+    ln_eps, gate_eps = W[seg(off, O_EPS, 0)], W[seg(off, O_EPS, 0) + 1]
+    d = lay[D_MODEL]
+    one = np.int64(1)   # (not the literal 1: a literal argument compiles a second signature of rows_finite)
+    for t in range(T):
+        p = ist[IST_POS]
+        Kt = Ks[t, 0]
+        input_projection_one(X1, t, W, off, lay, work, ist)     # h = W_in x_t + b_in
+        finite = True
+        for l in range(lay[N_LAYERS]):
+            _layer_norm(work, lay[W_H], W, seg(off, O_LN1G, l), W, seg(off, O_LN1B, l), d, ln_eps,
+                        work, lay[W_U])                         # u = LN1(h)
+            finite = rows_finite(work, lay[W_U], d, one, d) and finite
+            ring_write(state, work, lay, 1, l, p)               # window of u <- u(t)
+            if lay[GATED] != 0:
+                gate_one(Ks, t, W, off, lay, work, l, Kt, gate_eps)
+            convolve_one_narrow(Ks, t, W, off, lay, state, work, l, p, Kt)
             mix_one(Ks, t, W, off, lay, work, l)                # h += Mcat[:, :(K+1)d] V
             if lay[MLP] != 0:
                 mlp_one(W, off, lay, work, l, ln_eps)           # h += MLP(LN2(h))
@@ -1854,8 +1905,8 @@ def kernel_for(lay):
         fir = stream_run_fir_small_hm if lay[CONV_SMALL] > 1 else stream_run_fir_hm
     elif lay[MIX16] != 0:    # (mix_weights="fp16", Mcat only: the first version's files)
         fir = stream_run_fir_small_h if lay[CONV_SMALL] > 1 else stream_run_fir_h
-    elif one_stream_mode(lay):
-        fir = stream_run_fir_one
+    elif one_stream_mode(lay):   # (a window narrower than a tile: the narrow tile alone compiled)
+        fir = stream_run_fir_one_narrow if lay[D_MODEL] < TILE_COLS else stream_run_fir_one
     else:
         fir = stream_run_fir_small if lay[CONV_SMALL] > 1 else stream_run_fir
     return _of_mode(lay, fir, stream_run_lds, stream_run_lru)
@@ -1887,7 +1938,7 @@ def stream_run(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
     directly. reference.stream_run_ref is its numpy float64 twin (same signature). (The one-stream
     kernel takes packed arguments: here packed into copies, and the state copied back.)"""
     k = kernel_for(lay)
-    if k is not stream_run_fir_one:
+    if k not in (stream_run_fir_one, stream_run_fir_one_narrow):
         return k(X, Ks, W, off, lay, state, ist, work, Y, nan_zero)
     F, I = pack_one(W, off, lay, state, ist, work)
     status = k(np.ascontiguousarray(X).reshape(-1), Ks, F, I, Y, nan_zero)

@@ -94,11 +94,14 @@ def model_ref(x: np.ndarray, w: dict, cfg: ESSMConfig, K) -> np.ndarray:
     return residual_model_ref(x, w, cfg, "essm", lambda u, lw: layer_ref(u, lw, K, cfg.gate_eps))
 
 
-def stream_run_ref(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
+def stream_run_ref(X, Ks, W, off, lay, state, ist, work, Y, nan_zero, w=None):
     """Plain numpy float64 version of `kernels.stream_run`: same signature, same packed weights and
     state layout (so state can be handed from one to the other), the maths of this module.
 
     `work` is not used. Engine: `StreamEngine(prog, kernel="ref")`. Overflow handling as stream_run.
+    `w`: `layout.unpack(W, off, lay)` from a caller that steps the same W call after call (the engine's
+    interim kernel while its compiled one builds: unpacking every call was about half of a small
+    program's reference step); None: unpacked here.
     """
     from . import layout as lo
     from .kernels import ERR_BUDGET, ERR_NONFINITE, ERR_OVERFLOW, OK
@@ -114,7 +117,8 @@ def stream_run_ref(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
     if bad.any() and not nan_zero:
         ist[lo.IST_ERR_T], ist[lo.IST_ERR_B], ist[lo.IST_ERR_J] = np.argwhere(bad)[0]
         return ERR_NONFINITE
-    w = lo.unpack(W, off, lay)
+    if w is None:
+        w = lo.unpack(W, off, lay)
     ln_eps, gate_eps = w["eps"]
     lds, N = bool(g["lds"]), g["lds_n"]
     H = None

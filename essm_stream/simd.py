@@ -382,6 +382,53 @@ def tile_product_pf(F, f0, ldf, X, x0, ldx, C, c0, ldc, S, s0, rows, n, w, add, 
         j += tw
 
 
+@njit
+def narrow_product_pf(F, f0, L, X, x0, w, C, c0, ldc, S, s0, rows, p0, prow, pn, pld):
+    """conv_product_pf over a window narrower than a tile (min_cols(C) <= w < tile_cols(C)): tile_product_pf's
+    narrow path alone, the same narrow-tile calls in the same order with the same prefetch share (so its
+    outputs are tile_product_pf's bit for bit, tests/test_simd_conv.py). A kernel whose convolution only
+    ever has such windows (kernels.stream_run_fir_one_narrow: one stream of d_model < TILE_COLS, the
+    demo's d = 32 with AVX-512's 64 columns) compiles neither the R-row nor the one-row tile nor
+    tile_product_pf's general driver: ≈ 0.6 s less of the demo's cold compile (docs/PERFORMANCE.md
+    "Cold start"). Another window width is refused (ValueError)."""
+    tw = min_cols(C)
+    if w < tw or w >= tile_cols(C):
+        raise ValueError("narrow_product_pf: a window at least the narrow tile wide and narrower than a tile")
+    R = TILE_ROWS
+    tb = TAU_BLOCK
+    pr, pc = 0, 0                   # (the prefetch region as in tile_product_pf)
+    isz = F.itemsize
+    fb = f0 * isz
+    if PF_LINES == 0:
+        pn = 0
+    elif pld == prow:
+        prow *= pn
+        pn = 1 if pn > 0 else 0
+    strips = 1 if w <= tw else (w + tw - 1) // tw
+    steps = strips * L * ((rows + R - 1) // R)
+    rate = PF_LINES * LINE
+    if pn > 0 and steps > 0:
+        rate = min(rate, max(1, (pn * prow + steps - 1) // steps))
+    j = 0
+    while j < w:                    # (strips of the narrow tile's columns, the last ending at the last column)
+        j0 = min(j, w - tw)
+        t0 = 0
+        while True:
+            nb = min(tb, L - t0)
+            acc = 1 if t0 > 0 else 0
+            sc = s0 if t0 + nb >= L else -1
+            r = 0
+            while r < rows:
+                pa, ps, pr, pc = _pf_next(p0, prow, pn, pld, pr, pc, fb + (r * L + t0) * isz, nb, rate)
+                _tile_h(F, f0 + r * L + t0, L, X, x0 + t0 * w + j0, w, C, c0 + r * ldc + j0, ldc, S,
+                        sc + r if sc >= 0 else -1, nb, rows - r, acc, pa, ps)
+                r += R
+            t0 += nb
+            if t0 >= L:
+                break
+        j += tw
+
+
 @njit(inline="always")
 def tile_product(F, f0, ldf, X, x0, ldx, C, c0, ldc, S, s0, rows, n, w, add):
     """tile_product_pf without a prefetch region (the mixing and MLP of B > 1 engines, tests)."""
@@ -413,3 +460,5 @@ if JIT_DISABLED:   # (plain Python: the numpy products are the products themselv
 
     def conv_product_pf(F, f0, L, X, x0, w, C, c0, ldc, S, s0, rows, p0, prow, pn, pld):  # noqa: F811
         conv_product_ref(F, f0, L, X, x0, w, C, c0, ldc, S, s0, rows)
+
+    narrow_product_pf = conv_product_pf  # noqa: F811

@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Install everything the tests need from the project's own files, then run the whole suite.
-#   scripts/test.sh [PYTEST ARGS]     the full install (.venv, extras train,dev) and the whole suite
+#   scripts/test.sh [PYTEST ARGS]     the full install (.venv, extras train,dev) and the whole suite: the
+#                                     tests on $ESSM_TEST_WORKERS processes (pytest-xdist, default 2; most
+#                                     of the suite is numba compiling kernels, one core each), then the
+#                                     tests marked `serial` (real time, CPU load of their own) alone.
+#                                     With PYTEST ARGS: exactly `pytest ARGS`, one process.
 #   scripts/test.sh --runtime-only    a second venv (.venv-runtime) with `pip install -e .` only (what a
 #                                     robot installs: no torch), plus pytest/hypothesis, running the
 #                                     engine and program tests; it fails if torch is importable there
@@ -21,4 +25,11 @@ if [ "${1-}" = "--runtime-only" ]; then
     tests/test_spotter_input.py "$@"
 fi
 bash scripts/setup.sh train,dev,sim
-exec .venv/bin/python -m pytest -q "$@"
+if [ "$#" -gt 0 ]; then
+  exec .venv/bin/python -m pytest -q "$@"
+fi
+workers="${ESSM_TEST_WORKERS:-2}"
+# --dist loadfile: a file's tests share one worker, so a kernel its tests compile is compiled once;
+# the workers share the numba disk cache, so a kernel one worker saved loads in the other.
+.venv/bin/python -m pytest -q -n "$workers" --dist loadfile -m "not serial"
+exec .venv/bin/python -m pytest -q -m serial

@@ -29,7 +29,8 @@ def _have_pty() -> bool:
     return True
 
 
-pytestmark = pytest.mark.skipif(not _have_pty(), reason="needs POSIX ptys (os.openpty failed: no /dev/pts?)")
+# serial: the 1 kHz emulator and link threads count frames in real time; scripts/test.sh runs them alone
+pytestmark = [pytest.mark.serial, pytest.mark.skipif(not _have_pty(), reason="needs POSIX ptys (os.openpty failed: no /dev/pts?)")]
 
 
 def wait_until(pred, timeout=3.0):

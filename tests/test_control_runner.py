@@ -113,6 +113,7 @@ print(json.dumps({"p75": p75, "deadline": deadline,
 
 
 @pytest.mark.slow
+@pytest.mark.serial   # loads a core itself and reads latencies: run alone (scripts/test.sh)
 def test_latency_controller_under_real_load():
     """Real engine, real co-running CPU load on the same core: K drops under load and comes back.
 

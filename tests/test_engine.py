@@ -406,6 +406,34 @@ def test_exact_engine_compiles_no_other_modes_kernels(tmp_path, small_rows, smal
     assert r.stdout.strip().splitlines()[-1] == want, r.stdout
 
 
+def test_one_stream_kernel_for_windows_narrower_than_a_tile_is_the_same_loop():
+    """A float32 engine of one stream whose d_model is narrower than the convolution's tile (the demo's
+    d = 32 with AVX-512's 64 columns) runs stream_run_fir_one_narrow, whose convolution compiles the
+    narrow tile only (simd.narrow_product_pf; the cold start, docs/PERFORMANCE.md); from a tile's width
+    on, stream_run_fir_one. Both are the same step loop line for line but for the convolution's call
+    (the source compared here, nothing compiled; their outputs are held to the reference in
+    tests/test_simd_conv.py, tests/test_gemv.py and tests/test_prefetch.py)."""
+    import inspect
+    import re
+
+    from essm_stream import simd
+    for d in sorted({simd.HALF_COLS, simd.TILE_COLS - 1, simd.TILE_COLS, 2 * simd.TILE_COLS}):
+        if d < simd.HALF_COLS:
+            continue
+        cfg = ESSMConfig(d_in=3, d_out=2, d_model=d, n_layers=1, seq_len=8, k_max=4, d_gate=4)
+        e = StreamEngine(tiny_program(cfg), dtype=np.float32)
+        want = kernels.stream_run_fir_one_narrow if d < simd.TILE_COLS else kernels.stream_run_fir_one
+        assert kernels.kernel_for(e._lay) is want, d
+
+    def body(f):   # the source after the def line, without the docstring
+        lines = inspect.getsource(f.py_func).splitlines()
+        i = next(j for j, ln in enumerate(lines) if ln.startswith("def "))
+        return re.sub(r'"""(.|\n)*?"""', "", "\n".join(lines[i + 1:]), count=1)
+    assert body(kernels.stream_run_fir_one_narrow) == body(kernels.stream_run_fir_one).replace(
+        "convolve_one(", "convolve_one_narrow(")
+    assert "convolve_one_narrow(" in body(kernels.stream_run_fir_one_narrow)
+
+
 @pytest.mark.slow
 def test_one_stream_float32_engine_compiles_one_small_kernel(tmp_path):
     """A float32 engine of one stream runs its own kernel, stream_run_fir_one (every product a GEMV on

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.slow   # ~20 s: 8.5 s of real-time audio plus a demo process's start-up
+pytestmark = [pytest.mark.slow, pytest.mark.serial]   # real time, run alone; ~20 s: 8.5 s of real-time audio plus a demo process's start-up
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIP_S = (23.9, 30.9)      # of the bundled recording: NO, STOP, GO, DOWN (7 s; the file path finds 3 of them)

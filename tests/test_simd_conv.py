@@ -182,3 +182,37 @@ def test_float64_engine_on_tile_matches_reference_kernel():
     y = fast.run(X, K)
     yr = StreamEngine(prog, batch=B, dtype=np.float64, kernel="ref").run(X, K)
     assert float(np.max(np.abs(y - yr)) / np.max(np.abs(yr))) <= 1e-12
+
+
+def test_narrow_product_is_the_products_narrow_path_bit_for_bit():
+    """simd.narrow_product_pf (the convolution of kernels.stream_run_fir_one_narrow) against tile_product_pf
+    as conv_product_pf calls it, on windows narrower than a tile (one strip; two overlapping ones): the
+    same float32 values bit for bit, for 1 … 9 rows (R-row tiles and a partial one), a short window and
+    one longer than a block of τ, scaled and unscaled, with and without a prefetch region (a prefetch
+    changes no value). A window a tile wide is refused (it is tile_product_pf's)."""
+    rng = np.random.default_rng(11)
+    th, tw = simd.HALF_COLS, simd.TILE_COLS
+    if th == tw or numba_config.JIT_DISABLED:
+        pytest.skip("a one-vector tile has no narrow tile; NUMBA_DISABLE_JIT: both are numpy's product")
+    z = 0
+    for L in (13, simd.TAU_BLOCK + 7):
+        for w in sorted({th, min(th + 3, tw - 1), tw - 1}):
+            for rows in (1, 2, 4, 5, 9):
+                F = rng.standard_normal(3 + rows * L + 2048).astype(np.float32)   # (room for the region)
+                X = rng.standard_normal(5 + L * w).astype(np.float32)
+                S = rng.standard_normal(2 + rows).astype(np.float32)
+                ldc = w + 3
+                plain = None
+                for s0, region in ((-1, (z, z, z, z)), (2, (z, z, z, z)), (2, (64, 256, 3, 512))):
+                    want = np.full(7 + rows * ldc, np.nan, np.float32)
+                    got = want.copy()
+                    simd.tile_product_pf(F, 3, L, X, 5, w, want, 7, ldc, S, s0, rows, L, w, z, *region)
+                    simd.narrow_product_pf(F, 3, L, X, 5, w, got, 7, ldc, S, s0, rows, *region)
+                    assert np.array_equal(got, want, equal_nan=True), (L, w, rows, s0, region)
+                    if s0 == 2 and plain is None:
+                        plain = got
+                assert np.array_equal(got, plain, equal_nan=True), (L, w, rows)   # the prefetch changed nothing
+    C = np.zeros(tw + 8, np.float32)
+    with pytest.raises(ValueError, match="narrower than a tile"):
+        simd.narrow_product_pf(np.ones(8, np.float32), 0, 4, np.ones(4 * tw, np.float32), 0, tw, C, 0, tw,
+                               C, -1, 1, z, z, z, z)
