@@ -83,23 +83,23 @@ else:
     def _c(v):
         return ir.Constant(_I64, v)
 
-    def _make_chunk(nv: int, sets: int):
+    def _make_chunk(nv: int, sets: int, stream: bool = False):
         """An intrinsic for one chunk of nv * VW outputs: out[oo:oo + nv VW] += Σ_m x[xo + m] Wt[w0 + m ldw:…].
         x and out float32 (the engines that run it) or float64 (typed in float64 kernels, which never
         take the gemv1 branch); Wt float32, float64 or uint16 half bits, widened to x's type as loaded."""
 
-        @intrinsic
-        def chunk(typingctx, x, xo, Wt, w0, ldw, n_in, out, oo, pfd):
+        def typer(x, xo, Wt, w0, ldw, n_in, out, oo, pfd):
             if not (isinstance(x, types.Array) and isinstance(out, types.Array) and isinstance(Wt, types.Array)
                     and x.dtype in _FLOATS and out.dtype == x.dtype
                     and Wt.dtype in (types.uint16, types.float32, types.float64)):
                 raise TypingError("gemv chunk: x, out float arrays of one type; Wt float or uint16 (half bits)")
-            sig = types.none(x, xo, Wt, w0, ldw, n_in, out, oo, pfd)
+            sig = types.none(x, xo, Wt, w0, ldw, n_in, out, oo, pfd) if stream else \
+                types.none(x, xo, Wt, w0, ldw, n_in, out, oo)
 
             def codegen(context, builder, signature, args):
-                ax, axo, aw, aw0, aldw, an, aout, aoo, apfd = args
-                tx, _, tw, _, _, _, tout, _, _ = signature.args
-                pfd_ = context.cast(builder, apfd, signature.args[8], types.int64)
+                ax, axo, aw, aw0, aldw, an, aout, aoo = args[:8]
+                tx, _, tw, _, _, _, tout, _ = signature.args[:8]
+                pfd_ = context.cast(builder, args[8], signature.args[8], types.int64) if stream else None
                 fty = context.get_value_type(tx.dtype)                     # float or double
                 ety = ir.HalfType() if tw.dtype == types.uint16 else context.get_value_type(tw.dtype)
                 sty = ir.IntType(16) if tw.dtype == types.uint16 else ety  # Wt's storage element
@@ -155,23 +155,16 @@ else:
                     for v in range(nv):
                         phis[s][v].add_incoming(init[s][v], entry)
                 upd = [update(phis[s], builder.add(m, _c(s))) for s in range(sets)]
-                # pfd != 0: a non-temporal prefetch (prefetchnta) of every line of this pass's rows, pfd bytes
-                # ahead (rows back to back: ldw = the chunk's width). A branch the same way every pass (LLVM
-                # may take it out of the loop); pfd = 0 (every caller but the streamed mixing) prefetches nothing
-                pfb = builder.append_basic_block("gemv.prefetch")
-                cont = builder.append_basic_block("gemv.next")
-                builder.cbranch(builder.icmp_signed("!=", pfd_, _c(0)), pfb, cont)
-                builder.position_at_end(pfb)
-                i8p = ir.IntType(8).as_pointer()
-                pfn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p] + [ir.IntType(32)] * 3),
-                                                     "llvm.prefetch.p0")
-                row_bytes = nv * VW * (2 if tw.dtype == types.uint16 else tw.dtype.bitwidth // 8)
-                at = builder.gep(builder.bitcast(wp, i8p), [builder.add(builder.mul(builder.mul(m, ldw_), _c(row_bytes // (nv * VW))), pfd_)])
-                for li in range(max(1, sets * row_bytes // 64)):
-                    builder.call(pfn, [builder.gep(at, [_c(li * 64)]) if li else at, ir.Constant(ir.IntType(32), 0),
-                                       ir.Constant(ir.IntType(32), 0), ir.Constant(ir.IntType(32), 1)])
-                builder.branch(cont)
-                builder.position_at_end(cont)
+                if stream:   # a non-temporal prefetch (prefetchnta) of every line of this pass's rows, pfd bytes
+                    #          ahead (rows back to back: ldw = the chunk's width)
+                    i8p = ir.IntType(8).as_pointer()
+                    pfn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p] + [ir.IntType(32)] * 3),
+                                                         "llvm.prefetch.p0")
+                    row_bytes = nv * VW * (2 if tw.dtype == types.uint16 else tw.dtype.bitwidth // 8)
+                    at = builder.gep(builder.bitcast(wp, i8p), [builder.add(builder.mul(builder.mul(m, ldw_), _c(row_bytes // (nv * VW))), pfd_)])
+                    for li in range(max(1, sets * row_bytes // 64)):
+                        builder.call(pfn, [builder.gep(at, [_c(li * 64)]) if li else at, ir.Constant(ir.IntType(32), 0),
+                                           ir.Constant(ir.IntType(32), 0), ir.Constant(ir.IntType(32), 1)])
                 m2 = builder.add(m, _c(sets))
                 body = builder.block
                 m.add_incoming(m2, body)
@@ -214,10 +207,17 @@ else:
 
             return sig, codegen
 
-        return chunk
+        if stream:
+            def chunk(typingctx, x, xo, Wt, w0, ldw, n_in, out, oo, pfd):
+                return typer(x, xo, Wt, w0, ldw, n_in, out, oo, pfd)
+        else:
+            def chunk(typingctx, x, xo, Wt, w0, ldw, n_in, out, oo):
+                return typer(x, xo, Wt, w0, ldw, n_in, out, oo, None)
+        return intrinsic(chunk)
 
     assert SETS in (1, 2)
     _chunk_big = _make_chunk(NV, SETS)
+    _chunk_stream = _make_chunk(NV, SETS, stream=True)   # (its own instance: the other GEMVs' loops stay as they were)
     _chunk_vec = _make_chunk(1, 2)
 
     @intrinsic
@@ -251,11 +251,14 @@ else:
             nr = min(rb, n_in - m0)
             xm, wm = xo + m0, w0 + m0 * ldw
             j = 0
+            if pfd != 0:   # (one chunk, n_out = CHUNK)
+                _chunk_stream(x, xm, Wt, wm, ldw, nr, out, oo, pfd)
+                j = CHUNK
             while j + CHUNK <= n_out:
-                _chunk_big(x, xm, Wt, wm + j, ldw, nr, out, oo + j, pfd)
+                _chunk_big(x, xm, Wt, wm + j, ldw, nr, out, oo + j)
                 j += CHUNK
             while j + VW <= n_out:
-                _chunk_vec(x, xm, Wt, wm + j, ldw, nr, out, oo + j, 0)
+                _chunk_vec(x, xm, Wt, wm + j, ldw, nr, out, oo + j)
                 j += VW
             for jj in range(j, n_out):   # the last n_out mod VW outputs (none for d = 64, 128, 256)
                 s = out.dtype.type(0)    # (out[..] * 0 would be float64: float32 * int64 promotes)
