@@ -45,7 +45,7 @@ def _mix_tiles_h(x, H, out, n_in, steps):
 def _mix_gemv(x, Mt, out, n_in, steps):
     for _ in range(steps):
         for l in range(NL):
-            gemv.gemv_t(x, 0, Mt, l * D * LDM, D, n_in, D, out, 0, 0)
+            gemv.gemv_t(x, 0, Mt, l * D * LDM, D, n_in, D, out, 0)
 
 
 @njit(cache=False)
@@ -70,8 +70,8 @@ def _mlp_gemv(z, Ft, a, out, steps):
     for _ in range(steps):
         for l in range(NL):
             a[:] = 0.0
-            gemv.gemv_t(z, 0, Ft, l * 2 * D * DH, DH, D, DH, a, 0, 0)
-            gemv.gemv_t(a, 0, Ft, l * 2 * D * DH + D * DH, D, DH, D, out, 0, 0)
+            gemv.gemv_t(z, 0, Ft, l * 2 * D * DH, DH, D, DH, a, 0)
+            gemv.gemv_t(a, 0, Ft, l * 2 * D * DH + D * DH, D, DH, D, out, 0)
 
 
 def main() -> int:

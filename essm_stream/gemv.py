@@ -26,12 +26,12 @@ one in plain numba code; wider than one chunk, the rows go in blocks of ≈ BLOC
 through every chunk while it is in L1. One compiled function per weight type (the chunks are
 intrinsics inlined into it).
 
-Streamed rows (pfd > 0, one chunk of outputs over rows back to back: the edge mixing's input-major Mcat):
-each pass also issues a non-temporal prefetch (prefetchnta) of every line of its rows pfd bytes ahead, so
-that a matrix read once per step and larger than the L2 passes through L1 without evicting what the
-rest of the step keeps in L2 (kernels.mix_one, docs/PERFORMANCE.md "Streaming the mixing weights").
+`gemv_stream` is one chunk of CHUNK outputs over rows back to back that also issues a non-temporal
+prefetch (prefetchnta) of every line of its rows pfd bytes ahead, so that a matrix read once per step and
+larger than the L2 passes through L1 without evicting what the rest of the step keeps in L2 (the edge
+mixing at large K: kernels.mix_one, docs/PERFORMANCE.md "A cheaper call and a streamed mixing").
 
-`gemv_t(x, xo, Wt, w0, ldw, n_in, n_out, out, oo, pfd)` is the entry point (njit); its numpy twin
+`gemv_t(x, xo, Wt, w0, ldw, n_in, n_out, out, oo)` is the entry point (njit); its numpy twin
 `gemv_t_ref` is what tests hold it to, and what runs under NUMBA_DISABLE_JIT. Where the engine uses
 it: layout dim gemv1 (float32 single-thread exact engines of one stream, d <= 128: the input
 projection, mixing and MLP, weights packed transposed) and the fp16 programs' MLP (every B).
@@ -44,8 +44,8 @@ import numpy as np
 from .numba_config import JIT_DISABLED, njit, simd_target
 
 
-def gemv_t_ref(x, xo, Wt, w0, ldw, n_in, n_out, out, oo, pfd=0):
-    """numpy twin of gemv_t (float64 sums of the same values; float16 bits decoded exactly; nothing to prefetch)."""
+def gemv_t_ref(x, xo, Wt, w0, ldw, n_in, n_out, out, oo):
+    """numpy twin of gemv_t (float64 sums of the same values; float16 bits decoded exactly)."""
     if n_in <= 0 or n_out <= 0:
         return
     w = Wt[w0:w0 + (n_in - 1) * ldw + n_out]
@@ -55,10 +55,6 @@ def gemv_t_ref(x, xo, Wt, w0, ldw, n_in, n_out, out, oo, pfd=0):
     y = np.asarray(x[xo:xo + n_in], dtype=np.float64) @ rows.astype(np.float64)
     out[oo:oo + n_out] = (out[oo:oo + n_out].astype(np.float64) + y).astype(out.dtype)
 
-
-# the streamed mixing's prefetch distance (bytes ahead of the row being read; kernels.mix_one): the best of
-# 1, 2, 3 and 4 KB on the edge step at K = 20 … 32 (docs/PERFORMANCE.md "Streaming the mixing weights")
-STREAM_AHEAD = 3072
 
 if JIT_DISABLED:
     VW = CHUNK = 8
@@ -166,11 +162,10 @@ else:
                         builder.call(pfn, [builder.gep(at, [_c(li * 64)]) if li else at, ir.Constant(ir.IntType(32), 0),
                                            ir.Constant(ir.IntType(32), 0), ir.Constant(ir.IntType(32), 1)])
                 m2 = builder.add(m, _c(sets))
-                body = builder.block
-                m.add_incoming(m2, body)
+                m.add_incoming(m2, loop)
                 for s in range(sets):
                     for v in range(nv):
-                        phis[s][v].add_incoming(upd[s][v], body)
+                        phis[s][v].add_incoming(upd[s][v], loop)
                 builder.cbranch(builder.icmp_signed("<", m2, nmain), loop, after)
                 builder.position_at_end(after)
                 res = []
@@ -179,7 +174,7 @@ else:
                     for v in range(nv):
                         p = builder.phi(vty)
                         p.add_incoming(init[s][v], entry)
-                        p.add_incoming(upd[s][v], body)
+                        p.add_incoming(upd[s][v], loop)
                         row.append(p)
                     res.append(row)
                 if sets > 1:   # the row left when n_in is odd (sets is 1 or 2), into set 0
@@ -217,7 +212,10 @@ else:
 
     assert SETS in (1, 2)
     _chunk_big = _make_chunk(NV, SETS)
-    _chunk_stream = _make_chunk(NV, SETS, stream=True)   # (its own instance: the other GEMVs' loops stay as they were)
+    # gemv_stream(x, xo, Wt, w0, ldw, n_in, out, oo, pfd): one chunk of CHUNK outputs over rows back to back
+    # (ldw = CHUNK), each pass also prefetching (prefetchnta) its rows' lines pfd bytes ahead: the streamed
+    # mixing (kernels.mix_one); an instance of its own, so gemv_t's loops stay as they are
+    gemv_stream = _make_chunk(NV, SETS, stream=True)
     _chunk_vec = _make_chunk(1, 2)
 
     @intrinsic
@@ -233,27 +231,19 @@ else:
         return sig, codegen
 
     @njit
-    def gemv_t(x, xo, Wt, w0, ldw, n_in, n_out, out, oo, pfd):
+    def gemv_t(x, xo, Wt, w0, ldw, n_in, n_out, out, oo):
         """out[oo + j] += Σ_{m < n_in} x[xo + m] Wt[w0 + m ldw + j], j < n_out (see the module doc):
         whole chunks of CHUNK outputs, then single vectors of VW, then the rest one by one. Wider than one
         chunk (d_hidden = 128: two), the rows go in blocks of ≈ BLOCK_BYTES, each block through every chunk
         while it sits in L1 (one pass per chunk over the whole matrix read it from DRAM four times
         over: the paper config's mixing 2.1 ms instead of 1.4). The caller keeps the ranges inside the
-        arrays (the chunks check no bounds). pfd > 0 with exactly one chunk of outputs whose rows lie back
-        to back (n_out = ldw = CHUNK: the edge mixing's Mcat): the rows stream through L1 by non-temporal
-        prefetches pfd bytes ahead (STREAM_AHEAD; kernels.mix_one); else pfd is ignored. Under
-        NUMBA_DISABLE_JIT the numpy twin gemv_t_ref."""
-        if n_out != CHUNK or ldw != CHUNK:
-            pfd = 0
+        arrays (the chunks check no bounds). Under NUMBA_DISABLE_JIT the numpy twin gemv_t_ref."""
         rb = n_in if n_out <= CHUNK else max(8, BLOCK_BYTES // (n_out * Wt.itemsize))
         m0 = 0
         while m0 < n_in:
             nr = min(rb, n_in - m0)
             xm, wm = xo + m0, w0 + m0 * ldw
             j = 0
-            if pfd != 0:   # (one chunk, n_out = CHUNK)
-                _chunk_stream(x, xm, Wt, wm, ldw, nr, out, oo, pfd)
-                j = CHUNK
             while j + CHUNK <= n_out:
                 _chunk_big(x, xm, Wt, wm + j, ldw, nr, out, oo + j)
                 j += CHUNK
@@ -267,5 +257,20 @@ else:
                 out[oo + jj] += s
             m0 += nr
 
+
+if JIT_DISABLED:
+    def gemv_stream(x, xo, Wt, w0, ldw, n_in, out, oo, pfd):
+        gemv_t_ref(x, xo, Wt, w0, ldw, n_in, CHUNK, out, oo)   # (nothing to prefetch)
+
+    gemv_stream_jit = gemv_stream
+else:
+    @njit
+    def gemv_stream_jit(x, xo, Wt, w0, ldw, n_in, out, oo, pfd):
+        """gemv_stream from Python (tests); compiled on its first call only."""
+        gemv_stream(x, xo, Wt, w0, ldw, n_in, out, oo, pfd)
+
+# the streamed mixing's prefetch distance (bytes ahead of the row being read; kernels.mix_one): the best of
+# 1, 2, 3 and 4 KB on the edge step at K = 20 … 32 (docs/PERFORMANCE.md "A cheaper call and a streamed mixing")
+STREAM_AHEAD = 3072
 
 gemv_t_jit = gemv_t   # (the name tests and benches call from Python: compiled, or the numpy twin)

@@ -42,7 +42,7 @@ from .layout import (D_GATE, D_HIDDEN, D_IN, D_MODEL, D_OUT, GATED, IST_ERR_B, I
                      W_X, W_Z, WL, W_UNDO, IST_SKIPPED, WB_C)
 from .kernels_lds import lds_convolve, lds_ring, lds_undo
 from .kernels_lru import lru_mix, lru_undo
-from .gemv import STREAM_AHEAD, VW as GEMV_VW, gemv_t
+from .gemv import CHUNK as GEMV_CHUNK, STREAM_AHEAD, VW as GEMV_VW, gemv_stream, gemv_t
 from .layout import CONV_SMALL, GEMM_T, GEMV1, HIST_BLK, LDS, LRU_KIND, MIX16, MLP16, O_FC1H, O_FC2H, O_MCATH, PAR_MIN_B, PAR_MIN_K, THREADS, WB_HP, hist_block
 from .numba_config import JIT_DISABLED, l2_bytes, njit, prefetch_bytes
 from .simd import HALF_COLS, TILE_COLS, TILE_GEMV_MAX, conv_product_pf, min_cols, narrow_product_pf, tile_product
@@ -594,7 +594,7 @@ def _input_gemv(W, off, lay, work):
     hs, bs = lay[W_H], seg(off, O_INPB, 0)   # (a loop: an array-to-array slice assignment compiles
     for i in range(d):                      # numba's unicode error-message helpers, +2 s of a cold start)
         work[hs + i] = W[bs + i]
-    gemv_t(work, lay[W_X], W, seg(off, O_INPW, 0), d, d_in, d, work, lay[W_H], np.int64(0))
+    gemv_t(work, lay[W_X], W, seg(off, O_INPW, 0), d, d_in, d, work, lay[W_H])
 
 
 @njit(fastmath=False)
@@ -705,12 +705,12 @@ def _gate_gemv(W, off, lay, work, l, Kt):
     sg, ss = lay[W_G], lay[W_S]
     for i in range(dg):
         work[sg + i] = 0.0
-    gemv_t(work, lay[W_U], W, seg(off, O_W1, l), dg, d, dg, work, sg, np.int64(0))
+    gemv_t(work, lay[W_U], W, seg(off, O_W1, l), dg, d, dg, work, sg)
     _bias_gelu(work, sg, W, seg(off, O_B1, l), dg)
     nk = min(lay[K_MAX], (Kt + GEMV_VW - 1) // GEMV_VW * GEMV_VW)
     for k in range(nk):
         work[ss + k] = 0.0
-    gemv_t(work, sg, W, seg(off, O_W2, l), lay[K_MAX], dg, nk, work, ss, np.int64(0))
+    gemv_t(work, sg, W, seg(off, O_W2, l), lay[K_MAX], dg, nk, work, ss)
 
 
 @njit(inline="always")
@@ -914,7 +914,7 @@ def mix(Ks, t, W, off, lay, work, B, l):
     ldM = (lay[K_MAX] + 1) * d
     b0 = 0
     if lay[GEMV1] != 0:
-        gemv_t(work, sV, W, seg(off, O_MCAT, l), d, (Ks[t, 0] + 1) * d, d, work, lay[W_H], np.int64(0))
+        gemv_t(work, sV, W, seg(off, O_MCAT, l), d, (Ks[t, 0] + 1) * d, d, work, lay[W_H])
         b0 = B
     while b0 < B:
         nb = min(4, B - b0)
@@ -978,7 +978,7 @@ def mix_h(Ks, t, W, off, lay, work, B, l):
     H = W.view(np.uint16)
     b0 = 0
     if lay[GEMV1] != 0:      # one stream: Mcat.h input-major, gemv_t (as mix)
-        gemv_t(work, sV, H, 2 * seg(off, O_MCATH, l), d, (Ks[t, 0] + 1) * d, d, work, lay[W_H], np.int64(0))
+        gemv_t(work, sV, H, 2 * seg(off, O_MCATH, l), d, (Ks[t, 0] + 1) * d, d, work, lay[W_H])
         b0 = B
     while b0 < B:
         nb = min(4, B - b0)
@@ -1211,11 +1211,11 @@ def _mlp_gemv(W, off, lay, work, l):
     fc2b = seg(off, O_FC2B, l)
     for i in range(dh):
         work[sa + i] = 0.0
-    gemv_t(work, sz, W, seg(off, O_FC1W, l), dh, d, dh, work, sa, np.int64(0))    # a = fc1 z
+    gemv_t(work, sz, W, seg(off, O_FC1W, l), dh, d, dh, work, sa)    # a = fc1 z
     _bias_gelu(work, sa, W, seg(off, O_FC1B, l), dh)
     for i in range(d):
         work[sh + i] += W[fc2b + i]
-    gemv_t(work, sa, W, seg(off, O_FC2W, l), d, dh, d, work, sh, np.int64(0))     # h += fc2 a
+    gemv_t(work, sa, W, seg(off, O_FC2W, l), d, dh, d, work, sh)     # h += fc2 a
 
 
 @njit(inline="always")
@@ -1296,11 +1296,11 @@ def mlp_h(W, off, lay, work, B, l):
     for b in range(B):
         wb = b * wl
         work[wb + sa:wb + sa + dh] = 0.0
-        gemv_t(work, wb + sz, H, f1, dh, d, dh, work, wb + sa, np.int64(0))    # a = fc1 z (outputs in registers)
+        gemv_t(work, wb + sz, H, f1, dh, d, dh, work, wb + sa)    # a = fc1 z (outputs in registers)
         _bias_gelu(work, wb + sa, W, fc1b, dh)                    # + fc1.b in GELU's pass
         for i in range(d):
             work[wb + sh + i] += W[fc2b + i]
-        gemv_t(work, wb + sa, H, f2, d, dh, d, work, wb + sh, np.int64(0))     # h += fc2 a
+        gemv_t(work, wb + sa, H, f2, d, dh, d, work, wb + sh)     # h += fc2 a
 
 
 @njit(inline="always")
@@ -1653,8 +1653,10 @@ def stream_run_fir_small(X, Ks, W, off, lay, state, ist, work, Y, nan_zero):
 def mix_one(Ks, t, W, off, lay, work, l):
     """mix of one stream with Mcat input-major (lay[GEMV1]): gemv_t over the active prefix of its rows."""
     d, Kt = lay[D_MODEL], Ks[t, 0]
-    pfd = np.int64(STREAM_AHEAD) if _streams_mix(W, lay, Kt) else np.int64(0)
-    gemv_t(work, lay[W_V], W, seg(off, O_MCAT, l), d, (Kt + 1) * d, d, work, lay[W_H], pfd)
+    if d == GEMV_CHUNK and _streams_mix(W, lay, Kt):   # (one chunk of outputs, Mcat's rows back to back)
+        gemv_stream(work, lay[W_V], W, seg(off, O_MCAT, l), d, (Kt + 1) * d, work, lay[W_H], STREAM_AHEAD)
+    else:
+        gemv_t(work, lay[W_V], W, seg(off, O_MCAT, l), d, (Kt + 1) * d, d, work, lay[W_H])
 
 
 STREAM_STEP_MIN = l2_bytes() * 5 // 4
