@@ -60,7 +60,8 @@ def _worker_engine(points, fp16: bool, align: int = 0) -> None:
             if fp16:
                 prog = prog.with_mix_weights("fp16")
             eng = StreamEngine(prog, batch=B)
-            if align:   # (the engine's W, state and scratch moved to `align`-byte boundaries: a measurement)
+            if align and not getattr(eng, "_packed", False):   # (the engine's W, state and scratch moved to
+                # `align`-byte boundaries: a measurement; a packed one-stream engine's are views of one aligned buffer)
                 eng._W, eng._state, eng._work = (_aligned_copy(x, align) for x in (eng._W, eng._state, eng._work))
                 a_ = list(eng._step_args)
                 a_[2], a_[5], a_[7] = eng._W, eng._state, eng._work
