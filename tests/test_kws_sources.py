@@ -253,6 +253,7 @@ print(json.dumps({k: st[k] for k in ("device_rate", "channels", "overflows", "au
 """
 
 
+@pytest.mark.serial   # the unpaced device must outrun the reader: with another worker on the cores it may not
 def test_mic_on_a_plain_alsa_device_through_portaudio(tmp_path):
     """Real PortAudio -> ALSA, no sound server and no sound card: an ALSA `file` PCM whose capture reads
     a raw 48 kHz stereo float32 file (defined in an .asoundrc under a private HOME). The plugin is not
