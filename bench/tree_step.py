@@ -1,8 +1,9 @@
-"""The edge B=1 float32 step of source trees, each run in fresh processes, trees interleaved: what a
-change costs or gains when it shows only across processes (W's base address, for one, differs from
-one process to the next: the output names it, mod 64).
+"""The B=1 float32 step of source trees (the edge config, or the paper config), each run in fresh
+processes, trees interleaved and their order reversed every other round (the second tree of a round
+can read slower): what a change costs or gains when it shows only across processes (W's base
+address, for one, differs from one process to the next: the output names it, mod 64).
 
-    python bench/tree_step.py --trees /tmp/before . [--processes 4] [--ks 32,4] [--fp16]
+    python bench/tree_step.py --trees /tmp/before . [--processes 4] [--ks 32,4] [--fp16] [--config paper]
 """
 from __future__ import annotations
 
@@ -14,28 +15,34 @@ import sys
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_engine import CONFIGS  # noqa: E402
+
+STEPS = {"edge": 400, "paper": 40}   # steps per timing (5 timings a budget, after 3/4 as many to warm up)
+
 _CHILD = r"""
 import json, sys, time
 import numpy as np
 sys.path.insert(0, sys.argv[1])
 from essm_stream.config import ESSMConfig
 from essm_stream.engine import StreamEngine, tiny_program
-cfg = ESSMConfig(d_in=40, d_out=12, d_model=64, n_layers=4, seq_len=128, k_max=32, d_gate=32)
+cfg = ESSMConfig(**json.loads(sys.argv[4]))
 prog = tiny_program(cfg)
+n = int(sys.argv[5])
 if sys.argv[3] == "fp16":
     prog = prog.with_mix_weights("fp16")
 e = StreamEngine(prog)
 x = np.random.default_rng(0).standard_normal(40).astype(np.float32)
 res = {"w_mod64": int(e._W.ctypes.data % 64)}
 for K in map(int, sys.argv[2].split(",")):
-    for _ in range(300):
+    for _ in range(3 * n // 4):
         e.step(x, K)
     ts = []
     for _ in range(5):
         t0 = time.perf_counter()
-        for _ in range(400):
+        for _ in range(n):
             e.step(x, K)
-        ts.append((time.perf_counter() - t0) / 400)
+        ts.append((time.perf_counter() - t0) / n)
     res[str(K)] = float(np.median(ts))
 print(json.dumps(res))
 """
@@ -47,6 +54,7 @@ def main(argv=None) -> int:
     ap.add_argument("--processes", type=int, default=4, help="fresh processes per tree")
     ap.add_argument("--ks", default="32,4", help="comma-separated budgets")
     ap.add_argument("--fp16", action="store_true", help="the program with --weights fp16")
+    ap.add_argument("--config", choices=sorted(CONFIGS), default="edge", help="the bench's config (bench_engine.CONFIGS)")
     a = ap.parse_args(argv)
     if a.processes < 1:
         ap.error("--processes must be >= 1")
@@ -55,10 +63,12 @@ def main(argv=None) -> int:
             ap.error(f"{t}: no essm_stream/ in it")
     ks = a.ks.split(",")
     got = {t: [] for t in a.trees}
+    cfg = json.dumps(CONFIGS[a.config])
+    n = STEPS[a.config]
     for i in range(a.processes):
-        for t in a.trees:
-            r = subprocess.run([sys.executable, "-c", _CHILD, os.path.abspath(t), a.ks, "fp16" if a.fp16 else "fp32"], capture_output=True,
-                               text=True, timeout=600)
+        for t in (a.trees if i % 2 == 0 else a.trees[::-1]):
+            r = subprocess.run([sys.executable, "-c", _CHILD, os.path.abspath(t), a.ks, "fp16" if a.fp16 else "fp32",
+                                cfg, str(n)], capture_output=True, text=True, timeout=600)
             if r.returncode != 0:
                 print(r.stderr[-2000:], file=sys.stderr)
                 return 1
@@ -66,7 +76,7 @@ def main(argv=None) -> int:
             got[t].append(res)
             print(f"process {i + 1}, {t}: W mod 64 = {res['w_mod64']}, " +
                   ", ".join(f"K={k} {res[k] * 1e6:.1f} µs" for k in ks), file=sys.stderr)
-    print(f"edge B=1 float32 engine{', fp16 weights' if a.fp16 else ''}, median of 5 × 400 steps per process, {a.processes} processes per tree, "
+    print(f"{a.config} B=1 float32 engine{', fp16 weights' if a.fp16 else ''}, median of 5 × {n} steps per process, {a.processes} processes per tree, "
           f"load average (1 min) {os.getloadavg()[0]:.2f} at the end")
     for t, rs in got.items():
         cols = []
