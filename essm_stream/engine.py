@@ -388,9 +388,9 @@ class StreamEngine:
         argument types to a compiled signature: ≈ 0.17 µs of the ≈ 0.5 µs a call costs for ten
         arguments). Until the dispatcher has compiled that signature (the first step compiles it),
         and for kernels that are not numba dispatchers (kernel='ref', NUMBA_DISABLE_JIT, a wrapper),
-        _fast is the kernel itself. A packed engine (the one-stream kernel: six arguments, ≈ 0.19 µs to
-        unbox instead of ≈ 0.34) also gets _direct, the entry point that step() hands a C-contiguous
-        frame of the right dtype and shape to as it is (no np.copyto into _x1: ≈ 0.4 µs)."""
+        _fast is the kernel itself. A packed engine (the one-stream kernel: six arguments, ≈ 0.15 µs to
+        unbox instead of ≈ 0.32: bench/call_overhead.py) also gets _direct, the entry point that step() hands a C-contiguous
+        frame of the right dtype and shape to as it is (no np.copyto into _x1: ≈ 0.14 µs)."""
         k = self._kernel
         self._fast, self._fast_of, self._direct = k, k, None
         overloads = getattr(k, "overloads", None)

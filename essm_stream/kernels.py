@@ -1698,8 +1698,8 @@ def convolve_one_narrow(Ks, t, W, off, lay, state, work, l, p, Kt):
 
 
 # stream_run_fir_one's packed arguments (the engine's call crosses into numba with 6 arguments, not 10:
-# each array argument costs ≈ 35 ns to unbox, and a frame passed straight in saves the np.copyto of it,
-# ≈ 0.4 µs). F, one float buffer, holds W | state | work; I, one int64 buffer, holds a header of
+# each array argument costs ≈ 40 ns to unbox, and a frame passed straight in saves the np.copyto of it,
+# ≈ 0.14 µs: bench/call_overhead.py). F, one float buffer, holds W | state | work; I, one int64 buffer, holds a header of
 # N_PACK_HEAD (start, stop) pairs, then off | lay | ist. The engine's W, state, work, off, lay and ist
 # are views of the two buffers (StreamEngine, engine.pack_one).
 PACK_W, PACK_STATE, PACK_WORK, PACK_OFF, PACK_LAY, PACK_IST = range(6)
