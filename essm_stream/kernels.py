@@ -43,7 +43,7 @@ from .layout import (D_GATE, D_HIDDEN, D_IN, D_MODEL, D_OUT, GATED, IST_ERR_B, I
 from .kernels_lds import lds_convolve, lds_ring, lds_undo
 from .kernels_lru import lru_mix, lru_undo
 from .gemv import CHUNK as GEMV_CHUNK, STREAM_AHEAD, VW as GEMV_VW, gemv_stream, gemv_t
-from .layout import CONV_SMALL, GEMM_T, GEMV1, HIST_BLK, LDS, LRU_KIND, MIX16, MLP16, O_FC1H, O_FC2H, O_MCATH, PAR_MIN_B, PAR_MIN_K, THREADS, WB_HP, hist_block
+from .layout import CONV_SMALL, GEMM_T, GEMV1, GEMV_BLOCK, HIST_BLK, LDS, LRU_KIND, MIX16, MLP16, O_FC1H, O_FC2H, O_MCATH, PAR_MIN_B, PAR_MIN_K, THREADS, WB_HP, hist_block
 from .numba_config import JIT_DISABLED, l2_bytes, njit, prefetch_bytes
 from .simd import HALF_COLS, TILE_COLS, TILE_GEMV_MAX, conv_product_pf, min_cols, narrow_product_pf, tile_product
 
@@ -1205,13 +1205,17 @@ def conv_mix_par(Ks, t, W, off, lay, state, work, B, l, p, Kt):
 @njit(inline="always")
 def _mlp_gemv(W, off, lay, work, l):
     """h += fc2 GELU(fc1 z + b1) + b2 of one stream (z = LN2(h) already in work[W_Z]), fc1.W / fc2.W
-    input-major."""
+    input-major, fc1.W in column blocks of GEMV_BLOCK outputs (layout.to_blocks: each block's rows back
+    to back, one contiguous read per chunk of outputs)."""
     d, dh = lay[D_MODEL], lay[D_HIDDEN]
     sh, sz, sa = lay[W_H], lay[W_Z], lay[W_A]
     fc2b = seg(off, O_FC2B, l)
     for i in range(dh):
         work[sa + i] = 0.0
-    gemv_t(work, sz, W, seg(off, O_FC1W, l), dh, d, dh, work, sa)    # a = fc1 z
+    fc1 = seg(off, O_FC1W, l)
+    for c in range(0, dh, GEMV_BLOCK):                                   # a = fc1 z, block by block
+        w = min(GEMV_BLOCK, dh - c)
+        gemv_t(work, sz, W, fc1 + c * d, w, d, w, work, sa + c)
     _bias_gelu(work, sa, W, seg(off, O_FC1B, l), dh)
     for i in range(d):
         work[sh + i] += W[fc2b + i]

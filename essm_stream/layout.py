@@ -174,6 +174,37 @@ def transposed_segment(name: str, g: dict) -> bool:
     """Is the packed segment `name` stored transposed (input-major) for the named dims g?"""
     return ((name in TRANSPOSED_WHEN_GEMV1 and bool(g.get("gemv1", 0)))
             or (name in TRANSPOSED_WHEN_GEMM_T and bool(g.get("gemm_t", 0))))
+
+
+# gemv1 segments whose input-major matrix is stored in column blocks of GEMV_BLOCK outputs (the register-held
+# GEMV's chunk, gemv.CHUNK, on AVX2 and AVX-512): block c (outputs c … c + w, w = min(GEMV_BLOCK, n_out - c))
+# holds its n_in rows of w values back to back, at c · n_in. Each chunk of the GEMV then reads one contiguous
+# run instead of a part of every row of the whole matrix (fc1.W's 128 outputs: two chunks each reading
+# half of every 512-byte row); one block (n_out <= GEMV_BLOCK) is the plain input-major matrix.
+# docs/PERFORMANCE.md "Session 11".
+GEMV_BLOCK = 64
+BLOCKED_WHEN_GEMV1 = ("fc1.W",)
+
+
+def blocked_segment(name: str, g: dict) -> bool:
+    """Is the packed segment `name` stored input-major in column blocks of GEMV_BLOCK (gemv1's fc1.W)?"""
+    return name in BLOCKED_WHEN_GEMV1 and bool(g.get("gemv1", 0))
+
+
+def to_blocks(t: np.ndarray) -> np.ndarray:
+    """(…, n_in, n_out) input-major matrices -> (…, n_in · n_out) in column blocks of GEMV_BLOCK (see above)."""
+    n_out = t.shape[-1]
+    parts = [t[..., c:c + GEMV_BLOCK].reshape(t.shape[:-2] + (-1,)) for c in range(0, n_out, GEMV_BLOCK)]
+    return np.concatenate(parts, axis=-1) if parts else t.reshape(t.shape[:-2] + (0,))
+
+
+def from_blocks(flat: np.ndarray, n_in: int, n_out: int) -> np.ndarray:
+    """Inverse of to_blocks: (…, n_in · n_out) -> (…, n_in, n_out)."""
+    out = np.empty(flat.shape[:-1] + (n_in, n_out), dtype=flat.dtype)
+    for c in range(0, n_out, GEMV_BLOCK):
+        w = min(GEMV_BLOCK, n_out - c)
+        out[..., c:c + w] = flat[..., c * n_in:(c + w) * n_in].reshape(flat.shape[:-1] + (n_in, w))
+    return out
 PACKED = tuple(s.name for s in SEGMENTS if s.packed)
 _SEG = {name: i for i, name in enumerate(PACKED)}
 N_SEG = len(PACKED)
@@ -407,7 +438,9 @@ def unpack(W: np.ndarray, off: np.ndarray, lay: np.ndarray) -> dict[str, np.ndar
                          else v.reshape(g["n_layers"], rows, cols))
             continue
         a = np.asarray(W[off[2 * i]:off[2 * i] + size], dtype=np.float64)
-        if transposed_segment(name, g) and size:
+        if blocked_segment(name, g) and size:   # (input-major in column blocks: to_blocks)
+            a = np.swapaxes(from_blocks(a.reshape(shape[:-2] + (-1,)), shape[-1], shape[-2]), -1, -2).copy()
+        elif transposed_segment(name, g) and size:
             a = np.swapaxes(a.reshape(shape[:-2] + (shape[-1], shape[-2])), -1, -2).copy()
         out[name] = a.reshape(shape)
     return out
@@ -485,7 +518,10 @@ class Layout:
                 a = np.asarray(arrays[name], dtype=np.float64)
                 if a.shape != shape:
                     raise ValueError(f"segment {name}: shape {a.shape}, expected {shape}")
-                if transposed_segment(name, self.dims):   # (input-major: TRANSPOSED_WHEN_GEMV1 / _GEMM_T;
+                if blocked_segment(name, self.dims):   # (input-major in column blocks of GEMV_BLOCK)
+                    a = to_blocks(np.swapaxes(a.astype(W.dtype), -1, -2))
+                    W[self.off[2 * i]:self.off[2 * i] + size].reshape(a.shape)[...] = a
+                elif transposed_segment(name, self.dims):   # (input-major: TRANSPOSED_WHEN_GEMV1 / _GEMM_T;
                     a = np.swapaxes(a.astype(W.dtype), -1, -2)               # cast first, the copy moves 4 bytes)
                     W[self.off[2 * i]:self.off[2 * i] + size].reshape(a.shape)[...] = a
                 else:
