@@ -346,8 +346,9 @@ def simd_target() -> tuple[int, int]:
 
 # The convolution's register tile (simd.conv_product): R rows × NV vectors of VW float32 lanes, R · NV
 # accumulators, for the vector registers of simd_target(). Measured (docs/PERFORMANCE.md "A register-
-# tiled convolution"): AVX-512 4 × (4 × 16); AVX2 4 × (2 × 8).
-_TILES = {(64, 32): (4, 4, 16), (32, 16): (4, 2, 8), (16, 32): (4, 4, 4), (16, 16): (4, 2, 4)}
+# tiled convolution"): AVX-512 4 × (4 × 16); AVX2 6 × (2 × 8) (12 accumulators of its 16 registers, the
+# last rows in 4-row tiles: simd.row_tile; it was 4 × (2 × 8) before session 11, docs/PERFORMANCE.md).
+_TILES = {(64, 32): (4, 4, 16), (32, 16): (6, 2, 8), (16, 32): (4, 4, 4), (16, 16): (4, 2, 4)}
 
 
 def conv_tile() -> tuple[int, int, int]:

@@ -17,8 +17,11 @@ multiply and an add where it has not: never a library call).
 The tile's shape is chosen for the ISA numba compiles for (`numba_config.conv_tile`: numba's target
 CPU name and features, which NUMBA_CPU_NAME / NUMBA_CPU_FEATURES change, not the host's cpuid):
 32 vector registers of 64 bytes (AVX-512): 4 rows × 4 vectors of 16 floats; 16 of 32 bytes (AVX2):
-4 rows × 2 vectors of 8. Two tiles are compiled: R rows, and one row (a one-row product, a GEMV).
-Remainders reuse the tile: a last row tile with fewer than R rows left repeats its last row (the
+6 rows × 2 vectors of 8 (12 accumulators: more multiply-add chains than an FMA's latency needs; the
+4 × 2 tile before reached 83 % of Haswell's sgemm in the edge step, docs/PERFORMANCE.md "Session 11"),
+with a 4-row tile for a product's last rows (row_tile: no 6-row tile for K = 4). Two tiles are compiled
+(three with AVX2's 4-row one): R rows, and one row (a one-row product, a GEMV).
+Remainders reuse the tile: a last row tile with fewer rows left than it has repeats its last row (the
 extra accumulators compute that row again and store the same values), the last strip of columns ends
 at the last column (it overlaps the strip before when w is no multiple of its width). A window
 narrower than one tile (d = 32 at B = 1 with AVX-512's 64 columns) runs a third tile, R rows × NV / 2
@@ -42,6 +45,10 @@ from .numba_config import JIT_DISABLED, conv_tile, njit, prefetch
 TILE_ROWS, TILE_VECS, TILE_LANES = conv_tile()   # R, NV, VW (float32 lanes per vector)
 TILE_COLS = TILE_VECS * TILE_LANES               # float32 columns of a tile (float64: half)
 HALF_VECS = max(1, TILE_VECS // 2)               # the narrow tile's vectors (windows of HALF_COLS … TILE_COLS)
+# the row tile of a product's last rows: a tile of more than 4 rows (AVX2's 6: 12 accumulators, a multiply-
+# add chain more than the FMA latency needs) would repeat rows there; its last 1 … 4 rows, and 7 … 8 (two
+# 4-row tiles: 8 rows computed, not 10), take a 4-row tile instead (row_tile). AVX-512's R = 4: the same tile.
+TILE_ROWS2 = min(TILE_ROWS, 4)
 HALF_COLS = HALF_VECS * TILE_LANES
 # A one-row product (K_t = 1) over a window of more values than this runs BLAS's sgemv instead: the
 # window then streams from L3 / DRAM, which sgemv's contiguous reads take faster than the tile's
@@ -281,6 +288,40 @@ def _make_tile(R: int, NV: int, VW: int):
 if not JIT_DISABLED:   # (NUMBA_DISABLE_JIT: conv_product is conv_product_ref, below)
     _tile_r, _tile_1 = _make_tile(TILE_ROWS, TILE_VECS, TILE_LANES), _make_tile(1, TILE_VECS, TILE_LANES)
     _tile_h = _make_tile(TILE_ROWS, HALF_VECS, TILE_LANES)   # (windows narrower than a tile: d = 32, B = 1)
+    # the last rows' tile (row_tile); R <= 4 (AVX-512): the R-row tile itself, nothing more compiled
+    _tile_r2 = _make_tile(TILE_ROWS2, TILE_VECS, TILE_LANES) if TILE_ROWS2 < TILE_ROWS else _tile_r
+
+
+@njit(inline="always")
+def row_tile(left):
+    """Rows of the next row tile of a product with `left` rows still to do: TILE_ROWS, or TILE_ROWS2 for
+    the last few (left <= TILE_ROWS2, or TILE_ROWS < left <= 2 TILE_ROWS2: two small tiles repeat fewer
+    rows than a big one and a small one). Always TILE_ROWS where TILE_ROWS2 = TILE_ROWS."""
+    if TILE_ROWS2 < TILE_ROWS and (left <= TILE_ROWS2 or TILE_ROWS < left <= 2 * TILE_ROWS2):
+        return TILE_ROWS2
+    return TILE_ROWS
+
+
+@njit(inline="always")
+def small_rows(rows):
+    """The last rows of a product of `rows` rows that run TILE_ROWS2-row tiles (row_tile); 0 where
+    TILE_ROWS2 = TILE_ROWS (those rows' tiles are R-row ones: the last one repeats its last row)."""
+    if TILE_ROWS2 == TILE_ROWS:
+        return 0
+    r = 0
+    while rows - r > 0 and row_tile(rows - r) == TILE_ROWS:
+        r += TILE_ROWS
+    return max(0, rows - r)
+
+
+@njit(inline="always")
+def row_tiles(rows):
+    """The number of row tiles of a product of `rows` rows (row_tile, tile by tile)."""
+    r, n = 0, 0
+    while r < rows:
+        r += row_tile(rows - r)
+        n += 1
+    return n
 
 
 def adds_exactly(w: int, f32: bool = True) -> bool:
@@ -315,8 +356,8 @@ def tile_product_pf(F, f0, ldf, X, x0, ldx, C, c0, ldc, S, s0, rows, n, w, add, 
     Strips of tile_cols(C) columns (the last one ending at the last column: it overlaps the one before
     when w is no multiple), in each the rows τ of X in blocks of TAU_BLOCK (a long window's strip block
     stays in L1 for all row tiles; C accumulates across blocks, scaled at the last), in each block
-    R-row tiles (the last one with its last row repeated when rows is no multiple of R; acc-safe,
-    unlike an overlapping tile) or, for one row, the one-row tile. A window narrower than a tile runs
+    R-row tiles (the last rows in TILE_ROWS2-row tiles where R > 4: row_tile; the last tile with its last
+    row repeated when the rows do not fill it; acc-safe, unlike an overlapping tile) or, for one row, the one-row tile. A window narrower than a tile runs
     the narrow tile (half the vectors) for every row count; w >= min_cols(C), a narrower window is
     refused (ValueError), and so is adding (add != 0) over overlapping strips (they would add twice:
     adds_exactly). X may hold float16 bits (uint16; x0 and ldx in its elements) with float32 F and C:
@@ -347,7 +388,7 @@ def tile_product_pf(F, f0, ldf, X, x0, ldx, C, c0, ldc, S, s0, rows, n, w, add, 
         pn = 1 if pn > 0 else 0
     # the region spread evenly over the product's steps of τ, at most PF_LINES lines a step
     strips = 1 if w <= tw else (w + tw - 1) // tw
-    steps = strips * (n - n % 2 if rows == 1 and not narrow else n * ((rows + R - 1) // R))
+    steps = strips * (n - n % 2 if rows == 1 and not narrow else n * (row_tiles(rows) if not narrow else (rows + R - 1) // R))
     rate = PF_LINES * LINE
     if pn > 0 and steps > 0:
         rate = min(rate, max(1, (pn * prow + steps - 1) // steps))
@@ -371,11 +412,18 @@ def tile_product_pf(F, f0, ldf, X, x0, ldx, C, c0, ldc, S, s0, rows, n, w, add, 
                 _tile_1(F, f0 + t0, ldf, X, x0 + t0 * ldx + j0, ldx, C, c0 + j0, ldc, S, sc, nb, 1, acc, pa, ps)
             else:
                 r = 0
-                while r < rows:
+                big = rows - small_rows(rows)   # (R-row tiles, then the last rows' small ones: row_tile)
+                while r < big:
                     pa, ps, pr, pc = _pf_next(p0, prow, pn, pld, pr, pc, fb + (r * ldf + t0) * isz, nb, rate)
                     _tile_r(F, f0 + r * ldf + t0, ldf, X, x0 + t0 * ldx + j0, ldx, C, c0 + r * ldc + j0, ldc, S,
                             sc + r if sc >= 0 else -1, nb, rows - r, acc, pa, ps)
                     r += R
+                if TILE_ROWS2 < TILE_ROWS:
+                    while r < rows:
+                        pa, ps, pr, pc = _pf_next(p0, prow, pn, pld, pr, pc, fb + (r * ldf + t0) * isz, nb, rate)
+                        _tile_r2(F, f0 + r * ldf + t0, ldf, X, x0 + t0 * ldx + j0, ldx, C, c0 + r * ldc + j0, ldc, S,
+                                 sc + r if sc >= 0 else -1, nb, rows - r, acc, pa, ps)
+                        r += TILE_ROWS2
             t0 += nb
             if t0 >= n:
                 break
