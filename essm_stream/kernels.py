@@ -468,21 +468,33 @@ _ERF_P = (-1.60960333262415e-02, -2.95459980854025e-03, -7.34990630326855e-04, -
           -2.10102402082508e-06, 2.77068142495902e-08, -2.72614225801306e-10)
 _ERF_Q = (-1.42647390514189e-02, -7.37332916720468e-03, -1.68282697438203e-03, -2.13374055278905e-04,
           -1.45660718464996e-05)
+# float32 engines evaluate it in float32 (the fit is Eigen's for float32 evaluation: a few float32 ulp): in
+# float64 the loop ran 6.4x slower compiled for AVX2 (1.45 µs of an edge step for the MLP's and the gate's
+# GELU, against 0.23; 2x slower with AVX-512), docs/PERFORMANCE.md "Session 11"
+_ERF_P32 = tuple(np.float32(c) for c in _ERF_P)
+_ERF_Q32 = tuple(np.float32(c) for c in _ERF_Q)
+_F32_RSQRT2, _F32_HALF, _F32_ONE, _F32_CLAMP = (np.float32(0.7071067811865476), np.float32(0.5), np.float32(1.0),
+                                                np.float32(4.0))
+
+
+@njit(inline="always")
+def _gelu32(v):
+    """GELU of a float32 value in float32 arithmetic (the rational erf above, clamped to [-4, 4])."""
+    p0, p1, p2, p3, p4, p5, p6 = _ERF_P32
+    q0, q1, q2, q3, q4 = _ERF_Q32
+    z = min(max(v * _F32_RSQRT2, -_F32_CLAMP), _F32_CLAMP)
+    z2 = z * z
+    p = z * (p0 + z2 * (p1 + z2 * (p2 + z2 * (p3 + z2 * (p4 + z2 * (p5 + z2 * p6))))))
+    q = q0 + z2 * (q1 + z2 * (q2 + z2 * (q3 + z2 * q4)))
+    return _F32_HALF * v * (_F32_ONE + p / q)
 
 
 @njit
 def _gelu(x, xo, n):
     xs = x[xo:xo + n]     # a slice, not x[xo + j]: see _layer_norm (vectorization)
-    if x.itemsize == 4:   # float32 engine: the vectorized rational erf (compile-time branch)
-        p0, p1, p2, p3, p4, p5, p6 = _ERF_P
-        q0, q1, q2, q3, q4 = _ERF_Q
+    if x.itemsize == 4:   # float32 engine: the vectorized rational erf in float32 (compile-time branch)
         for j in range(n):
-            v = float(xs[j])
-            z = min(max(v * 0.7071067811865476, -4.0), 4.0)
-            z2 = z * z
-            p = z * (p0 + z2 * (p1 + z2 * (p2 + z2 * (p3 + z2 * (p4 + z2 * (p5 + z2 * p6))))))
-            q = q0 + z2 * (q1 + z2 * (q2 + z2 * (q3 + z2 * q4)))
-            xs[j] = 0.5 * v * (1.0 + p / q)
+            xs[j] = _gelu32(xs[j])
     else:                 # float64 engine: libm erf, as the reference
         for j in range(n):
             v = xs[j]
@@ -496,15 +508,8 @@ def _bias_gelu(x, xo, W, bo, n):
     xs = x[xo:xo + n]
     ws = W[bo:bo + n]
     if x.itemsize == 4:
-        p0, p1, p2, p3, p4, p5, p6 = _ERF_P
-        q0, q1, q2, q3, q4 = _ERF_Q
         for j in range(n):
-            v = float(xs[j] + ws[j])   # the sum rounds to the engine dtype, as when stored
-            z = min(max(v * 0.7071067811865476, -4.0), 4.0)
-            z2 = z * z
-            p = z * (p0 + z2 * (p1 + z2 * (p2 + z2 * (p3 + z2 * (p4 + z2 * (p5 + z2 * p6))))))
-            q = q0 + z2 * (q1 + z2 * (q2 + z2 * (q3 + z2 * q4)))
-            xs[j] = 0.5 * v * (1.0 + p / q)
+            xs[j] = _gelu32(xs[j] + ws[j])   # (W float32 too: the sum in float32, as when stored)
     else:
         for j in range(n):
             v = xs[j] + ws[j]
