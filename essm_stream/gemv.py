@@ -21,8 +21,8 @@ NUMBA_CPU_FEATURES, not the host's cpuid: the AVX2 emulation sets them):
     into two sets of 4 accumulators (8 independent multiply-add chains: an FMA's latency is four
     cycles, two issue per cycle), summed at the end;
   * otherwise (AVX2): vectors of 8, chunks of 64 outputs = 8 ymm, one set (8 chains already).
-Outputs beyond the whole chunks run one vector at a time (two sets), the last n_out mod VW one by
-one in plain numba code; wider than one chunk, the rows go in blocks of ≈ BLOCK_BYTES, each block
+Outputs beyond the whole chunks run half a chunk (NV / 2 vectors, two sets) where 32 are left, then
+one vector at a time (two sets), the last n_out mod VW one by one in plain numba code; wider than one chunk, the rows go in blocks of ≈ BLOCK_BYTES, each block
 through every chunk while it is in L1. One compiled function per weight type (the chunks are
 intrinsics inlined into it).
 
@@ -217,6 +217,11 @@ else:
     # mixing (kernels.mix_one); an instance of its own, so gemv_t's loops stay as they are
     gemv_stream = _make_chunk(NV, SETS, stream=True)
     _chunk_vec = _make_chunk(1, 2)
+    # half a chunk (CHUNK / 2 = 32 outputs: the gate's d_gate = 32 and its K_t <= 32 scores) in NV / 2 vectors
+    # and two sets of accumulators: 8 multiply-add chains with AVX2 (4 ymm × 2), where single vectors
+    # ran one 2-chain pass per vector, each waiting on the FMA's latency (docs/PERFORMANCE.md "Session 11")
+    HALF = CHUNK // 2
+    _chunk_half = _make_chunk(NV // 2, 2)
 
     @intrinsic
     def _widen(typingctx, w, like):
@@ -233,7 +238,7 @@ else:
     @njit
     def gemv_t(x, xo, Wt, w0, ldw, n_in, n_out, out, oo):
         """out[oo + j] += Σ_{m < n_in} x[xo + m] Wt[w0 + m ldw + j], j < n_out (see the module doc):
-        whole chunks of CHUNK outputs, then single vectors of VW, then the rest one by one. Wider than one
+        whole chunks of CHUNK outputs, then half a chunk, then single vectors of VW, then the rest one by one. Wider than one
         chunk (d_hidden = 128: two), the rows go in blocks of ≈ BLOCK_BYTES, each block through every chunk
         while it sits in L1 (one pass per chunk over the whole matrix read it from DRAM four times
         over: the paper config's mixing 2.1 ms instead of 1.4). The caller keeps the ranges inside the
@@ -247,6 +252,9 @@ else:
             while j + CHUNK <= n_out:
                 _chunk_big(x, xm, Wt, wm + j, ldw, nr, out, oo + j)
                 j += CHUNK
+            if j + HALF <= n_out:
+                _chunk_half(x, xm, Wt, wm + j, ldw, nr, out, oo + j)
+                j += HALF
             while j + VW <= n_out:
                 _chunk_vec(x, xm, Wt, wm + j, ldw, nr, out, oo + j)
                 j += VW
