@@ -26,10 +26,38 @@ def rel_err(a, b):
 
 
 # n_out: whole chunks (64, 128, 256), a chunk + single vectors + a rest (83, 150, 200), below one vector (3, 10),
-# exactly one vector (8, 16); n_in: 0 rows, one, odd and even (the AVX-512 chunks take rows in pairs)
+# exactly one vector (8, 16), half a chunk (32: the gate's d_gate; 48 = half + a vector; 101 = a chunk, a half
+# and a rest); n_in: 0 rows, one, odd and even (the AVX-512 chunks and the half chunk take rows in pairs)
 SHAPES = [(64, 64, 64), (320, 64, 64), (7, 64, 64), (64, 128, 128), (128, 64, 64), (33, 83, 90),
           (5, 3, 3), (1, 16, 16), (2, 8, 8), (9, 150, 151), (21, 10, 10), (0, 64, 64),
-          (301, 200, 210), (97, 256, 256)]   # wider than a chunk: rows in blocks (the last one partial)
+          (301, 200, 210), (97, 256, 256),   # wider than a chunk: rows in blocks (the last one partial)
+          (64, 32, 32), (33, 32, 40), (1, 48, 48), (17, 101, 101)]
+
+
+def test_fc1_packed_in_column_blocks():
+    """gemv1 engines pack fc1.W input-major in column blocks of GEMV_BLOCK outputs (each block's rows back
+    to back, the last block narrower: d_hidden = 166 here, blocks of 64, 64, 38); unpack gives fc1.W back,
+    and to_blocks / from_blocks are inverses. Without gemv1 (B > 1) fc1.W is not blocked."""
+    rng = np.random.default_rng(3)
+    for n_in, n_out in ((83, 166), (64, 128), (5, 64), (7, 30), (3, 129)):
+        t = rng.standard_normal((2, n_in, n_out))
+        flat = lo.to_blocks(t)
+        assert flat.shape == (2, n_in * n_out)
+        assert np.array_equal(lo.from_blocks(flat, n_in, n_out), t)
+        c0 = min(lo.GEMV_BLOCK, n_out)
+        assert np.array_equal(flat[:, :n_in * c0].reshape(2, n_in, c0), t[:, :, :c0])   # block 0 first
+    prog = tiny_program(CFG, seed=6)
+    lay = lo.Layout(CFG, 1, gemv1=True)
+    assert lo.blocked_segment("fc1.W", lay.dims) and not lo.blocked_segment("fc2.W", lay.dims)
+    W = lay.pack(prog.arrays, np.float32)
+    d, dh = CFG.d_model, lay.dims["d_hidden"]
+    fc1 = W[lay.off[2 * lo.O_FC1W]:lay.off[2 * lo.O_FC1W] + d * dh]   # layer 0
+    T = prog.arrays["fc1.W"][0].T.astype(np.float32)                   # (d, d_hidden) input-major
+    for c in range(0, dh, lo.GEMV_BLOCK):
+        w = min(lo.GEMV_BLOCK, dh - c)
+        assert np.array_equal(fc1[c * d:(c + w) * d].reshape(d, w), T[:, c:c + w]), c
+    assert np.array_equal(lay.unpack(W)["fc1.W"], prog.arrays["fc1.W"].astype(np.float32).astype(np.float64))
+    assert not lo.blocked_segment("fc1.W", lo.Layout(CFG, 2, gemm_t=True).dims)
 
 
 @pytest.mark.parametrize("weights", ["fp32", "fp16"])

@@ -216,3 +216,29 @@ def test_narrow_product_is_the_products_narrow_path_bit_for_bit():
     with pytest.raises(ValueError, match="narrower than a tile"):
         simd.narrow_product_pf(np.ones(8, np.float32), 0, 4, np.ones(4 * tw, np.float32), 0, tw, C, 0, tw,
                                C, -1, 1, z, z, z, z)
+
+
+def test_row_tiles_cover_the_rows(monkeypatch):
+    """simd.row_tile's rule (the last rows of a product in TILE_ROWS2-row tiles where the tile has more rows,
+    AVX2's 6 × 2 × 8): the tiles cover every row count once with no more rows computed than R-row tiles
+    alone, K = 4 one 4-row tile, K = 32 four 6-row and two 4-row tiles; with R = 4 (AVX-512) every tile
+    is an R-row one. The rule in Python (py_func) with the tile heights patched in."""
+    for R, R2 in ((6, 4), (4, 4), (5, 4)):
+        monkeypatch.setattr(simd, "TILE_ROWS", R)
+        monkeypatch.setattr(simd, "TILE_ROWS2", R2)
+        monkeypatch.setattr(simd, "row_tile", getattr(simd.row_tile, "py_func", simd.row_tile))
+        rt = simd.row_tile
+        small = getattr(simd.small_rows, "py_func", simd.small_rows)
+        for rows in range(1, 70):
+            r, hs = 0, []
+            while r < rows:
+                hs.append(rt(rows - r))
+                r += hs[-1]
+            assert sum(hs) - rows < R, (R, rows, hs)                     # only the last tile repeats rows
+            assert sum(hs) <= -(-rows // R) * R, (R, rows, hs)           # never more than R-row tiles alone
+            assert all(h == R for h in hs[:len(hs) - sum(h != R for h in hs)])   # the R-row tiles first
+            assert small(rows) == max(0, rows - R * sum(h == R for h in hs)), (R, rows)   # rows left to them
+            if R2 == R:
+                assert hs == [R] * -(-rows // R)
+        if R == 6:
+            assert [rt(4)] == [4] and [rt(32 - 6 * i) for i in range(4)] == [6] * 4 and small(32) == 8
