@@ -593,12 +593,24 @@ def _load_frame(X, t, b, work, o, d_in, ist):
 # --------------------------------------------------------------------------------------------
 
 @njit(inline="always")
+def _zero(work, o, n):
+    """work[o:o+n] = 0 before a GEMV adds into it: a loop over a view (vector stores; work[o + i] is a
+    flat index that numba may wrap when negative, and LLVM kept that loop scalar), so that gemv_t's first
+    vector loads of these outputs are served from the store buffer: a load spanning several scalar
+    stores waits until they reach the cache."""
+    z = work[o:o + n]
+    for i in range(n):
+        z[i] = 0.0
+
+
+@njit(inline="always")
 def _input_gemv(W, off, lay, work):
     """h = b_in, then += W_in x with inp.W input-major (one stream, lay[GEMV1])."""
     d_in, d = lay[D_IN], lay[D_MODEL]
     hs, bs = lay[W_H], seg(off, O_INPB, 0)   # (a loop: an array-to-array slice assignment compiles
-    for i in range(d):                      # numba's unicode error-message helpers, +2 s of a cold start)
-        work[hs + i] = W[bs + i]
+    h, b = work[hs:hs + d], W[bs:bs + d]     # numba's unicode error-message helpers, +2 s of a cold start;
+    for i in range(d):                      # over views: vector stores, which gemv_t's vector loads of h
+        h[i] = b[i]                          # take from the store buffer: _zero)
     gemv_t(work, lay[W_X], W, seg(off, O_INPW, 0), d, d_in, d, work, lay[W_H])
 
 
@@ -708,13 +720,11 @@ def _gate_gemv(W, off, lay, work, l, Kt):
     whole vectors (the scores past K_t are not read)."""
     d, dg = lay[D_MODEL], lay[D_GATE]
     sg, ss = lay[W_G], lay[W_S]
-    for i in range(dg):
-        work[sg + i] = 0.0
+    _zero(work, sg, dg)
     gemv_t(work, lay[W_U], W, seg(off, O_W1, l), dg, d, dg, work, sg)
     _bias_gelu(work, sg, W, seg(off, O_B1, l), dg)
     nk = min(lay[K_MAX], (Kt + GEMV_VW - 1) // GEMV_VW * GEMV_VW)
-    for k in range(nk):
-        work[ss + k] = 0.0
+    _zero(work, ss, nk)
     gemv_t(work, sg, W, seg(off, O_W2, l), lay[K_MAX], dg, nk, work, ss)
 
 
@@ -1215,15 +1225,15 @@ def _mlp_gemv(W, off, lay, work, l):
     d, dh = lay[D_MODEL], lay[D_HIDDEN]
     sh, sz, sa = lay[W_H], lay[W_Z], lay[W_A]
     fc2b = seg(off, O_FC2B, l)
-    for i in range(dh):
-        work[sa + i] = 0.0
+    _zero(work, sa, dh)
     fc1 = seg(off, O_FC1W, l)
     for c in range(0, dh, GEMV_BLOCK):                                   # a = fc1 z, block by block
         w = min(GEMV_BLOCK, dh - c)
         gemv_t(work, sz, W, fc1 + c * d, w, d, w, work, sa + c)
     _bias_gelu(work, sa, W, seg(off, O_FC1B, l), dh)
-    for i in range(d):
-        work[sh + i] += W[fc2b + i]
+    h, b2 = work[sh:sh + d], W[fc2b:fc2b + d]
+    for i in range(d):                                                   # (views: see _zero)
+        h[i] += b2[i]
     gemv_t(work, sa, W, seg(off, O_FC2W, l), d, dh, d, work, sh)     # h += fc2 a
 
 
