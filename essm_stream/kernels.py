@@ -468,9 +468,9 @@ _ERF_P = (-1.60960333262415e-02, -2.95459980854025e-03, -7.34990630326855e-04, -
           -2.10102402082508e-06, 2.77068142495902e-08, -2.72614225801306e-10)
 _ERF_Q = (-1.42647390514189e-02, -7.37332916720468e-03, -1.68282697438203e-03, -2.13374055278905e-04,
           -1.45660718464996e-05)
-# float32 engines evaluate it in float32 (the fit is Eigen's for float32 evaluation: a few float32 ulp): in
-# float64 the loop ran 6.4x slower compiled for AVX2 (1.45 µs of an edge step for the MLP's and the gate's
-# GELU, against 0.23; 2x slower with AVX-512), docs/PERFORMANCE.md "Session 11"
+# float32 engines evaluate it in float32 (the fit is Eigen's for float32 evaluation: a few float32 ulp, far
+# inside the engine's tolerance): no float64 conversions per value; the AVX2-compiled edge step at K=32
+# 42.2 -> 40.4 µs with it (bench/tree_step.py, docs/PERFORMANCE.md "Session 11")
 _ERF_P32 = tuple(np.float32(c) for c in _ERF_P)
 _ERF_Q32 = tuple(np.float32(c) for c in _ERF_Q)
 _F32_RSQRT2, _F32_HALF, _F32_ONE, _F32_CLAMP = (np.float32(0.7071067811865476), np.float32(0.5), np.float32(1.0),
@@ -592,15 +592,12 @@ def _load_frame(X, t, b, work, o, d_in, ist):
 # kernel they replaced; plain calls cost up to ~10 % on small configs).
 # --------------------------------------------------------------------------------------------
 
-@njit(inline="always")
-def _zero(work, o, n):
-    """work[o:o+n] = 0 before a GEMV adds into it: a loop over a view (vector stores; work[o + i] is a
-    flat index that numba may wrap when negative, and LLVM kept that loop scalar), so that gemv_t's first
-    vector loads of these outputs are served from the store buffer: a load spanning several scalar
-    stores waits until they reach the cache."""
-    z = work[o:o + n]
-    for i in range(n):
-        z[i] = 0.0
+# The one-stream GEMVs' outputs are zeroed (or set to the bias) before gemv_t adds into them, by loops
+# over views (z = work[o:o + n]; z[i] = 0.0), not over flat indices work[o + i]: numba may wrap a flat
+# index when negative, and LLVM kept such a loop scalar; a vector load of gemv_t that spans several scalar
+# stores is not served from the store buffer and waits until they reach L1 (AVX2-compiled edge step, K=4:
+# 10.7 -> 9.6 µs, docs/PERFORMANCE.md "Session 11"). Written out at each site, not as an inlined helper
+# (three inlined copies cost ≈ 0.15 s of the demo kernel's cold compile).
 
 
 @njit(inline="always")
@@ -610,7 +607,7 @@ def _input_gemv(W, off, lay, work):
     hs, bs = lay[W_H], seg(off, O_INPB, 0)   # (a loop: an array-to-array slice assignment compiles
     h, b = work[hs:hs + d], W[bs:bs + d]     # numba's unicode error-message helpers, +2 s of a cold start;
     for i in range(d):                      # over views: vector stores, which gemv_t's vector loads of h
-        h[i] = b[i]                          # take from the store buffer: _zero)
+        h[i] = b[i]                          # take from the store buffer: the note above)
     gemv_t(work, lay[W_X], W, seg(off, O_INPW, 0), d, d_in, d, work, lay[W_H])
 
 
@@ -720,11 +717,15 @@ def _gate_gemv(W, off, lay, work, l, Kt):
     whole vectors (the scores past K_t are not read)."""
     d, dg = lay[D_MODEL], lay[D_GATE]
     sg, ss = lay[W_G], lay[W_S]
-    _zero(work, sg, dg)
+    z = work[sg:sg + dg]   # (a view: see above _input_gemv)
+    for i in range(dg):
+        z[i] = 0.0
     gemv_t(work, lay[W_U], W, seg(off, O_W1, l), dg, d, dg, work, sg)
     _bias_gelu(work, sg, W, seg(off, O_B1, l), dg)
     nk = min(lay[K_MAX], (Kt + GEMV_VW - 1) // GEMV_VW * GEMV_VW)
-    _zero(work, ss, nk)
+    z = work[ss:ss + nk]   # (a view: see above _input_gemv)
+    for i in range(nk):
+        z[i] = 0.0
     gemv_t(work, sg, W, seg(off, O_W2, l), lay[K_MAX], dg, nk, work, ss)
 
 
@@ -1225,14 +1226,16 @@ def _mlp_gemv(W, off, lay, work, l):
     d, dh = lay[D_MODEL], lay[D_HIDDEN]
     sh, sz, sa = lay[W_H], lay[W_Z], lay[W_A]
     fc2b = seg(off, O_FC2B, l)
-    _zero(work, sa, dh)
+    z = work[sa:sa + dh]   # (a view: see above _input_gemv)
+    for i in range(dh):
+        z[i] = 0.0
     fc1 = seg(off, O_FC1W, l)
     for c in range(0, dh, GEMV_BLOCK):                                   # a = fc1 z, block by block
         w = min(GEMV_BLOCK, dh - c)
         gemv_t(work, sz, W, fc1 + c * d, w, d, w, work, sa + c)
     _bias_gelu(work, sa, W, seg(off, O_FC1B, l), dh)
     h, b2 = work[sh:sh + d], W[fc2b:fc2b + d]
-    for i in range(d):                                                   # (views: see _zero)
+    for i in range(d):                                                   # (views: the note above _input_gemv)
         h[i] += b2[i]
     gemv_t(work, sa, W, seg(off, O_FC2W, l), d, dh, d, work, sh)     # h += fc2 a
 
