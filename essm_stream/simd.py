@@ -19,8 +19,9 @@ CPU name and features, which NUMBA_CPU_NAME / NUMBA_CPU_FEATURES change, not the
 32 vector registers of 64 bytes (AVX-512): 4 rows × 4 vectors of 16 floats; 16 of 32 bytes (AVX2):
 6 rows × 2 vectors of 8 (12 accumulators: more multiply-add chains than an FMA's latency needs; the
 4 × 2 tile before reached 83 % of Haswell's sgemm in the edge step, docs/PERFORMANCE.md "Session 11"),
-with a 4-row tile for a product's last rows (row_tile: no 6-row tile for K = 4). Two tiles are compiled
-(three with AVX2's 4-row one): R rows, and one row (a one-row product, a GEMV).
+with a 4-row tile for a product's last rows (row_tile: no 6-row tile for K = 4), and for products of 2 … 4
+rows a 4 × 3 × 8 tile over strips of 24 columns (the last strip the 4-row tile's 16: WIDE_SMALL, edge
+K <= 4). Two tiles are compiled (four with AVX2's): R rows, and one row (a one-row product, a GEMV).
 Remainders reuse the tile: a last row tile with fewer rows left than it has repeats its last row (the
 extra accumulators compute that row again and store the same values), the last strip of columns ends
 at the last column (it overlaps the strip before when w is no multiple of its width). A window
@@ -49,6 +50,7 @@ HALF_VECS = max(1, TILE_VECS // 2)               # the narrow tile's vectors (wi
 # add chain more than the FMA latency needs) would repeat rows there; its last 1 … 4 rows, and 7 … 8 (two
 # 4-row tiles: 8 rows computed, not 10), take a 4-row tile instead (row_tile). AVX-512's R = 4: the same tile.
 TILE_ROWS2 = min(TILE_ROWS, 4)
+WIDE_SMALL = TILE_ROWS2 < TILE_ROWS and TILE_VECS == 2   # (AVX2's 6 × 2 × 8: see _tile_w)
 HALF_COLS = HALF_VECS * TILE_LANES
 # A one-row product (K_t = 1) over a window of more values than this runs BLAS's sgemv instead: the
 # window then streams from L3 / DRAM, which sgemv's contiguous reads take faster than the tile's
@@ -290,6 +292,10 @@ if not JIT_DISABLED:   # (NUMBA_DISABLE_JIT: conv_product is conv_product_ref, b
     _tile_h = _make_tile(TILE_ROWS, HALF_VECS, TILE_LANES)   # (windows narrower than a tile: d = 32, B = 1)
     # the last rows' tile (row_tile); R <= 4 (AVX-512): the R-row tile itself, nothing more compiled
     _tile_r2 = _make_tile(TILE_ROWS2, TILE_VECS, TILE_LANES) if TILE_ROWS2 < TILE_ROWS else _tile_r
+    # products of 2 … TILE_ROWS2 rows where the tile has a short tail (AVX2): a TILE_ROWS2-row tile one vector
+    # wider (4 × 3 × 8: 12 accumulators, like the 6-row tile) over strips of its width, the last strip the
+    # R2-row tile's (edge K <= 4: 24 + 24 + 16 columns)
+    _tile_w = _make_tile(TILE_ROWS2, TILE_VECS + 1, TILE_LANES) if WIDE_SMALL else _tile_r2
 
 
 @njit(inline="always")
@@ -357,7 +363,9 @@ def tile_product_pf(F, f0, ldf, X, x0, ldx, C, c0, ldc, S, s0, rows, n, w, add, 
     when w is no multiple), in each the rows τ of X in blocks of TAU_BLOCK (a long window's strip block
     stays in L1 for all row tiles; C accumulates across blocks, scaled at the last), in each block
     R-row tiles (the last rows in TILE_ROWS2-row tiles where R > 4: row_tile; the last tile with its last
-    row repeated when the rows do not fill it; acc-safe, unlike an overlapping tile) or, for one row, the one-row tile. A window narrower than a tile runs
+    row repeated when the rows do not fill it; acc-safe, unlike an overlapping tile). With AVX2
+    (WIDE_SMALL), a product of 2 … TILE_ROWS2 rows (not adding) runs its strips on the one-vector-wider
+    small tile instead, the last one on the small tile (24 + 24 + 16 columns for w = 64) or, for one row, the one-row tile. A window narrower than a tile runs
     the narrow tile (half the vectors) for every row count; w >= min_cols(C), a narrower window is
     refused (ValueError), and so is adding (add != 0) over overlapping strips (they would add twice:
     adds_exactly). X may hold float16 bits (uint16; x0 and ldx in its elements) with float32 F and C:
@@ -392,6 +400,35 @@ def tile_product_pf(F, f0, ldf, X, x0, ldx, C, c0, ldc, S, s0, rows, n, w, add, 
     rate = PF_LINES * LINE
     if pn > 0 and steps > 0:
         rate = min(rate, max(1, (pn * prow + steps - 1) // steps))
+    if WIDE_SMALL and 1 < rows <= TILE_ROWS2 and not narrow and add == 0:
+        # one row tile per strip (K_t <= 4 with AVX2): strips of the wider small tile's ww columns where the
+        # rest is ww or at least ww + tw, else the R2-row tile's tw (ending at the last column)
+        ww = tw // TILE_VECS * (TILE_VECS + 1)
+        ns, j = 0, 0
+        while j < w:
+            j += ww if (w - j == ww or w - j >= ww + tw) else tw
+            ns += 1
+        if pn > 0 and ns * n > 0:
+            rate = min(PF_LINES * LINE, max(1, (pn * prow + ns * n - 1) // (ns * n)))
+        j = 0
+        while j < w:
+            wide = w - j == ww or w - j >= ww + tw
+            j0 = j if wide else min(j, w - tw)
+            t0 = 0
+            while True:
+                nb = min(tb, n - t0)
+                acc = 1 if t0 > 0 else 0
+                sc = s0 if t0 + nb >= n else -1
+                pa, ps, pr, pc = _pf_next(p0, prow, pn, pld, pr, pc, fb + t0 * isz, nb, rate)
+                if wide:
+                    _tile_w(F, f0 + t0, ldf, X, x0 + t0 * ldx + j0, ldx, C, c0 + j0, ldc, S, sc, nb, rows, acc, pa, ps)
+                else:
+                    _tile_r2(F, f0 + t0, ldf, X, x0 + t0 * ldx + j0, ldx, C, c0 + j0, ldc, S, sc, nb, rows, acc, pa, ps)
+                t0 += nb
+                if t0 >= n:
+                    break
+            j += ww if wide else tw
+        return
     j = 0
     while j < w:                    # columns outer: the strip's blocks stay in cache for all row tiles
         j0 = min(j, w - tw)

@@ -91,6 +91,11 @@ def _tiles(L, rows, w, n_tau):
     """The τ-step counts of conv_product_pf's tile calls, in order (as its loops make them)."""
     R, tw = simd.TILE_ROWS, simd.TILE_COLS
     strips = 1 if w <= tw else -(-w // tw)
+    if simd.WIDE_SMALL and 1 < rows <= simd.TILE_ROWS2 and w >= tw:   # (AVX2: the wider small tile's strips)
+        ww, strips, j = tw // simd.TILE_VECS * (simd.TILE_VECS + 1), 0, 0
+        while j < w:
+            j += ww if (w - j == ww or w - j >= ww + tw) else tw
+            strips += 1
     out = []
     for _ in range(strips):
         t0 = 0
