@@ -9,9 +9,9 @@
 # Local dry run: DEV=cpu W=0.3 OUT=/tmp/o bash docs/run-scripts/2026-11-30-gpu/sweep.sh
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
-W=${W:-6}; DEV=${DEV:-cuda}; PY=${PY:-python3}
+W=${W:-8}; DEV=${DEV:-cuda}; PY=${PY:-python3}
 R=${R:-/tmp/sweep}; mkdir -p "$R" "$OUT"
-END=$(( $(date +%s) + ${W%.*} * 60 + 120 ))
+END=$(( $(date +%s) + ${W%.*} * 60 + 60 ))
 { date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1
   $PY -c "import sys, torch, numpy; print(sys.version.split()[0], torch.__version__, torch.version.cuda, numpy.__version__, torch.cuda.is_available() and torch.cuda.get_device_name())"
   nproc; } > "$OUT/machine.txt" 2>&1
