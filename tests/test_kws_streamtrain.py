@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-pytest.importorskip("torch")
+torch = pytest.importorskip("torch")
 
 from essm_stream.config import ESSMConfig  # noqa: E402
 from essm_stream.errors import ConfigError  # noqa: E402
@@ -140,3 +140,38 @@ def test_packed_int8_features_load_like_float16(tmp_path):
 def test_bad_augmentation_settings_are_refused(kw):
     with pytest.raises(ConfigError):
         S.StreamTrainConfig(**kw)
+
+
+def test_non_finite_steps_are_skipped_and_persistent_ones_stop_training(tmp_path, monkeypatch):
+    """A NaN in the minibatch must never reach the weights: the update is skipped, and after
+    MAX_SKIPPED such steps in a row training stops with an error; checkpoints stay loadable."""
+    from essm_stream.checkpoint import load_checkpoint
+    from essm_stream.errors import NonFiniteInputError
+    from essm_stream.kws import data as D
+    from essm_stream.kws import voices as V
+
+    fold = V.fold("festival")
+    feats = tmp_path / "feats" / "embedding"
+    feats.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for v in (fold["train"][0], fold["val"][0]):
+        T = 200
+        X = rng.normal(size=(T, 96)).astype(np.float16)
+        np.savez(feats / f"{v.replace(':', '_', 1)}.npz", X=X, y=rng.choice([D.UNKNOWN, D.SILENCE], T).astype(np.int8),
+                 kw=np.array([[0, 50, 55]]), lens=np.array([T]), voice=np.array(v))
+    small = dict(test_family="festival", d_model=8, d_gate=8, k_max=4, seq_len=8, crop=16, batch_size=4,
+                 warmup_steps=2, eval_every=1000, mine_every=1000, ckpt_every=3)
+    out = tmp_path / "m"
+    S.train_fold(tmp_path / "feats", out, S.StreamTrainConfig(steps=3, **small))
+    good = {k: v.clone() for k, v in load_checkpoint(out / "last.safetensors")[0].state_dict().items()}
+    f = feats / f"{fold['train'][0].replace(':', '_', 1)}.npz"
+    z = dict(np.load(f))
+    z["X"][:] = np.nan                                       # every training crop is now NaN
+    np.savez(f, **z)
+    monkeypatch.setattr(S, "MAX_SKIPPED", 4)
+    with pytest.raises(NonFiniteInputError, match="4 steps in a row"):
+        S.train_fold(tmp_path / "feats", out, S.StreamTrainConfig(steps=20, **small))
+    model, meta = load_checkpoint(out / "last.safetensors")  # step 6's checkpoint: finite, unchanged weights
+    assert meta["train"]["step"] == 6
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, good[k]), k

@@ -34,11 +34,13 @@ from pathlib import Path
 import numpy as np
 
 from . import data as D
+from ..errors import NonFiniteInputError
 from ..fileio import atomic_write_text
 from . import voices as V
 
 log = logging.getLogger(__name__)
 N_KW = len(D.KEYWORDS)
+MAX_SKIPPED = 100        # steps in a row with a non-finite loss before training stops with an error
 
 
 @dataclass
@@ -353,7 +355,7 @@ def train_fold(feats_dir, out_dir, sc: StreamTrainConfig) -> dict:
     spent0 = clock["frac"] * sc.max_minutes
     gen = torch.Generator(device=device)
 
-    ema = None
+    ema, skipped = None, 0
     done = start
     for step in range(start, sc.steps):
         rng = np.random.default_rng((sc.seed, step))
@@ -385,14 +387,23 @@ def train_fold(feats_dir, out_dir, sc: StreamTrainConfig) -> dict:
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.unscale_(opt)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        scaler.step(opt)
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        finite = bool(torch.isfinite(gnorm))             # one device sync per step: a NaN must never reach the weights
+        if finite or scaler.is_enabled():                # (the fp16 scaler skips such steps itself)
+            scaler.step(opt)
         scaler.update()
+        skipped = 0 if finite else skipped + 1
+        if not finite:
+            log.warning("step %d: non-finite loss or gradient (%s), update skipped", step + 1, float(loss.detach()))
+            if skipped >= MAX_SKIPPED:
+                raise NonFiniteInputError(f"training diverged: {skipped} steps in a row with a non-finite loss or "
+                                          f"gradient at step {step + 1} (lower --lr, or --amp 0); the last "
+                                          f"checkpoint ({last}) holds finite weights")
         clock["frac"] = (spent0 + (now() - t0) / 60) / sc.max_minutes
         sched.step()
         done = step + 1
         stop = clock["frac"] >= 1.0
-        if done % 25 == 0 or stop:      # reading the loss syncs the device: only when it is logged
+        if (done % 25 == 0 or stop) and finite:
             lv = float(loss.detach())
             ema = lv if ema is None else 0.9 * ema + 0.1 * lv
             log.info("step %d loss %.3f (bg %.3f kw %.3f) lr %.2e", done, ema, float(loss_bg.detach()), float(loss_kw.detach()),
