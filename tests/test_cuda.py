@@ -1,6 +1,7 @@
 """The training path on a CUDA device: forward against the float64 reference, bf16 autocast, the
 classification trainer and the keyword stream trainer with AMP. Skipped without a GPU (CI has
 none); run on a GPU machine with `python -m pytest tests/test_cuda.py`."""
+import importlib.util
 import json
 
 import numpy as np
@@ -101,5 +102,6 @@ def test_cuda_amp_stream_training_runs_and_checkpoints(tmp_path):
     model, meta = load_checkpoint(tmp_path / "m" / "step_60.safetensors")
     assert meta["train"]["step"] == 60
     assert json.loads((tmp_path / "m" / "train.json").read_text())["steps_done"] == 60
-    S.build_fold_program(tmp_path / "m")                         # compiles on the CPU from a GPU-trained checkpoint
-    assert (tmp_path / "m" / "kws.essm").is_file()
+    if importlib.util.find_spec("openwakeword") is not None:    # the embedding frontend's files come from its wheel
+        S.build_fold_program(tmp_path / "m")                     # compiles on the CPU from a GPU-trained checkpoint
+        assert (tmp_path / "m" / "kws.essm").is_file()

@@ -479,6 +479,8 @@ def main(argv=None) -> int:
     ap.add_argument("out")
     for f, v in asdict(StreamTrainConfig()).items():
         ap.add_argument("--" + f.replace("_", "-"), type=type(v), default=v)
+    ap.add_argument("--no-program", action="store_true",
+                    help="train only; compile OUT/kws.essm later (the embedding frontend needs the openwakeword wheel)")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     try:
@@ -486,7 +488,8 @@ def main(argv=None) -> int:
     except D.ConfigError as e:
         ap.error(str(e))
     train_fold(a.feats, a.out, sc)
-    build_fold_program(a.out, sc.kind)
+    if not a.no_program:
+        build_fold_program(a.out, sc.kind)
     return 0
 
 
