@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # the GPU round's checkpoint choice (RULE.txt): every candidate snapshot read on fold H's validation sets
 # (calib select --fa-on neg); one JSON line each in runs/kws12/cal_select_gpu.jsonl
-cd /work/wt/kws
-export PYTHONPATH=/work/main OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1
-exec nice -n 10 /work/main/.venv/bin/python - <<'PY'
+cd "${ESSM_ROOT:-.}"   # the directory that holds runs/ (the generated data)
+export PYTHONPATH=${ESSM_SRC:-$PWD} OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1
+exec nice -n 10 ${PYTHON:-python} - <<'PY'
 import logging, re
 from pathlib import Path
 from essm_stream.kws.calib import select
