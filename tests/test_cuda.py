@@ -73,24 +73,14 @@ def test_cuda_amp_classifier_training_learns_and_loads_on_cpu(tmp_path):
 
 def test_cuda_amp_stream_training_runs_and_checkpoints(tmp_path):
     from essm_stream.checkpoint import load_checkpoint
-    from essm_stream.kws import data as D
+    from kws_sets import write_training_streams
+
     from essm_stream.kws import streamtrain as S
     from essm_stream.kws import voices as V
 
     fold = V.fold("festival")
-    feats = tmp_path / "feats" / "embedding"
-    feats.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for v in (fold["train"][0], fold["train"][1], fold["val"][0]):
-        T = 400
-        y = rng.choice([D.UNKNOWN, D.SILENCE], T).astype(np.int8)
-        kw = np.array([[0, 50, 55], [3, 120, 126], [5, 300, 304]])
-        X = rng.normal(size=(T, 96))
-        for c, a, z in kw:
-            y[a:z + 1] = c
-            X[a:z + 1, c] += 3.0                                  # a learnable keyword signature
-        np.savez(feats / f"{v.replace(':', '_', 1)}.npz", X=X.astype(np.float16), y=y, kw=kw,
-                 lens=np.array([T]), voice=np.array(v))
+    write_training_streams(tmp_path / "feats" / "embedding", (fold["train"][0], fold["train"][1], fold["val"][0]),
+                           T=400, kw=[(0, 50, 55), (3, 120, 126), (5, 300, 304)], signature=3.0)
     sc = S.StreamTrainConfig(test_family="festival", d_model=16, d_gate=16, k_max=8, seq_len=16, crop=32,
                              batch_size=64, steps=60, warmup_steps=5, eval_every=30, mine_every=20, ckpt_every=30,
                              keep_every=30, device="cuda", amp=1, budget_clock="wall", aug_noise=0.1)

@@ -150,15 +150,11 @@ def test_non_finite_steps_are_skipped_and_persistent_ones_stop_training(tmp_path
     from essm_stream.kws import data as D
     from essm_stream.kws import voices as V
 
+    from kws_sets import write_training_streams
+
     fold = V.fold("festival")
     feats = tmp_path / "feats" / "embedding"
-    feats.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for v in (fold["train"][0], fold["val"][0]):
-        T = 200
-        X = rng.normal(size=(T, 96)).astype(np.float16)
-        np.savez(feats / f"{v.replace(':', '_', 1)}.npz", X=X, y=rng.choice([D.UNKNOWN, D.SILENCE], T).astype(np.int8),
-                 kw=np.array([[0, 50, 55]]), lens=np.array([T]), voice=np.array(v))
+    write_training_streams(feats, (fold["train"][0], fold["val"][0]), kw=[(0, 50, 55)])
     small = dict(test_family="festival", d_model=8, d_gate=8, k_max=4, seq_len=8, crop=16, batch_size=4,
                  warmup_steps=2, eval_every=1000, mine_every=1000, ckpt_every=3)
     out = tmp_path / "m"
