@@ -132,15 +132,10 @@ def test_streamtrain_extend_resumes_a_finished_run(tmp_path):
     from essm_stream.checkpoint import load_checkpoint
     from essm_stream.kws import streamtrain as S
 
+    from kws_sets import write_training_streams
+
     fold = V.fold("festival")
-    feats = tmp_path / "feats" / "embedding"
-    feats.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for v in (fold["train"][0], fold["val"][0]):
-        T = 200
-        y = rng.choice([D.UNKNOWN, D.SILENCE], T).astype(np.int8)
-        np.savez(feats / f"{v.replace(':', '_', 1)}.npz", X=rng.normal(size=(T, 96)).astype(np.float16), y=y,
-                 kw=np.array([[0, 50, 55], [3, 120, 126]]), lens=np.array([T]), voice=np.array(v))
+    write_training_streams(tmp_path / "feats" / "embedding", (fold["train"][0], fold["val"][0]))
     small = dict(test_family="festival", d_model=8, d_gate=8, k_max=4, seq_len=8, crop=16, batch_size=4,
                  warmup_steps=2, eval_every=100, mine_every=100, ckpt_every=100)
     out = tmp_path / "m"
