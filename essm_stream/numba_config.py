@@ -371,6 +371,15 @@ def conv_tile() -> tuple[int, int, int]:
 # prefetcht0, 2 = prefetcht1 (into L2 on Zen 4 and later, and on Intel), 1 = prefetcht2, 0 = prefetchnta).
 # Measured in docs/PERFORMANCE.md "Prefetching the mixing weights during the convolution".
 PREFETCH_DEFAULT = (4, 2)
+# AVX2 targets: 2 lines a step. The 6-row tile's steps are longer and its product slower, and 4 lines a
+# step slowed the convolution more than they gained the mixing. Edge K=32, emulated: 38.5-39.8 µs against
+# 40.2-40.7 with 4 (natively no difference: 4 stays); docs/PERFORMANCE.md "Session 11".
+PREFETCH_DEFAULT_AVX2 = (2, 2)
+
+
+def prefetch_default() -> tuple[int, int]:
+    """(lines, hint) of the convolution's prefetch without $ESSM_PREFETCH, for numba's target ISA."""
+    return PREFETCH_DEFAULT_AVX2 if simd_target() == (32, 16) else PREFETCH_DEFAULT
 def prefetch_bytes() -> tuple[int, int]:
     """When the convolution prefetches a layer's mixing weights (kernels._prefetch_pays): (the least
     bytes all layers' mixing weights read in a step, the most bytes of one layer's it prefetches).
@@ -389,13 +398,13 @@ def prefetch() -> tuple[int, int]:
     0 … 3; measurements; part of the kernel cache's key); "0" turns it off."""
     env = os.environ.get("ESSM_PREFETCH")
     if not env:
-        return PREFETCH_DEFAULT
+        return prefetch_default()
     try:
         parts = [int(x) for x in env.split(",")]
     except ValueError:
         parts = []
     if len(parts) == 1:
-        parts.append(PREFETCH_DEFAULT[1])
+        parts.append(prefetch_default()[1])
     if len(parts) != 2 or not (0 <= parts[0] <= 8 and 0 <= parts[1] <= 3):
         raise ValueError(f"ESSM_PREFETCH must be N or N,HINT (lines per step 0-8, locality 0-3), e.g. 2 or 2,2; got {env!r}")
     return parts[0], parts[1]

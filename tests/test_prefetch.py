@@ -158,9 +158,9 @@ def test_prefetch_setting_is_read_and_checked(monkeypatch):
     try:
         monkeypatch.delenv("ESSM_PREFETCH", raising=False)
         f.cache_clear()
-        assert f() == numba_config.PREFETCH_DEFAULT
+        assert f() == numba_config.prefetch_default()
         key0 = numba_config.kernel_source_key()
-        for env, want in (("0", (0, numba_config.PREFETCH_DEFAULT[1])), ("3", (3, numba_config.PREFETCH_DEFAULT[1])),
+        for env, want in (("0", (0, numba_config.prefetch_default()[1])), ("3", (3, numba_config.prefetch_default()[1])),
                           ("4,1", (4, 1)), ("8,0", (8, 0))):
             monkeypatch.setenv("ESSM_PREFETCH", env)
             f.cache_clear()
