@@ -171,3 +171,20 @@ def test_non_finite_steps_are_skipped_and_persistent_ones_stop_training(tmp_path
     assert meta["train"]["step"] == 6
     for k, v in model.state_dict().items():
         assert torch.equal(v, good[k]), k
+
+
+@pytest.mark.parametrize("args, says", [(["--keep", "espeak=2"], "FAMILY=FRAC"), (["--keep", "espeak"], "FAMILY=FRAC"),
+                                         (["--step", "0"], "step"), ([], "No such file")])
+def test_featpack_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, args, says):
+    from essm_stream.kws import featpack
+    (tmp_path / "src").mkdir()
+    np.savez(tmp_path / "src" / "flite_kal.npz", X=np.zeros((10, 96), np.float16), y=np.zeros(10, np.int8),
+             kw=np.zeros((0, 3), int), lens=np.array([10]), voice=np.array("flite:kal"))
+    norm = tmp_path / "norm.json"
+    if args:
+        norm.write_text('{"mean": %s, "std": %s}' % ([0.0] * 96, [1.0] * 96))
+    with pytest.raises(SystemExit) as e:
+        featpack.main([str(tmp_path / "src"), str(tmp_path / "dst"), "--norm", str(norm), *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and says in err[-1] and "Traceback" not in "\n".join(err)
+    assert not (tmp_path / "dst").exists()
