@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from .checkpoint import atomic_write_bytes, load_checkpoint, restore_training_state, save_checkpoint
 from .config import ESSMConfig
-from .errors import ConfigError
+from .errors import ConfigError, NonFiniteInputError
 from .model import ESSMModel
 from .tasks import SequenceDataset, make_task
 
@@ -173,6 +173,33 @@ def warmup_cosine(opt, warmup_steps: int, steps: int, clock: dict | None = None)
     return torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
 
 
+MAX_NONFINITE_STEPS = 100   # steps in a row with a non-finite loss or gradient before training stops with an error
+
+
+def optimizer_step(loss, model, opt, scaler, clip: float, skipped: int, step: int) -> int:
+    """Backward, unscale, clip, then the update unless the loss or a gradient is not finite: a NaN must
+    never reach the weights (bf16 autocast has no GradScaler to catch it; the fp16 one skips such
+    steps itself). Costs one device sync per step. Returns the count of non-finite steps in a row
+    (0 after a good one); MAX_NONFINITE_STEPS in a row raise NonFiniteInputError. Under DDP the
+    gradients are already averaged, so every rank decides alike."""
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(opt)
+    finite = bool(torch.isfinite(torch.nn.utils.clip_grad_norm_(model.parameters(), clip)))
+    if finite or scaler.is_enabled():
+        scaler.step(opt)
+    scaler.update()
+    if finite:
+        return 0
+    skipped += 1
+    log.warning("step %d: non-finite loss or gradient (%s), update skipped", step, float(loss.detach()))
+    if skipped >= MAX_NONFINITE_STEPS:
+        raise NonFiniteInputError(f"training diverged: {skipped} steps in a row with a non-finite loss or gradient "
+                                  f"at step {step} (lower the learning rate, or turn AMP off); the last "
+                                  f"checkpoint holds finite weights")
+    return skipped
+
+
 def _dist_info() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
 
@@ -236,7 +263,7 @@ def train(tc: TrainConfig, ds: SequenceDataset | None = None, progress: bool = T
         from tqdm.auto import tqdm
         bar = tqdm(total=tc.steps, initial=start, desc=f"train {ds.name} {cfg.variant}", unit="step")
     t0 = time.perf_counter()
-    loss_ema = None
+    loss_ema, skipped = None, 0
     batches_per_epoch = max(1, N // tc.batch_size)
     for step in range(start, tc.steps):
         # Batch order and K_train are pure functions of (seed, step): identical on every rank, and a
@@ -250,12 +277,7 @@ def train(tc: TrainConfig, ds: SequenceDataset | None = None, progress: bool = T
         net.train()
         with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
             loss = task_loss(net(xb, K), yb)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(opt)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        scaler.step(opt)
-        scaler.update()
+        skipped = optimizer_step(loss, model, opt, scaler, tc.grad_clip, skipped, step + 1)
         sched.step()
         if rule is not None and step + 1 in compress_at:
             from .compressm import reduce_model
@@ -264,7 +286,8 @@ def train(tc: TrainConfig, ds: SequenceDataset | None = None, progress: bool = T
             compress_log.append({"step": step + 1, "ranks": ev["ranks"], "reduced": ev["reduced"], "hsv": ev["hsv"]})
             log.info("step %d: CompreSSM ranks %s", step + 1, ev["ranks"])
         lv = float(loss.detach())
-        loss_ema = lv if loss_ema is None else 0.98 * loss_ema + 0.02 * lv
+        if math.isfinite(lv):
+            loss_ema = lv if loss_ema is None else 0.98 * loss_ema + 0.02 * lv
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{loss_ema:.3f}", K=K if isinstance(K, int) else "sched")

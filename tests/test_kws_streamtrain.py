@@ -144,7 +144,7 @@ def test_bad_augmentation_settings_are_refused(kw):
 
 def test_non_finite_steps_are_skipped_and_persistent_ones_stop_training(tmp_path, monkeypatch):
     """A NaN in the minibatch must never reach the weights: the update is skipped, and after
-    MAX_SKIPPED such steps in a row training stops with an error; checkpoints stay loadable."""
+    train.MAX_NONFINITE_STEPS such steps in a row training stops with an error; checkpoints stay loadable."""
     from essm_stream.checkpoint import load_checkpoint
     from essm_stream.errors import NonFiniteInputError
     from essm_stream.kws import data as D
@@ -164,7 +164,8 @@ def test_non_finite_steps_are_skipped_and_persistent_ones_stop_training(tmp_path
     z = dict(np.load(f))
     z["X"][:] = np.nan                                       # every training crop is now NaN
     np.savez(f, **z)
-    monkeypatch.setattr(S, "MAX_SKIPPED", 4)
+    import essm_stream.train as T
+    monkeypatch.setattr(T, "MAX_NONFINITE_STEPS", 4)
     with pytest.raises(NonFiniteInputError, match="4 steps in a row"):
         S.train_fold(tmp_path / "feats", out, S.StreamTrainConfig(steps=20, **small))
     model, meta = load_checkpoint(out / "last.safetensors")  # step 6's checkpoint: finite, unchanged weights

@@ -213,3 +213,27 @@ def test_warmup_cosine_follows_steps_or_time_budget_whichever_ends_first():
         lrs.append(opt.param_groups[0]["lr"])
     assert lrs[0] == lrs[1] > 0.9           # clock at 0: the step schedule (cos of 1/8 of the way)
     assert abs(lrs[2] - 0.05) < 1e-12       # time budget spent: fully annealed whatever the step
+
+
+def test_non_finite_loss_skips_the_update_and_persistent_ones_stop_training(tmp_path, monkeypatch):
+    """bf16 autocast has no GradScaler: a NaN loss must not reach the weights. Every step's loss is made
+    NaN after a good first leg; the updates are skipped, the checkpoint keeps the first leg's weights,
+    and MAX_NONFINITE_STEPS in a row stop training with an error."""
+    import essm_stream.train as tr
+    from essm_stream.errors import NonFiniteInputError
+
+    p = tiny_npz(tmp_path, n=64)
+    common = dict(task="npz", task_kwargs={"path": str(p)}, model=TINY, batch_size=16, lr=5e-3, warmup_steps=2,
+                  eval_every=100, ckpt_every=4, out_dir=str(tmp_path / "run"))
+    train(TrainConfig(steps=4, **common), progress=False)
+    good = {k: v.clone() for k, v in read_checkpoint(tmp_path / "run" / "last.safetensors")[0].items()}
+    real = tr.task_loss
+    monkeypatch.setattr(tr, "task_loss", lambda out, y: real(out, y) * float("nan"))
+    monkeypatch.setattr(tr, "MAX_NONFINITE_STEPS", 6)
+    with pytest.raises(NonFiniteInputError, match="6 steps in a row"):
+        train(TrainConfig(steps=40, resume=True, **common), progress=False)
+    tensors, meta = read_checkpoint(tmp_path / "run" / "last.safetensors")
+    assert meta["train"]["step"] == 8                      # steps 5-8 skipped, then checkpointed
+    for k, v in good.items():
+        if k.startswith("model."):
+            assert torch.equal(tensors[k], v), k

@@ -34,13 +34,11 @@ from pathlib import Path
 import numpy as np
 
 from . import data as D
-from ..errors import NonFiniteInputError
 from ..fileio import atomic_write_text
 from . import voices as V
 
 log = logging.getLogger(__name__)
 N_KW = len(D.KEYWORDS)
-MAX_SKIPPED = 100        # steps in a row with a non-finite loss before training stops with an error
 
 
 @dataclass
@@ -292,7 +290,7 @@ def train_fold(feats_dir, out_dir, sc: StreamTrainConfig) -> dict:
     from ..checkpoint import load_checkpoint, restore_training_state, save_checkpoint
     from ..config import ESSMConfig
     from ..model import ESSMModel
-    from ..train import TrainConfig, make_optimizer, warmup_cosine
+    from ..train import TrainConfig, make_optimizer, optimizer_step, warmup_cosine
 
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
     torch.manual_seed(sc.seed)
@@ -384,21 +382,8 @@ def train_fold(feats_dir, out_dir, sc: StreamTrainConfig) -> dict:
         else:
             loss_kw = logp.sum() * 0
         loss = loss_bg + loss_kw
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(opt)
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        finite = bool(torch.isfinite(gnorm))             # one device sync per step: a NaN must never reach the weights
-        if finite or scaler.is_enabled():                # (the fp16 scaler skips such steps itself)
-            scaler.step(opt)
-        scaler.update()
-        skipped = 0 if finite else skipped + 1
-        if not finite:
-            log.warning("step %d: non-finite loss or gradient (%s), update skipped", step + 1, float(loss.detach()))
-            if skipped >= MAX_SKIPPED:
-                raise NonFiniteInputError(f"training diverged: {skipped} steps in a row with a non-finite loss or "
-                                          f"gradient at step {step + 1} (lower --lr, or --amp 0); the last "
-                                          f"checkpoint ({last}) holds finite weights")
+        skipped = optimizer_step(loss, model, opt, scaler, 1.0, skipped, step + 1)
+        finite = skipped == 0
         clock["frac"] = (spent0 + (now() - t0) / 60) / sc.max_minutes
         sched.step()
         done = step + 1
