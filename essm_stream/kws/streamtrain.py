@@ -344,7 +344,11 @@ def train_fold(feats_dir, out_dir, sc: StreamTrainConfig) -> dict:
         st["X"] = ((st["X"].astype(np.float32) - meanf) / stdf).astype(np.float32)
     zero, one = np.zeros_like(meanf), np.ones_like(stdf)
     # The training streams live on the device as one concatenation; a minibatch is a gather from it.
-    X_all = torch.from_numpy(np.concatenate([s["X"] for s in tr])).to(device)
+    cat = np.concatenate([s["X"] for s in tr])
+    o = 0
+    for st in tr:                                        # the streams become views of it: one copy on the host
+        st["X"], o = cat[o:o + len(st["X"])], o + len(st["X"])
+    X_all = torch.from_numpy(cat).to(device)             # (the same memory on the CPU)
     Y_all = torch.from_numpy(np.concatenate([s["y"] for s in tr]).astype(np.int64)).to(device)
     off, G, lens = _keyword_table(tr)
     p_stream = lens / lens.sum()
