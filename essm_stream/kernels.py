@@ -44,7 +44,7 @@ from .kernels_lds import lds_convolve, lds_ring, lds_undo
 from .kernels_lru import lru_mix, lru_undo
 from .gemv import CHUNK as GEMV_CHUNK, STREAM_AHEAD, VW as GEMV_VW, gemv_stream, gemv_t
 from .layout import CONV_SMALL, GEMM_T, GEMV1, GEMV_BLOCK, HIST_BLK, LDS, LRU_KIND, MIX16, MLP16, O_FC1H, O_FC2H, O_MCATH, PAR_MIN_B, PAR_MIN_K, THREADS, WB_HP, hist_block
-from .numba_config import JIT_DISABLED, l2_bytes, njit, prefetch_bytes
+from .numba_config import JIT_DISABLED, l2_bytes, njit, prefetch_bytes, stream_step_min
 from .simd import HALF_COLS, TILE_COLS, TILE_GEMV_MAX, conv_product_pf, min_cols, narrow_product_pf, tile_product
 
 OK, ERR_NONFINITE, ERR_BUDGET, ERR_OVERFLOW = 0, 1, 2, 3
@@ -1728,7 +1728,7 @@ def mix_one(Ks, t, W, off, lay, work, l):
         gemv_t(work, lay[W_V], W, seg(off, O_MCAT, l), d, (Kt + 1) * d, d, work, lay[W_H])
 
 
-STREAM_STEP_MIN = l2_bytes() * 5 // 4
+STREAM_STEP_MIN = stream_step_min()
 
 
 @njit(inline="always")
@@ -1738,7 +1738,9 @@ def _streams_mix(W, lay, Kt):
     quarter (STREAM_STEP_MIN: edge K >= 19 with a 1 MB L2), measured (docs/PERFORMANCE.md "Streaming the
     mixing weights"): then Mcat cannot stay in L2 from one step to the next anyway, and read through it,
     it evicts the step's other weights and windows, which then come from L3 too (edge K = 32 5 % faster
-    streamed; K = 8 … 16, which mostly stay in L2, 1-5 % slower)."""
+    streamed; K = 8 … 16, which mostly stay in L2, 1-5 % slower). AVX2 targets stream at every budget
+    (numba_config.stream_step_min: 0): there the step's other weights then stay in L2 (docs/PERFORMANCE.md
+    "Session 12")."""
     d = lay[D_MODEL]
     return lay[N_LAYERS] * (Kt + 1) * d * d * W.itemsize >= STREAM_STEP_MIN
 

@@ -377,6 +377,16 @@ PREFETCH_DEFAULT = (4, 2)
 PREFETCH_DEFAULT_AVX2 = (2, 2)
 
 
+def stream_step_min() -> int:
+    """The least bytes of all layers' active mixing weights in a step from which the one-stream step streams
+    them through L1 (kernels._streams_mix, gemv.gemv_stream's non-temporal prefetch) instead of reading them
+    through L2: the L2 and a quarter (edge K >= 19 with a 1 MB L2), and 0 (every budget) on AVX2 targets.
+    There, at small budgets, the weights the step reads (edge K=4: ≈ 0.6 MB) and its windows stay in L2 only
+    when Mcat does not pass through it: edge K=4 9.6 -> 9.2 µs, K=16 25.3 -> 24.5 under the AVX2 emulation,
+    natively no gain (docs/PERFORMANCE.md "Session 12")."""
+    return 0 if simd_target() == (32, 16) else l2_bytes() * 5 // 4
+
+
 def prefetch_default() -> tuple[int, int]:
     """(lines, hint) of the convolution's prefetch without $ESSM_PREFETCH, for numba's target ISA."""
     return PREFETCH_DEFAULT_AVX2 if simd_target() == (32, 16) else PREFETCH_DEFAULT
