@@ -769,7 +769,7 @@ def _softmax_one(work, ss, W, b2, K, gate_eps):
         sc[k] = v
         nrm += ACC(v) * v
     scale = math.sqrt(K) / (math.sqrt(nrm) + gate_eps)
-    mx = -np.inf
+    mx = sc[0] * scale   # (not -inf: fastmath's ninf makes an infinite operand undefined)
     for k in range(K):
         v = sc[k] * scale
         sc[k] = v
