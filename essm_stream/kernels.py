@@ -1270,10 +1270,7 @@ def conv_mix_par(Ks, t, W, off, lay, state, work, B, l, p, Kt):
 def _mlp_gemv(W, off, lay, work, l):
     """h += fc2 GELU(fc1 z + b1) + b2 of one stream (z = LN2(h) already in work[W_Z]), fc1.W / fc2.W
     input-major, fc1.W in column blocks of GEMV_BLOCK outputs (layout.to_blocks: each block's rows back
-    to back, one contiguous read per chunk of outputs). Where each GEMV is one chunk of outputs (d = 64),
-    they stream their weights through L1 (gemv_stream's non-temporal prefetch), so that the step's other
-    weights and windows keep the L2 (edge K=4 under the AVX2 emulation 9.5 -> 8.9 µs; docs/PERFORMANCE.md
-    "Session 12")."""
+    to back, one contiguous read per chunk of outputs)."""
     d, dh = lay[D_MODEL], lay[D_HIDDEN]
     sh, sz, sa = lay[W_H], lay[W_Z], lay[W_A]
     fc2b = seg(off, O_FC2B, l)
@@ -1281,21 +1278,14 @@ def _mlp_gemv(W, off, lay, work, l):
     for i in range(dh):
         z[i] = 0.0
     fc1 = seg(off, O_FC1W, l)
-    stream = d == GEMV_CHUNK and GEMV_BLOCK == GEMV_CHUNK   # (fc1's blocks and fc2 one chunk wide: streamed)
     for c in range(0, dh, GEMV_BLOCK):                                   # a = fc1 z, block by block
         w = min(GEMV_BLOCK, dh - c)
-        if stream and w == GEMV_CHUNK:
-            gemv_stream(work, sz, W, fc1 + c * d, w, d, work, sa + c, STREAM_AHEAD)
-        else:
-            gemv_t(work, sz, W, fc1 + c * d, w, d, w, work, sa + c)
+        gemv_t(work, sz, W, fc1 + c * d, w, d, w, work, sa + c)
     _bias_gelu(work, sa, W, seg(off, O_FC1B, l), dh)
     h, b2 = work[sh:sh + d], W[fc2b:fc2b + d]
     for i in range(d):                                                   # (views: the note above _input_gemv)
         h[i] += b2[i]
-    if stream:                                                           # h += fc2 a
-        gemv_stream(work, sa, W, seg(off, O_FC2W, l), d, dh, work, sh, STREAM_AHEAD)
-    else:
-        gemv_t(work, sa, W, seg(off, O_FC2W, l), d, dh, d, work, sh)
+    gemv_t(work, sa, W, seg(off, O_FC2W, l), d, dh, d, work, sh)     # h += fc2 a
 
 
 @njit(inline="always")
