@@ -271,7 +271,8 @@ def main(argv=None) -> int:
         p.error(f"--modes takes background and/or first, got {a.modes!r}")
     if a.compile:
         with tempfile.TemporaryDirectory() as cache:
-            return subprocess.run([sys.executable, "-c", COMPILE], env=_env(a.trees[0], cache, a.avx2)).returncode
+            return subprocess.run([sys.executable, "-c", COMPILE], env=_env(a.trees[0], cache, a.avx2),
+                                  cwd=os.path.abspath(a.trees[0])).returncode   # (-c puts the cwd first on sys.path)
     if a.latency:
         return latency(a.trees[0], a.seconds, a.avx2)
     if a.breakdown:
@@ -279,7 +280,8 @@ def main(argv=None) -> int:
             with tempfile.TemporaryDirectory() as cache:
                 for kind in ("cold", "warm"):
                     print(f"{m} compile, {kind} cache (load {os.getloadavg()[0]:.2f}):", flush=True)
-                    subprocess.run([sys.executable, "-c", BREAKDOWN, m], env=_env(a.trees[0], cache, a.avx2), check=True)
+                    subprocess.run([sys.executable, "-c", BREAKDOWN, m], env=_env(a.trees[0], cache, a.avx2),
+                                   cwd=os.path.abspath(a.trees[0]), check=True)
         return 0
     keys = [(t, m) for t in a.trees for m in (modes if _has_compile_first(t) else ["own"])]   # (older trees: one way)
     res = {f"{t} {m}": {"cold": [], "warm": []} for t, m in keys}
