@@ -7,6 +7,7 @@
     python bench/startup.py --compile                 # compile seconds per kernel of the demo's engine
     python bench/startup.py --latency --seconds 12    # real-time pipeline latency during the compile
     python bench/startup.py --breakdown --modes first,background   # CPU per start-up stage
+    python bench/startup.py --step --trees /tmp/old . [--avx2]      # the demo's compiled step, per K
 
 Each sample is a fresh process running the demo (`cli.main(["demo", "--fast", "--quiet", ...])`)
 with NUMBA_CACHE_DIR set to a new temporary directory (cold), then again with it filled (warm).
@@ -29,6 +30,11 @@ sample has its own cache directory either way, so the two never share machine co
 `--compile` builds the demo's engine once on an empty cache and lists, per compiled function, the
 CPU seconds numba spent compiling it exclusive of the functions it compiled on the way (from
 numba's "numba:compile" events), and the time spent in LLVM (the "numba:llvm_lock" events).
+
+`--step` times the compiled B=1 step of the demo's program (the bundled keyword model) per budget K in
+fresh processes, trees interleaved and their order reversed every other round, each tree with its own
+cache filled first: what a change of the demo's kernel does to its speed (µs a step, the median of 5
+timings of 2000 steps after 1500; median [min-max] over the processes).
 
 `--latency` runs the demo's pipeline (bundled recording, energy-aware controller) paced in real
 time on an empty cache and reports, for the chunks processed while the kernel compiled in the
@@ -155,6 +161,28 @@ if c is not None:
     print(f"  kernel in the background thread: {c['cpu_s']:.3f} s CPU, {c['wall_s']:.3f} s wall ({c['source']})")
 """
 
+STEP = r"""
+import json, sys, time
+import numpy as np
+from essm_stream.kws.spotter import load_program
+from essm_stream.engine import StreamEngine
+prog = load_program(None)
+e = StreamEngine(prog)
+x = np.random.default_rng(0).standard_normal(prog.cfg.d_in).astype(np.float32)
+res = {"kernel": e._kernel.py_func.__name__}
+for K in map(int, sys.argv[1].split(",")):
+    for _ in range(1500):
+        e.step(x, K)
+    ts = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for _ in range(2000):
+            e.step(x, K)
+        ts.append((time.perf_counter() - t0) / 2000)
+    res[str(K)] = float(np.median(ts))
+print("STEP", json.dumps(res))
+"""
+
 LATENCY = r"""
 import json, sys, time
 import numpy as np
@@ -251,6 +279,35 @@ def latency(tree: str, seconds: float, avx2: bool) -> int:
     return 0
 
 
+def steps(trees, rounds: int, ks: str, avx2: bool) -> int:
+    caches = {t: tempfile.mkdtemp(prefix="essm-step-") for t in trees}
+    res = {t: {} for t in trees}
+    try:
+        for t in trees:   # (fill each tree's cache: the processes below time the step, not the compile)
+            subprocess.run([sys.executable, "-c", STEP, "1"], env=_env(t, caches[t], avx2), cwd=os.path.abspath(t),
+                           capture_output=True, check=True, timeout=900)
+        for r in range(rounds):
+            for t in (trees if r % 2 == 0 else trees[::-1]):
+                out = subprocess.run([sys.executable, "-c", STEP, ks], env=_env(t, caches[t], avx2),
+                                     cwd=os.path.abspath(t), capture_output=True, text=True, timeout=900)
+                line = [ln for ln in out.stdout.splitlines() if ln.startswith("STEP")]
+                if out.returncode != 0 or not line:
+                    raise RuntimeError(f"step in {t} failed: {out.stderr[-1500:]}")
+                v = json.loads(line[-1].split(" ", 1)[1])
+                print(f"round {r + 1} {t} ({v['kernel']}, load {os.getloadavg()[0]:.2f}): " + ", ".join(
+                    f"K={k} {1e6 * v[k]:.2f} us" for k in ks.split(",")), flush=True)
+                for k in ks.split(","):
+                    res[t].setdefault(k, []).append(1e6 * v[k])
+    finally:
+        import shutil
+        for c in caches.values():
+            shutil.rmtree(c, ignore_errors=True)
+    print(f"the demo's step, µs, medians [min-max] over {rounds} processes{' (AVX2 emulated)' if avx2 else ''}:")
+    for t in trees:
+        print(f"  {t}: " + ", ".join(f"K={k} {_stats(v)}" for k, v in res[t].items()))
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--trees", nargs="+", default=[os.path.dirname(os.path.dirname(os.path.abspath(__file__)))],
@@ -263,6 +320,8 @@ def main(argv=None) -> int:
     p.add_argument("--breakdown", action="store_true",
                    help="CPU seconds of each start-up stage of the demo's pipeline (one process per mode, warm "
                         "and cold) instead")
+    p.add_argument("--step", action="store_true", help="the demo program's compiled step per K instead (warm caches)")
+    p.add_argument("--ks", default="1,4,16,32", help="--step: comma-separated budgets")
     p.add_argument("--seconds", type=float, default=12.0, help="--latency: seconds of audio")
     p.add_argument("--json", help="write every sample here")
     a = p.parse_args(argv)
@@ -271,15 +330,19 @@ def main(argv=None) -> int:
         p.error(f"--modes takes background and/or first, got {a.modes!r}")
     if a.compile:
         with tempfile.TemporaryDirectory() as cache:
-            return subprocess.run([sys.executable, "-c", COMPILE], env=_env(a.trees[0], cache, a.avx2)).returncode
+            return subprocess.run([sys.executable, "-c", COMPILE], env=_env(a.trees[0], cache, a.avx2),
+                                  cwd=os.path.abspath(a.trees[0])).returncode   # (-c puts the cwd first on sys.path)
     if a.latency:
         return latency(a.trees[0], a.seconds, a.avx2)
+    if a.step:
+        return steps(a.trees, a.rounds, a.ks, a.avx2)
     if a.breakdown:
         for m in modes:
             with tempfile.TemporaryDirectory() as cache:
                 for kind in ("cold", "warm"):
                     print(f"{m} compile, {kind} cache (load {os.getloadavg()[0]:.2f}):", flush=True)
-                    subprocess.run([sys.executable, "-c", BREAKDOWN, m], env=_env(a.trees[0], cache, a.avx2), check=True)
+                    subprocess.run([sys.executable, "-c", BREAKDOWN, m], env=_env(a.trees[0], cache, a.avx2),
+                                   cwd=os.path.abspath(a.trees[0]), check=True)
         return 0
     keys = [(t, m) for t in a.trees for m in (modes if _has_compile_first(t) else ["own"])]   # (older trees: one way)
     res = {f"{t} {m}": {"cold": [], "warm": []} for t, m in keys}

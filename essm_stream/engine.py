@@ -807,16 +807,16 @@ def warmup(dtypes=(np.float32, np.float64)) -> dict:
     """Compile the kernels for the given dtypes on a tiny program; the disk cache then serves every
     later process (kernels do not depend on sizes). float32 has three: the one-stream kernels
     (B = 1 with d_model at least the convolution tile's narrow width: kernels.stream_run_fir_one_narrow
-    below a tile's width, the demo's d = 32 with AVX-512, kernels.stream_run_fir_one from it, the edge
-    config's) and the general one (B > 1, and B = 1 where the one-stream kernels do not apply). Returns
-    seconds per dtype."""
+    for the small windows of simd.SMALL_MIN … SMALL_MAX columns, the demo's d = 32, kernels.stream_run_fir_one
+    for the others, the edge config's) and the general one (B > 1, and B = 1 where the one-stream kernels
+    do not apply). Returns seconds per dtype."""
     import time
     from .config import ESSMConfig
-    from .simd import HALF_COLS, TILE_COLS
-    cfg = ESSMConfig(d_in=2, d_out=2, d_model=max(4, HALF_COLS), n_layers=1, seq_len=4, k_max=2, d_gate=2,
+    from .simd import SMALL_MIN, TILE_COLS
+    cfg = ESSMConfig(d_in=2, d_out=2, d_model=max(4, SMALL_MIN), n_layers=1, seq_len=4, k_max=2, d_gate=2,
                      head="mean", pool_window=2)
     prog = tiny_program(cfg)
-    # (float32, one stream: the kernel for windows narrower than a tile, d_model < TILE_COLS, and the one for wider ones)
+    # (float32, one stream: the kernel for small windows, SMALL_MIN <= d_model <= SMALL_MAX, and the one for others)
     wide = tiny_program(ESSMConfig(d_in=2, d_out=2, d_model=max(4, TILE_COLS), n_layers=1, seq_len=4, k_max=2,
                                    d_gate=2, head="mean", pool_window=2))
     times = {}

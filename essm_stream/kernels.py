@@ -45,7 +45,7 @@ from .kernels_lru import lru_mix, lru_undo
 from .gemv import CHUNK as GEMV_CHUNK, STREAM_AHEAD, VW as GEMV_VW, gemv_stream, gemv_t
 from .layout import CONV_SMALL, GEMM_T, GEMV1, GEMV_BLOCK, HIST_BLK, LDS, LRU_KIND, MIX16, MLP16, O_FC1H, O_FC2H, O_MCATH, PAR_MIN_B, PAR_MIN_K, THREADS, WB_HP, hist_block
 from .numba_config import JIT_DISABLED, l2_bytes, njit, prefetch_bytes, stream_step_min
-from .simd import HALF_COLS, TILE_COLS, TILE_GEMV_MAX, conv_product_pf, min_cols, narrow_product_pf, tile_product
+from .simd import HALF_COLS, SMALL_MAX, SMALL_MIN, TILE_GEMV_MAX, conv_product_pf, min_cols, small_product_pf, tile_product
 
 OK, ERR_NONFINITE, ERR_BUDGET, ERR_OVERFLOW = 0, 1, 2, 3
 # Frame ist[IST_ERR_T] (of this call's block) overflowed and the step stopped there with its writes
@@ -1420,7 +1420,40 @@ def head_one(t, W, off, lay, state, ist, work, Y, ln_eps):
     _layer_norm(work, lay[W_H], W, seg(off, O_LNFG, 0), W, seg(off, O_LNFB, 0), lay[D_MODEL], ln_eps,
                 work, lay[W_Z])
     _head_gemv(W, off, lay, work)
-    _head_out(t, lay, state, ist, work, Y, 1)
+    _head_out_one(t, lay, state, ist, work, Y)
+
+
+@njit(inline="always")
+def _head_out_one(t, lay, state, ist, work, Y):
+    """_head_out of one stream (head_one): the same values in the same order, written for B = 1 and
+    with the pool's slots stepped instead of taken modulo PW (Python's modulo of signed integers is a
+    sign fix-up per slot): ≈ 500 lines less of LLVM IR in each one-stream kernel, ≈ 0.1 s of its cold
+    compile (docs/PERFORMANCE.md "Session 12")."""
+    d_out, so = lay[D_OUT], lay[W_O]
+    o = work[so:so + d_out]
+    if lay[POOLED] != 0:
+        PW, pp = lay[POOL_W], ist[IST_POOL]
+        n = min(ist[IST_T] + 1, PW)
+        pool = state[lay[ST_POOL]:]
+        ub = lay[W_UNDO] + lay[N_LAYERS] * lay[D_MODEL]
+        for i in range(d_out):
+            work[ub + i] = pool[pp * d_out + i]
+            pool[pp * d_out + i] = o[i]
+        s0 = pp - n + 1   # the oldest slot pooled
+        if s0 < 0:
+            s0 += PW
+        for i in range(d_out):
+            acc = ACC(0)
+            slot = s0
+            for r in range(n):  # oldest first
+                acc += pool[slot * d_out + i]
+                slot += 1
+                if slot == PW:
+                    slot = 0
+            Y[t, 0, i] = acc / n
+    else:
+        for i in range(d_out):
+            Y[t, 0, i] = o[i]
 
 
 @njit(inline="always")
@@ -1759,14 +1792,26 @@ def convolve_one(Ks, t, W, off, lay, state, work, l, p, Kt):
 
 
 @njit(inline="always")
+def mix_one_narrow(Ks, t, W, off, lay, work, l):
+    """mix_one of stream_run_fir_one_narrow: gemv_t over the active prefix of Mcat's rows. Its windows
+    (simd.SMALL_MAX columns at most) are narrower than a GEMV chunk, so mix_one's streamed branch (d =
+    GEMV_CHUNK) is never taken there; left out, the kernel compiles ≈ 0.1 s faster (the same values:
+    gemv_stream's are gemv_t's bit for bit)."""
+    d, Kt = lay[D_MODEL], Ks[t, 0]
+    gemv_t(work, lay[W_V], W, seg(off, O_MCAT, l), d, (Kt + 1) * d, d, work, lay[W_H])
+
+
+@njit(inline="always")
 def convolve_one_narrow(Ks, t, W, off, lay, state, work, l, p, Kt):
-    """convolve_one over a window narrower than a tile (stream_run_fir_one_narrow): simd.narrow_product_pf,
-    conv_product_pf's narrow path alone (the same products and prefetch, bit for bit)."""
+    """convolve_one over a small window (stream_run_fir_one_narrow): simd.small_product_pf, the one of
+    conv_product_pf's paths that windows of simd.SMALL_MIN … SMALL_MAX columns take, alone (narrower than
+    a tile with AVX-512: narrow_product_pf; one to two tiles with AVX2: pair_product_pf; the same products
+    and prefetch, bit for bit)."""
     L, d = lay[L_WIN], lay[D_MODEL]
     o, w, b0, nb = _hist_block(lay, 1, l, 0)
     p0, prow, pn, pld = _prefetch_region(W, off, lay, 1, l, Kt)
-    narrow_product_pf(W, seg(off, O_PHIR, l), L, state, o + (p + 1) * w, w, work, lay[W_V] + d, w, work,
-                      lay[W_S] if lay[GATED] != 0 else -1, Kt, p0, prow, pn, pld)
+    small_product_pf(W, seg(off, O_PHIR, l), L, state, o + (p + 1) * w, w, work, lay[W_V] + d, w, work,
+                     lay[W_S] if lay[GATED] != 0 else -1, Kt, p0, prow, pn, pld)
 
 
 # stream_run_fir_one's packed arguments (the engine's call crosses into numba with 6 arguments, not 10:
@@ -1861,11 +1906,14 @@ def stream_run_fir_one(X1, Ks, F, I, Y, nan_zero):
 
 @njit
 def stream_run_fir_one_narrow(X1, Ks, F, I, Y, nan_zero):
-    """stream_run_fir_one for a window narrower than a tile (d_model < simd.TILE_COLS: the demo's d = 32 with
-    AVX-512's 64 columns; kernel_for): the same step loop, line for line (tests/test_engine.py checks the
-    source), with convolve_one_narrow, whose product (simd.narrow_product_pf) compiles the narrow tile
-    only: ≈ 0.6 s less of the demo's cold compile than stream_run_fir_one, outputs bit for bit the same
-    (docs/PERFORMANCE.md "Cold start"). Packed arguments, as stream_run_fir_one's."""
+    """stream_run_fir_one for a small window (simd.SMALL_MIN <= d_model <= SMALL_MAX: the demo's d = 32;
+    kernel_for): the same step loop, line for line (tests/test_engine.py checks the source), with
+    convolve_one_narrow, whose product (simd.small_product_pf) compiles only the tiles such a window
+    uses (AVX-512: the narrow tile, simd.narrow_product_pf; AVX2: the whole tiles of two strips,
+    simd.pair_product_pf), and mix_one_narrow (no streamed mixing: a small d never takes it): ≈ 0.6 s
+    (AVX-512) and ≈ 0.8 s (AVX2) less of the demo's cold compile than stream_run_fir_one, outputs bit
+    for bit the same (docs/PERFORMANCE.md "Cold start", "Session 12"). Packed arguments, as
+    stream_run_fir_one's."""
     W, off, lay, state, ist, work = unpack_one(F, I)
     T = Ks.shape[0]
     status = check_inputs_one(X1, Ks, lay, ist, nan_zero)
@@ -1887,7 +1935,7 @@ def stream_run_fir_one_narrow(X1, Ks, F, I, Y, nan_zero):
             if lay[GATED] != 0:
                 gate_one(Ks, t, W, off, lay, work, l, Kt, gate_eps)
             convolve_one_narrow(Ks, t, W, off, lay, state, work, l, p, Kt)
-            mix_one(Ks, t, W, off, lay, work, l)                # h += Mcat[:, :(K+1)d] V
+            mix_one_narrow(Ks, t, W, off, lay, work, l)                # h += Mcat[:, :(K+1)d] V
             if lay[MLP] != 0:
                 mlp_one(W, off, lay, work, l, ln_eps)           # h += MLP(LN2(h))
         head_one(t, W, off, lay, state, ist, work, Y, ln_eps)   # y_t (pooled with head='mean')
@@ -1979,8 +2027,8 @@ def kernel_for(lay):
         fir = stream_run_fir_small_hm if lay[CONV_SMALL] > 1 else stream_run_fir_hm
     elif lay[MIX16] != 0:    # (mix_weights="fp16", Mcat only: the first version's files)
         fir = stream_run_fir_small_h if lay[CONV_SMALL] > 1 else stream_run_fir_h
-    elif one_stream_mode(lay):   # (a window narrower than a tile: the narrow tile alone compiled)
-        fir = stream_run_fir_one_narrow if lay[D_MODEL] < TILE_COLS else stream_run_fir_one
+    elif one_stream_mode(lay):   # (a small window, simd.SMALL_MIN … SMALL_MAX: its tiles alone compiled)
+        fir = stream_run_fir_one_narrow if SMALL_MIN <= lay[D_MODEL] <= SMALL_MAX else stream_run_fir_one
     else:
         fir = stream_run_fir_small if lay[CONV_SMALL] > 1 else stream_run_fir
     return _of_mode(lay, fir, stream_run_lds, stream_run_lru)

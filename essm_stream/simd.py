@@ -514,6 +514,66 @@ def narrow_product_pf(F, f0, L, X, x0, w, C, c0, ldc, S, s0, rows, p0, prow, pn,
         j += tw
 
 
+@njit
+def pair_product_pf(F, f0, L, X, x0, w, C, c0, ldc, S, s0, rows, p0, prow, pn, pld):
+    """conv_product_pf over a window more than one and at most two tiles wide (tile_cols(C) < w <= 2
+    tile_cols(C)): tile_product_pf's path of whole tiles alone (two strips, the second ending at the last
+    column; R-row tiles, the last rows' TILE_ROWS2-row ones, the one-row tile for one row), with the same
+    prefetch share, compiling neither the narrow tile nor AVX2's wider small tile (WIDE_SMALL) nor
+    tile_product_pf's general driver. Its products of 2 … TILE_ROWS2 rows run the TILE_ROWS2-row tile on
+    each strip where tile_product_pf may take the wider small tile (w = its 24 columns only): each output
+    is the same chain of multiply-adds either way, so the outputs are tile_product_pf's bit for bit
+    (tests/test_simd_conv.py). The convolution of kernels.stream_run_fir_one_narrow where a tile is at
+    most half the bundled keyword model's width (SMALL_PAIR: AVX2's 16 columns, d = 32): ≈ 0.7 s less of
+    the demo's cold compile there (docs/PERFORMANCE.md "Session 12"). Another window width is refused
+    (ValueError)."""
+    tw = tile_cols(C)
+    if w <= tw or w > 2 * tw:
+        raise ValueError("pair_product_pf: a window more than one and at most two tiles wide")
+    R = TILE_ROWS
+    tb = TAU_BLOCK
+    pr, pc = 0, 0                   # (the prefetch region as in tile_product_pf)
+    isz = F.itemsize
+    fb = f0 * isz
+    if PF_LINES == 0:
+        pn = 0
+    elif pld == prow:
+        prow *= pn
+        pn = 1 if pn > 0 else 0
+    steps = 2 * (L - L % 2 if rows == 1 else L * row_tiles(rows))
+    rate = PF_LINES * LINE
+    if pn > 0 and steps > 0:
+        rate = min(rate, max(1, (pn * prow + steps - 1) // steps))
+    big = rows - small_rows(rows)   # (R-row tiles, then the last rows' small ones: row_tile)
+    j0 = 0
+    for _ in range(2):              # (the second strip ends at the last column)
+        t0 = 0
+        while True:
+            nb = min(tb, L - t0)
+            acc = 1 if t0 > 0 else 0
+            sc = s0 if t0 + nb >= L else -1
+            if rows == 1:
+                pa, ps, pr, pc = _pf_next(p0, prow, pn, pld, pr, pc, fb + t0 * isz, nb - nb % 2, rate)
+                _tile_1(F, f0 + t0, L, X, x0 + t0 * w + j0, w, C, c0 + j0, ldc, S, sc, nb, 1, acc, pa, ps)
+            else:
+                r = 0
+                while r < big:
+                    pa, ps, pr, pc = _pf_next(p0, prow, pn, pld, pr, pc, fb + (r * L + t0) * isz, nb, rate)
+                    _tile_r(F, f0 + r * L + t0, L, X, x0 + t0 * w + j0, w, C, c0 + r * ldc + j0, ldc, S,
+                            sc + r if sc >= 0 else -1, nb, rows - r, acc, pa, ps)
+                    r += R
+                if TILE_ROWS2 < TILE_ROWS:
+                    while r < rows:
+                        pa, ps, pr, pc = _pf_next(p0, prow, pn, pld, pr, pc, fb + (r * L + t0) * isz, nb, rate)
+                        _tile_r2(F, f0 + r * L + t0, L, X, x0 + t0 * w + j0, w, C, c0 + r * ldc + j0, ldc, S,
+                                 sc + r if sc >= 0 else -1, nb, rows - r, acc, pa, ps)
+                        r += TILE_ROWS2
+            t0 += nb
+            if t0 >= L:
+                break
+        j0 = w - tw
+
+
 @njit(inline="always")
 def tile_product(F, f0, ldf, X, x0, ldx, C, c0, ldc, S, s0, rows, n, w, add):
     """tile_product_pf without a prefetch region (the mixing and MLP of B > 1 engines, tests)."""
@@ -547,3 +607,14 @@ if JIT_DISABLED:   # (plain Python: the numpy products are the products themselv
         conv_product_ref(F, f0, L, X, x0, w, C, c0, ldc, S, s0, rows)
 
     narrow_product_pf = conv_product_pf  # noqa: F811
+    pair_product_pf = conv_product_pf  # noqa: F811
+
+# The one-stream kernel for small windows (kernels.stream_run_fir_one_narrow) compiles one product, for the
+# range of widths that holds the bundled keyword model's d = 32 (SMALL_COLS; the demo's cold start): windows
+# narrower than a tile where a tile is wider (AVX-512's 64 columns: narrow_product_pf, d in [32, 64)), else
+# where a tile is at most half as wide, windows of more than one and at most two tiles (AVX2's 16 columns:
+# pair_product_pf, d in [17, 32]; a narrower window runs kernels.stream_run_fir_one there).
+SMALL_COLS = 32
+SMALL_PAIR = TILE_COLS < SMALL_COLS <= 2 * TILE_COLS
+SMALL_MIN, SMALL_MAX = (TILE_COLS + 1, 2 * TILE_COLS) if SMALL_PAIR else (HALF_COLS, TILE_COLS - 1)
+small_product_pf = pair_product_pf if SMALL_PAIR else narrow_product_pf

@@ -406,32 +406,72 @@ def test_exact_engine_compiles_no_other_modes_kernels(tmp_path, small_rows, smal
     assert r.stdout.strip().splitlines()[-1] == want, r.stdout
 
 
-def test_one_stream_kernel_for_windows_narrower_than_a_tile_is_the_same_loop():
-    """A float32 engine of one stream whose d_model is narrower than the convolution's tile (the demo's
-    d = 32 with AVX-512's 64 columns) runs stream_run_fir_one_narrow, whose convolution compiles the
-    narrow tile only (simd.narrow_product_pf; the cold start, docs/PERFORMANCE.md); from a tile's width
-    on, stream_run_fir_one. Both are the same step loop line for line but for the convolution's call
-    (the source compared here, nothing compiled; their outputs are held to the reference in
-    tests/test_simd_conv.py, tests/test_gemv.py and tests/test_prefetch.py)."""
+def test_one_stream_kernel_for_small_windows_is_the_same_loop():
+    """A float32 engine of one stream whose d_model is in the small kernel's range (simd.SMALL_MIN …
+    SMALL_MAX, the range that holds the demo's d = 32: narrower than a tile with AVX-512's 64 columns,
+    one to two tiles with AVX2's 16) runs stream_run_fir_one_narrow, whose convolution compiles only the
+    tiles of such windows (simd.small_product_pf; the cold start, docs/PERFORMANCE.md); other widths
+    stream_run_fir_one. Both are the same step loop line for line but for the convolution's and the
+    mixing's calls (the source compared here, nothing compiled; their outputs are held to the reference
+    in test_small_window_kernel_matches_float64_reference_every_budget, tests/test_simd_conv.py,
+    tests/test_gemv.py and tests/test_prefetch.py)."""
     import inspect
     import re
 
     from essm_stream import simd
-    for d in sorted({simd.HALF_COLS, simd.TILE_COLS - 1, simd.TILE_COLS, 2 * simd.TILE_COLS}):
+    tw = simd.TILE_COLS
+    for d in sorted({simd.HALF_COLS, simd.SMALL_MIN, simd.SMALL_MAX, tw - 1, tw, tw + 1, 2 * tw, 2 * tw + 1}):
         if d < simd.HALF_COLS:
             continue
         cfg = ESSMConfig(d_in=3, d_out=2, d_model=d, n_layers=1, seq_len=8, k_max=4, d_gate=4)
         e = StreamEngine(tiny_program(cfg), dtype=np.float32)
-        want = kernels.stream_run_fir_one_narrow if d < simd.TILE_COLS else kernels.stream_run_fir_one
+        small = simd.SMALL_MIN <= d <= simd.SMALL_MAX
+        if not kernels.one_stream_mode(e._lay):   # (d > layout.GEMV1_MAX_D: the general kernel)
+            assert not small, d
+            continue
+        want = kernels.stream_run_fir_one_narrow if small else kernels.stream_run_fir_one
         assert kernels.kernel_for(e._lay) is want, d
+    assert simd.SMALL_MIN <= simd.SMALL_COLS <= simd.SMALL_MAX or simd.HALF_COLS == tw   # (the demo's d = 32)
+    assert simd.small_product_pf is (simd.pair_product_pf if simd.SMALL_PAIR else simd.narrow_product_pf)
 
     def body(f):   # the source after the def line, without the docstring
         lines = inspect.getsource(f.py_func).splitlines()
         i = next(j for j, ln in enumerate(lines) if ln.startswith("def "))
         return re.sub(r'"""(.|\n)*?"""', "", "\n".join(lines[i + 1:]), count=1)
-    assert body(kernels.stream_run_fir_one_narrow) == body(kernels.stream_run_fir_one).replace(
-        "convolve_one(", "convolve_one_narrow(")
-    assert "convolve_one_narrow(" in body(kernels.stream_run_fir_one_narrow)
+    narrow = body(kernels.stream_run_fir_one_narrow)
+    assert narrow == body(kernels.stream_run_fir_one).replace(
+        "convolve_one(", "convolve_one_narrow(").replace("mix_one(", "mix_one_narrow(")
+    assert "convolve_one_narrow(" in narrow and "mix_one_narrow(" in narrow
+
+
+@pytest.mark.parametrize("which,head", [("min", "mean"), ("max", "step")])
+def test_small_window_kernel_matches_float64_reference_every_budget(which, head):
+    """stream_run_fir_one_narrow (one float32 stream of simd.SMALL_MIN or SMALL_MAX columns: AVX-512's
+    narrow tile, or AVX2's two strips of whole tiles) against the float64 reference: every K from 1 to
+    K̄ = 2 R + 1 (R-row tiles, the last rows' smaller ones, the one-row tile), K changing every step, a
+    gate and an MLP, the pooled and the per-step head, the ring wrapping, and a window longer than a
+    block of τ (simd.TAU_BLOCK). Tolerance TOL[float32] relative."""
+    from essm_stream import simd
+    d = simd.SMALL_MIN if which == "min" else simd.SMALL_MAX
+    if simd.SMALL_MIN > simd.SMALL_MAX:
+        pytest.skip("a one-vector tile: no small-window kernel")
+    kb = 2 * simd.TILE_ROWS + 1
+    T = 3 * kb
+    for L in (kb + 2, simd.TAU_BLOCK + 3):   # (K̄ <= L)
+        cfg = ESSMConfig(d_in=4, d_out=3, d_model=d, n_layers=2, seq_len=L, k_max=kb, d_gate=5, mlp=True,
+                         head=head, pool_window=4)
+        prog = tiny_program(cfg, seed=L)
+        rng = np.random.default_rng(L)
+        X = rng.standard_normal((T, 1, 4))
+        K = rng.integers(1, kb + 1, (T, 1))
+        K[:kb, 0] = np.arange(1, kb + 1)
+        fast = StreamEngine(prog, dtype=np.float32)
+        assert kernels.kernel_for(fast._lay) is kernels.stream_run_fir_one_narrow
+        Y32 = np.concatenate([fast.run(X[t:t + 1].astype(np.float32), K[t:t + 1]) for t in range(T)])
+        Y64 = StreamEngine(prog, dtype=np.float64, kernel="ref").run(X, K)
+        err = rel_err(Y32.astype(np.float64), Y64)
+        print(f"small-window kernel d={d} L={L} head={head}: max relative error {err:.2e}")
+        assert err <= TOL[np.float32], (d, L, head)
 
 
 @pytest.mark.slow

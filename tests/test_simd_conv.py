@@ -242,3 +242,49 @@ def test_row_tiles_cover_the_rows(monkeypatch):
                 assert hs == [R] * -(-rows // R)
         if R == 6:
             assert [rt(4)] == [4] and [rt(32 - 6 * i) for i in range(4)] == [6] * 4 and small(32) == 8
+
+
+def test_pair_product_is_the_products_whole_tile_path_bit_for_bit():
+    """simd.pair_product_pf (the convolution of kernels.stream_run_fir_one_narrow with AVX2's 16-column tile,
+    the demo's d = 32) against tile_product_pf as conv_product_pf calls it, on windows more than one and at
+    most two tiles wide (two strips, overlapping where w is no multiple; with AVX2 also w = 24, where
+    tile_product_pf runs the wider small tile for 2 … 4 rows): the same float32 values bit for bit, for 1 …
+    2 R + 3 rows (R-row tiles, the last rows' smaller ones, the one-row tile), a short window and one
+    longer than a block of τ (odd and even: the one-row tile takes τ in pairs), scaled and unscaled, with
+    and without a prefetch region; and within 1e-5 of the float64 product (conv_product_ref). Windows of one
+    tile or more than two are refused."""
+    if numba_config.JIT_DISABLED:
+        pytest.skip("NUMBA_DISABLE_JIT: both are numpy's product")
+    rng = np.random.default_rng(12)
+    tw = simd.TILE_COLS
+    ww = tw // simd.TILE_VECS * (simd.TILE_VECS + 1)   # (the wider small tile's strip, where WIDE_SMALL)
+    z = 0
+    for L in (13, simd.TAU_BLOCK + 8):
+        for w in sorted({tw + 1, tw + 5, ww, 2 * tw - 1, 2 * tw} & set(range(tw + 1, 2 * tw + 1))):
+            for rows in sorted({1, 2, 3, 4, 5, simd.TILE_ROWS, simd.TILE_ROWS + 1, 2 * simd.TILE_ROWS + 2,
+                                2 * simd.TILE_ROWS + 3}):
+                F = rng.standard_normal(3 + rows * L + 2048).astype(np.float32)   # (room for the region)
+                X = rng.standard_normal(5 + L * w).astype(np.float32)
+                S = rng.standard_normal(2 + rows).astype(np.float32)
+                ldc = w + 3
+                plain = None
+                for s0, region in ((-1, (z, z, z, z)), (2, (z, z, z, z)), (2, (64, 256, 3, 512))):
+                    want = np.full(7 + rows * ldc, np.nan, np.float32)
+                    got = want.copy()
+                    simd.tile_product_pf(F, 3, L, X, 5, w, want, 7, ldc, S, s0, rows, L, w, z, *region)
+                    simd.pair_product_pf(F, 3, L, X, 5, w, got, 7, ldc, S, s0, rows, *region)
+                    assert np.array_equal(got, want, equal_nan=True), (L, w, rows, s0, region)
+                    if s0 == 2 and plain is None:
+                        plain = got
+                assert np.array_equal(got, plain, equal_nan=True), (L, w, rows)   # the prefetch changed nothing
+                ref = np.full(7 + rows * ldc, np.nan)
+                simd.conv_product_ref(F.astype(np.float64), 3, L, X.astype(np.float64), 5, w, ref, 7, ldc,
+                                      S.astype(np.float64), 2, rows)
+                scale = np.nanmax(np.abs(ref))
+                assert np.nanmax(np.abs(got - ref)) <= TOL[np.float32] * scale, (L, w, rows)
+                assert np.array_equal(np.isnan(got), np.isnan(ref)), (L, w, rows)   # (only C's rows written)
+    C = np.zeros(4 * tw + 8, np.float32)
+    for w in (tw, 2 * tw + 1):
+        with pytest.raises(ValueError, match="at most two tiles"):
+            simd.pair_product_pf(np.ones(8, np.float32), 0, 4, np.ones(4 * w, np.float32), 0, w, C, 0, w,
+                                 C, -1, 1, z, z, z, z)
