@@ -44,7 +44,7 @@ from .kernels_lds import lds_convolve, lds_ring, lds_undo
 from .kernels_lru import lru_mix, lru_undo
 from .gemv import CHUNK as GEMV_CHUNK, STREAM_AHEAD, VW as GEMV_VW, gemv_stream, gemv_t
 from .layout import CONV_SMALL, GEMM_T, GEMV1, GEMV_BLOCK, HIST_BLK, LDS, LRU_KIND, MIX16, MLP16, O_FC1H, O_FC2H, O_MCATH, PAR_MIN_B, PAR_MIN_K, THREADS, WB_HP, hist_block
-from .numba_config import JIT_DISABLED, l2_bytes, njit, prefetch_bytes, stream_step_min
+from .numba_config import JIT_DISABLED, njit, prefetch_bytes, stream_step_min
 from .simd import HALF_COLS, SMALL_MAX, SMALL_MIN, TILE_GEMV_MAX, conv_product_pf, min_cols, small_product_pf, tile_product
 
 OK, ERR_NONFINITE, ERR_BUDGET, ERR_OVERFLOW = 0, 1, 2, 3
