@@ -696,6 +696,28 @@ def ring_write(state, work, lay, B, l, p):
 
 
 @njit(inline="always")
+def ring_write_one(state, work, lay, l, p):
+    """ring_write of one stream (stream_run_fir_one_narrow): the same stores without the loops over
+    blocks and streams, which its kernel compiled and never iterated (cold start, docs/PERFORMANCE.md
+    "Session 12, round 2")."""
+    d, L = lay[D_MODEL], lay[L_WIN]
+    o, w, b0, nb = _hist_block(lay, 1, l, 0)
+    r0 = o + p * w
+    su, sv, sundo = lay[W_U], lay[W_V], lay[W_UNDO]
+    u = work[su:su + d]
+    v = work[sv:sv + d]
+    undo = work[sundo + l * d:sundo + (l + 1) * d]
+    h0 = state[r0:r0 + d]
+    h1 = state[r0 + L * w:r0 + L * w + d]
+    for j in range(d):
+        x = u[j]
+        undo[j] = h0[j]
+        h0[j] = x
+        h1[j] = x
+        v[j] = x
+
+
+@njit(inline="always")
 def gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps):
     """α = softmax(s̃_{1:K}), s̃ = s √K / (‖s_{1:K}‖ + ε), s = W2 GELU(W1 u + b1) + b2 (Eq. 8), into work[W_S]."""
     wl, d, dg = lay[WL], lay[D_MODEL], lay[D_GATE]
@@ -1802,6 +1824,19 @@ def mix_one_narrow(Ks, t, W, off, lay, work, l):
 
 
 @njit(inline="always")
+def _prefetch_region_one(W, off, lay, l, Kt):
+    """_prefetch_region of one float32 stream with input-major Mcat (lay[GEMV1], no float16 copy)."""
+    d, isz = lay[D_MODEL], W.itemsize
+    prow = (Kt + 1) * d * d * isz
+    pn = 1
+    if not (prow * lay[N_LAYERS] >= PF_STEP_MIN and prow <= 2 * PF_LAYER_MAX):
+        pn = 0
+    elif prow > PF_LAYER_MAX:
+        prow = PF_LAYER_MAX
+    return seg(off, O_MCAT, l) * isz, prow, pn, 0
+
+
+@njit(inline="always")
 def convolve_one_narrow(Ks, t, W, off, lay, state, work, l, p, Kt):
     """convolve_one over a small window (stream_run_fir_one_narrow): simd.small_product_pf, the one of
     conv_product_pf's paths that windows of simd.SMALL_MIN … SMALL_MAX columns take, alone (narrower than
@@ -1809,7 +1844,7 @@ def convolve_one_narrow(Ks, t, W, off, lay, state, work, l, p, Kt):
     and prefetch, bit for bit)."""
     L, d = lay[L_WIN], lay[D_MODEL]
     o, w, b0, nb = _hist_block(lay, 1, l, 0)
-    p0, prow, pn, pld = _prefetch_region(W, off, lay, 1, l, Kt)
+    p0, prow, pn, pld = _prefetch_region_one(W, off, lay, l, Kt)
     small_product_pf(W, seg(off, O_PHIR, l), L, state, o + (p + 1) * w, w, work, lay[W_V] + d, w, work,
                      lay[W_S] if lay[GATED] != 0 else -1, Kt, p0, prow, pn, pld)
 
@@ -1931,7 +1966,7 @@ def stream_run_fir_one_narrow(X1, Ks, F, I, Y, nan_zero):
             _layer_norm(work, lay[W_H], W, seg(off, O_LN1G, l), W, seg(off, O_LN1B, l), d, ln_eps,
                         work, lay[W_U])                         # u = LN1(h)
             finite = rows_finite(work, lay[W_U], d, one, d) and finite
-            ring_write(state, work, lay, 1, l, p)               # window of u <- u(t)
+            ring_write_one(state, work, lay, l, p)              # window of u <- u(t)
             if lay[GATED] != 0:
                 gate_one(Ks, t, W, off, lay, work, l, Kt, gate_eps)
             convolve_one_narrow(Ks, t, W, off, lay, state, work, l, p, Kt)

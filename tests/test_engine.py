@@ -440,8 +440,37 @@ def test_one_stream_kernel_for_small_windows_is_the_same_loop():
         return re.sub(r'"""(.|\n)*?"""', "", "\n".join(lines[i + 1:]), count=1)
     narrow = body(kernels.stream_run_fir_one_narrow)
     assert narrow == body(kernels.stream_run_fir_one).replace(
-        "convolve_one(", "convolve_one_narrow(").replace("mix_one(", "mix_one_narrow(")
-    assert "convolve_one_narrow(" in narrow and "mix_one_narrow(" in narrow
+        "convolve_one(", "convolve_one_narrow(").replace("mix_one(", "mix_one_narrow(").replace(
+        "ring_write(state, work, lay, 1, l, p) ", "ring_write_one(state, work, lay, l, p)")
+    assert "convolve_one_narrow(" in narrow and "mix_one_narrow(" in narrow and "ring_write_one(" in narrow
+
+
+def test_small_window_kernel_one_stream_ops_match_the_general_ones():
+    """The small kernel's one-stream ops against the general ones they replace (their Python bodies, no
+    compile): _prefetch_region_one is _prefetch_region for B = 1 at every K, also where the prefetch pays
+    and where it is trimmed to PF_LAYER_MAX (many layers, a wide window); ring_write_one makes ring_write's
+    stores (state, V[:d], the undo copy) at every layer and ring position."""
+    py = lambda f: getattr(f, "py_func", f)   # noqa: E731
+    for d, n_layers, k_max in ((32, 2, 32), (32, 16, 32), (24, 40, 16), (128, 2, 24)):
+        cfg = ESSMConfig(d_in=3, d_out=2, d_model=d, n_layers=n_layers, seq_len=k_max, k_max=k_max, d_gate=4)
+        e = StreamEngine(tiny_program(cfg), dtype=np.float32)
+        lay, off, W = e._lay, e._off, e._W
+        for l in range(n_layers):
+            for K in range(1, k_max + 1):
+                got = py(kernels._prefetch_region_one)(W, off, lay, l, K)
+                assert got == py(kernels._prefetch_region)(W, off, lay, 1, l, K), (d, n_layers, l, K)
+    assert any(py(kernels._prefetch_region_one)(W, off, lay, 0, K)[2] > 0 for K in range(1, k_max + 1))
+    rng = np.random.default_rng(3)
+    cfg = ESSMConfig(d_in=3, d_out=2, d_model=32, n_layers=2, seq_len=5, k_max=4, d_gate=4)
+    e = StreamEngine(tiny_program(cfg), dtype=np.float32)
+    lay = e._lay
+    for l in range(2):
+        for p in range(5):
+            state, work = rng.standard_normal(e._state.size), rng.standard_normal(e._work.size)
+            s2, w2 = state.copy(), work.copy()
+            py(kernels.ring_write_one)(state, work, lay, l, p)
+            py(kernels.ring_write)(s2, w2, lay, 1, l, p)
+            assert np.array_equal(state, s2) and np.array_equal(work, w2), (l, p)
 
 
 @pytest.mark.parametrize("which,head", [("min", "mean"), ("max", "step")])
