@@ -1825,7 +1825,9 @@ def mix_one_narrow(Ks, t, W, off, lay, work, l):
 
 @njit(inline="always")
 def _prefetch_region_one(W, off, lay, l, Kt):
-    """_prefetch_region of one float32 stream with input-major Mcat (lay[GEMV1], no float16 copy)."""
+    """_prefetch_region of one float32 stream with input-major Mcat (lay[GEMV1], no float16 copy: the
+    small kernel's only layout), the same region; without the branches for other layouts, which the
+    small kernel compiled and never took (docs/PERFORMANCE.md "Session 12, round 2")."""
     d, isz = lay[D_MODEL], W.itemsize
     prow = (Kt + 1) * d * d * isz
     pn = 1
@@ -1841,7 +1843,7 @@ def convolve_one_narrow(Ks, t, W, off, lay, state, work, l, p, Kt):
     """convolve_one over a small window (stream_run_fir_one_narrow): simd.small_product_pf, the one of
     conv_product_pf's paths that windows of simd.SMALL_MIN … SMALL_MAX columns take, alone (narrower than
     a tile with AVX-512: narrow_product_pf; one to two tiles with AVX2: pair_product_pf; the same products
-    and prefetch, bit for bit)."""
+    and prefetch, bit for bit), the prefetch region _prefetch_region_one's."""
     L, d = lay[L_WIN], lay[D_MODEL]
     o, w, b0, nb = _hist_block(lay, 1, l, 0)
     p0, prow, pn, pld = _prefetch_region_one(W, off, lay, l, Kt)
@@ -1945,9 +1947,11 @@ def stream_run_fir_one_narrow(X1, Ks, F, I, Y, nan_zero):
     kernel_for): the same step loop, line for line (tests/test_engine.py checks the source), with
     convolve_one_narrow, whose product (simd.small_product_pf) compiles only the tiles such a window
     uses (AVX-512: the narrow tile, simd.narrow_product_pf; AVX2: the whole tiles of two strips,
-    simd.pair_product_pf), and mix_one_narrow (no streamed mixing: a small d never takes it): ≈ 0.6 s
+    simd.pair_product_pf), mix_one_narrow (no streamed mixing: a small d never takes it) and
+    ring_write_one (ring_write for B = 1), its prefetch region by _prefetch_region_one: ≈ 0.6 s
     (AVX-512) and ≈ 0.8 s (AVX2) less of the demo's cold compile than stream_run_fir_one, outputs bit
-    for bit the same (docs/PERFORMANCE.md "Cold start", "Session 12"). Packed arguments, as
+    for bit the same (docs/PERFORMANCE.md "Cold start", "Session 12"; the last two ≈ 0.3 s of it,
+    "Session 12, round 2"). Packed arguments, as
     stream_run_fir_one's."""
     W, off, lay, state, ist, work = unpack_one(F, I)
     T = Ks.shape[0]
