@@ -184,6 +184,29 @@ def test_float64_engine_on_tile_matches_reference_kernel():
     assert float(np.max(np.abs(y - yr)) / np.max(np.abs(yr))) <= 1e-12
 
 
+def _same_as_tile_product(product, rng, L, w, rows):
+    """A one-strip-kind product (narrow_product_pf, pair_product_pf) against tile_product_pf as
+    conv_product_pf calls it, on random float32 operands at offsets that are no multiple of a vector:
+    the same values bit for bit unscaled, scaled (s0 = 2), and scaled with a prefetch region, which
+    changes no value. Returns the operands and the scaled output."""
+    z = 0
+    F = rng.standard_normal(3 + rows * L + 2048).astype(np.float32)   # (room for the region)
+    X = rng.standard_normal(5 + L * w).astype(np.float32)
+    S = rng.standard_normal(2 + rows).astype(np.float32)
+    ldc = w + 3
+    plain = None
+    for s0, region in ((-1, (z, z, z, z)), (2, (z, z, z, z)), (2, (64, 256, 3, 512))):
+        want = np.full(7 + rows * ldc, np.nan, np.float32)
+        got = want.copy()
+        simd.tile_product_pf(F, 3, L, X, 5, w, want, 7, ldc, S, s0, rows, L, w, z, *region)
+        product(F, 3, L, X, 5, w, got, 7, ldc, S, s0, rows, *region)
+        assert np.array_equal(got, want, equal_nan=True), (L, w, rows, s0, region)
+        if s0 == 2 and plain is None:
+            plain = got
+    assert np.array_equal(got, plain, equal_nan=True), (L, w, rows)   # the prefetch changed nothing
+    return F, X, S, ldc, got
+
+
 def test_narrow_product_is_the_products_narrow_path_bit_for_bit():
     """simd.narrow_product_pf (the convolution of kernels.stream_run_fir_one_narrow) against tile_product_pf
     as conv_product_pf calls it, on windows narrower than a tile (one strip; two overlapping ones): the
@@ -198,20 +221,7 @@ def test_narrow_product_is_the_products_narrow_path_bit_for_bit():
     for L in (13, simd.TAU_BLOCK + 7):
         for w in sorted({th, min(th + 3, tw - 1), tw - 1}):
             for rows in (1, 2, 4, 5, 9):
-                F = rng.standard_normal(3 + rows * L + 2048).astype(np.float32)   # (room for the region)
-                X = rng.standard_normal(5 + L * w).astype(np.float32)
-                S = rng.standard_normal(2 + rows).astype(np.float32)
-                ldc = w + 3
-                plain = None
-                for s0, region in ((-1, (z, z, z, z)), (2, (z, z, z, z)), (2, (64, 256, 3, 512))):
-                    want = np.full(7 + rows * ldc, np.nan, np.float32)
-                    got = want.copy()
-                    simd.tile_product_pf(F, 3, L, X, 5, w, want, 7, ldc, S, s0, rows, L, w, z, *region)
-                    simd.narrow_product_pf(F, 3, L, X, 5, w, got, 7, ldc, S, s0, rows, *region)
-                    assert np.array_equal(got, want, equal_nan=True), (L, w, rows, s0, region)
-                    if s0 == 2 and plain is None:
-                        plain = got
-                assert np.array_equal(got, plain, equal_nan=True), (L, w, rows)   # the prefetch changed nothing
+                _same_as_tile_product(simd.narrow_product_pf, rng, L, w, rows)
     C = np.zeros(tw + 8, np.float32)
     with pytest.raises(ValueError, match="narrower than a tile"):
         simd.narrow_product_pf(np.ones(8, np.float32), 0, 4, np.ones(4 * tw, np.float32), 0, tw, C, 0, tw,
@@ -263,20 +273,7 @@ def test_pair_product_is_the_products_whole_tile_path_bit_for_bit():
         for w in sorted({tw + 1, tw + 5, ww, 2 * tw - 1, 2 * tw} & set(range(tw + 1, 2 * tw + 1))):
             for rows in sorted({1, 2, 3, 4, 5, simd.TILE_ROWS, simd.TILE_ROWS + 1, 2 * simd.TILE_ROWS + 2,
                                 2 * simd.TILE_ROWS + 3}):
-                F = rng.standard_normal(3 + rows * L + 2048).astype(np.float32)   # (room for the region)
-                X = rng.standard_normal(5 + L * w).astype(np.float32)
-                S = rng.standard_normal(2 + rows).astype(np.float32)
-                ldc = w + 3
-                plain = None
-                for s0, region in ((-1, (z, z, z, z)), (2, (z, z, z, z)), (2, (64, 256, 3, 512))):
-                    want = np.full(7 + rows * ldc, np.nan, np.float32)
-                    got = want.copy()
-                    simd.tile_product_pf(F, 3, L, X, 5, w, want, 7, ldc, S, s0, rows, L, w, z, *region)
-                    simd.pair_product_pf(F, 3, L, X, 5, w, got, 7, ldc, S, s0, rows, *region)
-                    assert np.array_equal(got, want, equal_nan=True), (L, w, rows, s0, region)
-                    if s0 == 2 and plain is None:
-                        plain = got
-                assert np.array_equal(got, plain, equal_nan=True), (L, w, rows)   # the prefetch changed nothing
+                F, X, S, ldc, got = _same_as_tile_product(simd.pair_product_pf, rng, L, w, rows)
                 ref = np.full(7 + rows * ldc, np.nan)
                 simd.conv_product_ref(F.astype(np.float64), 3, L, X.astype(np.float64), 5, w, ref, 7, ldc,
                                       S.astype(np.float64), 2, rows)
