@@ -256,10 +256,11 @@ class StreamEngine:
         self.handover_step = None if background else 0
         if background:
             # (the one-stream kernel calls no BLAS: nothing to limit, threadpoolctl not loaded in the compile)
-            self._compiler = _BackgroundCompile(self._kernel, self._step_args, blas=not _k.one_stream_mode(lay.lay))
+            # (the reference's GELU imports scipy.special: the compile thread imports it before it compiles, so
+            # that the first reference step does not; a kernel loaded from the cache needs no reference step)
+            self._compiler = _BackgroundCompile(self._kernel, self._step_args, blas=not _k.one_stream_mode(lay.lay),
+                                                before_compile=_import_reference_deps)
             self._kernel = self._interim
-            import importlib
-            importlib.import_module("scipy.special")   # the reference's GELU imports it: now, not in the first step
             import functools
 
             from .reference import stream_run_ref
@@ -661,7 +662,7 @@ class StreamEngine:
             # compiled in a helper thread, waited for: the same machine code, but measured ≈ 0.8 s less
             # system time on the demo's cold start than compiling in the main thread (90k instead of
             # 207k page faults; docs/PERFORMANCE.md "Start-up")
-            c = _BackgroundCompile(self._kernel, self._step_args)
+            c = _BackgroundCompile(self._kernel, self._step_args, blas=not _k.one_stream_mode(self._lay))
             c.thread.join()
             if c.error is not None:
                 raise c.error
@@ -733,12 +734,15 @@ def _max_threads() -> int:
 class _BackgroundCompile:
     """Compile (or load from the disk cache) one kernel for exactly the engine's argument types, in a
     daemon thread. numba's compilation is Python holding the GIL most of the time (LLVM's part runs
-    without it): the thread takes CPU from the process, not from the process's total."""
+    without it): the thread takes CPU from the process, not from the process's total. A kernel in
+    the disk cache is loaded by _load_cached (numba's cache branch without its registry refresh);
+    `before_compile` runs only when the kernel has to be compiled."""
 
-    def __init__(self, dispatcher, args, blas: bool = True):
+    def __init__(self, dispatcher, args, blas: bool = True, before_compile=None):
         import numba
         self.dispatcher = dispatcher
         self.blas = blas                  # does the kernel call BLAS (numba's np.dot)? then limit its threads first
+        self.before_compile = before_compile
         self.sig = tuple(numba.typeof(a) for a in args)   # the types every engine call passes
         self.done = threading.Event()
         self.error: BaseException | None = None
@@ -763,10 +767,61 @@ class _BackgroundCompile:
         if self.blas:
             limit_blas_threads()          # before the compiled kernel's first GEMM
         d = self.dispatcher
-        had = self.sig in d.overloads
+        self.source = _load_cached(d, self.sig)
+        if self.source is not None:
+            return
+        had = self.sig in d.overloads   # (without a disk cache _load_cached does not look)
+        if self.before_compile is not None and not had:
+            self.before_compile()
         hits0 = d.stats.cache_hits.get(self.sig, 0)
         d.compile(self.sig)
         self.source = "memory" if had else "cache" if d.stats.cache_hits.get(self.sig, 0) > hits0 else "compiled"
+
+
+def _import_reference_deps() -> None:
+    """What the numpy reference kernel imports on its first step (its GELU's scipy.special)."""
+    import importlib
+    importlib.import_module("scipy.special")
+
+
+def _load_cached(dispatcher, sig) -> str | None:
+    """Load the kernel for `sig` from numba's disk cache as Dispatcher.compile(sig) does, without the
+    `targetctx.refresh()` numba's Cache.load_overload runs first: that refresh installs every lowering
+    registry (numba.np.arraymath, linalg, random, typed containers, cffi; numba.np.arraymath imports
+    scipy.linalg, whose array-API layer imports numpy.f2py, numpy.testing, ...), which a compile
+    needs and machine code loaded from the cache does not: ≈ 0.45 s of a warm start's ≈ 1 s on the
+    Intel box of docs/PERFORMANCE.md "Session 13". What the loaded code does need is kept: numba's
+    compiler lock, the NRT (which the refresh would start: rtsys.initialize), the index key with
+    the machine and source check (Cache._load_overload), the user-function entry and the overload.
+    Any later compile runs numba's own path, refresh included. Returns "memory" (this process had the
+    overload) or "cache"; None (nothing changed) when the cache has no entry for `sig`, there is no
+    disk cache, or this numba lacks these internals (then the caller compiles with
+    dispatcher.compile, which loads from the cache the usual way). Like Dispatcher.compile, it waits
+    for numba's compiler lock first, even for an overload in memory."""
+    try:
+        from numba.core.compiler_lock import global_compiler_lock
+        from numba.core.runtime import rtsys
+        cache, ctx = dispatcher._cache, dispatcher.targetctx
+        load, guard, hits = cache._load_overload, cache._guard_against_spurious_io_errors, dispatcher._cache_hits
+    except (AttributeError, ImportError):   # NullCache (no disk cache) has no _load_overload
+        return None
+    with global_compiler_lock:
+        if sig in dispatcher.overloads:
+            return "memory"
+        rtsys.initialize(ctx)     # (idempotent; the compiled code allocates through the NRT's functions)
+        try:
+            with guard():
+                cres = load(sig, ctx)
+        except Exception as e:    # (dispatcher.compile then loads or compiles it the usual way and says what fails)
+            log.debug("loading %r from numba's cache failed (%r): compiling", dispatcher, e)
+            return None
+        if cres is None:
+            return None
+        hits[sig] += 1
+        if not cres.objectmode:
+            ctx.insert_user_function(cres.entry_point, cres.fndesc, [cres.library])
+        dispatcher.add_overload(cres)
+    return "cache"
 
 
 # While a kernel compiles, Python's cyclic garbage collector runs its first generation every 700 net

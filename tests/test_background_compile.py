@@ -112,3 +112,51 @@ def test_the_collector_thresholds_come_back_after_a_compile():
     eng.wait_compiled(timeout=300)
     eng._compiler.thread.join(timeout=60)           # (the thread restores them as it ends)
     assert gc.get_threshold() == before
+
+
+_WARM_CHILD = r"""
+import json, sys
+import numpy as np
+from essm_stream.engine import StreamEngine
+from essm_stream.kws.spotter import load_program
+prog = load_program(None)
+rng = np.random.default_rng(11)
+X = rng.standard_normal((40, prog.d_in)).astype(np.float32)
+K = rng.integers(1, prog.k_max + 1, 40)
+eng = StreamEngine(prog, batch=1, dtype=np.float32, background_compile=True)
+assert eng.wait_compiled(timeout=300)
+Y = np.stack([eng.step(X[t], int(K[t])).copy() for t in range(40)])
+print("RESULT", json.dumps({"source": eng.compile_info["source"], "handover": eng.handover_step,
+                            "registries": "numba.np.arraymath" in sys.modules, "Y": Y.astype(float).tolist()}))
+"""
+
+
+def test_a_kernel_from_the_disk_cache_loads_without_numbas_registries_and_steps_the_same():
+    """A fresh process whose kernel is in the disk cache loads it without numba's registry refresh
+    (engine._load_cached: no numba.np.arraymath, no SciPy linalg) and steps bit for bit as the
+    kernel compiled or loaded here (the same machine code; the demo's program, one float32 stream)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from essm_stream.kws.spotter import load_program
+    from essm_stream.numba_config import _CACHE_DIR
+    if _CACHE_DIR is None:
+        pytest.skip("no numba disk cache in this environment")
+    prog = load_program(None)
+    eng = StreamEngine(prog, batch=1, dtype=np.float32)
+    eng.warmup()                                     # compiled (and written to the cache) or loaded from it
+    rng = np.random.default_rng(11)
+    X = rng.standard_normal((40, prog.d_in)).astype(np.float32)
+    K = rng.integers(1, prog.k_max + 1, 40)
+    want = np.stack([eng.step(X[t], int(K[t])).copy() for t in range(40)])
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run([sys.executable, "-c", _WARM_CHILD], env=env, capture_output=True, text=True, timeout=600)
+    line = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert r.returncode == 0 and line, r.stderr[-2000:]
+    got = json.loads(line[-1][len("RESULT "):])
+    assert got["source"] == "cache" and got["handover"] == 0
+    assert not got["registries"]                     # the refresh (and its SciPy import) was skipped
+    assert np.array_equal(np.array(got["Y"], dtype=np.float32), want)
