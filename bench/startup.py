@@ -10,7 +10,9 @@
     python bench/startup.py --step --trees /tmp/old . [--avx2]      # the demo's compiled step, per K
 
 Each sample is a fresh process running the demo (`cli.main(["demo", "--fast", "--quiet", ...])`)
-with NUMBA_CACHE_DIR set to a new temporary directory (cold), then again with it filled (warm).
+with NUMBA_CACHE_DIR set to a new temporary directory (cold), then again with it filled (warm). Each
+tree's bytecode is written first (prime_bytecode: an installed package has its .pyc files), and the
+children run without PYTHONDONTWRITEBYTECODE.
 Reported per sample: CPU seconds (every thread, `time.process_time`) from process start to the
 first audio chunk through the whole pipeline (frontend, engine, detector); the whole run's CPU
 (40 s of audio and the plot) from the parent's rusage; and, from the demo's own summary where it
@@ -212,11 +214,25 @@ print("LATENCY", json.dumps({"rows": rows, "compile": sp.engine.compile_info}))
 def _env(tree: str, cache: str, avx2: bool) -> dict:
     env = dict(os.environ, NUMBA_CACHE_DIR=cache, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
                PYTHONPATH=os.path.abspath(tree))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)   # (an installed package has its bytecode: see prime_bytecode)
     env.pop("OPENBLAS_CORETYPE", None)
     env.pop("OPENBLAS_L2_SIZE", None)
     if avx2:
         env.update(AVX2_ENV)
     return env
+
+
+def prime_bytecode(tree: str) -> None:
+    """Write the bytecode (__pycache__, git-ignored) of the tree's packages before timing it, as
+    `pip install` does: a process started with PYTHONDONTWRITEBYTECODE=1 (this workplace's shells set
+    it) and no __pycache__ compiles the package's ≈ 50 modules from source at every start, ≈ 0.15-0.18 s
+    of CPU on the Intel box of docs/PERFORMANCE.md "Session 13" that no installed copy pays. The
+    children run without that variable, so whatever this misses is written by the first one."""
+    tree = os.path.abspath(tree)
+    pkgs = [os.path.join(tree, d) for d in sorted(os.listdir(tree))
+            if os.path.isfile(os.path.join(tree, d, "__init__.py"))]
+    if pkgs:
+        subprocess.run([sys.executable, "-m", "compileall", "-q", *pkgs], check=True, capture_output=True)
 
 
 def _has_compile_first(tree: str) -> bool:
@@ -328,6 +344,8 @@ def main(argv=None) -> int:
     modes = [m.strip() for m in a.modes.split(",") if m.strip()]
     if not modes or any(m not in ("background", "first") for m in modes):
         p.error(f"--modes takes background and/or first, got {a.modes!r}")
+    for t in a.trees:
+        prime_bytecode(t)
     if a.compile:
         with tempfile.TemporaryDirectory() as cache:
             return subprocess.run([sys.executable, "-c", COMPILE], env=_env(a.trees[0], cache, a.avx2),
