@@ -126,15 +126,21 @@ K = rng.integers(1, prog.k_max + 1, 40)
 eng = StreamEngine(prog, batch=1, dtype=np.float32, background_compile=True)
 assert eng.wait_compiled(timeout=300)
 Y = np.stack([eng.step(X[t], int(K[t])).copy() for t in range(40)])
+registries = "numba.np.arraymath" in sys.modules
+two = StreamEngine(prog, batch=2, dtype=np.float32)     # the general kernel (B > 1: BLAS where it takes it)
+two.warmup()
+Y2 = two.run(np.stack([X, X[::-1]], axis=1), np.stack([K, K[::-1]], axis=1))
 print("RESULT", json.dumps({"source": eng.compile_info["source"], "handover": eng.handover_step,
-                            "registries": "numba.np.arraymath" in sys.modules, "Y": Y.astype(float).tolist()}))
+                            "registries": registries, "Y": Y.astype(float).tolist(),
+                            "Y2": Y2.astype(float).tolist()}))
 """
 
 
 def test_a_kernel_from_the_disk_cache_loads_without_numbas_registries_and_steps_the_same():
     """A fresh process whose kernel is in the disk cache loads it without numba's registry refresh
     (engine._load_cached: no numba.np.arraymath, no SciPy linalg) and steps bit for bit as the
-    kernel compiled or loaded here (the same machine code; the demo's program, one float32 stream)."""
+    kernel compiled or loaded here (the same machine code; the demo's program, one float32 stream);
+    so does a two-stream engine's kernel that warmup() loads after it."""
     import json
     import os
     import subprocess
@@ -151,6 +157,9 @@ def test_a_kernel_from_the_disk_cache_loads_without_numbas_registries_and_steps_
     X = rng.standard_normal((40, prog.d_in)).astype(np.float32)
     K = rng.integers(1, prog.k_max + 1, 40)
     want = np.stack([eng.step(X[t], int(K[t])).copy() for t in range(40)])
+    two = StreamEngine(prog, batch=2, dtype=np.float32)
+    two.warmup()
+    want2 = two.run(np.stack([X, X[::-1]], axis=1), np.stack([K, K[::-1]], axis=1))
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
     r = subprocess.run([sys.executable, "-c", _WARM_CHILD], env=env, capture_output=True, text=True, timeout=600)
@@ -160,3 +169,4 @@ def test_a_kernel_from_the_disk_cache_loads_without_numbas_registries_and_steps_
     assert got["source"] == "cache" and got["handover"] == 0
     assert not got["registries"]                     # the refresh (and its SciPy import) was skipped
     assert np.array_equal(np.array(got["Y"], dtype=np.float32), want)
+    assert np.array_equal(np.array(got["Y2"], dtype=np.float32), want2)   # (loaded the same way by warmup)
