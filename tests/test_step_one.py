@@ -149,6 +149,7 @@ def test_one_stream_engine_d64_matches_reference_every_budget():
     assert _one_stream_every_budget()[0] <= TOL32
 
 
+@pytest.mark.slow
 def test_streamed_and_resident_mixing_give_the_same_outputs(tmp_path):
     """The one-stream step with its mixing never streamed ($ESSM_STREAM_MIX=never: gemv_t through L2) and
     streamed from K = 7 on (a threshold of _mcat_bytes(7): K = 1 … 6 take gemv_t, K = 7 … 13 gemv_stream,
