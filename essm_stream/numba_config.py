@@ -409,11 +409,12 @@ def stream_step_min() -> int:
 
     Elsewhere never (STREAM_NEVER). On an Intel Xeon (Sapphire / Emerald Rapids class, 2 MB L2, a
     non-inclusive L3) a line that prefetchnta brought into L1 is not kept in L2 nor in L3 when L1 evicts it:
-    streamed weights came back from DRAM in the next step, ≈ 2.4× slower per byte than the L3 reads of
-    weights read through L2 (a 2.5 MB cyclic GEMV 78 µs read through L2, 185 µs streamed), and the edge step
-    under the AVX2 rule (stream at every budget) took twice as long (K=4 32.6 -> 15.6 µs, K=32 177 -> 114
-    never streamed). Keeping part of Mcat resident and streaming the rest (a per-layer split) did not help
-    either: every streamed byte costs more than the L2 misses it saves (docs/PERFORMANCE.md "Session 13").
+    streamed weights came back (most likely) from DRAM in the next step, slower than the L3 reads of weights
+    read through L2 (bench/stream_policy.py: a 2.5 MB cyclic GEMV 67 µs read through L2, 127-177 µs
+    streamed), and the edge step under the AVX2 rule (stream at every budget) took about twice as long (K=4
+    35.9 -> 19.3 µs, K=32 199 -> 121 never streamed). Keeping part of Mcat resident and streaming the rest (a
+    per-layer split by the L2's size) did not help either: every streamed byte costs more than the L2
+    misses it saves (docs/PERFORMANCE.md "Session 13").
     The decision is the cache hierarchy's, not its sizes': where non-temporal lines go after L1.
     $ESSM_STREAM_MIX overrides (tests, measurements; part of the kernel cache's key): "never", "always"
     (every budget) or a number of bytes."""
