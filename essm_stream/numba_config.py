@@ -100,7 +100,9 @@ def l2_bytes() -> int:
 
 @functools.lru_cache(maxsize=1)
 def cpu_vendor() -> str:
-    """cpu0's vendor_id in /proc/cpuinfo ("AuthenticAMD", "GenuineIntel", ...), "" where there is none."""
+    """cpu0's vendor_id in /proc/cpuinfo ("AuthenticAMD", "GenuineIntel", ...); without /proc (Windows:
+    platform.processor() names it, "AMD64 Family 25 Model 97 Stepping 2, AuthenticAMD") the name found
+    there; "" where neither says (macOS, ARM Linux)."""
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
@@ -108,9 +110,12 @@ def cpu_vendor() -> str:
                     return line.split(":", 1)[1].strip()
                 if not line.strip():
                     break
+        return ""
     except OSError:
         pass
-    return ""
+    import platform
+    proc = platform.processor() or ""
+    return next((v for v in ("AuthenticAMD", "GenuineIntel") if v in proc), "")
 
 
 # Every module whose code or constants end up inside a cached kernel.

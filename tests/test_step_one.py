@@ -210,3 +210,34 @@ def test_one_stream_engine_d64_avx2_compiled(tmp_path):
     env.pop("ESSM_STREAM_MIX", None)
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-2000:]
+
+
+def test_cpu_vendor_from_proc_or_platform(monkeypatch, tmp_path):
+    """cpu_vendor: /proc/cpuinfo's vendor_id where it exists; else the vendor named in platform.processor()
+    (Windows); else ""."""
+    import builtins
+    import platform
+    real_open = builtins.open
+    fake = tmp_path / "cpuinfo"
+    fake.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\n\nprocessor\t: 1\n")
+
+    def opener(path, *a, **k):
+        if path == "/proc/cpuinfo":
+            if not fake.exists():
+                raise FileNotFoundError(path)
+            return real_open(fake, *a, **k)
+        return real_open(path, *a, **k)
+
+    monkeypatch.setattr(builtins, "open", opener)
+    try:
+        numba_config.cpu_vendor.cache_clear()
+        assert numba_config.cpu_vendor() == "AuthenticAMD"
+        fake.unlink()
+        monkeypatch.setattr(platform, "processor", lambda: "Intel64 Family 6 Model 207 Stepping 2, GenuineIntel")
+        numba_config.cpu_vendor.cache_clear()
+        assert numba_config.cpu_vendor() == "GenuineIntel"
+        monkeypatch.setattr(platform, "processor", lambda: "arm")
+        numba_config.cpu_vendor.cache_clear()
+        assert numba_config.cpu_vendor() == ""
+    finally:
+        numba_config.cpu_vendor.cache_clear()
