@@ -1796,7 +1796,8 @@ def _streams_mix(W, lay, Kt):
     it evicts the step's other weights and windows, which then come from L3 too (edge K = 32 5 % faster
     streamed; K = 8 … 16, which mostly stay in L2, 1-5 % slower). AVX2 targets stream at every budget
     (numba_config.stream_step_min: 0): there the step's other weights then stay in L2 (docs/PERFORMANCE.md
-    "Session 12")."""
+    "Session 12"). All of this on AMD CPUs only: on an Intel Xeon the streamed lines leave the caches and
+    come back from DRAM, and the mixing is never streamed (stream_step_min, docs/PERFORMANCE.md "Session 13")."""
     d = lay[D_MODEL]
     return lay[N_LAYERS] * (Kt + 1) * d * d * W.itemsize >= STREAM_STEP_MIN
 

@@ -98,6 +98,26 @@ def l2_bytes() -> int:
     return L2_DEFAULT
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_vendor() -> str:
+    """cpu0's vendor_id in /proc/cpuinfo ("AuthenticAMD", "GenuineIntel", ...); without /proc (Windows:
+    platform.processor() names it, "AMD64 Family 25 Model 97 Stepping 2, AuthenticAMD") the name found
+    there; "" where neither says (macOS, ARM Linux)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+                if not line.strip():
+                    break
+        return ""
+    except OSError:
+        pass
+    import platform
+    proc = platform.processor() or ""
+    return next((v for v in ("AuthenticAMD", "GenuineIntel") if v in proc), "")
+
+
 # Every module whose code or constants end up inside a cached kernel.
 KERNEL_SOURCES = ("kernels.py", "kernels_lds.py", "kernels_lru.py", "layout.py", "numba_config.py", "gemv.py",
                   "simd.py")
@@ -120,6 +140,8 @@ def kernel_source_key() -> str:
     # so is the convolution's software prefetch of the mixing weights ($ESSM_PREFETCH, prefetch()) and
     # the L2 size its rule reads (prefetch_bytes())
     h.update(b"prefetch\0" + os.environ.get("ESSM_PREFETCH", "").encode() + b"\0" + str(l2_bytes()).encode())
+    # and the streamed mixing's threshold (stream_step_min: $ESSM_STREAM_MIX, the CPU's vendor)
+    h.update(b"stream\0" + os.environ.get("ESSM_STREAM_MIX", "").encode() + b"\0" + cpu_vendor().encode())
     for name in KERNEL_SOURCES:
         try:
             with open(os.path.join(here, name), "rb") as f:
@@ -377,13 +399,43 @@ PREFETCH_DEFAULT = (4, 2)
 PREFETCH_DEFAULT_AVX2 = (2, 2)
 
 
+STREAM_NEVER = 1 << 62   # (stream_step_min: more bytes than any step reads)
+
+
 def stream_step_min() -> int:
     """The least bytes of all layers' active mixing weights in a step from which the one-stream step streams
     them through L1 (kernels._streams_mix, gemv.gemv_stream's non-temporal prefetch) instead of reading them
-    through L2: the L2 and a quarter (edge K >= 19 with a 1 MB L2), and 0 (every budget) on AVX2 targets.
-    There, at small budgets, the weights the step reads (edge K=4: ≈ 0.6 MB) and its windows stay in L2 only
-    when Mcat does not pass through it: edge K=4 9.6 -> 9.2 µs, K=16 25.3 -> 24.5 under the AVX2 emulation,
-    natively no gain (docs/PERFORMANCE.md "Session 12")."""
+    through L2.
+
+    Only on AMD CPUs (cpu_vendor), where it was measured to pay (Zen 5, 1 MB L2): the L2 and a quarter (edge
+    K >= 19), and 0 (every budget) on AVX2 targets. There, at small budgets, the weights the step reads (edge
+    K=4: ≈ 0.6 MB) and its windows stay in L2 only when Mcat does not pass through it: edge K=4 9.6 -> 9.2
+    µs, K=16 25.3 -> 24.5 under the AVX2 emulation, natively no gain (docs/PERFORMANCE.md "Session 12").
+
+    Elsewhere never (STREAM_NEVER). On an Intel Xeon (Sapphire / Emerald Rapids class, 2 MB L2, a
+    non-inclusive L3) a line that prefetchnta brought into L1 is not kept in L2 nor in L3 when L1 evicts it:
+    streamed weights came back (most likely) from DRAM in the next step, slower than the L3 reads of weights
+    read through L2 (bench/stream_policy.py: a 2.5 MB cyclic GEMV 67 µs read through L2, 127-177 µs
+    streamed), and the edge step under the AVX2 rule (stream at every budget) took about twice as long (K=4
+    35.9 -> 19.3 µs, K=32 199 -> 121 never streamed). Keeping part of Mcat resident and streaming the rest (a
+    per-layer split by the L2's size) did not help either: every streamed byte costs more than the L2
+    misses it saves (docs/PERFORMANCE.md "Session 13").
+    The decision is the cache hierarchy's, not its sizes': where non-temporal lines go after L1.
+    $ESSM_STREAM_MIX overrides (tests, measurements; part of the kernel cache's key): "never", "always"
+    (every budget) or a number of bytes."""
+    env = os.environ.get("ESSM_STREAM_MIX")
+    if env:
+        if env in ("never", "always"):
+            return STREAM_NEVER if env == "never" else 0
+        try:
+            n = int(env)
+        except ValueError:
+            n = -1
+        if n < 0:
+            raise ValueError(f"ESSM_STREAM_MIX must be never, always or a number of bytes >= 0, got {env!r}")
+        return n
+    if cpu_vendor() != "AuthenticAMD":
+        return STREAM_NEVER
     return 0 if simd_target() == (32, 16) else l2_bytes() * 5 // 4
 
 

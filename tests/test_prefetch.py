@@ -19,16 +19,25 @@ from essm_stream import numba_config, simd
 
 # the engines both sides run: (d_model, n_layers, B, weights, dtype). d = 64, B = 1, float32: the
 # input-major Mcat (one run of bytes); d = 32, B = 1: the narrow tile. K̄ = 32 and enough layers that
-# the step's mixing weights exceed half an L2 of 1 MB at the larger budgets (kernels._prefetch_pays: the
-# prefetch runs there, not at the smaller ones). Not run: B > 1 and fp16 programs, where _prefetch_pays
+# the step's mixing weights exceed half this machine's L2 at the larger budgets (_layers;
+# kernels._prefetch_pays: the prefetch runs there, not at the smaller ones). Not run: B > 1 and fp16 programs, where _prefetch_pays
 # keeps it off (its rule is checked below); each would be another kernel to compile cold in the
 # subprocess (≈ 8 s of the suite). Not compared across processes: float64 engines (Mcat's rows, d runs
 # of the active prefix). A float64 kernel loaded from numba's disk cache gives outputs an ulp or two off
 # the same kernel compiled in the process (docs/ENGINE.md "The kernel cache"), and pytest-xdist's
 # workers share that cache, so the comparison would test numba's cache, not the prefetch; the float64
 # rule is checked below, its values against the reference in tests/test_engine.py.
-CASES = [(64, 2, 1, "fp32", "float32"), (32, 6, 1, "fp32", "float32")]
-PREFETCHES = {(64, 2, 1, "fp32", "float32"), (32, 6, 1, "fp32", "float32")}
+
+
+def _layers(d: int, k: int = 24) -> int:
+    """Layers enough that the step's input-major float32 Mcat at budget k reaches the rule's least bytes
+    (numba_config.prefetch_bytes()[0], half the L2): 2 (d = 64) and 6 (d = 32) with a 1 MB L2, 3 and 11
+    with a 2 MB one (the prefetch would otherwise not run at K = 24 there, and the test check nothing)."""
+    return -(-numba_config.prefetch_bytes()[0] // ((k + 1) * d * d * 4))
+
+
+CASES = [(64, _layers(64), 1, "fp32", "float32"), (32, _layers(32), 1, "fp32", "float32")]
+PREFETCHES = set(CASES)
 
 RUN = textwrap.dedent("""
     import json, sys
