@@ -45,8 +45,8 @@ from .kernels_lru import lru_mix, lru_undo
 from .gemv import CHUNK as GEMV_CHUNK, STREAM_AHEAD, VW as GEMV_VW, gemv_stream, gemv_t
 from .layout import CONV_SMALL, GEMM_T, GEMV1, GEMV_BLOCK, HIST_BLK, LDS, LRU_KIND, MIX16, MLP16, O_FC1H, O_FC2H, O_MCATH, PAR_MIN_B, PAR_MIN_K, THREADS, WB_HP, hist_block
 from .numba_config import JIT_DISABLED, njit, prefetch_bytes, stream_step_min, window_prefetch_min
-from .simd import (HALF_COLS, SMALL_MAX, SMALL_MIN, TAU_BLOCK, TILE_GEMV_MAX, conv_product_pf, min_cols, small_product_pf,
-                   tile_product, tile_product_pf)
+from .simd import (HALF_COLS, LINE, SMALL_MAX, SMALL_MIN, TAU_BLOCK, TILE_GEMV_MAX, conv_product_pf, min_cols, small_product_pf,
+                   row_tiles, tile_product, tile_product_pf)
 
 OK, ERR_NONFINITE, ERR_BUDGET, ERR_OVERFLOW = 0, 1, 2, 3
 # Frame ist[IST_ERR_T] (of this call's block) overflowed and the step stopped there with its writes
@@ -1002,8 +1002,12 @@ def convolve_small_pf(Ks, t, W, off, lay, state, work, B, l, p, Kt, win_min):
     p0, prow, pn, pld = _prefetch_region(W, off, lay, B, l, Kt)
     nblk = (B + lay[HIST_BLK] - 1) // lay[HIST_BLK]
     # several blocks whose windows do not stay in L2 between steps: each product prefetches the next
-    # block's window (bytes from W's data: the tile's prefetch addresses are relative to it)
-    win_pf = nblk > 1 and lay[N_LAYERS] * B * L * d * state.itemsize >= win_min
+    # block's window (bytes from W's data: the tile's prefetch addresses are relative to it), where that
+    # is at most a line a step of τ (a window row's bytes <= a line per row tile: edge K_t >= 13 on the
+    # 4-row tile). With fewer rows the product is bound by the window's fetch itself (edge K=4: 32 KB for
+    # 128 steps) and the prefetches cost load slots only (edge B=32 K=4: 2-4 % slower convolution)
+    win_pf = (nblk > 1 and lay[N_LAYERS] * B * L * d * state.itemsize >= win_min
+              and lay[HIST_BLK] * d * state.itemsize <= LINE * row_tiles(Kt))
     sw = np.int64(state.ctypes.data) - np.int64(W.ctypes.data) if win_pf else np.int64(0)
     for i in range(nblk):
         o, w, b0, nb = _hist_block(lay, B, l, i)

@@ -17,7 +17,8 @@ from essm_stream.numba_config import njit, prefetch_bytes, window_prefetch_min
 
 OFF = 1 << 62
 TOL32 = 2e-5   # float32 kernel vs float64 reference, relative to max |y_ref| (as tests/test_engine.py)
-CFG = ESSMConfig(d_in=5, d_out=3, d_model=64, n_layers=2, seq_len=16, k_max=8, d_gate=8)
+# K̄ = 4 row tiles: the window prefetch's least rows for a 64-column window (a line per step of τ)
+CFG = ESSMConfig(d_in=5, d_out=3, d_model=64, n_layers=2, seq_len=16, k_max=4 * simd.TILE_ROWS, d_gate=8)
 
 
 def rel_err(a, b):
@@ -41,6 +42,19 @@ def _engine(B):
     rng = np.random.default_rng(3)
     eng.run(rng.standard_normal((CFG.seq_len + 3, B, CFG.d_in)).astype(np.float32), CFG.k_max)
     return eng
+
+
+@njit(cache=False)
+def _window_pf(Kt, lay, B, state):
+    # (convolve_small_pf's rule at win_min = 0, as written there)
+    return lay[lo.HIST_BLK] * lay[lo.D_MODEL] * state.itemsize <= simd.LINE * simd.row_tiles(Kt)
+
+
+def test_window_prefetch_rows_rule():
+    """The window prefetch runs from K_t = 4 row tiles (a 64-column window's row is 4 lines) and not below."""
+    eng = _engine(3)
+    R = simd.TILE_ROWS
+    assert _window_pf(4 * R, eng._lay, 3, eng._state) and not _window_pf(2 * R, eng._lay, 3, eng._state)
 
 
 def test_prefetch_branches_bit_identical_and_match_numpy():
