@@ -8,7 +8,8 @@ each variant over `none` within a round.
     python bench/batch_conv.py [--batch 32] [--k 32] [--rounds 9] [--reps 20]
 
 Timings a round and variant: `conv` (every layer's convolution back to back, as bench/profile_ops.py
-times it), `mix` (every layer's mixing), `softmax` (the gate's) and `layers` (every layer's ring write, gate, convolution, mixing and MLP in the step's order,
+times it), `mix` (every layer's mixing), `softmax` (the gate's) and `layers` (every layer's ring write,
+gate, convolution, mixing and MLP in the step's order,
 on the engine's own state: the caches as a step leaves them). µs per call, the median of `reps` calls.
 """
 from __future__ import annotations

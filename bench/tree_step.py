@@ -1,4 +1,5 @@
-"""The float32 step (B=1, or --batch B streams stepped together) of source trees (the edge config, or the paper config), each run in fresh
+"""The float32 step (B=1, or --batch B streams stepped together) of source trees (the edge config, or the
+paper config), each run in fresh
 processes, trees interleaved and their order reversed every other round (the second tree of a round
 can read slower): what a change costs or gains when it shows only across processes (W's base
 address, for one, differs from one process to the next: the output names it, mod 64).
