@@ -44,8 +44,9 @@ from .kernels_lds import lds_convolve, lds_ring, lds_undo
 from .kernels_lru import lru_mix, lru_undo
 from .gemv import CHUNK as GEMV_CHUNK, STREAM_AHEAD, VW as GEMV_VW, gemv_stream, gemv_t
 from .layout import CONV_SMALL, GEMM_T, GEMV1, GEMV_BLOCK, HIST_BLK, LDS, LRU_KIND, MIX16, MLP16, O_FC1H, O_FC2H, O_MCATH, PAR_MIN_B, PAR_MIN_K, THREADS, WB_HP, hist_block
-from .numba_config import JIT_DISABLED, njit, prefetch_bytes, stream_step_min
-from .simd import HALF_COLS, SMALL_MAX, SMALL_MIN, TILE_GEMV_MAX, conv_product_pf, min_cols, small_product_pf, tile_product
+from .numba_config import JIT_DISABLED, njit, prefetch_bytes, stream_step_min, window_prefetch_min
+from .simd import (HALF_COLS, LINE, SMALL_MAX, SMALL_MIN, TAU_BLOCK, TILE_GEMV_MAX, conv_product_pf, min_cols, small_product_pf,
+                   row_tiles, tile_product, tile_product_pf)
 
 OK, ERR_NONFINITE, ERR_BUDGET, ERR_OVERFLOW = 0, 1, 2, 3
 # Frame ist[IST_ERR_T] (of this call's block) overflowed and the step stopped there with its writes
@@ -720,6 +721,12 @@ def ring_write_one(state, work, lay, l, p):
 @njit(inline="always")
 def gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps):
     """α = softmax(s̃_{1:K}), s̃ = s √K / (‖s_{1:K}‖ + ε), s = W2 GELU(W1 u + b1) + b2 (Eq. 8), into work[W_S]."""
+    gate_v(Ks, t, W, off, lay, work, B, l, Kt, gate_eps, work.itemsize == 4)
+
+
+@njit(inline="always")
+def gate_v(Ks, t, W, off, lay, work, B, l, Kt, gate_eps, vec):
+    """gate, its softmax by _gate_softmax_v(vec)."""
     wl, d, dg = lay[WL], lay[D_MODEL], lay[D_GATE]
     sg, ss = lay[W_G], lay[W_S]
     if lay[GEMV1] != 0:   # one stream, float32: W1 and W2 input-major (gemv.gemv_t)
@@ -730,7 +737,7 @@ def gate(Ks, t, W, off, lay, work, B, l, Kt, gate_eps):
         for b in range(B):
             _bias_gelu(work, b * wl + sg, W, b1, dg)   # + b1 in GELU's pass
         gemm_nt(work, sg, wl, W, seg(off, O_W2, l), dg, dg, work, ss, wl, B, Kt, wl < 0)   # rows < max K only
-    _gate_softmax(Ks, t, W, off, lay, work, B, l, gate_eps)
+    _gate_softmax_v(Ks, t, W, off, lay, work, B, l, gate_eps, vec)
 
 
 @njit(inline="always")
@@ -808,9 +815,21 @@ def _softmax_one(work, ss, W, b2, K, gate_eps):
 
 @njit(inline="always")
 def _gate_softmax(Ks, t, W, off, lay, work, B, l, gate_eps):
-    """α = softmax(s̃_{1:K}), s̃ = s √K / (‖s_{1:K}‖ + ε) with s += b2, for each stream's own K."""
+    """α = softmax(s̃_{1:K}), s̃ = s √K / (‖s_{1:K}‖ + ε) with s += b2, for each stream's own K; a float32
+    engine's by _softmax_one (vector code, _exp_neg: no libm call per score), a float64 one's by libm's exp."""
+    _gate_softmax_v(Ks, t, W, off, lay, work, B, l, gate_eps, work.itemsize == 4)
+
+
+@njit(inline="always")
+def _gate_softmax_v(Ks, t, W, off, lay, work, B, l, gate_eps, vec):
+    """_gate_softmax, each stream's by _softmax_one where vec (the float32 B = 1 step's maths: its
+    exponential is _exp_neg's, < 1e-11 relative, not libm's), else by the loop below."""
     wl, ss = lay[WL], lay[W_S]
     b2 = seg(off, O_B2, l)
+    if vec:
+        for b in range(B):
+            _softmax_one(work, b * wl + ss, W, b2, Ks[t, b], gate_eps)
+        return
     for b in range(B):
         wb = b * wl + ss
         K = Ks[t, b]
@@ -925,6 +944,7 @@ def _mix_region(W, off, lay, l, Kt):
 
 
 PF_STEP_MIN, PF_LAYER_MAX = prefetch_bytes()
+PF_WIN_MIN = window_prefetch_min()
 
 
 @njit(inline="always")
@@ -961,20 +981,41 @@ def _prefetch_region(W, off, lay, B, l, Kt):
 
 @njit(inline="always")
 def convolve_small(Ks, t, W, off, lay, state, work, B, l, p, Kt):
+    """convolve_small_pf with the window prefetch's rule of this machine (PF_WIN_MIN)."""
+    convolve_small_pf(Ks, t, W, off, lay, state, work, B, l, p, Kt, PF_WIN_MIN)
+
+
+@njit(inline="always")
+def convolve_small_pf(Ks, t, W, off, lay, state, work, B, l, p, Kt, win_min):
     """convolve, with products of up to lay[CONV_SMALL] filter rows by the register-tiled product
     simd.conv_product_pf (_use_tile). A block of one stream whose budget is the frame's K_t (every B = 1
     step) has its product stored straight into V[d:], × α_k (the tile's scaled store): no C in the
     batch scratch and no _conv_to_V pass. The first block's product prefetches the layer's mixing
     weights that mix reads next (_mix_region: the core fetches them while it computes, instead of
-    computing and then waiting on them; docs/PERFORMANCE.md "Prefetching the mixing weights")."""
+    computing and then waiting on them; docs/PERFORMANCE.md "Prefetching the mixing weights"). With
+    several history blocks whose windows (all layers', all streams') are at least win_min bytes, each
+    block's product prefetches the next block's window instead (numba_config.window_prefetch_min: they
+    come from L3 every step; a prefetch changes no value)."""
     L, d, cb = lay[L_WIN], lay[D_MODEL], lay[WB_C]
     wl, sV, ss, gated = lay[WL], lay[W_V], lay[W_S], lay[GATED] != 0
     phir = seg(off, O_PHIR, l)
     p0, prow, pn, pld = _prefetch_region(W, off, lay, B, l, Kt)
-    for i in range((B + lay[HIST_BLK] - 1) // lay[HIST_BLK]):
+    nblk = (B + lay[HIST_BLK] - 1) // lay[HIST_BLK]
+    # several blocks whose windows do not stay in L2 between steps: each product prefetches the next
+    # block's window (bytes from W's data: the tile's prefetch addresses are relative to it), where that
+    # is at most a line a step of τ (a window row's bytes <= a line per row tile: edge K_t >= 13 on the
+    # 4-row tile). With fewer rows the product is bound by the window's fetch itself (edge K=4: 32 KB for
+    # 128 steps) and the prefetches cost load slots only (edge B=32 K=4: 2-4 % slower convolution)
+    win_pf = (nblk > 1 and lay[N_LAYERS] * B * L * d * state.itemsize >= win_min
+              and lay[HIST_BLK] * d * state.itemsize <= LINE * row_tiles(Kt))
+    sw = np.int64(state.ctypes.data) - np.int64(W.ctypes.data) if win_pf else np.int64(0)
+    for i in range(nblk):
         o, w, b0, nb = _hist_block(lay, B, l, i)
         c0 = cb + Kt * b0 * d
         w0 = o + (p + 1) * w
+        if win_pf and i + 1 < nblk:
+            o1, w1, _, _ = _hist_block(lay, B, l, i + 1)
+            p0, prow, pn, pld = sw + (o1 + (p + 1) * w1) * state.itemsize, L * w1 * state.itemsize, 1, np.int64(0)
         if _use_tile(Kt, lay[CONV_SMALL], L, w, W):
             direct = nb == 1 and Ks[t, b0] == Kt     # V row k + 1 is C row k (stride d = w)
             wb = b0 * wl
@@ -1022,12 +1063,28 @@ def mix_tiled(Ks, t, W, off, lay, work, B, l):
     """mix, with several streams (lay[GEMM_T]: Mcat input-major) as one register-tiled product of every
     stream's V (zero-padded to the frame's max K) by Mcat's active rows (simd.tile_product, the
     convolution's kernel: Mcat's blocks read from L1 by all row tiles). MODE_FIR_SMALL's mixing."""
+    mix_tiled_pf(Ks, t, W, off, lay, work, B, l, PF_STEP_MIN)
+
+
+@njit(inline="always")
+def mix_tiled_pf(Ks, t, W, off, lay, work, B, l, mix_min):
+    """mix_tiled; where all layers' active Mcat rows are at least mix_min bytes (they do not stay in L2
+    from one step to the next: PF_STEP_MIN, half the L2, numba_config.prefetch_bytes), the product
+    prefetches Mcat's rows one block of τ (simd.TAU_BLOCK rows) ahead of those its tiles read, spread
+    over its steps (a prefetch changes no value)."""
     if lay[GEMM_T] == 0:
         mix(Ks, t, W, off, lay, work, B, l)
         return
     wl, d = lay[WL], lay[D_MODEL]
-    tile_product(work, lay[W_V], wl, W, seg(off, O_MCAT, l), d, work, lay[W_H], wl, work, np.int64(-1), B,
-                 _pad_V(Ks, t, lay, work, B), d, np.int64(1))
+    n = _pad_V(Ks, t, lay, work, B)
+    m0 = seg(off, O_MCAT, l)
+    isz = W.itemsize
+    pn = 1 if n > TAU_BLOCK and n * d * isz * lay[N_LAYERS] >= mix_min else 0
+    # rows [TAU_BLOCK, n + TAU_BLOCK): a block ahead all the way (the last block's lines past the end: a
+    # prefetch never faults); in bytes from the data of work (the product's F: V's rows)
+    wm = np.int64(W.ctypes.data) - np.int64(work.ctypes.data) if pn else np.int64(0)
+    tile_product_pf(work, lay[W_V], wl, W, m0, d, work, lay[W_H], wl, work, np.int64(-1), B, n, d, np.int64(1),
+                    wm + (m0 + TAU_BLOCK * d) * isz, n * d * isz, pn, np.int64(0))
 
 
 @njit(inline="always")

@@ -470,3 +470,14 @@ def prefetch() -> tuple[int, int]:
     if len(parts) != 2 or not (0 <= parts[0] <= 8 and 0 <= parts[1] <= 3):
         raise ValueError(f"ESSM_PREFETCH must be N or N,HINT (lines per step 0-8, locality 0-3), e.g. 2 or 2,2; got {env!r}")
     return parts[0], parts[1]
+
+
+def window_prefetch_min() -> int:
+    """The least bytes of a step's windows (every layer's, every stream's) from which a batch's convolution
+    prefetches the next history block's window during a block's product (kernels.convolve_small): half the
+    L2. Below it the windows stay in L2 from one step to the next and the prefetches would cost instructions
+    only; above it each block's window comes from L3 (edge B=32: 4 MB of windows a step, beside 2.2 MB of
+    mixing weights, in a 1 or 2 MB L2). A block's window (edge: 32 KB) is far smaller than either L2, so
+    the prefetched lines last until the next product reads them. docs/PERFORMANCE.md "Session 13: the
+    batched step on the Intel box"."""
+    return l2_bytes() // 2
