@@ -157,10 +157,12 @@ def cache_dir(environ=None, tmpdir: str | None = None) -> str | None:
     env = os.environ if environ is None else environ
     key = kernel_source_key()
     if env.get("NUMBA_CACHE_DIR"):
-        # the user's explicit choice is taken as is (no safety check), keyed like ours; a child
-        # process inherits the keyed directory and keeps it
+        # the user's explicit choice is taken as is (no safety check), keyed like ours. A child
+        # process inherits the keyed directory its parent exported (the user's, essm-<key>, or our
+        # default, <key>) and keeps it: nesting another one inside would compile every kernel again
         user = env["NUMBA_CACHE_DIR"]
-        return user if os.path.basename(os.path.normpath(user)) == f"essm-{key}" else os.path.join(user, f"essm-{key}")
+        inherited = os.path.basename(os.path.normpath(user)) in (key, f"essm-{key}")
+        return user if inherited else os.path.join(user, f"essm-{key}")
     base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     tmp = tmpdir or tempfile.gettempdir()
     for cand in (os.path.join(base, "essm-stream", "numba"),
