@@ -1,10 +1,11 @@
 """Cold compile of the bundled keyword model's engine, fp32 and fp16 programs, trees interleaved.
 
-    python bench/compile_cold.py [--trees /tmp/base .] [--weights fp32,fp16] [--rounds 2]
+    python bench/compile_cold.py [--trees /tmp/base .] [--weights fp32,fp16] [--rounds 2] [--batch B]
 
 For each round, tree and weights: a fresh process with an empty NUMBA_CACHE_DIR builds a float32
 engine of the bundled keyword program (`--weights fp16`: `with_mix_weights("fp16")`) and steps it
-once; prints the CPU seconds (`time.process_time`) of that build and step, i.e. the kernel's compile.
+once (`--batch B`: an engine of B streams, whose general kernel is not the one-stream kernel of the
+demo; default 1); prints the CPU seconds (`time.process_time`) of that build and step, i.e. the kernel's compile.
 OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are unset (this machine's BLAS path, as the bench's first command).
 """
 from __future__ import annotations
@@ -24,8 +25,9 @@ p = load_program()
 if sys.argv[1] == "fp16":
     p = p.with_mix_weights("fp16")
 t = time.process_time()
-e = StreamEngine(p)
-e.step(np.zeros(p.cfg.d_in, np.float32), 4)
+B = int(sys.argv[2])
+e = StreamEngine(p, batch=B, dtype=np.float32)
+e.step(np.zeros(p.cfg.d_in if B == 1 else (B, p.cfg.d_in), np.float32), 4)
 print(time.process_time() - t)
 """
 
@@ -35,6 +37,7 @@ def main(argv=None):
     ap.add_argument("--trees", nargs="+", default=[os.path.dirname(os.path.dirname(os.path.abspath(__file__)))])
     ap.add_argument("--weights", default="fp32,fp16")
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=1, help="streams of the engine (default 1: the demo's kernel)")
     a = ap.parse_args(argv)
     res = {}
     for r in range(a.rounds):
@@ -44,7 +47,7 @@ def main(argv=None):
                 with tempfile.TemporaryDirectory(prefix="nc_cold_") as cache:
                     env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
                     env.update(PYTHONPATH=tree, NUMBA_CACHE_DIR=cache)
-                    out = subprocess.run([sys.executable, "-c", CHILD, w], cwd=tree, env=env, check=True,
+                    out = subprocess.run([sys.executable, "-c", CHILD, w, str(a.batch)], cwd=tree, env=env, check=True,
                                          capture_output=True, text=True).stdout
                 cpu = float(out.strip().splitlines()[-1])
                 res.setdefault((tree, w), []).append(cpu)
