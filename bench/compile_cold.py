@@ -69,8 +69,8 @@ def main(argv=None):
                 with tempfile.TemporaryDirectory(prefix="nc_cold_") as cache:
                     env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
                     env.update(PYTHONPATH=tree, NUMBA_CACHE_DIR=cache)
-                    out = subprocess.run([sys.executable, "-c", CHILD, w, str(a.batch), str(a.passes)], cwd=tree, env=env, check=True,
-                                         capture_output=True, text=True).stdout
+                    argv = [sys.executable, "-c", CHILD, w, str(a.batch), str(a.passes)]
+                    out = subprocess.run(argv, cwd=tree, env=env, check=True, capture_output=True, text=True).stdout
                 lines = out.rstrip().splitlines()
                 cpu = float(lines[-1])
                 res.setdefault((tree, w), []).append(cpu)
